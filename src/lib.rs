@@ -1,0 +1,10 @@
+//! kcap: captures GitHub Copilot CLI sessions and delivers every transcript line, exactly once in
+//! effect, to an ingest server.
+//!
+//! - [`machine`]: the finalizer as a pure state machine (no clock, no IO).
+//! - [`effects`]: the tokio interpreter that performs the machine's commands.
+//! - [`store`]: the sled store shared by every kcap process (transition log, watermarks, leases).
+//! - [`server`]: the embedded ingest server speaking the kcap protocol.
+
+pub mod ids;
+pub mod machine;

@@ -1,0 +1,237 @@
+use super::table::{rows, sample_inputs, sample_states};
+use super::*;
+
+#[test]
+fn every_step_has_at_most_one_answering_command() {
+    for row in rows() {
+        if let Ok((_, commands)) = &row.outcome {
+            let answering = commands.iter().filter(|c| c.answers()).count();
+            assert!(
+                answering <= 1,
+                "{} × {}: {commands:?}",
+                row.from.phase.name(),
+                row.case
+            );
+        }
+    }
+}
+
+#[test]
+fn exit_is_emitted_exactly_when_the_machine_stops() {
+    for row in rows() {
+        if let Ok((to, commands)) = &row.outcome {
+            let stops = matches!(to.phase, Phase::Drained { .. } | Phase::Parked { .. });
+            let exits = commands.contains(&Command::Exit);
+            assert_eq!(stops, exits, "{} × {}", row.from.phase.name(), row.case);
+            // A machine that keeps going must have something that brings the next input.
+            if !stops {
+                assert!(
+                    commands.iter().any(Command::answers),
+                    "{} × {} stalls",
+                    row.from.phase.name(),
+                    row.case
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn drained_rejects_everything_and_every_other_phase_accepts_resume() {
+    for state in sample_states() {
+        for (case, input) in sample_inputs() {
+            let result = step(&state, &input);
+            if state.phase.is_terminal() {
+                assert!(result.is_err(), "Drained accepted {case}");
+            } else if case == "Resumed" {
+                assert!(result.is_ok(), "{} refuses Resumed", state.phase.name());
+            }
+        }
+    }
+}
+
+#[test]
+fn backoff_doubles_from_initial_to_cap() {
+    let t = Timings::default();
+    let delays: Vec<u64> = (1..=7).map(|n| backoff_ms(&t, n)).collect();
+    assert_eq!(delays, [250, 500, 1000, 2000, 4000, 4000, 4000]);
+    assert_eq!(backoff_ms(&t, u32::MAX), 4000);
+}
+
+#[test]
+fn timed_out_drain_takes_the_unterminated_line_and_shutdown_drain_does_not() {
+    let t = Timings::default();
+    let polling = State {
+        timings: t,
+        phase: Phase::Polling { deadline: 10 },
+    };
+    let (_, timed_out) = step(
+        &polling,
+        &Input::TailObserved {
+            now: 10,
+            tail: Tail::NotYet,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        timed_out,
+        [Command::DeliverBatch {
+            take_unterminated: true
+        }]
+    );
+    let (_, seen) = step(
+        &polling,
+        &Input::TailObserved {
+            now: 5,
+            tail: Tail::Shutdown { line: 3 },
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        seen,
+        [Command::DeliverBatch {
+            take_unterminated: false
+        }]
+    );
+}
+
+#[test]
+fn polling_never_sleeps_past_its_deadline() {
+    let t = Timings {
+        poll_ms: 300,
+        ..Timings::default()
+    };
+    let polling = State {
+        timings: t,
+        phase: Phase::Polling { deadline: 1_100 },
+    };
+    let (_, commands) = step(
+        &polling,
+        &Input::TailObserved {
+            now: 1_000,
+            tail: Tail::Missing,
+        },
+    )
+    .unwrap();
+    assert_eq!(commands, [Command::WakeAt { at: 1_100 }]);
+}
+
+#[test]
+fn retries_park_once_the_next_attempt_would_pass_the_budget() {
+    let t = Timings {
+        retry_initial_ms: 100,
+        retry_max_ms: 100,
+        delivery_budget_ms: 250,
+        ..Timings::default()
+    };
+    let mut state = State {
+        timings: t,
+        phase: Phase::TimedOut {
+            run: Run {
+                deadline: 250,
+                failures: 0,
+            },
+        },
+    };
+    let mut now = 0;
+    let mut retries = 0;
+    loop {
+        let (next, commands) = step(
+            &state,
+            &Input::DeliveryFailed {
+                now,
+                retryable: true,
+                error: "x".into(),
+            },
+        )
+        .unwrap();
+        state = next;
+        match commands.as_slice() {
+            [Command::WakeAt { at }] => {
+                retries += 1;
+                now = *at;
+                state = step(&state, &Input::Woke { now }).unwrap().0;
+            }
+            [Command::Exit] => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        retries, 2,
+        "attempts at 0, 100, 200; a retry at 300 would pass 250"
+    );
+    assert!(
+        matches!(state.phase, Phase::Parked { reason: ParkReason::Unreachable { .. }, retry_at, .. } if retry_at == 200 + t.park_retry_ms)
+    );
+}
+
+#[test]
+fn progress_renews_the_delivery_budget() {
+    let t = Timings::default();
+    let state = State {
+        timings: t,
+        phase: Phase::ShutdownSeen {
+            line: 9,
+            run: Run {
+                deadline: 100,
+                failures: 3,
+            },
+        },
+    };
+    let upto = Watermark {
+        next_line: 5,
+        offset: 50,
+        open_line: false,
+    };
+    let (next, _) = step(
+        &state,
+        &Input::BatchAcked {
+            now: 90,
+            upto: Some(upto),
+            drained: false,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        next.phase,
+        Phase::ShutdownSeen {
+            line: 9,
+            run: Run {
+                deadline: 90 + t.delivery_budget_ms,
+                failures: 0
+            }
+        }
+    );
+}
+
+#[test]
+fn fold_matches_stepping_and_counts_refused_inputs() {
+    let t = Timings::default();
+    let inputs = [
+        Input::Started { now: 1 },
+        Input::TailObserved {
+            now: 2,
+            tail: Tail::Shutdown { line: 4 },
+        },
+        Input::Started { now: 3 }, // refused: already started
+        Input::BatchAcked {
+            now: 4,
+            upto: Some(Watermark {
+                next_line: 5,
+                offset: 99,
+                open_line: false,
+            }),
+            drained: true,
+        },
+    ];
+    let (state, refused) = fold(State::spawned(t, 0), &inputs);
+    assert_eq!(refused, 1);
+    assert_eq!(
+        state.phase,
+        Phase::Drained {
+            outcome: Outcome::Shutdown { line: 4 },
+            at: 4
+        }
+    );
+    assert_eq!(watermark_of(&inputs).map(|w| w.next_line), Some(5));
+}
