@@ -46,7 +46,7 @@ impl Default for Timings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Outcome {
-    Shutdown { line: u64 },
+    Shutdown { offset: u64 },
     TimedOut,
 }
 
@@ -76,7 +76,7 @@ pub enum Phase {
         deadline: Millis,
     },
     ShutdownSeen {
-        line: u64,
+        offset: u64,
         run: Run,
     },
     TimedOut {
@@ -129,9 +129,10 @@ impl State {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Tail {
-    /// The last non-blank line is a complete `session.shutdown` object; `line` is its 0-based number.
+    /// The last non-blank line is a complete `session.shutdown` object starting at byte `offset`
+    /// (a byte offset, not a line number: finding the number would mean reading the whole file).
     Shutdown {
-        line: u64,
+        offset: u64,
     },
     NotYet,
     Missing,
@@ -279,8 +280,8 @@ pub fn step(state: &State, input: &Input) -> Result<Stepped, Rejected> {
         ),
 
         (Phase::Polling { deadline }, Input::TailObserved { now, tail }) => match tail {
-            Tail::Shutdown { line } => {
-                let outcome = Outcome::Shutdown { line: *line };
+            Tail::Shutdown { offset } => {
+                let outcome = Outcome::Shutdown { offset: *offset };
                 to(delivering(outcome, fresh_run(*now)), vec![deliver(outcome)])
             }
             Tail::NotYet | Tail::Missing if now >= deadline => to(
@@ -362,14 +363,14 @@ pub fn step(state: &State, input: &Input) -> Result<Stepped, Rejected> {
 
 fn delivering(outcome: Outcome, run: Run) -> Phase {
     match outcome {
-        Outcome::Shutdown { line } => Phase::ShutdownSeen { line, run },
+        Outcome::Shutdown { offset } => Phase::ShutdownSeen { offset, run },
         Outcome::TimedOut => Phase::TimedOut { run },
     }
 }
 
 fn outcome_of(phase: &Phase) -> Option<Outcome> {
     match phase {
-        Phase::ShutdownSeen { line, .. } => Some(Outcome::Shutdown { line: *line }),
+        Phase::ShutdownSeen { offset, .. } => Some(Outcome::Shutdown { offset: *offset }),
         Phase::TimedOut { .. } => Some(Outcome::TimedOut),
         Phase::Parked { outcome, .. } | Phase::Drained { outcome, .. } => Some(*outcome),
         Phase::Spawned { .. } | Phase::Polling { .. } => None,

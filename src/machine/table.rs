@@ -26,17 +26,17 @@ pub fn sample_states() -> Vec<State> {
         Phase::Polling {
             deadline: t.shutdown_budget_ms,
         },
-        Phase::ShutdownSeen { line: 54, run },
+        Phase::ShutdownSeen { offset: 160_420, run },
         Phase::TimedOut { run },
         Phase::Parked {
-            outcome: Outcome::Shutdown { line: 54 },
+            outcome: Outcome::Shutdown { offset: 160_420 },
             reason: ParkReason::Unreachable {
                 last_error: "connection refused".into(),
             },
             retry_at: NOW + t.park_retry_ms,
         },
         Phase::Drained {
-            outcome: Outcome::Shutdown { line: 54 },
+            outcome: Outcome::Shutdown { offset: 160_420 },
             at: NOW,
         },
     ]
@@ -59,7 +59,7 @@ pub fn sample_inputs() -> Vec<(&'static str, Input)> {
             "TailObserved(shutdown)",
             Input::TailObserved {
                 now: NOW,
-                tail: Tail::Shutdown { line: 54 },
+                tail: Tail::Shutdown { offset: 160_420 },
             },
         ),
         (
@@ -186,8 +186,8 @@ pub fn describe_phase(p: &Phase) -> String {
     match p {
         Phase::Spawned { at } => format!("Spawned(at {})", rel(*at)),
         Phase::Polling { deadline } => format!("Polling(deadline {})", rel(*deadline)),
-        Phase::ShutdownSeen { line, run } => format!(
-            "ShutdownSeen(line {line}, deadline {}, failures {})",
+        Phase::ShutdownSeen { offset, run } => format!(
+            "ShutdownSeen(at byte {offset}, deadline {}, failures {})",
             rel(run.deadline),
             run.failures
         ),
@@ -204,7 +204,7 @@ pub fn describe_phase(p: &Phase) -> String {
             format!("Parked({kind}, retry {})", rel(*retry_at))
         }
         Phase::Drained { outcome, .. } => match outcome {
-            Outcome::Shutdown { line } => format!("Drained(shutdown line {line})"),
+            Outcome::Shutdown { offset } => format!("Drained(shutdown at byte {offset})"),
             Outcome::TimedOut => "Drained(timed out)".into(),
         },
     }

@@ -83,7 +83,7 @@ fn timed_out_drain_takes_the_unterminated_line_and_shutdown_drain_does_not() {
         &polling,
         &Input::TailObserved {
             now: 5,
-            tail: Tail::Shutdown { line: 3 },
+            tail: Tail::Shutdown { offset: 3 },
         },
     )
     .unwrap();
@@ -171,7 +171,7 @@ fn progress_renews_the_delivery_budget() {
     let state = State {
         timings: t,
         phase: Phase::ShutdownSeen {
-            line: 9,
+            offset: 9,
             run: Run {
                 deadline: 100,
                 failures: 3,
@@ -195,7 +195,7 @@ fn progress_renews_the_delivery_budget() {
     assert_eq!(
         next.phase,
         Phase::ShutdownSeen {
-            line: 9,
+            offset: 9,
             run: Run {
                 deadline: 90 + t.delivery_budget_ms,
                 failures: 0
@@ -211,7 +211,7 @@ fn fold_matches_stepping_and_counts_refused_inputs() {
         Input::Started { now: 1 },
         Input::TailObserved {
             now: 2,
-            tail: Tail::Shutdown { line: 4 },
+            tail: Tail::Shutdown { offset: 4 },
         },
         Input::Started { now: 3 }, // refused: already started
         Input::BatchAcked {
@@ -229,7 +229,7 @@ fn fold_matches_stepping_and_counts_refused_inputs() {
     assert_eq!(
         state.phase,
         Phase::Drained {
-            outcome: Outcome::Shutdown { line: 4 },
+            outcome: Outcome::Shutdown { offset: 4 },
             at: 4
         }
     );

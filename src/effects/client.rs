@@ -1,0 +1,149 @@
+//! HTTP client for the ingest protocol: classifies every failure as retryable or not, so the
+//! machine can decide between backing off and parking.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::effects::lines::Batch;
+use crate::effects::redact;
+use crate::ids::{event_id, SessionId};
+use crate::protocol::{LastLine, CLI_VERSION_HEADER};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendError {
+    /// Transport errors, 5xx, 408, 429: worth another try after a pause.
+    Retryable(String),
+    /// 413: the batch must be split.
+    TooLarge,
+    /// Any other refusal: retrying the same request cannot succeed.
+    Refused(String),
+}
+
+impl SendError {
+    pub fn message(&self) -> String {
+        match self {
+            SendError::Retryable(m) | SendError::Refused(m) => m.clone(),
+            SendError::TooLarge => "HTTP 413: batch larger than the server accepts".into(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    session_id: &'a str,
+    agent_id: Option<&'a str>,
+    lines: Vec<std::borrow::Cow<'a, str>>,
+    line_numbers: Vec<u64>,
+    event_ids: Vec<uuid::Uuid>,
+    repository: Option<&'a str>,
+    vendor: &'a str,
+}
+
+impl Client {
+    pub fn new(base: &str, token: Option<String>, timeout: Duration) -> Result<Self, String> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .build()
+            .map_err(|e| format!("cannot build HTTP client: {e}"))?;
+        Ok(Client {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            token,
+        })
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut req = self
+            .http
+            .request(method, format!("{}{}", self.base, path))
+            .header(CLI_VERSION_HEADER, env!("CARGO_PKG_VERSION"));
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        req
+    }
+
+    /// The server's `last-line` for the session: `None` when it holds nothing.
+    pub async fn last_line(&self, session: SessionId) -> Result<Option<u64>, SendError> {
+        let path = format!("/api/sessions/{}/last-line", session.dashless());
+        let resp = self
+            .request(reqwest::Method::GET, &path)
+            .send()
+            .await
+            .map_err(transport)?;
+        let resp = check(resp).await?;
+        let body: LastLine = resp
+            .json()
+            .await
+            .map_err(|e| SendError::Retryable(format!("unreadable last-line reply: {e}")))?;
+        Ok(u64::try_from(body.last_line_number).ok())
+    }
+
+    /// Sends one batch; every line passes through redaction, ids come from the raw bytes.
+    pub async fn send_batch(&self, session: SessionId, batch: &Batch) -> Result<(), SendError> {
+        let sid = session.dashless();
+        let body = Body {
+            session_id: &sid,
+            agent_id: None,
+            lines: batch
+                .lines
+                .iter()
+                .map(|l| redact::line(String::from_utf8_lossy(&l.bytes)))
+                .collect(),
+            line_numbers: batch.lines.iter().map(|l| l.number).collect(),
+            event_ids: batch
+                .lines
+                .iter()
+                .map(|l| event_id(&session, l.number, &l.bytes))
+                .collect(),
+            repository: None,
+            vendor: "copilot",
+        };
+        let json =
+            serde_json::to_vec(&body).map_err(|e| SendError::Refused(format!("cannot encode batch: {e}")))?;
+        drop(body);
+        let resp = self
+            .request(reqwest::Method::POST, "/hooks/transcript")
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(json)
+            .send()
+            .await
+            .map_err(transport)?;
+        check(resp).await.map(drop)
+    }
+}
+
+fn transport(e: reqwest::Error) -> SendError {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "transport error"
+    };
+    SendError::Retryable(format!("{kind}: {e}"))
+}
+
+async fn check(resp: reqwest::Response) -> Result<reqwest::Response, SendError> {
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let detail: String = resp.text().await.unwrap_or_default().chars().take(200).collect();
+    let message = format!("HTTP {}: {}", status.as_u16(), detail.trim());
+    Err(match status.as_u16() {
+        413 => SendError::TooLarge,
+        408 | 429 => SendError::Retryable(message),
+        s if s >= 500 => SendError::Retryable(message),
+        _ => SendError::Refused(message),
+    })
+}

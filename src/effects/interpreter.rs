@@ -1,0 +1,307 @@
+//! Runs one finalizer machine: feeds inputs to `machine::step`, logs every accepted transition
+//! in the store *before* its commands run, then performs the commands and turns their results
+//! into the next input.
+
+use std::time::Duration;
+
+use crate::config::now_ms;
+use crate::effects::blocking;
+use crate::effects::client::{Client, SendError};
+use crate::effects::lines::{Batch, Limits, LineReader};
+use crate::effects::tail::TailObserver;
+use crate::machine::{step, Command, Input, State, Watermark};
+use crate::store::{Holder, MachineMeta, Store};
+
+/// Everything delivery needs besides the machine.
+#[derive(Clone)]
+pub struct Delivery {
+    pub client: Client,
+    pub limits: Limits,
+}
+
+pub struct Interpreter {
+    store: Store,
+    meta: MachineMeta,
+    holder: Holder,
+    delivery: Delivery,
+    tail: Option<TailObserver>,
+    reader: Option<LineReader>,
+    watermark: Watermark,
+    /// The server's `last-line` is asked once per run, before the first batch.
+    resume_point_checked: bool,
+    /// After a store failure the machine carries on in memory; the server's `last-line` is then
+    /// the resume point of any later run.
+    store_failed: bool,
+    pub stats: RunStats,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RunStats {
+    pub batches: u64,
+    pub lines_sent: u64,
+    pub bytes_sent: u64,
+    pub failures: u64,
+}
+
+impl Interpreter {
+    pub fn new(
+        store: Store,
+        meta: MachineMeta,
+        holder: Holder,
+        delivery: Delivery,
+        watermark: Option<Watermark>,
+    ) -> Self {
+        Interpreter {
+            tail: Some(TailObserver::new(&meta.transcript)),
+            reader: Some(LineReader::new(&meta.transcript)),
+            store,
+            meta,
+            holder,
+            delivery,
+            watermark: watermark.unwrap_or_default(),
+            resume_point_checked: false,
+            store_failed: false,
+            stats: RunStats::default(),
+        }
+    }
+
+    /// Runs without the transition log (the store could not be opened): delivery must not stop.
+    pub fn without_store(mut self) -> Self {
+        self.store_failed = true;
+        self
+    }
+
+    /// Drives the machine from `state` with `first` until it drains or parks; returns its state.
+    pub async fn run(&mut self, mut state: State, first: Input) -> State {
+        let mut input = first;
+        loop {
+            let (next, commands) = match step(&state, &input) {
+                Ok(stepped) => stepped,
+                Err(rejected) => {
+                    tracing::error!(%rejected, "machine refused its own input; stopping");
+                    return state;
+                }
+            };
+            let persist = commands.iter().find_map(|c| match c {
+                Command::PersistWatermark { watermark } => Some(*watermark),
+                _ => None,
+            });
+            self.record(&input, &next, persist).await;
+            tracing::info!(
+                input = input.name(),
+                phase = next.phase.name(),
+                ?commands,
+                "transition"
+            );
+            state = next;
+
+            let mut answer = None;
+            for command in commands {
+                match command {
+                    // Carried out above, in the same store hold as the log append.
+                    Command::PersistWatermark { .. } => {}
+                    Command::Exit => return state,
+                    Command::ObserveTail => answer = Some(self.observe_tail().await),
+                    Command::WakeAt { at } => {
+                        let wait = at.saturating_sub(now_ms());
+                        tokio::time::sleep(Duration::from_millis(wait)).await;
+                        answer = Some(Input::Woke { now: now_ms() });
+                    }
+                    Command::DeliverBatch { take_unterminated } => {
+                        answer = Some(self.deliver(take_unterminated).await)
+                    }
+                }
+            }
+            match answer {
+                Some(next_input) => input = next_input,
+                None => {
+                    tracing::error!(
+                        phase = state.phase.name(),
+                        "machine is waiting for nothing; stopping"
+                    );
+                    return state;
+                }
+            }
+        }
+    }
+
+    async fn record(&mut self, input: &Input, next: &State, watermark: Option<Watermark>) {
+        if self.store_failed {
+            return;
+        }
+        let (store, meta, holder, input, phase) = (
+            self.store.clone(),
+            self.meta.clone(),
+            self.holder,
+            input.clone(),
+            next.phase.clone(),
+        );
+        let result =
+            blocking(move || store.record_step(&meta, &input, &phase, watermark, &holder, now_ms())).await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "cannot write the transition log; continuing without it (the server's last-line will be the resume point)");
+            self.store_failed = true;
+        }
+    }
+
+    async fn observe_tail(&mut self) -> Input {
+        let mut tail = self.tail.take().expect("tail observer present");
+        let (tail, observed) = blocking(move || {
+            let observed = tail.observe();
+            (tail, observed)
+        })
+        .await;
+        self.tail = Some(tail);
+        Input::TailObserved {
+            now: now_ms(),
+            tail: observed,
+        }
+    }
+
+    async fn deliver(&mut self, take_unterminated: bool) -> Input {
+        let failed = |error: SendError, stats: &mut RunStats| {
+            stats.failures += 1;
+            tracing::warn!(error = %error.message(), "delivery failed");
+            Input::DeliveryFailed {
+                now: now_ms(),
+                retryable: matches!(error, SendError::Retryable(_)),
+                error: error.message(),
+            }
+        };
+        if !self.resume_point_checked {
+            match self.delivery.client.last_line(self.meta.session).await {
+                Ok(server_last) => {
+                    self.skip_to_server(server_last).await;
+                    self.resume_point_checked = true;
+                }
+                Err(e) => return failed(e, &mut self.stats),
+            }
+        }
+        let mut limits = self.delivery.limits;
+        loop {
+            let batch = match self.read_batch(limits, take_unterminated).await {
+                Ok(Some(batch)) => batch,
+                Ok(None) => {
+                    tracing::warn!(path = %self.meta.transcript.display(), "transcript missing; nothing to deliver");
+                    return Input::BatchAcked {
+                        now: now_ms(),
+                        upto: None,
+                        drained: true,
+                    };
+                }
+                Err(e) => {
+                    return failed(
+                        SendError::Retryable(format!("cannot read transcript: {e}")),
+                        &mut self.stats,
+                    )
+                }
+            };
+            let moved = batch.end != self.watermark;
+            if batch.held_back {
+                tracing::info!("last line has no newline yet and is incomplete; left for its writer");
+            }
+            if batch.lines.is_empty() {
+                self.watermark = batch.end;
+                return Input::BatchAcked {
+                    now: now_ms(),
+                    upto: moved.then_some(batch.end),
+                    drained: batch.at_end,
+                };
+            }
+            match self.delivery.client.send_batch(self.meta.session, &batch).await {
+                Ok(()) => {
+                    self.stats.batches += 1;
+                    self.stats.lines_sent += batch.lines.len() as u64;
+                    self.stats.bytes_sent += batch.bytes() as u64;
+                    self.watermark = batch.end;
+                    return Input::BatchAcked {
+                        now: now_ms(),
+                        upto: Some(batch.end),
+                        drained: batch.at_end,
+                    };
+                }
+                Err(SendError::TooLarge) if batch.lines.len() > 1 => {
+                    limits.max_lines = (batch.lines.len() / 2).max(1);
+                    limits.max_bytes = (batch.bytes() / 2).max(1);
+                    tracing::warn!(
+                        lines = limits.max_lines,
+                        "server refused the batch as too large; splitting"
+                    );
+                }
+                Err(SendError::TooLarge) => {
+                    let line = batch.lines[0].number;
+                    let error = SendError::Refused(format!(
+                        "line {line} ({} bytes) alone is larger than the server accepts",
+                        batch.bytes()
+                    ));
+                    return failed(error, &mut self.stats);
+                }
+                Err(e) => return failed(e, &mut self.stats),
+            }
+        }
+    }
+
+    /// Resume point = max(local watermark, server `last-line` + 1).
+    async fn skip_to_server(&mut self, server_last: Option<u64>) {
+        let Some(target) = server_last.map(|n| n + 1) else {
+            return;
+        };
+        if target <= self.watermark.next_line {
+            return;
+        }
+        let mut reader = self.reader.take().expect("line reader present");
+        let from = self.watermark;
+        let (reader, skipped) = blocking(move || {
+            let r = reader.skip_to_line(from, target);
+            (reader, r)
+        })
+        .await;
+        self.reader = Some(reader);
+        match skipped {
+            Ok(w) => {
+                tracing::info!(
+                    from = from.next_line,
+                    to = w.next_line,
+                    "server already holds these lines; skipping ahead"
+                );
+                self.watermark = w;
+                if !self.store_failed {
+                    let (store, session) = (self.store.clone(), self.meta.session);
+                    if let Err(e) = blocking(move || store.advance_watermark(session, w)).await {
+                        tracing::warn!(error = %e, "cannot persist the skipped-to watermark");
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot skip to the server's last line; resending from the local watermark")
+            }
+        }
+    }
+
+    /// `Ok(None)` when the transcript does not exist. A transcript shorter than the watermark was
+    /// truncated or replaced: it is read again from the start (ids keep repeated lines single).
+    async fn read_batch(
+        &mut self,
+        limits: Limits,
+        take_unterminated: bool,
+    ) -> std::io::Result<Option<Batch>> {
+        let mut reader = self.reader.take().expect("line reader present");
+        let from = self.watermark;
+        let (reader, result) = blocking(move || {
+            let result = (|| {
+                let Some(len) = reader.len()? else { return Ok(None) };
+                let from = if len < from.offset {
+                    tracing::warn!(len, watermark = from.offset, "transcript is shorter than the delivered position (truncated or replaced); reading it from the start");
+                    Watermark::default()
+                } else {
+                    from
+                };
+                reader.read_batch(from, limits, take_unterminated).map(Some)
+            })();
+            (reader, result)
+        })
+        .await;
+        self.reader = Some(reader);
+        result
+    }
+}

@@ -1,0 +1,236 @@
+//! Reads bounded batches of transcript lines after a watermark.
+//!
+//! Line numbers count every line of the file, blank ones included; only non-blank lines are sent.
+//! A last line without its newline is sent only when it parses as a complete JSON object (an
+//! append-only writer can only add a `\n` after it) or when the caller says the budget is over.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use crate::machine::terminal::{classify, is_blank, LineKind};
+use crate::machine::Watermark;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_lines: usize,
+    pub max_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_lines: 1_000,
+            max_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    pub number: u64,
+    /// Content without `\n` and without the `\r` of a CRLF ending.
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    pub lines: Vec<Line>,
+    /// Position after the last line read (sent or blank); the watermark once this batch is acked.
+    pub end: Watermark,
+    /// The read stopped at the end of what is deliverable, not at a limit.
+    pub at_end: bool,
+    /// An unterminated last line was left for later (still being written).
+    pub held_back: bool,
+}
+
+impl Batch {
+    pub fn bytes(&self) -> usize {
+        self.lines.iter().map(|l| l.bytes.len()).sum()
+    }
+}
+
+/// A reader that stays open between batches, so a sequential drain never seeks or reopens.
+pub struct LineReader {
+    path: PathBuf,
+    open: Option<(BufReader<File>, u64)>,
+}
+
+impl LineReader {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        LineReader {
+            path: path.into(),
+            open: None,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file's current length, or `None` if it is missing.
+    pub fn len(&self) -> io::Result<Option<u64>> {
+        match std::fs::metadata(&self.path) {
+            Ok(m) if m.is_file() => Ok(Some(m.len())),
+            Ok(_) => Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file")),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn reader_at(&mut self, offset: u64) -> io::Result<&mut BufReader<File>> {
+        let reuse = matches!(&self.open, Some((_, pos)) if *pos == offset);
+        if !reuse {
+            let mut reader = BufReader::with_capacity(1 << 20, File::open(&self.path)?);
+            reader.seek(SeekFrom::Start(offset))?;
+            self.open = Some((reader, offset));
+        }
+        Ok(&mut self.open.as_mut().expect("opened above").0)
+    }
+
+    /// Reads the next batch after `from`. On error the reader forgets its position.
+    pub fn read_batch(
+        &mut self,
+        from: Watermark,
+        limits: Limits,
+        take_unterminated: bool,
+    ) -> io::Result<Batch> {
+        let result = self.read_batch_inner(from, limits, take_unterminated);
+        match &result {
+            Ok(batch) => {
+                if let Some((_, pos)) = self.open.as_mut() {
+                    *pos = batch.end.offset;
+                }
+            }
+            Err(_) => self.open = None,
+        }
+        result
+    }
+
+    fn read_batch_inner(
+        &mut self,
+        from: Watermark,
+        limits: Limits,
+        take_unterminated: bool,
+    ) -> io::Result<Batch> {
+        let path = self.path.clone();
+        let reader = self.reader_at(from.offset)?;
+        let mut pos = from.offset;
+        let mut next_line = from.next_line;
+        let mut open_line = from.open_line;
+        let mut lines = Vec::new();
+        let mut bytes = 0usize;
+        let mut buf = Vec::new();
+
+        if open_line {
+            // The previous batch sent an unterminated line; what follows up to `\n` belongs to it.
+            buf.clear();
+            let n = reader.read_until(b'\n', &mut buf)?;
+            if n > 0 && buf.last() == Some(&b'\n') {
+                if !is_blank(&buf[..n - 1]) {
+                    tracing::warn!(path = %path.display(), line = next_line - 1, extra = n - 1,
+                        "a line delivered before its newline grew afterwards; the addition is not sent");
+                }
+                pos += n as u64;
+                open_line = false;
+            } else if n > 0 {
+                // Still no newline: the addition stays unread until the line is finished.
+                return Ok(Batch {
+                    lines,
+                    end: Watermark {
+                        next_line,
+                        offset: pos,
+                        open_line,
+                    },
+                    at_end: true,
+                    held_back: true,
+                });
+            }
+        }
+
+        let mut at_end = false;
+        let mut held_back = false;
+        while lines.len() < limits.max_lines && bytes < limits.max_bytes {
+            buf.clear();
+            let n = reader.read_until(b'\n', &mut buf)?;
+            if n == 0 {
+                at_end = true;
+                break;
+            }
+            let terminated = buf.last() == Some(&b'\n');
+            let mut content = &buf[..if terminated { n - 1 } else { n }];
+            if content.last() == Some(&b'\r') {
+                content = &content[..content.len() - 1];
+            }
+            if !terminated {
+                let complete = take_unterminated || classify(content) != LineKind::Malformed;
+                if !complete || is_blank(content) {
+                    held_back = !is_blank(content);
+                    at_end = true;
+                    break;
+                }
+            }
+            if !is_blank(content) {
+                bytes += content.len();
+                lines.push(Line {
+                    number: next_line,
+                    bytes: content.to_vec(),
+                });
+            }
+            pos += n as u64;
+            next_line += 1;
+            open_line = !terminated;
+            if !terminated {
+                at_end = true;
+                break;
+            }
+        }
+        if !at_end {
+            // Limits reached exactly at the end of the file still count as the end.
+            at_end = reader.fill_buf()?.is_empty();
+        }
+        Ok(Batch {
+            lines,
+            end: Watermark {
+                next_line,
+                offset: pos,
+                open_line,
+            },
+            at_end,
+            held_back,
+        })
+    }
+
+    /// Moves from `from` to the start of line `target` (to skip what the server already holds),
+    /// counting newlines without copying lines. Stops early at the end of the complete lines.
+    pub fn skip_to_line(&mut self, from: Watermark, target: u64) -> io::Result<Watermark> {
+        let reader = self.reader_at(from.offset)?;
+        let mut w = from;
+        let mut partial = 0u64; // bytes of a line whose newline has not been seen yet
+        while w.next_line < target || w.open_line {
+            let chunk = reader.fill_buf()?;
+            if chunk.is_empty() {
+                break;
+            }
+            match memchr::memchr(b'\n', chunk) {
+                Some(i) => {
+                    reader.consume(i + 1);
+                    w.offset += partial + i as u64 + 1;
+                    partial = 0;
+                    if !w.open_line {
+                        w.next_line += 1;
+                    }
+                    w.open_line = false;
+                }
+                None => {
+                    let n = chunk.len();
+                    reader.consume(n);
+                    partial += n as u64;
+                }
+            }
+        }
+        // The reader may have consumed a partial line past `w`: reopen at `w` next time.
+        self.open = None;
+        Ok(w)
+    }
+}

@@ -1,0 +1,17 @@
+//! The interpreter and everything that touches the world: files, the network, processes.
+
+pub mod client;
+pub mod detach;
+pub mod interpreter;
+pub mod lines;
+pub mod redact;
+pub mod session;
+pub mod tail;
+
+/// Runs blocking file or store work off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(value) => value,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}

@@ -1,0 +1,136 @@
+//! One session's finalizer from the store's point of view: record the spawn, take the lease,
+//! rebuild the machine from its log, run it, release the lease.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::config::now_ms;
+use crate::effects::blocking;
+use crate::effects::interpreter::{Delivery, Interpreter, RunStats};
+use crate::ids::SessionId;
+use crate::machine::{Input, Millis, State, Timings};
+use crate::store::{Holder, LeaseOutcome, MachineMeta, Store, StoreError};
+
+/// How a run starts: a fresh spawn (`copilot-finalize`) or a recovery (`finalize --resume`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    Spawn,
+    Resume,
+}
+
+#[derive(Debug)]
+pub enum RunOutcome {
+    /// The machine ran; here is where it stopped.
+    Ran {
+        state: State,
+        stats: RunStats,
+        generation: u32,
+    },
+    AlreadyDrained {
+        generation: u32,
+    },
+    /// Another live process holds the session's lease.
+    Busy {
+        pid: u32,
+    },
+    NoMachine,
+}
+
+pub struct SessionRun<'a> {
+    pub store: &'a Store,
+    pub delivery: &'a Delivery,
+    pub session: SessionId,
+    /// When the lease is busy, wait for it until this time instead of giving up at once.
+    pub wait_for_lease_until: Option<Millis>,
+    pub poll: Duration,
+}
+
+impl SessionRun<'_> {
+    pub async fn run(&self, start: Start) -> Result<RunOutcome, StoreError> {
+        let holder = Holder::current();
+        loop {
+            let (store, session) = (self.store.clone(), self.session);
+            let outcome = blocking(move || store.acquire_lease(session, &holder, now_ms())).await?;
+            match outcome {
+                LeaseOutcome::Acquired => break,
+                LeaseOutcome::HeldBy(lease) => match self.wait_for_lease_until {
+                    Some(until) if now_ms() < until => tokio::time::sleep(self.poll).await,
+                    _ => {
+                        return Ok(RunOutcome::Busy {
+                            pid: lease.holder.pid,
+                        })
+                    }
+                },
+            }
+        }
+        let result = self.run_leased(start, holder).await;
+        let (store, session) = (self.store.clone(), self.session);
+        if let Err(e) = blocking(move || store.release_lease(session, &holder)).await {
+            tracing::warn!(error = %e, "cannot release the session lease; it expires by itself");
+        }
+        result
+    }
+
+    async fn run_leased(&self, start: Start, holder: Holder) -> Result<RunOutcome, StoreError> {
+        let (store, session) = (self.store.clone(), self.session);
+        let Some(record) = blocking(move || store.latest_machine(session)).await? else {
+            return Ok(RunOutcome::NoMachine);
+        };
+        let (state, diverged) = record.state();
+        let generation = record.meta.generation;
+        if diverged > 0 {
+            tracing::warn!(
+                diverged,
+                "the transition log does not replay exactly; carrying on from the replayed state"
+            );
+        }
+        if state.phase.is_terminal() {
+            return Ok(RunOutcome::AlreadyDrained { generation });
+        }
+        let now = now_ms();
+        let first = match (&state.phase, start) {
+            (crate::machine::Phase::Spawned { .. }, Start::Spawn) => Input::Started { now },
+            _ => Input::Resumed { now },
+        };
+        tracing::info!(
+            generation,
+            phase = state.phase.name(),
+            input = first.name(),
+            "machine rebuilt from its log"
+        );
+        let mut interpreter = Interpreter::new(
+            self.store.clone(),
+            record.meta.clone(),
+            holder,
+            self.delivery.clone(),
+            record.local_watermark(),
+        );
+        let state = interpreter.run(state, first).await;
+        Ok(RunOutcome::Ran {
+            state,
+            stats: interpreter.stats,
+            generation,
+        })
+    }
+}
+
+/// Records a new machine for `session` (the spawn record), returning its generation.
+pub async fn record_spawn(
+    store: &Store,
+    session: SessionId,
+    transcript: &Path,
+    timings: Timings,
+    at: Millis,
+) -> Result<u32, StoreError> {
+    let (store, transcript) = (store.clone(), transcript.to_path_buf());
+    blocking(move || store.spawn_machine(session, &transcript, timings, at)).await
+}
+
+/// Runs a machine with no store at all: the store is unusable, and delivery must not stop.
+pub async fn run_without_store(store: &Store, delivery: &Delivery, meta: MachineMeta) -> (State, RunStats) {
+    let state = State::spawned(meta.timings, meta.spawned_at);
+    let mut interpreter =
+        Interpreter::new(store.clone(), meta, Holder::current(), delivery.clone(), None).without_store();
+    let state = interpreter.run(state, Input::Started { now: now_ms() }).await;
+    (state, interpreter.stats)
+}

@@ -1,0 +1,97 @@
+//! One finalizer per session: a lease names its holder by pid *and* process start time, so a
+//! recycled pid is not mistaken for the holder, and expires so a holder that hangs forever does
+//! not block the session forever.
+
+use serde::{Deserialize, Serialize};
+
+use super::records::{decode, encode};
+use super::{LeaseOutcome, Result};
+use crate::ids::SessionId;
+use crate::machine::Millis;
+
+/// A lease not renewed for this long is free even if its process still runs. Every transition
+/// renews it; the longest quiet stretch of a live machine is one retry backoff or poll.
+pub const LEASE_TTL_MS: u64 = 10 * 60 * 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    pub pid: u32,
+    /// Start time in clock ticks since boot (Linux `/proc/<pid>/stat` field 22); 0 if unknown.
+    pub start_ticks: u64,
+}
+
+impl Holder {
+    pub fn current() -> Self {
+        let pid = std::process::id();
+        Holder {
+            pid,
+            start_ticks: start_ticks(pid).unwrap_or(0),
+        }
+    }
+
+    pub fn is_alive(&self) -> bool {
+        // SAFETY: kill with signal 0 only checks for existence and permission.
+        let exists = unsafe { libc::kill(self.pid as libc::pid_t, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        exists && (self.start_ticks == 0 || start_ticks(self.pid) == Some(self.start_ticks))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub holder: Holder,
+    pub expires_at: Millis,
+}
+
+impl Lease {
+    pub fn is_live(&self, now: Millis) -> bool {
+        now < self.expires_at && self.holder.is_alive()
+    }
+}
+
+fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: fields resume after the last ')'.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(19)?.parse().ok()
+}
+
+pub fn read(tree: &sled::Tree, session: SessionId) -> Result<Option<Lease>> {
+    tree.get(session.as_bytes())?.map(|v| decode(&v)).transpose()
+}
+
+pub fn acquire(tree: &sled::Tree, session: SessionId, holder: &Holder, now: Millis) -> Result<LeaseOutcome> {
+    if let Some(lease) = read(tree, session)? {
+        if lease.holder != *holder && lease.is_live(now) {
+            return Ok(LeaseOutcome::HeldBy(lease));
+        }
+    }
+    write(tree, session, holder, now)?;
+    Ok(LeaseOutcome::Acquired)
+}
+
+/// Extends our own lease; never steals another holder's.
+pub fn renew(tree: &sled::Tree, session: SessionId, holder: &Holder, now: Millis) -> Result<()> {
+    match read(tree, session)? {
+        Some(lease) if lease.holder != *holder => Ok(()),
+        _ => write(tree, session, holder, now),
+    }
+}
+
+pub fn release(tree: &sled::Tree, session: SessionId, holder: &Holder) -> Result<()> {
+    if let Some(lease) = read(tree, session)? {
+        if lease.holder == *holder {
+            tree.remove(session.as_bytes())?;
+        }
+    }
+    Ok(())
+}
+
+fn write(tree: &sled::Tree, session: SessionId, holder: &Holder, now: Millis) -> Result<()> {
+    let lease = Lease {
+        holder: *holder,
+        expires_at: now.saturating_add(LEASE_TTL_MS),
+    };
+    tree.insert(session.as_bytes(), encode(&lease)?)?;
+    Ok(())
+}

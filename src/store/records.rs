@@ -1,0 +1,106 @@
+//! Keys and values of the store's trees. Values are JSON so `kcap inspect` and a human with a
+//! hex dump can read them; keys are big-endian so sled's order is (session, generation, seq).
+
+use std::path::PathBuf;
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use super::{Lease, Result, StoreError};
+use crate::ids::SessionId;
+use crate::machine::{fold, watermark_of, Input, Millis, Phase, State, Timings, Watermark};
+
+/// The spawn record: everything a machine needs to be rebuilt, written before it first runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MachineMeta {
+    pub session: SessionId,
+    pub generation: u32,
+    pub transcript: PathBuf,
+    pub timings: Timings,
+    pub spawned_at: Millis,
+}
+
+/// One accepted transition: the input, and the phase it led to (kept for `inspect` and to check
+/// that a replay reaches the same place).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogRecord {
+    pub seq: u64,
+    /// Wall-clock time the record was written.
+    pub at: Millis,
+    pub input: Input,
+    pub phase: Phase,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineRecord {
+    pub meta: MachineMeta,
+    pub log: Vec<LogRecord>,
+    pub watermark: Option<Watermark>,
+    pub lease: Option<Lease>,
+}
+
+impl MachineRecord {
+    /// The current state: the fold of the logged inputs from the spawn record. Also reports how
+    /// many logged phases the replay did not reproduce (0 unless the machine's rules changed).
+    pub fn state(&self) -> (State, usize) {
+        let start = State::spawned(self.meta.timings, self.meta.spawned_at);
+        let (state, refused) = fold(start.clone(), self.log.iter().map(|r| &r.input));
+        let mut replay = start;
+        let mut diverged = refused;
+        for r in &self.log {
+            if let Ok((next, _)) = crate::machine::step(&replay, &r.input) {
+                replay = next;
+            }
+            if replay.phase != r.phase {
+                diverged += 1;
+            }
+        }
+        (state, diverged)
+    }
+
+    /// The furthest delivered position known locally: the watermark tree or the log, whichever
+    /// is ahead (they differ only if a crash fell between the two writes).
+    pub fn local_watermark(&self) -> Option<Watermark> {
+        let logged = watermark_of(self.log.iter().map(|r| &r.input));
+        match (self.watermark, logged) {
+            (Some(a), Some(b)) => Some(if a.next_line >= b.next_line { a } else { b }),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+pub fn machine_key(session: SessionId, generation: u32) -> Vec<u8> {
+    let mut key = Vec::with_capacity(28);
+    key.extend_from_slice(session.as_bytes());
+    key.extend_from_slice(&generation.to_be_bytes());
+    key
+}
+
+pub fn log_key(session: SessionId, generation: u32, seq: u64) -> Vec<u8> {
+    let mut key = machine_key(session, generation);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+pub fn generation_of(machine_key: &[u8]) -> Result<u32> {
+    machine_key
+        .get(16..20)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_be_bytes)
+        .ok_or_else(|| StoreError::Corrupt("short machine key".into()))
+}
+
+pub fn seq_of(log_key: &[u8]) -> Result<u64> {
+    log_key
+        .get(20..28)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| StoreError::Corrupt("short log key".into()))
+}
