@@ -6,9 +6,11 @@
 //! - [`store`]: the sled store shared by every kcap process (transition log, watermarks, leases).
 //! - [`server`]: the embedded ingest server speaking the kcap protocol.
 
+pub mod cli;
 pub mod config;
 pub mod effects;
 pub mod ids;
 pub mod machine;
 pub mod protocol;
+pub mod server;
 pub mod store;

@@ -1,1 +1,185 @@
-fn main() {}
+//! The `kcap` command line.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use kcap::cli::finalize::FinalizeArgs;
+use kcap::cli::options::{DeliveryOpts, HomeOpts, TimingOpts};
+use kcap::cli::{demo, finalize, logging, status};
+use kcap::machine::table;
+use kcap::store::Store;
+
+/// kcap captures GitHub Copilot CLI sessions and delivers every transcript line, exactly once in
+/// effect, to an ingest server, including the token totals Copilot writes after its sessionEnd
+/// hook has returned.
+#[derive(Parser)]
+#[command(name = "kcap", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+    #[command(flatten)]
+    home: HomeOpts,
+    #[command(flatten)]
+    delivery: DeliveryOpts,
+    #[command(flatten)]
+    timing: TimingOpts,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Play a real Copilot session end against an embedded server and show what arrived.
+    Demo {
+        /// Transcript to play (its last session.shutdown line is appended after the hook returns).
+        /// Default: the VibeCodingTracker sample beside the checkout, else a built-in session.
+        #[arg(long)]
+        transcript: Option<PathBuf>,
+        /// How long after the hook returns Copilot appends session.shutdown.
+        #[arg(long, default_value_t = 600)]
+        shutdown_delay_ms: u64,
+    },
+    /// Finalize one ended Copilot session (spawned by the sessionEnd hook). Detaches into its own
+    /// session unless --foreground, logs to <KCAP_HOME>/logs/<session>.log, always exits 0.
+    CopilotFinalize {
+        /// Copilot session id (a UUID; anything else is ignored).
+        session: String,
+        /// Its transcript: <COPILOT_HOME>/session-state/<session>/events.jsonl.
+        path: PathBuf,
+        /// Run in this process instead of detaching.
+        #[arg(long)]
+        foreground: bool,
+        #[arg(long, hide = true)]
+        spawned_at: Option<u64>,
+        #[arg(long, hide = true)]
+        generation: Option<u32>,
+    },
+    /// Carry on finalizers that crashed, were interrupted or parked (exit 1 if any stays parked).
+    Finalize {
+        /// Every unfinished finalizer recorded in the store.
+        #[arg(long, conflicts_with = "session", required_unless_present = "session")]
+        resume: bool,
+        /// This session only; starts a finalizer on its Copilot transcript if none was recorded.
+        #[arg(long)]
+        session: Option<String>,
+    },
+    /// List local finalizers: phase, delivered position, last change.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One session's finalizer: state, watermark and its whole transition log.
+    Inspect {
+        session: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the finalizer's transition table (markdown) and state diagram (mermaid).
+    Machine {
+        #[arg(long, value_enum, default_value_t = Format::Both)]
+        format: Format,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Markdown,
+    Mermaid,
+    Both,
+}
+
+fn main() -> ExitCode {
+    let raw_args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // A hook must never fail Copilot: the finalizer reports bad arguments and exits 0.
+        Err(e) if raw_args.first().is_some_and(|a| a == "copilot-finalize") && e.use_stderr() => {
+            eprintln!("kcap copilot-finalize: {e}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => e.exit(),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kcap: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let store = Store::new(cli.home.home());
+    let code = runtime.block_on(async {
+        match cli.command {
+            Cmd::Demo {
+                transcript,
+                shutdown_delay_ms,
+            } => {
+                logging::to_stderr();
+                let args = demo::DemoArgs {
+                    transcript,
+                    shutdown_delay: Duration::from_millis(shutdown_delay_ms),
+                };
+                match demo::run(args).await {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        eprintln!("kcap demo: {e}");
+                        1
+                    }
+                }
+            }
+            Cmd::CopilotFinalize {
+                session,
+                path,
+                foreground,
+                spawned_at,
+                generation,
+            } => {
+                let args = FinalizeArgs {
+                    session,
+                    path,
+                    foreground,
+                    spawned_at,
+                    generation,
+                };
+                finalize::copilot_finalize(store, args, &cli.delivery, &cli.timing, raw_args).await;
+                0
+            }
+            Cmd::Finalize { session, .. } => {
+                logging::to_stderr();
+                finalize::finalize(store, session, &cli.delivery, &cli.timing).await
+            }
+            Cmd::Status { json } => print(status::status(&store, json)),
+            Cmd::Inspect { session, json } => print(status::inspect(&store, &session, json)),
+            Cmd::Machine { format } => {
+                if matches!(format, Format::Markdown | Format::Both) {
+                    println!("{}", table::markdown());
+                }
+                if matches!(format, Format::Mermaid | Format::Both) {
+                    println!("```mermaid\n{}```", table::mermaid());
+                }
+                0
+            }
+        }
+    });
+    // A detached finalizer must not linger on blocking threads after its machine stopped.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    ExitCode::from(code as u8)
+}
+
+fn print(result: Result<String, String>) -> i32 {
+    match result {
+        Ok(text) => {
+            println!("{}", text.trim_end());
+            0
+        }
+        Err(e) => {
+            eprintln!("kcap: {e}");
+            1
+        }
+    }
+}

@@ -132,7 +132,10 @@ impl Server {
     }
 
     pub fn session(&self, session: SessionId) -> SessionLines {
-        lock(&self.shared.sessions).get(&session).cloned().unwrap_or_default()
+        lock(&self.shared.sessions)
+            .get(&session)
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub fn sessions(&self) -> Vec<SessionId> {
@@ -185,7 +188,10 @@ async fn faults_and_auth(State(shared): State<Arc<Shared>>, request: Request, ne
     *lock(&shared.requests) += 1;
     if let Some(token) = &shared.token {
         let expected = format!("Bearer {token}");
-        let given = request.headers().get("authorization").and_then(|v| v.to_str().ok());
+        let given = request
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
         if given != Some(expected.as_str()) {
             return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
         }
@@ -217,8 +223,13 @@ async fn last_line(State(shared): State<Arc<Shared>>, Path(sid): Path<String>) -
     let Ok(session) = sid.parse::<SessionId>() else {
         return error(StatusCode::BAD_REQUEST, "session id must be a UUID");
     };
-    let last = lock(&shared.sessions).get(&session).map_or(-1, SessionLines::last_line);
-    Json(LastLine { last_line_number: last }).into_response()
+    let last = lock(&shared.sessions)
+        .get(&session)
+        .map_or(-1, SessionLines::last_line);
+    Json(LastLine {
+        last_line_number: last,
+    })
+    .into_response()
 }
 
 async fn transcript(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
@@ -230,9 +241,15 @@ async fn transcript(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) 
         return error(StatusCode::BAD_REQUEST, "session_id must be a UUID");
     };
     if batch.lines.len() != batch.line_numbers.len()
-        || batch.event_ids.as_ref().is_some_and(|ids| ids.len() != batch.lines.len())
+        || batch
+            .event_ids
+            .as_ref()
+            .is_some_and(|ids| ids.len() != batch.lines.len())
     {
-        return error(StatusCode::BAD_REQUEST, "lines, line_numbers and event_ids differ in length");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "lines, line_numbers and event_ids differ in length",
+        );
     }
     let ids: Vec<uuid::Uuid> = match batch.event_ids {
         Some(ids) => ids,

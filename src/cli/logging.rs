@@ -1,0 +1,42 @@
+//! Where log lines go: a detached finalizer has no terminal, so it writes to its session's file.
+
+use std::fs::OpenOptions;
+use std::path::Path;
+use std::sync::Mutex;
+
+use tracing_subscriber::EnvFilter;
+
+fn filter() -> EnvFilter {
+    EnvFilter::try_from_env("KCAP_LOG").unwrap_or_else(|_| EnvFilter::new("info"))
+}
+
+/// Appends log lines to `path`; falls back to stderr if the file cannot be opened.
+pub fn to_file(path: &Path) -> Option<()> {
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    match OpenOptions::new().create(true).append(true).open(path) {
+        Ok(file) => {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter())
+                .with_ansi(false)
+                .with_writer(Mutex::new(file))
+                .try_init();
+            Some(())
+        }
+        Err(e) => {
+            to_stderr();
+            tracing::warn!(path = %path.display(), error = %e, "cannot open the log file");
+            None
+        }
+    }
+}
+
+/// Interactive commands: warnings and errors on stderr unless KCAP_LOG says otherwise.
+pub fn to_stderr() {
+    let filter = EnvFilter::try_from_env("KCAP_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
