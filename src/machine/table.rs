@@ -35,6 +35,13 @@ pub fn sample_states() -> Vec<State> {
             },
             retry_at: NOW + t.park_retry_ms,
         },
+        Phase::Parked {
+            outcome: Outcome::TimedOut,
+            reason: ParkReason::Refused {
+                last_error: "HTTP 401".into(),
+            },
+            retry_at: NOW + t.park_retry_ms,
+        },
         Phase::Drained {
             outcome: Outcome::Shutdown { offset: 160_420 },
             at: NOW,
@@ -151,10 +158,11 @@ pub fn rows() -> Vec<Row> {
         .collect()
 }
 
-pub fn describe_command(c: &Command) -> String {
+/// Times in commands and phases are shown relative to `origin` (the table uses `NOW`, traces 0).
+pub fn describe_command(c: &Command, origin: u64) -> String {
     match c {
         Command::ObserveTail => "ObserveTail".into(),
-        Command::WakeAt { at } => format!("WakeAt(+{}ms)", at.saturating_sub(NOW)),
+        Command::WakeAt { at } => format!("WakeAt({})", rel(*at, origin)),
         Command::DeliverBatch { take_unterminated } => {
             if *take_unterminated {
                 "DeliverBatch(+unterminated)".into()
@@ -167,22 +175,26 @@ pub fn describe_command(c: &Command) -> String {
     }
 }
 
-pub fn describe_commands(cs: &[Command]) -> String {
+pub fn describe_commands(cs: &[Command], origin: u64) -> String {
     if cs.is_empty() {
         return "–".into();
     }
-    cs.iter().map(describe_command).collect::<Vec<_>>().join(", ")
+    cs.iter().map(|c| describe_command(c, origin)).collect::<Vec<_>>().join(", ")
 }
 
-/// A phase with the data that matters for reading a row (deadlines relative to `NOW`).
-pub fn describe_phase(p: &Phase) -> String {
-    let rel = |t: u64| {
-        if t >= NOW {
-            format!("+{}ms", t - NOW)
-        } else {
-            format!("-{}ms", NOW - t)
-        }
-    };
+fn rel(t: u64, origin: u64) -> String {
+    if origin == 0 {
+        format!("t={t}")
+    } else if t >= origin {
+        format!("+{}ms", t - origin)
+    } else {
+        format!("-{}ms", origin - t)
+    }
+}
+
+/// A phase with the data that matters for reading a row.
+pub fn describe_phase(p: &Phase, origin: u64) -> String {
+    let rel = |t: u64| rel(t, origin);
     match p {
         Phase::Spawned { at } => format!("Spawned(at {})", rel(*at)),
         Phase::Polling { deadline } => format!("Polling(deadline {})", rel(*deadline)),
@@ -213,17 +225,17 @@ pub fn describe_phase(p: &Phase) -> String {
 /// The whole table: one row per phase × input case, rejected pairs included.
 pub fn markdown() -> String {
     let mut out = String::from(
-        "Times are relative to the input's `now` (spawned at -1000ms, default timings).\n\n\
+        "Times are relative to t=1000ms, the `now` of most inputs (spawned at t=0, default timings).\n\n\
          | from | input | to | commands |\n|---|---|---|---|\n",
     );
     for row in rows() {
         let (to, commands) = match &row.outcome {
-            Ok((s, cs)) => (describe_phase(&s.phase), describe_commands(cs)),
+            Ok((s, cs)) => (describe_phase(&s.phase, NOW), describe_commands(cs, NOW)),
             Err(_) => ("**rejected**".into(), "–".into()),
         };
         out.push_str(&format!(
             "| {} | {} | {} | {} |\n",
-            describe_phase(&row.from.phase),
+            describe_phase(&row.from.phase, NOW),
             row.case,
             to,
             commands

@@ -1,0 +1,229 @@
+//! Terminal-line detection and batch reading on real files.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use kcap::effects::lines::{LineReader, Limits};
+use kcap::effects::tail::TailObserver;
+use kcap::machine::{Tail, Watermark};
+
+const START: &str = r#"{"type":"session.start","data":{"sessionId":"x"}}"#;
+const MSG: &str = r#"{"type":"assistant.message","data":{"content":"hi"}}"#;
+const SHUTDOWN: &str = r#"{"type":"session.shutdown","data":{"modelMetrics":{}}}"#;
+const RESUME: &str = r#"{"type":"session.resume","data":{}}"#;
+
+fn file_with(dir: &Path, content: &[u8]) -> PathBuf {
+    let path = dir.join("events.jsonl");
+    std::fs::write(&path, content).unwrap();
+    path
+}
+
+fn append(path: &Path, content: &[u8]) {
+    std::fs::OpenOptions::new().append(true).open(path).unwrap().write_all(content).unwrap();
+}
+
+fn observe(content: &[u8]) -> Tail {
+    let dir = tempfile::tempdir().unwrap();
+    TailObserver::new(file_with(dir.path(), content)).observe()
+}
+
+fn shutdown_offset(content: &str) -> u64 {
+    content.find(SHUTDOWN).unwrap() as u64
+}
+
+#[test]
+fn shutdown_as_last_line_is_terminal() {
+    let c = format!("{START}\n{MSG}\n{SHUTDOWN}\n");
+    assert_eq!(observe(c.as_bytes()), Tail::Shutdown { offset: shutdown_offset(&c) });
+}
+
+#[test]
+fn trailing_blank_lines_are_skipped() {
+    let c = format!("{START}\n{SHUTDOWN}\n\n  \n\t\r\n\n");
+    assert_eq!(observe(c.as_bytes()), Tail::Shutdown { offset: shutdown_offset(&c) });
+}
+
+#[test]
+fn shutdown_followed_by_resume_is_not_terminal() {
+    let c = format!("{START}\n{SHUTDOWN}\n{RESUME}\n{MSG}\n");
+    assert_eq!(observe(c.as_bytes()), Tail::NotYet);
+    let c = format!("{START}\n{SHUTDOWN}\n{RESUME}\n");
+    assert_eq!(observe(c.as_bytes()), Tail::NotYet);
+}
+
+#[test]
+fn malformed_last_line_is_not_terminal() {
+    let c = format!("{START}\n{SHUTDOWN}\nTHIS IS NOT VALID JSON AT ALL {{{{{{\n");
+    assert_eq!(observe(c.as_bytes()), Tail::NotYet);
+    let truncated = &SHUTDOWN[..SHUTDOWN.len() - 5];
+    assert_eq!(observe(format!("{START}\n{truncated}\n").as_bytes()), Tail::NotYet);
+}
+
+#[test]
+fn missing_file_empty_file_and_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(TailObserver::new(dir.path().join("nope.jsonl")).observe(), Tail::Missing);
+    assert_eq!(TailObserver::new(dir.path()).observe(), Tail::Missing);
+    assert_eq!(observe(b""), Tail::NotYet);
+    assert_eq!(observe(b"\n\n\n"), Tail::NotYet);
+}
+
+#[test]
+fn partial_last_line() {
+    // A resume being written after a shutdown: the half line is the last line, and it is not a
+    // complete object, so the session is not shut down.
+    let c = format!("{START}\n{SHUTDOWN}\n{{\"type\":\"session.resu");
+    assert_eq!(observe(c.as_bytes()), Tail::NotYet);
+    // A complete shutdown object whose newline has not been written yet is terminal.
+    let c = format!("{START}\n{SHUTDOWN}");
+    assert_eq!(observe(c.as_bytes()), Tail::Shutdown { offset: shutdown_offset(&c) });
+    // A half-written shutdown is not.
+    let c = format!("{START}\n{}", &SHUTDOWN[..20]);
+    assert_eq!(observe(c.as_bytes()), Tail::NotYet);
+}
+
+#[test]
+fn crlf_line_endings() {
+    let c = format!("{START}\r\n{MSG}\r\n{SHUTDOWN}\r\n\r\n");
+    assert_eq!(observe(c.as_bytes()), Tail::Shutdown { offset: shutdown_offset(&c) });
+}
+
+#[test]
+fn twenty_megabyte_last_line() {
+    let big = "x".repeat(20 * 1024 * 1024);
+    let huge_shutdown =
+        format!(r#"{{"type":"session.shutdown","data":{{"codeChanges":{{"filesModified":["{big}"]}}}}}}"#);
+    let c = format!("{START}\n{huge_shutdown}\n");
+    assert_eq!(observe(c.as_bytes()), Tail::Shutdown { offset: START.len() as u64 + 1 });
+    let huge_message = format!(r#"{{"type":"assistant.message","data":{{"content":"{big}"}}}}"#);
+    let c = format!("{START}\n{SHUTDOWN}\n{huge_message}\n");
+    assert_eq!(observe(c.as_bytes()), Tail::NotYet);
+}
+
+#[test]
+fn incremental_observation_follows_appends_resumes_and_replacement() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file_with(dir.path(), format!("{START}\n{MSG}\n").as_bytes());
+    let mut tail = TailObserver::new(&path);
+    assert_eq!(tail.observe(), Tail::NotYet);
+    assert_eq!(tail.observe(), Tail::NotYet);
+    append(&path, SHUTDOWN[..10].as_bytes());
+    assert_eq!(tail.observe(), Tail::NotYet);
+    append(&path, format!("{}\n", &SHUTDOWN[10..]).as_bytes());
+    let offset = (START.len() + MSG.len() + 2) as u64;
+    assert_eq!(tail.observe(), Tail::Shutdown { offset });
+    append(&path, b"\n\n");
+    assert_eq!(tail.observe(), Tail::Shutdown { offset });
+    append(&path, format!("{RESUME}\n").as_bytes());
+    assert_eq!(tail.observe(), Tail::NotYet);
+    append(&path, format!("{MSG}\n{SHUTDOWN}\n").as_bytes());
+    let second = std::fs::read_to_string(&path).unwrap().rfind(SHUTDOWN).unwrap() as u64;
+    assert_eq!(tail.observe(), Tail::Shutdown { offset: second });
+    // Replaced by a shorter file without a shutdown: detected, rescanned.
+    let replacement = dir.path().join("new.jsonl");
+    std::fs::write(&replacement, format!("{START}\n")).unwrap();
+    std::fs::rename(&replacement, &path).unwrap();
+    assert_eq!(tail.observe(), Tail::NotYet);
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(tail.observe(), Tail::Missing);
+}
+
+fn read_all(path: &Path, limits: Limits, take_unterminated: bool) -> (Vec<(u64, String)>, Watermark) {
+    let mut reader = LineReader::new(path);
+    let mut w = Watermark::default();
+    let mut out = Vec::new();
+    loop {
+        let batch = reader.read_batch(w, limits, take_unterminated).unwrap();
+        out.extend(batch.lines.iter().map(|l| (l.number, String::from_utf8(l.bytes.clone()).unwrap())));
+        w = batch.end;
+        if batch.at_end {
+            return (out, w);
+        }
+    }
+}
+
+#[test]
+fn line_numbers_count_blank_lines_and_crlf_is_stripped() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = format!("{START}\r\n\n{MSG}\n   \n{SHUTDOWN}\n");
+    let path = file_with(dir.path(), c.as_bytes());
+    let (lines, end) = read_all(&path, Limits::default(), false);
+    assert_eq!(lines, vec![(0, START.into()), (2, MSG.into()), (4, SHUTDOWN.into())]);
+    assert_eq!(end, Watermark { next_line: 5, offset: c.len() as u64, open_line: false });
+}
+
+#[test]
+fn batches_respect_line_and_byte_limits_and_a_big_line_goes_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = format!(r#"{{"type":"x","data":"{}"}}"#, "y".repeat(5000));
+    let c = format!("{MSG}\n{MSG}\n{MSG}\n{big}\n{MSG}\n");
+    let path = file_with(dir.path(), c.as_bytes());
+    let mut reader = LineReader::new(&path);
+    let limits = Limits { max_lines: 2, max_bytes: 1000 };
+    let mut w = Watermark::default();
+    let mut sizes = Vec::new();
+    loop {
+        let batch = reader.read_batch(w, limits, false).unwrap();
+        sizes.push(batch.lines.iter().map(|l| l.number).collect::<Vec<_>>());
+        w = batch.end;
+        if batch.at_end {
+            break;
+        }
+    }
+    assert_eq!(sizes, vec![vec![0, 1], vec![2, 3], vec![4]]);
+}
+
+#[test]
+fn unterminated_line_waits_unless_complete_or_budget_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let half = &MSG[..15];
+    let path = file_with(dir.path(), format!("{START}\n{half}").as_bytes());
+    let (lines, end) = read_all(&path, Limits::default(), false);
+    assert_eq!(lines.len(), 1);
+    assert_eq!(end, Watermark { next_line: 1, offset: START.len() as u64 + 1, open_line: false });
+    // Budget over: the fragment goes as it is.
+    let (lines, end) = read_all(&path, Limits::default(), true);
+    assert_eq!(lines.last().unwrap(), &(1, half.to_string()));
+    assert!(end.open_line);
+
+    // A complete object without its newline goes; its newline arriving later starts no new line.
+    let path = file_with(dir.path(), format!("{START}\n{SHUTDOWN}").as_bytes());
+    let mut reader = LineReader::new(&path);
+    let first = reader.read_batch(Watermark::default(), Limits::default(), false).unwrap();
+    assert_eq!(first.lines.len(), 2);
+    assert!(first.end.open_line);
+    append(&path, format!("\n{MSG}\n").as_bytes());
+    let second = reader.read_batch(first.end, Limits::default(), false).unwrap();
+    assert_eq!(second.lines.iter().map(|l| l.number).collect::<Vec<_>>(), vec![2]);
+    assert_eq!(second.end.next_line, 3);
+    assert!(!second.end.open_line);
+}
+
+#[test]
+fn reading_resumes_from_a_watermark_with_a_fresh_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = format!("{START}\n\n{MSG}\n{SHUTDOWN}\n");
+    let path = file_with(dir.path(), c.as_bytes());
+    let (all, _) = read_all(&path, Limits { max_lines: 1, max_bytes: 1 << 20 }, false);
+    let first = LineReader::new(&path).read_batch(Watermark::default(), Limits { max_lines: 1, max_bytes: 1 << 20 }, false).unwrap();
+    let rest = LineReader::new(&path).read_batch(first.end, Limits::default(), false).unwrap();
+    let mut joined: Vec<u64> = first.lines.iter().chain(&rest.lines).map(|l| l.number).collect();
+    joined.dedup();
+    assert_eq!(joined, all.iter().map(|(n, _)| *n).collect::<Vec<_>>());
+}
+
+#[test]
+fn skip_to_line_counts_every_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = format!("{START}\n\n{MSG}\n{MSG}\n{SHUTDOWN}\n");
+    let path = file_with(dir.path(), c.as_bytes());
+    let mut reader = LineReader::new(&path);
+    let w = reader.skip_to_line(Watermark::default(), 3).unwrap();
+    let expected_offset = (START.len() + 1 + 1 + MSG.len() + 1) as u64;
+    assert_eq!(w, Watermark { next_line: 3, offset: expected_offset, open_line: false });
+    let rest = reader.read_batch(w, Limits::default(), false).unwrap();
+    assert_eq!(rest.lines.iter().map(|l| l.number).collect::<Vec<_>>(), vec![3, 4]);
+    // Past the end: stops at the last complete line.
+    let w = LineReader::new(&path).skip_to_line(Watermark::default(), 99).unwrap();
+    assert_eq!(w.next_line, 5);
+}
