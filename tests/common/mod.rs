@@ -1,0 +1,146 @@
+//! Shared test harness: a scratch KCAP_HOME and COPILOT_HOME, the kcap binary, a loopback
+//! ingest server, and the exactly-once check.
+#![allow(dead_code)]
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use kcap::config::transcript_path;
+use kcap::effects::redact;
+use kcap::ids::{event_id, SessionId};
+use kcap::machine::terminal::is_blank;
+use kcap::machine::{Phase, State};
+use kcap::server::Server;
+use kcap::store::{MachineRecord, Store};
+
+pub const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/research-samples/copilot");
+pub const VIBE: &str = "Mai0313__VibeCodingTracker__copilot.jsonl";
+
+pub fn sample(name: &str) -> Vec<u8> {
+    std::fs::read(Path::new(SAMPLES).join(name)).unwrap_or_else(|e| panic!("sample {name}: {e}"))
+}
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub kcap_home: PathBuf,
+    pub copilot_home: PathBuf,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let kcap_home = dir.path().join("kcap");
+        let copilot_home = dir.path().join("copilot");
+        Env { dir, kcap_home, copilot_home }
+    }
+
+    pub fn store(&self) -> Store {
+        Store::new(&self.kcap_home)
+    }
+
+    /// Writes a transcript for a new session and returns both.
+    pub fn session(&self, content: &[u8]) -> (SessionId, PathBuf) {
+        let sid = SessionId::new_random();
+        let path = transcript_path(&self.copilot_home, sid);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, content).unwrap();
+        (sid, path)
+    }
+
+    /// `kcap` with this environment; fast polling and short retries unless overridden.
+    pub fn kcap(&self, url: &str) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_kcap"));
+        c.env("KCAP_HOME", &self.kcap_home)
+            .env("COPILOT_HOME", &self.copilot_home)
+            .env("KCAP_URL", url)
+            .env("KCAP_POLL_MS", "50")
+            .env("KCAP_RETRY_INITIAL_MS", "50")
+            .env("KCAP_RETRY_MAX_MS", "200")
+            .env("KCAP_HTTP_TIMEOUT_MS", "5000")
+            .env("KCAP_LOG", "debug")
+            .kill_on_drop(true);
+        c
+    }
+
+    pub fn log_of(&self, sid: SessionId) -> String {
+        std::fs::read_to_string(kcap::config::session_log_path(&self.kcap_home, sid)).unwrap_or_default()
+    }
+}
+
+pub async fn server() -> Server {
+    Server::start(SocketAddr::from(([127, 0, 0, 1], 0)), None).await.unwrap()
+}
+
+/// A loopback port with nothing listening (bound, then released).
+pub fn free_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+pub fn append(path: &Path, bytes: &[u8]) {
+    use std::io::Write;
+    std::fs::OpenOptions::new().append(true).open(path).unwrap().write_all(bytes).unwrap();
+}
+
+pub fn latest(store: &Store, sid: SessionId) -> MachineRecord {
+    store.latest_machine(sid).unwrap().expect("a machine is recorded")
+}
+
+pub fn state(store: &Store, sid: SessionId) -> State {
+    let (state, diverged) = latest(store, sid).state();
+    assert_eq!(diverged, 0, "the log must replay to the logged phases");
+    state
+}
+
+pub async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The server holds every non-blank line of `transcript` exactly once, under its own number,
+/// with the deterministic id of its raw bytes and its redacted text; nothing else, no conflicts.
+pub fn assert_exactly_once(server: &Server, sid: SessionId, transcript: &[u8]) {
+    let held = server.session(sid);
+    let mut expected = Vec::new();
+    for (n, raw) in transcript.split(|b| *b == b'\n').enumerate() {
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if is_blank(raw) {
+            continue;
+        }
+        expected.push((n as u64, raw));
+    }
+    let missing: Vec<u64> = expected.iter().map(|(n, _)| *n).filter(|n| !held.lines.contains_key(n)).collect();
+    assert!(missing.is_empty(), "server is missing lines {missing:?}");
+    assert_eq!(held.lines.len(), expected.len(), "server holds lines that are not in the transcript");
+    assert_eq!(held.conflicts, 0, "a line number was stored twice with different content");
+    for (n, raw) in expected {
+        let stored = &held.lines[&n];
+        assert_eq!(stored.id, event_id(&sid, n, raw), "id of line {n}");
+        let text = redact::line(String::from_utf8_lossy(raw));
+        assert_eq!(stored.text, text, "text of line {n}");
+    }
+}
+
+pub fn phase_name(store: &Store, sid: SessionId) -> &'static str {
+    state(store, sid).phase.name()
+}
+
+pub fn is_drained(store: &Store, sid: SessionId) -> bool {
+    matches!(store.latest_machine(sid), Ok(Some(r)) if matches!(r.state().0.phase, Phase::Drained { .. }))
+}
+
+/// Splits a transcript into everything before its last shutdown line and that line onwards.
+pub fn split_at_last_shutdown(content: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let text = std::str::from_utf8(content).unwrap();
+    let at = text.rfind("{\"type\":\"session.shutdown\"").expect("sample has a shutdown");
+    (content[..at].to_vec(), content[at..].to_vec())
+}
+
+pub fn redacted(s: &str) -> Cow<'_, str> {
+    redact::line(Cow::Borrowed(s))
+}
