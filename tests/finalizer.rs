@@ -8,7 +8,12 @@ use common::*;
 use kcap::machine::{Outcome, Phase};
 use kcap::server::{Fault, Server};
 
-async fn finalize_foreground(env: &Env, url: &str, sid: &str, path: &std::path::Path) -> std::process::Output {
+async fn finalize_foreground(
+    env: &Env,
+    url: &str,
+    sid: &str,
+    path: &std::path::Path,
+) -> std::process::Output {
     let out = env
         .kcap(url)
         .args(["copilot-finalize", "--foreground", sid])
@@ -27,7 +32,16 @@ async fn shutdown_already_present() {
     let (sid, path) = env.session(&content);
     finalize_foreground(&env, &server.url(), &sid.to_string(), &path).await;
     let state = state(&env.store(), sid);
-    assert!(matches!(state.phase, Phase::Drained { outcome: Outcome::Shutdown { .. }, .. }), "{state:?}");
+    assert!(
+        matches!(
+            state.phase,
+            Phase::Drained {
+                outcome: Outcome::Shutdown { .. },
+                ..
+            }
+        ),
+        "{state:?}"
+    );
     assert_exactly_once(&server, sid, &content);
 }
 
@@ -75,9 +89,21 @@ async fn shutdown_never_arrives_and_the_tail_is_drained_at_the_budget() {
         .status()
         .await
         .unwrap();
-    assert!(started.elapsed() >= Duration::from_millis(1500), "drained before the budget ran out");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "drained before the budget ran out"
+    );
     let state = state(&env.store(), sid);
-    assert!(matches!(state.phase, Phase::Drained { outcome: Outcome::TimedOut, .. }), "{state:?}");
+    assert!(
+        matches!(
+            state.phase,
+            Phase::Drained {
+                outcome: Outcome::TimedOut,
+                ..
+            }
+        ),
+        "{state:?}"
+    );
     // Every line, the unterminated fragment included, is on the server once.
     assert_exactly_once(&server, sid, &content);
 }
@@ -91,7 +117,11 @@ async fn server_answers_503_twice_then_200() {
     finalize_foreground(&env, &server.url(), &sid.to_string(), &path).await;
     assert_eq!(server.pending_faults(), 0);
     let record = latest(&env.store(), sid);
-    let failures = record.log.iter().filter(|r| r.input.name() == "DeliveryFailed").count();
+    let failures = record
+        .log
+        .iter()
+        .filter(|r| r.input.name() == "DeliveryFailed")
+        .count();
     assert_eq!(failures, 2);
     assert!(matches!(record.state().0.phase, Phase::Drained { .. }));
     assert_exactly_once(&server, sid, &content);
@@ -117,14 +147,27 @@ async fn server_down_for_the_whole_budget_parks_then_resume_delivers_once() {
     assert!(String::from_utf8_lossy(&status.stdout).contains("Parked"));
 
     let server = Server::start(addr, None).await.unwrap();
-    let out = env.kcap(&url).args(["finalize", "--resume"]).output().await.unwrap();
+    let out = env
+        .kcap(&url)
+        .args(["finalize", "--resume"])
+        .output()
+        .await
+        .unwrap();
     assert!(out.status.success(), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("drained"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("drained"),
+        "{out:?}"
+    );
     assert!(matches!(state(&env.store(), sid).phase, Phase::Drained { .. }));
     assert_exactly_once(&server, sid, &content);
     // A second resume has nothing left to do and sends nothing.
     let requests = server.requests();
-    let out = env.kcap(&url).args(["finalize", "--resume"]).output().await.unwrap();
+    let out = env
+        .kcap(&url)
+        .args(["finalize", "--resume"])
+        .output()
+        .await
+        .unwrap();
     assert!(out.status.success());
     assert_eq!(server.requests(), requests);
 }
@@ -155,11 +198,18 @@ async fn detaches_into_its_own_session_with_no_inherited_streams() {
         .unwrap_or_else(|| panic!("no pid in {stderr}"));
     assert!(hook_time < Duration::from_secs(5), "hook took {hook_time:?}");
     // The finalizer leads its own session and its stdin is /dev/null.
-    assert_eq!(unsafe { libc::getsid(pid) }, pid, "finalizer is not a session leader");
+    assert_eq!(
+        unsafe { libc::getsid(pid) },
+        pid,
+        "finalizer is not a session leader"
+    );
     let stdin = std::fs::read_link(format!("/proc/{pid}/fd/0")).unwrap();
     assert_eq!(stdin, std::path::Path::new("/dev/null"));
     append(&path, &tail);
-    wait_for("the detached finalizer to drain", Duration::from_secs(20), || is_drained(&env.store(), sid)).await;
+    wait_for("the detached finalizer to drain", Duration::from_secs(20), || {
+        is_drained(&env.store(), sid)
+    })
+    .await;
     assert_exactly_once(&server, sid, &content);
     assert!(env.log_of(sid).contains("finalizer started"));
 }
@@ -177,14 +227,27 @@ async fn hostile_arguments_exit_0_and_touch_nothing() {
         vec![long, path.display().to_string()],
         vec![sid.to_string(), "/etc/passwd".into()],
         vec![sid.to_string(), outside.display().to_string()],
-        vec![sid.to_string(), format!("{}/../../{}/events.jsonl", path.parent().unwrap().display(), sid)],
+        vec![
+            sid.to_string(),
+            format!("{}/../../{}/events.jsonl", path.parent().unwrap().display(), sid),
+        ],
         vec![],
     ];
     for args in cases {
-        let out = env.kcap(&server.url()).arg("copilot-finalize").args(&args).output().await.unwrap();
+        let out = env
+            .kcap(&server.url())
+            .arg("copilot-finalize")
+            .args(&args)
+            .output()
+            .await
+            .unwrap();
         assert!(out.status.success(), "{args:?}: {out:?}");
         assert!(!out.stderr.is_empty(), "{args:?}: no message");
     }
-    assert!(env.store().all_latest_machines().map(|m| m.is_empty()).unwrap_or(true));
+    assert!(env
+        .store()
+        .all_latest_machines()
+        .map(|m| m.is_empty())
+        .unwrap_or(true));
     assert_eq!(server.requests(), 0);
 }

@@ -42,13 +42,21 @@ fn trace(timings: Timings, inputs: &[Input]) -> String {
 fn acked(now: u64, next_line: u64, drained: bool) -> Input {
     Input::BatchAcked {
         now,
-        upto: Some(Watermark { next_line, offset: next_line * 3_000, open_line: false }),
+        upto: Some(Watermark {
+            next_line,
+            offset: next_line * 3_000,
+            open_line: false,
+        }),
         drained,
     }
 }
 
 fn fail(now: u64) -> Input {
-    Input::DeliveryFailed { now, retryable: true, error: "connection refused".into() }
+    Input::DeliveryFailed {
+        now,
+        retryable: true,
+        error: "connection refused".into(),
+    }
 }
 
 #[test]
@@ -56,7 +64,10 @@ fn trace_shutdown_already_present() {
     let t = Timings::default();
     let inputs = [
         Input::Started { now: 20 },
-        Input::TailObserved { now: 25, tail: Tail::Shutdown { offset: 160_420 } },
+        Input::TailObserved {
+            now: 25,
+            tail: Tail::Shutdown { offset: 160_420 },
+        },
         acked(60, 55, true),
     ];
     settings().bind(|| insta::assert_snapshot!("trace_shutdown_already_present", trace(t, &inputs)));
@@ -67,11 +78,20 @@ fn trace_shutdown_arrives_late() {
     let t = Timings::default();
     let inputs = [
         Input::Started { now: 20 },
-        Input::TailObserved { now: 25, tail: Tail::NotYet },
+        Input::TailObserved {
+            now: 25,
+            tail: Tail::NotYet,
+        },
         Input::Woke { now: 325 },
-        Input::TailObserved { now: 326, tail: Tail::NotYet },
+        Input::TailObserved {
+            now: 326,
+            tail: Tail::NotYet,
+        },
         Input::Woke { now: 626 },
-        Input::TailObserved { now: 627, tail: Tail::Shutdown { offset: 160_420 } },
+        Input::TailObserved {
+            now: 627,
+            tail: Tail::Shutdown { offset: 160_420 },
+        },
         acked(660, 1_000, false),
         acked(700, 1_431, true),
     ];
@@ -80,14 +100,26 @@ fn trace_shutdown_arrives_late() {
 
 #[test]
 fn trace_budget_runs_out() {
-    let t = Timings { shutdown_budget_ms: 600, ..Timings::default() };
+    let t = Timings {
+        shutdown_budget_ms: 600,
+        ..Timings::default()
+    };
     let inputs = [
         Input::Started { now: 20 },
-        Input::TailObserved { now: 25, tail: Tail::NotYet },
+        Input::TailObserved {
+            now: 25,
+            tail: Tail::NotYet,
+        },
         Input::Woke { now: 325 },
-        Input::TailObserved { now: 326, tail: Tail::NotYet },
+        Input::TailObserved {
+            now: 326,
+            tail: Tail::NotYet,
+        },
         Input::Woke { now: 600 },
-        Input::TailObserved { now: 601, tail: Tail::NotYet },
+        Input::TailObserved {
+            now: 601,
+            tail: Tail::NotYet,
+        },
         acked(640, 54, true),
     ];
     settings().bind(|| insta::assert_snapshot!("trace_budget_runs_out", trace(t, &inputs)));
@@ -95,10 +127,16 @@ fn trace_budget_runs_out() {
 
 #[test]
 fn trace_server_down_then_back() {
-    let t = Timings { delivery_budget_ms: 2_000, ..Timings::default() };
+    let t = Timings {
+        delivery_budget_ms: 2_000,
+        ..Timings::default()
+    };
     let mut inputs = vec![
         Input::Started { now: 20 },
-        Input::TailObserved { now: 25, tail: Tail::Shutdown { offset: 160_420 } },
+        Input::TailObserved {
+            now: 25,
+            tail: Tail::Shutdown { offset: 160_420 },
+        },
     ];
     // Failures at 30, 280, 780, 1780: the next retry (at 3780) would pass the deadline at 2025.
     for (fail_at, woke_at) in [(30, 280), (280, 780), (780, 1_780)] {
@@ -118,7 +156,10 @@ fn trace_crash_mid_drain_then_resume() {
     // The log as a killed finalizer left it: two batches acknowledged, a third in flight.
     let logged = [
         Input::Started { now: 20 },
-        Input::TailObserved { now: 25, tail: Tail::Shutdown { offset: 3_000_000 } },
+        Input::TailObserved {
+            now: 25,
+            tail: Tail::Shutdown { offset: 3_000_000 },
+        },
         acked(60, 1_000, false),
         acked(90, 2_000, false),
     ];
@@ -128,7 +169,11 @@ fn trace_crash_mid_drain_then_resume() {
     out.push_str("--- kill -9; `kcap finalize --resume` folds the log ---\n");
     out.push_str(&format!("rebuilt: {}\n", describe_phase(&rebuilt.phase, 0)));
     let mut state = rebuilt;
-    for input in [Input::Resumed { now: 5_000 }, acked(5_040, 3_000, false), acked(5_070, 3_310, true)] {
+    for input in [
+        Input::Resumed { now: 5_000 },
+        acked(5_040, 3_000, false),
+        acked(5_070, 3_310, true),
+    ] {
         let (next, commands) = step(&state, &input).unwrap();
         out.push_str(&format!(
             "t={:>6} {:<14} -> {:<58} {}\n",

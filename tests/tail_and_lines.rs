@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use kcap::effects::lines::{LineReader, Limits};
+use kcap::effects::lines::{Limits, LineReader};
 use kcap::effects::tail::TailObserver;
 use kcap::machine::{Tail, Watermark};
 
@@ -19,7 +19,12 @@ fn file_with(dir: &Path, content: &[u8]) -> PathBuf {
 }
 
 fn append(path: &Path, content: &[u8]) {
-    std::fs::OpenOptions::new().append(true).open(path).unwrap().write_all(content).unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .unwrap()
+        .write_all(content)
+        .unwrap();
 }
 
 fn observe(content: &[u8]) -> Tail {
@@ -34,13 +39,23 @@ fn shutdown_offset(content: &str) -> u64 {
 #[test]
 fn shutdown_as_last_line_is_terminal() {
     let c = format!("{START}\n{MSG}\n{SHUTDOWN}\n");
-    assert_eq!(observe(c.as_bytes()), Tail::Shutdown { offset: shutdown_offset(&c) });
+    assert_eq!(
+        observe(c.as_bytes()),
+        Tail::Shutdown {
+            offset: shutdown_offset(&c)
+        }
+    );
 }
 
 #[test]
 fn trailing_blank_lines_are_skipped() {
     let c = format!("{START}\n{SHUTDOWN}\n\n  \n\t\r\n\n");
-    assert_eq!(observe(c.as_bytes()), Tail::Shutdown { offset: shutdown_offset(&c) });
+    assert_eq!(
+        observe(c.as_bytes()),
+        Tail::Shutdown {
+            offset: shutdown_offset(&c)
+        }
+    );
 }
 
 #[test]
@@ -56,13 +71,19 @@ fn malformed_last_line_is_not_terminal() {
     let c = format!("{START}\n{SHUTDOWN}\nTHIS IS NOT VALID JSON AT ALL {{{{{{\n");
     assert_eq!(observe(c.as_bytes()), Tail::NotYet);
     let truncated = &SHUTDOWN[..SHUTDOWN.len() - 5];
-    assert_eq!(observe(format!("{START}\n{truncated}\n").as_bytes()), Tail::NotYet);
+    assert_eq!(
+        observe(format!("{START}\n{truncated}\n").as_bytes()),
+        Tail::NotYet
+    );
 }
 
 #[test]
 fn missing_file_empty_file_and_directory() {
     let dir = tempfile::tempdir().unwrap();
-    assert_eq!(TailObserver::new(dir.path().join("nope.jsonl")).observe(), Tail::Missing);
+    assert_eq!(
+        TailObserver::new(dir.path().join("nope.jsonl")).observe(),
+        Tail::Missing
+    );
     assert_eq!(TailObserver::new(dir.path()).observe(), Tail::Missing);
     assert_eq!(observe(b""), Tail::NotYet);
     assert_eq!(observe(b"\n\n\n"), Tail::NotYet);
@@ -76,7 +97,12 @@ fn partial_last_line() {
     assert_eq!(observe(c.as_bytes()), Tail::NotYet);
     // A complete shutdown object whose newline has not been written yet is terminal.
     let c = format!("{START}\n{SHUTDOWN}");
-    assert_eq!(observe(c.as_bytes()), Tail::Shutdown { offset: shutdown_offset(&c) });
+    assert_eq!(
+        observe(c.as_bytes()),
+        Tail::Shutdown {
+            offset: shutdown_offset(&c)
+        }
+    );
     // A half-written shutdown is not.
     let c = format!("{START}\n{}", &SHUTDOWN[..20]);
     assert_eq!(observe(c.as_bytes()), Tail::NotYet);
@@ -85,7 +111,12 @@ fn partial_last_line() {
 #[test]
 fn crlf_line_endings() {
     let c = format!("{START}\r\n{MSG}\r\n{SHUTDOWN}\r\n\r\n");
-    assert_eq!(observe(c.as_bytes()), Tail::Shutdown { offset: shutdown_offset(&c) });
+    assert_eq!(
+        observe(c.as_bytes()),
+        Tail::Shutdown {
+            offset: shutdown_offset(&c)
+        }
+    );
 }
 
 #[test]
@@ -94,7 +125,12 @@ fn twenty_megabyte_last_line() {
     let huge_shutdown =
         format!(r#"{{"type":"session.shutdown","data":{{"codeChanges":{{"filesModified":["{big}"]}}}}}}"#);
     let c = format!("{START}\n{huge_shutdown}\n");
-    assert_eq!(observe(c.as_bytes()), Tail::Shutdown { offset: START.len() as u64 + 1 });
+    assert_eq!(
+        observe(c.as_bytes()),
+        Tail::Shutdown {
+            offset: START.len() as u64 + 1
+        }
+    );
     let huge_message = format!(r#"{{"type":"assistant.message","data":{{"content":"{big}"}}}}"#);
     let c = format!("{START}\n{SHUTDOWN}\n{huge_message}\n");
     assert_eq!(observe(c.as_bytes()), Tail::NotYet);
@@ -134,7 +170,12 @@ fn read_all(path: &Path, limits: Limits, take_unterminated: bool) -> (Vec<(u64, 
     let mut out = Vec::new();
     loop {
         let batch = reader.read_batch(w, limits, take_unterminated).unwrap();
-        out.extend(batch.lines.iter().map(|l| (l.number, String::from_utf8(l.bytes.clone()).unwrap())));
+        out.extend(
+            batch
+                .lines
+                .iter()
+                .map(|l| (l.number, String::from_utf8(l.bytes.clone()).unwrap())),
+        );
         w = batch.end;
         if batch.at_end {
             return (out, w);
@@ -148,8 +189,18 @@ fn line_numbers_count_blank_lines_and_crlf_is_stripped() {
     let c = format!("{START}\r\n\n{MSG}\n   \n{SHUTDOWN}\n");
     let path = file_with(dir.path(), c.as_bytes());
     let (lines, end) = read_all(&path, Limits::default(), false);
-    assert_eq!(lines, vec![(0, START.into()), (2, MSG.into()), (4, SHUTDOWN.into())]);
-    assert_eq!(end, Watermark { next_line: 5, offset: c.len() as u64, open_line: false });
+    assert_eq!(
+        lines,
+        vec![(0, START.into()), (2, MSG.into()), (4, SHUTDOWN.into())]
+    );
+    assert_eq!(
+        end,
+        Watermark {
+            next_line: 5,
+            offset: c.len() as u64,
+            open_line: false
+        }
+    );
 }
 
 #[test]
@@ -159,7 +210,10 @@ fn batches_respect_line_and_byte_limits_and_a_big_line_goes_alone() {
     let c = format!("{MSG}\n{MSG}\n{MSG}\n{big}\n{MSG}\n");
     let path = file_with(dir.path(), c.as_bytes());
     let mut reader = LineReader::new(&path);
-    let limits = Limits { max_lines: 2, max_bytes: 1000 };
+    let limits = Limits {
+        max_lines: 2,
+        max_bytes: 1000,
+    };
     let mut w = Watermark::default();
     let mut sizes = Vec::new();
     loop {
@@ -180,7 +234,14 @@ fn unterminated_line_waits_unless_complete_or_budget_over() {
     let path = file_with(dir.path(), format!("{START}\n{half}").as_bytes());
     let (lines, end) = read_all(&path, Limits::default(), false);
     assert_eq!(lines.len(), 1);
-    assert_eq!(end, Watermark { next_line: 1, offset: START.len() as u64 + 1, open_line: false });
+    assert_eq!(
+        end,
+        Watermark {
+            next_line: 1,
+            offset: START.len() as u64 + 1,
+            open_line: false
+        }
+    );
     // Budget over: the fragment goes as it is.
     let (lines, end) = read_all(&path, Limits::default(), true);
     assert_eq!(lines.last().unwrap(), &(1, half.to_string()));
@@ -189,7 +250,9 @@ fn unterminated_line_waits_unless_complete_or_budget_over() {
     // A complete object without its newline goes; its newline arriving later starts no new line.
     let path = file_with(dir.path(), format!("{START}\n{SHUTDOWN}").as_bytes());
     let mut reader = LineReader::new(&path);
-    let first = reader.read_batch(Watermark::default(), Limits::default(), false).unwrap();
+    let first = reader
+        .read_batch(Watermark::default(), Limits::default(), false)
+        .unwrap();
     assert_eq!(first.lines.len(), 2);
     assert!(first.end.open_line);
     append(&path, format!("\n{MSG}\n").as_bytes());
@@ -204,9 +267,27 @@ fn reading_resumes_from_a_watermark_with_a_fresh_reader() {
     let dir = tempfile::tempdir().unwrap();
     let c = format!("{START}\n\n{MSG}\n{SHUTDOWN}\n");
     let path = file_with(dir.path(), c.as_bytes());
-    let (all, _) = read_all(&path, Limits { max_lines: 1, max_bytes: 1 << 20 }, false);
-    let first = LineReader::new(&path).read_batch(Watermark::default(), Limits { max_lines: 1, max_bytes: 1 << 20 }, false).unwrap();
-    let rest = LineReader::new(&path).read_batch(first.end, Limits::default(), false).unwrap();
+    let (all, _) = read_all(
+        &path,
+        Limits {
+            max_lines: 1,
+            max_bytes: 1 << 20,
+        },
+        false,
+    );
+    let first = LineReader::new(&path)
+        .read_batch(
+            Watermark::default(),
+            Limits {
+                max_lines: 1,
+                max_bytes: 1 << 20,
+            },
+            false,
+        )
+        .unwrap();
+    let rest = LineReader::new(&path)
+        .read_batch(first.end, Limits::default(), false)
+        .unwrap();
     let mut joined: Vec<u64> = first.lines.iter().chain(&rest.lines).map(|l| l.number).collect();
     joined.dedup();
     assert_eq!(joined, all.iter().map(|(n, _)| *n).collect::<Vec<_>>());
@@ -220,10 +301,22 @@ fn skip_to_line_counts_every_line() {
     let mut reader = LineReader::new(&path);
     let w = reader.skip_to_line(Watermark::default(), 3).unwrap();
     let expected_offset = (START.len() + 1 + 1 + MSG.len() + 1) as u64;
-    assert_eq!(w, Watermark { next_line: 3, offset: expected_offset, open_line: false });
+    assert_eq!(
+        w,
+        Watermark {
+            next_line: 3,
+            offset: expected_offset,
+            open_line: false
+        }
+    );
     let rest = reader.read_batch(w, Limits::default(), false).unwrap();
-    assert_eq!(rest.lines.iter().map(|l| l.number).collect::<Vec<_>>(), vec![3, 4]);
+    assert_eq!(
+        rest.lines.iter().map(|l| l.number).collect::<Vec<_>>(),
+        vec![3, 4]
+    );
     // Past the end: stops at the last complete line.
-    let w = LineReader::new(&path).skip_to_line(Watermark::default(), 99).unwrap();
+    let w = LineReader::new(&path)
+        .skip_to_line(Watermark::default(), 99)
+        .unwrap();
     assert_eq!(w.next_line, 5);
 }

@@ -179,7 +179,10 @@ pub fn describe_commands(cs: &[Command], origin: u64) -> String {
     if cs.is_empty() {
         return "–".into();
     }
-    cs.iter().map(|c| describe_command(c, origin)).collect::<Vec<_>>().join(", ")
+    cs.iter()
+        .map(|c| describe_command(c, origin))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn rel(t: u64, origin: u64) -> String {

@@ -93,11 +93,7 @@ impl Store {
             .write(true)
             .open(self.home.join("store.lock"))?;
         wait_for_lock(&lock)?;
-        let db = sled::Config::new()
-            .path(self.home.join("store"))
-            // No background flusher thread: it would outlive our hold and keep sled's own lock.
-            .flush_every_ms(None)
-            .open()?;
+        let db = open_db(&self.home.join("store"))?;
         let result = f(&db);
         let flushed = db.flush();
         drop(db);
@@ -222,6 +218,30 @@ impl Store {
 
     pub fn lease(&self, session: SessionId) -> Result<Option<Lease>> {
         self.with(|db| lease::read(&db.open_tree(LEASES)?, session))
+    }
+}
+
+/// Opens sled, waiting out its own file lock. The sidecar lock makes us the only opener, but
+/// sled's I/O threads can keep the previous holder's file open (and locked) for a moment after
+/// its `Db` was dropped, in this process or another.
+fn open_db(path: &Path) -> Result<sled::Db> {
+    let config = sled::Config::new()
+        .path(path)
+        // No background flusher thread: it would outlive our hold and keep sled's own lock.
+        .flush_every_ms(None);
+    let started = Instant::now();
+    let mut pause = Duration::from_micros(200);
+    loop {
+        match config.open() {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock") && started.elapsed() < LOCK_WAIT =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(10));
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 

@@ -33,7 +33,11 @@ impl Env {
         let dir = tempfile::tempdir().unwrap();
         let kcap_home = dir.path().join("kcap");
         let copilot_home = dir.path().join("copilot");
-        Env { dir, kcap_home, copilot_home }
+        Env {
+            dir,
+            kcap_home,
+            copilot_home,
+        }
     }
 
     pub fn store(&self) -> Store {
@@ -59,7 +63,7 @@ impl Env {
             .env("KCAP_RETRY_INITIAL_MS", "50")
             .env("KCAP_RETRY_MAX_MS", "200")
             .env("KCAP_HTTP_TIMEOUT_MS", "5000")
-            .env("KCAP_LOG", "debug")
+            .env("KCAP_LOG", "kcap=debug")
             .kill_on_drop(true);
         c
     }
@@ -70,7 +74,9 @@ impl Env {
 }
 
 pub async fn server() -> Server {
-    Server::start(SocketAddr::from(([127, 0, 0, 1], 0)), None).await.unwrap()
+    Server::start(SocketAddr::from(([127, 0, 0, 1], 0)), None)
+        .await
+        .unwrap()
 }
 
 /// A loopback port with nothing listening (bound, then released).
@@ -81,7 +87,12 @@ pub fn free_port() -> SocketAddr {
 
 pub fn append(path: &Path, bytes: &[u8]) {
     use std::io::Write;
-    std::fs::OpenOptions::new().append(true).open(path).unwrap().write_all(bytes).unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .unwrap()
+        .write_all(bytes)
+        .unwrap();
 }
 
 pub fn latest(store: &Store, sid: SessionId) -> MachineRecord {
@@ -97,7 +108,10 @@ pub fn state(store: &Store, sid: SessionId) -> State {
 pub async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let started = Instant::now();
     while !done() {
-        assert!(started.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            started.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -114,10 +128,21 @@ pub fn assert_exactly_once(server: &Server, sid: SessionId, transcript: &[u8]) {
         }
         expected.push((n as u64, raw));
     }
-    let missing: Vec<u64> = expected.iter().map(|(n, _)| *n).filter(|n| !held.lines.contains_key(n)).collect();
+    let missing: Vec<u64> = expected
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(|n| !held.lines.contains_key(n))
+        .collect();
     assert!(missing.is_empty(), "server is missing lines {missing:?}");
-    assert_eq!(held.lines.len(), expected.len(), "server holds lines that are not in the transcript");
-    assert_eq!(held.conflicts, 0, "a line number was stored twice with different content");
+    assert_eq!(
+        held.lines.len(),
+        expected.len(),
+        "server holds lines that are not in the transcript"
+    );
+    assert_eq!(
+        held.conflicts, 0,
+        "a line number was stored twice with different content"
+    );
     for (n, raw) in expected {
         let stored = &held.lines[&n];
         assert_eq!(stored.id, event_id(&sid, n, raw), "id of line {n}");
@@ -137,7 +162,9 @@ pub fn is_drained(store: &Store, sid: SessionId) -> bool {
 /// Splits a transcript into everything before its last shutdown line and that line onwards.
 pub fn split_at_last_shutdown(content: &[u8]) -> (Vec<u8>, Vec<u8>) {
     let text = std::str::from_utf8(content).unwrap();
-    let at = text.rfind("{\"type\":\"session.shutdown\"").expect("sample has a shutdown");
+    let at = text
+        .rfind("{\"type\":\"session.shutdown\"")
+        .expect("sample has a shutdown");
     (content[..at].to_vec(), content[at..].to_vec())
 }
 
