@@ -143,7 +143,7 @@ fn incremental_observation_follows_appends_resumes_and_replacement() {
     let mut tail = TailObserver::new(&path);
     assert_eq!(tail.observe(), Tail::NotYet);
     assert_eq!(tail.observe(), Tail::NotYet);
-    append(&path, SHUTDOWN[..10].as_bytes());
+    append(&path, &SHUTDOWN.as_bytes()[..10]);
     assert_eq!(tail.observe(), Tail::NotYet);
     append(&path, format!("{}\n", &SHUTDOWN[10..]).as_bytes());
     let offset = (START.len() + MSG.len() + 2) as u64;

@@ -91,6 +91,7 @@ enum Format {
 }
 
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let raw_args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -169,6 +170,18 @@ fn main() -> ExitCode {
     // A detached finalizer must not linger on blocking threads after its machine stopped.
     runtime.shutdown_timeout(Duration::from_secs(1));
     ExitCode::from(code as u8)
+}
+
+/// glibc gives each thread that allocates its own arena; batches are read on blocking threads
+/// and freed on async ones, so every arena keeps megabytes of freed memory. One shared arena cuts
+/// the finalizer's peak RSS by about a third at no measurable speed cost (kcap-bench): its
+/// threads rarely allocate at the same time.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt is called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
 }
 
 fn print(result: Result<String, String>) -> i32 {

@@ -208,31 +208,37 @@ impl Interpreter {
                     drained: batch.at_end,
                 };
             }
-            match self.delivery.client.send_batch(self.meta.session, &batch).await {
+            let (count, bytes, at_end) = (batch.lines.len(), batch.bytes(), batch.at_end);
+            let encoded = match Client::encode_batch(self.meta.session, &batch) {
+                Ok(json) => json,
+                Err(e) => return failed(e, &mut self.stats),
+            };
+            let first_line = batch.lines[0].number;
+            let end = batch.end;
+            drop(batch);
+            match self.delivery.client.send_encoded(encoded).await {
                 Ok(()) => {
                     self.stats.batches += 1;
-                    self.stats.lines_sent += batch.lines.len() as u64;
-                    self.stats.bytes_sent += batch.bytes() as u64;
-                    self.watermark = batch.end;
+                    self.stats.lines_sent += count as u64;
+                    self.stats.bytes_sent += bytes as u64;
+                    self.watermark = end;
                     return Input::BatchAcked {
                         now: now_ms(),
-                        upto: Some(batch.end),
-                        drained: batch.at_end,
+                        upto: Some(end),
+                        drained: at_end,
                     };
                 }
-                Err(SendError::TooLarge) if batch.lines.len() > 1 => {
-                    limits.max_lines = (batch.lines.len() / 2).max(1);
-                    limits.max_bytes = (batch.bytes() / 2).max(1);
+                Err(SendError::TooLarge) if count > 1 => {
+                    limits.max_lines = (count / 2).max(1);
+                    limits.max_bytes = (bytes / 2).max(1);
                     tracing::warn!(
                         lines = limits.max_lines,
                         "server refused the batch as too large; splitting"
                     );
                 }
                 Err(SendError::TooLarge) => {
-                    let line = batch.lines[0].number;
                     let error = SendError::Refused(format!(
-                        "line {line} ({} bytes) alone is larger than the server accepts",
-                        batch.bytes()
+                        "line {first_line} ({bytes} bytes) alone is larger than the server accepts"
                     ));
                     return failed(error, &mut self.stats);
                 }

@@ -65,6 +65,18 @@ const KEY_BEGIN: &[u8] = b"-----BEGIN ";
 const KEY_END: &[u8] = b"-----END ";
 const KEY_TAIL: &[u8] = b"PRIVATE KEY-----";
 
+/// Bytes that can start a secret: every other position is skipped with one table look-up.
+const STARTS: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < TOKEN_RULES.len() {
+        table[TOKEN_RULES[i].prefix[0] as usize] = true;
+        i += 1;
+    }
+    table[KEY_BEGIN[0] as usize] = true;
+    table
+};
+
 fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
 }
@@ -76,6 +88,10 @@ pub fn line(input: Cow<'_, str>) -> Cow<'_, str> {
     let mut copied = 0; // bytes[..copied] are already in `out`
     let mut i = 0;
     while i < bytes.len() {
+        if !STARTS[bytes[i] as usize] {
+            i += 1;
+            continue;
+        }
         if let Some(end) = match_at(bytes, i) {
             let buf = out.get_or_insert_with(|| Vec::with_capacity(bytes.len()));
             buf.extend_from_slice(&bytes[copied..i]);
