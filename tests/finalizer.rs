@@ -251,3 +251,78 @@ async fn hostile_arguments_exit_0_and_touch_nothing() {
         .unwrap_or(true));
     assert_eq!(server.requests(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_inspect_and_machine_show_what_happened() {
+    let (env, server) = (Env::new(), server().await);
+    server.inject([Fault::Status(503)]);
+    let content = sample(VIBE);
+    let (sid, path) = env.session(&content);
+    finalize_foreground(&env, &server.url(), &sid.to_string(), &path).await;
+
+    let status = env.kcap(&server.url()).arg("status").output().await.unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.contains(&sid.to_string()) && status.contains("Drained"),
+        "{status}"
+    );
+
+    let inspect = env
+        .kcap(&server.url())
+        .args(["inspect", &sid.to_string()])
+        .output()
+        .await
+        .unwrap();
+    let inspect = String::from_utf8_lossy(&inspect.stdout);
+    for expected in [
+        "Drained at",
+        "next line 55",
+        "DeliveryFailed",
+        "BatchAcked",
+        "Started",
+    ] {
+        assert!(inspect.contains(expected), "missing {expected:?} in\n{inspect}");
+    }
+    let json = env
+        .kcap(&server.url())
+        .args(["inspect", "--json", &sid.to_string()])
+        .output()
+        .await
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(
+        json["log"].as_array().unwrap().len(),
+        latest(&env.store(), sid).log.len()
+    );
+    assert_eq!(json["watermark"]["next_line"], 55);
+    assert_eq!(json["replay_mismatches"], 0);
+
+    let bad = env
+        .kcap(&server.url())
+        .args(["inspect", "../../etc"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("UUID"));
+
+    let machine = env.kcap(&server.url()).arg("machine").output().await.unwrap();
+    let machine = String::from_utf8_lossy(&machine.stdout);
+    assert!(machine.contains("| from | input | to | commands |") && machine.contains("stateDiagram-v2"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unusable_store_does_not_stop_delivery() {
+    let (env, server) = (Env::new(), server().await);
+    // The store's directory is a plain file: sled cannot open it.
+    std::fs::create_dir_all(&env.kcap_home).unwrap();
+    std::fs::write(env.kcap_home.join("store"), b"not a database").unwrap();
+    let content = sample(VIBE);
+    let (sid, path) = env.session(&content);
+    finalize_foreground(&env, &server.url(), &sid.to_string(), &path).await;
+    assert_exactly_once(&server, sid, &content);
+    assert!(
+        env.log_of(sid).contains("running without the transition log"),
+        "{}",
+        env.log_of(sid)
+    );
+}

@@ -20,11 +20,9 @@ fn state_diagram() {
     settings().bind(|| insta::assert_snapshot!("state_diagram", mermaid()));
 }
 
-/// Runs `inputs` from a fresh spawn at t=0 and renders each step; panics on a rejected input,
-/// because every trace here is a path the interpreter really takes.
-fn trace(timings: Timings, inputs: &[Input]) -> String {
-    let mut state = State::spawned(timings, 0);
-    let mut out = format!("start: {}\n", describe_phase(&state.phase, 0));
+/// Steps `inputs` from `state`, one rendered line per step; panics on a rejected input, because
+/// every trace here is a path the interpreter really takes.
+fn render_steps(mut state: State, inputs: &[Input], out: &mut String) -> State {
     for input in inputs {
         let (next, commands) = step(&state, input).unwrap_or_else(|r| panic!("{r}"));
         out.push_str(&format!(
@@ -36,6 +34,14 @@ fn trace(timings: Timings, inputs: &[Input]) -> String {
         ));
         state = next;
     }
+    state
+}
+
+/// Runs `inputs` from a fresh spawn at t=0.
+fn trace(timings: Timings, inputs: &[Input]) -> String {
+    let state = State::spawned(timings, 0);
+    let mut out = format!("start: {}\n", describe_phase(&state.phase, 0));
+    render_steps(state, inputs, &mut out);
     out
 }
 
@@ -168,21 +174,11 @@ fn trace_crash_mid_drain_then_resume() {
     let mut out = trace(t, &logged);
     out.push_str("--- kill -9; `kcap finalize --resume` folds the log ---\n");
     out.push_str(&format!("rebuilt: {}\n", describe_phase(&rebuilt.phase, 0)));
-    let mut state = rebuilt;
-    for input in [
+    let resumed = [
         Input::Resumed { now: 5_000 },
         acked(5_040, 3_000, false),
         acked(5_070, 3_310, true),
-    ] {
-        let (next, commands) = step(&state, &input).unwrap();
-        out.push_str(&format!(
-            "t={:>6} {:<14} -> {:<58} {}\n",
-            input.now(),
-            input.name(),
-            describe_phase(&next.phase, 0),
-            describe_commands(&commands, 0)
-        ));
-        state = next;
-    }
+    ];
+    render_steps(rebuilt, &resumed, &mut out);
     settings().bind(|| insta::assert_snapshot!("trace_crash_mid_drain_then_resume", out));
 }
