@@ -95,11 +95,7 @@ impl Client {
         let body = Body {
             session_id: &sid,
             agent_id: None,
-            lines: batch
-                .lines
-                .iter()
-                .map(|l| redact::line(String::from_utf8_lossy(&l.bytes)))
-                .collect(),
+            lines: batch.lines.iter().map(|l| redact::line(utf8(&l.bytes))).collect(),
             line_numbers: batch.lines.iter().map(|l| l.number).collect(),
             event_ids: batch
                 .lines
@@ -128,6 +124,14 @@ impl Client {
             .await
             .map_err(transport)?;
         check(resp).await.map(drop)
+    }
+}
+
+/// Transcript lines are UTF-8 almost always: validate with the fast check, repair only on failure.
+fn utf8(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(bytes),
     }
 }
 
