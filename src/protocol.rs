@@ -18,6 +18,10 @@ pub struct TranscriptBatch {
     pub event_ids: Option<Vec<uuid::Uuid>>,
     #[serde(default)]
     pub repository: Option<String>,
+    /// kcap's extension: line numbers in this batch's range that were blank and so not sent, so
+    /// that the server's `last-line` does not stop at them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blank_lines: Option<Vec<u64>>,
     #[serde(default)]
     pub vendor: Option<String>,
 }

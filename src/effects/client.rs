@@ -45,6 +45,8 @@ struct Body<'a> {
     event_ids: Vec<uuid::Uuid>,
     repository: Option<&'a str>,
     vendor: &'a str,
+    #[serde(skip_serializing_if = "<[u64]>::is_empty")]
+    blank_lines: &'a [u64],
 }
 
 impl Client {
@@ -104,6 +106,7 @@ impl Client {
                 .collect(),
             repository: None,
             vendor: "copilot",
+            blank_lines: &batch.blanks,
         };
         // Lines are JSON themselves, so escaping adds roughly one byte in ten; sizing the buffer up
         // front avoids the doubling copies that would otherwise set the peak memory.

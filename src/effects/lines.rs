@@ -36,6 +36,8 @@ pub struct Line {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch {
     pub lines: Vec<Line>,
+    /// Numbers of the blank lines read (not sent, but the server is told they exist).
+    pub blanks: Vec<u64>,
     /// Position after the last line read (sent or blank); the watermark once this batch is acked.
     pub end: Watermark,
     /// The read stopped at the end of what is deliverable, not at a limit.
@@ -119,6 +121,7 @@ impl LineReader {
         let mut next_line = from.next_line;
         let mut open_line = from.open_line;
         let mut lines = Vec::new();
+        let mut blanks = Vec::new();
         let mut bytes = 0usize;
         let mut buf = Vec::new();
 
@@ -137,6 +140,7 @@ impl LineReader {
                 // Still no newline: the addition stays unread until the line is finished.
                 return Ok(Batch {
                     lines,
+                    blanks,
                     end: Watermark {
                         next_line,
                         offset: pos,
@@ -170,7 +174,9 @@ impl LineReader {
                     break;
                 }
             }
-            if !is_blank(content) {
+            if is_blank(content) {
+                blanks.push(next_line);
+            } else {
                 bytes += content.len();
                 lines.push(Line {
                     number: next_line,
@@ -191,6 +197,7 @@ impl LineReader {
         }
         Ok(Batch {
             lines,
+            blanks,
             end: Watermark {
                 next_line,
                 offset: pos,

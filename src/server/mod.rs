@@ -1,8 +1,11 @@
-//! The embedded ingest server: the kcap protocol (DESIGN.md §5) over loopback, keeping every
-//! line once by event id. Storage is in memory for now (it backs `kcap demo`, the tests and the
-//! benchmark); scripted faults let tests play a server that is slow, failing or hanging.
+//! The embedded ingest server: the kcap protocol (DESIGN.md §5) storing in sled, each line once
+//! by event id. `kcap serve` runs it on disk; the demo, the tests and the benchmark run it on a
+//! temporary store. Scripted faults let tests play a server that is slow, failing or hanging.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+pub mod storage;
+pub mod usage;
+
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,8 +18,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use tokio::sync::oneshot;
 
+use crate::config::now_ms;
 use crate::ids::{event_id, SessionId};
-use crate::protocol::{AuthConfig, IngestReply, LastLine, TranscriptBatch};
+use crate::protocol::{AuthConfig, LastLine, TranscriptBatch};
+use storage::{Lifecycle, LifecycleKind};
+pub use storage::{SessionLines, SessionSummary, Storage, StoredLine};
 
 /// Requests larger than this get 413 (the client then splits its batch).
 pub const BODY_LIMIT: usize = 32 * 1024 * 1024;
@@ -30,50 +36,8 @@ pub enum Fault {
     Hang,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredLine {
-    pub id: uuid::Uuid,
-    pub text: String,
-}
-
-#[derive(Debug, Default, Clone)]
-pub struct SessionLines {
-    pub lines: BTreeMap<u64, StoredLine>,
-    ids: HashSet<uuid::Uuid>,
-    /// Every line number below this is stored.
-    contiguous: u64,
-    /// Lines received again with an id already stored (replays; harmless).
-    pub duplicates: u64,
-    /// Lines whose number was already stored under a different id (the transcript changed).
-    pub conflicts: u64,
-}
-
-impl SessionLines {
-    fn insert(&mut self, number: u64, id: uuid::Uuid, text: String) -> bool {
-        if !self.ids.insert(id) {
-            self.duplicates += 1;
-            return false;
-        }
-        if self.lines.contains_key(&number) {
-            self.conflicts += 1;
-            return false;
-        }
-        self.lines.insert(number, StoredLine { id, text });
-        while self.lines.contains_key(&self.contiguous) {
-            self.contiguous += 1;
-        }
-        true
-    }
-
-    /// The highest line number below which nothing is missing; −1 when line 0 is missing.
-    pub fn last_line(&self) -> i64 {
-        self.contiguous as i64 - 1
-    }
-}
-
-#[derive(Default)]
 struct Shared {
-    sessions: Mutex<HashMap<SessionId, SessionLines>>,
+    storage: Storage,
     faults: Mutex<VecDeque<Fault>>,
     requests: Mutex<u64>,
     token: Option<String>,
@@ -88,13 +52,24 @@ pub struct Server {
 }
 
 impl Server {
-    /// Serves on `addr` (port 0 picks a free one) until stopped.
+    /// Serves on `addr` (port 0 picks a free one) with a temporary store, until stopped.
     pub async fn start(addr: SocketAddr, token: Option<String>) -> std::io::Result<Server> {
+        let storage = Storage::temporary().map_err(std::io::Error::other)?;
+        Self::start_with(addr, token, storage).await
+    }
+
+    pub async fn start_with(
+        addr: SocketAddr,
+        token: Option<String>,
+        storage: Storage,
+    ) -> std::io::Result<Server> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
+            storage,
+            faults: Mutex::new(VecDeque::new()),
+            requests: Mutex::new(0),
             token,
-            ..Shared::default()
         });
         let app = router(shared.clone());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -122,6 +97,10 @@ impl Server {
         format!("http://{}", self.addr)
     }
 
+    pub fn storage(&self) -> &Storage {
+        &self.shared.storage
+    }
+
     /// Queues faults for the next requests, in order.
     pub fn inject(&self, faults: impl IntoIterator<Item = Fault>) {
         lock(&self.shared.faults).extend(faults);
@@ -131,15 +110,13 @@ impl Server {
         lock(&self.shared.faults).len()
     }
 
+    /// Everything stored for `session` (an empty view if the store cannot be read).
     pub fn session(&self, session: SessionId) -> SessionLines {
-        lock(&self.shared.sessions)
-            .get(&session)
-            .cloned()
-            .unwrap_or_default()
+        self.shared.storage.lines(session).unwrap_or_default()
     }
 
     pub fn sessions(&self) -> Vec<SessionId> {
-        lock(&self.shared.sessions).keys().copied().collect()
+        self.shared.storage.session_ids()
     }
 
     /// Protocol requests answered so far (faulted ones included).
@@ -147,13 +124,16 @@ impl Server {
         *lock(&self.shared.requests)
     }
 
-    /// Stops accepting, lets in-flight requests finish.
+    /// Stops accepting, lets in-flight requests finish, flushes the store.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         if let Some(task) = self.task.take() {
             let _ = task.await;
+        }
+        if let Err(e) = self.shared.storage.flush().await {
+            tracing::error!(error = %e, "cannot flush the store on shutdown");
         }
     }
 }
@@ -167,15 +147,19 @@ impl Drop for Server {
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding the lock cannot leave these maps half-updated in a way that matters
-    // more than stopping the server would.
+    // These hold a fault queue and a counter: a panic elsewhere cannot leave them inconsistent.
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn router(shared: Arc<Shared>) -> Router {
     let protocol = Router::new()
+        .route("/api/sessions", get(list_sessions))
+        .route("/api/sessions/{sid}", get(one_session))
         .route("/api/sessions/{sid}/last-line", get(last_line))
         .route("/hooks/transcript", post(transcript))
+        .route("/hooks/session-start/{vendor}", post(session_start))
+        .route("/hooks/session-end/{vendor}", post(session_end))
+        .route("/hooks/notification", post(notification))
         .layer(middleware::from_fn_with_state(shared.clone(), faults_and_auth));
     Router::new()
         .route("/auth/config", get(auth_config))
@@ -213,6 +197,23 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(serde_json::json!({ "error": message }))).into_response()
 }
 
+fn storage_error(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "storage error");
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "storage error; nothing acknowledged",
+    )
+}
+
+fn parse_session(raw: &str) -> Result<SessionId, Response> {
+    raw.parse::<SessionId>().map_err(|_| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "session id must be a UUID (dashed or dashless)",
+        )
+    })
+}
+
 async fn auth_config(State(shared): State<Arc<Shared>>) -> Json<AuthConfig> {
     Json(AuthConfig {
         provider: if shared.token.is_some() { "Bearer" } else { "None" }.into(),
@@ -220,16 +221,38 @@ async fn auth_config(State(shared): State<Arc<Shared>>) -> Json<AuthConfig> {
 }
 
 async fn last_line(State(shared): State<Arc<Shared>>, Path(sid): Path<String>) -> Response {
-    let Ok(session) = sid.parse::<SessionId>() else {
-        return error(StatusCode::BAD_REQUEST, "session id must be a UUID");
+    let session = match parse_session(&sid) {
+        Ok(s) => s,
+        Err(r) => return r,
     };
-    let last = lock(&shared.sessions)
-        .get(&session)
-        .map_or(-1, SessionLines::last_line);
-    Json(LastLine {
-        last_line_number: last,
-    })
-    .into_response()
+    match shared.storage.last_line(session) {
+        Ok(last) => Json(LastLine {
+            last_line_number: last,
+        })
+        .into_response(),
+        Err(e) => storage_error(e),
+    }
+}
+
+async fn list_sessions(State(shared): State<Arc<Shared>>) -> Response {
+    let storage = shared.storage.clone();
+    match tokio::task::spawn_blocking(move || storage.summaries()).await {
+        Ok(Ok(list)) => Json(list).into_response(),
+        Ok(Err(e)) => storage_error(e),
+        Err(e) => storage_error(e),
+    }
+}
+
+async fn one_session(State(shared): State<Arc<Shared>>, Path(sid): Path<String>) -> Response {
+    let session = match parse_session(&sid) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    match shared.storage.summary(session) {
+        Ok(Some(summary)) => Json(summary).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, "no such session"),
+        Err(e) => storage_error(e),
+    }
 }
 
 async fn transcript(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
@@ -237,8 +260,10 @@ async fn transcript(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) 
         Ok(b) => b,
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("malformed batch: {e}")),
     };
-    let Ok(session) = batch.session_id.parse::<SessionId>() else {
-        return error(StatusCode::BAD_REQUEST, "session_id must be a UUID");
+    drop(body);
+    let session = match parse_session(&batch.session_id) {
+        Ok(s) => s,
+        Err(r) => return r,
     };
     if batch.lines.len() != batch.line_numbers.len()
         || batch
@@ -251,24 +276,103 @@ async fn transcript(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) 
             "lines, line_numbers and event_ids differ in length",
         );
     }
-    let ids: Vec<uuid::Uuid> = match batch.event_ids {
+    let TranscriptBatch {
+        lines,
+        line_numbers,
+        event_ids,
+        blank_lines,
+        ..
+    } = batch;
+    let ids: Vec<uuid::Uuid> = match event_ids {
         Some(ids) => ids,
-        None => batch
-            .lines
+        // Clients without kcap's extension: the same function, over the bytes as received.
+        None => lines
             .iter()
-            .zip(&batch.line_numbers)
+            .zip(&line_numbers)
             .map(|(line, n)| event_id(&session, *n, line.as_bytes()))
             .collect(),
     };
-    let mut reply = IngestReply::default();
-    let mut sessions = lock(&shared.sessions);
-    let stored = sessions.entry(session).or_default();
-    for ((text, number), id) in batch.lines.into_iter().zip(batch.line_numbers).zip(ids) {
-        if stored.insert(number, id, text) {
-            reply.new += 1;
-        } else {
-            reply.duplicates += 1;
-        }
+    let storage = shared.storage.clone();
+    let stored = tokio::task::spawn_blocking(move || {
+        let items = line_numbers
+            .into_iter()
+            .zip(ids)
+            .zip(lines)
+            .map(|((n, id), text)| (n, id, text));
+        storage.ingest(
+            session,
+            items,
+            blank_lines.as_deref().unwrap_or_default(),
+            now_ms(),
+        )
+    })
+    .await;
+    let reply = match stored {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(e)) => return storage_error(e),
+        Err(e) => return storage_error(e),
+    };
+    // Acknowledge only what is on disk.
+    if let Err(e) = shared.storage.flush().await {
+        return storage_error(e);
     }
     Json(reply).into_response()
+}
+
+/// A hook payload: a JSON object naming its session as `session_id` or `sessionId`.
+fn lifecycle_of(body: &[u8], detail_key: &str) -> Result<(SessionId, Lifecycle), Response> {
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("malformed JSON: {e}")))?;
+    let text = |key: &str| value.get(key).and_then(|v| v.as_str()).map(String::from);
+    let sid = text("session_id")
+        .or_else(|| text("sessionId"))
+        .ok_or_else(|| error(StatusCode::BAD_REQUEST, "session_id is required"))?;
+    let session = parse_session(&sid)?;
+    let detail = value.get(detail_key).map(|v| match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    });
+    Ok((
+        session,
+        Lifecycle {
+            received_at: now_ms(),
+            reason: text("reason").or_else(|| text("notification_type")),
+            cwd: text("cwd"),
+            detail,
+        },
+    ))
+}
+
+async fn record(shared: &Shared, body: &[u8], kind: LifecycleKind, detail_key: &str) -> Response {
+    let (session, event) = match lifecycle_of(body, detail_key) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if let Err(e) = shared.storage.record_lifecycle(session, kind, event, now_ms()) {
+        return storage_error(e);
+    }
+    if let Err(e) = shared.storage.flush().await {
+        return storage_error(e);
+    }
+    Json(serde_json::json!({ "ok": true })).into_response()
+}
+
+async fn session_start(
+    State(shared): State<Arc<Shared>>,
+    Path(_vendor): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    record(&shared, &body, LifecycleKind::Start, "source").await
+}
+
+async fn session_end(
+    State(shared): State<Arc<Shared>>,
+    Path(_vendor): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    record(&shared, &body, LifecycleKind::End, "ended_at").await
+}
+
+async fn notification(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
+    record(&shared, &body, LifecycleKind::Notification, "message").await
 }
