@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use kcap::cli::finalize::FinalizeArgs;
 use kcap::cli::options::{DeliveryOpts, HomeOpts, TimingOpts};
-use kcap::cli::{demo, finalize, logging, status};
+use kcap::cli::{demo, finalize, logging, serve, status};
 use kcap::machine::table;
 use kcap::store::Store;
 
@@ -72,6 +72,29 @@ enum Cmd {
     },
     /// One session's finalizer: state, watermark and its whole transition log.
     Inspect {
+        session: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the ingest server (the kcap protocol, stored in sled) until SIGINT or SIGTERM.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:5108")]
+        addr: std::net::SocketAddr,
+        /// Where the server keeps its store. Default: <KCAP_HOME>/server.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Require `Authorization: Bearer <token>` on every route but /auth/config.
+        #[arg(long, env = "KCAP_SERVER_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+    /// Sessions the server at KCAP_URL holds: lines, last line, lifecycle, token totals.
+    Sessions {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One session on the server: lines, lifecycle and token usage per model.
+    Session {
         session: String,
         #[arg(long)]
         json: bool,
@@ -154,6 +177,23 @@ fn main() -> ExitCode {
                 logging::to_stderr();
                 finalize::finalize(store, session, &cli.delivery, &cli.timing).await
             }
+            Cmd::Serve {
+                addr,
+                data_dir,
+                token,
+            } => {
+                logging::to_stderr();
+                let data_dir = data_dir.unwrap_or_else(|| cli.home.home().join("server"));
+                match serve::serve(addr, data_dir, token.filter(|t| !t.is_empty())).await {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        eprintln!("kcap serve: {e}");
+                        1
+                    }
+                }
+            }
+            Cmd::Sessions { json } => print(serve::sessions(&cli.delivery.url, json).await),
+            Cmd::Session { session, json } => print(serve::session(&cli.delivery.url, &session, json).await),
             Cmd::Status { json } => print(status::status(&store, json)),
             Cmd::Inspect { session, json } => print(status::inspect(&store, &session, json)),
             Cmd::Machine { format } => {

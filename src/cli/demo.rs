@@ -181,11 +181,14 @@ fn compare(server: &Server, session: SessionId, text: &str) -> (String, usize) {
         .map(|(n, l)| (n, l.text.as_str()))
         .collect();
     match shutdowns.last() {
-        Some((n, line)) => {
+        Some((n, _)) => {
             out.push_str(&format!(
                 "post-hook tail: session.shutdown (line {n}) is on the server\n\n"
             ));
-            out.push_str(&usage_table(line));
+            out.push_str("token usage the server folded from it:\n");
+            if let Ok(Some(summary)) = server.storage().summary(session) {
+                out.push_str(&crate::cli::serve::usage_table(&summary.usage));
+            }
         }
         None => {
             missing += 1;
@@ -193,30 +196,4 @@ fn compare(server: &Server, session: SessionId, text: &str) -> (String, usize) {
         }
     }
     (out, missing)
-}
-
-/// Token totals of one shutdown line, per model.
-fn usage_table(line: &str) -> String {
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-        return String::new();
-    };
-    let mut out = format!(
-        "{:<22} {:>8} {:>12} {:>10} {:>12} {:>12}\n",
-        "MODEL", "REQUESTS", "INPUT", "OUTPUT", "CACHE READ", "CACHE WRITE"
-    );
-    let n = |m: &serde_json::Value, p: &str| m.pointer(p).and_then(|x| x.as_f64()).unwrap_or(0.0);
-    if let Some(models) = v.pointer("/data/modelMetrics").and_then(|m| m.as_object()) {
-        for (model, m) in models {
-            out.push_str(&format!(
-                "{:<22} {:>8} {:>12} {:>10} {:>12} {:>12}\n",
-                model,
-                n(m, "/requests/count"),
-                n(m, "/usage/inputTokens"),
-                n(m, "/usage/outputTokens"),
-                n(m, "/usage/cacheReadTokens"),
-                n(m, "/usage/cacheWriteTokens"),
-            ));
-        }
-    }
-    out
 }

@@ -4,4 +4,5 @@ pub mod demo;
 pub mod finalize;
 pub mod logging;
 pub mod options;
+pub mod serve;
 pub mod status;

@@ -205,13 +205,22 @@ fn storage_error(e: impl std::fmt::Display) -> Response {
     )
 }
 
-fn parse_session(raw: &str) -> Result<SessionId, Response> {
-    raw.parse::<SessionId>().map_err(|_| {
-        error(
-            StatusCode::BAD_REQUEST,
-            "session id must be a UUID (dashed or dashless)",
-        )
-    })
+/// A refused request, turned into its response at the edge.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        error(self.0, &self.1)
+    }
+}
+
+fn bad_request(message: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, message.into())
+}
+
+fn parse_session(raw: &str) -> Result<SessionId, ApiError> {
+    raw.parse::<SessionId>()
+        .map_err(|_| bad_request("session id must be a UUID (dashed or dashless)"))
 }
 
 async fn auth_config(State(shared): State<Arc<Shared>>) -> Json<AuthConfig> {
@@ -223,7 +232,7 @@ async fn auth_config(State(shared): State<Arc<Shared>>) -> Json<AuthConfig> {
 async fn last_line(State(shared): State<Arc<Shared>>, Path(sid): Path<String>) -> Response {
     let session = match parse_session(&sid) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match shared.storage.last_line(session) {
         Ok(last) => Json(LastLine {
@@ -246,7 +255,7 @@ async fn list_sessions(State(shared): State<Arc<Shared>>) -> Response {
 async fn one_session(State(shared): State<Arc<Shared>>, Path(sid): Path<String>) -> Response {
     let session = match parse_session(&sid) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match shared.storage.summary(session) {
         Ok(Some(summary)) => Json(summary).into_response(),
@@ -263,7 +272,7 @@ async fn transcript(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) 
     drop(body);
     let session = match parse_session(&batch.session_id) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if batch.lines.len() != batch.line_numbers.len()
         || batch
@@ -320,13 +329,13 @@ async fn transcript(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) 
 }
 
 /// A hook payload: a JSON object naming its session as `session_id` or `sessionId`.
-fn lifecycle_of(body: &[u8], detail_key: &str) -> Result<(SessionId, Lifecycle), Response> {
-    let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("malformed JSON: {e}")))?;
+fn lifecycle_of(body: &[u8], detail_key: &str) -> Result<(SessionId, Lifecycle), ApiError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| bad_request(format!("malformed JSON: {e}")))?;
     let text = |key: &str| value.get(key).and_then(|v| v.as_str()).map(String::from);
     let sid = text("session_id")
         .or_else(|| text("sessionId"))
-        .ok_or_else(|| error(StatusCode::BAD_REQUEST, "session_id is required"))?;
+        .ok_or_else(|| bad_request("session_id is required"))?;
     let session = parse_session(&sid)?;
     let detail = value.get(detail_key).map(|v| match v {
         serde_json::Value::String(s) => s.clone(),
@@ -346,7 +355,7 @@ fn lifecycle_of(body: &[u8], detail_key: &str) -> Result<(SessionId, Lifecycle),
 async fn record(shared: &Shared, body: &[u8], kind: LifecycleKind, detail_key: &str) -> Response {
     let (session, event) = match lifecycle_of(body, detail_key) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if let Err(e) = shared.storage.record_lifecycle(session, kind, event, now_ms()) {
         return storage_error(e);

@@ -18,12 +18,15 @@ use kcap::config::transcript_path;
 use kcap::ids::SessionId;
 use kcap::server::Server;
 
+mod ingest;
+
 const SAMPLE: &str = "../shared/research-samples/copilot/Mai0313__VibeCodingTracker__copilot.jsonl";
 
 struct Args {
     mb: u64,
     delay: Duration,
     sample: PathBuf,
+    only: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -31,6 +34,7 @@ fn parse_args() -> Result<Args, String> {
         mb: 200,
         delay: Duration::from_secs(5),
         sample: PathBuf::from(SAMPLE),
+        only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -39,9 +43,11 @@ fn parse_args() -> Result<Args, String> {
             "--mb" => args.mb = value()?.parse().map_err(|e| format!("--mb: {e}"))?,
             "--delay-s" => args.delay = Duration::from_secs(value()?.parse().map_err(|e| format!("--delay-s: {e}"))?),
             "--sample" => args.sample = value()?.into(),
+            "--only" => args.only = Some(value()?),
             "-h" | "--help" => {
-                return Err("usage: kcap-bench [--mb 200] [--delay-s 5] [--sample PATH]\n\
-                            Finalizes a transcript of --mb megabytes whose shutdown arrives --delay-s after spawn."
+                return Err("usage: kcap-bench [--mb 200] [--delay-s 5] [--sample PATH] [--only finalize|ingest]\n\
+                            finalize: a transcript of --mb megabytes whose shutdown arrives --delay-s after spawn.\n\
+                            ingest: --mb megabytes of transcript into `kcap serve`, 1,000-line batches, one client."
                     .into())
             }
             other => return Err(format!("unknown argument {other}")),
@@ -68,7 +74,17 @@ fn main() {
         }
     };
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    match runtime.block_on(run(args)) {
+    let result = runtime.block_on(async {
+        let mut ok = true;
+        if args.only.as_deref() != Some("ingest") {
+            ok &= run(&args).await?;
+        }
+        if args.only.as_deref() != Some("finalize") {
+            ok &= ingest::run(&args.sample, args.mb).await?;
+        }
+        Ok::<bool, String>(ok)
+    });
+    match result {
         Ok(ok) => std::process::exit(if ok { 0 } else { 1 }),
         Err(e) => {
             eprintln!("kcap-bench: {e}");
@@ -77,7 +93,7 @@ fn main() {
     }
 }
 
-async fn run(args: Args) -> Result<bool, String> {
+async fn run(args: &Args) -> Result<bool, String> {
     let sample = std::fs::read(&args.sample).map_err(|e| format!("{}: {e}", args.sample.display()))?;
     let text = std::str::from_utf8(&sample).map_err(|e| e.to_string())?;
     let at = text
