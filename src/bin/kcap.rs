@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use kcap::cli::finalize::FinalizeArgs;
 use kcap::cli::options::{DeliveryOpts, HomeOpts, TimingOpts};
-use kcap::cli::{demo, finalize, logging, serve, status};
+use kcap::cli::{demo, finalize, hook, logging, plugin, serve, status, watch};
 use kcap::machine::table;
 use kcap::store::Store;
 
@@ -76,6 +76,41 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Copilot's hook entry point (from $COPILOT_HOME/hooks/kcap.json); reads the payload on stdin,
+    /// always exits 0. sessionEnd spawns the finalizer first, then stops the watcher and drains
+    /// within --drain-cap-ms, then posts session-end.
+    Hook {
+        /// The hook is for Copilot CLI (the only agent so far).
+        #[arg(long, required = true)]
+        copilot: bool,
+        /// sessionStart, sessionEnd, agentStop or notification.
+        #[arg(long)]
+        event: String,
+        #[arg(long, env = "KCAP_HOOK_DRAIN_CAP_MS", default_value_t = 8_000)]
+        drain_cap_ms: u64,
+    },
+    /// Live watcher: delivers new complete lines of one transcript until SIGTERM, then drains once
+    /// more (started by the sessionStart and agentStop hooks; one per session).
+    Watch {
+        session: String,
+        path: PathBuf,
+        /// Pause between looks at the transcript.
+        #[arg(long, env = "KCAP_WATCH_POLL_MS", default_value_t = 500)]
+        watch_poll_ms: u64,
+    },
+    /// Install or remove Copilot's hooks file ($COPILOT_HOME/hooks/kcap.json); idempotent, and no
+    /// other file in that folder is touched.
+    Plugin {
+        #[arg(value_enum)]
+        action: PluginAction,
+        #[arg(long, required = true)]
+        copilot: bool,
+        /// Copilot's root. Default: $COPILOT_HOME or ~/.copilot.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// What is installed and reachable: kcap on PATH, the hooks file, the server, the store.
+    Doctor,
     /// Run the ingest server (the kcap protocol, stored in sled) until SIGINT or SIGTERM.
     Serve {
         /// Address to listen on.
@@ -107,6 +142,12 @@ enum Cmd {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum PluginAction {
+    Install,
+    Remove,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum Format {
     Markdown,
     Mermaid,
@@ -119,8 +160,13 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         // A hook must never fail Copilot: the finalizer reports bad arguments and exits 0.
-        Err(e) if raw_args.first().is_some_and(|a| a == "copilot-finalize") && e.use_stderr() => {
-            eprintln!("kcap copilot-finalize: {e}");
+        Err(e)
+            if raw_args
+                .first()
+                .is_some_and(|a| a == "copilot-finalize" || a == "hook")
+                && e.use_stderr() =>
+        {
+            eprintln!("kcap: {e}");
             return ExitCode::SUCCESS;
         }
         Err(e) => e.exit(),
@@ -176,6 +222,43 @@ fn main() -> ExitCode {
             Cmd::Finalize { session, .. } => {
                 logging::to_stderr();
                 finalize::finalize(store, session, &cli.delivery, &cli.timing).await
+            }
+            Cmd::Plugin { action, dir, .. } => {
+                let home = dir.unwrap_or_else(kcap::config::copilot_home);
+                print(match action {
+                    PluginAction::Install => plugin::install(&home),
+                    PluginAction::Remove => plugin::remove(&home),
+                })
+            }
+            Cmd::Doctor => {
+                let (report, code) =
+                    plugin::doctor(&store, &kcap::config::copilot_home(), &cli.delivery.url).await;
+                print!("{report}");
+                code
+            }
+            Cmd::Hook {
+                event, drain_cap_ms, ..
+            } => {
+                let args = hook::HookArgs {
+                    event,
+                    drain_cap: Duration::from_millis(drain_cap_ms),
+                };
+                hook::hook(store, args, &cli.delivery, &cli.timing).await;
+                0
+            }
+            Cmd::Watch {
+                session,
+                path,
+                watch_poll_ms,
+            } => {
+                watch::watch(
+                    store,
+                    session,
+                    path,
+                    Duration::from_millis(watch_poll_ms.max(10)),
+                    &cli.delivery,
+                )
+                .await
             }
             Cmd::Serve {
                 addr,

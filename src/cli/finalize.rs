@@ -67,23 +67,9 @@ pub async fn copilot_finalize(
     let timings = timing.timings();
 
     if !args.foreground && args.spawned_at.is_none() && !is_session_leader() {
-        // Parent: record the spawn first (the hook's crash must not lose it), then detach.
-        let at = now_ms();
-        let mut child_args = raw_args;
-        child_args.push("--spawned-at".into());
-        child_args.push(at.to_string().into());
-        match record_spawn(&store, session, &args.path, timings, at).await {
-            Ok(generation) => {
-                child_args.push("--generation".into());
-                child_args.push(generation.to_string().into());
-            }
-            Err(e) => eprintln!(
-                "kcap copilot-finalize: cannot record the spawn ({e}); the finalizer records it itself"
-            ),
-        }
-        match spawn_detached(&child_args, &log) {
+        match spawn_finalizer(&store, session, &args.path, timings, raw_args).await {
             Ok(pid) => eprintln!("kcap copilot-finalize: finalizer for {session} detached as pid {pid}"),
-            Err(e) => eprintln!("kcap copilot-finalize: cannot detach the finalizer: {e}"),
+            Err(e) => eprintln!("kcap copilot-finalize: {e}"),
         }
         return;
     }
@@ -121,6 +107,33 @@ pub async fn copilot_finalize(
         Ok(outcome) => tracing::info!(summary = %describe(&outcome), "finalizer finished"),
         Err(e) => tracing::error!(error = %e, "finalizer could not run"),
     }
+    // The hook may have left its session-end notice to us.
+    crate::effects::outbox::deliver_session_ends(&store, &delivery.client, Some(session)).await;
+}
+
+/// Records the spawn (first: a crash after this point cannot lose the machine), then re-launches
+/// `kcap <args> --spawned-at T [--generation G]` detached. `args` must start with
+/// `copilot-finalize <sid> <path>`. Returns the finalizer's pid.
+pub async fn spawn_finalizer(
+    store: &Store,
+    session: SessionId,
+    path: &Path,
+    timings: crate::machine::Timings,
+    args: Vec<OsString>,
+) -> Result<u32, String> {
+    let at = now_ms();
+    let mut child_args = args;
+    child_args.push("--spawned-at".into());
+    child_args.push(at.to_string().into());
+    match record_spawn(store, session, path, timings, at).await {
+        Ok(generation) => {
+            child_args.push("--generation".into());
+            child_args.push(generation.to_string().into());
+        }
+        Err(e) => eprintln!("kcap: cannot record the finalizer's spawn ({e}); it records it itself"),
+    }
+    spawn_detached(&child_args, &session_log_path(store.home(), session))
+        .map_err(|e| format!("cannot detach the finalizer: {e}"))
 }
 
 /// `kcap finalize --resume` / `--session`: returns the process exit code.
@@ -165,6 +178,10 @@ pub async fn finalize(
             }
         },
     };
+    let notices = crate::effects::outbox::deliver_session_ends(&store, &delivery.client, None).await;
+    if notices > 0 {
+        println!("delivered {notices} pending session-end notice(s)");
+    }
     if sessions.is_empty() {
         println!("nothing to finalize: every recorded finalizer has drained");
         return 0;

@@ -2,7 +2,10 @@
 
 pub mod demo;
 pub mod finalize;
+pub mod hook;
 pub mod logging;
 pub mod options;
+pub mod plugin;
 pub mod serve;
 pub mod status;
+pub mod watch;

@@ -117,6 +117,17 @@ impl Client {
         Ok(json)
     }
 
+    /// POSTs a JSON document (lifecycle hooks, notifications).
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> Result<(), SendError> {
+        let resp = self
+            .request(reqwest::Method::POST, path)
+            .json(body)
+            .send()
+            .await
+            .map_err(transport)?;
+        check(resp).await.map(drop)
+    }
+
     /// Sends a body made by [`Client::encode_batch`].
     pub async fn send_encoded(&self, json: Vec<u8>) -> Result<(), SendError> {
         let resp = self

@@ -4,9 +4,11 @@ pub mod client;
 pub mod detach;
 pub mod interpreter;
 pub mod lines;
+pub mod outbox;
 pub mod redact;
 pub mod session;
 pub mod tail;
+pub mod watcher;
 
 /// Runs blocking file or store work off the async threads.
 pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {

@@ -40,6 +40,7 @@ struct Shared {
     storage: Storage,
     faults: Mutex<VecDeque<Fault>>,
     requests: Mutex<u64>,
+    first_request_at: Mutex<Option<crate::machine::Millis>>,
     token: Option<String>,
 }
 
@@ -69,6 +70,7 @@ impl Server {
             storage,
             faults: Mutex::new(VecDeque::new()),
             requests: Mutex::new(0),
+            first_request_at: Mutex::new(None),
             token,
         });
         let app = router(shared.clone());
@@ -124,6 +126,11 @@ impl Server {
         *lock(&self.shared.requests)
     }
 
+    /// When the first protocol request arrived (epoch ms), if any did.
+    pub fn first_request_at(&self) -> Option<crate::machine::Millis> {
+        *lock(&self.shared.first_request_at)
+    }
+
     /// Stops accepting, lets in-flight requests finish, flushes the store.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
@@ -170,6 +177,7 @@ fn router(shared: Arc<Shared>) -> Router {
 
 async fn faults_and_auth(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
     *lock(&shared.requests) += 1;
+    lock(&shared.first_request_at).get_or_insert_with(now_ms);
     if let Some(token) = &shared.token {
         let expected = format!("Bearer {token}");
         let given = request

@@ -26,6 +26,7 @@ const MACHINES: &str = "machines";
 const LOG: &str = "log";
 const WATERMARKS: &str = "watermarks";
 const LEASES: &str = "leases";
+const OUTBOX: &str = "outbox";
 
 #[derive(Debug)]
 pub enum StoreError {
@@ -214,6 +215,39 @@ impl Store {
 
     pub fn release_lease(&self, session: SessionId, holder: &Holder) -> Result<()> {
         self.with(|db| lease::release(&db.open_tree(LEASES)?, session, holder))
+    }
+
+    /// Keeps a session-end notice that could not be posted, for the finalizer or the sweep.
+    pub fn put_session_end(&self, session: SessionId, payload: &serde_json::Value) -> Result<()> {
+        self.with(|db| {
+            db.open_tree(OUTBOX)?
+                .insert(session.as_bytes(), records::encode(payload)?)?;
+            Ok(())
+        })
+    }
+
+    pub fn pending_session_ends(&self) -> Result<Vec<(SessionId, serde_json::Value)>> {
+        self.with(|db| {
+            let mut out = Vec::new();
+            for item in db.open_tree(OUTBOX)?.iter() {
+                let (k, v) = item?;
+                let Ok(bytes) = <[u8; 16]>::try_from(k.as_ref()) else {
+                    continue;
+                };
+                out.push((SessionId::from_bytes(bytes), records::decode(&v)?));
+            }
+            Ok(out)
+        })
+    }
+
+    /// Removes a delivered notice, unless a newer one replaced it meanwhile.
+    pub fn remove_session_end(&self, session: SessionId, delivered: &serde_json::Value) -> Result<()> {
+        self.with(|db| {
+            let outbox = db.open_tree(OUTBOX)?;
+            let expected = records::encode(delivered)?;
+            let _ = outbox.compare_and_swap(session.as_bytes(), Some(expected), None as Option<&[u8]>)?;
+            Ok(())
+        })
     }
 
     pub fn lease(&self, session: SessionId) -> Result<Option<Lease>> {

@@ -1,0 +1,368 @@
+//! Copilot's hooks, run as Copilot runs them: `kcap hook --copilot --event …` with a JSON payload
+//! on stdin, against a loopback server.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::*;
+use kcap::effects::watcher;
+use kcap::ids::SessionId;
+use kcap::server::{Fault, Server};
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+
+/// Kills any watcher a failed test leaves behind (they are detached and would idle on).
+struct Watchers<'a>(&'a Env, Vec<SessionId>);
+
+impl Drop for Watchers<'_> {
+    fn drop(&mut self) {
+        for sid in &self.1 {
+            if let Some(pid) = watcher::running(&self.0.kcap_home, *sid) {
+                // SAFETY: signalling a watcher this test started.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+async fn run_hook(
+    env: &Env,
+    url: &str,
+    event: &str,
+    stdin: &[u8],
+    extra: &[(&str, &str)],
+) -> (std::process::Output, Duration) {
+    let mut cmd = env.kcap(url);
+    cmd.args(["hook", "--copilot", "--event", event])
+        .env("KCAP_HOOK_DRAIN_CAP_MS", "2000")
+        .env("KCAP_WATCH_POLL_MS", "50")
+        // Inherited by the detached finalizer: it must not outlive the test by minutes.
+        .env("KCAP_SHUTDOWN_BUDGET_MS", "5000")
+        .env("KCAP_DELIVERY_BUDGET_MS", "1000")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let started = Instant::now();
+    let mut child = cmd.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let _ = input.write_all(stdin).await;
+    drop(input);
+    let out = child.wait_with_output().await.unwrap();
+    (out, started.elapsed())
+}
+
+fn payload(sid: &str, extra: serde_json::Value) -> Vec<u8> {
+    let mut p = json!({"sessionId": sid, "timestamp": 1_795_000_000_000u64, "cwd": "/work/project"});
+    for (k, v) in extra.as_object().unwrap() {
+        p[k] = v.clone();
+    }
+    p.to_string().into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn session_end_spawns_the_finalizer_before_any_network_call_even_with_the_server_hanging() {
+    let (env, server) = (Env::new(), server().await);
+    server.inject(std::iter::repeat_n(Fault::Hang, 50));
+    let content = sample(VIBE);
+    let (before, _) = split_at_last_shutdown(&content);
+    let (sid, _) = env.session(&before);
+    let _guard = Watchers(&env, vec![sid]);
+    let (out, took) = run_hook(
+        &env,
+        &server.url(),
+        "sessionEnd",
+        &payload(&sid.to_string(), json!({"reason": "user_exit"})),
+        &[],
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    // Cap 2 s for the drain and 3 s for the POST, both hanging: well under Copilot's 30 s.
+    assert!(took < Duration::from_secs(8), "hook took {took:?}");
+    let record = latest(&env.store(), sid);
+    let first_request = server
+        .first_request_at()
+        .expect("the hook or the finalizer did call the server");
+    assert!(
+        record.meta.spawned_at <= first_request,
+        "finalizer recorded at {} but the first request came at {first_request}",
+        record.meta.spawned_at
+    );
+    // The POST failed: the notice waits in the outbox for the finalizer.
+    let pending = env.store().pending_session_ends().unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].1["reason"], "user_exit");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hooks_return_quickly_with_the_server_down() {
+    let env = Env::new();
+    let url = format!("http://{}", free_port());
+    let (sid, _) = env.session(&sample(VIBE));
+    let _guard = Watchers(&env, vec![sid]);
+    for event in ["sessionStart", "agentStop", "notification", "sessionEnd"] {
+        let (out, took) = run_hook(
+            &env,
+            &url,
+            event,
+            &payload(&sid.to_string(), json!({"reason": "complete"})),
+            &[],
+        )
+        .await;
+        assert!(out.status.success(), "{event}: {out:?}");
+        assert!(took < Duration::from_secs(6), "{event} took {took:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_is_refused_with_a_message_and_nothing_spawned() {
+    let (env, server) = (Env::new(), server().await);
+    let long = "a".repeat(10 * 1024);
+    let huge = vec![b' '; 2 * 1024 * 1024];
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("sessionEnd", payload("../../etc", json!({}))),
+        ("sessionEnd", payload("", json!({}))),
+        ("sessionEnd", payload(&long, json!({}))),
+        (
+            "sessionEnd",
+            payload("toolu_vrtx_01VjJHCbS9fyPmEpRtxDdmp6", json!({})),
+        ),
+        ("sessionEnd", br#"{"timestamp": 1}"#.to_vec()),
+        ("sessionEnd", b"garbage {{{".to_vec()),
+        ("sessionEnd", b"[1,2,3]".to_vec()),
+        ("sessionEnd", huge),
+        ("sessionEnd", Vec::new()),
+        (
+            "bogusEvent",
+            payload(&SessionId::new_random().to_string(), json!({})),
+        ),
+    ];
+    for (event, stdin) in cases {
+        let (out, took) = run_hook(&env, &server.url(), event, &stdin, &[]).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{event}: {out:?}");
+        assert!(stderr.contains("ignored"), "{event}: no clear message: {stderr}");
+        assert!(took < Duration::from_secs(5), "{event} took {took:?}");
+    }
+    assert!(
+        env.store()
+            .all_latest_machines()
+            .map(|m| m.is_empty())
+            .unwrap_or(true),
+        "a finalizer was recorded"
+    );
+    assert!(!env.kcap_home.join("watchers").exists(), "a watcher was started");
+    assert_eq!(server.requests(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_session_starts_at_once_make_one_watcher() {
+    let (env, server) = (Env::new(), server().await);
+    let (sid, _) = env.session(&sample(VIBE));
+    let _guard = Watchers(&env, vec![sid]);
+    let p = payload(&sid.to_string(), json!({"source": "startup"}));
+    let url = server.url();
+    let (a, b) = tokio::join!(
+        run_hook(&env, &url, "sessionStart", &p, &[]),
+        run_hook(&env, &url, "sessionStart", &p, &[])
+    );
+    assert!(a.0.status.success() && b.0.status.success());
+    wait_for("a watcher", Duration::from_secs(10), || {
+        watcher::running(&env.kcap_home, sid).is_some()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let watchers = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .filter(|cmd| {
+            let cmd = String::from_utf8_lossy(cmd);
+            cmd.contains("\0watch\0") && cmd.contains(&sid.to_string())
+        })
+        .count();
+    assert_eq!(watchers, 1, "exactly one watcher process for the session");
+    let detail = server
+        .storage()
+        .summary(sid)
+        .unwrap()
+        .expect("session-start recorded");
+    assert_eq!(detail.started.unwrap().detail.as_deref(), Some("startup"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_live_session_through_the_hooks_stores_every_line_once() {
+    let (env, server) = (Env::new(), server().await);
+    let content = sample(VIBE);
+    let lines: Vec<&[u8]> = content.split_inclusive(|b| *b == b'\n').collect();
+    let shutdown_at = lines.len() - 1;
+    let (sid, path) = env.session(lines[0]);
+    let _guard = Watchers(&env, vec![sid]);
+    let p = payload(&sid.to_string(), json!({"source": "startup"}));
+    assert!(run_hook(&env, &server.url(), "sessionStart", &p, &[])
+        .await
+        .0
+        .status
+        .success());
+    // Copilot writes the session over time; the watcher delivers as it goes.
+    for line in &lines[1..shutdown_at] {
+        append(&path, line);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    wait_for("the watcher to deliver", Duration::from_secs(10), || {
+        server.session(sid).lines.len() >= shutdown_at / 2
+    })
+    .await;
+    let end = payload(&sid.to_string(), json!({"reason": "user_exit"}));
+    let (out, took) = run_hook(&env, &server.url(), "sessionEnd", &end, &[]).await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        watcher::running(&env.kcap_home, sid).is_none(),
+        "sessionEnd stops the watcher"
+    );
+    // Everything before the shutdown is on the server when the hook returns.
+    assert_eq!(
+        server.session(sid).lines.len(),
+        shutdown_at,
+        "hook returned after {took:?}"
+    );
+    // Copilot appends the shutdown only now; the finalizer delivers it.
+    append(&path, lines[shutdown_at]);
+    wait_for("the finalizer", Duration::from_secs(20), || {
+        is_drained(&env.store(), sid)
+    })
+    .await;
+    assert_exactly_once(&server, sid, &content);
+    let summary = server.storage().summary(sid).unwrap().unwrap();
+    assert_eq!(summary.ended.unwrap().reason.as_deref(), Some("user_exit"));
+    assert_eq!(summary.usage.models["claude-sonnet-4.6"].input_tokens, 186_809.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_watcher_survives_a_server_outage_and_keeps_its_position() {
+    let env = Env::new();
+    let addr = free_port();
+    let url = format!("http://{addr}");
+    let content = sample(VIBE);
+    let (sid, path) = env.session(&content);
+    let _guard = Watchers(&env, vec![sid]);
+    let _watch = env
+        .kcap(&url)
+        .env("KCAP_WATCH_POLL_MS", "50")
+        .args(["watch", &sid.to_string()])
+        .arg(&path)
+        .spawn()
+        .unwrap();
+    wait_for("the watcher", Duration::from_secs(10), || {
+        watcher::running(&env.kcap_home, sid).is_some()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(600)).await; // several failed attempts
+    let server = Server::start(addr, None).await.unwrap();
+    wait_for("delivery after the outage", Duration::from_secs(15), || {
+        server.session(sid).lines.len() == content.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count()
+    })
+    .await;
+    assert_exactly_once(&server, sid, &content);
+    let pid = watcher::running(&env.kcap_home, sid).unwrap();
+    // SAFETY: stopping the watcher this test started.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    wait_for("the watcher to exit on SIGTERM", Duration::from_secs(10), || {
+        watcher::running(&env.kcap_home, sid).is_none()
+    })
+    .await;
+    assert_eq!(env.store().watermark(sid).unwrap().unwrap().next_line, 55);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_end_left_in_the_outbox_is_delivered_by_the_sweep() {
+    let env = Env::new();
+    let addr = free_port();
+    let url = format!("http://{addr}");
+    let (sid, _) = env.session(&sample(VIBE));
+    let _guard = Watchers(&env, vec![sid]);
+    let end = payload(&sid.to_string(), json!({"reason": "abort"}));
+    assert!(run_hook(
+        &env,
+        &url,
+        "sessionEnd",
+        &end,
+        &[("KCAP_DELIVERY_BUDGET_MS", "300")]
+    )
+    .await
+    .0
+    .status
+    .success());
+    assert_eq!(env.store().pending_session_ends().unwrap().len(), 1);
+    let server = Server::start(addr, None).await.unwrap();
+    wait_for(
+        "the detached finalizer to give up",
+        Duration::from_secs(20),
+        || {
+            env.store().lease(sid).map(|l| l.is_none()).unwrap_or(false)
+                && latest(&env.store(), sid).log.len() > 1
+        },
+    )
+    .await;
+    let out = env
+        .kcap(&url)
+        .args(["finalize", "--resume"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(env.store().pending_session_ends().unwrap().is_empty());
+    let summary = server.storage().summary(sid).unwrap().unwrap();
+    assert_eq!(summary.ended.unwrap().reason.as_deref(), Some("abort"));
+    assert!(is_drained(&env.store(), sid));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plugin_install_round_trip_leaves_other_hook_files_alone() {
+    let (env, server) = (Env::new(), server().await);
+    let hooks = env.copilot_home.join("hooks");
+    std::fs::create_dir_all(&hooks).unwrap();
+    std::fs::write(hooks.join("other.json"), b"{\"version\":1,\"hooks\":{}}").unwrap();
+    let run = |args: &'static [&'static str]| {
+        let mut c = env.kcap(&server.url());
+        c.args(args);
+        c
+    };
+    let out = run(&["plugin", "install", "--copilot"]).output().await.unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("installed"),
+        "{out:?}"
+    );
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(hooks.join("kcap.json")).unwrap()).unwrap();
+    assert_eq!(written["version"], 1);
+    for event in ["sessionStart", "sessionEnd", "agentStop", "notification"] {
+        let entry = &written["hooks"][event][0];
+        assert_eq!(entry["type"], "command");
+        assert_eq!(entry["command"], format!("kcap hook --copilot --event {event}"));
+        assert_eq!(entry["timeoutSec"], 30);
+    }
+    let again = run(&["plugin", "install", "--copilot"]).output().await.unwrap();
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already installed"));
+    let doctor = run(&["doctor"]).output().await.unwrap();
+    let report = String::from_utf8_lossy(&doctor.stdout);
+    assert!(
+        report.contains("ok   hooks") && report.contains("ok   server"),
+        "{report}"
+    );
+    let out = run(&["plugin", "remove", "--copilot"]).output().await.unwrap();
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("removed"));
+    assert!(!hooks.join("kcap.json").exists());
+    assert!(
+        hooks.join("other.json").exists(),
+        "another tool's hooks file was touched"
+    );
+    let out = run(&["plugin", "remove", "--copilot"]).output().await.unwrap();
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("not installed"));
+    let doctor = run(&["doctor"]).output().await.unwrap();
+    assert_eq!(doctor.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&doctor.stdout).contains("FIX  hooks"));
+}
