@@ -1,8 +1,8 @@
-//! `kcap demo`: the finalizer's whole job on one machine with nothing to set up. An embedded
-//! server, a real Copilot transcript written without its last line, a detached
-//! `kcap copilot-finalize` spawned exactly as the sessionEnd hook spawns it, and the
-//! `session.shutdown` line appended only afterwards, as Copilot does. Then it shows, in numbers,
-//! what the server holds.
+//! `kcap demo`: kcap's whole job on one machine with nothing to set up. An embedded server, and a
+//! real Copilot transcript played as a live session through the real hook commands: sessionStart
+//! (the watcher starts), lines appended over time, sessionEnd (the finalizer is spawned, the
+//! watcher drains), and `session.shutdown` appended only after that hook has returned, as Copilot
+//! does. Then it shows, in numbers, what the server holds.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -50,57 +50,80 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot start the embedded server: {e}"))?;
 
-    println!("kcap demo: the sessionEnd finalizer on a real Copilot transcript\n");
-    println!(
-        "  transcript  {source_name} ({} lines, {} bytes)",
-        lines.len(),
-        text.len()
-    );
+    println!("kcap demo: a real Copilot session played through kcap's hooks\n");
+    println!("  transcript  {source_name} ({} lines, {} bytes)", lines.len(), text.len());
     println!("  session     {session}");
-    println!("  server      embedded, {} (in memory)", server.url());
+    println!("  server      embedded, {} (temporary store)", server.url());
     println!("  scratch     {}\n", scratch.path().display());
 
-    let before: String = lines[..shutdown_at].concat();
-    std::fs::write(&path, &before).map_err(|e| e.to_string())?;
-    println!("1. Copilot wrote {shutdown_at} lines; its sessionEnd hook fires now");
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let hook = |event: &str, payload: serde_json::Value| -> Result<(u128, std::process::ExitStatus), String> {
+        let started = Instant::now();
+        let mut child = std::process::Command::new(&exe)
+            .args(["hook", "--copilot", "--event", event])
+            .env("KCAP_URL", server.url())
+            .env("KCAP_HOME", &kcap_home)
+            .env("COPILOT_HOME", &copilot_home)
+            .env("KCAP_POLL_MS", "100")
+            .env("KCAP_WATCH_POLL_MS", "100")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot run kcap hook: {e}"))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(payload.to_string().as_bytes());
+        }
+        let status = child.wait().map_err(|e| e.to_string())?;
+        Ok((started.elapsed().as_millis(), status))
+    };
+    let payload = |extra: serde_json::Value| {
+        let mut p = serde_json::json!({"sessionId": session.to_string(), "timestamp": crate::config::now_ms(), "cwd": "/demo"});
+        for (k, v) in extra.as_object().into_iter().flatten() {
+            p[k] = v.clone();
+        }
+        p
+    };
 
-    let hook_started = Instant::now();
-    let status = std::process::Command::new(std::env::current_exe().map_err(|e| e.to_string())?)
-        .args(["copilot-finalize", &session.to_string()])
-        .arg(&path)
-        .env("KCAP_URL", server.url())
-        .env("KCAP_HOME", &kcap_home)
-        .env("COPILOT_HOME", &copilot_home)
-        .env("KCAP_POLL_MS", "100")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map_err(|e| format!("cannot run kcap copilot-finalize: {e}"))?;
-    let hook_ms = hook_started.elapsed().as_millis();
+    std::fs::write(&path, lines[0]).map_err(|e| e.to_string())?;
+    let (ms, status) = hook("sessionStart", payload(serde_json::json!({"source": "new"})))?;
+    println!("1. sessionStart hook: session-start posted, live watcher started ({ms} ms, {status})");
+    for line in &lines[1..shutdown_at] {
+        let mut file = std::fs::OpenOptions::new().append(true).open(&path).map_err(|e| e.to_string())?;
+        file.write_all(line.as_bytes()).map_err(|e| e.to_string())?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     println!(
-        "2. the hook spawned a detached `kcap copilot-finalize` and returned in {hook_ms} ms ({status})"
+        "2. Copilot wrote {shutdown_at} lines over {:.1} s; the watcher had delivered {} of them meanwhile",
+        shutdown_at as f64 * 0.02,
+        server.session(session).lines.len()
+    );
+
+    let (ms, status) = hook("sessionEnd", payload(serde_json::json!({"reason": "user_exit"})))?;
+    let at_hook_return = server.session(session).lines.len();
+    println!(
+        "3. sessionEnd hook: finalizer spawned first, watcher stopped and drained, session-end posted; \
+         returned in {ms} ms ({status}) with {at_hook_return} lines on the server"
     );
 
     tokio::time::sleep(args.shutdown_delay).await;
-    let mut file = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&path)
-        .map_err(|e| e.to_string())?;
-    file.write_all(lines[shutdown_at..].concat().as_bytes())
-        .map_err(|e| e.to_string())?;
+    let mut file = std::fs::OpenOptions::new().append(true).open(&path).map_err(|e| e.to_string())?;
+    file.write_all(lines[shutdown_at..].concat().as_bytes()).map_err(|e| e.to_string())?;
     drop(file);
     let appended = Instant::now();
     println!(
-        "3. {} ms later, after the hook had returned, Copilot appended session.shutdown (line {shutdown_at})",
+        "4. {} ms after the hook returned, Copilot appended session.shutdown (line {shutdown_at}): \
+         the tail a hook alone would lose",
         args.shutdown_delay.as_millis()
     );
 
     let store = Store::new(&kcap_home);
     let drained = wait_for_drain(&store, session, Duration::from_secs(60)).await?;
     println!(
-        "4. the finalizer saw the shutdown and drained: {} ms after the append, {} transitions logged\n",
+        "5. the detached finalizer saw it and drained: {} ms after the append, {} -> {} lines, {} transitions logged\n",
         appended.elapsed().as_millis(),
+        at_hook_return,
+        server.session(session).lines.len(),
         drained
     );
 
