@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use kcap::cli::finalize::FinalizeArgs;
 use kcap::cli::options::{DeliveryOpts, HomeOpts, TimingOpts};
-use kcap::cli::{demo, finalize, hook, logging, plugin, serve, status, watch};
+use kcap::cli::{demo, finalize, hook, import, logging, plugin, serve, status, watch};
 use kcap::machine::table;
 use kcap::store::Store;
 
@@ -105,6 +105,18 @@ enum Cmd {
         action: PluginAction,
         #[arg(long, required = true)]
         copilot: bool,
+        /// Copilot's root. Default: $COPILOT_HOME or ~/.copilot.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Deliver every Copilot transcript found (or one session's), with a progress bar on a
+    /// terminal; the same ids and watermarks as live capture, so nothing is stored twice.
+    Import {
+        #[arg(long, required = true)]
+        copilot: bool,
+        /// Only this session.
+        #[arg(long)]
+        session: Option<String>,
         /// Copilot's root. Default: $COPILOT_HOME or ~/.copilot.
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -229,6 +241,31 @@ fn main() -> ExitCode {
                     PluginAction::Install => plugin::install(&home),
                     PluginAction::Remove => plugin::remove(&home),
                 })
+            }
+            Cmd::Import { session, dir, .. } => {
+                logging::to_stderr();
+                let only = match session.map(|s| s.parse::<kcap::ids::SessionId>()).transpose() {
+                    Ok(only) => only,
+                    Err(e) => {
+                        eprintln!("kcap import: {e}");
+                        return 2;
+                    }
+                };
+                let home = dir.unwrap_or_else(kcap::config::copilot_home);
+                let result = match cli.delivery.delivery() {
+                    Ok(delivery) => import::import(&store, &delivery, &home, only).await,
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(summary) => {
+                        print!("{}", import::describe(&summary));
+                        i32::from(!summary.failures.is_empty())
+                    }
+                    Err(e) => {
+                        eprintln!("kcap import: {e}");
+                        2
+                    }
+                }
             }
             Cmd::Doctor => {
                 let (report, code) =

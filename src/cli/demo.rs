@@ -51,32 +51,37 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot start the embedded server: {e}"))?;
 
     println!("kcap demo: a real Copilot session played through kcap's hooks\n");
-    println!("  transcript  {source_name} ({} lines, {} bytes)", lines.len(), text.len());
+    println!(
+        "  transcript  {source_name} ({} lines, {} bytes)",
+        lines.len(),
+        text.len()
+    );
     println!("  session     {session}");
     println!("  server      embedded, {} (temporary store)", server.url());
     println!("  scratch     {}\n", scratch.path().display());
 
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let hook = |event: &str, payload: serde_json::Value| -> Result<(u128, std::process::ExitStatus), String> {
-        let started = Instant::now();
-        let mut child = std::process::Command::new(&exe)
-            .args(["hook", "--copilot", "--event", event])
-            .env("KCAP_URL", server.url())
-            .env("KCAP_HOME", &kcap_home)
-            .env("COPILOT_HOME", &copilot_home)
-            .env("KCAP_POLL_MS", "100")
-            .env("KCAP_WATCH_POLL_MS", "100")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot run kcap hook: {e}"))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            let _ = stdin.write_all(payload.to_string().as_bytes());
-        }
-        let status = child.wait().map_err(|e| e.to_string())?;
-        Ok((started.elapsed().as_millis(), status))
-    };
+    let hook =
+        |event: &str, payload: serde_json::Value| -> Result<(u128, std::process::ExitStatus), String> {
+            let started = Instant::now();
+            let mut child = std::process::Command::new(&exe)
+                .args(["hook", "--copilot", "--event", event])
+                .env("KCAP_URL", server.url())
+                .env("KCAP_HOME", &kcap_home)
+                .env("COPILOT_HOME", &copilot_home)
+                .env("KCAP_POLL_MS", "100")
+                .env("KCAP_WATCH_POLL_MS", "100")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("cannot run kcap hook: {e}"))?;
+            if let Some(mut stdin) = child.stdin.take() {
+                let _ = stdin.write_all(payload.to_string().as_bytes());
+            }
+            let status = child.wait().map_err(|e| e.to_string())?;
+            Ok((started.elapsed().as_millis(), status))
+        };
     let payload = |extra: serde_json::Value| {
         let mut p = serde_json::json!({"sessionId": session.to_string(), "timestamp": crate::config::now_ms(), "cwd": "/demo"});
         for (k, v) in extra.as_object().into_iter().flatten() {
@@ -89,7 +94,10 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
     let (ms, status) = hook("sessionStart", payload(serde_json::json!({"source": "new"})))?;
     println!("1. sessionStart hook: session-start posted, live watcher started ({ms} ms, {status})");
     for line in &lines[1..shutdown_at] {
-        let mut file = std::fs::OpenOptions::new().append(true).open(&path).map_err(|e| e.to_string())?;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(|e| e.to_string())?;
         file.write_all(line.as_bytes()).map_err(|e| e.to_string())?;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -107,8 +115,12 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
     );
 
     tokio::time::sleep(args.shutdown_delay).await;
-    let mut file = std::fs::OpenOptions::new().append(true).open(&path).map_err(|e| e.to_string())?;
-    file.write_all(lines[shutdown_at..].concat().as_bytes()).map_err(|e| e.to_string())?;
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .map_err(|e| e.to_string())?;
+    file.write_all(lines[shutdown_at..].concat().as_bytes())
+        .map_err(|e| e.to_string())?;
     drop(file);
     let appended = Instant::now();
     println!(

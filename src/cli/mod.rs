@@ -3,6 +3,7 @@
 pub mod demo;
 pub mod finalize;
 pub mod hook;
+pub mod import;
 pub mod logging;
 pub mod options;
 pub mod plugin;

@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::effects::lines::Batch;
 use crate::effects::redact;
 use crate::ids::{event_id, SessionId};
-use crate::protocol::{LastLine, CLI_VERSION_HEADER};
+use crate::protocol::{IngestReply, LastLine, CLI_VERSION_HEADER};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendError {
@@ -126,6 +126,20 @@ impl Client {
             .await
             .map_err(transport)?;
         check(resp).await.map(drop)
+    }
+
+    /// Sends a body made by [`Client::encode_batch`]; returns the server's count of new and
+    /// duplicate lines when it gives one (servers other than kcap's may not).
+    pub async fn send_counted(&self, json: Vec<u8>) -> Result<Option<IngestReply>, SendError> {
+        let resp = self
+            .request(reqwest::Method::POST, "/hooks/transcript")
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(json)
+            .send()
+            .await
+            .map_err(transport)?;
+        let resp = check(resp).await?;
+        Ok(resp.json::<IngestReply>().await.ok())
     }
 
     /// Sends a body made by [`Client::encode_batch`].

@@ -77,6 +77,9 @@ pub struct WatchStats {
     pub batches: u64,
     pub lines: u64,
     pub failures: u64,
+    /// As the server counted them (when it says).
+    pub new: u64,
+    pub duplicates: u64,
 }
 
 impl Watcher {
@@ -136,6 +139,16 @@ impl Watcher {
         }
     }
 
+    /// Delivers every complete line not yet delivered, once (`kcap import`).
+    pub async fn deliver_once(&self) -> Result<WatchStats, String> {
+        let mut stats = WatchStats::default();
+        let mut reader = Some(LineReader::new(&self.transcript));
+        let mut position = self.start_position().await;
+        self.deliver_available(&mut reader, &mut position, &mut stats)
+            .await?;
+        Ok(stats)
+    }
+
     /// Sends every complete line after `position`, batch by batch, advancing after each 2xx.
     async fn deliver_available(
         &self,
@@ -191,11 +204,16 @@ impl Watcher {
             }
             if !batch.lines.is_empty() {
                 let body = Client::encode_batch(self.session, &batch).map_err(|e| e.message())?;
-                self.delivery
+                let reply = self
+                    .delivery
                     .client
-                    .send_encoded(body)
+                    .send_counted(body)
                     .await
                     .map_err(|e| e.message())?;
+                if let Some(reply) = reply {
+                    stats.new += reply.new;
+                    stats.duplicates += reply.duplicates;
+                }
                 stats.batches += 1;
                 stats.lines += batch.lines.len() as u64;
             }
