@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::config::now_ms;
 use crate::effects::blocking;
 use crate::effects::client::{Client, SendError};
-use crate::effects::lines::{Batch, Limits, LineReader};
+use crate::effects::lines::{Limits, LineReader};
 use crate::effects::tail::TailObserver;
 use crate::machine::{step, Command, Input, State, Watermark};
 use crate::store::{Holder, MachineMeta, Store};
@@ -29,6 +29,8 @@ pub struct Interpreter {
     watermark: Watermark,
     /// The server's `last-line` is asked once per run, before the first batch.
     resume_point_checked: bool,
+    /// The next batch, being read and encoded while the current one is in flight.
+    prefetch: Option<Prefetch>,
     /// After a store failure the machine carries on in memory; the server's `last-line` is then
     /// the resume point of any later run.
     store_failed: bool,
@@ -60,6 +62,7 @@ impl Interpreter {
             delivery,
             watermark: watermark.unwrap_or_default(),
             resume_point_checked: false,
+            prefetch: None,
             store_failed: false,
             stats: RunStats::default(),
         }
@@ -179,7 +182,8 @@ impl Interpreter {
         }
         let mut limits = self.delivery.limits;
         loop {
-            let batch = match self.read_batch(limits, take_unterminated).await {
+            let from = self.watermark;
+            let batch = match self.prepared(from, limits, take_unterminated).await {
                 Ok(Some(batch)) => batch,
                 Ok(None) => {
                     tracing::warn!(path = %self.meta.transcript.display(), "transcript missing; nothing to deliver");
@@ -196,26 +200,33 @@ impl Interpreter {
                     )
                 }
             };
-            let moved = batch.end != self.watermark;
             if batch.held_back {
                 tracing::info!("last line has no newline yet and is incomplete; left for its writer");
             }
-            if batch.lines.is_empty() {
-                self.watermark = batch.end;
-                return Input::BatchAcked {
-                    now: now_ms(),
-                    upto: moved.then_some(batch.end),
-                    drained: batch.at_end,
-                };
-            }
-            let (count, bytes, at_end) = (batch.lines.len(), batch.bytes(), batch.at_end);
-            let encoded = match Client::encode_batch(self.meta.session, &batch) {
-                Ok(json) => json,
-                Err(e) => return failed(e, &mut self.stats),
+            let (count, bytes, at_end, end, first_line) = (
+                batch.count,
+                batch.bytes,
+                batch.at_end,
+                batch.end,
+                batch.first_line,
+            );
+            let encoded = match batch.body {
+                None => {
+                    self.watermark = end;
+                    return Input::BatchAcked {
+                        now: now_ms(),
+                        upto: (end != from).then_some(end),
+                        drained: at_end,
+                    };
+                }
+                Some(Ok(json)) => json,
+                Some(Err(e)) => return failed(e, &mut self.stats),
             };
-            let first_line = batch.lines[0].number;
-            let end = batch.end;
-            drop(batch);
+            // Read and encode the next batch while this one is in flight; it is used only if
+            // this one is acknowledged (the next delivery then starts exactly at `end`).
+            if !at_end {
+                self.prefetch = Some(self.spawn_prepare(end, limits, take_unterminated));
+            }
             match self.delivery.client.send_encoded(encoded).await {
                 Ok(()) => {
                     self.stats.batches += 1;
@@ -255,6 +266,9 @@ impl Interpreter {
         if target <= self.watermark.next_line {
             return;
         }
+        if let Some(prefetch) = self.prefetch.take() {
+            self.reader = Some(join(prefetch).await.0);
+        }
         let mut reader = self.reader.take().expect("line reader present");
         let from = self.watermark;
         let (reader, skipped) = blocking(move || {
@@ -284,30 +298,83 @@ impl Interpreter {
         }
     }
 
-    /// `Ok(None)` when the transcript does not exist. A transcript shorter than the watermark was
-    /// truncated or replaced: it is read again from the start (ids keep repeated lines single).
-    async fn read_batch(
+    /// The batch after `from`, read and encoded: the prefetched one if it matches, else a new one.
+    /// `Ok(None)` when the transcript does not exist.
+    async fn prepared(
         &mut self,
+        from: Watermark,
         limits: Limits,
-        take_unterminated: bool,
-    ) -> std::io::Result<Option<Batch>> {
+        take: bool,
+    ) -> std::io::Result<Option<Prepared>> {
+        if let Some(prefetch) = self.prefetch.take() {
+            let (reader, result) = join(prefetch).await;
+            self.reader = Some(reader);
+            if let Ok(Some(p)) = &result {
+                if p.from == from && p.limits == limits && p.take == take {
+                    return result;
+                }
+            }
+        }
+        let task = self.spawn_prepare(from, limits, take);
+        let (reader, result) = join(task).await;
+        self.reader = Some(reader);
+        result
+    }
+
+    /// Reads and encodes the batch after `from` on a blocking thread. A transcript shorter than
+    /// `from` was truncated or replaced: it is read again from the start (ids keep lines single).
+    fn spawn_prepare(&mut self, from: Watermark, limits: Limits, take: bool) -> Prefetch {
         let mut reader = self.reader.take().expect("line reader present");
-        let from = self.watermark;
-        let (reader, result) = blocking(move || {
+        let session = self.meta.session;
+        tokio::task::spawn_blocking(move || {
             let result = (|| {
                 let Some(len) = reader.len()? else { return Ok(None) };
-                let from = if len < from.offset {
+                let start = if len < from.offset {
                     tracing::warn!(len, watermark = from.offset, "transcript is shorter than the delivered position (truncated or replaced); reading it from the start");
                     Watermark::default()
                 } else {
                     from
                 };
-                reader.read_batch(from, limits, take_unterminated).map(Some)
+                let batch = reader.read_batch(start, limits, take)?;
+                Ok(Some(Prepared {
+                    from,
+                    limits,
+                    take,
+                    end: batch.end,
+                    at_end: batch.at_end,
+                    held_back: batch.held_back,
+                    count: batch.lines.len(),
+                    bytes: batch.bytes(),
+                    first_line: batch.lines.first().map_or(0, |l| l.number),
+                    body: (!batch.lines.is_empty()).then(|| Client::encode_batch(session, &batch)),
+                }))
             })();
             (reader, result)
         })
-        .await;
-        self.reader = Some(reader);
-        result
+    }
+}
+
+/// A batch read and encoded, ready to send.
+struct Prepared {
+    /// What it was prepared for: used only if the next delivery asks for exactly this.
+    from: Watermark,
+    limits: Limits,
+    take: bool,
+    end: Watermark,
+    at_end: bool,
+    held_back: bool,
+    count: usize,
+    bytes: usize,
+    first_line: u64,
+    /// `None` when the batch holds only blank lines.
+    body: Option<Result<Vec<u8>, SendError>>,
+}
+
+type Prefetch = tokio::task::JoinHandle<(LineReader, std::io::Result<Option<Prepared>>)>;
+
+async fn join(task: Prefetch) -> (LineReader, std::io::Result<Option<Prepared>>) {
+    match task.await {
+        Ok(value) => value,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
 }
