@@ -236,6 +236,23 @@ async fn a_live_session_through_the_hooks_stores_every_line_once() {
     })
     .await;
     assert_exactly_once(&server, sid, &content);
+    // Watcher, finalizer, then a batch import of the same session: still each line once.
+    let import = env
+        .kcap(&server.url())
+        .args(["import", "--copilot"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&import.stdout).contains("0 lines sent"),
+        "{import:?}"
+    );
+    assert_exactly_once(&server, sid, &content);
+    assert_eq!(
+        server.session(sid).duplicates,
+        0,
+        "watcher and finalizer sent the same line twice"
+    );
     let summary = server.storage().summary(sid).unwrap().unwrap();
     assert_eq!(summary.ended.unwrap().reason.as_deref(), Some("user_exit"));
     assert_eq!(summary.usage.models["claude-sonnet-4.6"].input_tokens, 186_809.0);

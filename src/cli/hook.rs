@@ -25,6 +25,8 @@ pub const STDIN_LIMIT: usize = 1024 * 1024;
 const STDIN_WAIT: Duration = Duration::from_secs(2);
 /// Lifecycle and notification POSTs must not hold Copilot up.
 const POST_CAP: Duration = Duration::from_secs(3);
+/// What the sessionEnd cap keeps back for the session-end POST after draining.
+const POST_RESERVE: Duration = Duration::from_secs(1);
 /// The background sweep runs at most this often.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -32,7 +34,8 @@ pub const EVENTS: [&str; 4] = ["sessionStart", "sessionEnd", "agentStop", "notif
 
 pub struct HookArgs {
     pub event: String,
-    /// Cap on stopping the watcher and draining inline at sessionEnd.
+    /// Cap on the whole sessionEnd hook after the finalizer is spawned: stopping the watcher,
+    /// draining inline, and posting session-end.
     pub drain_cap: Duration,
 }
 
@@ -149,8 +152,11 @@ async fn session_end(
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    // Whatever the watcher left (or all of it, if none ran), within what remains of the cap.
-    let remaining = deadline.saturating_duration_since(Instant::now());
+    // Whatever the watcher left (or all of it, if none ran), within what remains of the cap,
+    // keeping the last second for the session-end POST: the cap bounds the whole hook.
+    let remaining = deadline
+        .saturating_duration_since(Instant::now())
+        .saturating_sub(POST_RESERVE);
     if !remaining.is_zero() {
         if let Ok(Some(_lock)) = watcher::claim(store.home(), session) {
             let inline = Watcher {
@@ -166,7 +172,10 @@ async fn session_end(
     }
     let mut body = lifecycle_body("sessionEnd", session, payload);
     body["ended_at"] = crate::cli::status::iso_time(now_ms()).into();
-    let posted = tokio::time::timeout(POST_CAP, delivery.client.post_json(SESSION_END_PATH, &body)).await;
+    let post_cap = deadline
+        .saturating_duration_since(Instant::now())
+        .clamp(POST_RESERVE / 2, POST_CAP);
+    let posted = tokio::time::timeout(post_cap, delivery.client.post_json(SESSION_END_PATH, &body)).await;
     if !matches!(posted, Ok(Ok(()))) {
         tracing::warn!("session-end not delivered; handing it to the finalizer");
         if let Err(e) = store.put_session_end(session, &body) {

@@ -12,6 +12,9 @@ use crate::effects::tail::TailObserver;
 use crate::machine::{step, Command, Input, State, Watermark};
 use crate::store::{Holder, MachineMeta, Store};
 
+/// Longest stretch without a log record (and so without a lease renewal) while a machine waits.
+const KEEP_ALIVE: Duration = Duration::from_secs(60);
+
 /// Everything delivery needs besides the machine.
 #[derive(Clone)]
 pub struct Delivery {
@@ -31,6 +34,7 @@ pub struct Interpreter {
     resume_point_checked: bool,
     /// The next batch, being read and encoded while the current one is in flight.
     prefetch: Option<Prefetch>,
+    last_record: std::time::Instant,
     /// After a store failure the machine carries on in memory; the server's `last-line` is then
     /// the resume point of any later run.
     store_failed: bool,
@@ -63,6 +67,7 @@ impl Interpreter {
             watermark: watermark.unwrap_or_default(),
             resume_point_checked: false,
             prefetch: None,
+            last_record: std::time::Instant::now(),
             store_failed: false,
             stats: RunStats::default(),
         }
@@ -89,7 +94,15 @@ impl Interpreter {
                 Command::PersistWatermark { watermark } => Some(*watermark),
                 _ => None,
             });
-            self.record(&input, &next, persist).await;
+            // Self-loops that change nothing (another poll, another wake) are not logged: replaying
+            // them is a no-op, and logging them meant an fsync per poll under the store lock that
+            // every other kcap process waits on. A keep-alive record still renews the lease.
+            let run_starts = matches!(input, Input::Started { .. } | Input::Resumed { .. });
+            let changed = next != state || persist.is_some() || run_starts;
+            if changed || self.last_record.elapsed() >= KEEP_ALIVE {
+                self.record(&input, &next, persist).await;
+                self.last_record = std::time::Instant::now();
+            }
             tracing::info!(
                 input = input.name(),
                 phase = next.phase.name(),

@@ -156,6 +156,14 @@ impl Watcher {
         position: &mut Watermark,
         stats: &mut WatchStats,
     ) -> Result<(), String> {
+        // Idle: one stat, nothing else (no store, no network) until the file grows.
+        let grown = match std::fs::metadata(&self.transcript) {
+            Ok(m) => m.len() != position.offset,
+            Err(_) => false,
+        };
+        if !grown {
+            return Ok(());
+        }
         // Another deliverer (a finalizer, an import) may have moved the shared watermark.
         let (store, session) = (self.store.clone(), self.session);
         if let Ok(Some(shared)) = blocking(move || store.watermark(session)).await {

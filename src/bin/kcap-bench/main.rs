@@ -18,6 +18,7 @@ use kcap::config::transcript_path;
 use kcap::ids::SessionId;
 use kcap::server::Server;
 
+mod hooks;
 mod ingest;
 
 const SAMPLE: &str = "../shared/research-samples/copilot/Mai0313__VibeCodingTracker__copilot.jsonl";
@@ -45,7 +46,7 @@ fn parse_args() -> Result<Args, String> {
             "--sample" => args.sample = value()?.into(),
             "--only" => args.only = Some(value()?),
             "-h" | "--help" => {
-                return Err("usage: kcap-bench [--mb 200] [--delay-s 5] [--sample PATH] [--only finalize|ingest]\n\
+                return Err("usage: kcap-bench [--mb 200] [--delay-s 5] [--sample PATH] [--only finalize|ingest|hooks]\n\
                             finalize: a transcript of --mb megabytes whose shutdown arrives --delay-s after spawn.\n\
                             ingest: --mb megabytes of transcript into `kcap serve`, 1,000-line batches, one client."
                     .into())
@@ -76,11 +77,16 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let result = runtime.block_on(async {
         let mut ok = true;
-        if args.only.as_deref() != Some("ingest") {
+        if matches!(args.only.as_deref(), None | Some("finalize")) {
             ok &= run(&args).await?;
         }
-        if args.only.as_deref() != Some("finalize") {
+        if matches!(args.only.as_deref(), None | Some("ingest")) {
             ok &= ingest::run(&args.sample, args.mb).await?;
+        }
+        if matches!(args.only.as_deref(), None | Some("hooks")) {
+            let sample =
+                std::fs::read(&args.sample).map_err(|e| format!("{}: {e}", args.sample.display()))?;
+            ok &= hooks::run(&sample).await?;
         }
         Ok::<bool, String>(ok)
     });
@@ -216,7 +222,7 @@ async fn measure(
 }
 
 /// CPU time (user + system) a live process has used so far, from /proc.
-fn proc_cpu(pid: u32) -> Option<Duration> {
+pub(crate) fn proc_cpu(pid: u32) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
