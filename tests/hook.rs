@@ -383,3 +383,44 @@ async fn plugin_install_round_trip_leaves_other_hook_files_alone() {
     assert_eq!(doctor.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&doctor.stdout).contains("FIX  hooks"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hooks_start_the_background_sweep_at_most_once_a_minute_and_redact_what_they_send() {
+    let (env, server) = (Env::new(), server().await);
+    let (sid, _) = env.session(&sample(VIBE));
+    let _guard = Watchers(&env, vec![sid]);
+    let note = payload(
+        &sid.to_string(),
+        json!({"message": "export GITHUB_TOKEN=ghp_abcdefghijklmnopqrstuvwxyz0123", "notification_type": "idle"}),
+    );
+    for _ in 0..3 {
+        assert!(run_hook(&env, &server.url(), "notification", &note, &[])
+            .await
+            .0
+            .status
+            .success());
+    }
+    let sweep_log = env.kcap_home.join("logs").join("sweep.log");
+    wait_for("the sweep", Duration::from_secs(10), || {
+        std::fs::read_to_string(&sweep_log).is_ok_and(|l| l.contains("nothing to finalize"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let runs = std::fs::read_to_string(&sweep_log)
+        .unwrap()
+        .matches("nothing to finalize")
+        .count();
+    assert_eq!(runs, 1, "three hooks within a minute started {runs} sweeps");
+    assert!(env.kcap_home.join("sweep.stamp").exists());
+    // The notification reached the server, with the token redacted on the way.
+    let summary = server.storage().summary(sid).unwrap().unwrap();
+    assert_eq!(summary.notifications, 3);
+    let message = summary
+        .last_notification
+        .and_then(|n| n.detail)
+        .unwrap_or_default();
+    assert!(
+        message.contains("GITHUB_TOKEN=[REDACTED]") && !message.contains("ghp_"),
+        "{message}"
+    );
+}

@@ -117,11 +117,15 @@ impl Client {
         Ok(json)
     }
 
-    /// POSTs a JSON document (lifecycle hooks, notifications).
+    /// POSTs a JSON document (lifecycle hooks, notifications), redacted like every line: a
+    /// notification's message or a cwd can hold secrets too.
     pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> Result<(), SendError> {
+        let text = body.to_string();
+        let redacted = redact::line(std::borrow::Cow::Borrowed(&text)).into_owned();
         let resp = self
             .request(reqwest::Method::POST, path)
-            .json(body)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(redacted)
             .send()
             .await
             .map_err(transport)?;

@@ -60,6 +60,8 @@ pub struct SessionMeta {
     pub started: Option<Lifecycle>,
     pub ended: Option<Lifecycle>,
     pub notifications: u64,
+    #[serde(default)]
+    pub last_notification: Option<Lifecycle>,
     pub has_usage_checkpoints: bool,
 }
 
@@ -75,6 +77,7 @@ pub struct SessionSummary {
     pub started: Option<Lifecycle>,
     pub ended: Option<Lifecycle>,
     pub notifications: u64,
+    pub last_notification: Option<Lifecycle>,
     pub usage: Usage,
 }
 
@@ -261,7 +264,10 @@ impl Storage {
             match kind {
                 LifecycleKind::Start => meta.started = Some(event.clone()),
                 LifecycleKind::End => meta.ended = Some(event.clone()),
-                LifecycleKind::Notification => meta.notifications += 1,
+                LifecycleKind::Notification => {
+                    meta.notifications += 1;
+                    meta.last_notification = Some(event.clone());
+                }
             }
             serde_json::to_vec(&meta).ok()
         })?;
@@ -295,6 +301,7 @@ impl Storage {
             started: meta.started,
             ended: meta.ended,
             notifications: meta.notifications,
+            last_notification: meta.last_notification,
             usage,
         }))
     }
