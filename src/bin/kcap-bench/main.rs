@@ -145,7 +145,11 @@ async fn run(args: &Args) -> Result<bool, String> {
         big.polling_cpu.as_millis(),
         small.polling_cpu.as_millis()
     );
-    println!("| polling CPU ratio, big / small | {ratio:.2} | | ≈ 1 | |");
+    if big.polling_cpu.is_zero() && small.polling_cpu.is_zero() {
+        println!("| polling CPU ratio, big / small | both below /proc's 10 ms resolution | | ≈ 1 | |");
+    } else {
+        println!("| polling CPU ratio, big / small | {ratio:.2} | | ≈ 1 | |");
+    }
     println!(
         "| lines on the server / in the transcript | {} / {} | {} / {} | all, once | |",
         big.lines_held, big.lines_expected, small.lines_held, small.lines_expected
