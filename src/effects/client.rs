@@ -148,14 +148,7 @@ impl Client {
 
     /// Sends a body made by [`Client::encode_batch`].
     pub async fn send_encoded(&self, json: Vec<u8>) -> Result<(), SendError> {
-        let resp = self
-            .request(reqwest::Method::POST, "/hooks/transcript")
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(json)
-            .send()
-            .await
-            .map_err(transport)?;
-        check(resp).await.map(drop)
+        self.send_counted(json).await.map(drop)
     }
 }
 

@@ -201,20 +201,12 @@ impl Storage {
         }
         let old = self.meta(session)?.unwrap_or_default();
         let contiguous = self.contiguous_from(session, old.contiguous)?;
-        self.sessions.update_and_fetch(session.as_bytes(), |current| {
-            let mut meta: SessionMeta = current
-                .and_then(|v| serde_json::from_slice(v).ok())
-                .unwrap_or_default();
-            if meta.first_seen == 0 {
-                meta.first_seen = now;
-            }
-            meta.last_seen = meta.last_seen.max(now);
+        self.update_meta(session, now, |meta| {
             meta.contiguous = meta.contiguous.max(contiguous);
             meta.lines += reply.new;
             meta.duplicates += reply.duplicates - conflicts;
             meta.conflicts += conflicts;
             meta.has_usage_checkpoints |= checkpoints;
-            serde_json::to_vec(&meta).ok()
         })?;
         Ok(reply)
     }
@@ -253,6 +245,25 @@ impl Storage {
         event: Lifecycle,
         now: Millis,
     ) -> sled::Result<()> {
+        self.update_meta(session, now, |meta| match kind {
+            LifecycleKind::Start => meta.started = Some(event.clone()),
+            LifecycleKind::End => meta.ended = Some(event.clone()),
+            LifecycleKind::Notification => {
+                meta.notifications += 1;
+                meta.last_notification = Some(event.clone());
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Updates a session's metadata atomically (sled retries `change` if another writer won the
+    /// race, so it must depend only on the metadata it is given).
+    fn update_meta(
+        &self,
+        session: SessionId,
+        now: Millis,
+        change: impl Fn(&mut SessionMeta),
+    ) -> sled::Result<()> {
         self.sessions.update_and_fetch(session.as_bytes(), |current| {
             let mut meta: SessionMeta = current
                 .and_then(|v| serde_json::from_slice(v).ok())
@@ -261,14 +272,7 @@ impl Storage {
                 meta.first_seen = now;
             }
             meta.last_seen = meta.last_seen.max(now);
-            match kind {
-                LifecycleKind::Start => meta.started = Some(event.clone()),
-                LifecycleKind::End => meta.ended = Some(event.clone()),
-                LifecycleKind::Notification => {
-                    meta.notifications += 1;
-                    meta.last_notification = Some(event.clone());
-                }
-            }
+            change(&mut meta);
             serde_json::to_vec(&meta).ok()
         })?;
         Ok(())
