@@ -117,6 +117,35 @@ impl Client {
         Ok(json)
     }
 
+    /// A one-line batch standing in for line `number`, which alone is larger than the server
+    /// accepts: the server gets a `kcap.line_omitted` record under the line's own number and id,
+    /// so the omission is visible there, its `last-line` does not stop at a gap, and the lines
+    /// after it (the shutdown's token totals among them) still arrive. Every path builds the
+    /// same stand-in, so a replay is dropped like any other.
+    pub fn encode_stand_in(session: SessionId, number: u64, id: uuid::Uuid, bytes: usize) -> Vec<u8> {
+        let sid = session.dashless();
+        let line = serde_json::json!({
+            "type": "kcap.line_omitted",
+            "data": {
+                "lineNumber": number,
+                "bytes": bytes,
+                "reason": "the line alone is larger than the ingest server accepts (HTTP 413)",
+            },
+        })
+        .to_string();
+        let body = Body {
+            session_id: &sid,
+            agent_id: None,
+            lines: vec![line.into()],
+            line_numbers: vec![number],
+            event_ids: vec![id],
+            repository: None,
+            vendor: "copilot",
+            blank_lines: &[],
+        };
+        serde_json::to_vec(&body).expect("a stand-in batch always encodes")
+    }
+
     /// POSTs a JSON document (lifecycle hooks, notifications), redacted like every line: a
     /// notification's message or a cwd can hold secrets too.
     pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> Result<(), SendError> {

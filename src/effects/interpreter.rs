@@ -9,6 +9,7 @@ use crate::effects::blocking;
 use crate::effects::client::{Client, SendError};
 use crate::effects::lines::{Limits, LineReader};
 use crate::effects::tail::TailObserver;
+use crate::ids::event_id;
 use crate::machine::{step, Command, Input, State, Watermark};
 use crate::store::{Holder, MachineMeta, Store};
 
@@ -216,12 +217,13 @@ impl Interpreter {
             if batch.held_back {
                 tracing::info!("last line has no newline yet and is incomplete; left for its writer");
             }
-            let (count, bytes, at_end, end, first_line) = (
+            let (count, bytes, at_end, end, first_line, first_id) = (
                 batch.count,
                 batch.bytes,
                 batch.at_end,
                 batch.end,
                 batch.first_line,
+                batch.first_id,
             );
             let encoded = match batch.body {
                 None => {
@@ -240,18 +242,7 @@ impl Interpreter {
             if !at_end {
                 self.prefetch = Some(self.spawn_prepare(end, limits, take_unterminated));
             }
-            match self.delivery.client.send_encoded(encoded).await {
-                Ok(()) => {
-                    self.stats.batches += 1;
-                    self.stats.lines_sent += count as u64;
-                    self.stats.bytes_sent += bytes as u64;
-                    self.watermark = end;
-                    return Input::BatchAcked {
-                        now: now_ms(),
-                        upto: Some(end),
-                        drained: at_end,
-                    };
-                }
+            let sent = match self.delivery.client.send_encoded(encoded).await {
                 Err(SendError::TooLarge) if count > 1 => {
                     limits.max_lines = (count / 2).max(1);
                     limits.max_bytes = (bytes / 2).max(1);
@@ -259,15 +250,38 @@ impl Interpreter {
                         lines = limits.max_lines,
                         "server refused the batch as too large; splitting"
                     );
+                    continue;
                 }
                 Err(SendError::TooLarge) => {
-                    let error = SendError::Refused(format!(
-                        "line {first_line} ({bytes} bytes) alone is larger than the server accepts"
-                    ));
-                    return failed(error, &mut self.stats);
+                    tracing::warn!(
+                        line = first_line,
+                        bytes,
+                        "line alone is larger than the server accepts; skipped, a kcap.line_omitted stand-in goes in its place"
+                    );
+                    let stand_in = Client::encode_stand_in(self.meta.session, first_line, first_id, bytes);
+                    match self.delivery.client.send_encoded(stand_in).await {
+                        Err(SendError::TooLarge) => Err(SendError::Refused(format!(
+                            "line {first_line} ({bytes} bytes) and even its stand-in are larger than the server accepts"
+                        ))),
+                        other => other,
+                    }
                 }
-                Err(e) => return failed(e, &mut self.stats),
-            }
+                other => other,
+            };
+            return match sent {
+                Ok(()) => {
+                    self.stats.batches += 1;
+                    self.stats.lines_sent += count as u64;
+                    self.stats.bytes_sent += bytes as u64;
+                    self.watermark = end;
+                    Input::BatchAcked {
+                        now: now_ms(),
+                        upto: Some(end),
+                        drained: at_end,
+                    }
+                }
+                Err(e) => failed(e, &mut self.stats),
+            };
         }
     }
 
@@ -359,6 +373,10 @@ impl Interpreter {
                     count: batch.lines.len(),
                     bytes: batch.bytes(),
                     first_line: batch.lines.first().map_or(0, |l| l.number),
+                    first_id: batch
+                        .lines
+                        .first()
+                        .map_or(uuid::Uuid::nil(), |l| event_id(&session, l.number, &l.bytes)),
                     body: (!batch.lines.is_empty()).then(|| Client::encode_batch(session, &batch)),
                 }))
             })();
@@ -379,6 +397,8 @@ struct Prepared {
     count: usize,
     bytes: usize,
     first_line: u64,
+    /// Its event id, kept for a stand-in should the line alone be too large for the server.
+    first_id: uuid::Uuid,
     /// `None` when the batch holds only blank lines.
     body: Option<Result<Vec<u8>, SendError>>,
 }

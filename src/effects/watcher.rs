@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use crate::config::now_ms;
 use crate::effects::blocking;
-use crate::effects::client::Client;
+use crate::effects::client::{Client, SendError};
 use crate::effects::interpreter::Delivery;
 use crate::effects::lines::{Batch, LineReader};
-use crate::ids::SessionId;
+use crate::ids::{event_id, SessionId};
 use crate::machine::Watermark;
 use crate::store::Store;
 
@@ -187,9 +187,10 @@ impl Watcher {
                 }
             }
         }
+        let mut limits = self.delivery.limits;
         loop {
             let mut r = reader.take().expect("reader present");
-            let (from, limits) = (*position, self.delivery.limits);
+            let from = *position;
             let (r, batch) = blocking(move || {
                 let b = match r.len() {
                     Ok(Some(len)) if len >= from.offset => r.read_batch(from, limits, false).map(Some),
@@ -212,12 +213,31 @@ impl Watcher {
             }
             if !batch.lines.is_empty() {
                 let body = Client::encode_batch(self.session, &batch).map_err(|e| e.message())?;
-                let reply = self
-                    .delivery
-                    .client
-                    .send_counted(body)
-                    .await
-                    .map_err(|e| e.message())?;
+                let client = &self.delivery.client;
+                let reply = match client.send_counted(body).await {
+                    Err(SendError::TooLarge) if batch.lines.len() > 1 => {
+                        limits.max_lines = (batch.lines.len() / 2).max(1);
+                        limits.max_bytes = (batch.bytes() / 2).max(1);
+                        tracing::warn!(
+                            lines = limits.max_lines,
+                            "server refused the batch as too large; splitting"
+                        );
+                        continue;
+                    }
+                    Err(SendError::TooLarge) => {
+                        let line = &batch.lines[0];
+                        tracing::warn!(
+                            line = line.number,
+                            bytes = line.bytes.len(),
+                            "line alone is larger than the server accepts; skipped, a kcap.line_omitted stand-in goes in its place"
+                        );
+                        let id = event_id(&self.session, line.number, &line.bytes);
+                        let stand_in =
+                            Client::encode_stand_in(self.session, line.number, id, line.bytes.len());
+                        client.send_counted(stand_in).await.map_err(|e| e.message())?
+                    }
+                    other => other.map_err(|e| e.message())?,
+                };
                 if let Some(reply) = reply {
                     stats.new += reply.new;
                     stats.duplicates += reply.duplicates;

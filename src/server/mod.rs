@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::body::HttpBody;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
@@ -26,6 +27,10 @@ pub use storage::{SessionLines, SessionSummary, Storage, StoredLine};
 
 /// Requests larger than this get 413 (the client then splits its batch).
 pub const BODY_LIMIT: usize = 32 * 1024 * 1024;
+
+/// Over-limit bodies up to this size are read and thrown away before the 413 goes out; larger
+/// ones get it at once.
+const DISCARD_LIMIT: u64 = 1024 * 1024 * 1024;
 
 /// A scripted misbehaviour, consumed by the next protocol request (not `/auth/config`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,6 +172,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/hooks/session-start/{vendor}", post(session_start))
         .route("/hooks/session-end/{vendor}", post(session_end))
         .route("/hooks/notification", post(notification))
+        .layer(middleware::from_fn(refuse_oversize))
         .layer(middleware::from_fn_with_state(shared.clone(), faults_and_auth));
     Router::new()
         .route("/auth/config", get(auth_config))
@@ -199,6 +205,30 @@ async fn faults_and_auth(State(shared): State<Arc<Shared>>, request: Request, ne
         None => {}
     }
     next.run(request).await
+}
+
+/// A 413 sent before the body is read makes the server close the connection while the client is
+/// still sending: the client then sees a reset, which it must treat as retryable, instead of the
+/// 413 that tells it to split its batch or send a stand-in. So the body is read to its end first.
+async fn refuse_oversize(request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let Some(declared) = declared.filter(|n| *n > BODY_LIMIT as u64) else {
+        return next.run(request).await;
+    };
+    if declared <= DISCARD_LIMIT {
+        let mut body = request.into_body();
+        while let Some(Ok(_)) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
+        {
+        }
+    }
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("request body of {declared} bytes is over the {BODY_LIMIT}-byte limit"),
+    )
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
