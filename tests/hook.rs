@@ -3,15 +3,13 @@
 
 mod common;
 
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use kcap::effects::watcher;
 use kcap::ids::SessionId;
 use kcap::server::{Fault, Server};
 use serde_json::json;
-use tokio::io::AsyncWriteExt;
 
 /// Kills any watcher a failed test leaves behind (they are detached and would idle on).
 struct Watchers<'a>(&'a Env, Vec<SessionId>);
@@ -25,43 +23,6 @@ impl Drop for Watchers<'_> {
             }
         }
     }
-}
-
-async fn run_hook(
-    env: &Env,
-    url: &str,
-    event: &str,
-    stdin: &[u8],
-    extra: &[(&str, &str)],
-) -> (std::process::Output, Duration) {
-    let mut cmd = env.kcap(url);
-    cmd.args(["hook", "--copilot", "--event", event])
-        .env("KCAP_HOOK_DRAIN_CAP_MS", "2000")
-        .env("KCAP_WATCH_POLL_MS", "50")
-        // Inherited by the detached finalizer: it must not outlive the test by minutes.
-        .env("KCAP_SHUTDOWN_BUDGET_MS", "5000")
-        .env("KCAP_DELIVERY_BUDGET_MS", "1000")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in extra {
-        cmd.env(k, v);
-    }
-    let started = Instant::now();
-    let mut child = cmd.spawn().unwrap();
-    let mut input = child.stdin.take().unwrap();
-    let _ = input.write_all(stdin).await;
-    drop(input);
-    let out = child.wait_with_output().await.unwrap();
-    (out, started.elapsed())
-}
-
-fn payload(sid: &str, extra: serde_json::Value) -> Vec<u8> {
-    let mut p = json!({"sessionId": sid, "timestamp": 1_795_000_000_000u64, "cwd": "/work/project"});
-    for (k, v) in extra.as_object().unwrap() {
-        p[k] = v.clone();
-    }
-    p.to_string().into_bytes()
 }
 
 #[tokio::test(flavor = "multi_thread")]

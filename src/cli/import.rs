@@ -83,7 +83,7 @@ pub async fn import(
             delivery: delivery.clone(),
             poll: Duration::ZERO,
         };
-        let result = watcher.deliver_once().await;
+        let result = watcher.deliver_once(writer_is_gone(&watcher.transcript)).await;
         summary.sessions += 1;
         let line = match &result {
             Ok(stats) => {
@@ -112,6 +112,18 @@ pub async fn import(
         bar.finish_and_clear();
     }
     Ok(summary)
+}
+
+/// A transcript untouched for longer than the finalizer waits for a shutdown has no writer left:
+/// its last line, even without a newline (a killed writer), is as complete as it will get, and
+/// is delivered like the finalizer delivers it at its budget. A live one's is left for its writer.
+fn writer_is_gone(transcript: &Path) -> bool {
+    let settled = Duration::from_millis(crate::machine::Timings::default().shutdown_budget_ms);
+    std::fs::metadata(transcript)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|idle| idle > settled)
 }
 
 pub fn describe(s: &Summary) -> String {

@@ -101,7 +101,7 @@ impl Watcher {
                 _ = tokio::time::sleep(pause) => {}
             }
             match self
-                .deliver_available(&mut reader, &mut position, &mut stats)
+                .deliver_available(&mut reader, &mut position, &mut stats, false)
                 .await
             {
                 Ok(()) => backoff = Duration::ZERO,
@@ -115,7 +115,7 @@ impl Watcher {
         tracing::info!("watcher stopping: final drain");
         let drained = tokio::time::timeout(
             final_drain,
-            self.deliver_available(&mut reader, &mut position, &mut stats),
+            self.deliver_available(&mut reader, &mut position, &mut stats, false),
         )
         .await;
         match drained {
@@ -139,12 +139,13 @@ impl Watcher {
         }
     }
 
-    /// Delivers every complete line not yet delivered, once (`kcap import`).
-    pub async fn deliver_once(&self) -> Result<WatchStats, String> {
+    /// Delivers every complete line not yet delivered, once (`kcap import`); with
+    /// `take_unterminated`, a last line without its newline too (its writer is known to be gone).
+    pub async fn deliver_once(&self, take_unterminated: bool) -> Result<WatchStats, String> {
         let mut stats = WatchStats::default();
         let mut reader = Some(LineReader::new(&self.transcript));
         let mut position = self.start_position().await;
-        self.deliver_available(&mut reader, &mut position, &mut stats)
+        self.deliver_available(&mut reader, &mut position, &mut stats, take_unterminated)
             .await?;
         Ok(stats)
     }
@@ -155,6 +156,7 @@ impl Watcher {
         reader: &mut Option<LineReader>,
         position: &mut Watermark,
         stats: &mut WatchStats,
+        take_unterminated: bool,
     ) -> Result<(), String> {
         // Idle: one stat, nothing else (no store, no network) until the file grows.
         let grown = match std::fs::metadata(&self.transcript) {
@@ -193,7 +195,9 @@ impl Watcher {
             let from = *position;
             let (r, batch) = blocking(move || {
                 let b = match r.len() {
-                    Ok(Some(len)) if len >= from.offset => r.read_batch(from, limits, false).map(Some),
+                    Ok(Some(len)) if len >= from.offset => {
+                        r.read_batch(from, limits, take_unterminated).map(Some)
+                    }
                     Ok(Some(_)) => Err(std::io::Error::other(
                         "transcript is shorter than the delivered position",
                     )),

@@ -5,7 +5,10 @@
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
 
 use kcap::config::transcript_path;
 use kcap::effects::redact;
@@ -170,4 +173,44 @@ pub fn split_at_last_shutdown(content: &[u8]) -> (Vec<u8>, Vec<u8>) {
 
 pub fn redacted(s: &str) -> Cow<'_, str> {
     redact::line(Cow::Borrowed(s))
+}
+
+/// Runs `kcap hook --copilot --event <event>` as Copilot does, with `stdin` as its payload.
+pub async fn run_hook(
+    env: &Env,
+    url: &str,
+    event: &str,
+    stdin: &[u8],
+    extra: &[(&str, &str)],
+) -> (std::process::Output, Duration) {
+    let mut cmd = env.kcap(url);
+    cmd.args(["hook", "--copilot", "--event", event])
+        .env("KCAP_HOOK_DRAIN_CAP_MS", "2000")
+        .env("KCAP_WATCH_POLL_MS", "50")
+        // Inherited by the detached finalizer: it must not outlive the test by minutes.
+        .env("KCAP_SHUTDOWN_BUDGET_MS", "5000")
+        .env("KCAP_DELIVERY_BUDGET_MS", "1000")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let started = Instant::now();
+    let mut child = cmd.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let _ = input.write_all(stdin).await;
+    drop(input);
+    let out = child.wait_with_output().await.unwrap();
+    (out, started.elapsed())
+}
+
+/// A hook payload for `sid`, with `extra` fields.
+pub fn payload(sid: &str, extra: serde_json::Value) -> Vec<u8> {
+    let mut p =
+        serde_json::json!({"sessionId": sid, "timestamp": 1_795_000_000_000u64, "cwd": "/work/project"});
+    for (k, v) in extra.as_object().unwrap() {
+        p[k] = v.clone();
+    }
+    p.to_string().into_bytes()
 }
