@@ -8,20 +8,9 @@ use common::*;
 use kcap::machine::Phase;
 use kcap::server::Fault;
 
-/// About 3,000 lines: the VibeCodingTracker sample repeated, its shutdown kept only at the end.
-fn long_transcript() -> Vec<u8> {
-    let (body, tail) = split_at_last_shutdown(&sample(VIBE));
-    let mut content = Vec::new();
-    for _ in 0..55 {
-        content.extend_from_slice(&body);
-    }
-    content.extend_from_slice(&tail);
-    content
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_mid_drain_then_resume_stores_every_line_once() {
-    let content = long_transcript();
+    let content = long_transcript(55);
     // Kill after a few batches, after many, and (third) while a batch is in flight.
     for kill_after_lines in [150u64, 1_200, 2_400] {
         let (env, server) = (Env::new(), server().await);

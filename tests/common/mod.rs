@@ -2,6 +2,8 @@
 //! ingest server, and the exactly-once check.
 #![allow(dead_code)]
 
+pub mod chaos;
+
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -213,4 +215,16 @@ pub fn payload(sid: &str, extra: serde_json::Value) -> Vec<u8> {
         p[k] = v.clone();
     }
     p.to_string().into_bytes()
+}
+
+/// The VibeCodingTracker sample's body `copies` times (55 lines each), its shutdown kept only at
+/// the end: 55 copies make about 3,000 lines.
+pub fn long_transcript(copies: usize) -> Vec<u8> {
+    let (body, tail) = split_at_last_shutdown(&sample(VIBE));
+    let mut content = Vec::new();
+    for _ in 0..copies {
+        content.extend_from_slice(&body);
+    }
+    content.extend_from_slice(&tail);
+    content
 }
