@@ -154,6 +154,7 @@ impl LineReader {
 
         let mut at_end = false;
         let mut held_back = false;
+        // At most `max_bytes` of content, unless a single line alone is larger: it goes alone.
         while lines.len() < limits.max_lines && bytes < limits.max_bytes {
             buf.clear();
             let n = reader.read_until(b'\n', &mut buf)?;
@@ -173,6 +174,11 @@ impl LineReader {
                     at_end = true;
                     break;
                 }
+            }
+            if !lines.is_empty() && !is_blank(content) && bytes + content.len() > limits.max_bytes {
+                // Would overshoot the byte bound: left for the next batch, which starts here.
+                reader.seek_relative(-(n as i64))?;
+                break;
             }
             if is_blank(content) {
                 blanks.push(next_line);
