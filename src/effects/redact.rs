@@ -134,13 +134,13 @@ pub fn line(input: Cow<'_, str>) -> Cow<'_, str> {
     }
     // Overlapping or touching ranges (a token inside a secret-named value, say) become one.
     redactions.sort_unstable();
-    let mut merged: Vec<(usize, usize)> = Vec::with_capacity(redactions.len());
-    for (start, end) in redactions {
-        match merged.last_mut() {
-            Some(last) if start <= last.1 => last.1 = last.1.max(end),
-            _ => merged.push((start, end)),
-        }
+    let mut merged = merge(redactions);
+    let mut floor = 0;
+    for range in merged.iter_mut() {
+        *range = outside_escapes(bytes, *range, floor);
+        floor = range.1;
     }
+    let merged = merge(merged);
     let mut out = Vec::with_capacity(bytes.len());
     let mut copied = 0;
     for (start, end) in merged {
@@ -151,6 +151,47 @@ pub fn line(input: Cow<'_, str>) -> Cow<'_, str> {
     out.extend_from_slice(&bytes[copied..]);
     // Only ASCII was removed or inserted at ASCII boundaries, so this cannot fail.
     Cow::Owned(String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+}
+
+/// Sorted ranges with overlapping or touching ones joined.
+fn merge(sorted: Vec<(usize, usize)>) -> Vec<(usize, usize)> {
+    let mut merged: Vec<(usize, usize)> = Vec::with_capacity(sorted.len());
+    for (start, end) in sorted {
+        match merged.last_mut() {
+            Some(last) if start <= last.1 => last.1 = last.1.max(end),
+            _ => merged.push((start, end)),
+        }
+    }
+    merged
+}
+
+/// Widens a range so that it neither starts nor ends inside a JSON escape (`\"`, `\t`,
+/// `\u00e9`): a marker after a lone backslash, or a quote left behind by one, would break the
+/// line's JSON whichever rule found the range. Backslash runs are counted back no further than
+/// `floor` (the previous range's end), so the work stays linear.
+fn outside_escapes(bytes: &[u8], (mut start, mut end): (usize, usize), floor: usize) -> (usize, usize) {
+    let escapes = |at: usize, lower: usize| {
+        // `bytes[at]` is a backslash preceded by an even run of backslashes.
+        bytes[at] == b'\\' && bytes[lower..at].iter().rev().take_while(|b| **b == b'\\').count() % 2 == 0
+    };
+    let floor = floor.min(start);
+    if start > floor && escapes(start - 1, floor) {
+        start -= 1;
+    } else if let Some(j) = (start.saturating_sub(5).max(floor)..start.saturating_sub(1))
+        .find(|&j| bytes[j + 1] == b'u' && bytes[j + 2..start].iter().all(u8::is_ascii_hexdigit) && escapes(j, floor))
+    {
+        start = j;
+    }
+    if end > start && end < bytes.len() {
+        let run = bytes[start..end].iter().rev().take_while(|b| **b == b'\\').count();
+        if run % 2 == 1 {
+            end += 1;
+            if bytes[end - 1] == b'u' {
+                end += bytes[end..].iter().take(4).take_while(|b| b.is_ascii_hexdigit()).count();
+            }
+        }
+    }
+    (start, end)
 }
 
 /// Token secrets in `bytes[start..end]`.
@@ -502,6 +543,24 @@ mod tests {
             "api_key: <your key>",
         ] {
             assert_eq!(r(s), s);
+        }
+    }
+
+    #[test]
+    fn a_value_starting_or_ending_in_an_escape_keeps_the_json_valid() {
+        // Found by the redaction fuzz target: the value after `Password=` began with `\t`, and
+        // the marker followed the lone backslash.
+        let found = r##""#dkountk99999ktoype\\Server=db;Password=\t/r/kenr/r.""##;
+        for s in [
+            found,
+            r#"{"a":"Password=\u00e9abcdef1 x"}"#,
+            r#"{"a":"api_key=Abc123\"}"}"#,
+            r#"{"a":"token: \\\tZx9abcdef"}"#,
+        ] {
+            serde_json::from_str::<serde_json::Value>(s).unwrap();
+            let out = r(s);
+            assert!(out.contains(REDACTED), "{s} -> {out}");
+            serde_json::from_str::<serde_json::Value>(&out).unwrap_or_else(|e| panic!("{s} -> {out}: {e}"));
         }
     }
 
