@@ -177,17 +177,25 @@ fn outside_escapes(bytes: &[u8], (mut start, mut end): (usize, usize), floor: us
     let floor = floor.min(start);
     if start > floor && escapes(start - 1, floor) {
         start -= 1;
-    } else if let Some(j) = (start.saturating_sub(5).max(floor)..start.saturating_sub(1))
-        .find(|&j| bytes[j + 1] == b'u' && bytes[j + 2..start].iter().all(u8::is_ascii_hexdigit) && escapes(j, floor))
-    {
+    } else if let Some(j) = (start.saturating_sub(5).max(floor)..start.saturating_sub(1)).find(|&j| {
+        bytes[j + 1] == b'u' && bytes[j + 2..start].iter().all(u8::is_ascii_hexdigit) && escapes(j, floor)
+    }) {
         start = j;
     }
     if end > start && end < bytes.len() {
-        let run = bytes[start..end].iter().rev().take_while(|b| **b == b'\\').count();
+        let run = bytes[start..end]
+            .iter()
+            .rev()
+            .take_while(|b| **b == b'\\')
+            .count();
         if run % 2 == 1 {
             end += 1;
             if bytes[end - 1] == b'u' {
-                end += bytes[end..].iter().take(4).take_while(|b| b.is_ascii_hexdigit()).count();
+                end += bytes[end..]
+                    .iter()
+                    .take(4)
+                    .take_while(|b| b.is_ascii_hexdigit())
+                    .count();
             }
         }
     }
