@@ -314,7 +314,7 @@ fn every_crash_point_of_every_seed_recovers_to_exactly_once() {
             let n = std::env::var("KCAP_SIM_SEEDS")
                 .ok()
                 .and_then(|s| s.parse().ok())
-                .unwrap_or(500u64);
+                .unwrap_or(2_000u64);
             (1..=n).collect()
         }
     };
