@@ -180,8 +180,17 @@ async fn kill_9_at_random_points_of_a_large_drain() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_transcript_that_grows_while_it_is_drained() {
+/// A finalizer draining about 1,100 lines in 50-line batches, each acknowledged 20 ms late.
+struct SlowDrain {
+    env: Env,
+    server: Server,
+    content: Vec<u8>,
+    sid: SessionId,
+    path: std::path::PathBuf,
+    child: tokio::process::Child,
+}
+
+async fn slow_drain() -> SlowDrain {
     let (env, server) = (Env::new(), server().await);
     server.inject(std::iter::repeat_n(
         Fault::Delay(Duration::from_millis(20)),
@@ -193,6 +202,26 @@ async fn a_transcript_that_grows_while_it_is_drained() {
         .env("KCAP_BATCH_LINES", "50")
         .spawn()
         .unwrap();
+    SlowDrain {
+        env,
+        server,
+        content,
+        sid,
+        path,
+        child,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transcript_that_grows_while_it_is_drained() {
+    let SlowDrain {
+        env,
+        server,
+        content,
+        sid,
+        path,
+        child,
+    } = slow_drain().await;
     wait_for("the drain to start", Duration::from_secs(30), || {
         !server.session(sid).lines.is_empty()
     })
@@ -236,17 +265,14 @@ async fn a_transcript_that_grows_while_it_is_drained() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_transcript_cut_short_mid_drain_is_detected_and_logged() {
-    let (env, server) = (Env::new(), server().await);
-    server.inject(std::iter::repeat_n(
-        Fault::Delay(Duration::from_millis(20)),
-        100_000,
-    ));
-    let content = long_transcript(20);
-    let (sid, path) = env.session(&content);
-    let child = finalizer(&env, &server.url(), sid, &path)
-        .env("KCAP_BATCH_LINES", "50")
-        .spawn()
-        .unwrap();
+    let SlowDrain {
+        env,
+        server,
+        sid,
+        path,
+        child,
+        ..
+    } = slow_drain().await;
     wait_for("part of the drain", Duration::from_secs(30), || {
         server.session(sid).lines.len() >= 200
     })

@@ -73,6 +73,14 @@ impl Env {
         c
     }
 
+    /// No finalizer was ever recorded (a store that cannot be read holds none either).
+    pub fn no_machines(&self) -> bool {
+        self.store()
+            .all_latest_machines()
+            .map(|m| m.is_empty())
+            .unwrap_or(true)
+    }
+
     pub fn log_of(&self, sid: SessionId) -> String {
         std::fs::read_to_string(kcap::config::session_log_path(&self.kcap_home, sid)).unwrap_or_default()
     }
