@@ -29,6 +29,27 @@ impl SendError {
     }
 }
 
+/// The one line of a one-line batch, enough to stand in for it if the server refuses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoneLine {
+    pub number: u64,
+    pub id: uuid::Uuid,
+    pub bytes: usize,
+}
+
+impl LoneLine {
+    pub fn of(session: SessionId, batch: &Batch) -> Option<LoneLine> {
+        match batch.lines.as_slice() {
+            [line] => Some(LoneLine {
+                number: line.number,
+                id: event_id(&session, line.number, &line.bytes),
+                bytes: line.bytes.len(),
+            }),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
@@ -117,18 +138,44 @@ impl Client {
         Ok(json)
     }
 
-    /// A one-line batch standing in for line `number`, which alone is larger than the server
-    /// accepts: the server gets a `kcap.line_omitted` record under the line's own number and id,
-    /// so the omission is visible there, its `last-line` does not stop at a gap, and the lines
-    /// after it (the shutdown's token totals among them) still arrive. Every path builds the
-    /// same stand-in, so a replay is dropped like any other.
-    pub fn encode_stand_in(session: SessionId, number: u64, id: uuid::Uuid, bytes: usize) -> Vec<u8> {
+    /// Sends a batch made by [`Client::encode_batch`]. A 413 for a batch of one line (`lone`)
+    /// is answered by sending that line's stand-in: a `kcap.line_omitted` record under the line's
+    /// own number and id, so the omission is visible on the server, its `last-line` does not stop
+    /// at a gap, and the lines after it (the shutdown's token totals among them) still arrive.
+    /// Every path builds the same stand-in, so a replay is dropped like any other. A 413 for
+    /// several lines is returned, for the caller to split the batch.
+    pub async fn send_batch(
+        &self,
+        session: SessionId,
+        json: Vec<u8>,
+        lone: Option<LoneLine>,
+    ) -> Result<Option<IngestReply>, SendError> {
+        match (self.send_counted(json).await, lone) {
+            (Err(SendError::TooLarge), Some(line)) => {
+                tracing::warn!(
+                    line = line.number,
+                    bytes = line.bytes,
+                    "line alone is larger than the server accepts; skipped, a kcap.line_omitted stand-in goes in its place"
+                );
+                match self.send_counted(Self::encode_stand_in(session, &line)).await {
+                    Err(SendError::TooLarge) => Err(SendError::Refused(format!(
+                        "line {} ({} bytes) and even its stand-in are larger than the server accepts",
+                        line.number, line.bytes
+                    ))),
+                    other => other,
+                }
+            }
+            (result, _) => result,
+        }
+    }
+
+    fn encode_stand_in(session: SessionId, line: &LoneLine) -> Vec<u8> {
         let sid = session.dashless();
-        let line = serde_json::json!({
+        let text = serde_json::json!({
             "type": "kcap.line_omitted",
             "data": {
-                "lineNumber": number,
-                "bytes": bytes,
+                "lineNumber": line.number,
+                "bytes": line.bytes,
                 "reason": "the line alone is larger than the ingest server accepts (HTTP 413)",
             },
         })
@@ -136,9 +183,9 @@ impl Client {
         let body = Body {
             session_id: &sid,
             agent_id: None,
-            lines: vec![line.into()],
-            line_numbers: vec![number],
-            event_ids: vec![id],
+            lines: vec![text.into()],
+            line_numbers: vec![line.number],
+            event_ids: vec![line.id],
             repository: None,
             vendor: "copilot",
             blank_lines: &[],
@@ -161,9 +208,9 @@ impl Client {
         check(resp).await.map(drop)
     }
 
-    /// Sends a body made by [`Client::encode_batch`]; returns the server's count of new and
-    /// duplicate lines when it gives one (servers other than kcap's may not).
-    pub async fn send_counted(&self, json: Vec<u8>) -> Result<Option<IngestReply>, SendError> {
+    /// Sends a transcript body; returns the server's count of new and duplicate lines when it
+    /// gives one (servers other than kcap's may not).
+    async fn send_counted(&self, json: Vec<u8>) -> Result<Option<IngestReply>, SendError> {
         let resp = self
             .request(reqwest::Method::POST, "/hooks/transcript")
             .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -173,11 +220,6 @@ impl Client {
             .map_err(transport)?;
         let resp = check(resp).await?;
         Ok(resp.json::<IngestReply>().await.ok())
-    }
-
-    /// Sends a body made by [`Client::encode_batch`].
-    pub async fn send_encoded(&self, json: Vec<u8>) -> Result<(), SendError> {
-        self.send_counted(json).await.map(drop)
     }
 }
 

@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use crate::config::now_ms;
 use crate::effects::blocking;
-use crate::effects::client::{Client, SendError};
+use crate::effects::client::{Client, LoneLine, SendError};
 use crate::effects::lines::{Limits, LineReader};
 use crate::effects::tail::TailObserver;
-use crate::ids::event_id;
 use crate::machine::{step, Command, Input, State, Watermark};
 use crate::store::{Holder, MachineMeta, Store};
 
@@ -217,14 +216,8 @@ impl Interpreter {
             if batch.held_back {
                 tracing::info!("last line has no newline yet and is incomplete; left for its writer");
             }
-            let (count, bytes, at_end, end, first_line, first_id) = (
-                batch.count,
-                batch.bytes,
-                batch.at_end,
-                batch.end,
-                batch.first_line,
-                batch.first_id,
-            );
+            let (count, bytes, at_end, end, lone) =
+                (batch.count, batch.bytes, batch.at_end, batch.end, batch.lone);
             let encoded = match batch.body {
                 None => {
                     self.watermark = end;
@@ -242,8 +235,9 @@ impl Interpreter {
             if !at_end {
                 self.prefetch = Some(self.spawn_prepare(end, limits, take_unterminated));
             }
-            let sent = match self.delivery.client.send_encoded(encoded).await {
-                Err(SendError::TooLarge) if count > 1 => {
+            let client = &self.delivery.client;
+            let sent = match client.send_batch(self.meta.session, encoded, lone).await {
+                Err(SendError::TooLarge) => {
                     limits.max_lines = (count / 2).max(1);
                     limits.max_bytes = (bytes / 2).max(1);
                     tracing::warn!(
@@ -252,24 +246,10 @@ impl Interpreter {
                     );
                     continue;
                 }
-                Err(SendError::TooLarge) => {
-                    tracing::warn!(
-                        line = first_line,
-                        bytes,
-                        "line alone is larger than the server accepts; skipped, a kcap.line_omitted stand-in goes in its place"
-                    );
-                    let stand_in = Client::encode_stand_in(self.meta.session, first_line, first_id, bytes);
-                    match self.delivery.client.send_encoded(stand_in).await {
-                        Err(SendError::TooLarge) => Err(SendError::Refused(format!(
-                            "line {first_line} ({bytes} bytes) and even its stand-in are larger than the server accepts"
-                        ))),
-                        other => other,
-                    }
-                }
                 other => other,
             };
             return match sent {
-                Ok(()) => {
+                Ok(_) => {
                     self.stats.batches += 1;
                     self.stats.lines_sent += count as u64;
                     self.stats.bytes_sent += bytes as u64;
@@ -372,11 +352,7 @@ impl Interpreter {
                     held_back: batch.held_back,
                     count: batch.lines.len(),
                     bytes: batch.bytes(),
-                    first_line: batch.lines.first().map_or(0, |l| l.number),
-                    first_id: batch
-                        .lines
-                        .first()
-                        .map_or(uuid::Uuid::nil(), |l| event_id(&session, l.number, &l.bytes)),
+                    lone: LoneLine::of(session, &batch),
                     body: (!batch.lines.is_empty()).then(|| Client::encode_batch(session, &batch)),
                 }))
             })();
@@ -396,9 +372,8 @@ struct Prepared {
     held_back: bool,
     count: usize,
     bytes: usize,
-    first_line: u64,
-    /// Its event id, kept for a stand-in should the line alone be too large for the server.
-    first_id: uuid::Uuid,
+    /// Its line, if it holds one only: what a stand-in needs should the server refuse it.
+    lone: Option<LoneLine>,
     /// `None` when the batch holds only blank lines.
     body: Option<Result<Vec<u8>, SendError>>,
 }

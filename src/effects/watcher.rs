@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use crate::config::now_ms;
 use crate::effects::blocking;
-use crate::effects::client::{Client, SendError};
+use crate::effects::client::{Client, LoneLine, SendError};
 use crate::effects::interpreter::Delivery;
 use crate::effects::lines::{Batch, LineReader};
-use crate::ids::{event_id, SessionId};
+use crate::ids::SessionId;
 use crate::machine::Watermark;
 use crate::store::Store;
 
@@ -218,8 +218,9 @@ impl Watcher {
             if !batch.lines.is_empty() {
                 let body = Client::encode_batch(self.session, &batch).map_err(|e| e.message())?;
                 let client = &self.delivery.client;
-                let reply = match client.send_counted(body).await {
-                    Err(SendError::TooLarge) if batch.lines.len() > 1 => {
+                let lone = LoneLine::of(self.session, &batch);
+                let reply = match client.send_batch(self.session, body, lone).await {
+                    Err(SendError::TooLarge) => {
                         limits.max_lines = (batch.lines.len() / 2).max(1);
                         limits.max_bytes = (batch.bytes() / 2).max(1);
                         tracing::warn!(
@@ -227,18 +228,6 @@ impl Watcher {
                             "server refused the batch as too large; splitting"
                         );
                         continue;
-                    }
-                    Err(SendError::TooLarge) => {
-                        let line = &batch.lines[0];
-                        tracing::warn!(
-                            line = line.number,
-                            bytes = line.bytes.len(),
-                            "line alone is larger than the server accepts; skipped, a kcap.line_omitted stand-in goes in its place"
-                        );
-                        let id = event_id(&self.session, line.number, &line.bytes);
-                        let stand_in =
-                            Client::encode_stand_in(self.session, line.number, id, line.bytes.len());
-                        client.send_counted(stand_in).await.map_err(|e| e.message())?
                     }
                     other => other.map_err(|e| e.message())?,
                 };
