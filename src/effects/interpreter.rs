@@ -238,12 +238,7 @@ impl Interpreter {
             let client = &self.delivery.client;
             let sent = match client.send_batch(self.meta.session, encoded, lone).await {
                 Err(SendError::TooLarge) => {
-                    limits.max_lines = (count / 2).max(1);
-                    limits.max_bytes = (bytes / 2).max(1);
-                    tracing::warn!(
-                        lines = limits.max_lines,
-                        "server refused the batch as too large; splitting"
-                    );
+                    limits = Limits::halved(count, bytes);
                     continue;
                 }
                 other => other,

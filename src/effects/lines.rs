@@ -26,6 +26,22 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// Limits for another try at a batch of `lines` lines and `bytes` bytes that the server
+    /// refused as too large (413): half of it.
+    pub fn halved(lines: usize, bytes: usize) -> Limits {
+        let halved = Limits {
+            max_lines: (lines / 2).max(1),
+            max_bytes: (bytes / 2).max(1),
+        };
+        tracing::warn!(
+            lines = halved.max_lines,
+            "server refused the batch as too large; splitting"
+        );
+        halved
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Line {
     pub number: u64,

@@ -14,7 +14,7 @@ use crate::config::now_ms;
 use crate::effects::blocking;
 use crate::effects::client::{Client, LoneLine, SendError};
 use crate::effects::interpreter::Delivery;
-use crate::effects::lines::{Batch, LineReader};
+use crate::effects::lines::{Batch, Limits, LineReader};
 use crate::ids::SessionId;
 use crate::machine::Watermark;
 use crate::store::Store;
@@ -221,12 +221,7 @@ impl Watcher {
                 let lone = LoneLine::of(self.session, &batch);
                 let reply = match client.send_batch(self.session, body, lone).await {
                     Err(SendError::TooLarge) => {
-                        limits.max_lines = (batch.lines.len() / 2).max(1);
-                        limits.max_bytes = (batch.bytes() / 2).max(1);
-                        tracing::warn!(
-                            lines = limits.max_lines,
-                            "server refused the batch as too large; splitting"
-                        );
+                        limits = Limits::halved(batch.lines.len(), batch.bytes());
                         continue;
                     }
                     other => other.map_err(|e| e.message())?,

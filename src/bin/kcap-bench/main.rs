@@ -220,15 +220,18 @@ async fn measure(
         .map_err(|e| e.to_string())?;
     let appended = Instant::now();
     let exited = tokio::task::spawn_blocking(move || wait_rusage(child));
+    // Until the finalizer exits; one look after it has, so an arrival just before is not missed.
+    // If the line never arrives, the line count below says so.
     let mut shutdown_on_server = None;
-    while !exited.is_finished() || shutdown_on_server.is_none() {
+    loop {
+        let exited_already = exited.is_finished();
         if shutdown_on_server.is_none()
             && server.storage().last_line(session).unwrap_or(-1) >= shutdown_line as i64
         {
             shutdown_on_server = Some(appended.elapsed());
         }
-        if exited.is_finished() && shutdown_on_server.is_none() {
-            break; // it never arrived; the line count below says so
+        if exited_already {
+            break;
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
