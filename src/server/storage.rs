@@ -12,7 +12,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::usage::{fold, parse_shutdown, Shutdown, Usage};
+use super::usage::{classify, fold, Shutdown, Usage, UsageEvent};
 use crate::ids::SessionId;
 use crate::machine::Millis;
 use crate::protocol::IngestReply;
@@ -170,12 +170,13 @@ impl Storage {
             {
                 Ok(()) => {
                     reply.new += 1;
-                    checkpoints |= text.contains("\"session.usage_checkpoint\"");
-                    if text.contains("\"session.shutdown\"") {
-                        if let Some(s) = parse_shutdown(&text) {
+                    match classify(&text) {
+                        UsageEvent::Checkpoint => checkpoints = true,
+                        UsageEvent::Shutdown(s) => {
                             let encoded = serde_json::to_vec(&s).unwrap_or_default();
                             self.shutdowns.insert(key, encoded)?;
                         }
+                        UsageEvent::Other => {}
                     }
                 }
                 Err(current) => match current.current.as_deref().and_then(decode_line) {

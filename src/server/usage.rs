@@ -13,9 +13,14 @@
 //! A decreasing counter proves per-segment totals whatever the version; without checkpoints
 //! (1.0.2-era files) totals were never carried across a resume.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The largest counter value kept exactly: past 2^53 an `f64` no longer holds every integer, and
+/// JSON readers in browsers lose precision. Sums stop here and the usage is flagged `saturated`.
+pub const COUNTER_MAX: f64 = 9_007_199_254_740_992.0;
 
 /// Counters of one model (or of a whole session, for the session-level fields).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -44,7 +49,7 @@ impl ModelUsage {
         ]
     }
 
-    fn zip(&self, other: &ModelUsage, f: impl Fn(f64, f64) -> f64) -> ModelUsage {
+    fn zip(&self, other: &ModelUsage, mut f: impl FnMut(f64, f64) -> f64) -> ModelUsage {
         ModelUsage {
             requests: f(self.requests, other.requests),
             premium_cost: f(self.premium_cost, other.premium_cost),
@@ -68,6 +73,12 @@ pub struct Shutdown {
     pub lines_added: f64,
     pub lines_removed: f64,
     pub files_modified: Vec<String>,
+    /// Counters that were negative, not a number, or not finite: read as 0 and counted here.
+    #[serde(default)]
+    pub invalid_counters: u64,
+    /// A counter was larger than [`COUNTER_MAX`] and was read as that.
+    #[serde(default)]
+    pub saturated: bool,
 }
 
 /// The folded usage of a session.
@@ -83,49 +94,122 @@ pub struct Usage {
     pub shutdowns: usize,
     /// How each shutdown after the first was read: "segment" or "cumulative".
     pub readings: Vec<String>,
+    /// Counters skipped across all shutdowns because they were negative or not numbers.
+    #[serde(default)]
+    pub invalid_counters: u64,
+    /// Some figure reached [`COUNTER_MAX`] and stopped there: the totals are a lower bound.
+    #[serde(default)]
+    pub saturated: bool,
+}
+
+/// What a transcript line means to the usage fold.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UsageEvent {
+    /// A `session.shutdown` event and what it reports.
+    Shutdown(Box<Shutdown>),
+    /// A `session.usage_checkpoint` event: the transcript carries running totals across resumes.
+    Checkpoint,
+    /// Anything else, including lines that merely mention those event names in their text.
+    Other,
+}
+
+/// Classifies a transcript line by its parsed `type` field. A substring test only rules lines out
+/// cheaply; the decision is always made on the parsed JSON, so a grep result that prints
+/// `"session.usage_checkpoint"` inside a tool output is `Other`.
+pub fn classify(line: &str) -> UsageEvent {
+    let mentions_shutdown = line.contains("session.shutdown");
+    if !mentions_shutdown && !line.contains("session.usage_checkpoint") {
+        return UsageEvent::Other;
+    }
+    let Ok(v) = serde_json::from_str::<Value>(line) else {
+        return UsageEvent::Other;
+    };
+    match v.get("type").and_then(Value::as_str) {
+        Some("session.shutdown") => UsageEvent::Shutdown(Box::new(shutdown_of(&v))),
+        Some("session.usage_checkpoint") => UsageEvent::Checkpoint,
+        _ => UsageEvent::Other,
+    }
 }
 
 /// Parses a transcript line; `None` unless it is a `session.shutdown` object.
 pub fn parse_shutdown(line: &str) -> Option<Shutdown> {
-    let v: serde_json::Value = serde_json::from_str(line).ok()?;
-    if v.get("type")?.as_str()? != "session.shutdown" {
-        return None;
+    match classify(line) {
+        UsageEvent::Shutdown(s) => Some(*s),
+        _ => None,
     }
-    let data = v.get("data")?;
-    let num =
-        |v: &serde_json::Value, p: &str| v.pointer(p).and_then(serde_json::Value::as_f64).unwrap_or(0.0);
-    let mut models = BTreeMap::new();
-    if let Some(metrics) = data.get("modelMetrics").and_then(|m| m.as_object()) {
-        for (model, m) in metrics {
-            models.insert(
-                model.clone(),
-                ModelUsage {
-                    requests: num(m, "/requests/count"),
-                    premium_cost: num(m, "/requests/cost"),
-                    input_tokens: num(m, "/usage/inputTokens"),
-                    output_tokens: num(m, "/usage/outputTokens"),
-                    cache_read_tokens: num(m, "/usage/cacheReadTokens"),
-                    cache_write_tokens: num(m, "/usage/cacheWriteTokens"),
-                    reasoning_tokens: num(m, "/usage/reasoningTokens"),
-                    nano_aiu: num(m, "/totalNanoAiu"),
-                },
-            );
+}
+
+/// Reads counters out of one event, keeping count of the ones it had to refuse.
+#[derive(Default)]
+struct CounterReader {
+    invalid: u64,
+    saturated: bool,
+}
+
+impl CounterReader {
+    /// A missing or null counter is 0; a negative, non-numeric or non-finite one is 0 and counted
+    /// as invalid; one past [`COUNTER_MAX`] is read as the maximum and flagged.
+    fn read(&mut self, v: &Value, pointer: &str) -> f64 {
+        match v.pointer(pointer) {
+            None | Some(Value::Null) => 0.0,
+            Some(Value::Number(n)) => match n.as_f64() {
+                Some(x) if x.is_finite() && x >= 0.0 => {
+                    if x > COUNTER_MAX {
+                        self.saturated = true;
+                    }
+                    x.min(COUNTER_MAX)
+                }
+                _ => {
+                    self.invalid += 1;
+                    0.0
+                }
+            },
+            Some(_) => {
+                self.invalid += 1;
+                0.0
+            }
         }
     }
-    let files = data
+}
+
+fn shutdown_of(v: &Value) -> Shutdown {
+    let empty = Value::Null;
+    let data = v.get("data").unwrap_or(&empty);
+    let mut r = CounterReader::default();
+    let mut models = BTreeMap::new();
+    if let Some(metrics) = data.get("modelMetrics").and_then(Value::as_object) {
+        for (model, m) in metrics {
+            let usage = ModelUsage {
+                requests: r.read(m, "/requests/count"),
+                premium_cost: r.read(m, "/requests/cost"),
+                input_tokens: r.read(m, "/usage/inputTokens"),
+                output_tokens: r.read(m, "/usage/outputTokens"),
+                cache_read_tokens: r.read(m, "/usage/cacheReadTokens"),
+                cache_write_tokens: r.read(m, "/usage/cacheWriteTokens"),
+                reasoning_tokens: r.read(m, "/usage/reasoningTokens"),
+                nano_aiu: r.read(m, "/totalNanoAiu"),
+            };
+            models.insert(model.clone(), usage);
+        }
+    }
+    let files_modified = data
         .pointer("/codeChanges/filesModified")
-        .and_then(|f| f.as_array())
+        .and_then(Value::as_array)
         .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
         .unwrap_or_default();
-    Some(Shutdown {
+    let mut s = Shutdown {
         models,
-        premium_requests: num(data, "/totalPremiumRequests"),
-        api_duration_ms: num(data, "/totalApiDurationMs"),
-        nano_aiu: num(data, "/totalNanoAiu"),
-        lines_added: num(data, "/codeChanges/linesAdded"),
-        lines_removed: num(data, "/codeChanges/linesRemoved"),
-        files_modified: files,
-    })
+        premium_requests: r.read(data, "/totalPremiumRequests"),
+        api_duration_ms: r.read(data, "/totalApiDurationMs"),
+        nano_aiu: r.read(data, "/totalNanoAiu"),
+        lines_added: r.read(data, "/codeChanges/linesAdded"),
+        lines_removed: r.read(data, "/codeChanges/linesRemoved"),
+        files_modified,
+        ..Shutdown::default()
+    };
+    s.invalid_counters = r.invalid;
+    s.saturated = r.saturated;
+    s
 }
 
 /// True when `later` repeats `earlier`'s totals: nothing named earlier went down.
@@ -146,13 +230,25 @@ fn never_decreases(earlier: &Shutdown, later: &Shutdown) -> bool {
         })
 }
 
+/// Adds `delta` to `total`, stopping at [`COUNTER_MAX`] and noting it.
+fn add(total: &mut f64, delta: f64, saturated: &mut bool) {
+    let sum = *total + delta;
+    if sum > COUNTER_MAX {
+        *saturated = true;
+    }
+    *total = sum.min(COUNTER_MAX);
+}
+
 /// Folds a session's shutdowns in file order. `has_usage_checkpoints`: the transcript contains
-/// `session.usage_checkpoint` events.
+/// `session.usage_checkpoint` events (see [`classify`]). Linear in the size of its input.
 pub fn fold(shutdowns: &[Shutdown], has_usage_checkpoints: bool) -> Usage {
     let mut usage = Usage {
         shutdowns: shutdowns.len(),
         ..Usage::default()
     };
+    let mut saturated = false;
+    let mut seen_files: HashSet<&str> = HashSet::new();
+    let zero = Shutdown::default();
     let mut previous: Option<&Shutdown> = None;
     for s in shutdowns {
         let cumulative = previous.is_some_and(|p| has_usage_checkpoints && never_decreases(p, s));
@@ -161,27 +257,52 @@ pub fn fold(shutdowns: &[Shutdown], has_usage_checkpoints: bool) -> Usage {
                 .readings
                 .push(if cumulative { "cumulative" } else { "segment" }.into());
         }
-        let base = if cumulative { previous } else { None };
-        let zero = Shutdown::default();
-        let base = base.unwrap_or(&zero);
+        // never_decreases guarantees every difference below is >= 0 when cumulative.
+        let base = if cumulative {
+            previous.unwrap_or(&zero)
+        } else {
+            &zero
+        };
         for (model, m) in &s.models {
             let before = base.models.get(model).copied().unwrap_or_default();
             let delta = m.zip(&before, |a, b| a - b);
             let total = usage.models.entry(model.clone()).or_default();
-            *total = total.zip(&delta, |a, b| a + b);
+            *total = total.zip(&delta, |mut t, d| {
+                add(&mut t, d, &mut saturated);
+                t
+            });
         }
-        usage.premium_requests += s.premium_requests - base.premium_requests;
-        usage.api_duration_ms += s.api_duration_ms - base.api_duration_ms;
-        usage.nano_aiu += s.nano_aiu - base.nano_aiu;
-        usage.lines_added += s.lines_added - base.lines_added;
-        usage.lines_removed += s.lines_removed - base.lines_removed;
+        add(
+            &mut usage.premium_requests,
+            s.premium_requests - base.premium_requests,
+            &mut saturated,
+        );
+        add(
+            &mut usage.api_duration_ms,
+            s.api_duration_ms - base.api_duration_ms,
+            &mut saturated,
+        );
+        add(&mut usage.nano_aiu, s.nano_aiu - base.nano_aiu, &mut saturated);
+        add(
+            &mut usage.lines_added,
+            s.lines_added - base.lines_added,
+            &mut saturated,
+        );
+        add(
+            &mut usage.lines_removed,
+            s.lines_removed - base.lines_removed,
+            &mut saturated,
+        );
         for f in &s.files_modified {
-            if !usage.files_modified.contains(f) {
+            if seen_files.insert(f.as_str()) {
                 usage.files_modified.push(f.clone());
             }
         }
+        usage.invalid_counters = usage.invalid_counters.saturating_add(s.invalid_counters);
+        saturated |= s.saturated;
         previous = Some(s);
     }
+    usage.saturated = saturated;
     usage
 }
 
@@ -241,5 +362,69 @@ mod tests {
         let s = parse_shutdown(r#"{"type":"session.shutdown","data":{"modelMetrics":{"m":{"requests":{"count":2,"cost":1},"usage":{"inputTokens":5}}},"codeChanges":{"filesModified":["x"]}}}"#).unwrap();
         assert_eq!(s.models["m"].requests, 2.0);
         assert_eq!(s.files_modified, ["x"]);
+    }
+
+    fn line(data: &str) -> String {
+        format!(r#"{{"type":"session.shutdown","data":{data}}}"#)
+    }
+
+    #[test]
+    fn the_checkpoint_rule_reads_event_types_not_text() {
+        let grep =
+            r#"{"type":"tool.execution_complete","data":{"result":"x.rs: \"session.usage_checkpoint\""}}"#;
+        assert_eq!(classify(grep), UsageEvent::Other);
+        let mention = r#"{"type":"assistant.message","data":{"content":"type session.shutdown"}}"#;
+        assert_eq!(classify(mention), UsageEvent::Other);
+        assert_eq!(
+            classify(r#"{"type":"session.usage_checkpoint","data":{}}"#),
+            UsageEvent::Checkpoint
+        );
+        assert!(matches!(classify(&line("{}")), UsageEvent::Shutdown(_)));
+    }
+
+    #[test]
+    fn negative_string_and_non_finite_counters_are_skipped_and_counted() {
+        let s = parse_shutdown(&line(
+            r#"{"totalPremiumRequests":-3,"totalApiDurationMs":"12","modelMetrics":{"m":{"requests":{"count":2,"cost":true},"usage":{"inputTokens":-1,"outputTokens":7,"cacheReadTokens":null}}}}"#,
+        ))
+        .unwrap();
+        assert_eq!(s.invalid_counters, 4);
+        assert_eq!((s.premium_requests, s.api_duration_ms), (0.0, 0.0));
+        assert_eq!((s.models["m"].requests, s.models["m"].output_tokens), (2.0, 7.0));
+        assert_eq!(
+            (s.models["m"].input_tokens, s.models["m"].premium_cost),
+            (0.0, 0.0)
+        );
+        let u = fold(&[s.clone(), s], false);
+        assert_eq!(u.invalid_counters, 8);
+        assert_eq!(u.models["m"].output_tokens, 14.0);
+        assert!(!u.saturated);
+    }
+
+    #[test]
+    fn huge_counters_saturate_and_are_flagged_instead_of_becoming_null() {
+        let big = line(
+            r#"{"totalPremiumRequests":1e308,"modelMetrics":{"m":{"usage":{"inputTokens":9007199254740000}}}}"#,
+        );
+        let s = parse_shutdown(&big).unwrap();
+        assert!(s.saturated);
+        assert_eq!(s.premium_requests, COUNTER_MAX);
+        let u = fold(&[s.clone(), s.clone(), s], false);
+        assert!(u.saturated);
+        assert_eq!(u.premium_requests, COUNTER_MAX);
+        assert_eq!(u.models["m"].input_tokens, COUNTER_MAX);
+        let json = serde_json::to_string(&u).unwrap();
+        assert!(!json.contains("null"), "{json}");
+        let small = fold(&[shutdown("a", 1.0, 1.0)], false);
+        assert!(!small.saturated);
+    }
+
+    #[test]
+    fn files_are_listed_once_in_first_seen_order() {
+        let mut a = shutdown("a", 1.0, 1.0);
+        a.files_modified = vec!["x".into(), "y".into(), "x".into()];
+        let mut b = shutdown("a", 1.0, 1.0);
+        b.files_modified = vec!["z".into(), "y".into()];
+        assert_eq!(fold(&[a, b], false).files_modified, ["x", "y", "z"]);
     }
 }

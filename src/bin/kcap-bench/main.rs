@@ -22,6 +22,7 @@ mod hooks;
 mod ingest;
 mod polling;
 mod redaction;
+mod usage;
 
 const SAMPLE: &str = "../shared/research-samples/copilot/Mai0313__VibeCodingTracker__copilot.jsonl";
 
@@ -48,12 +49,13 @@ fn parse_args() -> Result<Args, String> {
             "--sample" => args.sample = value()?.into(),
             "--only" => args.only = Some(value()?),
             "-h" | "--help" => {
-                return Err("usage: kcap-bench [--mb 200] [--delay-s 5] [--sample PATH] [--only finalize|polling|ingest|hooks|redaction]\n\
+                return Err("usage: kcap-bench [--mb 200] [--delay-s 5] [--sample PATH] [--only finalize|polling|ingest|hooks|redaction|usage]\n\
                             finalize: a transcript of --mb megabytes whose shutdown arrives --delay-s after spawn.\n\
                             polling: finalizers waiting on an --mb and a 1 MB transcript with no shutdown, 30 s.\n\
                             ingest: --mb megabytes of transcript into `kcap serve`, 1,000-line batches, one client.\n\
                             hooks: the sessionEnd hook's wall time (server up, down, hanging); an idle watcher.\n\
-                            redaction: MB/s on real lines, and linearity on hostile lines."
+                            redaction: MB/s on real lines, and linearity on hostile lines.\n\
+                            usage: the usage fold on shutdowns listing 60k and 240k files."
                     .into())
             }
             other => return Err(format!("unknown argument {other}")),
@@ -101,6 +103,9 @@ fn main() {
             let sample =
                 std::fs::read(&args.sample).map_err(|e| format!("{}: {e}", args.sample.display()))?;
             ok &= redaction::run(&sample)?;
+        }
+        if matches!(args.only.as_deref(), None | Some("usage")) {
+            ok &= usage::run();
         }
         Ok::<bool, String>(ok)
     });
