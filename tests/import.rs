@@ -11,14 +11,14 @@ fn summary_of(out: &std::process::Output) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn imports_every_session_once_and_a_rerun_adds_nothing() {
     let (env, server) = (Env::new(), server().await);
-    let names = [
-        VIBE,
-        "microsasa__cli-tools__multi-shutdown-resumed__events.jsonl",
-        "microsasa__cli-tools__corrupt-session__events.jsonl",
-    ];
-    let sessions: Vec<_> = names
-        .iter()
-        .map(|n| (env.session(&sample(n)), sample(n)))
+    let corrupt = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/corpus/transcripts/malformed-lines.jsonl"
+    ))
+    .unwrap();
+    let sessions: Vec<_> = [transcript(), fixture::short_session(), corrupt]
+        .into_iter()
+        .map(|c| (env.session(&c), c))
         .collect();
     // Things that are not sessions are reported and never read.
     std::fs::create_dir_all(env.copilot_home.join("session-state/not-a-session")).unwrap();
@@ -95,7 +95,7 @@ async fn imports_every_session_once_and_a_rerun_adds_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn finalizer_then_import_and_import_then_finalizer_store_each_line_once() {
     let (env, server) = (Env::new(), server().await);
-    let content = sample(VIBE);
+    let content = transcript();
     let (a, path_a) = env.session(&content);
     let out = env
         .kcap(&server.url())
