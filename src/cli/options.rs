@@ -66,7 +66,7 @@ pub struct DeliveryOpts {
     /// Ingest server base URL [env: KCAP_URL] [config: url] [default: http://127.0.0.1:5108].
     /// Its bearer token comes from KCAP_TOKEN or the config file's `token` (`kcap login`), never
     /// from a flag: command lines are visible to every user.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", value_parser = url_value)]
     pub url: Option<String>,
     /// Per-request HTTP timeout in ms [env: KCAP_HTTP_TIMEOUT_MS] [config: http_timeout_ms]
     /// [default: 30000].
@@ -199,6 +199,12 @@ impl HomeOpts {
 /// config file, default.
 pub fn command_setting(key: &str, flag: Option<u64>) -> u64 {
     number(key, flag)
+}
+
+/// A `--url` value: an http:// or https:// URL with a host.
+pub fn url_value(text: &str) -> Result<String, String> {
+    let s = setting("url").expect("url is a setting");
+    crate::config::settings::validate(s, text).map(|()| text.to_string())
 }
 
 /// `host:port` where the host may be a name (`localhost:5108`): the first address it resolves

@@ -121,7 +121,7 @@ pub async fn sessions(opts: &DeliveryOpts, limit: Option<usize>, json: bool) -> 
     }
     let row = |cols: [&str; 9]| {
         format!(
-            "{:<36}  {:<16}  {:<8}  {:<12}  {:<32}  {:>6}  {:<10}  {:>10}  {:>8}\n",
+            "{:<36}  {:<16}  {:<8}  {:<12}  {:<32}  {:>6}  {:<10}  {:>10}  {:>10}\n",
             cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], cols[7], cols[8]
         )
     };
@@ -134,7 +134,7 @@ pub async fn sessions(opts: &DeliveryOpts, limit: Option<usize>, json: bool) -> 
         "LINES",
         "ENDED",
         "INPUT TOK",
-        "OUTPUT",
+        "OUTPUT TOK",
     ]);
     for s in &list {
         let started = s
