@@ -265,16 +265,17 @@ enum Format {
 fn main() -> ExitCode {
     limit_malloc_arenas();
     let raw_args: Vec<OsString> = std::env::args_os().skip(1).collect();
-    let internal = raw_args
-        .iter()
-        .any(|a| a == "copilot-finalize" || a == "hook" || a == "watch");
+    // What Copilot's hooks run must never fail Copilot; what they start (the watcher) has no
+    // one reading its stderr but its log.
+    let hook_run = raw_args.iter().any(|a| a == "copilot-finalize" || a == "hook");
+    let internal = hook_run || raw_args.iter().any(|a| a == "watch");
     let parsed = command()
         .try_get_matches()
         .and_then(|m| Cli::from_arg_matches(&m));
     let cli = match parsed {
         Ok(cli) => cli,
         // A hook must never fail Copilot: the finalizer reports bad arguments and exits 0.
-        Err(e) if internal && e.use_stderr() => {
+        Err(e) if hook_run && e.use_stderr() => {
             eprintln!("kcap: {e}");
             return ExitCode::SUCCESS;
         }
