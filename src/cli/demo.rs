@@ -158,9 +158,12 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
 fn load_source(path: Option<&Path>) -> Result<(String, String), String> {
     let chosen = path.map(|p| (p.to_path_buf(), "")).or_else(|| {
         let default = PathBuf::from(DEFAULT_SAMPLE);
-        default
-            .is_file()
-            .then_some((default, "real public Copilot transcript "))
+        default.is_file().then(|| {
+            (
+                default.canonicalize().unwrap_or(default),
+                "real public Copilot transcript ",
+            )
+        })
     });
     match chosen {
         Some((p, kind)) => std::fs::read_to_string(&p)
