@@ -173,3 +173,14 @@ async fn doctor_finds_what_is_missing_or_contradicts_the_config() {
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_says_when_the_store_is_unusable() {
+    let (env, server) = (Env::new(), server().await);
+    // KCAP_HOME is a file: no store can be opened under it.
+    std::fs::write(&env.kcap_home, b"not a directory").unwrap();
+    let out = env.kcap(&server.url()).arg("doctor").output().await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("FIX  store") && text.contains("unusable"), "{text}");
+}
