@@ -1,13 +1,35 @@
-//! Where kcap keeps its files and how it reads the clock (DESIGN.md §7).
+//! Where kcap keeps its files, its settings (config file, environment, flags) and how it reads
+//! the clock (DESIGN.md §7).
+
+pub mod file;
+pub mod settings;
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+pub use file::{config_path, ConfigFile};
+pub use settings::{resolve, Resolved, Setting, Source, SETTINGS};
 
 use crate::ids::SessionId;
 use crate::machine::Millis;
 
-/// Root of kcap's own files: `$KCAP_HOME`, else `$XDG_DATA_HOME/kcap`, else `~/.local/share/kcap`.
+/// The config file, read once per process (hooks and every command read it).
+pub fn loaded() -> &'static ConfigFile {
+    static FILE: OnceLock<ConfigFile> = OnceLock::new();
+    FILE.get_or_init(ConfigFile::load)
+}
+
+/// The value of the setting `key` with no flag given: environment, else config file, else
+/// default (see [`settings::resolve`]).
+pub fn value(key: &str) -> Option<String> {
+    let setting = settings::setting(key)?;
+    resolve(setting, None, loaded()).value
+}
+
+/// Root of kcap's own files: `$KCAP_HOME`, else the config file's `kcap_home`, else
+/// `$XDG_DATA_HOME/kcap`, else `~/.local/share/kcap`.
 pub fn kcap_home() -> PathBuf {
-    if let Some(dir) = non_empty_env("KCAP_HOME") {
+    if let Some(dir) = non_empty_env("KCAP_HOME").or_else(|| loaded().get("kcap_home")) {
         return dir.into();
     }
     if let Some(dir) = non_empty_env("XDG_DATA_HOME") {
@@ -16,9 +38,10 @@ pub fn kcap_home() -> PathBuf {
     home_dir().join(".local/share/kcap")
 }
 
-/// Copilot's root: `$COPILOT_HOME`, else `~/.copilot`.
+/// Copilot's root: `$COPILOT_HOME`, else the config file's `copilot_home`, else `~/.copilot`.
 pub fn copilot_home() -> PathBuf {
     non_empty_env("COPILOT_HOME")
+        .or_else(|| loaded().get("copilot_home"))
         .map(PathBuf::from)
         .unwrap_or_else(|| home_dir().join(".copilot"))
 }
@@ -32,6 +55,7 @@ pub fn transcript_path(copilot_home: &Path, session: SessionId) -> PathBuf {
         .join("events.jsonl")
 }
 
+/// `<kcap_home>/logs/<session>.log`: a finalizer's log.
 pub fn session_log_path(kcap_home: &Path, session: SessionId) -> PathBuf {
     kcap_home.join("logs").join(format!("{}.log", session.dashed()))
 }

@@ -151,7 +151,7 @@ async fn a_50_mb_line_is_skipped_with_a_stand_in_and_the_rest_arrives() {
     let mut big = br#"{"type":"tool.execution_complete","data":{"output":""#.to_vec();
     big.resize(50 * 1024 * 1024, b'x');
     big.extend_from_slice(b"\"}}");
-    let (head, shutdown) = split_at_last_shutdown(&sample(VIBE));
+    let (head, shutdown) = split_at_last_shutdown(&transcript());
     let mut content = head.clone();
     let big_number = content.iter().filter(|b| **b == b'\n').count() as u64;
     content.extend_from_slice(&big);
@@ -229,7 +229,7 @@ async fn missing_transcript_and_a_directory_in_its_place() {
         "{out:?}"
     );
     std::fs::remove_dir(&path).unwrap();
-    let content = sample(VIBE);
+    let content = transcript();
     std::fs::write(&path, &content).unwrap();
     let out = env
         .kcap(&server.url())
@@ -273,7 +273,7 @@ async fn garbage_hook_stdin_and_hostile_session_ids_are_refused_with_a_message()
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_session_ids_on_every_command_get_a_clear_error() {
     let (env, server) = (Env::new(), server().await);
-    let (_, real_path) = env.session(&sample(VIBE));
+    let (_, real_path) = env.session(&transcript());
     for id in hostile_ids().into_iter().filter(|id| !id.contains('\0')) {
         let path = real_path.display().to_string();
         let commands: Vec<Vec<&str>> = vec![

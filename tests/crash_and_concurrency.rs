@@ -66,7 +66,7 @@ async fn kill_9_mid_drain_then_resume_stores_every_line_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn eight_finalizers_on_eight_sessions_share_one_store() {
     let (env, server) = (Env::new(), server().await);
-    let content = sample(VIBE);
+    let content = transcript();
     let sessions: Vec<_> = (0..8).map(|_| env.session(&content)).collect();
     let children: Vec<_> = sessions
         .iter()
@@ -101,7 +101,7 @@ async fn eight_finalizers_on_eight_sessions_share_one_store() {
 #[tokio::test(flavor = "multi_thread")]
 async fn eight_processes_on_one_session_run_its_machine_once() {
     let (env, server) = (Env::new(), server().await);
-    let content = sample(VIBE);
+    let content = transcript();
     let (sid, path) = env.session(&content);
     // A spawn record with nobody running it yet, as a crashed hook would leave it.
     env.store()

@@ -111,7 +111,7 @@ async fn server_errors_slowness_and_hangs_are_retried_without_loss() {
 async fn a_server_slower_than_the_timeout_parks_then_resumes_without_loss() {
     let (env, server) = (Env::new(), server().await);
     server.inject(std::iter::repeat_n(Fault::Delay(Duration::from_millis(800)), 6));
-    let content = sample(VIBE);
+    let content = transcript();
     let (sid, path) = env.session(&content);
     let out = finalizer(&env, &server.url(), sid, &path)
         .env("KCAP_HTTP_TIMEOUT_MS", "300")
@@ -228,7 +228,7 @@ async fn a_transcript_that_grows_while_it_is_drained() {
     .await;
     // While it drains, the session resumes and writes on, a line at a time and, once, half a
     // line that is finished 300 ms later: that half must never be sent as a line of its own.
-    let (body, _) = split_at_last_shutdown(&sample(VIBE));
+    let (body, _) = split_at_last_shutdown(&transcript());
     let mut grown = content.clone();
     for (i, line) in body.split_inclusive(|b| *b == b'\n').take(30).enumerate() {
         let chunk = if i == 10 {
@@ -279,7 +279,7 @@ async fn a_transcript_cut_short_mid_drain_is_detected_and_logged() {
     .await;
     let before: Vec<_> = server.session(sid).lines.into_iter().collect();
     // Rewritten in place, shorter, with other content.
-    let replacement = sample("microsasa__cli-tools__resumed-session__events.jsonl");
+    let replacement = fixture::short_session();
     std::fs::write(&path, &replacement).unwrap();
     let out = child.wait_with_output().await.unwrap();
     assert!(out.status.success(), "{out:?}");
@@ -301,7 +301,7 @@ async fn a_transcript_cut_short_mid_drain_is_detected_and_logged() {
 async fn the_chaos_proxy_is_transparent_when_it_does_not_cut() {
     let (env, server): (Env, Server) = (Env::new(), server().await);
     let proxy = ChaosProxy::start(server.addr(), 7, 0, (1, 1)).await;
-    let content = sample(VIBE);
+    let content = transcript();
     let (sid, path) = env.session(&content);
     let out = finalizer(&env, &proxy.url(), sid, &path).output().await.unwrap();
     assert!(out.status.success());

@@ -28,7 +28,7 @@ async fn finalize_foreground(
 #[tokio::test(flavor = "multi_thread")]
 async fn shutdown_already_present() {
     let (env, server) = (Env::new(), server().await);
-    let content = sample(VIBE);
+    let content = transcript();
     let (sid, path) = env.session(&content);
     finalize_foreground(&env, &server.url(), &sid.to_string(), &path).await;
     let state = state(&env.store(), sid);
@@ -48,7 +48,7 @@ async fn shutdown_already_present() {
 #[tokio::test(flavor = "multi_thread")]
 async fn shutdown_appended_600ms_after_spawn() {
     let (env, server) = (Env::new(), server().await);
-    let content = sample(VIBE);
+    let content = transcript();
     let (before, tail) = split_at_last_shutdown(&content);
     let (sid, path) = env.session(&before);
     let child = env
@@ -76,7 +76,7 @@ async fn shutdown_appended_600ms_after_spawn() {
 #[tokio::test(flavor = "multi_thread")]
 async fn shutdown_never_arrives_and_the_tail_is_drained_at_the_budget() {
     let (env, server) = (Env::new(), server().await);
-    let (before, _) = split_at_last_shutdown(&sample(VIBE));
+    let (before, _) = split_at_last_shutdown(&transcript());
     // Copilot died mid-write: the last line has no newline and is not a complete object.
     let mut content = before.clone();
     content.extend_from_slice(br#"{"type":"assistant.message","data":{"content":"cut of"#);
@@ -112,7 +112,7 @@ async fn shutdown_never_arrives_and_the_tail_is_drained_at_the_budget() {
 async fn server_answers_503_twice_then_200() {
     let (env, server) = (Env::new(), server().await);
     server.inject([Fault::Status(503), Fault::Status(503)]);
-    let content = sample(VIBE);
+    let content = transcript();
     let (sid, path) = env.session(&content);
     finalize_foreground(&env, &server.url(), &sid.to_string(), &path).await;
     assert_eq!(server.pending_faults(), 0);
@@ -132,7 +132,7 @@ async fn server_down_for_the_whole_budget_parks_then_resume_delivers_once() {
     let env = Env::new();
     let addr = free_port();
     let url = format!("http://{addr}");
-    let content = sample(VIBE);
+    let content = transcript();
     let (sid, path) = env.session(&content);
     env.kcap(&url)
         .env("KCAP_DELIVERY_BUDGET_MS", "1200")
@@ -175,7 +175,7 @@ async fn server_down_for_the_whole_budget_parks_then_resume_delivers_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn detaches_into_its_own_session_with_no_inherited_streams() {
     let (env, server) = (Env::new(), server().await);
-    let content = sample(VIBE);
+    let content = transcript();
     let (before, tail) = split_at_last_shutdown(&content);
     let (sid, path) = env.session(&before);
     let started = Instant::now();
@@ -217,7 +217,7 @@ async fn detaches_into_its_own_session_with_no_inherited_streams() {
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_arguments_exit_0_and_touch_nothing() {
     let (env, server) = (Env::new(), server().await);
-    let (sid, path) = env.session(&sample(VIBE));
+    let (sid, path) = env.session(&transcript());
     let long = "a".repeat(10 * 1024);
     let outside = env.dir.path().join("events.jsonl");
     std::fs::write(&outside, b"{}\n").unwrap();
@@ -252,7 +252,7 @@ async fn hostile_arguments_exit_0_and_touch_nothing() {
 async fn status_inspect_and_machine_show_what_happened() {
     let (env, server) = (Env::new(), server().await);
     server.inject([Fault::Status(503)]);
-    let content = sample(VIBE);
+    let content = transcript();
     let (sid, path) = env.session(&content);
     finalize_foreground(&env, &server.url(), &sid.to_string(), &path).await;
 
@@ -312,7 +312,7 @@ async fn an_unusable_store_does_not_stop_delivery() {
     // The store's directory is a plain file: sled cannot open it.
     std::fs::create_dir_all(&env.kcap_home).unwrap();
     std::fs::write(env.kcap_home.join("store"), b"not a database").unwrap();
-    let content = sample(VIBE);
+    let content = transcript();
     let (sid, path) = env.session(&content);
     finalize_foreground(&env, &server.url(), &sid.to_string(), &path).await;
     assert_exactly_once(&server, sid, &content);

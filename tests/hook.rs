@@ -29,7 +29,7 @@ impl Drop for Watchers<'_> {
 async fn session_end_spawns_the_finalizer_before_any_network_call_even_with_the_server_hanging() {
     let (env, server) = (Env::new(), server().await);
     server.inject(std::iter::repeat_n(Fault::Hang, 50));
-    let content = sample(VIBE);
+    let content = transcript();
     let (before, _) = split_at_last_shutdown(&content);
     let (sid, _) = env.session(&before);
     let _guard = Watchers(&env, vec![sid]);
@@ -63,7 +63,7 @@ async fn session_end_spawns_the_finalizer_before_any_network_call_even_with_the_
 async fn hooks_return_quickly_with_the_server_down() {
     let env = Env::new();
     let url = format!("http://{}", free_port());
-    let (sid, _) = env.session(&sample(VIBE));
+    let (sid, _) = env.session(&transcript());
     let _guard = Watchers(&env, vec![sid]);
     for event in ["sessionStart", "agentStop", "notification", "sessionEnd"] {
         let (out, took) = run_hook(
@@ -117,7 +117,7 @@ async fn bad_input_is_refused_with_a_message_and_nothing_spawned() {
 #[tokio::test(flavor = "multi_thread")]
 async fn two_session_starts_at_once_make_one_watcher() {
     let (env, server) = (Env::new(), server().await);
-    let (sid, _) = env.session(&sample(VIBE));
+    let (sid, _) = env.session(&transcript());
     let _guard = Watchers(&env, vec![sid]);
     let p = payload(&sid.to_string(), json!({"source": "startup"}));
     let url = server.url();
@@ -151,7 +151,7 @@ async fn two_session_starts_at_once_make_one_watcher() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_live_session_through_the_hooks_stores_every_line_once() {
     let (env, server) = (Env::new(), server().await);
-    let content = sample(VIBE);
+    let content = transcript();
     let lines: Vec<&[u8]> = content.split_inclusive(|b| *b == b'\n').collect();
     let shutdown_at = lines.len() - 1;
     let (sid, path) = env.session(lines[0]);
@@ -218,7 +218,7 @@ async fn the_watcher_survives_a_server_outage_and_keeps_its_position() {
     let env = Env::new();
     let addr = free_port();
     let url = format!("http://{addr}");
-    let content = sample(VIBE);
+    let content = transcript();
     let (sid, path) = env.session(&content);
     let _guard = Watchers(&env, vec![sid]);
     let _watch = env
@@ -254,7 +254,7 @@ async fn a_session_end_left_in_the_outbox_is_delivered_by_the_sweep() {
     let env = Env::new();
     let addr = free_port();
     let url = format!("http://{addr}");
-    let (sid, _) = env.session(&sample(VIBE));
+    let (sid, _) = env.session(&transcript());
     let _guard = Watchers(&env, vec![sid]);
     let end = payload(&sid.to_string(), json!({"reason": "abort"}));
     assert!(run_hook(
@@ -342,7 +342,7 @@ async fn plugin_install_round_trip_leaves_other_hook_files_alone() {
 #[tokio::test(flavor = "multi_thread")]
 async fn hooks_start_the_background_sweep_at_most_once_a_minute_and_redact_what_they_send() {
     let (env, server) = (Env::new(), server().await);
-    let (sid, _) = env.session(&sample(VIBE));
+    let (sid, _) = env.session(&transcript());
     let _guard = Watchers(&env, vec![sid]);
     let note = payload(
         &sid.to_string(),

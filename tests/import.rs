@@ -11,14 +11,14 @@ fn summary_of(out: &std::process::Output) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn imports_every_session_once_and_a_rerun_adds_nothing() {
     let (env, server) = (Env::new(), server().await);
-    let names = [
-        VIBE,
-        "microsasa__cli-tools__multi-shutdown-resumed__events.jsonl",
-        "microsasa__cli-tools__corrupt-session__events.jsonl",
-    ];
-    let sessions: Vec<_> = names
-        .iter()
-        .map(|n| (env.session(&sample(n)), sample(n)))
+    let corrupt = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/corpus/transcripts/malformed-lines.jsonl"
+    ))
+    .unwrap();
+    let sessions: Vec<_> = [transcript(), fixture::short_session(), corrupt]
+        .into_iter()
+        .map(|c| (env.session(&c), c))
         .collect();
     // Things that are not sessions are reported and never read.
     std::fs::create_dir_all(env.copilot_home.join("session-state/not-a-session")).unwrap();
@@ -95,7 +95,7 @@ async fn imports_every_session_once_and_a_rerun_adds_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn finalizer_then_import_and_import_then_finalizer_store_each_line_once() {
     let (env, server) = (Env::new(), server().await);
-    let content = sample(VIBE);
+    let content = transcript();
     let (a, path_a) = env.session(&content);
     let out = env
         .kcap(&server.url())
@@ -135,5 +135,124 @@ async fn finalizer_then_import_and_import_then_finalizer_store_each_line_once() 
             0,
             "a delivery path resent what another had delivered"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dry_run_counts_what_would_go_and_sends_nothing() {
+    let (env, server) = (Env::new(), server().await);
+    let content = transcript();
+    let (sid, _) = env.session(&content);
+    let out = env
+        .kcap(&server.url())
+        .args(["import", "--dry-run"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let lines = content.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count();
+    let redacted_bytes: usize = String::from_utf8_lossy(&content)
+        .lines()
+        .map(|l| redacted(l).len())
+        .sum();
+    let text = summary_of(&out);
+    assert!(
+        text.contains(&format!(
+            "dry run, nothing sent: 1 sessions, {lines} lines, {redacted_bytes} bytes would be sent; 1 lines with secrets redacted"
+        )),
+        "{text}"
+    );
+    assert!(server.session(sid).lines.is_empty(), "a dry run sent lines");
+    assert_eq!(
+        env.store().watermark(sid).unwrap(),
+        None,
+        "a dry run moved the watermark"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn since_leaves_out_older_transcripts() {
+    let (env, server) = (Env::new(), server().await);
+    let (old, old_path) = env.session(&transcript());
+    let (new, _) = env.session(&fixture::short_session());
+    let week_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(8 * 86_400);
+    std::fs::File::options()
+        .write(true)
+        .open(&old_path)
+        .unwrap()
+        .set_modified(week_ago)
+        .unwrap();
+    let out = env
+        .kcap(&server.url())
+        .args(["import", "--since", "7d"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = summary_of(&out);
+    assert!(
+        text.contains("imported 1 sessions") && text.contains("1 sessions last written before --since"),
+        "{text}"
+    );
+    assert!(server.session(old).lines.is_empty());
+    assert_exactly_once(&server, new, &fixture::short_session());
+    let bad = env
+        .kcap(&server.url())
+        .args(["import", "--since", "last tuesday"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not a date"));
+}
+
+/// A server that is down when the import starts and up a moment later: the import waits it out
+/// with backoff, like live delivery, instead of marking the session failed.
+#[tokio::test(flavor = "multi_thread")]
+async fn import_retries_until_the_server_is_back() {
+    let env = Env::new();
+    let addr = free_port();
+    let content = transcript();
+    let (sid, _) = env.session(&content);
+    let child = env
+        .kcap(&format!("http://{addr}"))
+        .args(["import"])
+        .env("KCAP_DELIVERY_BUDGET_MS", "20000")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let server = kcap::server::Server::start(addr, None).await.unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = summary_of(&out);
+    assert!(text.contains("0 failed (") && text.contains("retries)"), "{text}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("retrying in"),
+        "{out:?}"
+    );
+    assert_exactly_once(&server, sid, &content);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_real_samples_import_once() {
+    let Some(dir) = real_samples("the_real_samples_import_once") else {
+        return;
+    };
+    let (env, server) = (Env::new(), server().await);
+    let mut sessions = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".jsonl") {
+            let content = sample(&name);
+            sessions.push((env.session(&content).0, content));
+        }
+    }
+    let out = env.kcap(&server.url()).args(["import"]).output().await.unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(summary_of(&out).contains(&format!("imported {} sessions", sessions.len())));
+    for (sid, content) in &sessions {
+        assert_exactly_once(&server, *sid, content);
     }
 }

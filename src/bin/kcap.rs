@@ -5,19 +5,25 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use kcap::cli::finalize::FinalizeArgs;
-use kcap::cli::options::{DeliveryOpts, HomeOpts, TimingOpts};
-use kcap::cli::{demo, finalize, hook, import, logging, plugin, serve, status, watch};
+use kcap::cli::options::{self, DeliveryOpts, HomeOpts, TimingOpts};
+use kcap::cli::{
+    config, demo, doctor, finalize, hook, import, logging, login, plugin, serve, sessions, status, watch,
+};
+use kcap::config::SETTINGS;
 use kcap::machine::table;
 use kcap::store::Store;
 
 /// kcap captures GitHub Copilot CLI sessions and delivers every transcript line, exactly once in
-/// effect, to an ingest server, including the token totals Copilot writes after its sessionEnd
-/// hook has returned.
+/// effect and with secrets redacted, to an ingest server, including the token totals Copilot
+/// writes after its sessionEnd hook has returned.
+///
+/// Start here: `kcap demo` (the whole job on an embedded server), then `kcap plugin install`,
+/// `kcap login --url <URL>` (or `kcap serve`), and `kcap doctor`.
 #[derive(Parser)]
-#[command(name = "kcap", version)]
+#[command(name = "kcap", version, max_term_width = 100)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -31,15 +37,167 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Play a real Copilot session end against an embedded server and show what arrived.
+    /// Play a Copilot session against an embedded server through kcap's real hooks and show what
+    /// arrived: kcap's whole job on one machine, nothing to set up.
     Demo {
-        /// Transcript to play (its last session.shutdown line is appended after the hook returns).
-        /// Default: the VibeCodingTracker sample beside the checkout, else a built-in session.
-        #[arg(long)]
+        /// Transcript to play (its last session.shutdown line is appended after the sessionEnd
+        /// hook returns). Default: the VibeCodingTracker research sample beside the repository
+        /// kcap was built from, else a built-in synthetic session.
+        #[arg(long, value_name = "FILE")]
         transcript: Option<PathBuf>,
-        /// How long after the hook returns Copilot appends session.shutdown.
-        #[arg(long, default_value_t = 600)]
+        /// How long after the sessionEnd hook returns the session.shutdown line is appended.
+        #[arg(long, value_name = "MS", default_value_t = 600)]
         shutdown_delay_ms: u64,
+    },
+    /// Install or remove the hooks file of every agent found (Copilot CLI today:
+    /// $COPILOT_HOME/hooks/kcap.json); idempotent, no other file is touched.
+    Plugin {
+        /// `install` writes the hooks file, `remove` deletes it.
+        #[arg(value_enum)]
+        action: PluginAction,
+        /// Only Copilot CLI (the default when its root exists; today the only agent).
+        #[arg(long)]
+        copilot: bool,
+        /// Copilot's root [env: COPILOT_HOME] [config: copilot_home] [default: ~/.copilot].
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Check a server URL and token with an authenticated request, then save both to the config
+    /// file (which the hooks read).
+    Login {
+        /// The ingest server's base URL, e.g. https://kcap.example.com.
+        #[arg(long, value_name = "URL")]
+        url: String,
+        /// Bearer token from the server's admin (`kcap serve token add <name>`); `-` reads it
+        /// from stdin, keeping it out of the shell history. Without it the server must need none.
+        #[arg(long, value_name = "TOKEN")]
+        token: Option<String>,
+    },
+    /// Show or change the config file ($KCAP_CONFIG or ~/.config/kcap/config.toml).
+    Config {
+        #[command(subcommand)]
+        action: ConfigCmd,
+    },
+    /// Check the installation and say what to fix: kcap on PATH, hooks file, config, server and
+    /// token, store. Exits 1 when something needs fixing.
+    Doctor,
+    /// Local finalizers: phase, delivered position, last change, and why and until when a parked
+    /// one waits.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One session's finalizer: state, watermark and its whole transition log.
+    Inspect {
+        /// Session id (a UUID, dashed or not).
+        session: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sessions the server holds, newest first: repository or working directory, agent, machine,
+    /// lines, end, tokens.
+    Sessions {
+        /// Show at most this many sessions.
+        #[arg(long, value_name = "N", default_value_t = 20, conflicts_with = "all")]
+        limit: usize,
+        /// Show every session.
+        #[arg(long)]
+        all: bool,
+        /// Print the server's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One session on the server: lines, lifecycle and token usage per model.
+    Session {
+        /// Session id (a UUID, dashed or not).
+        session: String,
+        /// Print the server's JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deliver the transcripts already on this machine (every agent found; Copilot CLI today),
+    /// with the same ids and watermarks as live capture, so nothing is stored twice. Retries with
+    /// backoff like live delivery; progress bar on a terminal, then a summary.
+    Import {
+        /// Only Copilot CLI (the default; today the only agent).
+        #[arg(long)]
+        copilot: bool,
+        /// Only this session (a UUID).
+        #[arg(long, value_name = "SESSION")]
+        session: Option<String>,
+        /// Copilot's root [env: COPILOT_HOME] [config: copilot_home] [default: ~/.copilot].
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Only transcripts written since this time: a date (2026-11-01), an RFC 3339 time
+        /// (2026-11-01T09:00:00Z) or an age (7d, 12h).
+        #[arg(long, value_name = "WHEN", value_parser = import::parse_since)]
+        since: Option<import::Since>,
+        /// Send nothing; say what would be sent: sessions, lines, bytes, secrets redacted.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Run the ingest server (the kcap protocol, stored in sled) until SIGINT or SIGTERM.
+    Serve {
+        /// Address to listen on: host:port, the host a name (localhost) or an IP.
+        #[arg(long, default_value = "127.0.0.1:5108", value_parser = options::socket_addr)]
+        addr: std::net::SocketAddr,
+        /// Where the server keeps its store. Default: <KCAP_HOME>/server.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Require `Authorization: Bearer <token>` on every route but /auth/config.
+        #[arg(long, env = "KCAP_SERVER_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+    /// Carry on finalizers that crashed, were interrupted or parked (exit 1 if one stays parked).
+    #[command(group = clap::ArgGroup::new("which").required(true).args(["resume", "session"]))]
+    Finalize {
+        /// Every unfinished finalizer recorded in the store.
+        #[arg(long)]
+        resume: bool,
+        /// This session only; starts a finalizer on its Copilot transcript if none was recorded.
+        #[arg(long, value_name = "SESSION")]
+        session: Option<String>,
+    },
+    /// Print a shell completion script: `kcap completions bash > ~/.local/share/bash-completion/completions/kcap`.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Print the finalizer's transition table (markdown) and state diagram (mermaid).
+    Machine {
+        /// Which to print.
+        #[arg(long, value_enum, default_value_t = Format::Both)]
+        format: Format,
+    },
+    /// Copilot's hook entry point (run from $COPILOT_HOME/hooks/kcap.json; payload on stdin;
+    /// always exits 0). sessionEnd spawns the finalizer first, then stops the watcher and drains
+    /// within --drain-cap-ms, then posts session-end.
+    Hook {
+        /// The hook is Copilot CLI's (the default; today the only agent).
+        #[arg(long)]
+        copilot: bool,
+        /// The hook event: sessionStart, sessionEnd, agentStop or notification.
+        #[arg(long, value_name = "EVENT")]
+        event: String,
+        /// Cap on the sessionEnd hook after the finalizer is spawned, in ms
+        /// [env: KCAP_HOOK_DRAIN_CAP_MS] [config: hook_drain_cap_ms] [default: 8000].
+        #[arg(long, value_name = "MS")]
+        drain_cap_ms: Option<u64>,
+    },
+    /// Live watcher of one transcript (started by the sessionStart and agentStop hooks; one per
+    /// session): delivers new complete lines until SIGTERM, then drains once more.
+    Watch {
+        /// Copilot session id (a UUID).
+        session: String,
+        /// Its transcript: <COPILOT_HOME>/session-state/<session>/events.jsonl.
+        path: PathBuf,
+        /// Pause between looks at the transcript, in ms [env: KCAP_WATCH_POLL_MS]
+        /// [config: watch_poll_ms] [default: 500].
+        #[arg(long, value_name = "MS")]
+        watch_poll_ms: Option<u64>,
     },
     /// Finalize one ended Copilot session (spawned by the sessionEnd hook). Detaches into its own
     /// session unless --foreground, logs to <KCAP_HOME>/logs/<session>.log, always exits 0.
@@ -56,107 +214,45 @@ enum Cmd {
         #[arg(long, hide = true)]
         generation: Option<u32>,
     },
-    /// Carry on finalizers that crashed, were interrupted or parked (exit 1 if any stays parked).
-    Finalize {
-        /// Every unfinished finalizer recorded in the store.
-        #[arg(long, conflicts_with = "session", required_unless_present = "session")]
-        resume: bool,
-        /// This session only; starts a finalizer on its Copilot transcript if none was recorded.
-        #[arg(long)]
-        session: Option<String>,
-    },
-    /// List local finalizers: phase, delivered position, last change.
-    Status {
-        #[arg(long)]
-        json: bool,
-    },
-    /// One session's finalizer: state, watermark and its whole transition log.
-    Inspect {
-        session: String,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Copilot's hook entry point (from $COPILOT_HOME/hooks/kcap.json); reads the payload on stdin,
-    /// always exits 0. sessionEnd spawns the finalizer first, then stops the watcher and drains
-    /// within --drain-cap-ms, then posts session-end.
-    Hook {
-        /// The hook is for Copilot CLI (the only agent so far).
-        #[arg(long, required = true)]
-        copilot: bool,
-        /// sessionStart, sessionEnd, agentStop or notification.
-        #[arg(long)]
-        event: String,
-        #[arg(long, env = "KCAP_HOOK_DRAIN_CAP_MS", default_value_t = 8_000)]
-        drain_cap_ms: u64,
-    },
-    /// Live watcher: delivers new complete lines of one transcript until SIGTERM, then drains once
-    /// more (started by the sessionStart and agentStop hooks; one per session).
-    Watch {
-        session: String,
-        path: PathBuf,
-        /// Pause between looks at the transcript.
-        #[arg(long, env = "KCAP_WATCH_POLL_MS", default_value_t = 500)]
-        watch_poll_ms: u64,
-    },
-    /// Install or remove Copilot's hooks file ($COPILOT_HOME/hooks/kcap.json); idempotent, and no
-    /// other file in that folder is touched.
-    Plugin {
-        #[arg(value_enum)]
-        action: PluginAction,
-        #[arg(long, required = true)]
-        copilot: bool,
-        /// Copilot's root. Default: $COPILOT_HOME or ~/.copilot.
-        #[arg(long)]
-        dir: Option<PathBuf>,
-    },
-    /// Deliver every Copilot transcript found (or one session's), with a progress bar on a
-    /// terminal; the same ids and watermarks as live capture, so nothing is stored twice.
-    Import {
-        #[arg(long, required = true)]
-        copilot: bool,
-        /// Only this session.
-        #[arg(long)]
-        session: Option<String>,
-        /// Copilot's root. Default: $COPILOT_HOME or ~/.copilot.
-        #[arg(long)]
-        dir: Option<PathBuf>,
-    },
-    /// What is installed and reachable: kcap on PATH, the hooks file, the server, the store.
-    Doctor,
-    /// Run the ingest server (the kcap protocol, stored in sled) until SIGINT or SIGTERM.
-    Serve {
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:5108")]
-        addr: std::net::SocketAddr,
-        /// Where the server keeps its store. Default: <KCAP_HOME>/server.
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// Require `Authorization: Bearer <token>` on every route but /auth/config.
-        #[arg(long, env = "KCAP_SERVER_TOKEN", hide_env_values = true)]
-        token: Option<String>,
-    },
-    /// Sessions the server at KCAP_URL holds: lines, last line, lifecycle, token totals.
-    Sessions {
-        #[arg(long)]
-        json: bool,
-    },
-    /// One session on the server: lines, lifecycle and token usage per model.
-    Session {
-        session: String,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Print the finalizer's transition table (markdown) and state diagram (mermaid).
-    Machine {
-        #[arg(long, value_enum, default_value_t = Format::Both)]
-        format: Format,
-    },
 }
 
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Every setting, its value and where it came from (default, file, env or flag).
+    Show {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set one key in the config file (created with mode 0600). `kcap config show` lists the keys.
+    Set {
+        /// The key, e.g. url, token, poll_ms.
+        key: String,
+        /// Its value; `-` reads it from stdin (for the token).
+        value: String,
+    },
+    /// Remove one key from the config file.
+    Unset {
+        /// The key to remove.
+        key: String,
+    },
+    /// Print the config file's path.
+    Path,
+}
+
+/// What `kcap plugin` does.
 #[derive(Clone, Copy, ValueEnum)]
 enum PluginAction {
     Install,
     Remove,
+}
+
+/// Shells `kcap completions` writes scripts for.
+#[derive(Clone, Copy, ValueEnum)]
+enum Shell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -169,20 +265,34 @@ enum Format {
 fn main() -> ExitCode {
     limit_malloc_arenas();
     let raw_args: Vec<OsString> = std::env::args_os().skip(1).collect();
-    let cli = match Cli::try_parse() {
+    // What Copilot's hooks run must never fail Copilot; what they start (the watcher) has no
+    // one reading its stderr but its log.
+    let hook_run = raw_args.iter().any(|a| a == "copilot-finalize" || a == "hook");
+    let internal = hook_run || raw_args.iter().any(|a| a == "watch");
+    let parsed = command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(cli) => cli,
         // A hook must never fail Copilot: the finalizer reports bad arguments and exits 0.
-        Err(e)
-            if raw_args
-                .first()
-                .is_some_and(|a| a == "copilot-finalize" || a == "hook")
-                && e.use_stderr() =>
-        {
+        Err(e) if hook_run && e.use_stderr() => {
             eprintln!("kcap: {e}");
             return ExitCode::SUCCESS;
         }
         Err(e) => e.exit(),
     };
+    // Hooks and the processes they start must run whatever the settings say (a bad value falls
+    // back to its default, and `kcap doctor` reports it); a person running a command is told.
+    if !internal
+        && !matches!(
+            cli.command,
+            Cmd::Config { .. } | Cmd::Doctor | Cmd::Completions { .. }
+        )
+    {
+        for problem in options::invalid_settings() {
+            eprintln!("kcap: warning: {problem}");
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -195,141 +305,212 @@ fn main() -> ExitCode {
         }
     };
     let store = Store::new(cli.home.home());
-    let code = runtime.block_on(async {
-        match cli.command {
-            Cmd::Demo {
+    let code = runtime.block_on(run(cli, store, raw_args));
+    // A detached finalizer must not linger on blocking threads after its machine stopped.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+/// The command line, with the environment variables listed under the top-level help.
+fn command() -> clap::Command {
+    Cli::command().after_help(environment_help())
+}
+
+/// Every environment variable kcap reads, with its flag and config key, from the one table in
+/// `config::settings`.
+fn environment_help() -> String {
+    use kcap::config::settings::OTHER_ENV;
+    let mut out = String::from(
+        "Settings: built-in default < config file (kcap config show) < environment < flag.\n\nEnvironment:\n",
+    );
+    for s in SETTINGS {
+        let flag = match (s.flag, s.command) {
+            (Some(f), Some(c)) => format!("{c} {f}"),
+            (Some(f), None) => f.to_string(),
+            (None, _) => "no flag".to_string(),
+        };
+        out.push_str(&format!("  {:<24} {:<26} {}\n", s.env, flag, s.about));
+    }
+    for (env, flag, about) in OTHER_ENV {
+        let flag = if flag.is_empty() { "-" } else { flag };
+        out.push_str(&format!("  {env:<24} {flag:<26} {about}\n"));
+    }
+    out
+}
+
+async fn run(cli: Cli, store: Store, raw_args: Vec<OsString>) -> i32 {
+    match cli.command {
+        Cmd::Demo {
+            transcript,
+            shutdown_delay_ms,
+        } => {
+            logging::to_stderr();
+            let args = demo::DemoArgs {
                 transcript,
-                shutdown_delay_ms,
-            } => {
-                logging::to_stderr();
-                let args = demo::DemoArgs {
-                    transcript,
-                    shutdown_delay: Duration::from_millis(shutdown_delay_ms),
-                };
-                match demo::run(args).await {
-                    Ok(()) => 0,
-                    Err(e) => {
-                        eprintln!("kcap demo: {e}");
-                        1
-                    }
+                shutdown_delay: Duration::from_millis(shutdown_delay_ms),
+            };
+            match demo::run(args).await {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("kcap demo: {e}");
+                    1
                 }
             }
-            Cmd::CopilotFinalize {
+        }
+        Cmd::CopilotFinalize {
+            session,
+            path,
+            foreground,
+            spawned_at,
+            generation,
+        } => {
+            let args = FinalizeArgs {
                 session,
                 path,
                 foreground,
                 spawned_at,
                 generation,
-            } => {
-                let args = FinalizeArgs {
-                    session,
-                    path,
-                    foreground,
-                    spawned_at,
-                    generation,
-                };
-                finalize::copilot_finalize(store, args, &cli.delivery, &cli.timing, raw_args).await;
-                0
-            }
-            Cmd::Finalize { session, .. } => {
-                logging::to_stderr();
-                finalize::finalize(store, session, &cli.delivery, &cli.timing).await
-            }
-            Cmd::Plugin { action, dir, .. } => {
-                let home = dir.unwrap_or_else(kcap::config::copilot_home);
-                print(match action {
-                    PluginAction::Install => plugin::install(&home),
-                    PluginAction::Remove => plugin::remove(&home),
-                })
-            }
-            Cmd::Import { session, dir, .. } => {
-                logging::to_stderr();
-                let only = match session.map(|s| s.parse::<kcap::ids::SessionId>()).transpose() {
-                    Ok(only) => only,
-                    Err(e) => {
-                        eprintln!("kcap import: {e}");
-                        return 2;
-                    }
-                };
-                let home = dir.unwrap_or_else(kcap::config::copilot_home);
-                let result = match cli.delivery.delivery() {
-                    Ok(delivery) => import::import(&store, &delivery, &home, only).await,
-                    Err(e) => Err(e),
-                };
-                match result {
-                    Ok(summary) => {
-                        print!("{}", import::describe(&summary));
-                        i32::from(!summary.failures.is_empty())
-                    }
-                    Err(e) => {
-                        eprintln!("kcap import: {e}");
-                        2
-                    }
+            };
+            finalize::copilot_finalize(store, args, &cli.delivery, &cli.timing, raw_args).await;
+            0
+        }
+        Cmd::Finalize { session, .. } => {
+            logging::to_stderr();
+            finalize::finalize(store, session, &cli.delivery, &cli.timing).await
+        }
+        Cmd::Plugin { action, copilot, dir } => {
+            let home = dir.unwrap_or_else(kcap::config::copilot_home);
+            print(match action {
+                PluginAction::Install => {
+                    plugin::detect_agents(&home, copilot).and_then(|()| plugin::install(&home))
                 }
-            }
-            Cmd::Doctor => {
-                let (report, code) =
-                    plugin::doctor(&store, &kcap::config::copilot_home(), &cli.delivery.url).await;
-                print!("{report}");
-                code
-            }
-            Cmd::Hook {
-                event, drain_cap_ms, ..
-            } => {
-                let args = hook::HookArgs {
-                    event,
-                    drain_cap: Duration::from_millis(drain_cap_ms),
-                };
-                hook::hook(store, args, &cli.delivery, &cli.timing).await;
-                0
-            }
-            Cmd::Watch {
-                session,
-                path,
-                watch_poll_ms,
-            } => {
-                watch::watch(
-                    store,
-                    session,
-                    path,
-                    Duration::from_millis(watch_poll_ms.max(10)),
-                    &cli.delivery,
-                )
-                .await
-            }
-            Cmd::Serve {
-                addr,
-                data_dir,
-                token,
-            } => {
-                logging::to_stderr();
-                let data_dir = data_dir.unwrap_or_else(|| cli.home.home().join("server"));
-                match serve::serve(addr, data_dir, token.filter(|t| !t.is_empty())).await {
-                    Ok(()) => 0,
-                    Err(e) => {
-                        eprintln!("kcap serve: {e}");
-                        1
-                    }
+                PluginAction::Remove => plugin::remove(&home),
+            })
+        }
+        Cmd::Login { url, token } => print(login::login(&url, token.as_deref()).await),
+        Cmd::Config { action } => {
+            let flags: Vec<_> = cli
+                .delivery
+                .flags()
+                .into_iter()
+                .chain(cli.timing.flags())
+                .chain([(
+                    "kcap_home",
+                    cli.home.kcap_home.as_ref().map(|p| p.display().to_string()),
+                )])
+                .collect();
+            print(match action {
+                ConfigCmd::Show { json } => config::show(&flags, json),
+                ConfigCmd::Set { key, value } => config::set(&key, &value),
+                ConfigCmd::Unset { key } => config::unset(&key),
+                ConfigCmd::Path => Ok(kcap::config::config_path().display().to_string()),
+            })
+        }
+        Cmd::Import {
+            copilot,
+            session,
+            dir,
+            since,
+            dry_run,
+        } => {
+            logging::to_stderr();
+            let only = match session.map(|s| s.parse::<kcap::ids::SessionId>()).transpose() {
+                Ok(only) => only,
+                Err(e) => {
+                    eprintln!("kcap import: {e}");
+                    return 2;
                 }
+            };
+            let home = dir.unwrap_or_else(kcap::config::copilot_home);
+            if let Err(e) = plugin::detect_agents(&home, copilot) {
+                eprintln!("kcap import: {e}");
+                return 2;
             }
-            Cmd::Sessions { json } => print(serve::sessions(&cli.delivery.url, json).await),
-            Cmd::Session { session, json } => print(serve::session(&cli.delivery.url, &session, json).await),
-            Cmd::Status { json } => print(status::status(&store, json)),
-            Cmd::Inspect { session, json } => print(status::inspect(&store, &session, json)),
-            Cmd::Machine { format } => {
-                if matches!(format, Format::Markdown | Format::Both) {
-                    println!("{}", table::markdown());
+            let args = import::ImportArgs {
+                only,
+                since,
+                dry_run,
+                retry: cli.timing.timings(),
+            };
+            let result = match cli.delivery.delivery() {
+                Ok(delivery) => import::import(&store, &delivery, &home, &args).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(summary) => {
+                    print!("{}", import::describe(&summary));
+                    i32::from(!summary.failures.is_empty())
                 }
-                if matches!(format, Format::Mermaid | Format::Both) {
-                    println!("```mermaid\n{}```", table::mermaid());
+                Err(e) => {
+                    eprintln!("kcap import: {e}");
+                    2
                 }
-                0
             }
         }
-    });
-    // A detached finalizer must not linger on blocking threads after its machine stopped.
-    runtime.shutdown_timeout(Duration::from_secs(1));
-    ExitCode::from(code as u8)
+        Cmd::Doctor => {
+            let (report, code) = doctor::doctor(&store, &kcap::config::copilot_home(), &cli.delivery).await;
+            print!("{report}");
+            code
+        }
+        Cmd::Hook {
+            event, drain_cap_ms, ..
+        } => {
+            let args = hook::HookArgs {
+                event,
+                drain_cap: Duration::from_millis(options::command_setting("hook_drain_cap_ms", drain_cap_ms)),
+            };
+            hook::hook(store, args, &cli.delivery, &cli.timing).await;
+            0
+        }
+        Cmd::Watch {
+            session,
+            path,
+            watch_poll_ms,
+        } => {
+            let poll = options::command_setting("watch_poll_ms", watch_poll_ms).max(10);
+            watch::watch(store, session, path, Duration::from_millis(poll), &cli.delivery).await
+        }
+        Cmd::Serve {
+            addr,
+            data_dir,
+            token,
+        } => {
+            logging::to_stderr();
+            let data_dir = data_dir.unwrap_or_else(|| cli.home.home().join("server"));
+            match serve::serve(addr, data_dir, token.filter(|t| !t.is_empty())).await {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("kcap serve: {e}");
+                    1
+                }
+            }
+        }
+        Cmd::Sessions { limit, all, json } => {
+            let limit = (!all).then_some(limit);
+            print(sessions::sessions(&cli.delivery, limit, json).await)
+        }
+        Cmd::Session { session, json } => print(sessions::session(&cli.delivery, &session, json).await),
+        Cmd::Status { json } => print(status::status(&store, json)),
+        Cmd::Inspect { session, json } => print(status::inspect(&store, &session, json)),
+        Cmd::Completions { shell } => {
+            let shell = match shell {
+                Shell::Bash => clap_complete::Shell::Bash,
+                Shell::Zsh => clap_complete::Shell::Zsh,
+                Shell::Fish => clap_complete::Shell::Fish,
+            };
+            clap_complete::generate(shell, &mut command(), "kcap", &mut std::io::stdout());
+            0
+        }
+        Cmd::Machine { format } => {
+            if matches!(format, Format::Markdown | Format::Both) {
+                println!("{}", table::markdown());
+            }
+            if matches!(format, Format::Mermaid | Format::Both) {
+                println!("```mermaid\n{}```", table::mermaid());
+            }
+            0
+        }
+    }
 }
 
 /// glibc gives each thread that allocates its own arena, and raises its mmap threshold after each

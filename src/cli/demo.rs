@@ -17,10 +17,15 @@ use crate::machine::Phase;
 use crate::server::Server;
 use crate::store::Store;
 
-pub const DEFAULT_SAMPLE: &str =
-    "../shared/research-samples/copilot/Mai0313__VibeCodingTracker__copilot.jsonl";
+/// The real public transcript the demo prefers, found relative to the repository kcap was built
+/// from (not the current directory), so `cargo run -- demo` finds it from anywhere.
+pub const DEFAULT_SAMPLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../shared/research-samples/copilot/Mai0313__VibeCodingTracker__copilot.jsonl"
+);
 
-/// Used when the research samples are not beside the checkout (an installed binary).
+/// Used when the research samples are not beside the checkout (a fresh clone, an installed
+/// binary): a short synthetic session written for the demo.
 const BUILTIN: &str = include_str!("demo_session.jsonl");
 
 pub struct DemoArgs {
@@ -50,7 +55,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot start the embedded server: {e}"))?;
 
-    println!("kcap demo: a real Copilot session played through kcap's hooks\n");
+    println!("kcap demo: a Copilot session played through kcap's hooks\n");
     println!(
         "  transcript  {source_name} ({} lines, {} bytes)",
         lines.len(),
@@ -67,6 +72,8 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
             let mut child = std::process::Command::new(&exe)
                 .args(["hook", "--copilot", "--event", event])
                 .env("KCAP_URL", server.url())
+                // The demo's hooks talk to the embedded server only, whatever the user's config says.
+                .env("KCAP_CONFIG", scratch.path().join("config.toml"))
                 .env("KCAP_HOME", &kcap_home)
                 .env("COPILOT_HOME", &copilot_home)
                 .env("KCAP_POLL_MS", "100")
@@ -149,15 +156,26 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
 }
 
 fn load_source(path: Option<&Path>) -> Result<(String, String), String> {
-    let chosen = path.map(Path::to_path_buf).or_else(|| {
+    let chosen = path.map(|p| (p.to_path_buf(), "")).or_else(|| {
         let default = PathBuf::from(DEFAULT_SAMPLE);
-        default.is_file().then_some(default)
+        default.is_file().then(|| {
+            (
+                default.canonicalize().unwrap_or(default),
+                "real public Copilot transcript ",
+            )
+        })
     });
     match chosen {
-        Some(p) => std::fs::read_to_string(&p)
-            .map(|text| (p.display().to_string(), text))
+        Some((p, kind)) => std::fs::read_to_string(&p)
+            .map(|text| (format!("{kind}{}", p.display()), text))
             .map_err(|e| format!("cannot read {}: {e}", p.display())),
-        None => Ok(("built-in sample session".into(), BUILTIN.to_string())),
+        None => Ok((
+            format!(
+                "built-in synthetic session (the real sample {DEFAULT_SAMPLE} is not there; \
+                 it comes from ../shared/research-samples beside the checkout)"
+            ),
+            BUILTIN.to_string(),
+        )),
     }
 }
 

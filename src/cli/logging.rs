@@ -32,11 +32,18 @@ pub fn to_file(path: &Path) -> Option<()> {
     }
 }
 
+/// Colour only on a terminal, and never with `NO_COLOR` set (https://no-color.org).
+pub fn use_colour(stream_is_terminal: bool) -> bool {
+    stream_is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 /// Interactive commands: warnings and errors on stderr unless KCAP_LOG says otherwise.
 pub fn to_stderr() {
+    use std::io::IsTerminal;
     let filter = EnvFilter::try_from_env("KCAP_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(use_colour(std::io::stderr().is_terminal()))
         .with_writer(std::io::stderr)
         .try_init();
 }

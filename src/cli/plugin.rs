@@ -1,10 +1,10 @@
-//! `kcap plugin install|remove --copilot` and `kcap doctor`.
+//! `kcap plugin install|remove`: Copilot CLI's hooks file.
 
 use std::path::{Path, PathBuf};
 
 use crate::cli::hook::EVENTS;
-use crate::store::Store;
 
+/// The hooks file kcap owns in `$COPILOT_HOME/hooks/`.
 pub const HOOKS_FILE: &str = "kcap.json";
 
 /// Copilot's documented hooks-file format: one command entry per event.
@@ -23,7 +23,8 @@ pub fn hooks_document() -> serde_json::Value {
     serde_json::json!({ "version": 1, "hooks": hooks })
 }
 
-fn hooks_path(copilot_home: &Path) -> PathBuf {
+/// `$COPILOT_HOME/hooks/kcap.json`.
+pub fn hooks_path(copilot_home: &Path) -> PathBuf {
     copilot_home.join("hooks").join(HOOKS_FILE)
 }
 
@@ -50,6 +51,20 @@ pub fn install(copilot_home: &Path) -> Result<String, String> {
     ))
 }
 
+/// The agents present on this machine, for `plugin install` and `import` without an agent flag:
+/// Copilot CLI when its root exists. An error names what was looked for.
+pub fn detect_agents(copilot_home: &Path, copilot_flag: bool) -> Result<(), String> {
+    if copilot_flag || copilot_home.is_dir() {
+        return Ok(());
+    }
+    Err(format!(
+        "no coding agent found: Copilot CLI's root {} does not exist (install Copilot CLI and run it \
+         once, set COPILOT_HOME or --dir, or pass --copilot to install anyway)",
+        copilot_home.display()
+    ))
+}
+
+/// Deletes `$COPILOT_HOME/hooks/kcap.json` (only that file).
 pub fn remove(copilot_home: &Path) -> Result<String, String> {
     let path = hooks_path(copilot_home);
     match std::fs::remove_file(&path) {
@@ -59,102 +74,4 @@ pub fn remove(copilot_home: &Path) -> Result<String, String> {
         }
         Err(e) => Err(format!("cannot remove {}: {e}", path.display())),
     }
-}
-
-/// What is installed and reachable; the exit code is 1 when something needs attention.
-pub async fn doctor(store: &Store, copilot_home: &Path, url: &str) -> (String, i32) {
-    let mut out = String::new();
-    let mut ok = true;
-    let mut line = |good: bool, what: &str, detail: String| {
-        ok &= good;
-        out.push_str(&format!(
-            "{} {what:<10} {detail}\n",
-            if good { "ok  " } else { "FIX " }
-        ));
-    };
-
-    let on_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join("kcap").is_file()))
-        .unwrap_or(false);
-    line(
-        on_path,
-        "kcap",
-        if on_path {
-            "on PATH".into()
-        } else {
-            "not on PATH: Copilot's hooks run `kcap …` and will not find it".into()
-        },
-    );
-
-    let path = hooks_path(copilot_home);
-    let wanted = hooks_document();
-    match std::fs::read_to_string(&path)
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-    {
-        Some(v) if v == wanted => line(true, "hooks", format!("installed: {}", path.display())),
-        Some(_) => line(
-            false,
-            "hooks",
-            format!(
-                "{} differs from this version: run `kcap plugin install --copilot`",
-                path.display()
-            ),
-        ),
-        None => line(
-            false,
-            "hooks",
-            format!(
-                "not installed ({}): run `kcap plugin install --copilot`",
-                path.display()
-            ),
-        ),
-    }
-
-    let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(3))
-        .build();
-    let reach = match client {
-        Ok(c) => c
-            .get(format!("{}/auth/config", url.trim_end_matches('/')))
-            .send()
-            .await
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
-    match reach {
-        Ok(r) if r.status().is_success() => line(true, "server", format!("{url} answers")),
-        Ok(r) => line(false, "server", format!("{url} answers HTTP {}", r.status())),
-        Err(e) => line(false, "server", format!("{url} unreachable: {e}")),
-    }
-
-    match store.all_latest_machines() {
-        Ok(machines) => {
-            let unfinished = machines
-                .iter()
-                .filter(|m| !m.state().0.phase.is_terminal())
-                .count();
-            let pending = store.pending_session_ends().map(|p| p.len()).unwrap_or(0);
-            line(
-                unfinished == 0 && pending == 0,
-                "store",
-                format!(
-                    "{}: {} finalizers, {unfinished} unfinished, {pending} session-end notices pending{}",
-                    store.home().display(),
-                    machines.len(),
-                    if unfinished + pending > 0 {
-                        " (`kcap finalize --resume` carries them on)"
-                    } else {
-                        ""
-                    }
-                ),
-            );
-        }
-        Err(e) => line(
-            false,
-            "store",
-            format!("{} unreadable: {e}", store.home().display()),
-        ),
-    }
-    (out, if ok { 0 } else { 1 })
 }

@@ -5,6 +5,7 @@ use crate::ids::SessionId;
 use crate::machine::{Millis, Outcome, ParkReason, Phase};
 use crate::store::{MachineRecord, Store};
 
+/// Why a finalizer parked, for people.
 pub fn park_reason(reason: &ParkReason) -> String {
     match reason {
         ParkReason::Unreachable { last_error } => format!("server unreachable: {last_error}"),
@@ -42,6 +43,41 @@ fn lease_text(record: &MachineRecord) -> String {
     }
 }
 
+/// `in 3m 20s` / `now` from a time in the future.
+fn until(at: Millis, now: Millis) -> String {
+    if at <= now {
+        return "now".into();
+    }
+    let secs = (at - now).div_ceil(1000);
+    match secs {
+        s if s < 60 => format!("in {s}s"),
+        s if s < 3600 => format!("in {}m {}s", s / 60, s % 60),
+        s => format!("in {}h {}m", s / 3600, s % 3600 / 60),
+    }
+}
+
+/// Why a parked machine waits and when it is retried, or `None` when it is not parked.
+fn parked_note(record: &MachineRecord, now: Millis) -> Option<(String, Millis)> {
+    match record.state().0.phase {
+        Phase::Parked {
+            ref reason,
+            retry_at,
+            ..
+        } => Some((park_reason(reason), retry_at)).map(|(why, at)| {
+            (
+                format!(
+                    "{why}; retried by the next hook's sweep after {} ({}), or now with `kcap finalize --resume`",
+                    iso_time(at),
+                    until(at, now)
+                ),
+                at,
+            )
+        }),
+        _ => None,
+    }
+}
+
+/// `kcap status`: every local finalizer, and for a parked one why and until when.
 pub fn status(store: &Store, json: bool) -> Result<String, String> {
     let records = store.all_latest_machines().map_err(|e| e.to_string())?;
     if json {
@@ -57,6 +93,14 @@ pub fn status(store: &Store, json: bool) -> Result<String, String> {
                     "spawned_at": iso_time(r.meta.spawned_at),
                     "last_change": r.log.last().map(|l| iso_time(l.at)),
                     "running_pid": r.lease.filter(|l| l.is_live(now_ms())).map(|l| l.holder.pid),
+                    "parked_reason": match &state.phase {
+                        Phase::Parked { reason, .. } => Some(park_reason(reason)),
+                        _ => None,
+                    },
+                    "retry_at": match &state.phase {
+                        Phase::Parked { retry_at, .. } => Some(iso_time(*retry_at)),
+                        _ => None,
+                    },
                 })
             })
             .collect();
@@ -82,9 +126,16 @@ pub fn status(store: &Store, json: bool) -> Result<String, String> {
             lease_text(r),
         ));
     }
+    let now = now_ms();
+    for r in &records {
+        if let Some((note, _)) = parked_note(r, now) {
+            out.push_str(&format!("\n{} parked: {note}\n", r.meta.session));
+        }
+    }
     Ok(out)
 }
 
+/// `kcap inspect <id>`: one finalizer, its state and whole transition log.
 pub fn inspect(store: &Store, session: &str, json: bool) -> Result<String, String> {
     let session: SessionId = session
         .parse()
@@ -116,8 +167,8 @@ pub fn inspect(store: &Store, session: &str, json: bool) -> Result<String, Strin
         "state       {}\n",
         describe_phase_absolute(&state.phase)
     ));
-    if let Phase::Parked { reason, .. } = &state.phase {
-        out.push_str(&format!("parked      {}\n", park_reason(reason)));
+    if let Some((note, _)) = parked_note(&record, now_ms()) {
+        out.push_str(&format!("parked      {note}\n"));
     }
     out.push_str(&format!(
         "watermark   {}\n",
@@ -173,7 +224,14 @@ pub fn describe_phase_absolute(p: &Phase) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::iso_time;
+    use super::{iso_time, until};
+
+    #[test]
+    fn retry_times_read_as_durations() {
+        assert_eq!(until(1_000, 2_000), "now");
+        assert_eq!(until(62_000, 1_000), "in 1m 1s");
+        assert_eq!(until(3_700_000, 0), "in 1h 1m");
+    }
 
     #[test]
     fn iso_times() {

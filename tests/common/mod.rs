@@ -20,11 +20,17 @@ use kcap::machine::{Phase, State};
 use kcap::server::Server;
 use kcap::store::{MachineRecord, Store};
 
-pub const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/research-samples/copilot");
-pub const VIBE: &str = "Mai0313__VibeCodingTracker__copilot.jsonl";
+pub mod fixture;
+pub mod samples;
 
-pub fn sample(name: &str) -> Vec<u8> {
-    std::fs::read(Path::new(SAMPLES).join(name)).unwrap_or_else(|e| panic!("sample {name}: {e}"))
+#[allow(unused_imports)] // each test binary uses some of them
+pub use samples::{real_samples, sample, samples_dir, SAMPLES, VIBE};
+
+/// The project's own Copilot session (55 lines, shutdown last; see [`fixture::session`]): what
+/// every test that needs "a realistic transcript" runs on, so the suite needs nothing beside the
+/// checkout.
+pub fn transcript() -> Vec<u8> {
+    fixture::session()
 }
 
 pub struct Env {
@@ -63,6 +69,8 @@ impl Env {
         let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_kcap"));
         c.env("KCAP_HOME", &self.kcap_home)
             .env("COPILOT_HOME", &self.copilot_home)
+            // Never the developer's own ~/.config/kcap/config.toml.
+            .env("KCAP_CONFIG", self.config_path())
             .env("KCAP_URL", url)
             .env("KCAP_POLL_MS", "50")
             .env("KCAP_RETRY_INITIAL_MS", "50")
@@ -71,6 +79,11 @@ impl Env {
             .env("KCAP_LOG", "kcap=debug")
             .kill_on_drop(true);
         c
+    }
+
+    /// This environment's config file (absent until a test writes it).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config").join("config.toml")
     }
 
     /// No finalizer was ever recorded (a store that cannot be read holds none either).
@@ -225,10 +238,10 @@ pub fn payload(sid: &str, extra: serde_json::Value) -> Vec<u8> {
     p.to_string().into_bytes()
 }
 
-/// The VibeCodingTracker sample's body `copies` times (55 lines each), its shutdown kept only at
-/// the end: 55 copies make about 3,000 lines.
+/// The fixture session's body `copies` times (54 lines each), its shutdown kept only at the end:
+/// 55 copies make about 3,000 lines.
 pub fn long_transcript(copies: usize) -> Vec<u8> {
-    let (body, tail) = split_at_last_shutdown(&sample(VIBE));
+    let (body, tail) = split_at_last_shutdown(&transcript());
     let mut content = Vec::new();
     for _ in 0..copies {
         content.extend_from_slice(&body);
