@@ -97,6 +97,14 @@ enum Cmd {
         /// Pause between looks at the transcript.
         #[arg(long, env = "KCAP_WATCH_POLL_MS", default_value_t = 500)]
         watch_poll_ms: u64,
+        /// End (drain, then hand the session to a finalizer) once the transcript has not grown
+        /// for this long; 0 for never. The watcher also ends when the session's Copilot process
+        /// is gone.
+        #[arg(long, env = "KCAP_WATCH_IDLE_MS", default_value_t = 2 * 60 * 60 * 1000)]
+        watch_idle_ms: u64,
+        /// `<pid>:<start ticks>` of the process whose exit ends the session (set by the hooks).
+        #[arg(long, hide = true)]
+        agent: Option<String>,
     },
     /// Install or remove Copilot's hooks file ($COPILOT_HOME/hooks/kcap.json); idempotent, and no
     /// other file in that folder is touched.
@@ -287,15 +295,17 @@ fn main() -> ExitCode {
                 session,
                 path,
                 watch_poll_ms,
+                watch_idle_ms,
+                agent,
             } => {
-                watch::watch(
-                    store,
+                let args = watch::WatchArgs {
                     session,
                     path,
-                    Duration::from_millis(watch_poll_ms.max(10)),
-                    &cli.delivery,
-                )
-                .await
+                    poll: Duration::from_millis(watch_poll_ms.max(10)),
+                    agent,
+                    idle_limit: Duration::from_millis(watch_idle_ms),
+                };
+                watch::watch(store, args, &cli.delivery, &cli.timing).await
             }
             Cmd::Serve {
                 addr,
