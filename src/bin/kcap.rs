@@ -324,7 +324,7 @@ fn main() -> ExitCode {
             }
             Cmd::Sessions { json } => print(serve::sessions(&cli.delivery.url, json).await),
             Cmd::Session { session, json } => print(serve::session(&cli.delivery.url, &session, json).await),
-            Cmd::Status { json } => print(status::status(&store, json)),
+            Cmd::Status { json } => print(kcap::cli::watchers::status(&store, json)),
             Cmd::Inspect { session, json } => print(status::inspect(&store, &session, json)),
             Cmd::Machine { format } => {
                 if matches!(format, Format::Markdown | Format::Both) {

@@ -10,3 +10,4 @@ pub mod plugin;
 pub mod serve;
 pub mod status;
 pub mod watch;
+pub mod watchers;

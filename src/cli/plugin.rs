@@ -128,7 +128,7 @@ pub async fn doctor(store: &Store, copilot_home: &Path, url: &str) -> (String, i
         Err(e) => line(false, "server", format!("{url} unreachable: {e}")),
     }
 
-    match store.all_latest_machines() {
+    match crate::cli::watchers::usable_machines(store) {
         Ok(machines) => {
             let unfinished = machines
                 .iter()
@@ -150,11 +150,7 @@ pub async fn doctor(store: &Store, copilot_home: &Path, url: &str) -> (String, i
                 ),
             );
         }
-        Err(e) => line(
-            false,
-            "store",
-            format!("{} unreadable: {e}", store.home().display()),
-        ),
+        Err(problem) => line(false, "store", problem),
     }
     (out, if ok { 0 } else { 1 })
 }
