@@ -162,10 +162,11 @@ impl LineReader {
         Ok(Some(start))
     }
 
-    /// True when the path now names a file other than the one being read.
+    /// True when the path now names a file other than the one being read. Asked of the file
+    /// that opens (not of an `lstat`), so it can only say what a reopen would find.
     fn replaced(&self) -> bool {
-        match (probe(&self.path), self.identity) {
-            (Ok(Some((now, _))), Some(known)) => now != known,
+        match (open_transcript(&self.path), self.identity) {
+            (Ok(now), Some(known)) => now.identity != known,
             _ => false,
         }
     }
