@@ -351,9 +351,29 @@ fn open_db(path: &Path) -> Result<sled::Db> {
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_millis(10));
             }
+            Err(e @ (sled::Error::Corruption { .. } | sled::Error::ReportableBug(_))) => {
+                return rebuild(path, &config, &e);
+            }
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// A store sled reports as corrupt (a write cut short by a full disk, a crash of the disk
+/// itself) is moved aside, not deleted, and a fresh one takes its place: every deliverer
+/// resumes from the server's `last-line`, and the ids keep a line sent twice stored once. What
+/// is lost is local bookkeeping only: machines and notices not yet delivered; the next
+/// `kcap import --copilot` delivers whatever lines the server lacks.
+fn rebuild(path: &Path, config: &sled::Config, error: &sled::Error) -> Result<sled::Db> {
+    let aside = path.with_file_name(format!("store.corrupt-{}", crate::config::now_ms()));
+    tracing::error!(
+        store = %path.display(),
+        moved_to = %aside.display(),
+        %error,
+        "the store is corrupt; moved aside and rebuilt empty (resume points come from the server)"
+    );
+    std::fs::rename(path, &aside)?;
+    Ok(config.open()?)
 }
 
 fn wait_for_lock(lock: &File) -> Result<()> {
