@@ -25,12 +25,21 @@ impl Store {
             ));
         }
         for path in [home.to_path_buf(), home.join("store")] {
-            if path.exists() && !writable(&path) {
-                return Err(format!(
-                    "{} is not writable by this user{}",
-                    path.display(),
-                    owner_hint(&path)
-                ));
+            match writable(&path) {
+                Err(e) if e.raw_os_error() == Some(libc::EROFS) => {
+                    return Err(format!(
+                        "{} is not writable: it is on a read-only filesystem",
+                        path.display()
+                    ));
+                }
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(format!(
+                        "{} is not writable by this user ({e}){}",
+                        path.display(),
+                        owner_hint(&path)
+                    ));
+                }
+                _ => {}
             }
         }
         if let Some(free) = free_bytes(home) {
@@ -47,15 +56,19 @@ impl Store {
     }
 }
 
-fn writable(path: &Path) -> bool {
-    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
+fn writable(path: &Path) -> std::io::Result<()> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
     // SAFETY: access() with a valid C string.
-    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
-fn free_bytes(path: &Path) -> Option<u64> {
+/// Bytes available to this user on the filesystem holding `path`.
+pub(super) fn free_bytes(path: &Path) -> Option<u64> {
     let c = CString::new(path.as_os_str().as_bytes()).ok()?;
     // SAFETY: statvfs fills the struct we pass; zeroed is a valid initial value.
     unsafe {

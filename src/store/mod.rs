@@ -41,6 +41,11 @@ pub enum StoreError {
     Sled(sled::Error),
     Busy(Duration),
     Corrupt(String),
+    /// The filesystem is (nearly) full: the store is left untouched rather than written half.
+    Full {
+        home: PathBuf,
+        free: u64,
+    },
 }
 
 impl std::fmt::Display for StoreError {
@@ -50,6 +55,11 @@ impl std::fmt::Display for StoreError {
             StoreError::Sled(e) => write!(f, "store database error: {e}"),
             StoreError::Busy(d) => write!(f, "store lock not obtained within {}s", d.as_secs()),
             StoreError::Corrupt(m) => write!(f, "store record unreadable: {m}"),
+            StoreError::Full { home, free } => write!(
+                f,
+                "the filesystem holding {} is full ({free} bytes free); the store is not touched until there is room",
+                home.display()
+            ),
         }
     }
 }
@@ -93,8 +103,19 @@ impl Store {
     }
 
     /// Runs `f` with the database open and exclusively ours, then flushes and closes it.
+    ///
+    /// On a (nearly) full filesystem it does not open sled at all: sled writes while it opens
+    /// and recovers, and a write that ENOSPC cuts short is what left stores unreadable.
     fn with<T>(&self, f: impl FnOnce(&sled::Db) -> Result<T>) -> Result<T> {
         std::fs::create_dir_all(&self.home)?;
+        if let Some(free) = health::free_bytes(&self.home) {
+            if free < health::MIN_FREE_BYTES {
+                return Err(StoreError::Full {
+                    home: self.home.clone(),
+                    free,
+                });
+            }
+        }
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
