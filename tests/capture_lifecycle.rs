@@ -388,3 +388,37 @@ async fn with_the_server_down_at_session_start_the_server_later_gets_start_lines
     assert_eq!(summary.started.and_then(|s| s.detail).as_deref(), Some("new"));
     assert_eq!(summary.notifications, 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_already_shut_down_at_session_end_gets_its_end_after_its_lines() {
+    // The finalizer finds the shutdown at once and drains while the hook still runs: the
+    // session-end must already be queued for it, or it would wait for a later sweep.
+    let (env, server) = (Env::new(), server().await);
+    let recorder = Recorder::start(free_port(), server.url()).await;
+    let (sid, _, content) = session_with(&env, |sid| transcript(sid, 300, true));
+    let _reap = Reap(&env, vec![sid]);
+    let end = payload(&sid.to_string(), json!({"reason": "complete"}));
+    let (out, _) = run_hook(&env, &recorder.url(), "sessionEnd", &end, &[]).await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        wait_until("the session-end", Duration::from_secs(10), || {
+            server
+                .storage()
+                .summary(sid)
+                .unwrap()
+                .is_some_and(|s| s.ended.is_some())
+        })
+        .await,
+        "{}",
+        env.log_of(sid)
+    );
+    assert_exactly_once(&server, sid, &content);
+    let posts = recorder.posts();
+    let last_line = posts.iter().rposition(|p| p == "/hooks/transcript").unwrap();
+    let end_at = posts
+        .iter()
+        .position(|p| p.starts_with("/hooks/session-end"))
+        .unwrap();
+    assert!(last_line < end_at, "{posts:?}");
+    assert!(env.store().pending_notices(None).unwrap().is_empty());
+}

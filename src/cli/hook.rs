@@ -196,6 +196,24 @@ async fn session_end(
     drain_cap: Duration,
 ) {
     let (store, session) = (hook.store, hook.session);
+    // The session-end is queued before the finalizer starts, so a finalizer that drains at once
+    // (the shutdown already written) finds it and posts it after the lines. No network here.
+    let mut body = lifecycle_body("sessionEnd", session, payload);
+    body["ended_at"] = crate::cli::status::iso_time(now_ms()).into();
+    let queued = hook.store_ok
+        && {
+            let (store, n) = (
+                store.clone(),
+                outbox::notice(NoticeKind::SessionEnd, body.clone()),
+            );
+            match blocking(move || store.queue_notice(session, &n)).await {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot queue the session-end; it is posted at the end of this hook");
+                    false
+                }
+            }
+        };
     let args: Vec<OsString> = vec!["copilot-finalize".into(), session.to_string().into(), path.into()];
     let spawned = spawn_finalizer(store, session, path, timing.timings(), args).await;
     match (&spawned.pid, &spawned.recorded) {
@@ -243,24 +261,22 @@ async fn session_end(
             tracing::info!("another process holds the session's watcher lock; it drains");
         }
     }
-    let mut body = lifecycle_body("sessionEnd", session, payload);
-    body["ended_at"] = crate::cli::status::iso_time(now_ms()).into();
-    if spawned.pid.is_ok() && hook.store_ok {
-        // The finalizer posts it after the tail; queued durably in case it cannot.
-        let (store, n) = (
-            store.clone(),
-            outbox::notice(NoticeKind::SessionEnd, body.clone()),
-        );
-        match blocking(move || store.queue_notice(session, &n)).await {
-            Ok(_) => return tracing::info!("session-end queued for the finalizer"),
-            Err(e) => tracing::warn!(error = %e, "cannot queue the session-end; posting it now"),
-        }
+    if queued && spawned.pid.is_ok() {
+        return tracing::info!("session-end queued for the finalizer, which posts it after the tail");
     }
     let post_cap = deadline
         .saturating_duration_since(Instant::now())
         .clamp(POST_RESERVE / 2, POST_CAP);
-    if hook.store_ok {
-        let _ = tokio::time::timeout(post_cap, hook.notice(NoticeKind::SessionEnd, body)).await;
+    if queued {
+        // No finalizer runs: what this hook drained is all there is for now; the end follows.
+        let flushed = tokio::time::timeout(
+            post_cap,
+            outbox::flush(store, &hook.delivery.client, Some(session), Flush::All),
+        )
+        .await;
+        if !matches!(&flushed, Ok(f) if f.failed.is_none()) {
+            tracing::warn!("session-end kept in the outbox; the next sweep delivers it");
+        }
     } else {
         let posted =
             tokio::time::timeout(post_cap, hook.delivery.client.post_json(SESSION_END_PATH, &body)).await;
