@@ -235,13 +235,38 @@ async fn a_full_disk_is_reported_and_once_space_is_back_the_parked_finalizer_del
         "{}",
         env.log_of(sid)
     );
-    // The disk fills up; Copilot resumes the session and writes more.
+    // The session resumes (a live watcher runs again), then the disk fills up and Copilot
+    // writes more.
+    let mut watch = env
+        .kcap(&url)
+        .env("KCAP_WATCH_POLL_MS", "50")
+        .args(["watch", &sid.to_string()])
+        .arg(&path)
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until("the watcher", Duration::from_secs(10), || {
+            kcap::effects::watcher::running(&env.kcap_home, sid).is_some()
+        })
+        .await
+    );
     let filler = fill(&env.kcap_home);
     let more = transcript(sid, 21, true);
     let more = &more[more.iter().position(|b| *b == b'\n').unwrap() + 1..];
     append(&path, more);
     content.extend_from_slice(more);
     let server = Server::start(addr, None).await.unwrap();
+    // The live watcher delivers on a full disk: nothing it needs to send waits on the store.
+    let live = wait_until(
+        "the watcher to deliver on a full disk",
+        Duration::from_secs(15),
+        || server.session(sid).lines.len() == count_lines(&content),
+    )
+    .await;
+    // SAFETY: stopping the watcher this test started.
+    unsafe { libc::kill(watch.id().unwrap() as i32, libc::SIGTERM) };
+    let _ = watch.wait().await;
+    assert!(live, "the watcher stopped delivering when the disk filled");
     // Every hook now says the store is unusable and why.
     let note = payload(
         &sid.to_string(),
