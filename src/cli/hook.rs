@@ -91,7 +91,7 @@ pub async fn hook(store: Store, args: HookArgs, delivery_opts: &DeliveryOpts, ti
     };
     // An unusable store is said on every hook's stderr (Copilot logs it), not only in a log
     // file that may not be writable either. Delivery goes on without it.
-    let health = store.health();
+    let health = store.health_quick();
     if let Err(why) = &health {
         eprintln!(
             "kcap hook {}: kcap's store is unusable: {why}. Lines are still delivered now, but \

@@ -14,8 +14,9 @@ use super::Store;
 pub const MIN_FREE_BYTES: u64 = 1024 * 1024;
 
 impl Store {
-    /// `Err(reason)` when the store cannot be used; the reason says what to do about it.
-    pub fn health(&self) -> Result<(), String> {
+    /// `Err(reason)` when the store cannot be used (its directory cannot be created or
+    /// written, or its filesystem is full), without opening it; the reason says what to do.
+    pub fn health_quick(&self) -> Result<(), String> {
         let home = self.home();
         if let Err(e) = std::fs::create_dir_all(home) {
             return Err(format!(
@@ -50,9 +51,17 @@ impl Store {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// [`Store::health_quick`], then the store itself is opened: what `kcap status` and
+    /// `kcap doctor` check. (A hook checks only the quick part: its own store accesses find
+    /// the rest, and one sled open less keeps it fast.)
+    pub fn health(&self) -> Result<(), String> {
+        self.health_quick()?;
         self.watermark(crate::ids::SessionId::from_bytes([0; 16]))
             .map(drop)
-            .map_err(|e| format!("{} cannot be opened: {e}", home.join("store").display()))
+            .map_err(|e| format!("{} cannot be opened: {e}", self.home().join("store").display()))
     }
 }
 
