@@ -7,7 +7,7 @@
 use crate::effects::blocking;
 use crate::effects::client::Client;
 use crate::ids::SessionId;
-use crate::store::{Notice, NoticeKind, Store};
+use crate::store::{Holder, Notice, NoticeKind, Store};
 
 pub use crate::store::SESSION_END_PATH;
 
@@ -44,6 +44,7 @@ pub fn notice(kind: NoticeKind, body: serde_json::Value) -> Notice {
         kind,
         path: path.into(),
         body,
+        claimed_by: None,
     }
 }
 
@@ -71,6 +72,23 @@ pub async fn flush(store: &Store, client: &Client, only: Option<SessionId>, whic
             stopped.push(item.session);
             continue;
         }
+        // Claimed first, so two flushers (a hook and the sweep) never post one notice twice.
+        let (claim_store, session, seq) = (store.clone(), item.session, item.seq);
+        let me = Holder::current();
+        match blocking(move || claim_store.claim_notice(session, seq, &me, false)).await {
+            Ok(true) => {}
+            Ok(false) => {
+                // Delivered meanwhile, or being posted by another live process: what follows
+                // in this session waits for it.
+                stopped.push(item.session);
+                if which == Flush::BeforeLines {
+                    out.failed
+                        .get_or_insert_with(|| "being delivered by another kcap process".into());
+                }
+                continue;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot claim the notice; posting it anyway"),
+        }
         match client.post_json(&item.notice.path, &item.notice.body).await {
             Ok(()) => {
                 out.delivered += 1;
@@ -81,6 +99,8 @@ pub async fn flush(store: &Store, client: &Client, only: Option<SessionId>, whic
                 tracing::info!(session = %item.session, path = %item.notice.path, "pending notice delivered");
             }
             Err(e) => {
+                let (store, session, seq) = (store.clone(), item.session, item.seq);
+                let _ = blocking(move || store.claim_notice(session, seq, &me, true)).await;
                 tracing::warn!(session = %item.session, path = %item.notice.path, error = %e.message(), "notice still undeliverable; kept, in order");
                 out.failed.get_or_insert(e.message());
                 stopped.push(item.session);

@@ -327,6 +327,11 @@ impl Watcher {
         if !changed {
             return Ok(());
         }
+        // A refused file (logged once where it was refused) costs one open per poll, and
+        // nothing else: no store, no server.
+        if let Err(OpenError::Refused(_)) = open_transcript(&self.transcript).map(drop) {
+            return Ok(());
+        }
         // Another deliverer (a finalizer, an import) may have moved the shared watermark.
         let (store, session) = (self.store.clone(), self.session);
         if let Ok(Some(shared)) = blocking(move || store.position(session)).await {

@@ -305,6 +305,34 @@ impl Store {
         })
     }
 
+    /// Claims a pending notice for `holder` to post: `false` when it is gone (delivered) or
+    /// another live process is posting it. `release` gives a claim back (a failed post).
+    pub fn claim_notice(&self, session: SessionId, seq: u64, holder: &Holder, release: bool) -> Result<bool> {
+        self.with(|db| {
+            let tree = notices_tree(db)?;
+            let key = records::notice_key(session, seq);
+            let Some(value) = tree.get(&key)? else {
+                return Ok(false);
+            };
+            let mut notice: Notice = records::decode(&value)?;
+            if release {
+                if notice.claimed_by == Some(*holder) {
+                    notice.claimed_by = None;
+                    tree.insert(key, records::encode(&notice)?)?;
+                }
+                return Ok(true);
+            }
+            match notice.claimed_by {
+                Some(other) if other != *holder && other.is_alive() => Ok(false),
+                _ => {
+                    notice.claimed_by = Some(*holder);
+                    tree.insert(key, records::encode(&notice)?)?;
+                    Ok(true)
+                }
+            }
+        })
+    }
+
     /// Removes a delivered notice.
     pub fn remove_notice(&self, session: SessionId, seq: u64) -> Result<()> {
         self.with(|db| {
@@ -341,6 +369,7 @@ fn notices_tree(db: &sled::Db) -> Result<sled::Tree> {
                 kind: NoticeKind::SessionEnd,
                 path: records::SESSION_END_PATH.into(),
                 body: records::decode(&value)?,
+                claimed_by: None,
             };
             let seq = match tree.scan_prefix(session.as_bytes()).keys().next_back() {
                 Some(key) => records::notice_seq(&key?)? + 1,

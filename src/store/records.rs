@@ -105,6 +105,10 @@ pub struct Notice {
     /// The protocol path it is posted to.
     pub path: String,
     pub body: serde_json::Value,
+    /// The process posting it right now, if one is: others leave it alone while it lives (a
+    /// notification posted twice is counted twice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_by: Option<super::Holder>,
 }
 
 /// A queued notice with its place in its session's queue.
