@@ -12,8 +12,13 @@ const MSG: &str = r#"{"type":"assistant.message","data":{"content":"hi"}}"#;
 const SHUTDOWN: &str = r#"{"type":"session.shutdown","data":{"modelMetrics":{}}}"#;
 const RESUME: &str = r#"{"type":"session.resume","data":{}}"#;
 
+/// A transcript where kcap reads one: `session-state/<id>/events.jsonl` (anything else is refused).
 fn file_with(dir: &Path, content: &[u8]) -> PathBuf {
-    let path = dir.join("events.jsonl");
+    let path = dir
+        .join("session-state")
+        .join("6f1c2d3e-4b5a-4c6d-8e7f-901a2b3c4d5e")
+        .join("events.jsonl");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, content).unwrap();
     path
 }
@@ -169,7 +174,10 @@ fn read_all(path: &Path, limits: Limits, take_unterminated: bool) -> (Vec<(u64, 
     let mut w = Watermark::default();
     let mut out = Vec::new();
     loop {
-        let batch = reader.read_batch(w, limits, take_unterminated).unwrap();
+        let batch = reader
+            .read_batch(w, limits, take_unterminated)
+            .unwrap()
+            .expect("transcript present");
         out.extend(
             batch
                 .lines
@@ -217,7 +225,10 @@ fn batches_respect_line_and_byte_limits_and_a_big_line_goes_alone() {
     let mut w = Watermark::default();
     let mut sizes = Vec::new();
     loop {
-        let batch = reader.read_batch(w, limits, false).unwrap();
+        let batch = reader
+            .read_batch(w, limits, false)
+            .unwrap()
+            .expect("transcript present");
         assert!(
             batch.lines.len() == 1 || batch.bytes() <= limits.max_bytes,
             "a batch of several lines over the byte bound: {}",
@@ -258,11 +269,15 @@ fn unterminated_line_waits_unless_complete_or_budget_over() {
     let mut reader = LineReader::new(&path);
     let first = reader
         .read_batch(Watermark::default(), Limits::default(), false)
-        .unwrap();
+        .unwrap()
+        .expect("transcript present");
     assert_eq!(first.lines.len(), 2);
     assert!(first.end.open_line);
     append(&path, format!("\n{MSG}\n").as_bytes());
-    let second = reader.read_batch(first.end, Limits::default(), false).unwrap();
+    let second = reader
+        .read_batch(first.end, Limits::default(), false)
+        .unwrap()
+        .expect("transcript present");
     assert_eq!(second.lines.iter().map(|l| l.number).collect::<Vec<_>>(), vec![2]);
     assert_eq!(second.end.next_line, 3);
     assert!(!second.end.open_line);
@@ -290,10 +305,12 @@ fn reading_resumes_from_a_watermark_with_a_fresh_reader() {
             },
             false,
         )
-        .unwrap();
+        .unwrap()
+        .expect("transcript present");
     let rest = LineReader::new(&path)
         .read_batch(first.end, Limits::default(), false)
-        .unwrap();
+        .unwrap()
+        .expect("transcript present");
     let mut joined: Vec<u64> = first.lines.iter().chain(&rest.lines).map(|l| l.number).collect();
     joined.dedup();
     assert_eq!(joined, all.iter().map(|(n, _)| *n).collect::<Vec<_>>());
@@ -315,7 +332,10 @@ fn skip_to_line_counts_every_line() {
             open_line: false
         }
     );
-    let rest = reader.read_batch(w, Limits::default(), false).unwrap();
+    let rest = reader
+        .read_batch(w, Limits::default(), false)
+        .unwrap()
+        .expect("transcript present");
     assert_eq!(
         rest.lines.iter().map(|l| l.number).collect::<Vec<_>>(),
         vec![3, 4]

@@ -61,7 +61,11 @@ fuzz_target!(|input: &[u8]| {
         max_lines: 1 + (knobs[1] % 8) as usize,
         max_bytes: 1 + knobs[2] as usize,
     };
-    let dir = std::env::temp_dir().join(format!("kcap-fuzz-{}", std::process::id()));
+    // kcap reads transcripts only at `session-state/<id>/events.jsonl`.
+    let dir = std::env::temp_dir()
+        .join(format!("kcap-fuzz-{}", std::process::id()))
+        .join("session-state")
+        .join("6f1c2d3e-4b5a-4c6d-8e7f-901a2b3c4d5e");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("events.jsonl");
     std::fs::write(&path, &data[..split]).unwrap();
@@ -83,7 +87,7 @@ fuzz_target!(|input: &[u8]| {
         let mut at = Watermark::default();
         let mut got = Vec::new();
         for _ in 0..=data.len() + 1 {
-            let batch = reader.read_batch(at, limits, take).unwrap();
+            let batch = reader.read_batch(at, limits, take).unwrap().unwrap();
             assert!(batch.lines.len() <= limits.max_lines);
             assert!(batch.lines.len() == 1 || batch.bytes() <= limits.max_bytes);
             got.extend(batch.lines.into_iter().map(|l| (l.number, l.bytes)));

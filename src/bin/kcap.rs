@@ -198,6 +198,14 @@ enum Cmd {
         /// [config: watch_poll_ms] [default: 500].
         #[arg(long, value_name = "MS")]
         watch_poll_ms: Option<u64>,
+        /// End (drain, then hand the session to a finalizer) once the transcript has not grown
+        /// for this long, in ms; 0 for never. The watcher also ends when the session's Copilot
+        /// process is gone [env: KCAP_WATCH_IDLE_MS] [config: watch_idle_ms] [default: 7200000].
+        #[arg(long, value_name = "MS")]
+        watch_idle_ms: Option<u64>,
+        /// `<pid>:<start ticks>` of the process whose exit ends the session (set by the hooks).
+        #[arg(long, hide = true)]
+        agent: Option<String>,
     },
     /// Finalize one ended Copilot session (spawned by the sessionEnd hook). Detaches into its own
     /// session unless --foreground, logs to <KCAP_HOME>/logs/<session>.log, always exits 0.
@@ -466,9 +474,18 @@ async fn run(cli: Cli, store: Store, raw_args: Vec<OsString>) -> i32 {
             session,
             path,
             watch_poll_ms,
+            watch_idle_ms,
+            agent,
         } => {
             let poll = options::command_setting("watch_poll_ms", watch_poll_ms).max(10);
-            watch::watch(store, session, path, Duration::from_millis(poll), &cli.delivery).await
+            let args = watch::WatchArgs {
+                session,
+                path,
+                poll: Duration::from_millis(poll),
+                agent,
+                idle_limit: Duration::from_millis(options::command_setting("watch_idle_ms", watch_idle_ms)),
+            };
+            watch::watch(store, args, &cli.delivery, &cli.timing).await
         }
         Cmd::Serve {
             addr,
@@ -490,7 +507,7 @@ async fn run(cli: Cli, store: Store, raw_args: Vec<OsString>) -> i32 {
             print(sessions::sessions(&cli.delivery, limit, json).await)
         }
         Cmd::Session { session, json } => print(sessions::session(&cli.delivery, &session, json).await),
-        Cmd::Status { json } => print(status::status(&store, json)),
+        Cmd::Status { json } => print(kcap::cli::watchers::status(&store, json)),
         Cmd::Inspect { session, json } => print(status::inspect(&store, &session, json)),
         Cmd::Completions { shell } => {
             let shell = match shell {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::config::transcript_path;
 use crate::ids::SessionId;
 use crate::machine::terminal::{classify, is_blank, LineKind};
-use crate::machine::Phase;
+use crate::machine::{Outcome, Phase};
 use crate::server::Server;
 use crate::store::Store;
 
@@ -41,6 +41,11 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         .rposition(|l| classify(l.trim_end().as_bytes()) == LineKind::Shutdown)
         .ok_or("the transcript has no session.shutdown line to play as the post-hook tail")?;
     let session = session_id_of(&text).unwrap_or_else(SessionId::new_random);
+    let ends_with_shutdown = lines[shutdown_at..]
+        .iter()
+        .rev()
+        .find(|l| !is_blank(l.trim_end_matches('\n').as_bytes()))
+        .is_some_and(|l| classify(l.trim_end().as_bytes()) == LineKind::Shutdown);
 
     let scratch = tempfile::Builder::new()
         .prefix("kcap-demo-")
@@ -64,6 +69,17 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
     println!("  session     {session}");
     println!("  server      embedded, {} (temporary store)", server.url());
     println!("  scratch     {}\n", scratch.path().display());
+    if !ends_with_shutdown {
+        println!(
+            "  note        lines follow the last session.shutdown (a resumed session): the finalizer \
+             will wait its whole budget ({} s, KCAP_SHUTDOWN_BUDGET_MS) and then drain\n",
+            std::env::var("KCAP_SHUTDOWN_BUDGET_MS")
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(crate::machine::Timings::default().shutdown_budget_ms)
+                / 1000
+        );
+    }
 
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let hook =
@@ -117,8 +133,9 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
     let (ms, status) = hook("sessionEnd", payload(serde_json::json!({"reason": "user_exit"})))?;
     let at_hook_return = server.session(session).lines.len();
     println!(
-        "3. sessionEnd hook: finalizer spawned first, watcher stopped and drained, session-end posted; \
-         returned in {ms} ms ({status}) with {at_hook_return} lines on the server"
+        "3. sessionEnd hook: finalizer spawned first, watcher stopped and drained, session-end queued \
+         for the finalizer to post after the tail; returned in {ms} ms ({status}) with {at_hook_return} \
+         lines on the server"
     );
 
     tokio::time::sleep(args.shutdown_delay).await;
@@ -137,13 +154,22 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
     );
 
     let store = Store::new(&kcap_home);
-    let drained = wait_for_drain(&store, session, Duration::from_secs(60)).await?;
+    let (transitions, outcome) = wait_for_drain(&store, session, Duration::from_secs(120)).await?;
+    let what = match outcome {
+        Outcome::Shutdown { .. } => {
+            "the detached finalizer saw session.shutdown as the last line and drained"
+        }
+        Outcome::TimedOut => {
+            "the detached finalizer's budget ran out before session.shutdown was the last line \
+             (the transcript goes on after it); it drained what was there"
+        }
+    };
     println!(
-        "5. the detached finalizer saw it and drained: {} ms after the append, {} -> {} lines, {} transitions logged\n",
+        "5. {what}: {} ms after the append, {} -> {} lines, {} transitions logged\n",
         appended.elapsed().as_millis(),
         at_hook_return,
         server.session(session).lines.len(),
-        drained
+        transitions
     );
 
     let (report, missing) = compare(&server, session, &text);
@@ -184,13 +210,19 @@ fn session_id_of(text: &str) -> Option<SessionId> {
     first.pointer("/data/sessionId")?.as_str()?.parse().ok()
 }
 
-async fn wait_for_drain(store: &Store, session: SessionId, limit: Duration) -> Result<usize, String> {
+/// Waits for the session's finalizer to drain; returns its logged transitions and whether it
+/// saw the shutdown or ran out of budget.
+async fn wait_for_drain(
+    store: &Store,
+    session: SessionId,
+    limit: Duration,
+) -> Result<(usize, Outcome), String> {
     let started = Instant::now();
     loop {
         if let Ok(Some(record)) = store.latest_machine(session) {
             let (state, _) = record.state();
             match state.phase {
-                Phase::Drained { .. } => return Ok(record.log.len()),
+                Phase::Drained { outcome, .. } => return Ok((record.log.len(), outcome)),
                 Phase::Parked { reason, .. } => {
                     return Err(format!(
                         "the finalizer parked: {}",

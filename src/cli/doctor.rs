@@ -281,19 +281,9 @@ async fn check_server(r: &mut Report, delivery: &DeliveryOpts) {
 }
 
 fn check_store(r: &mut Report, store: &Store) {
-    let machines = match store.all_latest_machines() {
+    let machines = match crate::cli::watchers::usable_machines(store) {
         Ok(m) => m,
-        Err(e) => {
-            return r.line(
-                false,
-                "store",
-                format!(
-                    "{} unusable: {e} (check its permissions and free space; nothing can be \
-                     captured until it opens)",
-                    store.home().display()
-                ),
-            )
-        }
+        Err(problem) => return r.line(false, "store", problem),
     };
     let mut parked = 0;
     for m in &machines {

@@ -1,33 +1,26 @@
 //! `kcap copilot-finalize`, `kcap finalize --resume` and `kcap finalize --session`.
 
 use std::ffi::OsString;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cli::options::{DeliveryOpts, TimingOpts};
 use crate::config::{copilot_home, now_ms, session_log_path, transcript_path};
 use crate::effects::detach::{is_session_leader, spawn_detached};
 use crate::effects::interpreter::Delivery;
+use crate::effects::open::{open_transcript, session_of_path, OpenError};
+use crate::effects::outbox::{self, Flush};
 use crate::effects::session::{record_spawn, run_without_store, RunOutcome, SessionRun, Start};
 use crate::ids::SessionId;
 use crate::machine::{Millis, Phase, State};
 use crate::store::{MachineMeta, Store};
 
-/// The finalizer's transcript must be `<…>/<session-id>/events.jsonl`: a path built from hostile
-/// input can never point it at another file.
+/// The finalizer's transcript must be `<…>/session-state/<session-id>/events.jsonl` of the
+/// session it finalizes: a path built from hostile input can never point it at another file.
+/// (Opening it is [`crate::effects::open::open_transcript`]'s job: no symlink, no FIFO.)
 pub fn check_transcript_path(session: SessionId, path: &Path) -> Result<(), String> {
-    if path
-        .components()
-        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
-    {
-        return Err(format!("transcript path {} contains '.' or '..'", path.display()));
-    }
-    let named_right = path.file_name().is_some_and(|n| n == "events.jsonl");
-    let in_session_dir = path
-        .parent()
-        .and_then(Path::file_name)
-        .is_some_and(|d| d == session.dashed().as_str());
-    if !named_right || !in_session_dir {
+    let named = session_of_path(path)?;
+    if named != session {
         return Err(format!(
             "transcript path {} is not <session-state>/{}/events.jsonl",
             path.display(),
@@ -67,7 +60,11 @@ pub async fn copilot_finalize(
     let timings = timing.timings();
 
     if !args.foreground && args.spawned_at.is_none() && !is_session_leader() {
-        match spawn_finalizer(&store, session, &args.path, timings, raw_args).await {
+        let spawned = spawn_finalizer(&store, session, &args.path, timings, raw_args).await;
+        if let Err(e) = &spawned.recorded {
+            eprintln!("kcap copilot-finalize: cannot record the finalizer ({e}); it runs without the store");
+        }
+        match spawned.pid {
             Ok(pid) => eprintln!("kcap copilot-finalize: finalizer for {session} detached as pid {pid}"),
             Err(e) => eprintln!("kcap copilot-finalize: {e}"),
         }
@@ -105,35 +102,60 @@ pub async fn copilot_finalize(
     };
     match run.run(Start::Spawn).await {
         Ok(outcome) => tracing::info!(summary = %describe(&outcome), "finalizer finished"),
-        Err(e) => tracing::error!(error = %e, "finalizer could not run"),
+        Err(e) => {
+            // The spawn was recorded but the store failed since (a disk that filled up): the
+            // session is delivered all the same, from the server's last-line.
+            tracing::error!(error = %e, "store unusable; running without the transition log");
+            let meta = MachineMeta {
+                session,
+                generation: args.generation.unwrap_or(0),
+                transcript: args.path.clone(),
+                timings,
+                spawned_at,
+            };
+            let (state, stats) = run_without_store(&store, &delivery, meta).await;
+            tracing::info!(phase = state.phase.name(), ?stats, "finalizer finished");
+        }
     }
-    // The hook may have left its session-end notice to us.
+    // The session's end goes after its lines: the hook left it to us.
     crate::effects::outbox::deliver_session_ends(&store, &delivery.client, Some(session)).await;
+}
+
+/// What starting a finalizer did: whether its spawn is in the store (so the background sweep
+/// can finish it should it die) and whether it runs.
+#[derive(Debug)]
+pub struct Spawned {
+    /// The machine's generation, or why it could not be recorded.
+    pub recorded: Result<u32, String>,
+    /// The detached process, or why it could not be started.
+    pub pid: Result<u32, String>,
 }
 
 /// Records the spawn (first: a crash after this point cannot lose the machine), then re-launches
 /// `kcap <args> --spawned-at T [--generation G]` detached. `args` must start with
-/// `copilot-finalize <sid> <path>`. Returns the finalizer's pid.
+/// `copilot-finalize <sid> <path>`. An unusable store does not stop the launch: the finalizer
+/// then runs without it.
 pub async fn spawn_finalizer(
     store: &Store,
     session: SessionId,
     path: &Path,
     timings: crate::machine::Timings,
     args: Vec<OsString>,
-) -> Result<u32, String> {
+) -> Spawned {
     let at = now_ms();
     let mut child_args = args;
     child_args.push("--spawned-at".into());
     child_args.push(at.to_string().into());
-    match record_spawn(store, session, path, timings, at).await {
-        Ok(generation) => {
-            child_args.push("--generation".into());
-            child_args.push(generation.to_string().into());
-        }
-        Err(e) => eprintln!("kcap: cannot record the finalizer's spawn ({e}); it records it itself"),
+    let recorded = record_spawn(store, session, path, timings, at)
+        .await
+        .map_err(|e| e.to_string());
+    if let Ok(generation) = &recorded {
+        child_args.push("--generation".into());
+        child_args.push(generation.to_string().into());
     }
-    spawn_detached(&child_args, &session_log_path(store.home(), session))
-        .map_err(|e| format!("cannot detach the finalizer: {e}"))
+    let pid = spawn_detached(&child_args, &session_log_path(store.home(), session))
+        .map_err(|e| format!("cannot detach the finalizer: {e}"));
+    Spawned { recorded, pid }
 }
 
 /// `kcap finalize --resume` / `--session`: returns the process exit code.
@@ -178,11 +200,11 @@ pub async fn finalize(
             }
         },
     };
-    let notices = crate::effects::outbox::deliver_session_ends(&store, &delivery.client, None).await;
-    if notices > 0 {
-        println!("delivered {notices} pending session-end notice(s)");
-    }
+    // Starts (and notifications) first; a session's end only once its lines are delivered.
+    let early = outbox::flush(&store, &delivery.client, None, Flush::BeforeLines).await;
     if sessions.is_empty() {
+        let late = outbox::flush(&store, &delivery.client, None, Flush::All).await;
+        report_notices(early.delivered + late.delivered);
         println!("nothing to finalize: every recorded finalizer has drained");
         return 0;
     }
@@ -192,8 +214,24 @@ pub async fn finalize(
         tasks.spawn(async move { (session, run_one(store, delivery, session).await) });
     }
     let mut code = 0;
+    let mut delivered = early.delivered;
     while let Some(joined) = tasks.join_next().await {
         let Ok((session, result)) = joined else { continue };
+        if matches!(
+            &result,
+            Ok(RunOutcome::AlreadyDrained { .. })
+                | Ok(RunOutcome::Ran {
+                    state: State {
+                        phase: Phase::Drained { .. },
+                        ..
+                    },
+                    ..
+                })
+        ) {
+            delivered += outbox::flush(&store, &delivery.client, Some(session), Flush::All)
+                .await
+                .delivered;
+        }
         match result {
             Ok(outcome) => {
                 if !matches!(
@@ -217,7 +255,33 @@ pub async fn finalize(
             }
         }
     }
+    // Notices of sessions that have no machine left to run (their lines are delivered).
+    let unfinished: Vec<SessionId> = store
+        .all_latest_machines()
+        .map(|r| {
+            r.into_iter()
+                .filter(|r| !r.state().0.phase.is_terminal())
+                .map(|r| r.meta.session)
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Ok(pending) = store.pending_notices(None) {
+        let mut done: Vec<SessionId> = pending.iter().map(|p| p.session).collect();
+        done.dedup();
+        for session in done.into_iter().filter(|s| !unfinished.contains(s)) {
+            delivered += outbox::flush(&store, &delivery.client, Some(session), Flush::All)
+                .await
+                .delivered;
+        }
+    }
+    report_notices(delivered);
     code
+}
+
+fn report_notices(delivered: usize) {
+    if delivered > 0 {
+        println!("delivered {delivered} pending lifecycle notice(s)");
+    }
 }
 
 async fn run_one(
@@ -235,12 +299,33 @@ async fn run_one(
     run.run(Start::Resume).await
 }
 
+/// The transcript `finalize --session` works on must be there and be a regular file: waiting a
+/// whole budget for a file that is not there, then calling that a success, helps nobody.
+fn check_transcript_now(session: SessionId, path: &Path) -> Result<(), String> {
+    match open_transcript(path) {
+        Ok(_) => Ok(()),
+        Err(OpenError::Missing) => Err(format!(
+            "no transcript for session {session} at {}",
+            path.display()
+        )),
+        Err(e) => Err(format!("session {session}: {e}")),
+    }
+}
+
 /// `--session` on a session that never had a finalizer starts one on its Copilot transcript.
 async fn ensure_machine(store: &Store, session: SessionId, timing: &TimingOpts) -> Result<(), i32> {
-    match store.latest_machine(session) {
+    let recorded = store.latest_machine(session);
+    let path = match &recorded {
+        Ok(Some(record)) => record.meta.transcript.clone(),
+        _ => transcript_path(&copilot_home(), session),
+    };
+    if let Err(e) = check_transcript_now(session, &path) {
+        eprintln!("kcap finalize: {e}");
+        return Err(1);
+    }
+    match recorded {
         Ok(Some(_)) => Ok(()),
         Ok(None) => {
-            let path = transcript_path(&copilot_home(), session);
             // The shutdown budget counts from now: the user asks for this session to be finished.
             let timings = timing.timings();
             match record_spawn(store, session, &path, timings, now_ms()).await {

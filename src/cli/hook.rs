@@ -12,12 +12,13 @@ use std::time::{Duration, Instant};
 use crate::cli::finalize::spawn_finalizer;
 use crate::cli::options::{DeliveryOpts, TimingOpts};
 use crate::config::{copilot_home, now_ms, transcript_path};
+use crate::effects::blocking;
 use crate::effects::detach::spawn_detached;
 use crate::effects::interpreter::Delivery;
-use crate::effects::outbox::SESSION_END_PATH;
-use crate::effects::watcher::{self, Watcher};
+use crate::effects::outbox::{self, Flush, SESSION_END_PATH};
+use crate::effects::watcher::{self, Role, Watcher};
 use crate::ids::SessionId;
-use crate::store::Store;
+use crate::store::{NoticeKind, Store, StoreError};
 
 /// Hook payloads are a few hundred bytes; anything past this is refused, not buffered.
 pub const STDIN_LIMIT: usize = 1024 * 1024;
@@ -88,6 +89,17 @@ pub async fn hook(store: Store, args: HookArgs, delivery_opts: &DeliveryOpts, ti
         Ok(s) => s,
         Err(e) => return eprintln!("kcap hook {}: {e}; ignored", args.event),
     };
+    // An unusable store is said on every hook's stderr (Copilot logs it), not only in a log
+    // file that may not be writable either. Delivery goes on without it.
+    let health = store.health_quick();
+    if let Err(why) = &health {
+        eprintln!(
+            "kcap hook {}: kcap's store is unusable: {why}. Lines are still delivered now, but \
+             nothing is kept for later: what fails to arrive now needs `kcap import --copilot` \
+             once it is fixed (`kcap doctor` checks it)",
+            args.event
+        );
+    }
     let _log = crate::cli::logging::to_file(&store.home().join("logs").join("hooks.log"));
     let path = transcript_path(&copilot_home(), session);
     let delivery = match delivery_opts.delivery() {
@@ -95,92 +107,209 @@ pub async fn hook(store: Store, args: HookArgs, delivery_opts: &DeliveryOpts, ti
         Err(e) => return eprintln!("kcap hook: {e}"),
     };
     tracing::info!(event = %args.event, %session, "hook");
+    let hook = Hook {
+        store: &store,
+        session,
+        delivery: &delivery,
+        store_ok: health.is_ok(),
+    };
 
     match args.event.as_str() {
         "sessionEnd" => {
-            session_end(
-                &store,
-                session,
-                &path,
-                &payload,
-                &delivery,
-                timing,
-                args.drain_cap,
-            )
-            .await
+            session_end(&hook, &path, &payload, timing, args.drain_cap).await;
         }
         "sessionStart" => {
             let body = lifecycle_body("sessionStart", session, &payload);
-            post_capped(&delivery, "/hooks/session-start/copilot", &body).await;
+            hook.notice(NoticeKind::SessionStart, body).await;
             ensure_watcher(&store, session, &path);
         }
         "agentStop" => ensure_watcher(&store, session, &path),
         "notification" => {
             let mut body = payload.clone();
             body["session_id"] = session.dashless().into();
-            post_capped(&delivery, "/hooks/notification", &body).await;
+            hook.notice(NoticeKind::Notification, body).await;
         }
         _ => unreachable!("event checked above"),
     }
-    maybe_sweep(&store);
+    if hook.store_ok {
+        maybe_sweep(&store);
+    }
     tracing::info!(event = %args.event, ms = started.elapsed().as_millis() as u64, "hook done");
 }
 
-/// (1) finalizer spawned, (2) watcher stopped and the tail drained inline under the cap,
-/// (3) session-end posted, or left in the outbox for the finalizer.
-async fn session_end(
-    store: &Store,
+/// What every hook action needs.
+struct Hook<'a> {
+    store: &'a Store,
     session: SessionId,
+    delivery: &'a Delivery,
+    store_ok: bool,
+}
+
+impl Hook<'_> {
+    /// Queues a lifecycle notice in the store's outbox and delivers what the session has
+    /// pending that may go now (start and notifications; an end waits for the lines). Without
+    /// a store it is posted directly, within the cap.
+    async fn notice(&self, kind: NoticeKind, body: serde_json::Value) -> bool {
+        let notice = outbox::notice(kind, body);
+        let queued = if self.store_ok {
+            let (store, session, n) = (self.store.clone(), self.session, notice.clone());
+            blocking(move || store.queue_notice(session, &n)).await
+        } else {
+            Err(StoreError::Corrupt("store unusable".into()))
+        };
+        if let Err(e) = queued {
+            tracing::warn!(error = %e, path = %notice.path, "cannot queue the notice; posting it directly");
+            return post_capped(self.delivery, &notice.path, &notice.body).await;
+        }
+        let which = if kind == NoticeKind::SessionEnd {
+            Flush::All
+        } else {
+            Flush::BeforeLines
+        };
+        match tokio::time::timeout(
+            POST_CAP,
+            outbox::flush(self.store, &self.delivery.client, Some(self.session), which),
+        )
+        .await
+        {
+            Ok(flushed) if flushed.failed.is_none() => true,
+            Ok(flushed) => {
+                tracing::warn!(error = ?flushed.failed, "notice kept in the outbox; delivered in order once the server answers");
+                false
+            }
+            Err(_) => {
+                tracing::warn!("notice delivery timed out; kept in the outbox");
+                false
+            }
+        }
+    }
+}
+
+/// (1) finalizer spawned, (2) watcher stopped and the tail drained inline under the cap,
+/// (3) session-end queued for the finalizer, which posts it after the post-hook tail (so the
+/// server gets start, lines, end in that order); posted here if no finalizer runs.
+async fn session_end(
+    hook: &Hook<'_>,
     path: &Path,
     payload: &serde_json::Value,
-    delivery: &Delivery,
     timing: &TimingOpts,
     drain_cap: Duration,
 ) {
+    let (store, session) = (hook.store, hook.session);
+    // The session-end is queued before the finalizer starts, so a finalizer that drains at once
+    // (the shutdown already written) finds it and posts it after the lines. No network here.
+    let mut body = lifecycle_body("sessionEnd", session, payload);
+    body["ended_at"] = crate::cli::status::iso_time(now_ms()).into();
+    let queued = hook.store_ok
+        && {
+            let (store, n) = (
+                store.clone(),
+                outbox::notice(NoticeKind::SessionEnd, body.clone()),
+            );
+            match blocking(move || store.queue_notice(session, &n)).await {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot queue the session-end; it is posted at the end of this hook");
+                    false
+                }
+            }
+        };
     let args: Vec<OsString> = vec!["copilot-finalize".into(), session.to_string().into(), path.into()];
-    match spawn_finalizer(store, session, path, timing.timings(), args).await {
-        Ok(pid) => tracing::info!(pid, "finalizer spawned"),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot spawn the finalizer; the sweep will finish the session")
+    let spawned = spawn_finalizer(store, session, path, timing.timings(), args).await;
+    match (&spawned.pid, &spawned.recorded) {
+        (Ok(pid), Ok(_)) => tracing::info!(pid, "finalizer spawned"),
+        (Ok(pid), Err(e)) => {
+            tracing::warn!(pid, error = %e, "finalizer spawned without the store: it delivers from the server's last-line, and nothing is kept should it fail")
+        }
+        (Err(e), Ok(_)) => {
+            tracing::error!(error = %e, "cannot start the finalizer; its spawn is recorded, so the next hook's background sweep (or `kcap finalize --resume`) finishes the session");
+            eprintln!("kcap hook sessionEnd: {e}; `kcap finalize --resume` finishes the session");
+        }
+        (Err(e), Err(why)) => {
+            tracing::error!(error = %e, store = %why, "cannot start the finalizer, and the store cannot record it: the session's post-hook tail is not delivered");
+            eprintln!(
+                "kcap hook sessionEnd: {e}, and the store cannot record it ({why}): what Copilot \
+                 writes after this hook is not delivered; run `kcap import --copilot --session {session}` later"
+            );
         }
     }
     let deadline = Instant::now() + drain_cap;
-    if let Some(pid) = watcher::running(store.home(), session) {
-        // SAFETY: signalling a process that holds the watcher lock of this session.
-        unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
-        while watcher::running(store.home(), session).is_some() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
+    stop_watcher(store, session, deadline).await;
     // Whatever the watcher left (or all of it, if none ran), within what remains of the cap,
     // keeping the last second for the session-end POST: the cap bounds the whole hook.
     let remaining = deadline
         .saturating_duration_since(Instant::now())
         .saturating_sub(POST_RESERVE);
     if !remaining.is_zero() {
-        if let Ok(Some(_lock)) = watcher::claim(store.home(), session) {
+        // Without a writable home there is no lock to take: drain anyway (the ids keep a line
+        // that two deliverers send stored once).
+        let lock = watcher::claim_as(store.home(), session, Role::Drain);
+        if let Err(e) = &lock {
+            tracing::warn!(error = %e, "cannot take the watcher lock; draining without it");
+        }
+        if !matches!(lock, Ok(None)) {
             let inline = Watcher {
                 store: store.clone(),
                 session,
                 transcript: path.to_path_buf(),
-                delivery: delivery.clone(),
+                delivery: hook.delivery.clone(),
                 poll: Duration::from_millis(1),
             };
             let stats = inline.run(std::future::ready(()), remaining).await;
             tracing::info!(lines = stats.lines, "inline drain");
+        } else {
+            tracing::info!("another process holds the session's watcher lock; it drains");
         }
     }
-    let mut body = lifecycle_body("sessionEnd", session, payload);
-    body["ended_at"] = crate::cli::status::iso_time(now_ms()).into();
+    if queued && spawned.pid.is_ok() {
+        return tracing::info!("session-end queued for the finalizer, which posts it after the tail");
+    }
     let post_cap = deadline
         .saturating_duration_since(Instant::now())
         .clamp(POST_RESERVE / 2, POST_CAP);
-    let posted = tokio::time::timeout(post_cap, delivery.client.post_json(SESSION_END_PATH, &body)).await;
-    if !matches!(posted, Ok(Ok(()))) {
-        tracing::warn!("session-end not delivered; handing it to the finalizer");
-        if let Err(e) = store.put_session_end(session, &body) {
-            tracing::error!(error = %e, "cannot keep the session-end notice");
+    if queued {
+        // No finalizer runs: what this hook drained is all there is for now; the end follows.
+        let flushed = tokio::time::timeout(
+            post_cap,
+            outbox::flush(store, &hook.delivery.client, Some(session), Flush::All),
+        )
+        .await;
+        if !matches!(&flushed, Ok(f) if f.failed.is_none()) {
+            tracing::warn!("session-end kept in the outbox; the next sweep delivers it");
         }
+    } else {
+        let posted =
+            tokio::time::timeout(post_cap, hook.delivery.client.post_json(SESSION_END_PATH, &body)).await;
+        if !matches!(posted, Ok(Ok(()))) {
+            eprintln!(
+                "kcap hook sessionEnd: the session-end notice was not delivered and the store cannot keep it"
+            );
+        }
+    }
+}
+
+/// Stops the session's watcher (SIGTERM to a process that holds the lock *as a watcher*) and
+/// waits for the lock to be free, until `deadline`. A hook draining inline (another sessionEnd)
+/// is waited for, never signalled.
+async fn stop_watcher(store: &Store, session: SessionId, deadline: Instant) {
+    let Some(holder) = watcher::holder(store.home(), session) else {
+        return;
+    };
+    match holder.role {
+        Role::Watch => {
+            if let Some(pid) = watcher::stop(store.home(), session) {
+                tracing::info!(pid, "watcher told to stop");
+            }
+        }
+        Role::Drain => {
+            tracing::info!(
+                pid = holder.process.pid,
+                "another sessionEnd hook is draining; waiting for it"
+            )
+        }
+    }
+    while watcher::holder(store.home(), session).is_some() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -196,11 +325,17 @@ fn lifecycle_body(event: &str, session: SessionId, payload: &serde_json::Value) 
     })
 }
 
-async fn post_capped(delivery: &Delivery, path: &str, body: &serde_json::Value) {
+async fn post_capped(delivery: &Delivery, path: &str, body: &serde_json::Value) -> bool {
     match tokio::time::timeout(POST_CAP, delivery.client.post_json(path, body)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(path, error = %e.message(), "hook POST failed"),
-        Err(_) => tracing::warn!(path, "hook POST timed out"),
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::warn!(path, error = %e.message(), "hook POST failed");
+            false
+        }
+        Err(_) => {
+            tracing::warn!(path, "hook POST timed out");
+            false
+        }
     }
 }
 
@@ -209,7 +344,13 @@ pub fn ensure_watcher(store: &Store, session: SessionId, path: &Path) {
     if watcher::running(store.home(), session).is_some() {
         return;
     }
-    let args: Vec<OsString> = vec!["watch".into(), session.to_string().into(), path.into()];
+    let mut args: Vec<OsString> = vec!["watch".into(), session.to_string().into(), path.into()];
+    // The process that ran this hook is the session's agent when Copilot holds no in-use lock:
+    // the watcher ends when it does.
+    if let Some(agent) = crate::effects::agent::hook_agent() {
+        args.push("--agent".into());
+        args.push(format!("{}:{}", agent.pid, agent.start_ticks).into());
+    }
     let log = store
         .home()
         .join("logs")

@@ -14,3 +14,4 @@ pub mod serve;
 pub mod sessions;
 pub mod status;
 pub mod watch;
+pub mod watchers;

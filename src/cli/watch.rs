@@ -1,32 +1,47 @@
-//! `kcap watch <sid> <path>`: the live watcher process.
+//! `kcap watch <sid> <path>`: the live watcher process. It ends when told to (SIGTERM, by the
+//! sessionEnd hook), or by itself when the session's Copilot process is gone or the transcript
+//! has been idle past the limit; then it drains and hands the session to a finalizer, with a
+//! session-end notice, so the tail and the end still arrive.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::finalize::check_transcript_path;
-use crate::cli::options::DeliveryOpts;
-use crate::effects::watcher::{claim, Watcher};
+use crate::cli::finalize::{check_transcript_path, spawn_finalizer};
+use crate::cli::options::{DeliveryOpts, TimingOpts};
+use crate::config::now_ms;
+use crate::effects::agent::AgentWatch;
+use crate::effects::outbox;
+use crate::effects::watcher::{claim, Ended, Endings, Watcher};
 use crate::ids::SessionId;
-use crate::store::Store;
+use crate::store::{Holder, NoticeKind, Store};
 
 /// Leaves room inside the sessionEnd hook's 8 s cap for its own POST.
 const FINAL_DRAIN: Duration = Duration::from_secs(6);
+/// A dead agent writes nothing more: its finalizer need only wait for a write in flight.
+const AGENT_GONE_BUDGET_MS: u64 = 2_000;
 
-pub async fn watch(
-    store: Store,
-    session: String,
-    path: PathBuf,
-    poll: Duration,
-    delivery: &DeliveryOpts,
-) -> i32 {
-    let session: SessionId = match session.parse() {
+/// `kcap watch`'s arguments.
+pub struct WatchArgs {
+    pub session: String,
+    pub path: PathBuf,
+    pub poll: Duration,
+    /// `<pid>:<start ticks>` of the process that ran the starting hook.
+    pub agent: Option<String>,
+    /// Idle transcript limit; zero means none.
+    pub idle_limit: Duration,
+}
+
+/// Runs the watcher; returns the exit code.
+pub async fn watch(store: Store, args: WatchArgs, delivery: &DeliveryOpts, timing: &TimingOpts) -> i32 {
+    let session: SessionId = match args.session.parse() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("kcap watch: {e}");
             return 2;
         }
     };
-    if let Err(e) = check_transcript_path(session, &path) {
+    if let Err(e) = check_transcript_path(session, &args.path) {
         eprintln!("kcap watch: {e}");
         return 2;
     }
@@ -54,17 +69,74 @@ pub async fn watch(
             return 2;
         }
     };
-    tracing::info!(%session, pid = std::process::id(), "watcher started");
-    let watcher = Watcher {
-        store,
-        session,
-        transcript: path,
-        delivery,
-        poll,
+    let session_dir = args.path.parent().map(PathBuf::from).unwrap_or_default();
+    let endings = Endings {
+        agent: AgentWatch::start(&session_dir, args.agent.as_deref().and_then(parse_agent)),
+        idle_limit: (!args.idle_limit.is_zero()).then_some(args.idle_limit),
     };
-    let stats = watcher.run(stop_signal(), FINAL_DRAIN).await;
-    tracing::info!(?stats, "watcher stopped");
+    tracing::info!(%session, pid = std::process::id(), agent = ?endings.agent, "watcher started");
+    let watcher = Watcher {
+        store: store.clone(),
+        session,
+        transcript: args.path.clone(),
+        delivery,
+        poll: args.poll,
+    };
+    let (stats, ended) = watcher.run_until(stop_signal(), &endings, FINAL_DRAIN).await;
+    tracing::info!(?stats, ?ended, "watcher stopped");
+    let reason = match ended {
+        Ended::Stopped => return 0,
+        Ended::AgentGone { .. } => "agent_exited",
+        Ended::Idle { .. } => "idle",
+    };
+    hand_off(&store, &watcher, ended, reason, timing).await;
     0
+}
+
+/// The session ended without a sessionEnd hook: a session-end notice goes to the outbox and a
+/// finalizer takes over (it delivers the tail, then the notice).
+async fn hand_off(store: &Store, watcher: &Watcher, ended: Ended, reason: &str, timing: &TimingOpts) {
+    let session = watcher.session;
+    let body = serde_json::json!({
+        "hook_event_name": "sessionEnd",
+        "session_id": session.dashless(),
+        "reason": reason,
+        "source": "kcap-watcher",
+        "cwd": null,
+        "home_dir": std::env::var("HOME").ok(),
+        "ended_at": crate::cli::status::iso_time(now_ms()),
+    });
+    let notice = outbox::notice(NoticeKind::SessionEnd, body.clone());
+    if let Err(e) = store.queue_notice(session, &notice) {
+        tracing::warn!(error = %e, "cannot queue the session-end; posting it now");
+        if let Err(e) = watcher.delivery.client.post_json(&notice.path, &body).await {
+            tracing::error!(error = %e.message(), "session-end not delivered");
+        }
+    }
+    let mut timings = timing.timings();
+    if matches!(ended, Ended::AgentGone { .. }) {
+        timings.shutdown_budget_ms = timings.shutdown_budget_ms.min(AGENT_GONE_BUDGET_MS);
+    }
+    let args: Vec<OsString> = vec![
+        "copilot-finalize".into(),
+        session.to_string().into(),
+        watcher.transcript.clone().into(),
+    ];
+    let spawned = spawn_finalizer(store, session, &watcher.transcript, timings, args).await;
+    match spawned.pid {
+        Ok(pid) => tracing::info!(pid, reason, "session handed to a finalizer"),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the finalizer; the background sweep finishes the session")
+        }
+    }
+}
+
+fn parse_agent(text: &str) -> Option<Holder> {
+    let (pid, ticks) = text.split_once(':')?;
+    Some(Holder {
+        pid: pid.parse().ok()?,
+        start_ticks: ticks.parse().ok()?,
+    })
 }
 
 async fn stop_signal() {

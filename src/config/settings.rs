@@ -180,6 +180,15 @@ pub const SETTINGS: &[Setting] = &[
         about: "live watcher: pause between looks at the transcript",
         kind: Kind::Number,
     },
+    Setting {
+        key: "watch_idle_ms",
+        env: "KCAP_WATCH_IDLE_MS",
+        flag: Some("--watch-idle-ms"),
+        command: Some("watch"),
+        default: Some("7200000"),
+        about: "live watcher: end (drain, hand over to a finalizer) once the transcript has not grown for this long; 0 = never",
+        kind: Kind::Number,
+    },
 ];
 
 /// Environment variables kcap reads that are not settings of the client (no config-file key),

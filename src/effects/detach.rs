@@ -15,12 +15,19 @@ pub fn is_session_leader() -> bool {
     unsafe { libc::getsid(0) == libc::getpid() }
 }
 
-/// Starts `current_exe args…` detached and returns its pid without waiting for it.
+/// Starts `current_exe args…` detached and returns its pid without waiting for it. Its output
+/// goes to `log`, or to /dev/null when `log` cannot be written (an unwritable KCAP_HOME must not
+/// stop delivery; the process says so in its own log fallback). Never to our stderr: Copilot
+/// would wait for the pipe to close.
 pub fn spawn_detached(args: &[OsString], log: &Path) -> io::Result<u32> {
-    if let Some(dir) = log.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let out = OpenOptions::new().create(true).append(true).open(log)?;
+    let out = log
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| OpenOptions::new().create(true).append(true).open(log))
+        .or_else(|e| {
+            tracing::warn!(log = %log.display(), error = %e, "cannot open the log; the detached process writes to /dev/null");
+            OpenOptions::new().write(true).open("/dev/null")
+        })?;
     let err = out.try_clone()?;
     let mut command = Command::new(std::env::current_exe()?);
     command.args(args).stdin(Stdio::null()).stdout(out).stderr(err);

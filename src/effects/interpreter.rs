@@ -8,6 +8,8 @@ use crate::config::now_ms;
 use crate::effects::blocking;
 use crate::effects::client::{Client, LoneLine, SendError};
 use crate::effects::lines::{Limits, LineReader};
+use crate::effects::open::{is_refusal, Identity};
+use crate::effects::outbox::{self, Flush};
 use crate::effects::tail::TailObserver;
 use crate::machine::{step, Command, Input, State, Watermark};
 use crate::store::{Holder, MachineMeta, Store};
@@ -30,6 +32,8 @@ pub struct Interpreter {
     tail: Option<TailObserver>,
     reader: Option<LineReader>,
     watermark: Watermark,
+    /// The file (device, inode) `watermark` refers to, persisted with it.
+    identity: Option<Identity>,
     /// The server's `last-line` is asked once per run, before the first batch.
     resume_point_checked: bool,
     /// The next batch, being read and encoded while the current one is in flight.
@@ -50,16 +54,20 @@ pub struct RunStats {
 }
 
 impl Interpreter {
+    /// `identity` is the file `watermark` refers to, when known: another file at the path is
+    /// read from line 0.
     pub fn new(
         store: Store,
         meta: MachineMeta,
         holder: Holder,
         delivery: Delivery,
         watermark: Option<Watermark>,
+        identity: Option<Identity>,
     ) -> Self {
         Interpreter {
             tail: Some(TailObserver::new(&meta.transcript)),
-            reader: Some(LineReader::new(&meta.transcript)),
+            reader: Some(LineReader::new(&meta.transcript).expecting(identity)),
+            identity,
             store,
             meta,
             holder,
@@ -152,8 +160,11 @@ impl Interpreter {
             input.clone(),
             next.phase.clone(),
         );
-        let result =
-            blocking(move || store.record_step(&meta, &input, &phase, watermark, &holder, now_ms())).await;
+        let identity = self.identity;
+        let result = blocking(move || {
+            store.record_step(&meta, &input, &phase, watermark, identity, &holder, now_ms())
+        })
+        .await;
         if let Err(e) = result {
             tracing::error!(error = %e, "cannot write the transition log; continuing without it (the server's last-line will be the resume point)");
             self.store_failed = true;
@@ -184,6 +195,22 @@ impl Interpreter {
                 error: error.message(),
             }
         };
+        if !self.resume_point_checked && !self.store_failed {
+            // The session's start (and notifications) reach the server before its lines.
+            let flushed = outbox::flush(
+                &self.store,
+                &self.delivery.client,
+                Some(self.meta.session),
+                Flush::BeforeLines,
+            )
+            .await;
+            if let Some(error) = flushed.failed {
+                return failed(
+                    SendError::Retryable(format!("session-start not delivered: {error}")),
+                    &mut self.stats,
+                );
+            }
+        }
         if !self.resume_point_checked {
             match self.delivery.client.last_line(self.meta.session).await {
                 Ok(server_last) => {
@@ -195,8 +222,8 @@ impl Interpreter {
         }
         let mut limits = self.delivery.limits;
         loop {
-            let from = self.watermark;
-            let batch = match self.prepared(from, limits, take_unterminated).await {
+            let (from, identity) = (self.watermark, self.identity);
+            let batch = match self.prepared(from, identity, limits, take_unterminated).await {
                 Ok(Some(batch)) => batch,
                 Ok(None) => {
                     tracing::warn!(path = %self.meta.transcript.display(), "transcript missing; nothing to deliver");
@@ -206,6 +233,11 @@ impl Interpreter {
                         drained: true,
                     };
                 }
+                Err(e) if is_refusal(&e) => {
+                    // A symlink or FIFO will not become a transcript by retrying: park now,
+                    // with the reason (resume tries again, should a real file appear).
+                    return failed(SendError::Refused(e.to_string()), &mut self.stats);
+                }
                 Err(e) => {
                     return failed(
                         SendError::Retryable(format!("cannot read transcript: {e}")),
@@ -213,14 +245,22 @@ impl Interpreter {
                     )
                 }
             };
+
             if batch.held_back {
                 tracing::info!("last line has no newline yet and is incomplete; left for its writer");
             }
-            let (count, bytes, at_end, end, lone) =
-                (batch.count, batch.bytes, batch.at_end, batch.end, batch.lone);
+            let (count, bytes, at_end, end, lone, read_from) = (
+                batch.count,
+                batch.bytes,
+                batch.at_end,
+                batch.end,
+                batch.lone,
+                batch.identity,
+            );
             let encoded = match batch.body {
                 None => {
                     self.watermark = end;
+                    self.identity = read_from;
                     return Input::BatchAcked {
                         now: now_ms(),
                         upto: (end != from).then_some(end),
@@ -233,7 +273,7 @@ impl Interpreter {
             // Read and encode the next batch while this one is in flight; it is used only if
             // this one is acknowledged (the next delivery then starts exactly at `end`).
             if !at_end {
-                self.prefetch = Some(self.spawn_prepare(end, limits, take_unterminated));
+                self.prefetch = Some(self.spawn_prepare(end, read_from, limits, take_unterminated));
             }
             let client = &self.delivery.client;
             let sent = match client.send_batch(self.meta.session, encoded, lone).await {
@@ -249,6 +289,7 @@ impl Interpreter {
                     self.stats.lines_sent += count as u64;
                     self.stats.bytes_sent += bytes as u64;
                     self.watermark = end;
+                    self.identity = read_from;
                     Input::BatchAcked {
                         now: now_ms(),
                         upto: Some(end),
@@ -281,6 +322,7 @@ impl Interpreter {
         self.reader = Some(reader);
         match skipped {
             Ok(w) => {
+                self.identity = self.reader.as_ref().and_then(LineReader::identity);
                 tracing::info!(
                     from = from.next_line,
                     to = w.next_line,
@@ -289,7 +331,8 @@ impl Interpreter {
                 self.watermark = w;
                 if !self.store_failed {
                     let (store, session) = (self.store.clone(), self.meta.session);
-                    if let Err(e) = blocking(move || store.advance_watermark(session, w)).await {
+                    let identity = self.identity;
+                    if let Err(e) = blocking(move || store.advance_watermark(session, w, identity)).await {
                         tracing::warn!(error = %e, "cannot persist the skipped-to watermark");
                     }
                 }
@@ -305,6 +348,7 @@ impl Interpreter {
     async fn prepared(
         &mut self,
         from: Watermark,
+        identity: Option<Identity>,
         limits: Limits,
         take: bool,
     ) -> std::io::Result<Option<Prepared>> {
@@ -312,33 +356,37 @@ impl Interpreter {
             let (reader, result) = join(prefetch).await;
             self.reader = Some(reader);
             if let Ok(Some(p)) = &result {
-                if p.from == from && p.limits == limits && p.take == take {
+                if p.from == from && p.from_identity == identity && p.limits == limits && p.take == take {
                     return result;
                 }
             }
         }
-        let task = self.spawn_prepare(from, limits, take);
+        let task = self.spawn_prepare(from, identity, limits, take);
         let (reader, result) = join(task).await;
         self.reader = Some(reader);
         result
     }
 
-    /// Reads and encodes the batch after `from` on a blocking thread. A transcript shorter than
-    /// `from` was truncated or replaced: it is read again from the start (ids keep lines single).
-    fn spawn_prepare(&mut self, from: Watermark, limits: Limits, take: bool) -> Prefetch {
+    /// Reads and encodes the batch after `from` (in the file `from_identity`) on a blocking
+    /// thread. A replaced transcript, or one shorter than `from`, is read again from the start
+    /// (ids keep lines single).
+    fn spawn_prepare(
+        &mut self,
+        from: Watermark,
+        from_identity: Option<Identity>,
+        limits: Limits,
+        take: bool,
+    ) -> Prefetch {
         let mut reader = self.reader.take().expect("line reader present");
         let session = self.meta.session;
         tokio::task::spawn_blocking(move || {
             let result = (|| {
-                let Some(len) = reader.len()? else { return Ok(None) };
-                let start = if len < from.offset {
-                    tracing::warn!(len, watermark = from.offset, "transcript is shorter than the delivered position (truncated or replaced); reading it from the start");
-                    Watermark::default()
-                } else {
-                    from
+                let Some(batch) = reader.read_batch_at(from, from_identity, limits, take)? else {
+                    return Ok(None);
                 };
-                let batch = reader.read_batch(start, limits, take)?;
                 Ok(Some(Prepared {
+                    identity: reader.identity(),
+                    from_identity,
                     from,
                     limits,
                     take,
@@ -358,6 +406,10 @@ impl Interpreter {
 
 /// A batch read and encoded, ready to send.
 struct Prepared {
+    /// The file it was read from.
+    identity: Option<Identity>,
+    /// The file `from` is a position in.
+    from_identity: Option<Identity>,
     /// What it was prepared for: used only if the next delivery asks for exactly this.
     from: Watermark,
     limits: Limits,

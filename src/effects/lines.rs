@@ -8,6 +8,7 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+use crate::effects::open::{open_transcript, probe, Identity, OpenError};
 use crate::machine::terminal::{classify, is_blank, LineKind};
 use crate::machine::Watermark;
 
@@ -60,6 +61,9 @@ pub struct Batch {
     pub at_end: bool,
     /// An unterminated last line was left for later (still being written).
     pub held_back: bool,
+    /// The file was replaced or cut short: this batch starts at line 0, not at the position
+    /// asked for.
+    pub restarted: bool,
 }
 
 impl Batch {
@@ -69,9 +73,19 @@ impl Batch {
 }
 
 /// A reader that stays open between batches, so a sequential drain never seeks or reopens.
+///
+/// It remembers which file (device, inode) its positions refer to. Each batch starts by looking
+/// at what the path names now: if that is another file (an atomic rewrite renamed over it) or a
+/// file shorter than the position (rewritten in place), the new content is read from line 0
+/// under the same ids, so what the server holds stays, a line that is the same is dropped as a
+/// duplicate, and a different line under a used number is kept aside by the server. A batch
+/// that reaches the end of the old file looks again, so a drain never ends on a replaced file.
 pub struct LineReader {
     path: PathBuf,
     open: Option<(BufReader<File>, u64)>,
+    /// The file the caller's positions refer to; `None` until the first open (then the caller's
+    /// position is trusted as being about whatever file is there).
+    identity: Option<Identity>,
 }
 
 impl LineReader {
@@ -79,48 +93,130 @@ impl LineReader {
         LineReader {
             path: path.into(),
             open: None,
+            identity: None,
         }
+    }
+
+    /// A reader whose positions are known to refer to the file `identity` (persisted with the
+    /// watermark): a different file at the path is read from line 0.
+    pub fn expecting(mut self, identity: Option<Identity>) -> Self {
+        self.identity = identity;
+        self
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// The file's current length, or `None` if it is missing.
-    pub fn len(&self) -> io::Result<Option<u64>> {
-        match std::fs::metadata(&self.path) {
-            Ok(m) if m.is_file() => Ok(Some(m.len())),
-            Ok(_) => Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file")),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+    /// The file positions refer to, once one was opened.
+    pub fn identity(&self) -> Option<Identity> {
+        self.identity
+    }
+
+    /// Opens the path safely ([`open_transcript`]); `None` when it is missing.
+    fn reopen(&mut self) -> io::Result<Option<(Identity, u64)>> {
+        self.open = None;
+        match open_transcript(&self.path) {
+            Ok(opened) => {
+                let (identity, len) = (opened.identity, opened.len);
+                self.open = Some((BufReader::with_capacity(1 << 20, opened.file), 0));
+                Ok(Some((identity, len)))
+            }
+            Err(OpenError::Missing) => Ok(None),
+            Err(e) => Err(e.into_io()),
         }
     }
 
-    fn reader_at(&mut self, offset: u64) -> io::Result<&mut BufReader<File>> {
-        let reuse = matches!(&self.open, Some((_, pos)) if *pos == offset);
-        if !reuse {
-            let mut reader = BufReader::with_capacity(1 << 20, File::open(&self.path)?);
-            reader.seek(SeekFrom::Start(offset))?;
-            self.open = Some((reader, offset));
+    /// Checks what the path names now against the file positions refer to. Returns the
+    /// position to read from (`from`, or the start when the file was replaced or cut short),
+    /// or `None` when there is no transcript.
+    fn settle(&mut self, from: Watermark) -> io::Result<Option<Watermark>> {
+        let current = probe(&self.path)?;
+        let Some((identity, len)) = current else {
+            self.open = None;
+            return Ok(None);
+        };
+        let same_file = self.identity.is_none_or(|known| known == identity);
+        let reusable =
+            same_file && len >= from.offset && matches!(&self.open, Some((_, pos)) if *pos == from.offset);
+        if reusable {
+            return Ok(Some(from));
         }
-        Ok(&mut self.open.as_mut().expect("opened above").0)
+        let Some((opened, len)) = self.reopen()? else {
+            return Ok(None);
+        };
+        let mut start = from;
+        if self.identity.is_some_and(|known| known != opened) {
+            tracing::warn!(path = %self.path.display(), next_line = from.next_line,
+                "transcript was replaced by another file; reading it again from line 0 (same ids: what the server holds stays)");
+            start = Watermark::default();
+        } else if len < from.offset {
+            tracing::warn!(path = %self.path.display(), len, watermark = from.offset,
+                "transcript is shorter than the delivered position (truncated or replaced); reading it from the start");
+            start = Watermark::default();
+        }
+        self.identity = Some(opened);
+        let (reader, pos) = self.open.as_mut().expect("opened above");
+        reader.seek(SeekFrom::Start(start.offset))?;
+        *pos = start.offset;
+        Ok(Some(start))
     }
 
-    /// Reads the next batch after `from`. On error the reader forgets its position.
+    /// True when the path now names a file other than the one being read. Asked of the file
+    /// that opens (not of an `lstat`), so it can only say what a reopen would find.
+    fn replaced(&self) -> bool {
+        match (open_transcript(&self.path), self.identity) {
+            (Ok(now), Some(known)) => now.identity != known,
+            _ => false,
+        }
+    }
+
+    /// Reads the next batch after `from`, a position in the file this reader read last (or the
+    /// one it was told to expect); see [`LineReader::read_batch_at`].
     pub fn read_batch(
         &mut self,
         from: Watermark,
         limits: Limits,
         take_unterminated: bool,
-    ) -> io::Result<Batch> {
-        let result = self.read_batch_inner(from, limits, take_unterminated);
+    ) -> io::Result<Option<Batch>> {
+        let identity = self.identity;
+        self.read_batch_at(from, identity, limits, take_unterminated)
+    }
+
+    /// Reads the next batch after `from`, a position in the file `identity` (`None`: whatever
+    /// file is there). `Ok(None)` when the transcript does not exist. When the path names
+    /// another file, or one shorter than `from`, the batch starts at line 0 (`restarted`); its
+    /// file is then [`LineReader::identity`]. On error the reader forgets its position.
+    pub fn read_batch_at(
+        &mut self,
+        from: Watermark,
+        identity: Option<Identity>,
+        limits: Limits,
+        take_unterminated: bool,
+    ) -> io::Result<Option<Batch>> {
+        if identity != self.identity {
+            self.identity = identity;
+            self.open = None;
+        }
+        let result = (|| {
+            let Some(start) = self.settle(from)? else {
+                return Ok(None);
+            };
+            let mut batch = self.read_batch_inner(start, limits, take_unterminated)?;
+            batch.restarted = start != from;
+            if batch.at_end && self.replaced() {
+                // The old file is done, and a new one is in its place: not the end.
+                batch.at_end = false;
+            }
+            Ok(Some(batch))
+        })();
         match &result {
-            Ok(batch) => {
+            Ok(Some(batch)) => {
                 if let Some((_, pos)) = self.open.as_mut() {
                     *pos = batch.end.offset;
                 }
             }
-            Err(_) => self.open = None,
+            Ok(None) | Err(_) => self.open = None,
         }
         result
     }
@@ -132,7 +228,7 @@ impl LineReader {
         take_unterminated: bool,
     ) -> io::Result<Batch> {
         let path = self.path.clone();
-        let reader = self.reader_at(from.offset)?;
+        let reader = &mut self.open.as_mut().expect("settled before reading").0;
         let mut pos = from.offset;
         let mut next_line = from.next_line;
         let mut open_line = from.open_line;
@@ -164,6 +260,7 @@ impl LineReader {
                     },
                     at_end: true,
                     held_back: true,
+                    restarted: false,
                 });
             }
         }
@@ -227,14 +324,18 @@ impl LineReader {
             },
             at_end,
             held_back,
+            restarted: false,
         })
     }
 
     /// Moves from `from` to the start of line `target` (to skip what the server already holds),
     /// counting newlines without copying lines. Stops early at the end of the complete lines.
     pub fn skip_to_line(&mut self, from: Watermark, target: u64) -> io::Result<Watermark> {
-        let reader = self.reader_at(from.offset)?;
-        let mut w = from;
+        let Some(start) = self.settle(from)? else {
+            return Ok(from);
+        };
+        let reader = &mut self.open.as_mut().expect("settled above").0;
+        let mut w = start;
         let mut partial = 0u64; // bytes of a line whose newline has not been seen yet
         while w.next_line < target || w.open_line {
             let chunk = reader.fill_buf()?;

@@ -1,9 +1,11 @@
 //! The interpreter and everything that touches the world: files, the network, processes.
 
+pub mod agent;
 pub mod client;
 pub mod detach;
 pub mod interpreter;
 pub mod lines;
+pub mod open;
 pub mod outbox;
 pub mod redact;
 pub mod session;

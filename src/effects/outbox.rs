@@ -1,40 +1,117 @@
-//! Session-end notices the sessionEnd hook could not post: kept in the store, delivered by the
-//! finalizer after it drains, and by every `finalize --resume` (the background sweep) after that.
+//! Lifecycle notices (session-start, notification, session-end) go through a durable queue in
+//! the store, so a server that is down when a hook runs still gets them, in order: a session's
+//! start and notifications before its lines (the watcher and the finalizer flush them before
+//! their first batch), its end after its lines (the finalizer flushes it once it has drained).
+//! Within a session, a notice that fails stops the flush: nothing overtakes it.
 
 use crate::effects::blocking;
 use crate::effects::client::Client;
 use crate::ids::SessionId;
-use crate::store::Store;
+use crate::store::{Holder, Notice, NoticeKind, Store};
 
-pub const SESSION_END_PATH: &str = "/hooks/session-end/copilot";
+pub use crate::store::SESSION_END_PATH;
 
-/// Posts pending notices (of `only` one session, or all); returns how many were delivered.
-pub async fn deliver_session_ends(store: &Store, client: &Client, only: Option<SessionId>) -> usize {
+/// Where session-start notices go.
+pub const SESSION_START_PATH: &str = "/hooks/session-start/copilot";
+/// Where notifications go.
+pub const NOTIFICATION_PATH: &str = "/hooks/notification";
+
+/// Which notices a flush may deliver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flush {
+    /// Those that go before the session's lines: up to its first pending session-end.
+    BeforeLines,
+    /// Everything: the session's lines are delivered.
+    All,
+}
+
+/// The outcome of a flush.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Flushed {
+    pub delivered: usize,
+    /// The first failure, if one stopped a session's queue.
+    pub failed: Option<String>,
+}
+
+/// A notice for `kind` with `body`, posted to its protocol path.
+pub fn notice(kind: NoticeKind, body: serde_json::Value) -> Notice {
+    let path = match kind {
+        NoticeKind::SessionStart => SESSION_START_PATH,
+        NoticeKind::Notification => NOTIFICATION_PATH,
+        NoticeKind::SessionEnd => SESSION_END_PATH,
+    };
+    Notice {
+        kind,
+        path: path.into(),
+        body,
+        claimed_by: None,
+    }
+}
+
+/// Posts the pending notices of `only` one session (or of all) that `which` allows, in order.
+pub async fn flush(store: &Store, client: &Client, only: Option<SessionId>, which: Flush) -> Flushed {
     let pending = {
         let store = store.clone();
-        match blocking(move || store.pending_session_ends()).await {
+        match blocking(move || store.pending_notices(only)).await {
             Ok(p) => p,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read pending session-end notices");
-                return 0;
+                // Nothing can be known to be pending, and lines must not wait on a broken store
+                // (a full disk): delivery goes on.
+                tracing::warn!(error = %e, "cannot read pending lifecycle notices; going on without them");
+                return Flushed::default();
             }
         }
     };
-    let mut delivered = 0;
-    for (session, payload) in pending.into_iter().filter(|(s, _)| only.is_none_or(|o| o == *s)) {
-        match client.post_json(SESSION_END_PATH, &payload).await {
-            Ok(()) => {
-                delivered += 1;
-                let store = store.clone();
-                if let Err(e) = blocking(move || store.remove_session_end(session, &payload)).await {
-                    tracing::warn!(%session, error = %e, "session-end delivered but not cleared; it may be posted again");
+    let mut out = Flushed::default();
+    let mut stopped: Vec<SessionId> = Vec::new();
+    for item in pending {
+        if stopped.contains(&item.session) {
+            continue;
+        }
+        if which == Flush::BeforeLines && item.notice.kind == NoticeKind::SessionEnd {
+            stopped.push(item.session);
+            continue;
+        }
+        // Claimed first, so two flushers (a hook and the sweep) never post one notice twice.
+        let (claim_store, session, seq) = (store.clone(), item.session, item.seq);
+        let me = Holder::current();
+        match blocking(move || claim_store.claim_notice(session, seq, &me, false)).await {
+            Ok(true) => {}
+            Ok(false) => {
+                // Delivered meanwhile, or being posted by another live process: what follows
+                // in this session waits for it.
+                stopped.push(item.session);
+                if which == Flush::BeforeLines {
+                    out.failed
+                        .get_or_insert_with(|| "being delivered by another kcap process".into());
                 }
-                tracing::info!(%session, "pending session-end delivered");
+                continue;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot claim the notice; posting it anyway"),
+        }
+        match client.post_json(&item.notice.path, &item.notice.body).await {
+            Ok(()) => {
+                out.delivered += 1;
+                let (store, session, seq) = (store.clone(), item.session, item.seq);
+                if let Err(e) = blocking(move || store.remove_notice(session, seq)).await {
+                    tracing::warn!(%session, error = %e, "notice delivered but not cleared; it may be posted again");
+                }
+                tracing::info!(session = %item.session, path = %item.notice.path, "pending notice delivered");
             }
             Err(e) => {
-                tracing::warn!(%session, error = %e.message(), "pending session-end still undeliverable")
+                let (store, session, seq) = (store.clone(), item.session, item.seq);
+                let _ = blocking(move || store.claim_notice(session, seq, &me, true)).await;
+                tracing::warn!(session = %item.session, path = %item.notice.path, error = %e.message(), "notice still undeliverable; kept, in order");
+                out.failed.get_or_insert(e.message());
+                stopped.push(item.session);
             }
         }
     }
-    delivered
+    out
+}
+
+/// Posts pending session-end notices (and anything queued before them) of `only` one session,
+/// or of all; returns how many notices were delivered.
+pub async fn deliver_session_ends(store: &Store, client: &Client, only: Option<SessionId>) -> usize {
+    flush(store, client, only, Flush::All).await.delivered
 }

@@ -104,6 +104,7 @@ impl SessionRun<'_> {
             holder,
             self.delivery.clone(),
             record.local_watermark(),
+            record.identity,
         );
         let state = interpreter.run(state, first).await;
         Ok(RunOutcome::Ran {
@@ -129,8 +130,15 @@ pub async fn record_spawn(
 /// Runs a machine with no store at all: the store is unusable, and delivery must not stop.
 pub async fn run_without_store(store: &Store, delivery: &Delivery, meta: MachineMeta) -> (State, RunStats) {
     let state = State::spawned(meta.timings, meta.spawned_at);
-    let mut interpreter =
-        Interpreter::new(store.clone(), meta, Holder::current(), delivery.clone(), None).without_store();
+    let mut interpreter = Interpreter::new(
+        store.clone(),
+        meta,
+        Holder::current(),
+        delivery.clone(),
+        None,
+        None,
+    )
+    .without_store();
     let state = interpreter.run(state, Input::Started { now: now_ms() }).await;
     (state, interpreter.stats)
 }

@@ -7,9 +7,9 @@
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use crate::effects::open::{open_transcript, OpenError};
 use crate::machine::terminal::{classify_reader, is_blank, LineKind};
 use crate::machine::Tail;
 
@@ -52,11 +52,13 @@ impl TailObserver {
         &self.path
     }
 
+    /// A missing or refused transcript (a symlink, a FIFO: [`open_transcript`] logs why, once)
+    /// is `Missing`; so is one that cannot be read, with a warning.
     pub fn observe(&mut self) -> Tail {
         match self.try_observe() {
             Ok(tail) => tail,
             Err(e) => {
-                if e.kind() != io::ErrorKind::NotFound {
+                if !matches!(e, OpenError::Missing | OpenError::Refused(_)) {
                     tracing::warn!(path = %self.path.display(), error = %e, "transcript unreadable; treated as missing");
                 }
                 self.scan = None;
@@ -65,14 +67,13 @@ impl TailObserver {
         }
     }
 
-    fn try_observe(&mut self) -> io::Result<Tail> {
-        let mut file = File::open(&self.path)?;
-        let meta = file.metadata()?;
-        if !meta.is_file() {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
-        }
-        let identity = (meta.dev(), meta.ino());
-        let len = meta.len();
+    fn try_observe(&mut self) -> Result<Tail, OpenError> {
+        let opened = open_transcript(&self.path)?;
+        let (mut file, identity, len) = (opened.file, opened.identity, opened.len);
+        self.scan_file(&mut file, identity, len).map_err(OpenError::Io)
+    }
+
+    fn scan_file(&mut self, file: &mut File, identity: (u64, u64), len: u64) -> io::Result<Tail> {
         let stale = match &self.scan {
             Some(scan) if scan.identity != identity => {
                 tracing::warn!(path = %self.path.display(), "transcript was replaced; rescanning its end");
@@ -86,11 +87,11 @@ impl TailObserver {
             None => true,
         };
         if stale {
-            self.scan = Some(initial_scan(&mut file, identity, len)?);
+            self.scan = Some(initial_scan(file, identity, len)?);
         }
         let scan = self.scan.as_mut().expect("scan set above");
         if len > scan.scanned {
-            scan_forward(&mut file, scan, len)?;
+            scan_forward(file, scan, len)?;
         }
         let candidate = if scan.open_nonblank {
             Some(Span {
@@ -109,7 +110,7 @@ impl TailObserver {
                 file.seek(SeekFrom::Start(span.start))?;
                 let kind = classify_reader(io::BufReader::with_capacity(
                     CHUNK,
-                    (&file).take(span.end - span.start),
+                    (&*file).take(span.end - span.start),
                 ));
                 scan.classified = Some((span, kind));
                 kind

@@ -8,16 +8,19 @@
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::now_ms;
+use crate::effects::agent::AgentWatch;
 use crate::effects::blocking;
 use crate::effects::client::{Client, LoneLine, SendError};
 use crate::effects::interpreter::Delivery;
 use crate::effects::lines::{Batch, Limits, LineReader};
+use crate::effects::open::{is_refusal, open_transcript, probe, Identity, OpenError};
+use crate::effects::outbox::{self, Flush};
 use crate::ids::SessionId;
-use crate::machine::Watermark;
-use crate::store::Store;
+use crate::machine::{Millis, Watermark};
+use crate::store::{Holder, Store};
 
 pub fn pid_file(kcap_home: &Path, session: SessionId) -> PathBuf {
     kcap_home
@@ -25,13 +28,45 @@ pub fn pid_file(kcap_home: &Path, session: SessionId) -> PathBuf {
         .join(format!("{}.pid", session.dashed()))
 }
 
+/// Who holds a session's watcher lock: the live watcher, or a sessionEnd hook draining inline
+/// after it. Only a watcher is ever signalled; a draining hook is waited for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Watch,
+    Drain,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Watch => "watch",
+            Role::Drain => "drain",
+        }
+    }
+}
+
+/// The holder of a session's watcher lock, as its pid file says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockHolder {
+    pub session: SessionId,
+    pub process: Holder,
+    pub role: Role,
+    /// When it took the lock (epoch ms; 0 if the file predates this field).
+    pub since: Millis,
+}
+
 /// The lock that makes a watcher the only one of its session, held until dropped.
 pub struct WatcherLock {
     _file: File,
 }
 
-/// Takes the session's watcher lock and writes our pid, or `None` if a watcher already runs.
+/// Takes the session's watcher lock as a watcher and writes who we are, or `None` if it is held.
 pub fn claim(kcap_home: &Path, session: SessionId) -> std::io::Result<Option<WatcherLock>> {
+    claim_as(kcap_home, session, Role::Watch)
+}
+
+/// Takes the session's watcher lock in `role`; `None` if another process holds it.
+pub fn claim_as(kcap_home: &Path, session: SessionId, role: Role) -> std::io::Result<Option<WatcherLock>> {
     let path = pid_file(kcap_home, session);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -43,8 +78,9 @@ pub fn claim(kcap_home: &Path, session: SessionId) -> std::io::Result<Option<Wat
         .open(&path)?;
     match file.try_lock() {
         Ok(()) => {
+            let me = Holder::current();
             file.set_len(0)?;
-            write!(file, "{}", std::process::id())?;
+            write!(file, "{} {} {} {}", me.pid, me.start_ticks, role.name(), now_ms())?;
             file.flush()?;
             Ok(Some(WatcherLock { _file: file }))
         }
@@ -53,17 +89,70 @@ pub fn claim(kcap_home: &Path, session: SessionId) -> std::io::Result<Option<Wat
     }
 }
 
-/// The pid of the session's running watcher, if one holds the lock.
-pub fn running(kcap_home: &Path, session: SessionId) -> Option<u32> {
+/// Who holds the session's watcher lock right now, if anyone.
+pub fn holder(kcap_home: &Path, session: SessionId) -> Option<LockHolder> {
     let path = pid_file(kcap_home, session);
     let file = OpenOptions::new().write(true).open(&path).ok()?;
     match file.try_lock() {
-        // Nobody holds it: no watcher (a stale pid file from a killed one).
+        // Nobody holds it: a stale pid file from a killed process.
         Ok(()) => None,
-        Err(_) => std::fs::read_to_string(&path).ok()?.trim().parse().ok(),
+        Err(_) => {
+            let text = std::fs::read_to_string(&path).ok()?;
+            let mut fields = text.split_whitespace();
+            let pid: u32 = fields.next()?.parse().ok()?;
+            let start_ticks = fields.next().and_then(|t| t.parse().ok()).unwrap_or(0);
+            let role = match fields.next() {
+                Some("drain") => Role::Drain,
+                _ => Role::Watch,
+            };
+            let since = fields.next().and_then(|t| t.parse().ok()).unwrap_or(0);
+            Some(LockHolder {
+                session,
+                process: Holder { pid, start_ticks },
+                role,
+                since,
+            })
+        }
     }
 }
 
+/// The pid of the session's running watcher (not a hook draining), if one holds the lock.
+pub fn running(kcap_home: &Path, session: SessionId) -> Option<u32> {
+    holder(kcap_home, session)
+        .filter(|h| h.role == Role::Watch)
+        .map(|h| h.process.pid)
+}
+
+/// Every session whose watcher lock is held, oldest first.
+pub fn all_running(kcap_home: &Path) -> Vec<LockHolder> {
+    let Ok(entries) = std::fs::read_dir(kcap_home.join("watchers")) else {
+        return Vec::new();
+    };
+    let mut out: Vec<LockHolder> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name();
+            let session: SessionId = name.to_str()?.strip_suffix(".pid")?.parse().ok()?;
+            holder(kcap_home, session)
+        })
+        .collect();
+    out.sort_by_key(|h| h.since);
+    out
+}
+
+/// Sends SIGTERM to the session's watcher, if the lock holder is a watcher and is the process
+/// that took the lock (never a hook, never a recycled pid). Returns its pid.
+pub fn stop(kcap_home: &Path, session: SessionId) -> Option<u32> {
+    let h = holder(kcap_home, session)?;
+    if h.role != Role::Watch || !h.process.is_alive() || h.process.pid == std::process::id() {
+        return None;
+    }
+    // SAFETY: signalling the process that holds this session's watcher lock as its watcher.
+    unsafe { libc::kill(h.process.pid as libc::pid_t, libc::SIGTERM) };
+    Some(h.process.pid)
+}
+
+/// A live watcher of one session's transcript.
 pub struct Watcher {
     pub store: Store,
     pub session: SessionId,
@@ -72,6 +161,7 @@ pub struct Watcher {
     pub poll: Duration,
 }
 
+/// What a watcher counted.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct WatchStats {
     pub batches: u64,
@@ -82,6 +172,33 @@ pub struct WatchStats {
     pub duplicates: u64,
 }
 
+/// When a watcher ends by itself, besides being told to stop.
+#[derive(Debug, Clone)]
+pub struct Endings {
+    /// Whose exit ends the session.
+    pub agent: AgentWatch,
+    /// A transcript that has not grown for this long ends the watcher.
+    pub idle_limit: Option<Duration>,
+}
+
+/// Why a watcher stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Told to stop (SIGTERM by the sessionEnd hook, or the caller's future).
+    Stopped,
+    /// The session's Copilot process went away without a sessionEnd.
+    AgentGone { pid: u32 },
+    /// The transcript did not grow for the idle limit.
+    Idle { for_ms: u64 },
+}
+
+/// A delivered position and the file it is in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct At {
+    watermark: Watermark,
+    identity: Option<Identity>,
+}
+
 impl Watcher {
     /// Tails until `stop` resolves, then drains once more (bounded by `final_drain`) and returns.
     pub async fn run(
@@ -89,19 +206,55 @@ impl Watcher {
         stop: impl std::future::Future<Output = ()>,
         final_drain: Duration,
     ) -> WatchStats {
+        let endings = Endings {
+            agent: AgentWatch::Unknown,
+            idle_limit: None,
+        };
+        self.run_until(stop, &endings, final_drain).await.0
+    }
+
+    /// Tails until `stop` resolves or one of `endings` happens, then drains once more (bounded
+    /// by `final_drain`) and says why it stopped.
+    pub async fn run_until(
+        &self,
+        stop: impl std::future::Future<Output = ()>,
+        endings: &Endings,
+        final_drain: Duration,
+    ) -> (WatchStats, Ended) {
         let mut stats = WatchStats::default();
         let mut reader = Some(LineReader::new(&self.transcript));
-        let mut position = self.start_position().await;
+        let mut at = self.start_position().await;
         let mut backoff = Duration::ZERO;
+        let session_dir = self.transcript.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let mut last_growth = (Instant::now(), probe(&self.transcript).ok().flatten());
         tokio::pin!(stop);
-        loop {
+        let ended = loop {
             let pause = self.poll.max(backoff);
             tokio::select! {
-                _ = &mut stop => break,
+                _ = &mut stop => break Ended::Stopped,
                 _ = tokio::time::sleep(pause) => {}
             }
+            if let Some(pid) = endings.agent.gone(&session_dir) {
+                tracing::warn!(pid, "the session's Copilot process is gone without a sessionEnd; draining and handing the session to a finalizer");
+                break Ended::AgentGone { pid };
+            }
+            let now = probe(&self.transcript).ok().flatten();
+            if now != last_growth.1 {
+                last_growth = (Instant::now(), now);
+            } else if let Some(limit) = endings.idle_limit {
+                let idle = last_growth.0.elapsed();
+                if idle >= limit {
+                    tracing::warn!(
+                        idle_ms = idle.as_millis() as u64,
+                        "transcript idle past the limit; draining and handing the session to a finalizer"
+                    );
+                    break Ended::Idle {
+                        for_ms: idle.as_millis() as u64,
+                    };
+                }
+            }
             match self
-                .deliver_available(&mut reader, &mut position, &mut stats, false)
+                .deliver_available(&mut reader, &mut at, &mut stats, false)
                 .await
             {
                 Ok(()) => backoff = Duration::ZERO,
@@ -111,11 +264,11 @@ impl Watcher {
                     tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "watcher delivery failed; keeping position");
                 }
             }
-        }
-        tracing::info!("watcher stopping: final drain");
+        };
+        tracing::info!(?ended, "watcher stopping: final drain");
         let drained = tokio::time::timeout(
             final_drain,
-            self.deliver_available(&mut reader, &mut position, &mut stats, false),
+            self.deliver_available(&mut reader, &mut at, &mut stats, false),
         )
         .await;
         match drained {
@@ -123,18 +276,21 @@ impl Watcher {
             Ok(Err(e)) => tracing::warn!(error = %e, "final drain failed; the finalizer delivers the rest"),
             Err(_) => tracing::warn!("final drain ran out of time; the finalizer delivers the rest"),
         }
-        stats
+        (stats, ended)
     }
 
     /// max(local watermark, server last-line + 1) is established lazily on the first delivery;
     /// here only the local part, so an unreachable server does not delay the start.
-    async fn start_position(&self) -> Watermark {
+    async fn start_position(&self) -> At {
         let (store, session) = (self.store.clone(), self.session);
-        match blocking(move || store.watermark(session)).await {
-            Ok(w) => w.unwrap_or_default(),
+        match blocking(move || store.position(session)).await {
+            Ok(p) => p.map_or_else(At::default, |p| At {
+                watermark: p.watermark,
+                identity: p.identity,
+            }),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the watermark; starting from the server's last-line");
-                Watermark::default()
+                At::default()
             }
         }
     }
@@ -144,75 +300,94 @@ impl Watcher {
     pub async fn deliver_once(&self, take_unterminated: bool) -> Result<WatchStats, String> {
         let mut stats = WatchStats::default();
         let mut reader = Some(LineReader::new(&self.transcript));
-        let mut position = self.start_position().await;
-        self.deliver_available(&mut reader, &mut position, &mut stats, take_unterminated)
+        let mut at = self.start_position().await;
+        // A refused transcript is an error here: import reports it.
+        if let Err(OpenError::Refused(why)) = open_transcript(&self.transcript).map(drop) {
+            return Err(format!("transcript refused: {why}"));
+        }
+        self.deliver_available(&mut reader, &mut at, &mut stats, take_unterminated)
             .await?;
         Ok(stats)
     }
 
-    /// Sends every complete line after `position`, batch by batch, advancing after each 2xx.
+    /// Sends every complete line after `at`, batch by batch, advancing after each 2xx. The
+    /// session's pending start (and notifications) go first.
     async fn deliver_available(
         &self,
         reader: &mut Option<LineReader>,
-        position: &mut Watermark,
+        at: &mut At,
         stats: &mut WatchStats,
         take_unterminated: bool,
     ) -> Result<(), String> {
-        // Idle: one stat, nothing else (no store, no network) until the file grows.
-        let grown = match std::fs::metadata(&self.transcript) {
-            Ok(m) => m.len() != position.offset,
-            Err(_) => false,
+        // Idle: one lstat, nothing else (no store, no network) until the file changes.
+        let changed = match probe(&self.transcript) {
+            Ok(Some((identity, len))) => at.identity != Some(identity) || len != at.watermark.offset,
+            _ => false,
         };
-        if !grown {
+        if !changed {
+            return Ok(());
+        }
+        // A refused file (logged once where it was refused) costs one open per poll, and
+        // nothing else: no store, no server.
+        if let Err(OpenError::Refused(_)) = open_transcript(&self.transcript).map(drop) {
             return Ok(());
         }
         // Another deliverer (a finalizer, an import) may have moved the shared watermark.
         let (store, session) = (self.store.clone(), self.session);
-        if let Ok(Some(shared)) = blocking(move || store.watermark(session)).await {
-            if shared.next_line > position.next_line {
-                *position = shared;
+        if let Ok(Some(shared)) = blocking(move || store.position(session)).await {
+            let same_file =
+                shared.identity.is_none() || at.identity.is_none() || shared.identity == at.identity;
+            if same_file && shared.watermark.next_line > at.watermark.next_line {
+                at.watermark = shared.watermark;
+                at.identity = shared.identity.or(at.identity);
             }
         }
-        if position.next_line == 0 {
+        let flushed = outbox::flush(
+            &self.store,
+            &self.delivery.client,
+            Some(self.session),
+            Flush::BeforeLines,
+        )
+        .await;
+        if let Some(error) = flushed.failed {
+            return Err(format!("the session's start is not on the server yet: {error}"));
+        }
+        if at.watermark.next_line == 0 {
             let client: &Client = &self.delivery.client;
             if let Ok(Some(last)) = client.last_line(self.session).await {
                 let mut r = reader.take().expect("reader present");
-                let from = *position;
+                let from = at.watermark;
                 let (r, skipped) = blocking(move || {
                     let s = r.skip_to_line(from, last + 1);
                     (r, s)
                 })
                 .await;
-                *reader = Some(r);
                 if let Ok(w) = skipped {
-                    *position = w;
+                    at.watermark = w;
+                    at.identity = r.identity();
                 }
+                *reader = Some(r);
             }
         }
         let mut limits = self.delivery.limits;
         loop {
             let mut r = reader.take().expect("reader present");
-            let from = *position;
+            let (from, identity) = (at.watermark, at.identity);
             let (r, batch) = blocking(move || {
-                let b = match r.len() {
-                    Ok(Some(len)) if len >= from.offset => {
-                        r.read_batch(from, limits, take_unterminated).map(Some)
-                    }
-                    Ok(Some(_)) => Err(std::io::Error::other(
-                        "transcript is shorter than the delivered position",
-                    )),
-                    Ok(None) => Ok(None),
-                    Err(e) => Err(e),
-                };
+                let b = r.read_batch_at(from, identity, limits, take_unterminated);
                 (r, b)
             })
             .await;
+            let read_from = r.identity();
             *reader = Some(r);
-            let Some(batch): Option<Batch> = batch.map_err(|e| format!("cannot read the transcript: {e}"))?
-            else {
-                return Ok(()); // not created yet
+            let batch: Batch = match batch {
+                Ok(Some(batch)) => batch,
+                Ok(None) => return Ok(()), // not created yet
+                // Logged once where it was refused; retrying every poll would only repeat it.
+                Err(e) if is_refusal(&e) => return Ok(()),
+                Err(e) => return Err(format!("cannot read the transcript: {e}")),
             };
-            if batch.end == *position {
+            if batch.end == at.watermark && read_from == at.identity {
                 return Ok(());
             }
             if !batch.lines.is_empty() {
@@ -233,9 +408,12 @@ impl Watcher {
                 stats.batches += 1;
                 stats.lines += batch.lines.len() as u64;
             }
-            *position = batch.end;
+            *at = At {
+                watermark: batch.end,
+                identity: read_from,
+            };
             let (store, session, w) = (self.store.clone(), self.session, batch.end);
-            if let Err(e) = blocking(move || store.advance_watermark(session, w)).await {
+            if let Err(e) = blocking(move || store.advance_watermark(session, w, read_from)).await {
                 tracing::warn!(error = %e, "cannot persist the watermark; the server's last-line covers it");
             }
             tracing::debug!(

@@ -21,6 +21,7 @@ pub struct Holder {
 }
 
 impl Holder {
+    /// This process.
     pub fn current() -> Self {
         let pid = std::process::id();
         Holder {
@@ -29,11 +30,32 @@ impl Holder {
         }
     }
 
+    /// The process `pid` as it is now, if it runs.
+    pub fn of(pid: u32) -> Option<Self> {
+        Some(Holder {
+            pid,
+            start_ticks: start_ticks(pid)?,
+        })
+    }
+
+    /// How long ago the process started, in milliseconds, if known.
+    pub fn age_ms(&self) -> Option<u64> {
+        let uptime = std::fs::read_to_string("/proc/uptime").ok()?;
+        let up_ms = (uptime.split_whitespace().next()?.parse::<f64>().ok()? * 1000.0) as u64;
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        let hz = if hz > 0 { hz as u64 } else { 100 };
+        Some(up_ms.saturating_sub(self.start_ticks.saturating_mul(1000) / hz))
+    }
+
+    /// The process still runs, and is the same one (not a recycled pid).
     pub fn is_alive(&self) -> bool {
         // SAFETY: kill with signal 0 only checks for existence and permission.
         let exists = unsafe { libc::kill(self.pid as libc::pid_t, 0) } == 0
             || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-        exists && (self.start_ticks == 0 || start_ticks(self.pid) == Some(self.start_ticks))
+        // A zombie has exited; only its parent has not collected it yet.
+        let zombie = matches!(state(self.pid), Some('Z' | 'X'));
+        exists && !zombie && (self.start_ticks == 0 || start_ticks(self.pid) == Some(self.start_ticks))
     }
 }
 
@@ -47,6 +69,15 @@ impl Lease {
     pub fn is_live(&self, now: Millis) -> bool {
         now < self.expires_at && self.holder.is_alive()
     }
+}
+
+fn state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()
 }
 
 fn start_ticks(pid: u32) -> Option<u64> {

@@ -5,6 +5,7 @@
 //! sidecar lock file: lock, open, read/write, flush, close, unlock. Nothing holds the store across
 //! a network call.
 
+mod health;
 mod lease;
 mod records;
 
@@ -16,7 +17,12 @@ use crate::ids::SessionId;
 use crate::machine::{Input, Millis, Phase, Timings, Watermark};
 
 pub use lease::{Holder, Lease};
-pub use records::{LogRecord, MachineMeta, MachineRecord};
+pub use records::{
+    LogRecord, MachineMeta, MachineRecord, Notice, NoticeKind, PendingNotice, Position, SESSION_END_PATH,
+};
+
+/// Device and inode of a transcript: which file a position refers to.
+pub type Identity = (u64, u64);
 
 /// How long a process waits for another's short hold before giving up. Holds take milliseconds;
 /// this bound only matters when something is badly wrong, and then a clear error beats a hang.
@@ -26,7 +32,8 @@ const MACHINES: &str = "machines";
 const LOG: &str = "log";
 const WATERMARKS: &str = "watermarks";
 const LEASES: &str = "leases";
-const OUTBOX: &str = "outbox";
+const NOTICES: &str = "notices";
+const LEGACY_OUTBOX: &str = "outbox";
 
 #[derive(Debug)]
 pub enum StoreError {
@@ -34,6 +41,11 @@ pub enum StoreError {
     Sled(sled::Error),
     Busy(Duration),
     Corrupt(String),
+    /// The filesystem is (nearly) full: the store is left untouched rather than written half.
+    Full {
+        home: PathBuf,
+        free: u64,
+    },
 }
 
 impl std::fmt::Display for StoreError {
@@ -43,6 +55,11 @@ impl std::fmt::Display for StoreError {
             StoreError::Sled(e) => write!(f, "store database error: {e}"),
             StoreError::Busy(d) => write!(f, "store lock not obtained within {}s", d.as_secs()),
             StoreError::Corrupt(m) => write!(f, "store record unreadable: {m}"),
+            StoreError::Full { home, free } => write!(
+                f,
+                "the filesystem holding {} is full ({free} bytes free); the store is not touched until there is room",
+                home.display()
+            ),
         }
     }
 }
@@ -86,8 +103,19 @@ impl Store {
     }
 
     /// Runs `f` with the database open and exclusively ours, then flushes and closes it.
+    ///
+    /// On a (nearly) full filesystem it does not open sled at all: sled writes while it opens
+    /// and recovers, and a write that ENOSPC cuts short is what left stores unreadable.
     fn with<T>(&self, f: impl FnOnce(&sled::Db) -> Result<T>) -> Result<T> {
         std::fs::create_dir_all(&self.home)?;
+        if let Some(free) = health::free_bytes(&self.home) {
+            if free < health::MIN_FREE_BYTES {
+                return Err(StoreError::Full {
+                    home: self.home.clone(),
+                    free,
+                });
+            }
+        }
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -165,12 +193,14 @@ impl Store {
 
     /// Appends one accepted transition, persists the watermark it carries (if any) and renews the
     /// holder's lease, in a single short hold.
+    #[allow(clippy::too_many_arguments)]
     pub fn record_step(
         &self,
         meta: &MachineMeta,
         input: &Input,
         phase_after: &Phase,
         watermark: Option<Watermark>,
+        identity: Option<Identity>,
         holder: &Holder,
         at: Millis,
     ) -> Result<u64> {
@@ -192,7 +222,7 @@ impl Store {
                 records::encode(&record)?,
             )?;
             if let Some(w) = watermark {
-                advance_watermark(db, meta.session, w)?;
+                advance_position(db, meta.session, w, identity)?;
             }
             lease::renew(&db.open_tree(LEASES)?, meta.session, holder, at)?;
             Ok(seq)
@@ -200,12 +230,23 @@ impl Store {
     }
 
     pub fn watermark(&self, session: SessionId) -> Result<Option<Watermark>> {
-        self.with(|db| read_watermark(db, session))
+        self.with(|db| Ok(read_position(db, session)?.map(|p| p.watermark)))
     }
 
-    /// Records progress made outside a machine (e.g. after skipping to the server's `last-line`).
-    pub fn advance_watermark(&self, session: SessionId, w: Watermark) -> Result<Watermark> {
-        self.with(|db| advance_watermark(db, session, w))
+    /// The delivered position and the file (device, inode) it refers to, when known.
+    pub fn position(&self, session: SessionId) -> Result<Option<Position>> {
+        self.with(|db| read_position(db, session))
+    }
+
+    /// Records progress made outside a machine (the watcher, import, a skip to the server's
+    /// `last-line`). `identity` is the file the position refers to.
+    pub fn advance_watermark(
+        &self,
+        session: SessionId,
+        w: Watermark,
+        identity: Option<Identity>,
+    ) -> Result<Position> {
+        self.with(|db| advance_position(db, session, w, identity))
     }
 
     /// Takes the session's finalizer lease unless a live process holds it.
@@ -217,42 +258,128 @@ impl Store {
         self.with(|db| lease::release(&db.open_tree(LEASES)?, session, holder))
     }
 
-    /// Keeps a session-end notice that could not be posted, for the finalizer or the sweep.
-    pub fn put_session_end(&self, session: SessionId, payload: &serde_json::Value) -> Result<()> {
+    /// Queues a lifecycle notice for delivery in order (DESIGN: start before lines before
+    /// end). A session-end replaces one still pending for the same session (one end per
+    /// session); other notices queue up. Returns the notice's sequence number.
+    pub fn queue_notice(&self, session: SessionId, notice: &Notice) -> Result<u64> {
         self.with(|db| {
-            db.open_tree(OUTBOX)?
-                .insert(session.as_bytes(), records::encode(payload)?)?;
-            Ok(())
+            let tree = notices_tree(db)?;
+            if notice.kind == NoticeKind::SessionEnd {
+                for item in tree.scan_prefix(session.as_bytes()) {
+                    let (key, value) = item?;
+                    if records::decode::<Notice>(&value)?.kind == NoticeKind::SessionEnd {
+                        tree.remove(key)?;
+                    }
+                }
+            }
+            let seq = match tree.scan_prefix(session.as_bytes()).keys().next_back() {
+                Some(key) => records::notice_seq(&key?)? + 1,
+                None => 0,
+            };
+            tree.insert(records::notice_key(session, seq), records::encode(notice)?)?;
+            Ok(seq)
         })
     }
 
-    pub fn pending_session_ends(&self) -> Result<Vec<(SessionId, serde_json::Value)>> {
+    /// Pending notices (of `only` one session, or all), in delivery order per session.
+    pub fn pending_notices(&self, only: Option<SessionId>) -> Result<Vec<PendingNotice>> {
         self.with(|db| {
+            let tree = notices_tree(db)?;
+            let items = match only {
+                Some(s) => tree.scan_prefix(s.as_bytes()),
+                None => tree.scan_prefix([]),
+            };
             let mut out = Vec::new();
-            for item in db.open_tree(OUTBOX)?.iter() {
-                let (k, v) = item?;
-                let Ok(bytes) = <[u8; 16]>::try_from(k.as_ref()) else {
+            for item in items {
+                let (key, value) = item?;
+                let Some(session) = key.get(..16).and_then(|k| <[u8; 16]>::try_from(k).ok()) else {
                     continue;
                 };
-                out.push((SessionId::from_bytes(bytes), records::decode(&v)?));
+                out.push(PendingNotice {
+                    session: SessionId::from_bytes(session),
+                    seq: records::notice_seq(&key)?,
+                    notice: records::decode(&value)?,
+                });
             }
             Ok(out)
         })
     }
 
-    /// Removes a delivered notice, unless a newer one replaced it meanwhile.
-    pub fn remove_session_end(&self, session: SessionId, delivered: &serde_json::Value) -> Result<()> {
+    /// Claims a pending notice for `holder` to post: `false` when it is gone (delivered) or
+    /// another live process is posting it. `release` gives a claim back (a failed post).
+    pub fn claim_notice(&self, session: SessionId, seq: u64, holder: &Holder, release: bool) -> Result<bool> {
         self.with(|db| {
-            let outbox = db.open_tree(OUTBOX)?;
-            let expected = records::encode(delivered)?;
-            let _ = outbox.compare_and_swap(session.as_bytes(), Some(expected), None as Option<&[u8]>)?;
+            let tree = notices_tree(db)?;
+            let key = records::notice_key(session, seq);
+            let Some(value) = tree.get(&key)? else {
+                return Ok(false);
+            };
+            let mut notice: Notice = records::decode(&value)?;
+            if release {
+                if notice.claimed_by == Some(*holder) {
+                    notice.claimed_by = None;
+                    tree.insert(key, records::encode(&notice)?)?;
+                }
+                return Ok(true);
+            }
+            match notice.claimed_by {
+                Some(other) if other != *holder && other.is_alive() => Ok(false),
+                _ => {
+                    notice.claimed_by = Some(*holder);
+                    tree.insert(key, records::encode(&notice)?)?;
+                    Ok(true)
+                }
+            }
+        })
+    }
+
+    /// Removes a delivered notice.
+    pub fn remove_notice(&self, session: SessionId, seq: u64) -> Result<()> {
+        self.with(|db| {
+            notices_tree(db)?.remove(records::notice_key(session, seq))?;
             Ok(())
         })
+    }
+
+    /// Session-end notices still waiting, with their bodies.
+    pub fn pending_session_ends(&self) -> Result<Vec<(SessionId, serde_json::Value)>> {
+        Ok(self
+            .pending_notices(None)?
+            .into_iter()
+            .filter(|p| p.notice.kind == NoticeKind::SessionEnd)
+            .map(|p| (p.session, p.notice.body))
+            .collect())
     }
 
     pub fn lease(&self, session: SessionId) -> Result<Option<Lease>> {
         self.with(|db| lease::read(&db.open_tree(LEASES)?, session))
     }
+}
+
+/// The notices tree, with session-end notices a previous version kept in its `outbox` tree
+/// (one per session, keyed by the session alone) moved in first.
+fn notices_tree(db: &sled::Db) -> Result<sled::Tree> {
+    let tree = db.open_tree(NOTICES)?;
+    let legacy = db.open_tree(LEGACY_OUTBOX)?;
+    for item in legacy.iter() {
+        let (key, value) = item?;
+        if let Ok(bytes) = <[u8; 16]>::try_from(key.as_ref()) {
+            let session = SessionId::from_bytes(bytes);
+            let notice = Notice {
+                kind: NoticeKind::SessionEnd,
+                path: records::SESSION_END_PATH.into(),
+                body: records::decode(&value)?,
+                claimed_by: None,
+            };
+            let seq = match tree.scan_prefix(session.as_bytes()).keys().next_back() {
+                Some(key) => records::notice_seq(&key?)? + 1,
+                None => 0,
+            };
+            tree.insert(records::notice_key(session, seq), records::encode(&notice)?)?;
+        }
+        legacy.remove(key)?;
+    }
+    Ok(tree)
 }
 
 /// Opens sled, waiting out its own file lock. The sidecar lock makes us the only opener, but
@@ -274,9 +401,29 @@ fn open_db(path: &Path) -> Result<sled::Db> {
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_millis(10));
             }
+            Err(e @ (sled::Error::Corruption { .. } | sled::Error::ReportableBug(_))) => {
+                return rebuild(path, &config, &e);
+            }
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// A store sled reports as corrupt (a write cut short by a full disk, a crash of the disk
+/// itself) is moved aside, not deleted, and a fresh one takes its place: every deliverer
+/// resumes from the server's `last-line`, and the ids keep a line sent twice stored once. What
+/// is lost is local bookkeeping only: machines and notices not yet delivered; the next
+/// `kcap import --copilot` delivers whatever lines the server lacks.
+fn rebuild(path: &Path, config: &sled::Config, error: &sled::Error) -> Result<sled::Db> {
+    let aside = path.with_file_name(format!("store.corrupt-{}", crate::config::now_ms()));
+    tracing::error!(
+        store = %path.display(),
+        moved_to = %aside.display(),
+        %error,
+        "the store is corrupt; moved aside and rebuilt empty (resume points come from the server)"
+    );
+    std::fs::rename(path, &aside)?;
+    Ok(config.open()?)
 }
 
 fn wait_for_lock(lock: &File) -> Result<()> {
@@ -305,32 +452,46 @@ fn load_log(db: &sled::Db, meta: MachineMeta) -> Result<MachineRecord> {
     for item in log.scan_prefix(records::machine_key(meta.session, meta.generation)) {
         records.push(records::decode::<LogRecord>(&item?.1)?);
     }
-    let watermark = read_watermark(db, meta.session)?;
+    let position = read_position(db, meta.session)?;
     let lease = lease::read(&db.open_tree(LEASES)?, meta.session)?;
     Ok(MachineRecord {
         meta,
         log: records,
-        watermark,
+        watermark: position.map(|p| p.watermark),
+        identity: position.and_then(|p| p.identity),
         lease,
     })
 }
 
-fn read_watermark(db: &sled::Db, session: SessionId) -> Result<Option<Watermark>> {
+fn read_position(db: &sled::Db, session: SessionId) -> Result<Option<Position>> {
     match db.open_tree(WATERMARKS)?.get(session.as_bytes())? {
         Some(v) => Ok(Some(records::decode(&v)?)),
         None => Ok(None),
     }
 }
 
-/// Watermarks only move forward: a slow process finishing late must not pull it back.
-fn advance_watermark(db: &sled::Db, session: SessionId, w: Watermark) -> Result<Watermark> {
-    let current = read_watermark(db, session)?;
+/// Watermarks only move forward on one file: a slow process finishing late must not pull it
+/// back. A position on another file (the transcript was replaced and is read again from line 0)
+/// replaces it: the old file's offsets mean nothing in the new one.
+fn advance_position(
+    db: &sled::Db,
+    session: SessionId,
+    w: Watermark,
+    identity: Option<Identity>,
+) -> Result<Position> {
+    let current = read_position(db, session)?;
+    let other_file =
+        matches!((&current, identity), (Some(c), Some(new)) if c.identity.is_some_and(|old| old != new));
     match current {
-        Some(c) if c.next_line >= w.next_line => Ok(c),
-        _ => {
+        Some(c) if !other_file && c.watermark.next_line >= w.next_line => Ok(c),
+        c => {
+            let position = Position {
+                watermark: w,
+                identity: identity.or(c.and_then(|c| c.identity)),
+            };
             db.open_tree(WATERMARKS)?
-                .insert(session.as_bytes(), records::encode(&w)?)?;
-            Ok(w)
+                .insert(session.as_bytes(), records::encode(&position)?)?;
+            Ok(position)
         }
     }
 }

@@ -30,11 +30,23 @@ pub struct LogRecord {
     pub phase: Phase,
 }
 
+/// A delivered position and the transcript file (device, inode) it is about. Stored flat, so
+/// a record written before identities were kept reads as a position on an unknown file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    #[serde(flatten)]
+    pub watermark: Watermark,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<(u64, u64)>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MachineRecord {
     pub meta: MachineMeta,
     pub log: Vec<LogRecord>,
     pub watermark: Option<Watermark>,
+    /// The file `watermark` refers to, when known.
+    pub identity: Option<(u64, u64)>,
     pub lease: Option<Lease>,
 }
 
@@ -58,14 +70,67 @@ impl MachineRecord {
     }
 
     /// The furthest delivered position known locally: the watermark tree or the log, whichever
-    /// is ahead (they differ only if a crash fell between the two writes).
+    /// is ahead (they are written in one store hold, so they differ only for stores written by
+    /// older versions). A position that names its file is the tree's own: the log's positions
+    /// may be about a file that was replaced since.
     pub fn local_watermark(&self) -> Option<Watermark> {
+        if self.identity.is_some() {
+            return self.watermark;
+        }
         let logged = watermark_of(self.log.iter().map(|r| &r.input));
         match (self.watermark, logged) {
             (Some(a), Some(b)) => Some(if a.next_line >= b.next_line { a } else { b }),
             (a, b) => a.or(b),
         }
     }
+}
+
+/// Where session-end notices go (the protocol's path).
+pub const SESSION_END_PATH: &str = "/hooks/session-end/copilot";
+
+/// What a lifecycle notice is: it decides where it goes in the order start, lines, end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoticeKind {
+    SessionStart,
+    Notification,
+    /// Delivered only after the session's lines.
+    SessionEnd,
+}
+
+/// A lifecycle POST kept until the server takes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notice {
+    pub kind: NoticeKind,
+    /// The protocol path it is posted to.
+    pub path: String,
+    pub body: serde_json::Value,
+    /// The process posting it right now, if one is: others leave it alone while it lives (a
+    /// notification posted twice is counted twice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_by: Option<super::Holder>,
+}
+
+/// A queued notice with its place in its session's queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingNotice {
+    pub session: SessionId,
+    pub seq: u64,
+    pub notice: Notice,
+}
+
+pub fn notice_key(session: SessionId, seq: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(24);
+    key.extend_from_slice(session.as_bytes());
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+pub fn notice_seq(key: &[u8]) -> Result<u64> {
+    key.get(16..24)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| StoreError::Corrupt("short notice key".into()))
 }
 
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {

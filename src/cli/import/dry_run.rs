@@ -36,9 +36,12 @@ pub fn count(
     let mut reader = LineReader::new(transcript);
     let mut count = Count::default();
     loop {
-        let batch = reader
+        let Some(batch) = reader
             .read_batch(position, Limits::default(), take_unterminated)
-            .map_err(|e| format!("cannot read the transcript: {e}"))?;
+            .map_err(|e| format!("cannot read the transcript: {e}"))?
+        else {
+            return Ok(count);
+        };
         for line in &batch.lines {
             let text = String::from_utf8_lossy(&line.bytes);
             let sent = redact::line(Cow::Borrowed(text.as_ref()));

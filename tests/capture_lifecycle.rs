@@ -1,0 +1,424 @@
+//! The session's life as the server sees it: two sessionEnd hooks at once never signal each
+//! other, a Copilot killed without sessionEnd still gets its tail and its end, an idle
+//! transcript ends its watcher, and with the server down during session-start the server later
+//! gets start, lines and end in that order.
+
+mod capture_support;
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use capture_support::*;
+use common::*;
+use kcap::config::transcript_path;
+use kcap::effects::watcher;
+use kcap::ids::SessionId;
+use kcap::machine::{Outcome, Phase};
+use kcap::server::Fault;
+use serde_json::json;
+
+/// A new session with `content` as its transcript.
+fn session_with(
+    env: &Env,
+    content: impl FnOnce(SessionId) -> Vec<u8>,
+) -> (SessionId, std::path::PathBuf, Vec<u8>) {
+    let sid = SessionId::new_random();
+    let path = transcript_path(&env.copilot_home, sid);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let content = content(sid);
+    std::fs::write(&path, &content).unwrap();
+    (sid, path, content)
+}
+
+/// Kills the watchers a test leaves behind.
+struct Reap<'a>(&'a Env, Vec<SessionId>);
+
+impl Drop for Reap<'_> {
+    fn drop(&mut self) {
+        for sid in &self.1 {
+            if let Some(pid) = watcher::running(&self.0.kcap_home, *sid) {
+                // SAFETY: a watcher this test started.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_session_ends_at_once_never_signal_each_other() {
+    let (env, server) = (Env::new(), server().await);
+    // Slow acknowledgements keep each hook's inline drain going while the other one starts.
+    server.inject(std::iter::repeat_n(
+        Fault::Delay(Duration::from_millis(5)),
+        100_000,
+    ));
+    for round in 0..5 {
+        let (sid, _, content) = session_with(&env, |sid| synthetic_transcript(sid, 1_500, true));
+        let _reap = Reap(&env, vec![sid]);
+        // No watcher ran (or it delivered nothing yet): each hook has the whole transcript to
+        // drain inline, so the second one finds the first one holding the session's lock.
+        let end = payload(&sid.to_string(), json!({"reason": "user_exit"}));
+        let extra = [("KCAP_BATCH_LINES", "20")];
+        let url = server.url();
+        let (a, b) = tokio::join!(
+            run_hook(&env, &url, "sessionEnd", &end, &extra),
+            run_hook(&env, &url, "sessionEnd", &end, &extra),
+        );
+        for (out, _) in [&a, &b] {
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "round {round}: a sessionEnd hook did not exit 0 (signal {:?}): {out:?}",
+                std::os::unix::process::ExitStatusExt::signal(&out.status)
+            );
+        }
+        assert!(
+            wait_until("the finalizers", Duration::from_secs(20), || {
+                is_drained(&env.store(), sid)
+                    && env.store().pending_session_ends().is_ok_and(|p| p.is_empty())
+            })
+            .await,
+            "round {round}: {}",
+            env.log_of(sid)
+        );
+        assert_exactly_once(&server, sid, &content);
+        let summary = server.storage().summary(sid).unwrap().unwrap();
+        assert_eq!(summary.ended.and_then(|e| e.reason).as_deref(), Some("user_exit"));
+    }
+    // The case this test is about did happen: a hook found the other one draining.
+    let hooks = std::fs::read_to_string(env.kcap_home.join("logs/hooks.log")).unwrap_or_default();
+    assert!(
+        hooks.contains("another sessionEnd hook is draining"),
+        "the two hooks never overlapped:\n{hooks}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_copilot_still_gets_its_tail_and_its_end() {
+    let (env, server) = (Env::new(), server().await);
+    // Copilot dies mid-write: no shutdown, the last line has no newline and is cut.
+    let (sid, path, mut content) = session_with(&env, |sid| synthetic_transcript(sid, 60, false));
+    let _reap = Reap(&env, vec![sid]);
+    // A stand-in for Copilot: a process holding the session's in-use lock.
+    let mut copilot = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+    std::fs::write(
+        path.parent()
+            .unwrap()
+            .join(format!("inuse.{}.lock", copilot.id())),
+        b"",
+    )
+    .unwrap();
+    let start = payload(&sid.to_string(), json!({"source": "new"}));
+    assert!(run_hook(&env, &server.url(), "sessionStart", &start, &[])
+        .await
+        .0
+        .status
+        .success());
+    assert!(
+        wait_until("the watcher to deliver", Duration::from_secs(10), || {
+            server.session(sid).lines.len() == 60
+        })
+        .await
+    );
+    let cut = b"{\"type\":\"assistant.message\",\"data\":{\"content\":\"half of a li";
+    append(&path, cut);
+    content.extend_from_slice(cut);
+    copilot.kill().unwrap();
+    copilot.wait().unwrap();
+    // The watcher notices, drains, and hands the session to a finalizer.
+    assert!(
+        wait_until("the watcher to end", Duration::from_secs(10), || {
+            watcher::running(&env.kcap_home, sid).is_none()
+        })
+        .await,
+        "the watcher outlived its Copilot"
+    );
+    assert!(
+        wait_until("the finalizer", Duration::from_secs(20), || is_drained(
+            &env.store(),
+            sid
+        ))
+        .await,
+        "{}",
+        env.log_of(sid)
+    );
+    let phase = state(&env.store(), sid).phase;
+    assert!(
+        matches!(
+            phase,
+            Phase::Drained {
+                outcome: Outcome::TimedOut,
+                ..
+            }
+        ),
+        "{phase:?}"
+    );
+    assert_exactly_once(&server, sid, &content);
+    assert!(
+        wait_until("the session-end", Duration::from_secs(10), || {
+            server.storage().summary(sid).unwrap().unwrap().ended.is_some()
+        })
+        .await
+    );
+    let ended = server.storage().summary(sid).unwrap().unwrap().ended.unwrap();
+    assert_eq!(ended.reason.as_deref(), Some("agent_exited"));
+    let log = std::fs::read_to_string(
+        env.kcap_home
+            .join("logs")
+            .join(format!("{}.watch.log", sid.dashed())),
+    )
+    .unwrap_or_default();
+    assert!(log.contains("Copilot process is gone"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_that_ran_the_hook_and_died_ends_the_watcher_too() {
+    // No in-use lock this time: the witness is the process that ran the hook. `flock` stands
+    // in for Copilot: it runs the hook as its child and stays until killed.
+    let (env, server) = (Env::new(), server().await);
+    let (sid, _, content) = session_with(&env, |sid| synthetic_transcript(sid, 30, true));
+    let _reap = Reap(&env, vec![sid]);
+    let payload_file = env.dir.path().join("start.json");
+    std::fs::write(&payload_file, payload(&sid.to_string(), json!({"source": "new"}))).unwrap();
+    let script = format!(
+        "{} hook --copilot --event sessionStart < {}; sleep 60",
+        env!("CARGO_BIN_EXE_kcap"),
+        payload_file.display()
+    );
+    let lock = env.dir.path().join("agent.lock");
+    let mut cmd = std::process::Command::new("flock");
+    cmd.arg(&lock)
+        .args(["sh", "-c", &script])
+        .env("KCAP_HOME", &env.kcap_home)
+        .env("COPILOT_HOME", &env.copilot_home)
+        .env("KCAP_URL", server.url())
+        .env("KCAP_POLL_MS", "50")
+        .env("KCAP_WATCH_POLL_MS", "50")
+        .env("KCAP_SHUTDOWN_BUDGET_MS", "5000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let Ok(mut flock) = cmd.spawn() else {
+        eprintln!("SKIP an_agent_that_ran_the_hook_and_died_ends_the_watcher_too: `flock` is not installed");
+        return;
+    };
+    assert!(
+        wait_until("the watcher to deliver", Duration::from_secs(10), || {
+            server.session(sid).lines.len() == 30
+        })
+        .await
+    );
+    assert!(watcher::running(&env.kcap_home, sid).is_some());
+    let shell = children_of(flock.id());
+    flock.kill().unwrap();
+    flock.wait().unwrap();
+    assert!(
+        wait_until("the watcher to end", Duration::from_secs(10), || {
+            watcher::running(&env.kcap_home, sid).is_none()
+        })
+        .await,
+        "the watcher outlived the process that ran its hook"
+    );
+    assert!(
+        wait_until("the finalizer", Duration::from_secs(20), || is_drained(
+            &env.store(),
+            sid
+        ))
+        .await
+    );
+    assert_exactly_once(&server, sid, &content);
+    assert!(
+        wait_until("the session-end", Duration::from_secs(10), || {
+            server
+                .storage()
+                .summary(sid)
+                .unwrap()
+                .unwrap()
+                .ended
+                .is_some_and(|e| e.reason.as_deref() == Some("agent_exited"))
+        })
+        .await
+    );
+    // The shell (and its `sleep 60`) the killed stand-in left behind, by pid.
+    for pid in shell
+        .iter()
+        .flat_map(|&sh| children_of(sh).into_iter().chain([sh]))
+    {
+        // SAFETY: processes this test started.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+}
+
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_transcript_ends_its_watcher_past_the_limit() {
+    let (env, server) = (Env::new(), server().await);
+    let (sid, _, content) = session_with(&env, |sid| synthetic_transcript(sid, 20, true));
+    let _reap = Reap(&env, vec![sid]);
+    let start = payload(&sid.to_string(), json!({"source": "new"}));
+    let (out, _) = run_hook(
+        &env,
+        &server.url(),
+        "sessionStart",
+        &start,
+        &[("KCAP_WATCH_IDLE_MS", "800")],
+    )
+    .await;
+    assert!(out.status.success());
+    assert!(
+        wait_until("the watcher to end", Duration::from_secs(10), || {
+            server.session(sid).lines.len() == 20 && watcher::running(&env.kcap_home, sid).is_none()
+        })
+        .await
+    );
+    assert!(
+        wait_until("the finalizer", Duration::from_secs(20), || is_drained(
+            &env.store(),
+            sid
+        ))
+        .await
+    );
+    assert!(
+        wait_until("the session-end", Duration::from_secs(10), || {
+            server
+                .storage()
+                .summary(sid)
+                .unwrap()
+                .unwrap()
+                .ended
+                .is_some_and(|e| e.reason.as_deref() == Some("idle"))
+        })
+        .await
+    );
+    assert_exactly_once(&server, sid, &content);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_server_down_at_session_start_the_server_later_gets_start_lines_end_in_order() {
+    let env = Env::new();
+    let addr = free_port();
+    let url = format!("http://{addr}");
+    let (sid, path, mut content) = session_with(&env, |sid| synthetic_transcript(sid, 30, false));
+    let _reap = Reap(&env, vec![sid]);
+    let start = payload(&sid.to_string(), json!({"source": "new"}));
+    let (out, took) = run_hook(&env, &url, "sessionStart", &start, &[]).await;
+    assert!(out.status.success() && took < Duration::from_secs(6), "{out:?}");
+    let pending = env.store().pending_notices(Some(sid)).unwrap();
+    assert_eq!(pending.len(), 1, "the session-start is kept");
+    let note = payload(
+        &sid.to_string(),
+        json!({"message": "waiting", "notification_type": "idle"}),
+    );
+    assert!(run_hook(&env, &url, "notification", &note, &[])
+        .await
+        .0
+        .status
+        .success());
+    for i in 0..10 {
+        let line = format!("{{\"type\":\"user.message\",\"data\":{{\"content\":\"while down {i}\"}}}}\n");
+        append(&path, line.as_bytes());
+        content.extend_from_slice(line.as_bytes());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await; // the watcher fails a few times
+                                                          // The server comes back (behind a recorder that notes the order of what it accepted).
+    let server = server().await;
+    let recorder = Recorder::start(addr, server.url()).await;
+    assert!(
+        wait_until("the watcher to deliver", Duration::from_secs(15), || {
+            server.session(sid).lines.len() == 40
+        })
+        .await
+    );
+    let end = payload(&sid.to_string(), json!({"reason": "user_exit"}));
+    assert!(run_hook(&env, &recorder.url(), "sessionEnd", &end, &[])
+        .await
+        .0
+        .status
+        .success());
+    // Copilot's post-hook tail.
+    let tail = shutdown_line();
+    append(&path, tail.as_bytes());
+    content.extend_from_slice(tail.as_bytes());
+    assert!(
+        wait_until("the session-end", Duration::from_secs(20), || {
+            server.storage().summary(sid).unwrap().unwrap().ended.is_some()
+        })
+        .await,
+        "{}",
+        env.log_of(sid)
+    );
+    assert_exactly_once(&server, sid, &content);
+    let posts = recorder.posts();
+    let first_line = posts.iter().position(|p| p == "/hooks/transcript").unwrap();
+    let last_line = posts.iter().rposition(|p| p == "/hooks/transcript").unwrap();
+    let start_at = posts
+        .iter()
+        .position(|p| p.starts_with("/hooks/session-start"))
+        .unwrap();
+    let note_at = posts.iter().position(|p| p == "/hooks/notification").unwrap();
+    let end_at = posts
+        .iter()
+        .position(|p| p.starts_with("/hooks/session-end"))
+        .unwrap();
+    assert!(
+        start_at < note_at && note_at < first_line,
+        "start and notification before lines: {posts:?}"
+    );
+    assert!(
+        last_line < end_at,
+        "end after the last lines (the post-hook tail too): {posts:?}"
+    );
+    assert_eq!(
+        posts
+            .iter()
+            .filter(|p| p.starts_with("/hooks/session-start"))
+            .count(),
+        1,
+        "{posts:?}"
+    );
+    assert!(env.store().pending_notices(None).unwrap().is_empty());
+    let summary = server.storage().summary(sid).unwrap().unwrap();
+    assert_eq!(summary.started.and_then(|s| s.detail).as_deref(), Some("new"));
+    assert_eq!(summary.notifications, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_already_shut_down_at_session_end_gets_its_end_after_its_lines() {
+    // The finalizer finds the shutdown at once and drains while the hook still runs: the
+    // session-end must already be queued for it, or it would wait for a later sweep.
+    let (env, server) = (Env::new(), server().await);
+    let recorder = Recorder::start(free_port(), server.url()).await;
+    let (sid, _, content) = session_with(&env, |sid| synthetic_transcript(sid, 300, true));
+    let _reap = Reap(&env, vec![sid]);
+    let end = payload(&sid.to_string(), json!({"reason": "complete"}));
+    let (out, _) = run_hook(&env, &recorder.url(), "sessionEnd", &end, &[]).await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        wait_until("the session-end", Duration::from_secs(10), || {
+            server
+                .storage()
+                .summary(sid)
+                .unwrap()
+                .is_some_and(|s| s.ended.is_some())
+        })
+        .await,
+        "{}",
+        env.log_of(sid)
+    );
+    assert_exactly_once(&server, sid, &content);
+    let posts = recorder.posts();
+    let last_line = posts.iter().rposition(|p| p == "/hooks/transcript").unwrap();
+    let end_at = posts
+        .iter()
+        .position(|p| p.starts_with("/hooks/session-end"))
+        .unwrap();
+    assert!(last_line < end_at, "{posts:?}");
+    assert!(env.store().pending_notices(None).unwrap().is_empty());
+}
