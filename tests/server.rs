@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use kcap::ids::{event_id, SessionId};
-use kcap::server::Server;
+use kcap::server::{Limits, Server};
 use serde_json::{json, Value};
 
 fn http() -> reqwest::Client {
@@ -60,7 +60,13 @@ async fn last_line(url: &str, sid: SessionId) -> i64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_route_and_every_error() {
-    let server = server().await;
+    let limits = Limits {
+        max_body: 4 * 1024 * 1024,
+        ..Limits::default()
+    };
+    let server = Server::start_with_limits(SocketAddr::from(([127, 0, 0, 1], 0)), None, limits)
+        .await
+        .unwrap();
     let url = server.url();
     let sid = SessionId::new_random();
     assert_eq!(
@@ -86,7 +92,7 @@ async fn every_route_and_every_error() {
     let mut bad_sid = batch(sid, &[(0, "{}")], true);
     bad_sid["session_id"] = json!("../../etc");
     assert_eq!(post(&url, "/hooks/transcript", &bad_sid).await.0, 400);
-    let huge = "x".repeat(33 * 1024 * 1024);
+    let huge = "x".repeat(5 * 1024 * 1024);
     let too_big = batch(sid, &[(0, huge.as_str())], false);
     assert_eq!(post(&url, "/hooks/transcript", &too_big).await.0, 413);
     assert!(server.session(sid).lines.is_empty());
