@@ -43,8 +43,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Postgres {
-    /// Connects to `url` and applies pending migrations.
+    /// Connects to `url` and applies pending migrations. Callable from async code too: the
+    /// synchronous client runs a runtime of its own, so this works on a thread of its own.
     pub fn connect(url: &str) -> Result<Postgres, StorageError> {
+        std::thread::scope(|s| {
+            s.spawn(|| Self::connect_here(url))
+                .join()
+                .unwrap_or_else(|_| Err(StorageError::Database("connecting panicked".into())))
+        })
+    }
+
+    fn connect_here(url: &str) -> Result<Postgres, StorageError> {
         let config: postgres::Config = url
             .parse()
             .map_err(|e| StorageError::Invalid(format!("bad PostgreSQL URL: {e}")))?;
@@ -128,6 +137,17 @@ impl Postgres {
             tx.commit().map_err(db)?;
             Ok(out)
         })
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // Each client owns a small runtime, which may not be dropped inside an async context
+        // (a server dropped at the end of an async test): close them on a thread of their own.
+        let idle = std::mem::take(&mut *lock(&self.idle));
+        if !idle.is_empty() {
+            let _ = std::thread::spawn(move || drop(idle)).join();
+        }
     }
 }
 
