@@ -251,35 +251,45 @@ async fn transcript(
     if let Some(declared) = declared.filter(|d| *d > limits.max_body) {
         return refuse_oversize(body, declared, &shared).await;
     }
-    // A large (or unsized) body takes every ingest slot: memory stays one large batch, or
-    // `max_ingest` small ones.
+    // Small bodies take one of `max_ingest` slots; large (or unsized) ones take their bytes
+    // from the large-body budget as they arrive (see body::stream_into).
     let large = declared.is_none_or(|d| d > body::STREAM_ABOVE);
-    let slots = if large { limits.max_ingest.max(1) as u32 } else { 1 };
-    let permit = match tokio::time::timeout(
-        limits.ingest_queue_timeout,
-        shared.ingest_slots.clone().acquire_many_owned(slots),
-    )
-    .await
-    {
-        Ok(Ok(p)) => p,
-        _ => {
-            let mut r = error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the server is busy storing other batches; retry",
-            );
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-            return r;
+    let permit = if large {
+        None
+    } else {
+        match tokio::time::timeout(
+            limits.ingest_queue_timeout,
+            shared.ingest_slots.clone().acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(p)) => Some(p),
+            _ => {
+                let mut r = error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the server is busy storing other batches; retry",
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+                return r;
+            }
         }
     };
     let storage = shared.storage.clone();
     let outcome = if large {
-        body::stream_into(body, limits.max_body, limits.body_timeout, move |reader| {
-            let batch: TranscriptBatch = serde_json::from_reader(reader)
-                .map_err(|e| StorageError::Invalid(format!("malformed batch: {e}")))?;
-            let batch = to_batch(batch, writer)?;
-            storage.backend().ingest(&batch)
-        })
+        let budget = shared.large_body_budget.clone();
+        body::stream_into(
+            body,
+            limits.max_body,
+            limits.body_timeout,
+            budget,
+            move |reader| {
+                let batch: TranscriptBatch = serde_json::from_reader(reader)
+                    .map_err(|e| StorageError::Invalid(format!("malformed batch: {e}")))?;
+                let batch = to_batch(batch, writer)?;
+                storage.backend().ingest(&batch)
+            },
+        )
         .await
     } else {
         match body::collect(body, limits.max_body, limits.body_timeout).await {
