@@ -106,13 +106,9 @@ fn body_error(e: BodyError) -> Response {
     }
 }
 
-fn parse_session(raw: &str) -> Result<SessionId, Response> {
-    raw.parse::<SessionId>().map_err(|_| {
-        error(
-            StatusCode::BAD_REQUEST,
-            "session id must be a UUID (dashed or dashless)",
-        )
-    })
+fn parse_session(raw: &str) -> Result<SessionId, StorageError> {
+    raw.parse::<SessionId>()
+        .map_err(|_| StorageError::Invalid("session id must be a UUID (dashed or dashless)".into()))
 }
 
 /// NUL cannot be stored in PostgreSQL text; hostile hook fields must not make a 500.
@@ -134,7 +130,7 @@ async fn auth_config(State(shared): State<Arc<Shared>>) -> Json<AuthConfig> {
 async fn last_line(State(shared): State<Arc<Shared>>, Path(sid): Path<String>) -> Response {
     let session = match parse_session(&sid) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(e) => return storage_error(e),
     };
     match shared.storage.run(move |b| b.last_line(session)).await {
         Ok(last) => Json(LastLine {
@@ -160,7 +156,7 @@ async fn list_sessions(State(shared): State<Arc<Shared>>, Query(q): Query<ListQu
 async fn one_session(State(shared): State<Arc<Shared>>, Path(sid): Path<String>) -> Response {
     let session = match parse_session(&sid) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(e) => return storage_error(e),
     };
     match shared.storage.run(move |b| b.summary(session)).await {
         Ok(Some(summary)) => Json(summary).into_response(),
@@ -313,9 +309,9 @@ async fn transcript(
 }
 
 /// A hook payload: a JSON object naming its session as `session_id` or `sessionId`.
-fn lifecycle_of(body: &[u8], detail_key: &str) -> Result<(SessionId, Lifecycle), Response> {
-    let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("malformed JSON: {e}")))?;
+fn lifecycle_of(body: &[u8], detail_key: &str) -> Result<(SessionId, Lifecycle), StorageError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| StorageError::Invalid(format!("malformed JSON: {e}")))?;
     let text = |key: &str| {
         value
             .get(key)
@@ -324,7 +320,7 @@ fn lifecycle_of(body: &[u8], detail_key: &str) -> Result<(SessionId, Lifecycle),
     };
     let sid = text("session_id")
         .or_else(|| text("sessionId"))
-        .ok_or_else(|| error(StatusCode::BAD_REQUEST, "session_id is required"))?;
+        .ok_or_else(|| StorageError::Invalid("session_id is required".into()))?;
     let session = parse_session(&sid)?;
     let detail = value.get(detail_key).map(|v| match v {
         serde_json::Value::String(s) => clean(s.clone()),
@@ -350,7 +346,7 @@ async fn record(
 ) -> Response {
     let (session, event) = match lifecycle_of(body, detail_key) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(e) => return storage_error(e),
     };
     match shared
         .storage
