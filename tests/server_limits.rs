@@ -151,7 +151,10 @@ async fn a_held_body_times_out_and_others_are_served_meanwhile() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn oversized_hooks_are_refused_and_a_large_tail_is_stored_whole() {
-    let server = server().await;
+    // `kcap serve`'s own defaults (Server::start keeps the sled-era 32 MiB body limit).
+    let server = Server::start_with_limits(SocketAddr::from(([127, 0, 0, 1], 0)), None, Limits::default())
+        .await
+        .unwrap();
     let url = server.url();
     let sid = SessionId::new_random();
     let note = json!({"session_id": sid.dashless(), "message": "n".repeat(30 * 1024 * 1024)});

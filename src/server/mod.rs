@@ -102,9 +102,15 @@ pub struct Server {
 }
 
 impl Server {
-    /// Serves on `addr` (port 0 picks a free one) with a temporary store, until stopped.
+    /// Serves on `addr` (port 0 picks a free one) with a temporary store, until stopped. The
+    /// body limit is the sled-era server's 32 MiB (the demo and tests exercise the client's
+    /// 413 paths against it); `kcap serve` defaults to [`Limits::default`].
     pub async fn start(addr: SocketAddr, token: Option<String>) -> std::io::Result<Server> {
-        Self::start_with_limits(addr, token, Limits::default()).await
+        let limits = Limits {
+            max_body: 32 * 1024 * 1024,
+            ..Limits::default()
+        };
+        Self::start_with_limits(addr, token, limits).await
     }
 
     /// Like [`Server::start`], with the given limits.
