@@ -1,5 +1,6 @@
 //! Versioned schema migrations, applied in order at start. Each backend has its own SQL
-//! (types differ), with the same versions and the same meaning. A database whose version is
+//! (types differ) and numbers its own versions (some changes, like storage tuning, exist on
+//! one backend only). A database whose version is
 //! newer than this binary knows is refused rather than written to.
 
 /// One schema version.
@@ -20,11 +21,18 @@ pub const SQLITE: &[Migration] = &[Migration {
 }];
 
 /// PostgreSQL's migrations (its version lives in the `kcap_schema` table).
-pub const POSTGRES: &[Migration] = &[Migration {
-    version: 1,
-    name: "sessions, lines, conflicts, shutdowns, notifications, tokens",
-    sql: include_str!("postgres/0001_init.sql"),
-}];
+pub const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "sessions, lines, conflicts, shutdowns, notifications, tokens",
+        sql: include_str!("postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "line text stored uncompressed",
+        sql: include_str!("postgres/0002_lines_uncompressed.sql"),
+    },
+];
 
 /// The migrations still to apply to a database at `current`, or an error if it is newer than
 /// anything this binary knows.
