@@ -32,10 +32,10 @@ pub struct ServeArgs {
     pub addr: SocketAddr,
     /// PostgreSQL URL (postgres://user:password@host:port/db): the server keeps nothing
     /// locally, so any number of replicas can share the database. Default: SQLite in --data-dir.
-    #[arg(long, env = "KCAP_DATABASE_URL", hide_env_values = true)]
+    #[arg(long, env = "KCAP_DATABASE_URL", hide_env_values = true, global = true)]
     pub database: Option<String>,
     /// Directory of the embedded SQLite database (kcap.db). Default: <KCAP_HOME>/server.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub data_dir: Option<PathBuf>,
     /// Admin token: every route but /auth/config then requires `Authorization: Bearer <token>`.
     /// It may write to any session. Named tokens (`kcap serve token add`) also turn auth on.
@@ -118,6 +118,15 @@ fn open(args: &ServeArgs, home: &Path) -> Result<Storage, String> {
     let dir = args.data_dir.clone().unwrap_or_else(|| home.join("server"));
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let path = dir.join("kcap.db");
+    let sled_era = dir.join("ingest");
+    if sled_era.is_dir() && !path.exists() && args.import_sled.is_none() {
+        eprintln!(
+            "kcap serve: {} holds a store from an older kcap serve (sled); import it once with \
+             `kcap serve --import-sled {}`",
+            dir.display(),
+            sled_era.display()
+        );
+    }
     Storage::sqlite(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))
 }
 
