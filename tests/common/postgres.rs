@@ -17,7 +17,8 @@ pub struct Cluster {
 /// The newest `/usr/lib/postgresql/<version>/bin` holding initdb and postgres (or $KCAP_PG_BIN).
 fn bin_dir() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("KCAP_PG_BIN") {
-        return Some(PathBuf::from(dir));
+        let dir = PathBuf::from(dir);
+        return (dir.join("initdb").exists() && dir.join("postgres").exists()).then_some(dir);
     }
     let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .ok()?
