@@ -139,17 +139,9 @@ enum Cmd {
         dry_run: bool,
     },
     /// Run the ingest server (the kcap protocol, stored in sled) until SIGINT or SIGTERM.
-    Serve {
-        /// Address to listen on: host:port, the host a name (localhost) or an IP.
-        #[arg(long, default_value = "127.0.0.1:5108", value_parser = options::socket_addr)]
-        addr: std::net::SocketAddr,
-        /// Where the server keeps its store. Default: <KCAP_HOME>/server.
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// Require `Authorization: Bearer <token>` on every route but /auth/config.
-        #[arg(long, env = "KCAP_SERVER_TOKEN", hide_env_values = true)]
-        token: Option<String>,
-    },
+    /// Run the ingest server until SIGINT or SIGTERM: SQLite at <KCAP_HOME>/server/kcap.db by
+    /// default, PostgreSQL with --database; `kcap serve token add <name>` makes a client token.
+    Serve(serve::ServeArgs),
     /// Carry on finalizers that crashed, were interrupted or parked (exit 1 if one stays parked).
     #[command(group = clap::ArgGroup::new("which").required(true).args(["resume", "session"]))]
     Finalize {
@@ -487,14 +479,9 @@ async fn run(cli: Cli, store: Store, raw_args: Vec<OsString>) -> i32 {
             };
             watch::watch(store, args, &cli.delivery, &cli.timing).await
         }
-        Cmd::Serve {
-            addr,
-            data_dir,
-            token,
-        } => {
+        Cmd::Serve(args) => {
             logging::to_stderr();
-            let data_dir = data_dir.unwrap_or_else(|| cli.home.home().join("server"));
-            match serve::serve(addr, data_dir, token.filter(|t| !t.is_empty())).await {
+            match serve::run(args, &cli.home.home()).await {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("kcap serve: {e}");

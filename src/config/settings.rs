@@ -207,7 +207,12 @@ pub const OTHER_ENV: &[(&str, &str, &str)] = &[
     (
         "KCAP_SERVER_TOKEN",
         "serve --token",
-        "bearer token `kcap serve` requires",
+        "admin bearer token `kcap serve` requires (may write to any session)",
+    ),
+    (
+        "KCAP_DATABASE_URL",
+        "serve --database",
+        "PostgreSQL URL for `kcap serve` (default: SQLite in <KCAP_HOME>/server)",
     ),
     ("NO_COLOR", "", "any value: no colour in kcap's output"),
 ];
