@@ -227,3 +227,32 @@ fn the_description_check_catches_a_bare_flag() {
     assert_eq!(found.len(), 3, "{found:?}");
     assert!(found[0].1 && !found[1].1 && found[2].1, "{found:?}");
 }
+
+/// `kcap … | head` closes the pipe before kcap has written everything: the output stops
+/// quietly, without a panic and its backtrace on the terminal.
+#[test]
+fn a_closed_pipe_on_stdout_is_not_a_panic() {
+    let home = tempfile::tempdir().unwrap();
+    for args in [
+        &["machine"][..],
+        &["config", "show"],
+        &["completions", "bash"],
+        &["status"],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kcap"))
+            .args(args)
+            .env("HOME", home.path())
+            .env("KCAP_CONFIG", home.path().join("config.toml"))
+            .env("KCAP_HOME", home.path().join("kcap"))
+            .env_remove("RUST_BACKTRACE")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "kcap {args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(0), "kcap {args:?}: {stderr}");
+    }
+}

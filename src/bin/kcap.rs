@@ -437,10 +437,7 @@ async fn run(cli: Cli, store: Store, raw_args: Vec<OsString>) -> i32 {
                 Err(e) => Err(e),
             };
             match result {
-                Ok(summary) => {
-                    print!("{}", import::describe(&summary));
-                    i32::from(!summary.failures.is_empty())
-                }
+                Ok(summary) => emit(&import::describe(&summary)).max(i32::from(!summary.failures.is_empty())),
                 Err(e) => {
                     eprintln!("kcap import: {e}");
                     2
@@ -449,8 +446,7 @@ async fn run(cli: Cli, store: Store, raw_args: Vec<OsString>) -> i32 {
         }
         Cmd::Doctor => {
             let (report, code) = doctor::doctor(&store, &kcap::config::copilot_home(), &cli.delivery).await;
-            print!("{report}");
-            code
+            emit(&report).max(code)
         }
         Cmd::Hook {
             event, drain_cap_ms, ..
@@ -498,17 +494,19 @@ async fn run(cli: Cli, store: Store, raw_args: Vec<OsString>) -> i32 {
                 Shell::Zsh => clap_complete::Shell::Zsh,
                 Shell::Fish => clap_complete::Shell::Fish,
             };
-            clap_complete::generate(shell, &mut command(), "kcap", &mut std::io::stdout());
-            0
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command(), "kcap", &mut script);
+            emit(&String::from_utf8_lossy(&script))
         }
         Cmd::Machine { format } => {
+            let mut text = String::new();
             if matches!(format, Format::Markdown | Format::Both) {
-                println!("{}", table::markdown());
+                text.push_str(&format!("{}\n", table::markdown()));
             }
             if matches!(format, Format::Mermaid | Format::Both) {
-                println!("```mermaid\n{}```", table::mermaid());
+                text.push_str(&format!("```mermaid\n{}```\n", table::mermaid()));
             }
-            0
+            emit(&text)
         }
     }
 }
@@ -526,12 +524,25 @@ fn limit_malloc_arenas() {
     }
 }
 
+/// Writes `text` to stdout. A reader that stopped reading (`kcap sessions --all | head`) ends
+/// the output quietly instead of a panic (`println!`'s answer to a closed pipe); another write
+/// error is reported and exits 1.
+fn emit(text: &str) -> i32 {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => 0,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+        Err(e) => {
+            eprintln!("kcap: cannot write the output: {e}");
+            1
+        }
+    }
+}
+
 fn print(result: Result<String, String>) -> i32 {
     match result {
-        Ok(text) => {
-            println!("{}", text.trim_end());
-            0
-        }
+        Ok(text) => emit(&format!("{}\n", text.trim_end())),
         Err(e) => {
             eprintln!("kcap: {e}");
             1
