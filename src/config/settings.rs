@@ -282,6 +282,14 @@ pub fn validate(setting: &Setting, value: &str) -> Result<(), String> {
             .map(|_| ())
             .map_err(|_| format!("{}: {value:?} is not a whole number", setting.key)),
         Kind::Url => {
+            // The URL parser silently drops tabs and newlines and trims spaces, so such a value
+            // would be stored as typed but used as another: refuse it instead.
+            if value.chars().any(char::is_control) || value.trim() != value {
+                return Err(format!(
+                    "{}: {value:?} has spaces or control characters around or inside it",
+                    setting.key
+                ));
+            }
             let parsed =
                 reqwest::Url::parse(value).map_err(|e| format!("{}: {value:?}: {e}", setting.key))?;
             if matches!(parsed.scheme(), "http" | "https") && parsed.host_str().is_some() {
@@ -353,6 +361,9 @@ mod tests {
         assert!(validate(url, "https://kcap.example.com").is_ok());
         assert!(validate(url, "ftp://x").is_err());
         assert!(validate(url, "localhost:5108").is_err());
+        assert!(validate(url, "http://exa\tmple.com").is_err());
+        assert!(validate(url, "http://example.com/\nx").is_err());
+        assert!(validate(url, " http://example.com").is_err());
         let n = setting("poll_ms").unwrap();
         assert!(validate(n, "300").is_ok());
         assert!(validate(n, "-1").unwrap_err().contains("whole number"));
