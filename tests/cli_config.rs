@@ -66,6 +66,13 @@ async fn file_then_environment_then_flag() {
     assert_eq!(setting(&shown, "url"), ("http://from-env.invalid:2", "env"));
     assert_eq!(setting(&shown, "poll_ms"), ("222", "env"));
 
+    // An environment value that is not valid is not used: the file's is, and show says so.
+    let shown = show(&env, |c| {
+        c.env("KCAP_POLL_MS", "soon");
+    })
+    .await;
+    assert_eq!(setting(&shown, "poll_ms"), ("111", "file"));
+
     let shown = show(&env, |c| {
         c.env("KCAP_URL", "http://from-env.invalid:2")
             .env("KCAP_POLL_MS", "222")

@@ -62,6 +62,13 @@ pub fn show(flags: &[(&'static str, Option<String>)], json: bool) -> Result<Stri
     for p in &file.problems {
         out.push_str(&format!("problem      {p}\n"));
     }
+    for s in SETTINGS {
+        if let Some(v) = std::env::var(s.env).ok().filter(|v| !v.is_empty()) {
+            if let Err(e) = crate::config::settings::validate(s, &v) {
+                out.push_str(&format!("problem      {}: {e} (ignored)\n", s.env));
+            }
+        }
+    }
     out.push_str(&format!(
         "\n{:<20} {:<8} {:<24} {}\n",
         "KEY", "SOURCE", "ENVIRONMENT", "VALUE"

@@ -25,7 +25,7 @@ fn value(key: &str, flag: Option<String>) -> Resolved {
     resolve(s, flag.as_deref(), loaded())
 }
 
-/// A numeric setting; a value that does not parse falls back to the default (and `kcap doctor`
+/// A numeric setting; a value that does not parse is skipped by [`resolve`] (and `kcap doctor`
 /// and the start-up check in `kcap` report it), because a hook must never fail on it.
 fn number(key: &str, flag: Option<u64>) -> u64 {
     let default = || {

@@ -243,7 +243,9 @@ pub struct Resolved {
 }
 
 /// The value of `setting`: `flag` if given, else its environment variable, else the config
-/// file's, else the default. Empty values count as unset.
+/// file's, else the default. Empty values count as unset, and so does an environment value that
+/// does not validate (as an invalid file value does): it is reported (`kcap doctor`, the start-up
+/// warning, `kcap config show`) and the next source is used, so what is shown is what is used.
 pub fn resolve(setting: &Setting, flag: Option<&str>, file: &ConfigFile) -> Resolved {
     let non_empty = |v: &str| !v.is_empty();
     if let Some(v) = flag.filter(|v| non_empty(v)) {
@@ -252,7 +254,10 @@ pub fn resolve(setting: &Setting, flag: Option<&str>, file: &ConfigFile) -> Reso
             source: Source::Flag,
         };
     }
-    if let Some(v) = std::env::var(setting.env).ok().filter(|v| non_empty(v)) {
+    if let Some(v) = std::env::var(setting.env)
+        .ok()
+        .filter(|v| non_empty(v) && validate(setting, v).is_ok())
+    {
         return Resolved {
             value: Some(v),
             source: Source::Env,
