@@ -317,7 +317,9 @@ fn command() -> clap::Command {
 }
 
 /// Every environment variable kcap reads, with its flag and config key, from the one table in
-/// `config::settings`.
+/// `config::settings`. Each description goes on its own indented line: clap wraps this text to
+/// the terminal (100 columns at most) and continues a wrapped line at its own indentation, so a
+/// third column would spill back to the left edge.
 fn environment_help() -> String {
     use kcap::config::settings::OTHER_ENV;
     let mut out = String::from(
@@ -329,11 +331,11 @@ fn environment_help() -> String {
             (Some(f), None) => f.to_string(),
             (None, _) => "no flag".to_string(),
         };
-        out.push_str(&format!("  {:<24} {:<26} {}\n", s.env, flag, s.about));
+        out.push_str(&format!("  {:<24} {flag}\n      {}\n", s.env, s.about));
     }
     for (env, flag, about) in OTHER_ENV {
         let flag = if flag.is_empty() { "-" } else { flag };
-        out.push_str(&format!("  {env:<24} {flag:<26} {about}\n"));
+        out.push_str(&format!("  {env:<24} {flag}\n      {about}\n"));
     }
     out
 }
