@@ -267,8 +267,9 @@ fn main() -> ExitCode {
     let raw_args: Vec<OsString> = std::env::args_os().skip(1).collect();
     // What Copilot's hooks run must never fail Copilot; what they start (the watcher) has no
     // one reading its stderr but its log.
-    let hook_run = raw_args.iter().any(|a| a == "copilot-finalize" || a == "hook");
-    let internal = hook_run || raw_args.iter().any(|a| a == "watch");
+    let name = subcommand_name(&raw_args);
+    let hook_run = matches!(name.as_deref(), Some("copilot-finalize" | "hook"));
+    let internal = hook_run || name.as_deref() == Some("watch");
     let parsed = command()
         .try_get_matches()
         .and_then(|m| Cli::from_arg_matches(&m));
@@ -309,6 +310,26 @@ fn main() -> ExitCode {
     // A detached finalizer must not linger on blocking threads after its machine stopped.
     runtime.shutdown_timeout(Duration::from_secs(1));
     ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+/// The subcommand named on a command line that may not parse: the first argument that is
+/// neither an option nor the value of a top-level option. (Looking for "hook" anywhere made
+/// `kcap status hook`, a typo, exit 0 like a hook.)
+fn subcommand_name(args: &[OsString]) -> Option<String> {
+    let with_value: Vec<String> = Cli::command()
+        .get_arguments()
+        .filter(|a| a.get_action().takes_values())
+        .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+        .collect();
+    let mut args = args.iter().map(|a| a.to_string_lossy());
+    while let Some(arg) = args.next() {
+        if with_value.iter().any(|o| *o == arg) {
+            args.next();
+        } else if !arg.starts_with('-') {
+            return Some(arg.into_owned());
+        }
+    }
+    None
 }
 
 /// The command line, with the environment variables listed under the top-level help.
