@@ -179,3 +179,35 @@ async fn hooks_read_the_server_from_the_config_file() {
     .await;
     assert_exactly_once(&server, sid, &content);
 }
+
+/// Hooks run in each session's directory: a relative path given to `config set` is stored as
+/// the absolute path it means here, and one written by hand into the file is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn paths_in_the_file_are_absolute() {
+    let env = Env::new();
+    let out = env
+        .kcap("http://unused.invalid")
+        .current_dir(env.dir.path())
+        .args(["config", "set", "kcap_home", "data"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = std::fs::read_to_string(env.config_path()).unwrap();
+    let wanted = env.dir.path().join("data");
+    assert!(
+        text.contains(&format!("kcap_home = {:?}", wanted.display().to_string())),
+        "{text}"
+    );
+
+    std::fs::write(env.config_path(), "copilot_home = \"relative/copilot\"\n").unwrap();
+    let shown = show(&env, |c| {
+        c.env_remove("COPILOT_HOME");
+    })
+    .await;
+    assert_eq!(setting(&shown, "copilot_home").1, "default");
+    assert!(
+        shown["problems"].to_string().contains("not an absolute path"),
+        "{shown}"
+    );
+}

@@ -100,7 +100,10 @@ pub fn value_or_stdin(value: &str) -> Result<String, String> {
 
 /// Sets one key in the config file.
 pub fn set(key: &str, value: &str) -> Result<String, String> {
-    let value = value_or_stdin(value)?;
+    let mut value = value_or_stdin(value)?;
+    if setting(key).is_some_and(|s| s.kind == crate::config::settings::Kind::Path) {
+        value = absolute(&value)?;
+    }
     let mut file = ConfigFile::load();
     file.set(key, &value)?;
     file.save()?;
@@ -114,6 +117,18 @@ pub fn set(key: &str, value: &str) -> Result<String, String> {
         }
     }
     Ok(out)
+}
+
+/// A path as the user meant it from here: `~/` is their home, a relative path is taken from the
+/// current directory (the file must hold absolute paths: hooks run elsewhere).
+fn absolute(value: &str) -> Result<String, String> {
+    let path = match value.strip_prefix("~/") {
+        Some(rest) => std::path::Path::new(&std::env::var("HOME").unwrap_or_default()).join(rest),
+        None => std::path::PathBuf::from(value),
+    };
+    std::path::absolute(&path)
+        .map(|p| p.display().to_string())
+        .map_err(|e| format!("{value:?}: {e}"))
 }
 
 /// Removes one key from the config file.

@@ -309,6 +309,13 @@ pub fn validate(setting: &Setting, value: &str) -> Result<(), String> {
         Kind::Secret | Kind::Path => {
             if value.trim().is_empty() || value.contains(['\n', '\r']) {
                 Err(format!("{}: empty or multi-line value", setting.key))
+            } else if setting.kind == Kind::Path && !std::path::Path::new(value).is_absolute() {
+                // Hooks run in each session's working directory: a relative path would put
+                // kcap's store (or look for Copilot) in every project.
+                Err(format!(
+                    "{}: {value:?} is not an absolute path (hooks run in each session's directory)",
+                    setting.key
+                ))
             } else {
                 Ok(())
             }
@@ -372,6 +379,10 @@ mod tests {
         let n = setting("poll_ms").unwrap();
         assert!(validate(n, "300").is_ok());
         assert!(validate(n, "-1").unwrap_err().contains("whole number"));
+        let home = setting("kcap_home").unwrap();
+        assert!(validate(home, "/var/lib/kcap").is_ok());
+        assert!(validate(home, "./data").unwrap_err().contains("absolute"));
+        assert!(validate(home, "~/kcap").unwrap_err().contains("absolute"));
         let token = setting("token").unwrap();
         assert_eq!(display(token, "abcdefgh1234"), "set (12 chars, ends …1234)");
         assert_eq!(display(token, "short"), "set (5 chars)");
