@@ -46,7 +46,7 @@ pub fn invalid_settings() -> Vec<String> {
     for s in crate::config::SETTINGS {
         if let Some(v) = std::env::var(s.env).ok().filter(|v| !v.is_empty()) {
             if let Err(e) = crate::config::settings::validate(s, &v) {
-                out.push(format!("{}: {e}", s.env));
+                out.push(format!("{}: {e} (ignored)", s.env));
             }
         }
     }
