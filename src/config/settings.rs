@@ -309,6 +309,15 @@ pub fn validate(setting: &Setting, value: &str) -> Result<(), String> {
         Kind::Secret | Kind::Path => {
             if value.trim().is_empty() || value.contains(['\n', '\r']) {
                 Err(format!("{}: empty or multi-line value", setting.key))
+            } else if setting.kind == Kind::Secret
+                && value.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                // It goes into an Authorization header, where such a character makes every
+                // request fail before it is sent.
+                Err(format!(
+                    "{}: contains spaces or control characters (a token has none)",
+                    setting.key
+                ))
             } else if setting.kind == Kind::Path && !std::path::Path::new(value).is_absolute() {
                 // Hooks run in each session's working directory: a relative path would put
                 // kcap's store (or look for Copilot) in every project.
@@ -384,6 +393,11 @@ mod tests {
         assert!(validate(home, "./data").unwrap_err().contains("absolute"));
         assert!(validate(home, "~/kcap").unwrap_err().contains("absolute"));
         let token = setting("token").unwrap();
+        assert!(validate(token, "abc def")
+            .unwrap_err()
+            .contains("spaces or control"));
+        assert!(validate(token, "abc\u{1}def").is_err());
+        assert!(validate(token, "kcap_0123-abc.DEF").is_ok());
         assert_eq!(display(token, "abcdefgh1234"), "set (12 chars, ends …1234)");
         assert_eq!(display(token, "short"), "set (5 chars)");
     }
