@@ -85,16 +85,23 @@ pub fn show(flags: &[(&'static str, Option<String>)], json: bool) -> Result<Stri
     Ok(out)
 }
 
-/// `-` means: read the value from stdin (one line), so a token stays out of shell history.
+/// `-` means: read the value from stdin, so a token stays out of shell history. On a terminal
+/// that is one line after a prompt (waiting for end-of-file there looks like a hang); from a
+/// pipe or file, everything (at most 64 KiB).
 pub fn value_or_stdin(value: &str) -> Result<String, String> {
+    use std::io::{BufRead, IsTerminal};
     if value != "-" {
         return Ok(value.to_string());
     }
     let mut text = String::new();
-    std::io::stdin()
-        .take(64 * 1024)
-        .read_to_string(&mut text)
-        .map_err(|e| format!("cannot read the value from stdin: {e}"))?;
+    let stdin = std::io::stdin();
+    let read = if stdin.is_terminal() {
+        eprint!("value (then Enter): ");
+        stdin.lock().take(64 * 1024).read_line(&mut text)
+    } else {
+        stdin.lock().take(64 * 1024).read_to_string(&mut text)
+    };
+    read.map_err(|e| format!("cannot read the value from stdin: {e}"))?;
     Ok(text.trim().to_string())
 }
 

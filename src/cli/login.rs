@@ -71,6 +71,10 @@ pub async fn login(url: &str, token: Option<&str>) -> Result<String, String> {
         Some(t) => Some(crate::cli::config::value_or_stdin(t)?).filter(|t| !t.is_empty()),
         None => None,
     };
+    if let Some(t) = &token {
+        let setting = crate::config::settings::setting("token").expect("token is a setting");
+        crate::config::settings::validate(setting, t)?;
+    }
     match probe(url, token.as_deref()).await {
         Probe::Ok => {}
         Probe::Unauthorized if token.is_none() => {
