@@ -26,10 +26,10 @@ pub fn value(key: &str) -> Option<String> {
     resolve(setting, None, loaded()).value
 }
 
-/// Root of kcap's own files: `$KCAP_HOME`, else the config file's `kcap_home`, else
-/// `$XDG_DATA_HOME/kcap`, else `~/.local/share/kcap`.
+/// Root of kcap's own files: `$KCAP_HOME`, else the config file's `kcap_home` (each only when
+/// absolute, see [`settings::validate`]), else `$XDG_DATA_HOME/kcap`, else `~/.local/share/kcap`.
 pub fn kcap_home() -> PathBuf {
-    if let Some(dir) = non_empty_env("KCAP_HOME").or_else(|| loaded().get("kcap_home")) {
+    if let Some(dir) = value("kcap_home") {
         return dir.into();
     }
     if let Some(dir) = non_empty_env("XDG_DATA_HOME") {
@@ -38,10 +38,10 @@ pub fn kcap_home() -> PathBuf {
     home_dir().join(".local/share/kcap")
 }
 
-/// Copilot's root: `$COPILOT_HOME`, else the config file's `copilot_home`, else `~/.copilot`.
+/// Copilot's root: `$COPILOT_HOME`, else the config file's `copilot_home` (each only when
+/// absolute), else `~/.copilot`.
 pub fn copilot_home() -> PathBuf {
-    non_empty_env("COPILOT_HOME")
-        .or_else(|| loaded().get("copilot_home"))
+    value("copilot_home")
         .map(PathBuf::from)
         .unwrap_or_else(|| home_dir().join(".copilot"))
 }

@@ -66,6 +66,13 @@ async fn file_then_environment_then_flag() {
     assert_eq!(setting(&shown, "url"), ("http://from-env.invalid:2", "env"));
     assert_eq!(setting(&shown, "poll_ms"), ("222", "env"));
 
+    // An environment value that is not valid is not used: the file's is, and show says so.
+    let shown = show(&env, |c| {
+        c.env("KCAP_POLL_MS", "soon");
+    })
+    .await;
+    assert_eq!(setting(&shown, "poll_ms"), ("111", "file"));
+
     let shown = show(&env, |c| {
         c.env("KCAP_URL", "http://from-env.invalid:2")
             .env("KCAP_POLL_MS", "222")
@@ -171,4 +178,36 @@ async fn hooks_read_the_server_from_the_config_file() {
     )
     .await;
     assert_exactly_once(&server, sid, &content);
+}
+
+/// Hooks run in each session's directory: a relative path given to `config set` is stored as
+/// the absolute path it means here, and one written by hand into the file is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn paths_in_the_file_are_absolute() {
+    let env = Env::new();
+    let out = env
+        .kcap("http://unused.invalid")
+        .current_dir(env.dir.path())
+        .args(["config", "set", "kcap_home", "data"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = std::fs::read_to_string(env.config_path()).unwrap();
+    let wanted = env.dir.path().join("data");
+    assert!(
+        text.contains(&format!("kcap_home = {:?}", wanted.display().to_string())),
+        "{text}"
+    );
+
+    std::fs::write(env.config_path(), "copilot_home = \"relative/copilot\"\n").unwrap();
+    let shown = show(&env, |c| {
+        c.env_remove("COPILOT_HOME");
+    })
+    .await;
+    assert_eq!(setting(&shown, "copilot_home").1, "default");
+    assert!(
+        shown["problems"].to_string().contains("not an absolute path"),
+        "{shown}"
+    );
 }

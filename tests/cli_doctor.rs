@@ -184,3 +184,46 @@ async fn doctor_says_when_the_store_is_unusable() {
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("FIX  store") && text.contains("unusable"), "{text}");
 }
+
+/// A web server that answers 200 with a page to every request, as a landing page or a proxy's
+/// default site does: it is not a kcap server, whatever its status says.
+fn catch_all_server() -> SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let body = "<html>welcome</html>";
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn login_and_doctor_refuse_a_web_server_that_is_not_kcap() {
+    let env = Env::new();
+    let url = format!("http://{}", catch_all_server());
+    let (code, out, err) = kcap(&env, &["login", "--url", &url]).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("is not a kcap server") && err.contains("nothing was saved"),
+        "{err}"
+    );
+    assert!(
+        !env.config_path().exists(),
+        "login saved a URL that is not a kcap server"
+    );
+    let (code, out, _) = kcap(&env, &["--url", &url, "doctor"]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FIX  server") && out.contains("is not a kcap server"),
+        "{out}"
+    );
+}

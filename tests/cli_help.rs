@@ -227,3 +227,60 @@ fn the_description_check_catches_a_bare_flag() {
     assert_eq!(found.len(), 3, "{found:?}");
     assert!(found[0].1 && !found[1].1 && found[2].1, "{found:?}");
 }
+
+/// `kcap … | head` closes the pipe before kcap has written everything: the output stops
+/// quietly, without a panic and its backtrace on the terminal.
+#[test]
+fn a_closed_pipe_on_stdout_is_not_a_panic() {
+    let home = tempfile::tempdir().unwrap();
+    for args in [
+        &["machine"][..],
+        &["config", "show"],
+        &["completions", "bash"],
+        &["status"],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kcap"))
+            .args(args)
+            .env("HOME", home.path())
+            .env("KCAP_CONFIG", home.path().join("config.toml"))
+            .env("KCAP_HOME", home.path().join("kcap"))
+            .env_remove("RUST_BACKTRACE")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "kcap {args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(0), "kcap {args:?}: {stderr}");
+    }
+}
+
+/// Hooks exit 0 even on bad arguments (Copilot must never fail on kcap); every other command
+/// exits 2, also when a stray word happens to be a hook's name.
+#[test]
+fn only_the_hook_commands_swallow_bad_arguments() {
+    let home = tempfile::tempdir().unwrap();
+    let code = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_kcap"))
+            .args(args)
+            .env("KCAP_HOME", home.path().join("kcap"))
+            .env("KCAP_CONFIG", home.path().join("config.toml"))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+            .status
+            .code()
+    };
+    assert_eq!(code(&["hook", "--no-such-flag"]), Some(0));
+    assert_eq!(
+        code(&["--url", "http://127.0.0.1:9", "hook", "--no-such-flag"]),
+        Some(0)
+    );
+    assert_eq!(code(&["copilot-finalize"]), Some(0));
+    assert_eq!(code(&["status", "hook"]), Some(2));
+    assert_eq!(code(&["sessions", "--limit", "copilot-finalize"]), Some(2));
+    assert_eq!(code(&["--kcap-home", "hook", "statu"]), Some(2));
+    assert_eq!(code(&["watch"]), Some(2));
+}

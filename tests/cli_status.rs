@@ -104,4 +104,14 @@ async fn sessions_are_newest_first_within_the_limit() {
         .await
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
+    // --limit 0 shows no rows, but must not claim the server is empty.
+    let none = env
+        .kcap(&server.url())
+        .args(["sessions", "--limit", "0"])
+        .output()
+        .await
+        .unwrap();
+    let none = String::from_utf8_lossy(&none.stdout);
+    assert!(!none.contains("holds no sessions"), "{none}");
+    assert!(none.contains("(0 of 3 sessions"), "{none}");
 }

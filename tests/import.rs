@@ -256,3 +256,37 @@ async fn the_real_samples_import_once() {
         assert_exactly_once(&server, *sid, content);
     }
 }
+
+/// A server that stays down: the first session waits out the budget, the others are not tried
+/// (each would wait as long again: two minutes per session by default) and are reported.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_that_stays_down_costs_one_budget_not_one_per_session() {
+    let env = Env::new();
+    let (a, _) = env.session(&transcript());
+    let (b, _) = env.session(&fixture::short_session());
+    let out = env
+        .kcap(&format!("http://{}", free_port()))
+        .args(["import"])
+        .env("KCAP_DELIVERY_BUDGET_MS", "400")
+        .env("KCAP_RETRY_INITIAL_MS", "50")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text = summary_of(&out);
+    assert!(
+        text.contains("imported 2 sessions") && text.contains("2 failed"),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("not tried, the server stopped answering").count(),
+        1,
+        "{text}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let retried: Vec<&str> = stderr.lines().filter(|l| l.contains("retrying in")).collect();
+    assert!(!retried.is_empty(), "{stderr}");
+    let first = retried[0].split(':').next().unwrap();
+    assert!(retried.iter().all(|l| l.starts_with(first)), "{stderr}");
+    assert!(first == a.to_string() || first == b.to_string(), "{stderr}");
+}

@@ -267,8 +267,9 @@ fn main() -> ExitCode {
     let raw_args: Vec<OsString> = std::env::args_os().skip(1).collect();
     // What Copilot's hooks run must never fail Copilot; what they start (the watcher) has no
     // one reading its stderr but its log.
-    let hook_run = raw_args.iter().any(|a| a == "copilot-finalize" || a == "hook");
-    let internal = hook_run || raw_args.iter().any(|a| a == "watch");
+    let name = subcommand_name(&raw_args);
+    let hook_run = matches!(name.as_deref(), Some("copilot-finalize" | "hook"));
+    let internal = hook_run || name.as_deref() == Some("watch");
     let parsed = command()
         .try_get_matches()
         .and_then(|m| Cli::from_arg_matches(&m));
@@ -311,13 +312,35 @@ fn main() -> ExitCode {
     ExitCode::from(code.clamp(0, 255) as u8)
 }
 
+/// The subcommand named on a command line that may not parse: the first argument that is
+/// neither an option nor the value of a top-level option. (Looking for "hook" anywhere made
+/// `kcap status hook`, a typo, exit 0 like a hook.)
+fn subcommand_name(args: &[OsString]) -> Option<String> {
+    let with_value: Vec<String> = Cli::command()
+        .get_arguments()
+        .filter(|a| a.get_action().takes_values())
+        .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+        .collect();
+    let mut args = args.iter().map(|a| a.to_string_lossy());
+    while let Some(arg) = args.next() {
+        if with_value.iter().any(|o| *o == arg) {
+            args.next();
+        } else if !arg.starts_with('-') {
+            return Some(arg.into_owned());
+        }
+    }
+    None
+}
+
 /// The command line, with the environment variables listed under the top-level help.
 fn command() -> clap::Command {
     Cli::command().after_help(environment_help())
 }
 
 /// Every environment variable kcap reads, with its flag and config key, from the one table in
-/// `config::settings`.
+/// `config::settings`. Each description goes on its own indented line: clap wraps this text to
+/// the terminal (100 columns at most) and continues a wrapped line at its own indentation, so a
+/// third column would spill back to the left edge.
 fn environment_help() -> String {
     use kcap::config::settings::OTHER_ENV;
     let mut out = String::from(
@@ -329,11 +352,11 @@ fn environment_help() -> String {
             (Some(f), None) => f.to_string(),
             (None, _) => "no flag".to_string(),
         };
-        out.push_str(&format!("  {:<24} {:<26} {}\n", s.env, flag, s.about));
+        out.push_str(&format!("  {:<24} {flag}\n      {}\n", s.env, s.about));
     }
     for (env, flag, about) in OTHER_ENV {
         let flag = if flag.is_empty() { "-" } else { flag };
-        out.push_str(&format!("  {env:<24} {flag:<26} {about}\n"));
+        out.push_str(&format!("  {env:<24} {flag}\n      {about}\n"));
     }
     out
 }
@@ -437,10 +460,7 @@ async fn run(cli: Cli, store: Store, raw_args: Vec<OsString>) -> i32 {
                 Err(e) => Err(e),
             };
             match result {
-                Ok(summary) => {
-                    print!("{}", import::describe(&summary));
-                    i32::from(!summary.failures.is_empty())
-                }
+                Ok(summary) => emit(&import::describe(&summary)).max(i32::from(!summary.failures.is_empty())),
                 Err(e) => {
                     eprintln!("kcap import: {e}");
                     2
@@ -449,8 +469,7 @@ async fn run(cli: Cli, store: Store, raw_args: Vec<OsString>) -> i32 {
         }
         Cmd::Doctor => {
             let (report, code) = doctor::doctor(&store, &kcap::config::copilot_home(), &cli.delivery).await;
-            print!("{report}");
-            code
+            emit(&report).max(code)
         }
         Cmd::Hook {
             event, drain_cap_ms, ..
@@ -502,17 +521,19 @@ async fn run(cli: Cli, store: Store, raw_args: Vec<OsString>) -> i32 {
                 Shell::Zsh => clap_complete::Shell::Zsh,
                 Shell::Fish => clap_complete::Shell::Fish,
             };
-            clap_complete::generate(shell, &mut command(), "kcap", &mut std::io::stdout());
-            0
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command(), "kcap", &mut script);
+            emit(&String::from_utf8_lossy(&script))
         }
         Cmd::Machine { format } => {
+            let mut text = String::new();
             if matches!(format, Format::Markdown | Format::Both) {
-                println!("{}", table::markdown());
+                text.push_str(&format!("{}\n", table::markdown()));
             }
             if matches!(format, Format::Mermaid | Format::Both) {
-                println!("```mermaid\n{}```", table::mermaid());
+                text.push_str(&format!("```mermaid\n{}```\n", table::mermaid()));
             }
-            0
+            emit(&text)
         }
     }
 }
@@ -530,12 +551,25 @@ fn limit_malloc_arenas() {
     }
 }
 
+/// Writes `text` to stdout. A reader that stopped reading (`kcap sessions --all | head`) ends
+/// the output quietly instead of a panic (`println!`'s answer to a closed pipe); another write
+/// error is reported and exits 1.
+fn emit(text: &str) -> i32 {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => 0,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+        Err(e) => {
+            eprintln!("kcap: cannot write the output: {e}");
+            1
+        }
+    }
+}
+
 fn print(result: Result<String, String>) -> i32 {
     match result {
-        Ok(text) => {
-            println!("{}", text.trim_end());
-            0
-        }
+        Ok(text) => emit(&format!("{}\n", text.trim_end())),
         Err(e) => {
             eprintln!("kcap: {e}");
             1

@@ -62,6 +62,13 @@ pub fn show(flags: &[(&'static str, Option<String>)], json: bool) -> Result<Stri
     for p in &file.problems {
         out.push_str(&format!("problem      {p}\n"));
     }
+    for s in SETTINGS {
+        if let Some(v) = std::env::var(s.env).ok().filter(|v| !v.is_empty()) {
+            if let Err(e) = crate::config::settings::validate(s, &v) {
+                out.push_str(&format!("problem      {}: {e} (ignored)\n", s.env));
+            }
+        }
+    }
     out.push_str(&format!(
         "\n{:<20} {:<8} {:<24} {}\n",
         "KEY", "SOURCE", "ENVIRONMENT", "VALUE"
@@ -78,22 +85,32 @@ pub fn show(flags: &[(&'static str, Option<String>)], json: bool) -> Result<Stri
     Ok(out)
 }
 
-/// `-` means: read the value from stdin (one line), so a token stays out of shell history.
+/// `-` means: read the value from stdin, so a token stays out of shell history. On a terminal
+/// that is one line after a prompt (waiting for end-of-file there looks like a hang); from a
+/// pipe or file, everything (at most 64 KiB).
 pub fn value_or_stdin(value: &str) -> Result<String, String> {
+    use std::io::{BufRead, IsTerminal};
     if value != "-" {
         return Ok(value.to_string());
     }
     let mut text = String::new();
-    std::io::stdin()
-        .take(64 * 1024)
-        .read_to_string(&mut text)
-        .map_err(|e| format!("cannot read the value from stdin: {e}"))?;
+    let stdin = std::io::stdin();
+    let read = if stdin.is_terminal() {
+        eprint!("value (then Enter): ");
+        stdin.lock().take(64 * 1024).read_line(&mut text)
+    } else {
+        stdin.lock().take(64 * 1024).read_to_string(&mut text)
+    };
+    read.map_err(|e| format!("cannot read the value from stdin: {e}"))?;
     Ok(text.trim().to_string())
 }
 
 /// Sets one key in the config file.
 pub fn set(key: &str, value: &str) -> Result<String, String> {
-    let value = value_or_stdin(value)?;
+    let mut value = value_or_stdin(value)?;
+    if setting(key).is_some_and(|s| s.kind == crate::config::settings::Kind::Path) {
+        value = absolute(&value)?;
+    }
     let mut file = ConfigFile::load();
     file.set(key, &value)?;
     file.save()?;
@@ -107,6 +124,18 @@ pub fn set(key: &str, value: &str) -> Result<String, String> {
         }
     }
     Ok(out)
+}
+
+/// A path as the user meant it from here: `~/` is their home, a relative path is taken from the
+/// current directory (the file must hold absolute paths: hooks run elsewhere).
+fn absolute(value: &str) -> Result<String, String> {
+    let path = match value.strip_prefix("~/") {
+        Some(rest) => std::path::Path::new(&std::env::var("HOME").unwrap_or_default()).join(rest),
+        None => std::path::PathBuf::from(value),
+    };
+    std::path::absolute(&path)
+        .map(|p| p.display().to_string())
+        .map_err(|e| format!("{value:?}: {e}"))
 }
 
 /// Removes one key from the config file.

@@ -205,7 +205,14 @@ fn check_config(r: &mut Report) {
         };
         if let Err(e) = validate(s, &env) {
             good = false;
-            r.line(false, "config", format!("{}: {e}; the default is used", s.env));
+            r.line(
+                false,
+                "config",
+                format!(
+                    "{}: {e}; ignored, the config file's value or the default is used",
+                    s.env
+                ),
+            );
             continue;
         }
         if let Some(in_file) = file.get(s.key).filter(|v| *v != env) {

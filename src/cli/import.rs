@@ -166,8 +166,18 @@ pub async fn import(
         dry_run: args.dry_run,
         ..Summary::default()
     };
+    // Set once a session gave up on a server that stopped answering: the next sessions would
+    // each wait out the same budget (two minutes apiece by default) for the same reason.
+    let mut server_gone: Option<String> = None;
     for (session, path, len) in found {
         summary.sessions += 1;
+        if let Some(why) = &server_gone {
+            summary.failures.push(format!(
+                "{session}: not tried, the server stopped answering ({why})"
+            ));
+            report(&bar, len, format!("{session}: not tried"));
+            continue;
+        }
         if args.dry_run {
             let line = match dry_run::count(store, session, &path, writer_is_gone(&path)) {
                 Ok(c) => {
@@ -205,9 +215,15 @@ pub async fn import(
                     stats.lines, stats.new, stats.duplicates
                 )
             }
-            Err(e) => {
-                summary.failures.push(format!("{session}: {e}"));
-                format!("{session}: FAILED: {e}")
+            Err(GiveUp {
+                error,
+                server_gone: gone,
+            }) => {
+                if *gone {
+                    server_gone = Some(short_reason(error));
+                }
+                summary.failures.push(format!("{session}: {error}"));
+                format!("{session}: FAILED: {error}")
             }
         };
         report(&bar, len, line);
@@ -241,6 +257,20 @@ fn retryable(error: &str) -> bool {
     }
 }
 
+/// Why one session's delivery stopped.
+#[derive(Debug)]
+struct GiveUp {
+    error: String,
+    /// The failure was one worth retrying and the budget ran out: the server is down, hanging
+    /// or failing, and the sessions after this one would fare no better.
+    server_gone: bool,
+}
+
+/// The first part of a delivery error, for the sessions that are then not tried.
+fn short_reason(error: &str) -> String {
+    error.split(" (gave up").next().unwrap_or(error).to_string()
+}
+
 /// `deliver_once` again after each retryable failure, with the live path's backoff, until it
 /// succeeds or `delivery_budget_ms` passes without a line delivered. Each try resumes from the
 /// watermark the last one left, so a retry never resends what was acknowledged.
@@ -249,7 +279,7 @@ async fn deliver_with_retries(
     timings: &Timings,
     retries: &mut u64,
     bar: &Option<indicatif::ProgressBar>,
-) -> Result<crate::effects::watcher::WatchStats, String> {
+) -> Result<crate::effects::watcher::WatchStats, GiveUp> {
     let take_unterminated = writer_is_gone(&watcher.transcript);
     let mut total = crate::effects::watcher::WatchStats::default();
     let mut backoff = Duration::from_millis(timings.retry_initial_ms.max(1));
@@ -272,10 +302,13 @@ async fn deliver_with_retries(
                     backoff = Duration::from_millis(timings.retry_initial_ms.max(1));
                 }
                 if last_progress.elapsed() + backoff > budget {
-                    return Err(format!(
-                        "{e} (gave up after {} s without progress; run `kcap import` again later)",
-                        budget.as_secs()
-                    ));
+                    return Err(GiveUp {
+                        error: format!(
+                            "{e} (gave up after {} s without progress; run `kcap import` again later)",
+                            budget.as_secs()
+                        ),
+                        server_gone: true,
+                    });
                 }
                 *retries += 1;
                 let note = format!("{}: {e}; retrying in {} ms", watcher.session, backoff.as_millis());
@@ -286,7 +319,12 @@ async fn deliver_with_retries(
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_millis(timings.retry_max_ms.max(1)));
             }
-            Err(e) => return Err(e),
+            Err(error) => {
+                return Err(GiveUp {
+                    error,
+                    server_gone: false,
+                })
+            }
         }
     }
 }

@@ -9,7 +9,7 @@ use crate::protocol::CLI_VERSION_HEADER;
 /// What the probe found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Probe {
-    /// The server answered 2xx: URL and token are good.
+    /// The server answered 2xx with a JSON list: URL and token are good.
     Ok,
     /// 401: the server wants a token and this one is missing or wrong.
     Unauthorized,
@@ -34,7 +34,17 @@ pub async fn probe(url: &str, token: Option<&str>) -> Probe {
         req = req.bearer_auth(token);
     }
     match req.send().await {
-        Ok(r) if r.status().is_success() => Probe::Ok,
+        // A catch-all web server (a landing page, a proxy's default site) answers 200 to any
+        // path; only a kcap server answers this one with a JSON list of sessions.
+        Ok(r) if r.status().is_success() => {
+            let status = r.status();
+            match r.json::<serde_json::Value>().await {
+                Ok(serde_json::Value::Array(_)) => Probe::Ok,
+                _ => Probe::NotKcap(format!(
+                    "GET /api/sessions answered HTTP {status} without a JSON list of sessions"
+                )),
+            }
+        }
         Ok(r) if r.status() == reqwest::StatusCode::UNAUTHORIZED => Probe::Unauthorized,
         Ok(r) => Probe::NotKcap(format!("GET /api/sessions answered HTTP {}", r.status())),
         Err(e) if e.is_connect() => Probe::NoServer(root_cause(&e)),
@@ -61,6 +71,10 @@ pub async fn login(url: &str, token: Option<&str>) -> Result<String, String> {
         Some(t) => Some(crate::cli::config::value_or_stdin(t)?).filter(|t| !t.is_empty()),
         None => None,
     };
+    if let Some(t) = &token {
+        let setting = crate::config::settings::setting("token").expect("token is a setting");
+        crate::config::settings::validate(setting, t)?;
+    }
     match probe(url, token.as_deref()).await {
         Probe::Ok => {}
         Probe::Unauthorized if token.is_none() => {

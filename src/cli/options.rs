@@ -25,7 +25,7 @@ fn value(key: &str, flag: Option<String>) -> Resolved {
     resolve(s, flag.as_deref(), loaded())
 }
 
-/// A numeric setting; a value that does not parse falls back to the default (and `kcap doctor`
+/// A numeric setting; a value that does not parse is skipped by [`resolve`] (and `kcap doctor`
 /// and the start-up check in `kcap` report it), because a hook must never fail on it.
 fn number(key: &str, flag: Option<u64>) -> u64 {
     let default = || {
@@ -46,7 +46,7 @@ pub fn invalid_settings() -> Vec<String> {
     for s in crate::config::SETTINGS {
         if let Some(v) = std::env::var(s.env).ok().filter(|v| !v.is_empty()) {
             if let Err(e) = crate::config::settings::validate(s, &v) {
-                out.push(format!("{}: {e}", s.env));
+                out.push(format!("{}: {e} (ignored)", s.env));
             }
         }
     }

@@ -116,7 +116,7 @@ pub async fn sessions(opts: &DeliveryOpts, limit: Option<usize>, json: bool) -> 
     if json {
         return serde_json::to_string_pretty(&list).map_err(|e| e.to_string());
     }
-    if list.is_empty() {
+    if total == 0 {
         return Ok(format!("{url} holds no sessions"));
     }
     let row = |cols: [&str; 9]| {

@@ -138,13 +138,16 @@ impl ConfigFile {
                 self.path.display()
             ));
         }
-        let dir = self
-            .path
+        let target = self.target()?;
+        let dir = target
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         create_private_dir(dir)?;
         let temp = dir.join(format!(".config.toml.{}.tmp", std::process::id()));
+        // A leftover of an earlier process with this pid; the temp file is then created anew
+        // (never opened through a link someone put in its place).
+        let _ = std::fs::remove_file(&temp);
         let write = || -> std::io::Result<()> {
             let mut f = private_file(&temp)?;
             f.write_all(self.doc.to_string().as_bytes())?;
@@ -154,10 +157,26 @@ impl ConfigFile {
             let _ = std::fs::remove_file(&temp);
             format!("cannot write {}: {e}", temp.display())
         })?;
-        std::fs::rename(&temp, &self.path).map_err(|e| {
+        std::fs::rename(&temp, &target).map_err(|e| {
             let _ = std::fs::remove_file(&temp);
-            format!("cannot replace {}: {e}", self.path.display())
+            format!("cannot replace {}: {e}", target.display())
         })
+    }
+
+    /// The file [`ConfigFile::save`] replaces: the config path itself, or, when that is a
+    /// symlink (a dotfiles repository), the file it points to, so that the link survives and the
+    /// value lands where the user keeps it. A link to nothing is refused rather than replaced.
+    fn target(&self) -> Result<PathBuf, String> {
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(meta) if meta.file_type().is_symlink() => std::fs::canonicalize(&self.path).map_err(|e| {
+                format!(
+                    "{} is a symbolic link to a file that cannot be reached ({e}): fix or \
+                         remove the link (it was left as it is)",
+                    self.path.display()
+                )
+            }),
+            _ => Ok(self.path.clone()),
+        }
     }
 }
 
@@ -206,8 +225,7 @@ fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(path)
 }
@@ -258,6 +276,37 @@ mod tests {
         assert!(again.problems.is_empty(), "{:?}", again.problems);
         assert_eq!(again.get("url").as_deref(), Some("http://localhost:5108"));
         assert_eq!(again.mode, Some(0o600));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlinked_config_is_written_through_the_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let dotfiles = dir.path().join("dotfiles");
+        std::fs::create_dir_all(&dotfiles).unwrap();
+        let real = dotfiles.join("kcap.toml");
+        std::fs::write(&real, "# mine\nurl = \"http://a.example\"\n").unwrap();
+        let link = dir.path().join("config.toml");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let mut file = ConfigFile::load_from(&link);
+        file.set("poll_ms", "50").unwrap();
+        file.save().unwrap();
+        assert!(
+            std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(),
+            "the link was replaced"
+        );
+        let text = std::fs::read_to_string(&real).unwrap();
+        assert!(text.contains("# mine") && text.contains("poll_ms = 50"), "{text}");
+
+        let dangling = dir.path().join("dangling.toml");
+        std::os::unix::fs::symlink(dir.path().join("nowhere/x.toml"), &dangling).unwrap();
+        let mut file = ConfigFile::load_from(&dangling);
+        file.set("poll_ms", "50").unwrap();
+        assert!(file.save().unwrap_err().contains("symbolic link"));
+        assert!(std::fs::symlink_metadata(&dangling)
+            .unwrap()
+            .file_type()
+            .is_symlink());
     }
 
     #[test]

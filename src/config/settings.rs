@@ -257,7 +257,9 @@ pub struct Resolved {
 }
 
 /// The value of `setting`: `flag` if given, else its environment variable, else the config
-/// file's, else the default. Empty values count as unset.
+/// file's, else the default. Empty values count as unset, and so does an environment value that
+/// does not validate (as an invalid file value does): it is reported (`kcap doctor`, the start-up
+/// warning, `kcap config show`) and the next source is used, so what is shown is what is used.
 pub fn resolve(setting: &Setting, flag: Option<&str>, file: &ConfigFile) -> Resolved {
     let non_empty = |v: &str| !v.is_empty();
     if let Some(v) = flag.filter(|v| non_empty(v)) {
@@ -266,7 +268,10 @@ pub fn resolve(setting: &Setting, flag: Option<&str>, file: &ConfigFile) -> Reso
             source: Source::Flag,
         };
     }
-    if let Some(v) = std::env::var(setting.env).ok().filter(|v| non_empty(v)) {
+    if let Some(v) = std::env::var(setting.env)
+        .ok()
+        .filter(|v| non_empty(v) && validate(setting, v).is_ok())
+    {
         return Resolved {
             value: Some(v),
             source: Source::Env,
@@ -296,6 +301,14 @@ pub fn validate(setting: &Setting, value: &str) -> Result<(), String> {
             .map(|_| ())
             .map_err(|_| format!("{}: {value:?} is not a whole number", setting.key)),
         Kind::Url => {
+            // The URL parser silently drops tabs and newlines and trims spaces, so such a value
+            // would be stored as typed but used as another: refuse it instead.
+            if value.chars().any(char::is_control) || value.trim() != value {
+                return Err(format!(
+                    "{}: {value:?} has spaces or control characters around or inside it",
+                    setting.key
+                ));
+            }
             let parsed =
                 reqwest::Url::parse(value).map_err(|e| format!("{}: {value:?}: {e}", setting.key))?;
             if matches!(parsed.scheme(), "http" | "https") && parsed.host_str().is_some() {
@@ -310,6 +323,22 @@ pub fn validate(setting: &Setting, value: &str) -> Result<(), String> {
         Kind::Secret | Kind::Path => {
             if value.trim().is_empty() || value.contains(['\n', '\r']) {
                 Err(format!("{}: empty or multi-line value", setting.key))
+            } else if setting.kind == Kind::Secret
+                && value.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                // It goes into an Authorization header, where such a character makes every
+                // request fail before it is sent.
+                Err(format!(
+                    "{}: contains spaces or control characters (a token has none)",
+                    setting.key
+                ))
+            } else if setting.kind == Kind::Path && !std::path::Path::new(value).is_absolute() {
+                // Hooks run in each session's working directory: a relative path would put
+                // kcap's store (or look for Copilot) in every project.
+                Err(format!(
+                    "{}: {value:?} is not an absolute path (hooks run in each session's directory)",
+                    setting.key
+                ))
             } else {
                 Ok(())
             }
@@ -367,10 +396,22 @@ mod tests {
         assert!(validate(url, "https://kcap.example.com").is_ok());
         assert!(validate(url, "ftp://x").is_err());
         assert!(validate(url, "localhost:5108").is_err());
+        assert!(validate(url, "http://exa\tmple.com").is_err());
+        assert!(validate(url, "http://example.com/\nx").is_err());
+        assert!(validate(url, " http://example.com").is_err());
         let n = setting("poll_ms").unwrap();
         assert!(validate(n, "300").is_ok());
         assert!(validate(n, "-1").unwrap_err().contains("whole number"));
+        let home = setting("kcap_home").unwrap();
+        assert!(validate(home, "/var/lib/kcap").is_ok());
+        assert!(validate(home, "./data").unwrap_err().contains("absolute"));
+        assert!(validate(home, "~/kcap").unwrap_err().contains("absolute"));
         let token = setting("token").unwrap();
+        assert!(validate(token, "abc def")
+            .unwrap_err()
+            .contains("spaces or control"));
+        assert!(validate(token, "abc\u{1}def").is_err());
+        assert!(validate(token, "kcap_0123-abc.DEF").is_ok());
         assert_eq!(display(token, "abcdefgh1234"), "set (12 chars, ends …1234)");
         assert_eq!(display(token, "short"), "set (5 chars)");
     }
