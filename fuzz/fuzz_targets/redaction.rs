@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 
-use kcap::effects::redact;
+use kcap::redact;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

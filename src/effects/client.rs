@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::effects::lines::Batch;
-use crate::effects::redact;
+use crate::redact;
 use crate::ids::{event_id, SessionId};
 use crate::protocol::{IngestReply, LastLine, CLI_VERSION_HEADER};
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 
 use kcap::config::transcript_path;
-use kcap::effects::redact;
+use kcap::redact;
 use kcap::ids::{event_id, SessionId};
 use kcap::machine::terminal::is_blank;
 use kcap::machine::{Phase, State};

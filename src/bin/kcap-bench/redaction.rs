@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
-use kcap::effects::redact;
+use kcap::redact;
 
 const HOSTILE: [(&str, &str); 7] = [
     ("token prefixes, no token", "ghp_x sk-ant- xoxb-1 AKIA npm_ "),
