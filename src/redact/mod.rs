@@ -10,6 +10,7 @@
 //!   syntax, and the precision rules that keep code, types and placeholders.
 //! - [`url`], [`pem`], [`cli`]: URL userinfo, private key blocks, command-line passwords.
 //! - [`user`]: the user's own patterns and allowlist from the config file.
+//! - [`samples`]: random samples of every format, for the tests and the benchmark.
 //!
 //! Each finding becomes `[REDACTED]`; keys, schemes and user names stay. Time is linear in the
 //! line: one keyword pass, and every rule looks a bounded distance from its keyword.
@@ -20,6 +21,7 @@ mod engine;
 mod json;
 mod named;
 mod pem;
+pub mod samples;
 mod scan;
 mod url;
 mod user;
