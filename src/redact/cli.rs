@@ -25,7 +25,7 @@ pub(crate) fn scan(b: &[u8], out: &mut Vec<Hit>) {
             continue;
         };
         let e = word_end(b, s);
-        if e > s {
+        if e > s && !std::str::from_utf8(&b[s..e]).is_ok_and(super::value::is_placeholder) {
             out.push(Hit {
                 start: s,
                 end: e,

@@ -34,8 +34,7 @@ struct Decoded {
 pub(crate) fn scan_line(line: &str, user: &UserRules, out: &mut Vec<RawHit>) {
     let b = line.as_bytes();
     let everything = !user.patterns.is_empty();
-    let first = b.iter().find(|c| !c.is_ascii_whitespace()).copied();
-    if !matches!(first, Some(b'{' | b'[' | b'"')) || u32::try_from(b.len()).is_err() {
+    if !looks_like_json(b) || u32::try_from(b.len()).is_err() {
         let mut hits = Vec::new();
         if everything || engine().ac.is_match(line) {
             scan_text(line, user, &mut hits);
@@ -78,6 +77,20 @@ pub(crate) fn scan_line(line: &str, user: &UserRules, out: &mut Vec<RawHit>) {
             let v = skip_ws(b, j + 1);
             pair(line, (s, e, escaped), v, &mut scratch, out);
         }
+    }
+}
+
+/// A JSON document starts here: an object, a string, or an array of values (a line of prose
+/// starting with `[REDACTED]` or `[INFO]` is not one).
+fn looks_like_json(b: &[u8]) -> bool {
+    let p = skip_ws(b, 0);
+    match b.get(p) {
+        Some(b'{' | b'"') => true,
+        Some(b'[') => {
+            let q = skip_ws(b, p + 1);
+            matches!(b.get(q), Some(b'{' | b'[' | b'"' | b']' | b'-' | b't' | b'f' | b'n' | b'0'..=b'9'))
+        }
+        _ => false,
     }
 }
 

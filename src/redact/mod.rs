@@ -41,6 +41,8 @@ pub struct Finding {
     pub rule: String,
     pub start: usize,
     pub end: usize,
+    /// The range is a bare JSON number (`"pin": 1234`): it is replaced by a quoted marker.
+    pub quoted: bool,
 }
 
 /// A redactor: the built-in catalogue plus the user's rules.
@@ -79,6 +81,7 @@ impl Redactor {
                 },
                 start: r.start,
                 end: r.end,
+                quoted: r.quote,
             })
             .collect()
     }

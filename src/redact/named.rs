@@ -196,6 +196,10 @@ fn name_around(b: &[u8], s: usize, e: usize) -> (usize, usize) {
     while ns < s && b[ns] == b'.' {
         ns += 1;
     }
+    // `x--password`: a flag glued to a previous word starts at its dashes.
+    if let Some(d) = memchr::memmem::rfind(&b[ns..s], b"--") {
+        ns += d;
+    }
     (ns, ne)
 }
 
@@ -222,7 +226,7 @@ pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
     // XML element: `<password>value</password>`.
     if before == b'<' && b.get(p) == Some(&b'>') {
         let start = p + 1;
-        let len = b[start..].iter().take(MAX_VALUE).take_while(|c| !matches!(c, b'<' | b'\n')).count();
+        let len = b[start..].iter().take(MAX_VALUE).take_while(|c| !matches!(c, b'<' | b'\n' | b'"')).count();
         return Some(Value {
             start,
             end: start + len,
@@ -318,7 +322,9 @@ fn typed_assignment(b: &[u8], p: usize) -> Option<usize> {
         .take(48)
         .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'&' | b'*' | b'[' | b']' | b'<' | b'>' | b'.' | b'\''))
         .count();
-    if len == 0 {
+    let first = *b.get(p)?;
+    let starts_type = first.is_ascii_alphabetic() || matches!(first, b'&' | b'*') || b[p..].starts_with(b"[]");
+    if len == 0 || !starts_type {
         return None;
     }
     let q = skip_blanks(b, p + len);
@@ -368,13 +374,25 @@ fn read_value(b: &[u8], p: usize) -> Option<Value> {
                 _ => k += 1,
             }
         }
-        // No closing quote on this line: read it as unquoted.
-        return unquoted(b, start);
+        // No closing quote on this line: the value runs to the line's end (a cut-off literal
+        // still leaks, and a redaction that removed the closing quote then finds its own marker
+        // inside, which keeps redaction idempotent).
+        let end = start + b[start..].iter().take(MAX_VALUE).take_while(|c| **c != b'\n').count();
+        return Some(Value {
+            start: p2,
+            end,
+            quoted: true,
+        })
+        .filter(|v| v.end > v.start);
     }
     unquoted(b, p)
 }
 
 fn unquoted(b: &[u8], start: usize) -> Option<Value> {
+    // A list separator right after the separator: the value is empty (`password=,user=x`).
+    if matches!(b.get(start), Some(b',' | b';' | b'&')) {
+        return None;
+    }
     let mut k = start;
     let mut depth = 0i32;
     while k < b.len() && k - start < MAX_VALUE {
@@ -413,7 +431,7 @@ fn next_is_field(b: &[u8], p: usize) -> bool {
         None => true,
         Some(c) if c.is_ascii_whitespace() => true,
         Some(_) => {
-            let len = b[p..].iter().take(64).take_while(|c| is_name_byte(**c) || **c == b' ').count();
+            let len = b[p..].iter().take(64).take_while(|c| is_name_byte(**c)).count();
             len > 0 && matches!(b.get(p + len), Some(b'=' | b':'))
         }
     }

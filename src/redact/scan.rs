@@ -96,10 +96,13 @@ pub(crate) fn scan_text(text: &str, user: &UserRules, out: &mut Vec<Hit>) {
             }
         }
     }
-    if !user.allow.is_empty() {
+    // What an earlier pass already replaced is not found again (redaction is idempotent), and
+    // the user's allowlist keeps what it names.
+    if out.len() > first {
         let mut k = first;
         while k < out.len() {
-            if user.allows(&text[out[k].start..out[k].end]) {
+            let found = &text[out[k].start..out[k].end];
+            if found.contains(super::REDACTED) || user.allows(found) {
                 out.swap_remove(k);
             } else {
                 k += 1;

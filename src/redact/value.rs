@@ -16,7 +16,8 @@ pub(crate) enum Strength {
 /// whether it was written as a quoted literal.
 pub(crate) fn is_secret(value: &str, strength: Strength, quoted: bool) -> bool {
     let v = value.as_bytes();
-    if v.is_empty() || value.contains(REDACTED) || is_placeholder(value) {
+    let has_alnum = v.iter().any(|b| b.is_ascii_alphanumeric() || !b.is_ascii());
+    if v.is_empty() || !has_alnum || value.contains(REDACTED) || is_placeholder(value) {
         return false;
     }
     let digits_only = v.iter().all(u8::is_ascii_digit);
