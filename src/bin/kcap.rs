@@ -146,6 +146,18 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Show what would leave the machine: reads lines (e.g. a transcript) on stdin and writes
+    /// each one redacted on stdout, one line out per line in. Uses the built-in secret catalogue
+    /// plus the [redact] table of the config file ($KCAP_CONFIG, else ~/.config/kcap/config.toml).
+    Redact {
+        /// Instead of the lines, print which rules fired on which line at which byte ranges
+        /// (never the secrets).
+        #[arg(long)]
+        explain: bool,
+        /// Take user rules from this config file instead.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Print the finalizer's transition table (markdown) and state diagram (mermaid).
     Machine {
         #[arg(long, value_enum, default_value_t = Format::Both)]
@@ -309,6 +321,17 @@ fn main() -> ExitCode {
                     Err(e) => {
                         eprintln!("kcap serve: {e}");
                         1
+                    }
+                }
+            }
+            Cmd::Redact { explain, config } => {
+                let stdin = std::io::stdin().lock();
+                let stdout = std::io::BufWriter::new(std::io::stdout().lock());
+                match kcap::cli::redact::run(stdin, stdout, explain, config.as_deref()) {
+                    Ok(_) => 0,
+                    Err(e) => {
+                        eprintln!("kcap redact: {e}");
+                        2
                     }
                 }
             }

@@ -7,6 +7,7 @@ pub mod import;
 pub mod logging;
 pub mod options;
 pub mod plugin;
+pub mod redact;
 pub mod serve;
 pub mod status;
 pub mod watch;
