@@ -131,3 +131,58 @@ fn generate(h: &Hir, rng: &mut Rng, out: &mut String) {
         HirKind::Alternation(alts) => generate(&alts[rng.below(alts.len())], rng, out),
     }
 }
+
+/// One source line as Copilot's `view` tool shows it, inside a transcript line.
+pub fn view_line(number: usize, source: &str) -> String {
+    let content = format!("{number}. {source}");
+    let v = serde_json::json!({"type": "tool.execution_complete", "data": {"toolCallId": "call_1", "success": true, "result": {"content": content}}});
+    v.to_string()
+}
+
+/// The content of a transcript line made by [`view_line`] (or any tool result), if it parses.
+pub fn view_content(line: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    v["data"]["result"]["content"].as_str().map(str::to_string)
+}
+
+/// Up to `max_lines` non-empty lines of real Rust source: the `.rs` files of the crates in
+/// cargo's registry (`$CARGO_HOME/registry/src`), in a fixed order. Empty when there is none.
+pub fn registry_source_lines(max_lines: usize) -> Vec<String> {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cargo")));
+    let Some(root) = home.map(|h| h.join("registry/src")) else {
+        return Vec::new();
+    };
+    let mut files = Vec::new();
+    let mut dirs = vec![root];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut entries: Vec<_> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+        entries.sort();
+        for p in entries.into_iter().rev() {
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|e| e == "rs") {
+                files.push(p);
+            }
+        }
+        if files.len() > 4000 {
+            break;
+        }
+    }
+    let mut lines = Vec::new();
+    for f in files {
+        let Ok(text) = std::fs::read_to_string(&f) else {
+            continue;
+        };
+        lines.extend(text.lines().filter(|l| !l.trim().is_empty()).map(str::to_string));
+        if lines.len() >= max_lines {
+            lines.truncate(max_lines);
+            break;
+        }
+    }
+    lines
+}

@@ -86,6 +86,14 @@ pub(crate) fn is_code(value: &str) -> bool {
     if (v.ends_with(b")") && v.contains(&b'(')) || v.ends_with(b"(") || v.ends_with(b"{") || v.ends_with(b"?") {
         return true;
     }
+    // A call or a macro: `self.clean(&mut`, `Some(x`, `write!(f`, `Token![;]`.
+    if let Some(open) = memchr::memchr3(b'(', b'[', b'!', v) {
+        let head = &v[..open];
+        let callee = !head.is_empty() && head.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.'));
+        if callee && (v[open] != b'!' || matches!(v.get(open + 1), Some(b'(' | b'[' | b'{'))) {
+            return true;
+        }
+    }
     if value.contains("process.env") || value.contains("getenv") || value.contains("environ") || value.contains("ENV[") {
         return true;
     }
@@ -180,7 +188,7 @@ mod tests {
         }
         for v in [
             "Option<String>", "String", "self.password", "Token::U8(52)", "get_password()", "u8",
-            "os.getenv(\"X\")", "DEFAULT_TOKEN",
+            "os.getenv(\"X\")", "DEFAULT_TOKEN", "self.clean_child(&mut", "write!(f", "Token![;]", "Some(Token![",
         ] {
             assert!(is_code(v), "{v}");
             assert!(!is_secret(v, Strength::Strong, false), "{v}");

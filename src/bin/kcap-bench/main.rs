@@ -53,7 +53,7 @@ fn parse_args() -> Result<Args, String> {
                             polling: finalizers waiting on an --mb and a 1 MB transcript with no shutdown, 30 s.\n\
                             ingest: --mb megabytes of transcript into `kcap serve`, 1,000-line batches, one client.\n\
                             hooks: the sessionEnd hook's wall time (server up, down, hanging); an idle watcher.\n\
-                            redaction: MB/s on real lines, and linearity on hostile lines."
+                            redaction: recall on a held-out corpus, precision on source code, MB/s, linearity."
                     .into())
             }
             other => return Err(format!("unknown argument {other}")),
@@ -98,9 +98,7 @@ fn main() {
             ok &= hooks::run(&sample).await?;
         }
         if matches!(args.only.as_deref(), None | Some("redaction")) {
-            let sample =
-                std::fs::read(&args.sample).map_err(|e| format!("{}: {e}", args.sample.display()))?;
-            ok &= redaction::run(&sample)?;
+            ok &= redaction::run(&args.sample)?;
         }
         Ok::<bool, String>(ok)
     });
