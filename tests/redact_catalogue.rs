@@ -25,13 +25,22 @@ fn every_format_is_found_in_tool_output_and_keeps_the_json() {
             Some(name) => tool_output(&format!("{name}={}", s.secret)),
         };
         let out = redact(&line);
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{}: broke the JSON: {e}\n{out}", s.rule));
-        let content = v["data"]["result"]["content"].as_str().unwrap_or_default().to_string();
+        let v: serde_json::Value =
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("{}: broke the JSON: {e}\n{out}", s.rule));
+        let content = v["data"]["result"]["content"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         if content.contains(&s.secret) || !content.contains(REDACTED) {
             missed.push(format!("{}: {}", s.rule, s.secret));
         }
     }
-    assert!(missed.is_empty(), "{} samples leaked:\n{}", missed.len(), missed.join("\n"));
+    assert!(
+        missed.is_empty(),
+        "{} samples leaked:\n{}",
+        missed.len(),
+        missed.join("\n")
+    );
 }
 
 #[test]
@@ -42,7 +51,11 @@ fn a_format_cut_short_is_not_a_secret() {
         let cut: String = s.secret.chars().take((s.secret.len() / 3).max(4)).collect();
         let line = format!("the {cut} prefix");
         // (A cut-short Slack config token can still be a whole Slack token: only this rule counts.)
-        if Redactor::builtin().findings(&line).iter().any(|f| f.rule == s.rule) {
+        if Redactor::builtin()
+            .findings(&line)
+            .iter()
+            .any(|f| f.rule == s.rule)
+        {
             wrong.push(format!("{}: {line}", s.rule));
         }
     }
@@ -54,29 +67,56 @@ fn a_format_cut_short_is_not_a_secret() {
 fn hand_written_tokens_of_the_leaking_families_are_redacted() {
     let cases = [
         ("google-api-key", "AIzaSyD4x9Qk2L7mN0pR5tV8wY1zB3cE6fH9jK2"),
-        ("jwt", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"),
+        (
+            "jwt",
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+        ),
         ("huggingface-token", "hf_AbCdEfGhIjKlMnOpQrStUvWxYz01234567"),
-        ("sentry-user-token", "sntryu_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"),
+        (
+            "sentry-user-token",
+            "sntryu_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        ),
         ("shopify-token", "shpat_0123456789abcdef0123456789abcdef"),
-        ("sendgrid-api-key", "SG.abcdefghijklmnopqrstuv.ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopq"),
-        ("vault-service-token", "hvs.CAESIJ0nLkVtaWxZbW9uZXlQbGVhc2VEb250VXNl"),
+        (
+            "sendgrid-api-key",
+            "SG.abcdefghijklmnopqrstuv.ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopq",
+        ),
+        (
+            "vault-service-token",
+            "hvs.CAESIJ0nLkVtaWxZbW9uZXlQbGVhc2VEb250VXNl",
+        ),
         ("stripe-secret-key", "sk_test_4eC39HqLyjWDarjtT1zdp7dc"),
         ("stripe-restricted-key", "rk_live_51H8abcdefghijklmnopqrstuvwxyz"),
-        ("slack-app-token", "xapp-1-A0123456789-1234567890123-abcdef0123456789abcdef0123456789"),
-        ("slack-token", "xoxe-1-My0xLTEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MA"),
+        (
+            "slack-app-token",
+            "xapp-1-A0123456789-1234567890123-abcdef0123456789abcdef0123456789",
+        ),
+        (
+            "slack-token",
+            "xoxe-1-My0xLTEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MA",
+        ),
         ("aws-access-key-id", "ABIAQWERTYUIOPASDFGH"),
         ("aws-access-key-id", "ACCAQWERTYUIOPASDFGH"),
         ("gitlab-deploy-token", "gldt-abcdefghijklmnopqrstu"),
-        ("gitlab-runner-token", "glrt-t1_abcdefghijklmnopqrstuvwxyz1.01abcdef2"),
+        (
+            "gitlab-runner-token",
+            "glrt-t1_abcdefghijklmnopqrstuvwxyz1.01abcdef2",
+        ),
         ("gitlab-feed-token", "glft-abcdefghijklmnopqrst"),
         ("gitlab-ci-job-token", "glcbt-64_abcdefghijklmnopqrst"),
         ("gitlab-incoming-mail-token", "glimt-abcdefghijklmnopqrstuvwxy"),
-        ("gitlab-oauth-app-secret", "gloas-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"),
+        (
+            "gitlab-oauth-app-secret",
+            "gloas-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        ),
     ];
     for (rule, token) in cases {
         let line = tool_output(token);
         let found = Redactor::builtin().findings(&line);
-        assert!(found.iter().any(|f| f.rule == rule), "{rule} not found in {line}: {found:?}");
+        assert!(
+            found.iter().any(|f| f.rule == rule),
+            "{rule} not found in {line}: {found:?}"
+        );
         assert!(!redact(&line).contains(token), "{rule}");
     }
     let slack_hook = "https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX";
@@ -86,10 +126,19 @@ fn hand_written_tokens_of_the_leaking_families_are_redacted() {
 #[test]
 fn private_key_blocks_pem_and_pgp() {
     for (begin, end) in [
-        ("-----BEGIN OPENSSH PRIVATE KEY-----", "-----END OPENSSH PRIVATE KEY-----"),
+        (
+            "-----BEGIN OPENSSH PRIVATE KEY-----",
+            "-----END OPENSSH PRIVATE KEY-----",
+        ),
         ("-----BEGIN EC PRIVATE KEY-----", "-----END EC PRIVATE KEY-----"),
-        ("-----BEGIN ENCRYPTED PRIVATE KEY-----", "-----END ENCRYPTED PRIVATE KEY-----"),
-        ("-----BEGIN PGP PRIVATE KEY BLOCK-----", "-----END PGP PRIVATE KEY BLOCK-----"),
+        (
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----",
+            "-----END ENCRYPTED PRIVATE KEY-----",
+        ),
+        (
+            "-----BEGIN PGP PRIVATE KEY BLOCK-----",
+            "-----END PGP PRIVATE KEY BLOCK-----",
+        ),
     ] {
         let line = tool_output(&format!("{begin}\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmU\n{end}"));
         let out = redact(&line);

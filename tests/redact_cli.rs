@@ -54,11 +54,18 @@ fn one_line_out_per_line_in_with_user_rules() {
 fn a_bad_user_rule_is_a_clear_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
-    std::fs::write(&config, "[redact]\npatterns = [{ name = \"broken-rule\", regex = \"acme_(\" }]\n").unwrap();
+    std::fs::write(
+        &config,
+        "[redact]\npatterns = [{ name = \"broken-rule\", regex = \"acme_(\" }]\n",
+    )
+    .unwrap();
     let (code, out, err) = kcap_redact(&[], &config, INPUT);
     assert_eq!(code, 2);
     assert!(out.is_empty());
-    assert!(err.contains("broken-rule") && err.contains("bad regex") && err.contains("config.toml"), "{err}");
+    assert!(
+        err.contains("broken-rule") && err.contains("bad regex") && err.contains("config.toml"),
+        "{err}"
+    );
     // A missing config file means no user rules.
     let (code, out, _) = kcap_redact(&[], &dir.path().join("missing.toml"), "x acme_0123456789abcdef\n");
     assert_eq!((code, out.as_str()), (0, "x acme_0123456789abcdef\n"));

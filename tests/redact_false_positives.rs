@@ -24,9 +24,20 @@ fn real_source_code_shown_by_a_tool_is_left_alone() {
         }
     }
     let share = changed.len() as f64 / source.len() as f64;
-    println!("{} of {} source lines changed ({:.3} %)", changed.len(), source.len(), share * 100.0);
+    println!(
+        "{} of {} source lines changed ({:.3} %)",
+        changed.len(),
+        source.len(),
+        share * 100.0
+    );
     for c in changed.iter().take(30) {
         println!("  {c}");
     }
-    assert!(share <= 0.001, "{} of {} lines changed:\n{}", changed.len(), source.len(), changed.join("\n"));
+    assert!(
+        share <= 0.001,
+        "{} of {} lines changed:\n{}",
+        changed.len(),
+        source.len(),
+        changed.join("\n")
+    );
 }

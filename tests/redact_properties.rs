@@ -7,13 +7,68 @@ use kcap::redact::{Redactor, REDACTED};
 use proptest::prelude::*;
 
 const PIECES: &[&str] = &[
-    "password", "api_key", "DB_PASS", "token", "Authorization: Bearer ", "=", ":", ":=", "=>", " ",
-    "    ", "\"", "'", "\\", "\\\"", "\n", "\t", "\r", "\u{1}", "é", "€", "😀", "#", ";", "&", ",",
-    "://", "u:p@", "@", "/", "ghp_", "github_pat_", "sk-", "sk-ant-", "AKIA", "AIza", "xoxb-",
-    "glpat-", "eyJ", ".", "-----BEGIN ", "RSA PRIVATE KEY-----", "-----END ", "PRIVATE KEY-----",
-    "abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOP0123", "0123456789", "Zx9Qw2Er5Ty7", "{", "}",
-    "[", "]", "<password>", "</password>", "--password ", "mysql -p", "machine h login u password ",
-    "$X", "${X}", "[REDACTED]", "Token::U8(52)", "Option<String>",
+    "password",
+    "api_key",
+    "DB_PASS",
+    "token",
+    "Authorization: Bearer ",
+    "=",
+    ":",
+    ":=",
+    "=>",
+    " ",
+    "    ",
+    "\"",
+    "'",
+    "\\",
+    "\\\"",
+    "\n",
+    "\t",
+    "\r",
+    "\u{1}",
+    "é",
+    "€",
+    "😀",
+    "#",
+    ";",
+    "&",
+    ",",
+    "://",
+    "u:p@",
+    "@",
+    "/",
+    "ghp_",
+    "github_pat_",
+    "sk-",
+    "sk-ant-",
+    "AKIA",
+    "AIza",
+    "xoxb-",
+    "glpat-",
+    "eyJ",
+    ".",
+    "-----BEGIN ",
+    "RSA PRIVATE KEY-----",
+    "-----END ",
+    "PRIVATE KEY-----",
+    "abcdefghijklmnopqrstuvwxyz",
+    "ABCDEFGHIJKLMNOP0123",
+    "0123456789",
+    "Zx9Qw2Er5Ty7",
+    "{",
+    "}",
+    "[",
+    "]",
+    "<password>",
+    "</password>",
+    "--password ",
+    "mysql -p",
+    "machine h login u password ",
+    "$X",
+    "${X}",
+    "[REDACTED]",
+    "Token::U8(52)",
+    "Option<String>",
 ];
 
 fn text() -> impl Strategy<Value = String> {
@@ -29,9 +84,16 @@ fn from_findings(line: &str) -> String {
     let mut out = String::new();
     let mut copied = 0;
     for f in Redactor::builtin().findings(line) {
-        assert!(f.start >= copied && f.end > f.start, "findings overlap or are empty: {line:?}");
+        assert!(
+            f.start >= copied && f.end > f.start,
+            "findings overlap or are empty: {line:?}"
+        );
         out.push_str(&line[copied..f.start]);
-        out.push_str(&if f.quoted { format!("\"{REDACTED}\"") } else { REDACTED.to_string() });
+        out.push_str(&if f.quoted {
+            format!("\"{REDACTED}\"")
+        } else {
+            REDACTED.to_string()
+        });
         copied = f.end;
     }
     out.push_str(&line[copied..]);

@@ -16,8 +16,12 @@ fn in_json(text: &str) -> String {
 }
 
 fn content(line: &str) -> String {
-    let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("broken JSON ({e}): {line}"));
-    v["data"]["result"]["content"].as_str().unwrap_or_default().to_string()
+    let v: serde_json::Value =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("broken JSON ({e}): {line}"));
+    v["data"]["result"]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// (case, text, secret that must disappear, text that must stay)
@@ -81,9 +85,24 @@ fn hostile_shapes_do_not_leak() {
     }
     check("userinfo over 256 bytes", &long_pw, "Lp9Lp9Lp9", "https://user:");
     // A token right after a JSON escape at the line's own level, and one level down.
-    check("token after \\n", "out:\nghp_0123456789abcdefghijklmnopqrstuvwxyz", "ghp_0123456789", "out:");
-    check("escapes one level down", r#"{"c":"a\nsk-ant-api03-abcdefghijklmnopqrstuvwxyz"}"#, "abcdefghijklmnop", "{\"c\"");
-    assert!(failures.is_empty(), "{} leaks:\n{}", failures.len(), failures.join("\n"));
+    check(
+        "token after \\n",
+        "out:\nghp_0123456789abcdefghijklmnopqrstuvwxyz",
+        "ghp_0123456789",
+        "out:",
+    );
+    check(
+        "escapes one level down",
+        r#"{"c":"a\nsk-ant-api03-abcdefghijklmnopqrstuvwxyz"}"#,
+        "abcdefghijklmnop",
+        "{\"c\"",
+    );
+    assert!(
+        failures.is_empty(),
+        "{} leaks:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 /// Code and prose an agent reads that must come out unchanged.
@@ -122,11 +141,34 @@ fn code_is_not_a_secret() {
             }
         }
     }
-    assert!(changed.is_empty(), "{} changed:\n{}", changed.len(), changed.join("\n"));
+    assert!(
+        changed.is_empty(),
+        "{} changed:\n{}",
+        changed.len(),
+        changed.join("\n")
+    );
 }
 
 #[test]
 fn an_empty_value_does_not_swallow_the_next_line() {
     let line = in_json("PASSWORD=\nNEXT_LINE=visible\nTOKEN:\nalso visible");
     assert_eq!(redact(&line), line);
+}
+
+#[test]
+fn json_keys_judge_their_values() {
+    assert_eq!(
+        redact(r#"{"pin": 4821, "n": 1}"#),
+        r#"{"pin": "[REDACTED]", "n": 1}"#
+    );
+    assert_eq!(
+        redact(r#"{"db_password":"hunter22"}"#),
+        r#"{"db_password":"[REDACTED]"}"#
+    );
+    assert_eq!(
+        redact(r#"{"sig":"Zx8Qw2Er5Ty7Ui9Op1As"}"#),
+        r#"{"sig":"[REDACTED]"}"#
+    );
+    let kept = r#"{"pin_memory": true, "tokenCount": 15639, "design": "Zx8Qw2Er5Ty7Ui9Op1As"}"#;
+    assert_eq!(redact(kept), kept);
 }

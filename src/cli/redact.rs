@@ -10,7 +10,12 @@ use crate::redact::{config_path, Redactor, UserRules};
 
 /// Runs the filter from `input` to `output`. `config`: a config file to take user rules from
 /// instead of kcap's usual one. Returns how many lines would change.
-pub fn run(input: impl BufRead, mut output: impl Write, explain: bool, config: Option<&Path>) -> Result<u64, String> {
+pub fn run(
+    input: impl BufRead,
+    mut output: impl Write,
+    explain: bool,
+    config: Option<&Path>,
+) -> Result<u64, String> {
     let path = config.map(Path::to_path_buf).or_else(config_path);
     let user = match &path {
         Some(p) => UserRules::load(p)?,
@@ -23,12 +28,18 @@ pub fn run(input: impl BufRead, mut output: impl Write, explain: bool, config: O
     let write_err = |e: std::io::Error| format!("cannot write to stdout: {e}");
     loop {
         buf.clear();
-        let n = input.read_until(b'\n', &mut buf).map_err(|e| format!("cannot read stdin: {e}"))?;
+        let n = input
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| format!("cannot read stdin: {e}"))?;
         if n == 0 {
             break;
         }
         number += 1;
-        let ending = if buf.ends_with(b"\r\n") { 2 } else { usize::from(buf.ends_with(b"\n")) };
+        let ending = if buf.ends_with(b"\r\n") {
+            2
+        } else {
+            usize::from(buf.ends_with(b"\n"))
+        };
         let body = String::from_utf8_lossy(&buf[..buf.len() - ending]);
         let findings = redactor.findings(&body);
         if !findings.is_empty() {
@@ -36,7 +47,10 @@ pub fn run(input: impl BufRead, mut output: impl Write, explain: bool, config: O
         }
         if explain {
             if !findings.is_empty() {
-                let list: Vec<String> = findings.iter().map(|f| format!("{} {}..{}", f.rule, f.start, f.end)).collect();
+                let list: Vec<String> = findings
+                    .iter()
+                    .map(|f| format!("{} {}..{}", f.rule, f.start, f.end))
+                    .collect();
                 writeln!(output, "line {number}: {}", list.join(", ")).map_err(write_err)?;
             }
         } else {

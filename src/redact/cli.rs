@@ -4,7 +4,10 @@
 use super::scan::{Hit, Rule};
 
 fn word_end(b: &[u8], s: usize) -> usize {
-    s + b[s..].iter().take_while(|c| !c.is_ascii_whitespace() && !matches!(c, b'"' | b'\'' | b'`')).count()
+    s + b[s..]
+        .iter()
+        .take_while(|c| !c.is_ascii_whitespace() && !matches!(c, b'"' | b'\'' | b'`'))
+        .count()
 }
 
 fn has(b: &[u8], word: &[u8]) -> bool {

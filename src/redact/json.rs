@@ -47,51 +47,44 @@ pub(crate) fn scan_line(line: &str, user: &UserRules, out: &mut Vec<RawHit>) {
         }));
         return;
     }
-    // Keyword positions in the raw line: a string with none (and no escape that could hide one)
-    // is skipped without decoding.
-    let keywords: Vec<usize> = engine().ac.find_iter(line).map(|m| m.start()).collect();
-    if keywords.is_empty() && !everything && memchr::memmem::find(b, b"\\u").is_none() && memchr::memmem::find(b, b"\\/").is_none() {
-        return;
-    }
-    let mut cursor = 0; // into `keywords`
-    let mut has_keyword = |s: usize, e: usize| {
-        while cursor < keywords.len() && keywords[cursor] < s {
-            cursor += 1;
-        }
-        cursor < keywords.len() && keywords[cursor] < e
-    };
     let mut scratch = Decoded::default();
     let mut hits = Vec::new();
     let mut i = 0;
     while let Some(q) = memchr::memchr(b'"', &b[i..]) {
         let s = i + q + 1;
         let (e, escaped) = string_end(b, s);
-        let interesting = everything || has_keyword(s, e) || (escaped && hides_keyword(&b[s..e]));
-        if interesting {
-            scan_string(line, s, e, escaped, user, &mut scratch, &mut hits, out);
-        }
+        let named = scan_string(line, s, e, escaped, user, &mut scratch, &mut hits, out);
         i = (e + 1).min(b.len());
-        // A key: judge its value with it.
+        // A key with a secret-like or vendor name: judge its value with it.
         let j = skip_ws(b, i);
-        if interesting && b.get(j) == Some(&b':') {
+        if (named || short_name_word(&b[s..e])) && b.get(j) == Some(&b':') {
             let v = skip_ws(b, j + 1);
             pair(line, (s, e, escaped), v, &mut scratch, out);
         }
     }
 }
 
-/// A JSON document starts here: an object, a string, or an array of values (a line of prose
-/// starting with `[REDACTED]` or `[INFO]` is not one).
 fn looks_like_json(b: &[u8]) -> bool {
     let p = skip_ws(b, 0);
     match b.get(p) {
         Some(b'{' | b'"') => true,
         Some(b'[') => {
             let q = skip_ws(b, p + 1);
-            matches!(b.get(q), Some(b'{' | b'[' | b'"' | b']' | b'-' | b't' | b'f' | b'n' | b'0'..=b'9'))
+            matches!(
+                b.get(q),
+                Some(b'{' | b'[' | b'"' | b']' | b'-' | b't' | b'f' | b'n' | b'0'..=b'9')
+            )
         }
         _ => false,
     }
+}
+
+/// `pin` and `sig` only count as names next to a separator, which a JSON key's own text lacks.
+fn short_name_word(key: &[u8]) -> bool {
+    key.len() <= 64
+        && key
+            .windows(3)
+            .any(|w| w.eq_ignore_ascii_case(b"pin") || w.eq_ignore_ascii_case(b"sig"))
 }
 
 fn skip_ws(b: &[u8], mut p: usize) -> usize {
@@ -117,11 +110,6 @@ fn string_end(b: &[u8], s: usize) -> (usize, bool) {
     (b.len(), escaped)
 }
 
-/// `\u0070assword` or `hooks.slack.com\/services`: an escape the keyword pass cannot see through.
-fn hides_keyword(raw: &[u8]) -> bool {
-    memchr::memmem::find(raw, b"\\u").is_some() || memchr::memmem::find(raw, b"\\/").is_some()
-}
-
 /// Decodes the JSON string content `raw` (at `base` in the line) into `d`.
 fn decode(raw: &[u8], base: usize, d: &mut Decoded) {
     d.text.clear();
@@ -129,8 +117,16 @@ fn decode(raw: &[u8], base: usize, d: &mut Decoded) {
     let mut k = 0;
     let mut bytes: Vec<u8> = std::mem::take(&mut d.text).into_bytes();
     while k < raw.len() {
+        // The run up to the next escape is copied as it is.
+        let run = memchr::memchr(b'\\', &raw[k..]).unwrap_or(raw.len() - k);
+        if run > 0 {
+            bytes.extend_from_slice(&raw[k..k + run]);
+            d.map.extend((base + k) as u32..(base + k + run) as u32);
+            k += run;
+            continue;
+        }
         let at = (base + k) as u32;
-        if raw[k] != b'\\' || k + 1 >= raw.len() {
+        if k + 1 >= raw.len() {
             bytes.push(raw[k]);
             d.map.push(at);
             k += 1;
@@ -157,7 +153,10 @@ fn decode(raw: &[u8], base: usize, d: &mut Decoded) {
     // escapes, so this holds; a lossy fallback keeps the offsets if it ever did not.
     d.text = String::from_utf8(bytes).unwrap_or_else(|e| {
         let bytes = e.into_bytes();
-        bytes.iter().map(|b| if b.is_ascii() { *b as char } else { '?' }).collect()
+        bytes
+            .iter()
+            .map(|b| if b.is_ascii() { *b as char } else { '?' })
+            .collect()
     });
 }
 
@@ -189,26 +188,27 @@ fn scan_string(
     d: &mut Decoded,
     hits: &mut Vec<Hit>,
     out: &mut Vec<RawHit>,
-) {
+) -> bool {
     hits.clear();
     if !escaped {
-        scan_text(&line[s..e], user, hits);
+        let named = scan_text(&line[s..e], user, hits);
         out.extend(hits.iter().map(|h| RawHit {
             start: s + h.start,
             end: s + h.end,
             rule: h.rule,
             quote: false,
         }));
-        return;
+        return named;
     }
     decode(&line.as_bytes()[s..e], s, d);
-    scan_text(&d.text, user, hits);
+    let named = scan_text(&d.text, user, hits);
     out.extend(hits.iter().map(|h| RawHit {
         start: d.map[h.start] as usize,
         end: d.map[h.end] as usize,
         rule: h.rule,
         quote: false,
     }));
+    named
 }
 
 /// The value at `v` of the key `(s, e)`: a string judged whole, or a number for a
@@ -250,7 +250,11 @@ fn pair(line: &str, (s, e, escaped): (usize, usize, bool), v: usize, d: &mut Dec
                 .iter()
                 .find(|&&k| engine().vendors[k as usize].is_match(value))
                 .map(|&k| Rule::Builtin(super::catalogue::VENDORS[k as usize].id))
-                .or_else(|| strength.filter(|st| is_secret(value, *st, true)).map(|_| Rule::Builtin("secret-named-value")));
+                .or_else(|| {
+                    strength
+                        .filter(|st| is_secret(value, *st, true))
+                        .map(|_| Rule::Builtin("secret-named-value"))
+                });
             if let Some(rule) = rule {
                 let raw = |p: usize| map.map_or(vs + p, |m| m[p] as usize);
                 out.push(RawHit {

@@ -112,7 +112,12 @@ impl Redactor {
     fn ranges(&self, line: &str) -> Vec<json::RawHit> {
         let mut hits = Vec::new();
         json::scan_line(line, &self.user, &mut hits);
-        hits.retain(|h| h.end > h.start && h.end <= line.len() && line.is_char_boundary(h.start) && line.is_char_boundary(h.end));
+        hits.retain(|h| {
+            h.end > h.start
+                && h.end <= line.len()
+                && line.is_char_boundary(h.start)
+                && line.is_char_boundary(h.end)
+        });
         hits.sort_by_key(|h| (h.start, std::cmp::Reverse(h.end)));
         let mut merged: Vec<json::RawHit> = Vec::with_capacity(hits.len());
         for h in hits {

@@ -22,43 +22,261 @@ fn is_name_byte(b: u8) -> bool {
 
 /// Words that, as a part of a name, make its value a secret whatever it looks like.
 const STRONG: &[&str] = &[
-    "password", "passwd", "pwd", "pass", "passphrase", "passcode", "pin", "secret", "secrets",
-    "credential", "credentials", "creds", "privatekey", "secretkey", "clientsecret",
+    "password",
+    "passwd",
+    "pwd",
+    "pass",
+    "passphrase",
+    "passcode",
+    "pin",
+    "secret",
+    "secrets",
+    "credential",
+    "credentials",
+    "creds",
+    "privatekey",
+    "secretkey",
+    "clientsecret",
 ];
 /// Words that make a random-looking value a secret.
 const WEAK: &[&str] = &[
-    "token", "key", "apikey", "accesskey", "authkey", "auth", "authorization", "authtoken",
-    "accesstoken", "apitoken", "bearer", "cookie", "sig", "signature", "jwt", "sas", "accountkey",
-    "connectionstring", "dsn",
+    "token",
+    "key",
+    "apikey",
+    "accesskey",
+    "authkey",
+    "auth",
+    "authorization",
+    "authtoken",
+    "accesstoken",
+    "apitoken",
+    "bearer",
+    "cookie",
+    "sig",
+    "signature",
+    "jwt",
+    "sas",
+    "accountkey",
+    "connectionstring",
+    "dsn",
 ];
 /// A last part that makes the name describe something about the secret, not hold it.
 const NOT_VALUE: &[&str] = &[
-    "count", "counts", "type", "types", "kind", "len", "length", "size", "limit", "limits", "max",
-    "min", "id", "ids", "name", "names", "file", "filename", "files", "path", "paths", "dir",
-    "url", "uri", "urls", "endpoint", "host", "env", "var", "field", "fields", "header",
-    "headers", "prefix", "suffix", "format", "ttl", "expiry", "expires", "expiration", "at",
-    "index", "idx", "usage", "budget", "policy", "rotation", "label", "mode", "enabled",
-    "required", "regex", "pattern", "rule", "rules", "prompt", "hint", "placeholder", "error",
-    "errors", "lifetime", "timeout", "version", "provider", "manager", "helper", "command", "cmd",
-    "location", "source", "strategy", "algorithm", "algo", "reset", "changed", "updated",
-    "created", "position", "pos", "start", "end", "offset", "validator", "validation", "form",
-    "input", "dialog", "button", "icon", "view", "page", "handler", "callback", "func",
-    "function", "method", "service", "client", "config", "cfg", "options", "opts", "settings",
-    "schema", "model", "flag", "flags", "number", "num", "total", "tokens", "keys", "hash",
-    "strength", "complexity", "storage", "store", "manager", "length", "bytes", "bits", "exists",
-    "set", "missing", "valid", "invalid", "ref", "refs", "template", "file_path",
+    "count",
+    "counts",
+    "type",
+    "types",
+    "kind",
+    "len",
+    "length",
+    "size",
+    "limit",
+    "limits",
+    "max",
+    "min",
+    "id",
+    "ids",
+    "name",
+    "names",
+    "file",
+    "filename",
+    "files",
+    "path",
+    "paths",
+    "dir",
+    "url",
+    "uri",
+    "urls",
+    "endpoint",
+    "host",
+    "env",
+    "var",
+    "field",
+    "fields",
+    "header",
+    "headers",
+    "prefix",
+    "suffix",
+    "format",
+    "ttl",
+    "expiry",
+    "expires",
+    "expiration",
+    "at",
+    "index",
+    "idx",
+    "usage",
+    "budget",
+    "policy",
+    "rotation",
+    "label",
+    "mode",
+    "enabled",
+    "required",
+    "regex",
+    "pattern",
+    "rule",
+    "rules",
+    "prompt",
+    "hint",
+    "placeholder",
+    "error",
+    "errors",
+    "lifetime",
+    "timeout",
+    "version",
+    "provider",
+    "manager",
+    "helper",
+    "command",
+    "cmd",
+    "location",
+    "source",
+    "strategy",
+    "algorithm",
+    "algo",
+    "reset",
+    "changed",
+    "updated",
+    "created",
+    "position",
+    "pos",
+    "start",
+    "end",
+    "offset",
+    "validator",
+    "validation",
+    "form",
+    "input",
+    "dialog",
+    "button",
+    "icon",
+    "view",
+    "page",
+    "handler",
+    "callback",
+    "func",
+    "function",
+    "method",
+    "service",
+    "client",
+    "config",
+    "cfg",
+    "options",
+    "opts",
+    "settings",
+    "schema",
+    "model",
+    "flag",
+    "flags",
+    "number",
+    "num",
+    "total",
+    "tokens",
+    "keys",
+    "hash",
+    "strength",
+    "complexity",
+    "storage",
+    "store",
+    "manager",
+    "length",
+    "bytes",
+    "bits",
+    "exists",
+    "set",
+    "missing",
+    "valid",
+    "invalid",
+    "ref",
+    "refs",
+    "template",
+    "file_path",
 ];
 /// Parts next to `key` or `token` that make them data-structure words, not credentials.
 const BENIGN_QUALIFIERS: &[&str] = &[
-    "cache", "sort", "primary", "foreign", "partition", "map", "hash", "lookup", "object", "dict",
-    "row", "column", "col", "group", "unique", "composite", "public", "pub", "react", "list",
-    "item", "node", "shortcut", "hot", "keyboard", "press", "event", "route", "i18n",
-    "translation", "message", "msg", "registry", "idempotency", "dedup", "query", "search",
-    "element", "prop", "bucket", "next", "continuation", "cursor", "pagination", "sync",
-    "cancellation", "cancel", "lexer", "parser", "parse", "completion", "special", "bos", "eos",
-    "pad", "unk", "sep", "cls", "mask", "eof", "stop", "output", "input", "prompt", "cached",
-    "reasoning", "total", "max", "min", "ssh", "gpg", "pgp", "signing", "host", "known",
-    "foreign", "primary", "s3", "object", "file", "api_version", "max_new",
+    "cache",
+    "sort",
+    "primary",
+    "foreign",
+    "partition",
+    "map",
+    "hash",
+    "lookup",
+    "object",
+    "dict",
+    "row",
+    "column",
+    "col",
+    "group",
+    "unique",
+    "composite",
+    "public",
+    "pub",
+    "react",
+    "list",
+    "item",
+    "node",
+    "shortcut",
+    "hot",
+    "keyboard",
+    "press",
+    "event",
+    "route",
+    "i18n",
+    "translation",
+    "message",
+    "msg",
+    "registry",
+    "idempotency",
+    "dedup",
+    "query",
+    "search",
+    "element",
+    "prop",
+    "bucket",
+    "next",
+    "continuation",
+    "cursor",
+    "pagination",
+    "sync",
+    "cancellation",
+    "cancel",
+    "lexer",
+    "parser",
+    "parse",
+    "completion",
+    "special",
+    "bos",
+    "eos",
+    "pad",
+    "unk",
+    "sep",
+    "cls",
+    "mask",
+    "eof",
+    "stop",
+    "output",
+    "input",
+    "prompt",
+    "cached",
+    "reasoning",
+    "total",
+    "max",
+    "min",
+    "ssh",
+    "gpg",
+    "pgp",
+    "signing",
+    "host",
+    "known",
+    "foreign",
+    "primary",
+    "s3",
+    "object",
+    "file",
+    "api_version",
+    "max_new",
 ];
 
 /// Splits `userPassword`, `DB_PASS`, `X-Api-Key`, `spring.datasource.password` into lower-case
@@ -77,7 +295,9 @@ fn parts(name: &str) -> Vec<String> {
         let prev = if i > 0 { b[i - 1] } else { 0 };
         let next = b.get(i + 1).copied().unwrap_or(0);
         let boundary = c.is_ascii_uppercase()
-            && (prev.is_ascii_lowercase() || prev.is_ascii_digit() || (prev.is_ascii_uppercase() && next.is_ascii_lowercase()));
+            && (prev.is_ascii_lowercase()
+                || prev.is_ascii_digit()
+                || (prev.is_ascii_uppercase() && next.is_ascii_lowercase()));
         if boundary && !cur.is_empty() {
             out.push(std::mem::take(&mut cur));
         }
@@ -105,13 +325,18 @@ pub(crate) fn classify(name: &str) -> Option<Strength> {
         return None;
     }
     let strong = parts.iter().any(|p| STRONG.contains(&p.as_str()))
-        || ["password", "passwd", "passphrase"].iter().any(|w| lower.contains(w))
+        || ["password", "passwd", "passphrase"]
+            .iter()
+            .any(|w| lower.contains(w))
         || compact.ends_with("secret");
     if strong {
         return Some(Strength::Strong);
     }
     let weak_part = parts.iter().position(|p| WEAK.contains(&p.as_str()));
-    let weak = weak_part.is_some() || ["token", "apikey", "accesskey", "authkey"].iter().any(|w| compact.ends_with(w));
+    let weak = weak_part.is_some()
+        || ["token", "apikey", "accesskey", "authkey"]
+            .iter()
+            .any(|w| compact.ends_with(w));
     if !weak {
         return None;
     }
@@ -167,7 +392,11 @@ pub(crate) fn scan(text: &str, hits: &[(usize, usize, Target)], out: &mut Vec<Hi
             .iter()
             .find(|&&k| e.vendors[k as usize].is_match(v))
             .map(|&k| Rule::Builtin(super::catalogue::VENDORS[k as usize].id))
-            .or_else(|| strength.filter(|s| is_secret(v, *s, value.quoted)).map(|_| Rule::Builtin("secret-named-value")));
+            .or_else(|| {
+                strength
+                    .filter(|s| is_secret(v, *s, value.quoted))
+                    .map(|_| Rule::Builtin("secret-named-value"))
+            });
         if let Some(rule) = rule {
             out.push(Hit {
                 start: value.start,
@@ -226,7 +455,11 @@ pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
     // XML element: `<password>value</password>`.
     if before == b'<' && b.get(p) == Some(&b'>') {
         let start = p + 1;
-        let len = b[start..].iter().take(MAX_VALUE).take_while(|c| !matches!(c, b'<' | b'\n' | b'"')).count();
+        let len = b[start..]
+            .iter()
+            .take(MAX_VALUE)
+            .take_while(|c| !matches!(c, b'<' | b'\n' | b'"'))
+            .count();
         return Some(Value {
             start,
             end: start + len,
@@ -320,10 +553,14 @@ fn typed_assignment(b: &[u8], p: usize) -> Option<usize> {
     let len = b[p..]
         .iter()
         .take(48)
-        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'&' | b'*' | b'[' | b']' | b'<' | b'>' | b'.' | b'\''))
+        .take_while(|c| {
+            c.is_ascii_alphanumeric()
+                || matches!(c, b'_' | b'&' | b'*' | b'[' | b']' | b'<' | b'>' | b'.' | b'\'')
+        })
         .count();
     let first = *b.get(p)?;
-    let starts_type = first.is_ascii_alphabetic() || matches!(first, b'&' | b'*') || b[p..].starts_with(b"[]");
+    let starts_type =
+        first.is_ascii_alphabetic() || matches!(first, b'&' | b'*') || b[p..].starts_with(b"[]");
     if len == 0 || !starts_type {
         return None;
     }
@@ -334,7 +571,14 @@ fn typed_assignment(b: &[u8], p: usize) -> Option<usize> {
 /// Skips an auth scheme word (`Bearer `, `Basic `, `token `): the secret follows it.
 fn skip_scheme(b: &[u8], p: usize) -> usize {
     let q = usize::from(b.get(p).is_some_and(|c| is_quote(*c)));
-    for scheme in [&b"bearer "[..], b"basic ", b"token ", b"digest ", b"bot ", b"apikey "] {
+    for scheme in [
+        &b"bearer "[..],
+        b"basic ",
+        b"token ",
+        b"digest ",
+        b"bot ",
+        b"apikey ",
+    ] {
         if b.len() >= p + q + scheme.len() && b[p + q..p + q + scheme.len()].eq_ignore_ascii_case(scheme) {
             return if q == 1 { p } else { p + scheme.len() };
         }
@@ -353,7 +597,14 @@ fn read_value(b: &[u8], p: usize) -> Option<Value> {
         // After an auth scheme inside the quotes: `"Bearer abc"`.
         let scheme_end = skip_scheme(b, start);
         if scheme_end == start {
-            for scheme in [&b"Bearer "[..], b"Basic ", b"bearer ", b"basic ", b"Token ", b"token "] {
+            for scheme in [
+                &b"Bearer "[..],
+                b"Basic ",
+                b"bearer ",
+                b"basic ",
+                b"Token ",
+                b"token ",
+            ] {
                 if b[start..].starts_with(scheme) {
                     p2 = start + scheme.len();
                 }
@@ -377,7 +628,12 @@ fn read_value(b: &[u8], p: usize) -> Option<Value> {
         // No closing quote on this line: the value runs to the line's end (a cut-off literal
         // still leaks, and a redaction that removed the closing quote then finds its own marker
         // inside, which keeps redaction idempotent).
-        let end = start + b[start..].iter().take(MAX_VALUE).take_while(|c| **c != b'\n').count();
+        let end = start
+            + b[start..]
+                .iter()
+                .take(MAX_VALUE)
+                .take_while(|c| **c != b'\n')
+                .count();
         return Some(Value {
             start: p2,
             end,
@@ -443,15 +699,43 @@ mod tests {
 
     #[test]
     fn names_are_classified_by_their_parts() {
-        for n in ["password", "DB_PASS", "MYSQL_PWD", "userPassword", "client_secret", "pin", "--password", "PASSWORD_PROD"] {
+        for n in [
+            "password",
+            "DB_PASS",
+            "MYSQL_PWD",
+            "userPassword",
+            "client_secret",
+            "pin",
+            "--password",
+            "PASSWORD_PROD",
+        ] {
             assert_eq!(classify(n), Some(Strength::Strong), "{n}");
         }
-        for n in ["api_key", "ENCRYPTION_KEY", "AccountKey", "X-Api-Key", "GITHUB_TOKEN", "authToken", "Authorization"] {
+        for n in [
+            "api_key",
+            "ENCRYPTION_KEY",
+            "AccountKey",
+            "X-Api-Key",
+            "GITHUB_TOKEN",
+            "authToken",
+            "Authorization",
+        ] {
             assert_eq!(classify(n), Some(Strength::Weak), "{n}");
         }
         for n in [
-            "PWD", "token_count", "outputTokens", "max_tokens", "password_file", "cache_key", "keyboard",
-            "primary_key", "next_token", "secret_name", "author", "tokenizer", "spinner",
+            "PWD",
+            "token_count",
+            "outputTokens",
+            "max_tokens",
+            "password_file",
+            "cache_key",
+            "keyboard",
+            "primary_key",
+            "next_token",
+            "secret_name",
+            "author",
+            "tokenizer",
+            "spinner",
         ] {
             assert_eq!(classify(n), None, "{n}");
         }

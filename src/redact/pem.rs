@@ -22,14 +22,20 @@ pub(crate) fn block_end(b: &[u8], at: usize) -> Option<usize> {
         header_end -= 1;
     }
     let label = &b[label_start..header_end];
-    if !b[header_end..].starts_with(b"-----") || !(label.ends_with(b"PRIVATE KEY") || label.ends_with(b"PRIVATE KEY BLOCK")) {
+    if !b[header_end..].starts_with(b"-----")
+        || !(label.ends_with(b"PRIVATE KEY") || label.ends_with(b"PRIVATE KEY BLOCK"))
+    {
         return None;
     }
     let body = header_end + 5;
     Some(match memchr::memmem::find(&b[body..], END) {
         Some(p) => {
             let end_label = body + p + END.len();
-            let tail = b[end_label..].iter().take(110).take_while(|c| **c != b'\n').count();
+            let tail = b[end_label..]
+                .iter()
+                .take(110)
+                .take_while(|c| **c != b'\n')
+                .count();
             match memchr::memmem::find(&b[end_label..end_label + tail], b"-----") {
                 Some(q) => end_label + q + 5,
                 None => end_label + tail,
@@ -47,10 +53,17 @@ mod tests {
     fn blocks_end_at_their_end_marker_or_the_text() {
         let k = "x -----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----\nafter";
         let at = k.find("-----BEGIN").unwrap();
-        assert_eq!(&k[at..block_end(k.as_bytes(), at).unwrap()], "-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----");
+        assert_eq!(
+            &k[at..block_end(k.as_bytes(), at).unwrap()],
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----"
+        );
         let pgp = "-----BEGIN PGP PRIVATE KEY BLOCK-----\n\nlQOYBF\n";
         assert_eq!(block_end(pgp.as_bytes(), 0), Some(pgp.len()));
-        for not_key in ["-----BEGIN CERTIFICATE-----\nMII", "-----BEGIN PGP PUBLIC KEY BLOCK-----\nx", "-----BEGIN PUBLIC KEY-----"] {
+        for not_key in [
+            "-----BEGIN CERTIFICATE-----\nMII",
+            "-----BEGIN PGP PUBLIC KEY BLOCK-----\nx",
+            "-----BEGIN PUBLIC KEY-----",
+        ] {
             assert_eq!(block_end(not_key.as_bytes(), 0), None, "{not_key}");
         }
     }

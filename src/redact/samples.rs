@@ -86,7 +86,9 @@ pub fn all(seed: u64, per_rule: usize) -> Vec<Sample> {
                 generate(&hir, &mut rng, &mut s);
             }
             let suffix = ["API_KEY", "SECRET", "TOKEN", "CLIENT_ID", "KEY"][rng.below(5)];
-            let word = v.names[0].trim_matches(|c: char| !c.is_ascii_alphanumeric()).to_ascii_uppercase();
+            let word = v.names[0]
+                .trim_matches(|c: char| !c.is_ascii_alphanumeric())
+                .to_ascii_uppercase();
             out.push(Sample {
                 rule: v.id,
                 secret: s,
@@ -114,7 +116,11 @@ fn generate(h: &Hir, rng: &mut Rng, out: &mut String) {
             }
         }
         HirKind::Class(Class::Bytes(c)) => {
-            let members: Vec<u8> = c.ranges().iter().flat_map(|r| r.start().max(0x21)..=r.end().min(0x7e)).collect();
+            let members: Vec<u8> = c
+                .ranges()
+                .iter()
+                .flat_map(|r| r.start().max(0x21)..=r.end().min(0x7e))
+                .collect();
             if !members.is_empty() {
                 out.push(members[rng.below(members.len())] as char);
             }

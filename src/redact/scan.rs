@@ -22,8 +22,9 @@ pub(crate) struct Hit {
     pub rule: Rule,
 }
 
-/// Appends the secrets found in `text` to `out`.
-pub(crate) fn scan_text(text: &str, user: &UserRules, out: &mut Vec<Hit>) {
+/// Appends the secrets found in `text` to `out`; true when a secret-like name or a vendor's name
+/// occurs in it (so a JSON key's value is worth judging).
+pub(crate) fn scan_text(text: &str, user: &UserRules, out: &mut Vec<Hit>) -> bool {
     let e = engine();
     let b = text.as_bytes();
     let first = out.len();
@@ -49,7 +50,15 @@ pub(crate) fn scan_text(text: &str, user: &UserRules, out: &mut Vec<Hit>) {
                         });
                     }
                 }
-                Target::Vendor(_) | Target::Name => names.push((s, end, t)),
+                Target::Vendor(_) => names.push((s, end, t)),
+                // Name keywords may carry their separator (`pin=`): the name ends at its letters.
+                Target::Name => {
+                    let len = b[s..end]
+                        .iter()
+                        .take_while(|c| c.is_ascii_alphanumeric() || **c == b'_')
+                        .count();
+                    names.push((s, s + len, t));
+                }
                 Target::Url => {
                     if let Some((ps, pe)) = url::password(b, s) {
                         out.push(Hit {
@@ -81,7 +90,8 @@ pub(crate) fn scan_text(text: &str, user: &UserRules, out: &mut Vec<Hit>) {
     if command {
         cli::scan(b, out);
     }
-    if !names.is_empty() {
+    let named = !names.is_empty();
+    if named {
         names.sort_unstable_by_key(|n| n.0);
         named::scan(text, &names, out);
     }
@@ -109,6 +119,7 @@ pub(crate) fn scan_text(text: &str, user: &UserRules, out: &mut Vec<Hit>) {
             }
         }
     }
+    named
 }
 
 /// Whether a token may start at `s`: not in the middle of a word. A letter right after a

@@ -11,7 +11,12 @@ pub(crate) fn password(b: &[u8], at: usize) -> Option<(usize, usize)> {
     // before that. Stopping at `/` keeps the scan linear over many URLs in a row.
     let len = b[start..]
         .iter()
-        .take_while(|c| !matches!(c, b'/' | b'?' | b'#' | b' ' | b'\t' | b'\n' | b'\r' | b'"' | b'\'' | b'`' | b'<' | b'>' | b'\\'))
+        .take_while(|c| {
+            !matches!(
+                c,
+                b'/' | b'?' | b'#' | b' ' | b'\t' | b'\n' | b'\r' | b'"' | b'\'' | b'`' | b'<' | b'>' | b'\\'
+            )
+        })
         .count();
     let authority = &b[start..start + len];
     let at_sign = memchr::memrchr(b'@', authority)?;

@@ -124,9 +124,17 @@ mod tests {
         .unwrap();
         assert_eq!(r.patterns.len(), 1);
         assert!(r.allows("a") && r.allows("bbb") && !r.allows("ab"));
-        let e = UserRules::parse("[redact]\npatterns = [{ name = \"broken\", regex = \"(\" }]").err().unwrap();
+        let e = UserRules::parse("[redact]\npatterns = [{ name = \"broken\", regex = \"(\" }]")
+            .err()
+            .unwrap();
         assert!(e.contains("\"broken\"") && e.contains("bad regex"), "{e}");
         assert!(UserRules::parse("[redact]\npaterns = []").is_err());
-        assert_eq!(UserRules::load(Path::new("/nonexistent/kcap.toml")).unwrap().patterns.len(), 0);
+        assert_eq!(
+            UserRules::load(Path::new("/nonexistent/kcap.toml"))
+                .unwrap()
+                .patterns
+                .len(),
+            0
+        );
     }
 }

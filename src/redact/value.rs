@@ -56,23 +56,72 @@ pub(crate) fn is_placeholder(value: &str) -> bool {
         return true;
     }
     let lower = value.to_ascii_lowercase();
-    if lower.bytes().all(|b| b == b'x' || b == b'*' || b == b'-' || b == b'_' || b == b'.') {
+    if lower
+        .bytes()
+        .all(|b| b == b'x' || b == b'*' || b == b'-' || b == b'_' || b == b'.')
+    {
         return true;
     }
     const WORDS: &[&str] = &[
-        "changeme", "change_me", "change-me", "changeit", "password", "passwd", "secret", "token",
-        "example", "placeholder", "redacted", "hidden", "masked", "none", "null", "nil",
-        "undefined", "true", "false", "test", "dummy", "sample", "todo", "tbd", "required",
-        "optional", "string", "empty", "foo", "bar", "foobar", "default", "unset", "notset",
-        "not_set", "omitted", "removed", "api_key",
-        "apikey", "your_password", "yourpassword", "mypassword", "pass", "pwd", "value",
+        "changeme",
+        "change_me",
+        "change-me",
+        "changeit",
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "example",
+        "placeholder",
+        "redacted",
+        "hidden",
+        "masked",
+        "none",
+        "null",
+        "nil",
+        "undefined",
+        "true",
+        "false",
+        "test",
+        "dummy",
+        "sample",
+        "todo",
+        "tbd",
+        "required",
+        "optional",
+        "string",
+        "empty",
+        "foo",
+        "bar",
+        "foobar",
+        "default",
+        "unset",
+        "notset",
+        "not_set",
+        "omitted",
+        "removed",
+        "api_key",
+        "apikey",
+        "your_password",
+        "yourpassword",
+        "mypassword",
+        "pass",
+        "pwd",
+        "value",
     ];
     if WORDS.contains(&lower.as_str()) {
         return true;
     }
-    lower.starts_with("your") || lower.starts_with("<your") || lower.ends_with("_here") || lower.ends_with("-here")
-        || lower.starts_with("example") || lower.starts_with("dummy") || lower.starts_with("fake")
-        || lower.starts_with("env:") || lower.starts_with("vault:") || lower.starts_with("secret:")
+    lower.starts_with("your")
+        || lower.starts_with("<your")
+        || lower.ends_with("_here")
+        || lower.ends_with("-here")
+        || lower.starts_with("example")
+        || lower.starts_with("dummy")
+        || lower.starts_with("fake")
+        || lower.starts_with("env:")
+        || lower.starts_with("vault:")
+        || lower.starts_with("secret:")
         || lower.starts_with("op://")
 }
 
@@ -83,29 +132,42 @@ pub(crate) fn is_code(value: &str) -> bool {
     if value.contains("::") || value.contains("->") || value.contains("=>") || value.contains("()") {
         return true;
     }
-    if (v.ends_with(b")") && v.contains(&b'(')) || v.ends_with(b"(") || v.ends_with(b"{") || v.ends_with(b"?") {
+    if (v.ends_with(b")") && v.contains(&b'(')) || v.ends_with(b"(") || v.ends_with(b"{") || v.ends_with(b"?")
+    {
         return true;
     }
     // A call or a macro: `self.clean(&mut`, `Some(x`, `write!(f`, `Token![;]`.
     if let Some(open) = memchr::memchr3(b'(', b'[', b'!', v) {
         let head = &v[..open];
-        let callee = !head.is_empty() && head.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.'));
+        let callee = !head.is_empty()
+            && head
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.'));
         if callee && (v[open] != b'!' || matches!(v.get(open + 1), Some(b'(' | b'[' | b'{'))) {
             return true;
         }
     }
-    if value.contains("process.env") || value.contains("getenv") || value.contains("environ") || value.contains("ENV[") {
+    if value.contains("process.env")
+        || value.contains("getenv")
+        || value.contains("environ")
+        || value.contains("ENV[")
+    {
         return true;
     }
     // Generic types: `Option<String>`, `Vec<u8>`, `HashMap<K,V>`.
     if let Some(lt) = memchr::memchr(b'<', v) {
-        if lt > 0 && v[..lt].iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'.') && v.ends_with(b">") {
+        if lt > 0
+            && v[..lt]
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'.')
+            && v.ends_with(b">")
+        {
             return true;
         }
     }
     const TYPES: &[&str] = &[
-        "u8", "u16", "u32", "u64", "u128", "i8", "i16", "i32", "i64", "i128", "f32", "f64",
-        "usize", "isize", "int32", "int64", "uint32", "uint64", "float64", "byte", "[]byte",
+        "u8", "u16", "u32", "u64", "u128", "i8", "i16", "i32", "i64", "i128", "f32", "f64", "usize", "isize",
+        "int32", "int64", "uint32", "uint64", "float64", "byte", "[]byte",
     ];
     if TYPES.contains(&value) {
         return true;
@@ -114,8 +176,10 @@ pub(crate) fn is_code(value: &str) -> bool {
     // digit: a name, not a literal. Literal secrets almost always carry a digit or a symbol.
     let ident = v[0].is_ascii_alphabetic() || v[0] == b'_';
     ident
-        && v.iter().all(|b| b.is_ascii_alphabetic() || *b == b'_' || *b == b'.')
-        && v.split(|b| matches!(b, b'_' | b'.')).all(|p| p.is_empty() || is_word(p))
+        && v.iter()
+            .all(|b| b.is_ascii_alphabetic() || *b == b'_' || *b == b'.')
+        && v.split(|b| matches!(b, b'_' | b'.'))
+            .all(|p| p.is_empty() || is_word(p))
 }
 
 /// 8-4-4-4-12 hexadecimal.
@@ -131,10 +195,9 @@ pub(crate) fn is_uuid(v: &[u8]) -> bool {
 /// `user:123:session`), and enough entropy.
 fn looks_random(v: &[u8]) -> bool {
     let pieces = v.split(|b| matches!(b, b'-' | b'_' | b'.' | b':' | b'/' | b'@'));
-    let wordy = pieces.into_iter().all(|p| {
-        p.len() <= 12
-            && (is_word(p) || p.iter().all(u8::is_ascii_digit) || (p.len() <= 4))
-    });
+    let wordy = pieces
+        .into_iter()
+        .all(|p| p.len() <= 12 && (is_word(p) || p.iter().all(u8::is_ascii_digit) || (p.len() <= 4)));
     if wordy {
         return false;
     }
@@ -180,15 +243,34 @@ mod tests {
     #[test]
     fn placeholders_and_code_are_not_secrets() {
         for v in [
-            "$API_KEY", "${DB_PASSWORD}", "<your-token>", "{{ secrets.TOKEN }}", "%PASSWORD%", "xxxx",
-            "********", "changeme", "YOUR_API_KEY_HERE", "null", "[REDACTED]",
+            "$API_KEY",
+            "${DB_PASSWORD}",
+            "<your-token>",
+            "{{ secrets.TOKEN }}",
+            "%PASSWORD%",
+            "xxxx",
+            "********",
+            "changeme",
+            "YOUR_API_KEY_HERE",
+            "null",
+            "[REDACTED]",
         ] {
             assert!(is_placeholder(v), "{v}");
             assert!(!is_secret(v, Strength::Strong, true), "{v}");
         }
         for v in [
-            "Option<String>", "String", "self.password", "Token::U8(52)", "get_password()", "u8",
-            "os.getenv(\"X\")", "DEFAULT_TOKEN", "self.clean_child(&mut", "write!(f", "Token![;]", "Some(Token![",
+            "Option<String>",
+            "String",
+            "self.password",
+            "Token::U8(52)",
+            "get_password()",
+            "u8",
+            "os.getenv(\"X\")",
+            "DEFAULT_TOKEN",
+            "self.clean_child(&mut",
+            "write!(f",
+            "Token![;]",
+            "Some(Token![",
         ] {
             assert!(is_code(v), "{v}");
             assert!(!is_secret(v, Strength::Strong, false), "{v}");
@@ -198,7 +280,13 @@ mod tests {
 
     #[test]
     fn literals_next_to_strong_names_are_secrets() {
-        for (v, quoted) in [("hunter2", false), ("P#ssw0rd2024", false), ("123456", false), ("Hunter", true), ("s3cr3t", false)] {
+        for (v, quoted) in [
+            ("hunter2", false),
+            ("P#ssw0rd2024", false),
+            ("123456", false),
+            ("Hunter", true),
+            ("s3cr3t", false),
+        ] {
             assert!(is_secret(v, Strength::Strong, quoted), "{v}");
         }
         assert!(!is_secret("please", Strength::Strong, false));
@@ -211,8 +299,13 @@ mod tests {
             assert!(is_secret(v, Strength::Weak, false), "{v}");
         }
         for v in [
-            "4096", "my-cache-key", "v1.2.3", "123e4567-e89b-12d3-a456-426614174000", "bearer",
-            "user:123:session", "abc123",
+            "4096",
+            "my-cache-key",
+            "v1.2.3",
+            "123e4567-e89b-12d3-a456-426614174000",
+            "bearer",
+            "user:123:session",
+            "abc123",
         ] {
             assert!(!is_secret(v, Strength::Weak, true), "{v}");
         }

@@ -23,27 +23,92 @@ enum Kind {
 
 /// (kind, description, text with `{S}` for the secret and `{N}` for a name)
 const CONTEXTS: &[(Kind, &str, &str)] = &[
-    (Kind::Named, "`cat .env` output", "DEBUG=1\nDB_HOST=db.internal\n{N}={S}\nLOG_LEVEL=info"),
-    (Kind::Named, "JSON config in a tool result", "{\n  \"service\": \"billing\",\n  \"{n}\": \"{S}\",\n  \"retries\": 3\n}"),
-    (Kind::Named, "aligned YAML", "production:\n  host: api.internal\n  {n}:        {S}\n  timeout: 30"),
-    (Kind::Named, "shell export in a command", "export {N}=\"{S}\" && ./deploy.sh"),
-    (Kind::Named, "Python source", "import os\n\n{N} = '{S}'\nclient = Client({n}={N})"),
-    (Kind::Named, "terraform", "resource \"x\" \"y\" {\n  {n}         = \"{S}\"\n}"),
+    (
+        Kind::Named,
+        "`cat .env` output",
+        "DEBUG=1\nDB_HOST=db.internal\n{N}={S}\nLOG_LEVEL=info",
+    ),
+    (
+        Kind::Named,
+        "JSON config in a tool result",
+        "{\n  \"service\": \"billing\",\n  \"{n}\": \"{S}\",\n  \"retries\": 3\n}",
+    ),
+    (
+        Kind::Named,
+        "aligned YAML",
+        "production:\n  host: api.internal\n  {n}:        {S}\n  timeout: 30",
+    ),
+    (
+        Kind::Named,
+        "shell export in a command",
+        "export {N}=\"{S}\" && ./deploy.sh",
+    ),
+    (
+        Kind::Named,
+        "Python source",
+        "import os\n\n{N} = '{S}'\nclient = Client({n}={N})",
+    ),
+    (
+        Kind::Named,
+        "terraform",
+        "resource \"x\" \"y\" {\n  {n}         = \"{S}\"\n}",
+    ),
     (Kind::Bare, "`echo $TOKEN` output", "{S}\n"),
-    (Kind::Bare, "log line", "2026-05-01T10:22:31Z INFO uploading with credential {S} (attempt 1)"),
-    (Kind::Bare, "command argument", "./scripts/rotate.sh {S} --region eu-west-1"),
-    (Kind::Bare, "assistant prose", "I found `{S}` hard-coded in src/config.ts; you should rotate it."),
-    (Kind::Bare, "table cell after a tab", "NAME\tVALUE\tSTATUS\nci\t{S}\tactive"),
-    (Kind::Bare, "markdown code block", "Here is the value:\n```\n{S}\n```"),
-    (Kind::Url, "git remote with a password", "origin\thttps://deploy:{S}@git.example.com/org/repo.git (fetch)"),
-    (Kind::Url, "database URL", "DATABASE_URL=postgres://app:{S}@db.internal:5432/app"),
-    (Kind::Url, "query parameter", "GET https://api.example.com/v1/items?limit=10&{n}={S} 200"),
+    (
+        Kind::Bare,
+        "log line",
+        "2026-05-01T10:22:31Z INFO uploading with credential {S} (attempt 1)",
+    ),
+    (
+        Kind::Bare,
+        "command argument",
+        "./scripts/rotate.sh {S} --region eu-west-1",
+    ),
+    (
+        Kind::Bare,
+        "assistant prose",
+        "I found `{S}` hard-coded in src/config.ts; you should rotate it.",
+    ),
+    (
+        Kind::Bare,
+        "table cell after a tab",
+        "NAME\tVALUE\tSTATUS\nci\t{S}\tactive",
+    ),
+    (
+        Kind::Bare,
+        "markdown code block",
+        "Here is the value:\n```\n{S}\n```",
+    ),
+    (
+        Kind::Url,
+        "git remote with a password",
+        "origin\thttps://deploy:{S}@git.example.com/org/repo.git (fetch)",
+    ),
+    (
+        Kind::Url,
+        "database URL",
+        "DATABASE_URL=postgres://app:{S}@db.internal:5432/app",
+    ),
+    (
+        Kind::Url,
+        "query parameter",
+        "GET https://api.example.com/v1/items?limit=10&{n}={S} 200",
+    ),
 ];
 
 const HOSTILE: [(&str, &str); 10] = [
-    ("token prefixes, no token", "ghp_x sk-ant- xoxb-1 AKIA npm_ AIza eyJ glpat- "),
-    ("secret-named keys, no value end", r#""password":"a\"token\":\"b "#),
-    ("private-key BEGIN, never END", "-----BEGIN RSA PRIVATE KEY-----\\n"),
+    (
+        "token prefixes, no token",
+        "ghp_x sk-ant- xoxb-1 AKIA npm_ AIza eyJ glpat- ",
+    ),
+    (
+        "secret-named keys, no value end",
+        r#""password":"a\"token\":\"b "#,
+    ),
+    (
+        "private-key BEGIN, never END",
+        "-----BEGIN RSA PRIVATE KEY-----\\n",
+    ),
     ("URL userinfo, no password end", "https://user:pa"),
     ("env assignments", "API_KEY= SECRET_TOKEN=x1 "),
     ("query parameters", "?token=&access_token=a&"),
@@ -65,13 +130,21 @@ pub fn run(sample: &Path) -> Result<bool, String> {
     let mut broken = 0usize;
     let mut missed: Vec<String> = Vec::new();
     for s in &corpus {
-        let name = s.vendor_name.clone().unwrap_or_else(|| "SERVICE_API_TOKEN".to_string());
+        let name = s
+            .vendor_name
+            .clone()
+            .unwrap_or_else(|| "SERVICE_API_TOKEN".to_string());
         for (kind, what, template) in CONTEXTS {
             if s.vendor_name.is_some() && *kind == Kind::Bare {
                 continue;
             }
-            let text = template.replace("{N}", &name).replace("{n}", &name.to_ascii_lowercase()).replace("{S}", &s.secret);
-            let line = serde_json::json!({"type": "tool.execution_complete", "data": {"result": {"content": text}}}).to_string();
+            let text = template
+                .replace("{N}", &name)
+                .replace("{n}", &name.to_ascii_lowercase())
+                .replace("{S}", &s.secret);
+            let line =
+                serde_json::json!({"type": "tool.execution_complete", "data": {"result": {"content": text}}})
+                    .to_string();
             let out = r.redact(Cow::Borrowed(&line));
             let Some(content) = samples::view_content(&out) else {
                 broken += 1;
@@ -90,11 +163,19 @@ pub fn run(sample: &Path) -> Result<bool, String> {
     }
     let pct = |c: usize, t: usize| 100.0 * c as f64 / t.max(1) as f64;
     let overall = pct(caught.iter().sum(), total.iter().sum());
-    let (named, bare, url) = (pct(caught[0], total[0]), pct(caught[1], total[1]), pct(caught[2], total[2]));
+    let (named, bare, url) = (
+        pct(caught[0], total[0]),
+        pct(caught[1], total[1]),
+        pct(caught[2], total[2]),
+    );
     println!(
         "Held-out corpus: {} secrets of {} rules, in {} contexts: {} lines.\n",
         corpus.len(),
-        corpus.iter().map(|s| s.rule).collect::<std::collections::HashSet<_>>().len(),
+        corpus
+            .iter()
+            .map(|s| s.rule)
+            .collect::<std::collections::HashSet<_>>()
+            .len(),
         CONTEXTS.len(),
         total.iter().sum::<usize>() + broken
     );
@@ -162,14 +243,19 @@ pub fn run(sample: &Path) -> Result<bool, String> {
     let (mbs_tokens, _) = throughput(&r, &with_tokens);
     println!("| MB/s, the same lines each carrying a GitHub token | {mbs_tokens:.0} | |");
 
-    println!("\n| hostile line (one line, repeated) | MB/s at 16 MB | time(16 MB) / (4 x time(4 MB)) | target |");
+    println!(
+        "\n| hostile line (one line, repeated) | MB/s at 16 MB | time(16 MB) / (4 x time(4 MB)) | target |"
+    );
     println!("|---|---|---|---|");
     for (name, unit) in HOSTILE {
         let small = time_line(&r, unit, 4 << 20);
         let big = time_line(&r, unit, 16 << 20);
         let ratio = big.as_secs_f64() / (4.0 * small.as_secs_f64().max(1e-9));
         ok &= ratio < 2.0;
-        println!("| {name} | {:.0} | {ratio:.2} | ≈ 1 (linear) |", mb_per_s(16 << 20, big));
+        println!(
+            "| {name} | {:.0} | {ratio:.2} | ≈ 1 (linear) |",
+            mb_per_s(16 << 20, big)
+        );
     }
     if !missed.is_empty() {
         println!("\nSome misses:");
@@ -192,7 +278,10 @@ fn leaked(text: &str, secret: &str) -> bool {
         return true;
     }
     let n = secret.len();
-    n >= 24 && secret.is_char_boundary(12) && secret.is_char_boundary(n - 12) && (text.contains(&secret[..12]) || text.contains(&secret[n - 12..]))
+    n >= 24
+        && secret.is_char_boundary(12)
+        && secret.is_char_boundary(n - 12)
+        && (text.contains(&secret[..12]) || text.contains(&secret[n - 12..]))
 }
 
 /// Every `.jsonl` transcript beside `sample` (the real Copilot samples in ../shared), else a
@@ -204,7 +293,10 @@ fn real_transcripts(sample: &Path) -> (String, String) {
         if let Ok(entries) = std::fs::read_dir(dir) {
             let mut paths: Vec<_> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
             paths.sort();
-            for p in paths.iter().filter(|p| p.extension().is_some_and(|e| e == "jsonl")) {
+            for p in paths
+                .iter()
+                .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+            {
                 if let Ok(t) = std::fs::read_to_string(p) {
                     text.push_str(&t);
                     text.push('\n');
@@ -222,7 +314,10 @@ fn real_transcripts(sample: &Path) -> (String, String) {
         generated.push_str(&samples::view_line(n, s));
         generated.push('\n');
     }
-    (generated, "a generated transcript (no real samples found)".to_string())
+    (
+        generated,
+        "a generated transcript (no real samples found)".to_string(),
+    )
 }
 
 /// MB/s over at least 100 MB of `lines` redacted one by one, and how many of them changed.
