@@ -94,9 +94,29 @@ impl Engine {
         for c in COMMANDS {
             add(c, Target::Command);
         }
+        // Leftmost-longest reports one keyword per position (fewer, cheaper stops than
+        // overlapping search); a keyword that is a prefix of the one found (`sk-` of `sk-ant-`,
+        // `key` of `key-`) still gets its say through the longer keyword's targets.
+        let closed: Vec<Vec<Target>> = words
+            .iter()
+            .map(|w| {
+                let mut all: Vec<Target> = Vec::new();
+                for (j, shorter) in words.iter().enumerate() {
+                    if w.starts_with(shorter.as_str()) {
+                        for t in &targets[j] {
+                            if !all.contains(t) {
+                                all.push(*t);
+                            }
+                        }
+                    }
+                }
+                all
+            })
+            .collect();
+        let targets = closed;
         let ac = AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
-            .match_kind(MatchKind::Standard)
+            .match_kind(MatchKind::LeftmostLongest)
             .kind(Some(AhoCorasickKind::DFA))
             // The keywords' first bytes are most letters: a prefilter would stop at nearly every
             // byte and cost more than the DFA it skips to.

@@ -224,7 +224,7 @@ fn pair(line: &str, (s, e, escaped): (usize, usize, bool), v: usize, d: &mut Dec
     let strength = named::classify(&key);
     let vendors: Vec<u16> = engine()
         .ac
-        .find_overlapping_iter(&key)
+        .find_iter(key.as_str())
         .flat_map(|m| engine().targets[m.pattern().as_usize()].iter())
         .filter_map(|t| match t {
             Target::Vendor(k) => Some(*k),

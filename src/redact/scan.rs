@@ -32,7 +32,7 @@ pub(crate) fn scan_text(text: &str, user: &UserRules, out: &mut Vec<Hit>) -> boo
     let mut searched: Vec<u16> = Vec::new();
     let mut pem_until = 0;
     let mut command = false;
-    for m in e.ac.find_overlapping_iter(text) {
+    for m in e.ac.find_iter(text) {
         let (s, end) = (m.start(), m.end());
         for &t in &e.targets[m.pattern().as_usize()] {
             match t {
