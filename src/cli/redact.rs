@@ -41,12 +41,10 @@ pub fn run(
             usize::from(buf.ends_with(b"\n"))
         };
         let body = String::from_utf8_lossy(&buf[..buf.len() - ending]);
-        let findings = redactor.findings(&body);
-        if !findings.is_empty() {
-            changed += 1;
-        }
         if explain {
+            let findings = redactor.findings(&body);
             if !findings.is_empty() {
+                changed += 1;
                 let list: Vec<String> = findings
                     .iter()
                     .map(|f| format!("{} {}..{}", f.rule, f.start, f.end))
@@ -55,6 +53,7 @@ pub fn run(
             }
         } else {
             let redacted = redactor.redact(Cow::Borrowed(&body));
+            changed += u64::from(matches!(redacted, Cow::Owned(_)));
             output.write_all(redacted.as_bytes()).map_err(write_err)?;
             output.write_all(&buf[buf.len() - ending..]).map_err(write_err)?;
         }
