@@ -224,14 +224,16 @@ pub fn run(sample: &Path) -> Result<bool, String> {
     }
     println!("| lines whose JSON broke (corpus, sources, transcripts) | {broken} | 0 |");
     ok &= broken == 0;
-    let (mbs, changed_real) = throughput(&r, &lines);
+    let (mbs, cpu_mbs, changed_real) = throughput(&r, &lines);
     println!(
-        "| MB/s, one core, {} ({} lines, {} changed) | {mbs:.0} | ≥ 200 MB/s |",
+        "| MB/s, one core, {} ({} lines, {} changed): wall clock / per CPU-second of this thread | {mbs:.0} / {cpu_mbs:.0} | ≥ 200 MB/s |",
         transcripts.1,
         lines.len(),
         changed_real
     );
-    ok &= mbs >= 200.0;
+    // On a shared machine the wall clock counts other processes' time; the thread's own CPU
+    // time does not.
+    ok &= cpu_mbs >= 200.0;
     let with_tokens: Vec<String> = lines
         .iter()
         .map(|l| match l.strip_suffix('}') {
@@ -240,8 +242,8 @@ pub fn run(sample: &Path) -> Result<bool, String> {
         })
         .collect();
     let with_tokens: Vec<&str> = with_tokens.iter().map(String::as_str).collect();
-    let (mbs_tokens, _) = throughput(&r, &with_tokens);
-    println!("| MB/s, the same lines each carrying a GitHub token | {mbs_tokens:.0} | |");
+    let (mbs_tokens, cpu_tokens, _) = throughput(&r, &with_tokens);
+    println!("| MB/s, the same lines each carrying a GitHub token | {mbs_tokens:.0} / {cpu_tokens:.0} | |");
 
     println!(
         "\n| hostile line (one line, repeated) | MB/s at 16 MB | time(16 MB) / (4 x time(4 MB)) | target |"
@@ -320,12 +322,25 @@ fn real_transcripts(sample: &Path) -> (String, String) {
     )
 }
 
-/// MB/s over at least 100 MB of `lines` redacted one by one, and how many of them changed.
-fn throughput(r: &Redactor, lines: &[&str]) -> (f64, usize) {
+/// This thread's CPU time.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we own; the clock id is a constant.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// MB/s (wall clock, and per CPU-second of this thread) over at least 100 MB of `lines`
+/// redacted one by one, and how many of them changed.
+fn throughput(r: &Redactor, lines: &[&str]) -> (f64, f64, usize) {
     if lines.is_empty() {
-        return (0.0, 0);
+        return (0.0, 0.0, 0);
     }
     let (mut total, mut changed) = (0usize, 0usize);
+    let cpu = thread_cpu();
     let started = Instant::now();
     while total < 100_000_000 {
         changed = 0;
@@ -336,7 +351,8 @@ fn throughput(r: &Redactor, lines: &[&str]) -> (f64, usize) {
             total += line.len();
         }
     }
-    (mb_per_s(total, started.elapsed()), changed)
+    let wall = started.elapsed();
+    (mb_per_s(total, wall), mb_per_s(total, thread_cpu().saturating_sub(cpu)), changed)
 }
 
 /// Best of three, on one line of `unit` repeated to `len` bytes.
