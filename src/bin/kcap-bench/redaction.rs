@@ -324,7 +324,10 @@ fn real_transcripts(sample: &Path) -> (String, String) {
 
 /// This thread's CPU time.
 fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes into the timespec we own; the clock id is a constant.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     if rc != 0 {
@@ -352,7 +355,11 @@ fn throughput(r: &Redactor, lines: &[&str]) -> (f64, f64, usize) {
         }
     }
     let wall = started.elapsed();
-    (mb_per_s(total, wall), mb_per_s(total, thread_cpu().saturating_sub(cpu)), changed)
+    (
+        mb_per_s(total, wall),
+        mb_per_s(total, thread_cpu().saturating_sub(cpu)),
+        changed,
+    )
 }
 
 /// Best of three, on one line of `unit` repeated to `len` bytes.
