@@ -4,6 +4,7 @@
 //! - [`machine`]: the finalizer as a pure state machine (no clock, no IO).
 //! - [`effects`]: the tokio interpreter that performs the machine's commands.
 //! - [`store`]: the sled store shared by every kcap process (transition log, watermarks, leases).
+//! - [`redact`]: secret redaction, a pure text transform applied to everything that leaves.
 //! - [`server`]: the embedded ingest server speaking the kcap protocol.
 
 pub mod cli;
@@ -12,5 +13,6 @@ pub mod effects;
 pub mod ids;
 pub mod machine;
 pub mod protocol;
+pub mod redact;
 pub mod server;
 pub mod store;

@@ -1,10 +1,10 @@
-//! Redaction never breaks the JSON of a line (what the property test in redact.rs checks on
+//! Redaction never breaks the JSON of a line (what tests/redact_properties.rs checks on
 //! generated lines, here on whatever the fuzzer finds), and never panics on any UTF-8.
 #![no_main]
 
 use std::borrow::Cow;
 
-use kcap::effects::redact;
+use kcap::redact;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -138,7 +138,6 @@ enum Cmd {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Run the ingest server (the kcap protocol, stored in sled) until SIGINT or SIGTERM.
     /// Run the ingest server until SIGINT or SIGTERM: SQLite at <KCAP_HOME>/server/kcap.db by
     /// default, PostgreSQL with --database; `kcap serve token add <name>` makes a client token.
     Serve(serve::ServeArgs),
@@ -157,6 +156,18 @@ enum Cmd {
         /// The shell to complete for.
         #[arg(value_enum)]
         shell: Shell,
+    },
+    /// Show what would leave the machine: reads lines (e.g. a transcript) on stdin and writes
+    /// each one redacted on stdout, one line out per line in. Uses the built-in secret catalogue
+    /// plus the [redact] table of the config file.
+    Redact {
+        /// Instead of the lines, print which rules fired on which line at which byte ranges
+        /// (never the secrets).
+        #[arg(long)]
+        explain: bool,
+        /// Take user rules from this config file instead of kcap's own.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
     /// Print the finalizer's transition table (markdown) and state diagram (mermaid).
     Machine {
@@ -524,6 +535,17 @@ async fn run(cli: Cli, store: Store, raw_args: Vec<OsString>) -> i32 {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut command(), "kcap", &mut script);
             emit(&String::from_utf8_lossy(&script))
+        }
+        Cmd::Redact { explain, config } => {
+            let stdin = std::io::stdin().lock();
+            let stdout = std::io::BufWriter::new(std::io::stdout().lock());
+            match kcap::cli::redact::run(stdin, stdout, explain, config.as_deref()) {
+                Ok(_) => 0,
+                Err(e) => {
+                    eprintln!("kcap redact: {e}");
+                    2
+                }
+            }
         }
         Cmd::Machine { format } => {
             let mut text = String::new();

@@ -10,6 +10,7 @@ pub mod logging;
 pub mod login;
 pub mod options;
 pub mod plugin;
+pub mod redact;
 pub mod serve;
 pub mod sessions;
 pub mod status;

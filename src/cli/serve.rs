@@ -84,7 +84,10 @@ pub enum ServeAction {
 pub enum TokenAction {
     /// Create a token for a user or machine and print it (once: only its hash is stored).
     /// Sessions first written with it belong to <NAME>; other tokens get 403 writing to them.
-    Add { name: String },
+    Add {
+        /// Who or what the token is for (e.g. alice-laptop): shown as the owner of its sessions.
+        name: String,
+    },
 }
 
 impl ServeArgs {

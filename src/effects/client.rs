@@ -6,9 +6,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::effects::lines::Batch;
-use crate::effects::redact;
 use crate::ids::{event_id, SessionId};
 use crate::protocol::{IngestReply, LastLine, CLI_VERSION_HEADER};
+use crate::redact;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendError {

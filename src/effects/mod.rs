@@ -7,7 +7,9 @@ pub mod interpreter;
 pub mod lines;
 pub mod open;
 pub mod outbox;
-pub mod redact;
+/// Redaction moved to [`crate::redact`] (a pure text transform); re-exported so callers that
+/// still name `effects::redact` keep building until every branch has moved.
+pub use crate::redact;
 pub mod session;
 pub mod tail;
 pub mod watcher;

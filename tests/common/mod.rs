@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 
 use kcap::config::transcript_path;
-use kcap::effects::redact;
 use kcap::ids::{event_id, SessionId};
 use kcap::machine::terminal::is_blank;
 use kcap::machine::{Phase, State};
+use kcap::redact;
 use kcap::server::Server;
 use kcap::store::{MachineRecord, Store};
 

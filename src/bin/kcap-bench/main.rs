@@ -54,7 +54,7 @@ fn parse_args() -> Result<Args, String> {
                             polling: finalizers waiting on an --mb and a 1 MB transcript with no shutdown, 30 s.\n\
                             ingest: --mb megabytes of transcript into `kcap serve`, 1,000-line batches, one client.\n\
                             hooks: the sessionEnd hook's wall time (server up, down, hanging); an idle watcher.\n\
-                            redaction: MB/s on real lines, and linearity on hostile lines.\n\
+                            redaction: recall on a held-out corpus, precision on source code, MB/s, linearity.\n\
                             usage: the usage fold on shutdowns listing 60k and 240k files."
                     .into())
             }
@@ -100,9 +100,7 @@ fn main() {
             ok &= hooks::run(&sample).await?;
         }
         if matches!(args.only.as_deref(), None | Some("redaction")) {
-            let sample =
-                std::fs::read(&args.sample).map_err(|e| format!("{}: {e}", args.sample.display()))?;
-            ok &= redaction::run(&sample)?;
+            ok &= redaction::run(&args.sample)?;
         }
         if matches!(args.only.as_deref(), None | Some("usage")) {
             ok &= usage::run();

@@ -1,0 +1,293 @@
+//! Structure-aware scanning of a line.
+//!
+//! A JSON line's string values are scanned as the text they decode to: `\n`, `\t`, `\u0001`
+//! become real characters (so a token at the start of a line of tool output is found), and a
+//! JSON document inside a string (`"{\"password\": \"…\"}"`) is seen with plain quotes. Each
+//! finding is mapped back to raw bytes that cover whole escape sequences, so replacing them keeps
+//! the line valid JSON and byte-identical elsewhere. A key's value is judged with its key
+//! (`"password": "hunter2"`, `"pin": 1234`). Lines that are not JSON are scanned as they are.
+
+use super::engine::{engine, Target};
+use super::named;
+use super::scan::{scan_text, Hit, Rule};
+use super::user::UserRules;
+use super::value::is_secret;
+
+/// A finding in raw line bytes; `quote` asks for a quoted marker (a bare JSON number replaced).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RawHit {
+    pub start: usize,
+    pub end: usize,
+    pub rule: Rule,
+    pub quote: bool,
+}
+
+/// Scratch space reused across the strings of one line.
+#[derive(Default)]
+struct Decoded {
+    text: String,
+    /// Raw offset of each decoded byte, plus one past the end.
+    map: Vec<u32>,
+}
+
+/// Appends the findings of `line` to `out`.
+pub(crate) fn scan_line(line: &str, user: &UserRules, out: &mut Vec<RawHit>) {
+    let b = line.as_bytes();
+    let everything = !user.patterns.is_empty();
+    if !looks_like_json(b) || u32::try_from(b.len()).is_err() {
+        let mut hits = Vec::new();
+        if everything || engine().ac.is_match(line) {
+            scan_text(line, user, &mut hits);
+        }
+        out.extend(hits.into_iter().map(|h| RawHit {
+            start: h.start,
+            end: h.end,
+            rule: h.rule,
+            quote: false,
+        }));
+        return;
+    }
+    let mut scratch = Decoded::default();
+    let mut hits = Vec::new();
+    let mut i = 0;
+    while let Some(q) = memchr::memchr(b'"', &b[i..]) {
+        let s = i + q + 1;
+        let (e, escaped) = string_end(b, s);
+        let named = scan_string(line, s, e, escaped, user, &mut scratch, &mut hits, out);
+        i = (e + 1).min(b.len());
+        // A key with a secret-like or vendor name: judge its value with it.
+        let j = skip_ws(b, i);
+        if (named || short_name_word(&b[s..e])) && b.get(j) == Some(&b':') {
+            let v = skip_ws(b, j + 1);
+            pair(line, (s, e, escaped), v, &mut scratch, out);
+        }
+    }
+}
+
+fn looks_like_json(b: &[u8]) -> bool {
+    let p = skip_ws(b, 0);
+    match b.get(p) {
+        Some(b'{' | b'"') => true,
+        Some(b'[') => {
+            let q = skip_ws(b, p + 1);
+            matches!(
+                b.get(q),
+                Some(b'{' | b'[' | b'"' | b']' | b'-' | b't' | b'f' | b'n' | b'0'..=b'9')
+            )
+        }
+        _ => false,
+    }
+}
+
+/// `pin` and `sig` only count as names next to a separator, which a JSON key's own text lacks.
+fn short_name_word(key: &[u8]) -> bool {
+    key.len() <= 64
+        && key
+            .windows(3)
+            .any(|w| w.eq_ignore_ascii_case(b"pin") || w.eq_ignore_ascii_case(b"sig"))
+}
+
+fn skip_ws(b: &[u8], mut p: usize) -> usize {
+    while p < b.len() && b[p].is_ascii_whitespace() {
+        p += 1;
+    }
+    p
+}
+
+/// The closing quote of the string whose content starts at `s` (or the line's end), and whether
+/// the content has escapes.
+fn string_end(b: &[u8], s: usize) -> (usize, bool) {
+    let mut k = s;
+    let mut escaped = false;
+    while let Some(p) = memchr::memchr2(b'"', b'\\', &b[k..]) {
+        let at = k + p;
+        if b[at] == b'"' {
+            return (at, escaped);
+        }
+        escaped = true;
+        k = (at + 2).min(b.len());
+    }
+    (b.len(), escaped)
+}
+
+/// Decodes the JSON string content `raw` (at `base` in the line) into `d`.
+fn decode(raw: &[u8], base: usize, d: &mut Decoded) {
+    d.text.clear();
+    d.map.clear();
+    let mut k = 0;
+    let mut bytes: Vec<u8> = std::mem::take(&mut d.text).into_bytes();
+    while k < raw.len() {
+        // The run up to the next escape is copied as it is.
+        let run = memchr::memchr(b'\\', &raw[k..]).unwrap_or(raw.len() - k);
+        if run > 0 {
+            bytes.extend_from_slice(&raw[k..k + run]);
+            d.map.extend((base + k) as u32..(base + k + run) as u32);
+            k += run;
+            continue;
+        }
+        let at = (base + k) as u32;
+        if k + 1 >= raw.len() {
+            bytes.push(raw[k]);
+            d.map.push(at);
+            k += 1;
+            continue;
+        }
+        let (ch, len) = match raw[k + 1] {
+            b'n' => ('\n', 2),
+            b't' => ('\t', 2),
+            b'r' => ('\r', 2),
+            b'b' => ('\u{8}', 2),
+            b'f' => ('\u{c}', 2),
+            b'u' => unicode_escape(&raw[k..]),
+            c => (c as char, 2),
+        };
+        let mut buf = [0u8; 4];
+        for byte in ch.encode_utf8(&mut buf).bytes() {
+            bytes.push(byte);
+            d.map.push(at);
+        }
+        k += len;
+    }
+    d.map.push((base + raw.len()) as u32);
+    // Every escape decodes to a whole char and other bytes are copied from valid UTF-8 between
+    // escapes, so this holds; a lossy fallback keeps the offsets if it ever did not.
+    d.text = String::from_utf8(bytes).unwrap_or_else(|e| {
+        let bytes = e.into_bytes();
+        bytes
+            .iter()
+            .map(|b| if b.is_ascii() { *b as char } else { '?' })
+            .collect()
+    });
+}
+
+/// `\uXXXX`, or a surrogate pair `\uD83D\uDE00`; malformed escapes decode to U+FFFD.
+fn unicode_escape(s: &[u8]) -> (char, usize) {
+    let hex = |from: usize| -> Option<u32> {
+        let h = s.get(from..from + 4)?;
+        u32::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok()
+    };
+    let Some(hi) = hex(2) else {
+        return ('\u{fffd}', 2);
+    };
+    if (0xD800..0xDC00).contains(&hi) && s.get(6..8) == Some(b"\\u") {
+        if let Some(lo) = hex(8).filter(|lo| (0xDC00..0xE000).contains(lo)) {
+            let c = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
+            return (char::from_u32(c).unwrap_or('\u{fffd}'), 12);
+        }
+    }
+    (char::from_u32(hi).unwrap_or('\u{fffd}'), 6)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn scan_string(
+    line: &str,
+    s: usize,
+    e: usize,
+    escaped: bool,
+    user: &UserRules,
+    d: &mut Decoded,
+    hits: &mut Vec<Hit>,
+    out: &mut Vec<RawHit>,
+) -> bool {
+    hits.clear();
+    if !escaped {
+        let named = scan_text(&line[s..e], user, hits);
+        out.extend(hits.iter().map(|h| RawHit {
+            start: s + h.start,
+            end: s + h.end,
+            rule: h.rule,
+            quote: false,
+        }));
+        return named;
+    }
+    decode(&line.as_bytes()[s..e], s, d);
+    let named = scan_text(&d.text, user, hits);
+    out.extend(hits.iter().map(|h| RawHit {
+        start: d.map[h.start] as usize,
+        end: d.map[h.end] as usize,
+        rule: h.rule,
+        quote: false,
+    }));
+    named
+}
+
+/// The value at `v` of the key `(s, e)`: a string judged whole, or a number for a
+/// password-like key.
+fn pair(line: &str, (s, e, escaped): (usize, usize, bool), v: usize, d: &mut Decoded, out: &mut Vec<RawHit>) {
+    let b = line.as_bytes();
+    let key: String = if escaped {
+        decode(&b[s..e], s, d);
+        d.text.clone()
+    } else {
+        line[s..e].to_string()
+    };
+    let strength = named::classify(&key);
+    let vendors: Vec<u16> = engine()
+        .ac
+        .find_iter(key.as_str())
+        .flat_map(|m| engine().targets[m.pattern().as_usize()].iter())
+        .filter_map(|t| match t {
+            Target::Vendor(k) => Some(*k),
+            _ => None,
+        })
+        .collect();
+    if strength.is_none() && vendors.is_empty() {
+        return;
+    }
+    match b.get(v) {
+        Some(b'"') => {
+            let vs = v + 1;
+            let (ve, vesc) = string_end(b, vs);
+            let (text, map): (&str, Option<&[u32]>) = if vesc {
+                decode(&b[vs..ve], vs, d);
+                (&d.text, Some(&d.map))
+            } else {
+                (&line[vs..ve], None)
+            };
+            let skip = scheme_len(text);
+            let value = &text[skip..];
+            let rule = vendors
+                .iter()
+                .find(|&&k| engine().vendors[k as usize].is_match(value))
+                .map(|&k| Rule::Builtin(super::catalogue::VENDORS[k as usize].id))
+                .or_else(|| {
+                    strength
+                        .filter(|st| is_secret(value, *st, true))
+                        .map(|_| Rule::Builtin("secret-named-value"))
+                });
+            if let Some(rule) = rule {
+                let raw = |p: usize| map.map_or(vs + p, |m| m[p] as usize);
+                out.push(RawHit {
+                    start: raw(skip),
+                    end: raw(text.len()),
+                    rule,
+                    quote: false,
+                });
+            }
+        }
+        Some(c) if c.is_ascii_digit() => {
+            let len = b[v..].iter().take_while(|c| c.is_ascii_digit()).count();
+            let next = b.get(v + len).copied().unwrap_or(b'}');
+            let whole = matches!(next, b',' | b'}' | b']' | b' ' | b'\t' | b'\r' | b'\n');
+            if whole && strength.is_some_and(|st| is_secret(&line[v..v + len], st, false)) {
+                out.push(RawHit {
+                    start: v,
+                    end: v + len,
+                    rule: Rule::Builtin("secret-named-value"),
+                    quote: true,
+                });
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `Bearer ` / `Basic ` / `Token ` at the start of an auth value: kept for context.
+fn scheme_len(v: &str) -> usize {
+    for scheme in ["bearer ", "basic ", "token ", "digest ", "bot "] {
+        if v.len() > scheme.len() && v.as_bytes()[..scheme.len()].eq_ignore_ascii_case(scheme.as_bytes()) {
+            return scheme.len();
+        }
+    }
+    0
+}

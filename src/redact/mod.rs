@@ -1,0 +1,156 @@
+//! Secret redaction: a pure text transform applied to every line and body before it leaves the
+//! machine (DESIGN.md §6).
+//!
+//! - [`catalogue`]: ~230 vendor formats (prefixes, alphabets, lengths) and vendor-named values.
+//! - [`engine`]: one keyword automaton (the prefilter) and the rules' linear-time regexes.
+//! - [`json`]: JSON string values are scanned as the text they decode to and findings are
+//!   mapped back over whole escapes, so a valid JSON line stays valid and byte-identical outside
+//!   the redacted ranges.
+//! - [`named`] and [`value`]: values next to secret-like names in every common assignment
+//!   syntax, and the precision rules that keep code, types and placeholders.
+//! - [`url`], [`pem`], [`cli`]: URL userinfo, private key blocks, command-line passwords.
+//! - [`user`]: the user's own patterns and allowlist from the config file.
+//! - [`samples`]: random samples of every format, for the tests and the benchmark.
+//!
+//! Each finding becomes `[REDACTED]`; keys, schemes and user names stay. Time is linear in the
+//! line: one keyword pass, and every rule looks a bounded distance from its keyword.
+
+mod catalogue;
+mod cli;
+mod engine;
+mod json;
+mod named;
+mod pem;
+pub mod samples;
+mod scan;
+mod url;
+mod user;
+mod value;
+
+use std::borrow::Cow;
+use std::sync::OnceLock;
+
+pub use user::{config_path, UserRules};
+
+/// What replaces a secret.
+pub const REDACTED: &str = "[REDACTED]";
+
+/// One secret found in a line: the rule that found it and its byte range in the line as given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    pub rule: String,
+    pub start: usize,
+    pub end: usize,
+    /// The range is a bare JSON number (`"pin": 1234`): it is replaced by a quoted marker.
+    pub quoted: bool,
+}
+
+/// A redactor: the built-in catalogue plus the user's rules.
+#[derive(Default)]
+pub struct Redactor {
+    user: UserRules,
+}
+
+impl Redactor {
+    /// The built-in rules only.
+    pub fn builtin() -> Redactor {
+        Redactor::default()
+    }
+
+    /// The built-in rules plus `user`'s.
+    pub fn with_rules(user: UserRules) -> Redactor {
+        Redactor { user }
+    }
+
+    /// The built-in rules plus those of kcap's config file (none when it does not exist).
+    pub fn from_config() -> Result<Redactor, String> {
+        match config_path() {
+            Some(path) => UserRules::load(&path).map(Redactor::with_rules),
+            None => Ok(Redactor::builtin()),
+        }
+    }
+
+    /// The secrets in `line`, sorted, overlapping findings merged (the first rule names them).
+    pub fn findings(&self, line: &str) -> Vec<Finding> {
+        self.ranges(line)
+            .into_iter()
+            .map(|r| Finding {
+                rule: match r.rule {
+                    scan::Rule::Builtin(id) => id.to_string(),
+                    scan::Rule::User(k) => self.user.name(k).to_string(),
+                },
+                start: r.start,
+                end: r.end,
+                quoted: r.quote,
+            })
+            .collect()
+    }
+
+    /// `line` with every secret replaced by [`REDACTED`]; borrowed when nothing was found.
+    pub fn redact<'a>(&self, line: Cow<'a, str>) -> Cow<'a, str> {
+        let ranges = self.ranges(&line);
+        if ranges.is_empty() {
+            return line;
+        }
+        let mut out = String::with_capacity(line.len());
+        let mut copied = 0;
+        for r in ranges {
+            out.push_str(&line[copied..r.start]);
+            if r.quote {
+                out.push('"');
+                out.push_str(REDACTED);
+                out.push('"');
+            } else {
+                out.push_str(REDACTED);
+            }
+            copied = r.end;
+        }
+        out.push_str(&line[copied..]);
+        Cow::Owned(out)
+    }
+
+    fn ranges(&self, line: &str) -> Vec<json::RawHit> {
+        let mut hits = Vec::new();
+        json::scan_line(line, &self.user, &mut hits);
+        hits.retain(|h| {
+            h.end > h.start
+                && h.end <= line.len()
+                && line.is_char_boundary(h.start)
+                && line.is_char_boundary(h.end)
+        });
+        hits.sort_by_key(|h| (h.start, std::cmp::Reverse(h.end)));
+        let mut merged: Vec<json::RawHit> = Vec::with_capacity(hits.len());
+        for h in hits {
+            match merged.last_mut() {
+                Some(last) if h.start < last.end => {
+                    last.end = last.end.max(h.end);
+                    last.quote |= h.quote;
+                }
+                _ => merged.push(h),
+            }
+        }
+        merged
+    }
+}
+
+/// The process-wide redactor: built-in rules plus the config file's. A config file that cannot
+/// be used is reported once and the built-in rules still apply (delivery must not stop, and
+/// `kcap redact` reports the same error as a failure).
+pub fn global() -> &'static Redactor {
+    static GLOBAL: OnceLock<Redactor> = OnceLock::new();
+    GLOBAL.get_or_init(|| {
+        Redactor::from_config().unwrap_or_else(|e| {
+            tracing::error!("redaction: user rules ignored: {e}");
+            eprintln!("kcap: redaction: user rules ignored: {e}");
+            Redactor::builtin()
+        })
+    })
+}
+
+/// Redacts one line (or body) with the process-wide redactor; borrows when nothing was found.
+pub fn line(input: Cow<'_, str>) -> Cow<'_, str> {
+    global().redact(input)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,777 @@
+//! Values next to secret-like names, in every common assignment syntax:
+//! `NAME=v`, `name: v`, `:=`, `::=`, `?=`, `=>`, `.=`, `+=`, any spaces around the separator,
+//! quoted names and values (`"password": "…"`, `'token' => '…'`), `setProperty("X", "…")`,
+//! XML elements (`<password>…</password>`), typed declarations (`var pw string = "…"`,
+//! `password: &str = "…"`), CLI flags (`--password X`, `--token=X`), netrc lines
+//! (`machine h login u password p`) and auth headers (`Authorization: Bearer …`).
+//!
+//! Linear: each name is looked at once, a value is at most [`MAX_VALUE`] bytes, and a name that
+//! sits inside an already redacted value is skipped.
+
+use super::engine::{engine, Target};
+use super::scan::{Hit, Rule};
+use super::value::{is_secret, Strength};
+
+/// Longest name or value considered (a longer run is cut there).
+const MAX_NAME: usize = 128;
+pub(crate) const MAX_VALUE: usize = 4096;
+
+fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')
+}
+
+/// Words that, as a part of a name, make its value a secret whatever it looks like.
+const STRONG: &[&str] = &[
+    "password",
+    "passwd",
+    "pwd",
+    "pass",
+    "passphrase",
+    "passcode",
+    "pin",
+    "secret",
+    "secrets",
+    "credential",
+    "credentials",
+    "creds",
+    "privatekey",
+    "secretkey",
+    "clientsecret",
+];
+/// Words that make a random-looking value a secret.
+const WEAK: &[&str] = &[
+    "token",
+    "key",
+    "apikey",
+    "accesskey",
+    "authkey",
+    "auth",
+    "authorization",
+    "authtoken",
+    "accesstoken",
+    "apitoken",
+    "bearer",
+    "cookie",
+    "sig",
+    "signature",
+    "jwt",
+    "sas",
+    "accountkey",
+    "connectionstring",
+    "dsn",
+];
+/// A last part that makes the name describe something about the secret, not hold it.
+const NOT_VALUE: &[&str] = &[
+    "count",
+    "counts",
+    "type",
+    "types",
+    "kind",
+    "len",
+    "length",
+    "size",
+    "limit",
+    "limits",
+    "max",
+    "min",
+    "id",
+    "ids",
+    "name",
+    "names",
+    "file",
+    "filename",
+    "files",
+    "path",
+    "paths",
+    "dir",
+    "url",
+    "uri",
+    "urls",
+    "endpoint",
+    "host",
+    "env",
+    "var",
+    "field",
+    "fields",
+    "header",
+    "headers",
+    "prefix",
+    "suffix",
+    "format",
+    "ttl",
+    "expiry",
+    "expires",
+    "expiration",
+    "at",
+    "index",
+    "idx",
+    "usage",
+    "budget",
+    "policy",
+    "rotation",
+    "label",
+    "mode",
+    "enabled",
+    "required",
+    "regex",
+    "pattern",
+    "rule",
+    "rules",
+    "prompt",
+    "hint",
+    "placeholder",
+    "error",
+    "errors",
+    "lifetime",
+    "timeout",
+    "version",
+    "provider",
+    "manager",
+    "helper",
+    "command",
+    "cmd",
+    "location",
+    "source",
+    "strategy",
+    "algorithm",
+    "algo",
+    "reset",
+    "changed",
+    "updated",
+    "created",
+    "position",
+    "pos",
+    "start",
+    "end",
+    "offset",
+    "validator",
+    "validation",
+    "form",
+    "input",
+    "dialog",
+    "button",
+    "icon",
+    "view",
+    "page",
+    "handler",
+    "callback",
+    "func",
+    "function",
+    "method",
+    "service",
+    "client",
+    "config",
+    "cfg",
+    "options",
+    "opts",
+    "settings",
+    "schema",
+    "model",
+    "flag",
+    "flags",
+    "number",
+    "num",
+    "total",
+    "tokens",
+    "keys",
+    "hash",
+    "strength",
+    "complexity",
+    "storage",
+    "store",
+    "manager",
+    "length",
+    "bytes",
+    "bits",
+    "exists",
+    "set",
+    "missing",
+    "valid",
+    "invalid",
+    "ref",
+    "refs",
+    "template",
+    "file_path",
+];
+/// Parts next to `key` or `token` that make them data-structure words, not credentials.
+const BENIGN_QUALIFIERS: &[&str] = &[
+    "cache",
+    "sort",
+    "primary",
+    "foreign",
+    "partition",
+    "map",
+    "hash",
+    "lookup",
+    "object",
+    "dict",
+    "row",
+    "column",
+    "col",
+    "group",
+    "unique",
+    "composite",
+    "public",
+    "pub",
+    "react",
+    "list",
+    "item",
+    "node",
+    "shortcut",
+    "hot",
+    "keyboard",
+    "press",
+    "event",
+    "route",
+    "i18n",
+    "translation",
+    "message",
+    "msg",
+    "registry",
+    "idempotency",
+    "dedup",
+    "query",
+    "search",
+    "element",
+    "prop",
+    "bucket",
+    "next",
+    "continuation",
+    "cursor",
+    "pagination",
+    "sync",
+    "cancellation",
+    "cancel",
+    "lexer",
+    "parser",
+    "parse",
+    "completion",
+    "special",
+    "bos",
+    "eos",
+    "pad",
+    "unk",
+    "sep",
+    "cls",
+    "mask",
+    "eof",
+    "stop",
+    "output",
+    "input",
+    "prompt",
+    "cached",
+    "reasoning",
+    "total",
+    "max",
+    "min",
+    "ssh",
+    "gpg",
+    "pgp",
+    "signing",
+    "host",
+    "known",
+    "foreign",
+    "primary",
+    "s3",
+    "object",
+    "file",
+    "api_version",
+    "max_new",
+];
+
+/// Splits `userPassword`, `DB_PASS`, `X-Api-Key`, `spring.datasource.password` into lower-case
+/// parts.
+fn parts(name: &str) -> Vec<String> {
+    let b = name.as_bytes();
+    let mut out: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    for (i, &c) in b.iter().enumerate() {
+        if !c.is_ascii_alphanumeric() {
+            if !cur.is_empty() {
+                out.push(std::mem::take(&mut cur));
+            }
+            continue;
+        }
+        let prev = if i > 0 { b[i - 1] } else { 0 };
+        let next = b.get(i + 1).copied().unwrap_or(0);
+        let boundary = c.is_ascii_uppercase()
+            && (prev.is_ascii_lowercase()
+                || prev.is_ascii_digit()
+                || (prev.is_ascii_uppercase() && next.is_ascii_lowercase()));
+        if boundary && !cur.is_empty() {
+            out.push(std::mem::take(&mut cur));
+        }
+        cur.push(c.to_ascii_lowercase() as char);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// How strongly `name` says its value is a secret (`None`: it does not).
+pub(crate) fn classify(name: &str) -> Option<Strength> {
+    let name = name.trim_start_matches('-');
+    let lower = name.to_ascii_lowercase();
+    // `$PWD` is the working directory.
+    if lower == "pwd" || lower == "oldpwd" {
+        return None;
+    }
+    let parts = parts(name);
+    let last = parts.last()?;
+    // `dbpassword`, `clientsecret`, `authtoken`: compounds written without separators.
+    let compact: String = lower.chars().filter(char::is_ascii_alphanumeric).collect();
+    if NOT_VALUE.contains(&last.as_str()) {
+        return None;
+    }
+    let strong = parts.iter().any(|p| STRONG.contains(&p.as_str()))
+        || ["password", "passwd", "passphrase"]
+            .iter()
+            .any(|w| lower.contains(w))
+        || compact.ends_with("secret");
+    if strong {
+        return Some(Strength::Strong);
+    }
+    let weak_part = parts.iter().position(|p| WEAK.contains(&p.as_str()));
+    let weak = weak_part.is_some()
+        || ["token", "apikey", "accesskey", "authkey"]
+            .iter()
+            .any(|w| compact.ends_with(w));
+    if !weak {
+        return None;
+    }
+    if parts.iter().any(|p| BENIGN_QUALIFIERS.contains(&p.as_str())) {
+        return None;
+    }
+    Some(Strength::Weak)
+}
+
+/// A value's extent in the text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Value {
+    pub start: usize,
+    pub end: usize,
+    pub quoted: bool,
+}
+
+/// Finds secret values after names in `text`. `hits` are the keyword occurrences (sorted by
+/// start) whose targets are names or vendor words.
+pub(crate) fn scan(text: &str, hits: &[(usize, usize, Target)], out: &mut Vec<Hit>) {
+    let b = text.as_bytes();
+    let e = engine();
+    let mut done_until = 0; // end of the last name looked at, or of the last value redacted
+    let mut i = 0;
+    while i < hits.len() {
+        let (hs, he, _) = hits[i];
+        i += 1;
+        if hs < done_until {
+            continue;
+        }
+        let (ns, ne) = name_around(b, hs, he);
+        done_until = ne;
+        let name = &text[ns..ne];
+        // Vendor words inside this name.
+        let mut vendors: Vec<u16> = Vec::new();
+        for &(s, _, t) in &hits[i - 1..] {
+            if s >= ne {
+                break;
+            }
+            if let Target::Vendor(v) = t {
+                vendors.push(v);
+            }
+        }
+        let strength = classify(name);
+        if strength.is_none() && vendors.is_empty() {
+            continue;
+        }
+        let Some(value) = value_after(b, ns, ne) else {
+            continue;
+        };
+        let v = &text[value.start..value.end];
+        let rule = vendors
+            .iter()
+            .find(|&&k| e.vendors[k as usize].is_match(v))
+            .map(|&k| Rule::Builtin(super::catalogue::VENDORS[k as usize].id))
+            .or_else(|| {
+                strength
+                    .filter(|s| is_secret(v, *s, value.quoted))
+                    .map(|_| Rule::Builtin("secret-named-value"))
+            });
+        if let Some(rule) = rule {
+            out.push(Hit {
+                start: value.start,
+                end: value.end,
+                rule,
+            });
+            done_until = value.end;
+        }
+    }
+}
+
+/// The whole name around a keyword occurrence `[s, e)`.
+fn name_around(b: &[u8], s: usize, e: usize) -> (usize, usize) {
+    let mut ns = s;
+    while ns > 0 && s - ns < MAX_NAME && is_name_byte(b[ns - 1]) {
+        ns -= 1;
+    }
+    let mut ne = e;
+    while ne < b.len() && ne - e < MAX_NAME && is_name_byte(b[ne]) {
+        ne += 1;
+    }
+    // A sentence's full stop or a trailing dash is not part of the name.
+    while ne > e && matches!(b[ne - 1], b'.' | b'-') {
+        ne -= 1;
+    }
+    while ns < s && b[ns] == b'.' {
+        ns += 1;
+    }
+    // `x--password`: a flag glued to a previous word starts at its dashes.
+    if let Some(d) = memchr::memmem::rfind(&b[ns..s], b"--") {
+        ns += d;
+    }
+    (ns, ne)
+}
+
+fn skip_blanks(b: &[u8], mut p: usize) -> usize {
+    let start = p;
+    while p < b.len() && p - start < 64 && matches!(b[p], b' ' | b'\t') {
+        p += 1;
+    }
+    p
+}
+
+fn is_quote(c: u8) -> bool {
+    matches!(c, b'"' | b'\'' | b'`')
+}
+
+/// The value assigned to the name at `[ns, ne)`, if the text after it is an assignment.
+pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
+    let before = if ns > 0 { b[ns - 1] } else { b'\n' };
+    let mut p = ne;
+    let quoted_name = is_quote(before);
+    if quoted_name && b.get(p) == Some(&before) {
+        p += 1;
+    }
+    // XML element: `<password>value</password>`.
+    if before == b'<' && b.get(p) == Some(&b'>') {
+        let start = p + 1;
+        let len = b[start..]
+            .iter()
+            .take(MAX_VALUE)
+            .take_while(|c| !matches!(c, b'<' | b'\n' | b'"'))
+            .count();
+        return Some(Value {
+            start,
+            end: start + len,
+            quoted: true,
+        })
+        .filter(|v| v.end > v.start);
+    }
+    if quoted_name && b.get(p) == Some(&b']') {
+        p += 1; // `ENV["password"] = …`
+    }
+    let after_name = p;
+    p = skip_blanks(b, p);
+    let blanks = p > after_name;
+    let sep = separator(b, p);
+    p = match sep {
+        Some(len) => p + len,
+        None => {
+            let flag = b[ns] == b'-' && b.get(ns + 1) == Some(&b'-');
+            let call = quoted_name && b.get(p) == Some(&b',') && preceded_by_paren(b, ns - 1);
+            let netrc = blanks && !quoted_name && is_netrc_password(b, ns, ne);
+            if call {
+                p + 1
+            } else if (flag || netrc) && blanks {
+                p
+            } else if blanks && !quoted_name {
+                // `var password string = "…"`: a type between the name and `=`.
+                typed_assignment(b, p)?
+            } else {
+                return None;
+            }
+        }
+    };
+    let colon = sep == Some(1) && b.get(p - 1) == Some(&b':');
+    p = skip_blanks(b, p);
+    // `password: &str = "…"` / `token: string = '…'`: skip the annotation.
+    if colon {
+        if let Some(q) = typed_assignment(b, p) {
+            p = skip_blanks(b, q);
+        }
+    }
+    p = skip_scheme(b, p);
+    read_value(b, p)
+}
+
+fn skip_blanks_back(b: &[u8], p: usize) -> usize {
+    let mut q = p;
+    while q > 0 && matches!(b[q - 1], b' ' | b'\t') {
+        q -= 1;
+    }
+    q
+}
+
+/// Length of an assignment separator at `p`: `=`, `:`, `:=`, `::=`, `?=`, `=>`, `.=`, `+=`,
+/// `||=`. Comparisons (`==`, `!=`), paths (`::`) and URLs (`://`) are not.
+fn separator(b: &[u8], p: usize) -> Option<usize> {
+    let at = |k: usize| b.get(p + k).copied().unwrap_or(0);
+    match (at(0), at(1), at(2)) {
+        (b':', b':', b'=') => Some(3),
+        (b'|', b'|', b'=') => Some(3),
+        (b':', b'=', _) | (b'?', b'=', _) | (b'.', b'=', _) | (b'+', b'=', _) => Some(2),
+        (b'=', b'>', _) => Some(2),
+        (b'=', b'=', _) => None,
+        (b'=', _, _) => Some(1),
+        (b':', b':', _) => None,
+        (b':', b'/', b'/') => None,
+        (b':', _, _) => Some(1),
+        _ => None,
+    }
+}
+
+fn preceded_by_paren(b: &[u8], quote: usize) -> bool {
+    let q = skip_blanks_back(b, quote);
+    q > 0 && b[q - 1] == b'('
+}
+
+/// `password` as a netrc keyword: the text before it on its line has `machine` or `login`.
+fn is_netrc_password(b: &[u8], ns: usize, ne: usize) -> bool {
+    let name = &b[ns..ne];
+    if !(name.eq_ignore_ascii_case(b"password") || name.eq_ignore_ascii_case(b"passwd")) {
+        return false;
+    }
+    let from = ns.saturating_sub(300);
+    let line_start = memchr::memrchr(b'\n', &b[from..ns]).map_or(from, |i| from + i + 1);
+    let before = &b[line_start..ns];
+    memchr::memmem::find(before, b"login").is_some() || memchr::memmem::find(before, b"machine").is_some()
+}
+
+/// After a type (`string`, `&str`, `[]byte`, `Option<String>`), blanks and a single `=`: the
+/// position after `=`.
+fn typed_assignment(b: &[u8], p: usize) -> Option<usize> {
+    let len = b[p..]
+        .iter()
+        .take(48)
+        .take_while(|c| {
+            c.is_ascii_alphanumeric()
+                || matches!(c, b'_' | b'&' | b'*' | b'[' | b']' | b'<' | b'>' | b'.' | b'\'')
+        })
+        .count();
+    let first = *b.get(p)?;
+    let starts_type =
+        first.is_ascii_alphabetic() || matches!(first, b'&' | b'*') || b[p..].starts_with(b"[]");
+    if len == 0 || !starts_type {
+        return None;
+    }
+    let q = skip_blanks(b, p + len);
+    (b.get(q) == Some(&b'=') && b.get(q + 1) != Some(&b'=')).then_some(q + 1)
+}
+
+/// Skips an auth scheme word (`Bearer `, `Basic `, `token `): the secret follows it.
+fn skip_scheme(b: &[u8], p: usize) -> usize {
+    let q = usize::from(b.get(p).is_some_and(|c| is_quote(*c)));
+    for scheme in [
+        &b"bearer "[..],
+        b"basic ",
+        b"token ",
+        b"digest ",
+        b"bot ",
+        b"apikey ",
+    ] {
+        if b.len() >= p + q + scheme.len() && b[p + q..p + q + scheme.len()].eq_ignore_ascii_case(scheme) {
+            return if q == 1 { p } else { p + scheme.len() };
+        }
+    }
+    p
+}
+
+/// A quoted value to its closing quote (escaped quotes inside), or an unquoted one to its
+/// natural end.
+fn read_value(b: &[u8], p: usize) -> Option<Value> {
+    let q = *b.get(p)?;
+    if is_quote(q) {
+        let start = p + 1;
+        let mut k = start;
+        let mut p2 = start;
+        // After an auth scheme inside the quotes: `"Bearer abc"`.
+        let scheme_end = skip_scheme(b, start);
+        if scheme_end == start {
+            for scheme in [
+                &b"Bearer "[..],
+                b"Basic ",
+                b"bearer ",
+                b"basic ",
+                b"Token ",
+                b"token ",
+            ] {
+                if b[start..].starts_with(scheme) {
+                    p2 = start + scheme.len();
+                }
+            }
+        }
+        while k < b.len() && k - start < MAX_VALUE {
+            match b[k] {
+                b'\\' => k += 2,
+                b'\n' => break,
+                c if c == q => {
+                    return Some(Value {
+                        start: p2,
+                        end: k,
+                        quoted: true,
+                    })
+                    .filter(|v| v.end > v.start);
+                }
+                _ => k += 1,
+            }
+        }
+        // No closing quote on this line: the value runs to the line's end (a cut-off literal
+        // still leaks, and a redaction that removed the closing quote then finds its own marker
+        // inside, which keeps redaction idempotent).
+        let end = start
+            + b[start..]
+                .iter()
+                .take(MAX_VALUE)
+                .take_while(|c| **c != b'\n')
+                .count();
+        return Some(Value {
+            start: p2,
+            end,
+            quoted: true,
+        })
+        .filter(|v| v.end > v.start);
+    }
+    unquoted(b, p)
+}
+
+fn unquoted(b: &[u8], start: usize) -> Option<Value> {
+    // A list separator right after the separator: the value is empty (`password=,user=x`).
+    if matches!(b.get(start), Some(b',' | b';' | b'&')) {
+        return None;
+    }
+    let mut k = start;
+    let mut depth = 0i32;
+    while k < b.len() && k - start < MAX_VALUE {
+        let c = b[k];
+        match c {
+            b' ' | b'\t' | b'\n' | b'\r' | b'"' | b'\'' | b'`' | b'<' => break,
+            b'\\' if matches!(b.get(k + 1), Some(b'"' | b'n' | b't' | b'r' | b'\\' | b'u')) => break,
+            b'(' | b'[' | b'{' => depth += 1,
+            b')' | b']' | b'}' => {
+                if depth == 0 {
+                    break;
+                }
+                depth -= 1;
+            }
+            // A list or query separator when another `name=` or a blank follows; else part of
+            // the value (`P#ss;w,rd&1`).
+            b',' | b';' | b'&' if next_is_field(b, k + 1) => break,
+            _ => {}
+        }
+        k += 1;
+    }
+    let mut end = k;
+    while end > start && matches!(b[end - 1], b'.' | b',' | b';' | b':') {
+        end -= 1;
+    }
+    (end > start).then_some(Value {
+        start,
+        end,
+        quoted: false,
+    })
+}
+
+/// After a `,`, `;` or `&`: end of text, a blank, or `name=` / `name:`.
+fn next_is_field(b: &[u8], p: usize) -> bool {
+    match b.get(p) {
+        None => true,
+        Some(c) if c.is_ascii_whitespace() => true,
+        Some(_) => {
+            let len = b[p..].iter().take(64).take_while(|c| is_name_byte(**c)).count();
+            len > 0 && matches!(b.get(p + len), Some(b'=' | b':'))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_classified_by_their_parts() {
+        for n in [
+            "password",
+            "DB_PASS",
+            "MYSQL_PWD",
+            "userPassword",
+            "client_secret",
+            "pin",
+            "--password",
+            "PASSWORD_PROD",
+        ] {
+            assert_eq!(classify(n), Some(Strength::Strong), "{n}");
+        }
+        for n in [
+            "api_key",
+            "ENCRYPTION_KEY",
+            "AccountKey",
+            "X-Api-Key",
+            "GITHUB_TOKEN",
+            "authToken",
+            "Authorization",
+        ] {
+            assert_eq!(classify(n), Some(Strength::Weak), "{n}");
+        }
+        for n in [
+            "PWD",
+            "token_count",
+            "outputTokens",
+            "max_tokens",
+            "password_file",
+            "cache_key",
+            "keyboard",
+            "primary_key",
+            "next_token",
+            "secret_name",
+            "author",
+            "tokenizer",
+            "spinner",
+        ] {
+            assert_eq!(classify(n), None, "{n}");
+        }
+    }
+
+    fn value(text: &str, name: &str) -> Option<String> {
+        let ns = text.find(name).unwrap();
+        value_after(text.as_bytes(), ns, ns + name.len()).map(|v| text[v.start..v.end].to_string())
+    }
+
+    #[test]
+    fn every_assignment_syntax_yields_the_value() {
+        let cases = [
+            ("DB_PASSWORD=P#ssw0rd2024", "DB_PASSWORD", "P#ssw0rd2024"),
+            ("password      =      abc;def", "password", "abc;def"),
+            ("password := \"x\\\"y\"", "password", "x\\\"y"),
+            ("PASSWORD ::= s3cret", "PASSWORD", "s3cret"),
+            ("PASSWORD ?= s3cret", "PASSWORD", "s3cret"),
+            ("'password' => 'pw1'", "password", "pw1"),
+            ("$password .= 'pw1'", "password", "pw1"),
+            ("props.setProperty(\"password\", \"pw1\")", "password", "pw1"),
+            ("<password>pw1</password>", "password", "pw1"),
+            ("var password string = \"pw1\"", "password", "pw1"),
+            ("let password: &str = \"pw1\";", "password", "pw1"),
+            ("mysql --password s3cret -h db", "--password", "s3cret"),
+            ("machine h login u password s3cret", "password", "s3cret"),
+            ("Authorization: Bearer abc.def", "Authorization", "abc.def"),
+            ("Password=Pa55word;Encrypt=true", "Password", "Pa55word"),
+            ("?access_token=AbCd1234&x=1", "access_token", "AbCd1234"),
+            ("password:\n next", "password", ""),
+        ];
+        for (text, name, want) in cases {
+            let got = value(text, name).unwrap_or_default();
+            assert_eq!(got, want, "{text}");
+        }
+        assert_eq!(value("Token::U8(52)", "Token"), None);
+        assert_eq!(value("if password == x", "password"), None);
+    }
+}

@@ -1,0 +1,313 @@
+//! Is this value a secret? The precision half of named-value redaction: code, placeholders,
+//! identifiers, types and UUIDs that sit after a secret-like name are not secrets.
+
+use super::REDACTED;
+
+/// How strongly a name says its value is secret.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Strength {
+    /// `token`, `api_key`, `auth`, `AccountKey`: the value must also look random.
+    Weak,
+    /// `password`, `secret`, `pin`, `credentials`: any literal value is a secret.
+    Strong,
+}
+
+/// Whether `value` (already cut to its extent) is a secret, given the name's strength and
+/// whether it was written as a quoted literal.
+pub(crate) fn is_secret(value: &str, strength: Strength, quoted: bool) -> bool {
+    let v = value.as_bytes();
+    let has_alnum = v.iter().any(|b| b.is_ascii_alphanumeric() || !b.is_ascii());
+    if v.is_empty() || !has_alnum || value.contains(REDACTED) || is_placeholder(value) {
+        return false;
+    }
+    let digits_only = v.iter().all(u8::is_ascii_digit);
+    match strength {
+        Strength::Strong => {
+            if digits_only {
+                return v.len() >= 3;
+            }
+            if v.len() < 3 || (!quoted && (is_code(value) || v.iter().all(u8::is_ascii_lowercase))) {
+                return false;
+            }
+            // A quoted sentence is prose about a password, not one.
+            !(quoted && value.split(' ').filter(|w| !w.is_empty()).count() > 2)
+        }
+        Strength::Weak => {
+            if v.len() < 8 || digits_only || is_code(value) || is_uuid(v) || v.contains(&b' ') {
+                return false;
+            }
+            looks_random(v)
+        }
+    }
+}
+
+/// `$X`, `${X}`, `<X>`, `{{X}}`, `%X%`, `xxxx`, `****`, `changeme`, `your-api-key`, `null`…
+pub(crate) fn is_placeholder(value: &str) -> bool {
+    let v = value.as_bytes();
+    let (first, last) = (v[0], v[v.len() - 1]);
+    if matches!(first, b'$' | b'{' | b'<' | b'*' | b'[' | b'(' | b'&' | b'@')
+        || (first == b'%' && last == b'%')
+        || value.starts_with("...")
+        || value.starts_with('…')
+    {
+        return true;
+    }
+    if v.len() >= 3 && v.iter().all(|b| *b == first) {
+        return true;
+    }
+    let lower = value.to_ascii_lowercase();
+    if lower
+        .bytes()
+        .all(|b| b == b'x' || b == b'*' || b == b'-' || b == b'_' || b == b'.')
+    {
+        return true;
+    }
+    const WORDS: &[&str] = &[
+        "changeme",
+        "change_me",
+        "change-me",
+        "changeit",
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "example",
+        "placeholder",
+        "redacted",
+        "hidden",
+        "masked",
+        "none",
+        "null",
+        "nil",
+        "undefined",
+        "true",
+        "false",
+        "test",
+        "dummy",
+        "sample",
+        "todo",
+        "tbd",
+        "required",
+        "optional",
+        "string",
+        "empty",
+        "foo",
+        "bar",
+        "foobar",
+        "default",
+        "unset",
+        "notset",
+        "not_set",
+        "omitted",
+        "removed",
+        "api_key",
+        "apikey",
+        "your_password",
+        "yourpassword",
+        "mypassword",
+        "pass",
+        "pwd",
+        "value",
+    ];
+    if WORDS.contains(&lower.as_str()) {
+        return true;
+    }
+    lower.starts_with("your")
+        || lower.starts_with("<your")
+        || lower.ends_with("_here")
+        || lower.ends_with("-here")
+        || lower.starts_with("example")
+        || lower.starts_with("dummy")
+        || lower.starts_with("fake")
+        || lower.starts_with("env:")
+        || lower.starts_with("vault:")
+        || lower.starts_with("secret:")
+        || lower.starts_with("op://")
+}
+
+/// Source code rather than a literal: an identifier or dotted path without digits, a call, an
+/// enum path, a type (`Option<String>`, `u8`, `&str`), an environment lookup.
+pub(crate) fn is_code(value: &str) -> bool {
+    let v = value.as_bytes();
+    if value.contains("::") || value.contains("->") || value.contains("=>") || value.contains("()") {
+        return true;
+    }
+    if (v.ends_with(b")") && v.contains(&b'(')) || v.ends_with(b"(") || v.ends_with(b"{") || v.ends_with(b"?")
+    {
+        return true;
+    }
+    // A call or a macro: `self.clean(&mut`, `Some(x`, `write!(f`, `Token![;]`.
+    if let Some(open) = memchr::memchr3(b'(', b'[', b'!', v) {
+        let head = &v[..open];
+        let callee = !head.is_empty()
+            && head
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.'));
+        if callee && (v[open] != b'!' || matches!(v.get(open + 1), Some(b'(' | b'[' | b'{'))) {
+            return true;
+        }
+    }
+    if value.contains("process.env")
+        || value.contains("getenv")
+        || value.contains("environ")
+        || value.contains("ENV[")
+    {
+        return true;
+    }
+    // Generic types: `Option<String>`, `Vec<u8>`, `HashMap<K,V>`.
+    if let Some(lt) = memchr::memchr(b'<', v) {
+        if lt > 0
+            && v[..lt]
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'.')
+            && v.ends_with(b">")
+        {
+            return true;
+        }
+    }
+    const TYPES: &[&str] = &[
+        "u8", "u16", "u32", "u64", "u128", "i8", "i16", "i32", "i64", "i128", "f32", "f64", "usize", "isize",
+        "int32", "int64", "uint32", "uint64", "float64", "byte", "[]byte",
+    ];
+    if TYPES.contains(&value) {
+        return true;
+    }
+    // An identifier or a dotted path (`self.password`, `DEFAULT_TOKEN`, `config.db.pass`) with no
+    // digit: a name, not a literal. Literal secrets almost always carry a digit or a symbol.
+    let ident = v[0].is_ascii_alphabetic() || v[0] == b'_';
+    ident
+        && v.iter()
+            .all(|b| b.is_ascii_alphabetic() || *b == b'_' || *b == b'.')
+        && v.split(|b| matches!(b, b'_' | b'.'))
+            .all(|p| p.is_empty() || is_word(p))
+}
+
+/// 8-4-4-4-12 hexadecimal.
+pub(crate) fn is_uuid(v: &[u8]) -> bool {
+    v.len() == 36
+        && v.iter().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => *b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
+}
+
+/// A credential rather than words: no run of word-like pieces (`my-cache-key`, `v1.2.3`,
+/// `user:123:session`), and enough entropy.
+fn looks_random(v: &[u8]) -> bool {
+    let pieces = v.split(|b| matches!(b, b'-' | b'_' | b'.' | b':' | b'/' | b'@'));
+    let wordy = pieces
+        .into_iter()
+        .all(|p| p.len() <= 12 && (is_word(p) || p.iter().all(u8::is_ascii_digit) || (p.len() <= 4)));
+    if wordy {
+        return false;
+    }
+    let classes = [
+        v.iter().any(u8::is_ascii_lowercase),
+        v.iter().any(u8::is_ascii_uppercase),
+        v.iter().any(u8::is_ascii_digit),
+    ]
+    .iter()
+    .filter(|c| **c)
+    .count();
+    classes >= 2 && entropy(v) >= 3.0
+}
+
+/// Letters only, cased like a word or an identifier (`cache`, `Key`, `myKey`, `HTTP`), not like
+/// base64 (`eyJhbGciOi`).
+fn is_word(p: &[u8]) -> bool {
+    let upper = p.iter().filter(|b| b.is_ascii_uppercase()).count();
+    p.iter().all(u8::is_ascii_alphabetic) && (upper <= 2 || upper == p.len())
+}
+
+/// Shannon entropy in bits per byte.
+pub(crate) fn entropy(v: &[u8]) -> f64 {
+    let mut counts = [0u32; 256];
+    for b in v {
+        counts[*b as usize] += 1;
+    }
+    let n = v.len() as f64;
+    counts
+        .iter()
+        .filter(|c| **c > 0)
+        .map(|c| {
+            let p = f64::from(*c) / n;
+            -p * p.log2()
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_and_code_are_not_secrets() {
+        for v in [
+            "$API_KEY",
+            "${DB_PASSWORD}",
+            "<your-token>",
+            "{{ secrets.TOKEN }}",
+            "%PASSWORD%",
+            "xxxx",
+            "********",
+            "changeme",
+            "YOUR_API_KEY_HERE",
+            "null",
+            "[REDACTED]",
+        ] {
+            assert!(is_placeholder(v), "{v}");
+            assert!(!is_secret(v, Strength::Strong, true), "{v}");
+        }
+        for v in [
+            "Option<String>",
+            "String",
+            "self.password",
+            "Token::U8(52)",
+            "get_password()",
+            "u8",
+            "os.getenv(\"X\")",
+            "DEFAULT_TOKEN",
+            "self.clean_child(&mut",
+            "write!(f",
+            "Token![;]",
+            "Some(Token![",
+        ] {
+            assert!(is_code(v), "{v}");
+            assert!(!is_secret(v, Strength::Strong, false), "{v}");
+            assert!(!is_secret(v, Strength::Weak, false), "{v}");
+        }
+    }
+
+    #[test]
+    fn literals_next_to_strong_names_are_secrets() {
+        for (v, quoted) in [
+            ("hunter2", false),
+            ("P#ssw0rd2024", false),
+            ("123456", false),
+            ("Hunter", true),
+            ("s3cr3t", false),
+        ] {
+            assert!(is_secret(v, Strength::Strong, quoted), "{v}");
+        }
+        assert!(!is_secret("please", Strength::Strong, false));
+        assert!(!is_secret("12", Strength::Strong, false));
+    }
+
+    #[test]
+    fn weak_names_need_random_values() {
+        for v in ["AbC123xyzQ", "9f8e7d6c5b4a3f2e", "dXNlcjpwYXNzd29yZA=="] {
+            assert!(is_secret(v, Strength::Weak, false), "{v}");
+        }
+        for v in [
+            "4096",
+            "my-cache-key",
+            "v1.2.3",
+            "123e4567-e89b-12d3-a456-426614174000",
+            "bearer",
+            "user:123:session",
+            "abc123",
+        ] {
+            assert!(!is_secret(v, Strength::Weak, true), "{v}");
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! The hostile shapes of issue #10, as named cases: each secret must be gone (its name kept),
+//! each piece of code must come out unchanged, inside plain text and inside a JSON line of tool
+//! output alike.
+
+use std::borrow::Cow;
+
+use kcap::redact::{Redactor, REDACTED};
+
+fn redact(s: &str) -> String {
+    Redactor::builtin().redact(Cow::Borrowed(s)).into_owned()
+}
+
+/// `text` as the content of a tool result line.
+fn in_json(text: &str) -> String {
+    serde_json::json!({"type": "tool.execution_complete", "data": {"result": {"content": text}}}).to_string()
+}
+
+fn content(line: &str) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("broken JSON ({e}): {line}"));
+    v["data"]["result"]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// (case, text, secret that must disappear, text that must stay)
+const LEAKS: &[(&str, &str, &str, &str)] = &[
+    ("value with #", "DB_PASSWORD=P#ssw0rd2024", "P#ssw0rd2024", "DB_PASSWORD="),
+    ("value with ;", "export DB_PASSWORD=abc;def123 && ls", "abc;def123", "&& ls"),
+    ("value with & and ,", "SECRET_KEY=a&b,c9x", "a&b,c9x", "SECRET_KEY="),
+    ("escaped quote inside", r#"password = "pa\"ss1word""#, "ss1word", "password = "),
+    ("digit-only password", "PIN=482913", "482913", "PIN="),
+    ("digit-only password in YAML", "password: 12345678", "12345678", "password:"),
+    ("terraform spacing", "  admin_password         =         \"Tf-s3cret!\"", "Tf-s3cret!", "admin_password"),
+    ("aligned YAML", "db_password:              hunter2x", "hunter2x", "db_password:"),
+    ("Go :=", "dbPassword := \"g0pher!\"", "g0pher!", "dbPassword"),
+    ("BNF ::=", "PASSWORD ::= s3cr3tValue", "s3cr3tValue", "PASSWORD"),
+    ("make ?=", "DEPLOY_TOKEN ?= Zq81mNx0PqL2vR7s", "Zq81mNx0PqL2vR7s", "DEPLOY_TOKEN"),
+    ("PHP =>", "'db_password' => 'phpS3cret'", "phpS3cret", "'db_password' =>"),
+    ("PHP .=", "$password .= 'tail9x'", "tail9x", "$password"),
+    ("setProperty", "props.setProperty(\"javax.net.ssl.keyStorePassword\", \"st0rePw\");", "st0rePw", "setProperty"),
+    ("XML element", "<password>xmlS3cret</password>", "xmlS3cret", "<password>"),
+    ("Go typed var", "var apiPassword string = \"typedS3cret\"", "typedS3cret", "var apiPassword string"),
+    ("Rust typed const", "const DB_PASSWORD: &str = \"rustS3cret\";", "rustS3cret", "DB_PASSWORD"),
+    ("DB_PASS", "DB_PASS=Pg-pass-81", "Pg-pass-81", "DB_PASS="),
+    ("MYSQL_PWD", "MYSQL_PWD=my5qlpw", "my5qlpw", "MYSQL_PWD="),
+    ("ENCRYPTION_KEY", "ENCRYPTION_KEY=9fK2xL0qP7wR4tY8uI3oA6sD", "9fK2xL0qP7wR4tY8uI3oA6sD", "ENCRYPTION_KEY="),
+    (
+        "Azure AccountKey",
+        "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZmdoaWprbG1ub3BxcnN0dXZ3eHl6QUJDREVGR0g=;EndpointSuffix=core.windows.net",
+        "Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFi",
+        "EndpointSuffix",
+    ),
+    ("--password X", "mysqldump --password Sup3rSecret db", "Sup3rSecret", "mysqldump --password"),
+    ("--token=X", "tool --token=Qx7Lm2Np9Rs4Tv6W", "Qx7Lm2Np9Rs4Tv6W", "--token="),
+    ("mysql -pX", "mysql -u root -pR00tPw! app", "R00tPw!", "mysql -u root -p"),
+    ("curl -u", "curl -u admin:Cu7lPw https://x", "Cu7lPw", "curl -u admin:"),
+    ("netrc", "machine api.example.com login bob password n3trcPw", "n3trcPw", "login bob password"),
+    ("pgpass", "db.internal:5432:app:app_user:pgPassw0rd", "pgPassw0rd", "db.internal:5432"),
+    ("URL password with @", "postgres://app:p@ss@word1@db:5432/app", "ss@word1", "postgres://app:"),
+    ("Authorization header", "Authorization: Bearer abc123def456ghi789", "abc123def456ghi789", "Bearer"),
+    ("nested JSON with \": \"", r#"{"config": {"password": "nestedPw1", "user": "u"}}"#, "nestedPw1", "\"user\""),
+    ("token after \\t", "name\tghp_0123456789abcdefghijklmnopqrstuvwxyz\tactive", "ghp_0123456789", "active"),
+    ("token after \\r", "x\rglpat-abcdefghij0123456789", "glpat-abcdefghij", "x"),
+    ("token after \\u0001", "\u{1}AIzaSyD4x9Qk2L7mN0pR5tV8wY1zB3cE6fH9jK2", "AIzaSyD4x9Q", ""),
+    ("high-entropy value next to a name", "session_token: 'Zx8Qw2Er5Ty7Ui9Op1As'", "Zx8Qw2Er5Ty7Ui9Op1As", "session_token"),
+];
+
+#[test]
+fn hostile_shapes_do_not_leak() {
+    let long_pw = format!("https://user:{}@example.com/", "Lp9".repeat(120));
+    let mut failures = Vec::new();
+    let mut check = |case: &str, text: &str, secret: &str, keep: &str| {
+        let plain = redact(text);
+        let json_out = content(&redact(&in_json(text)));
+        for (how, out) in [("plain", &plain), ("json", &json_out)] {
+            if out.contains(secret) || !out.contains(keep) || !out.contains(REDACTED) {
+                failures.push(format!("{case} ({how}): {text:?} -> {out:?}"));
+            }
+        }
+    };
+    for (case, text, secret, keep) in LEAKS {
+        check(case, text, secret, keep);
+    }
+    check("userinfo over 256 bytes", &long_pw, "Lp9Lp9Lp9", "https://user:");
+    // A token right after a JSON escape at the line's own level, and one level down.
+    check(
+        "token after \\n",
+        "out:\nghp_0123456789abcdefghijklmnopqrstuvwxyz",
+        "ghp_0123456789",
+        "out:",
+    );
+    check(
+        "escapes one level down",
+        r#"{"c":"a\nsk-ant-api03-abcdefghijklmnopqrstuvwxyz"}"#,
+        "abcdefghijklmnop",
+        "{\"c\"",
+    );
+    assert!(
+        failures.is_empty(),
+        "{} leaks:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// Code and prose an agent reads that must come out unchanged.
+const KEPT: &[(&str, &str)] = &[
+    ("enum path", "Token::U8(52) => visit_u8(v),"),
+    ("Option type", "    pub password: Option<String>,"),
+    ("String type", "fn set_password(password: String) -> Self {"),
+    ("env placeholder", "export API_KEY=$API_KEY"),
+    ("braced placeholder", "password: ${DB_PASSWORD}"),
+    ("angle placeholder", "api_key: <your key here>"),
+    ("changeme", "password = \"changeme\""),
+    ("xxxx", "token: xxxxxxxxxxxxxxxx"),
+    ("UUID", "\"token\": \"123e4567-e89b-12d3-a456-426614174000\""),
+    ("identifier", "let token = self.token.clone();"),
+    ("call", "password = getpass.getpass()"),
+    ("counter", "\"outputTokens\": 2848, \"max_tokens\": 4096"),
+    ("library names", "use jsonwebtoken::{decode, DecodingKey};"),
+    ("comparison", "if password == confirm_password {"),
+    ("env lookup", "token = os.environ[\"GITHUB_TOKEN\"]"),
+    ("prose", "Please enter your password: it must be long."),
+    ("type annotation", "secret_key: &'a [u8],"),
+    ("struct field init", "Credentials { password, username }"),
+    ("pwd", "PWD=/home/user/project"),
+];
+
+#[test]
+fn code_is_not_a_secret() {
+    let mut changed = Vec::new();
+    for (case, text) in KEPT {
+        for (how, out, want) in [
+            ("plain", redact(text), text.to_string()),
+            ("json", content(&redact(&in_json(text))), text.to_string()),
+        ] {
+            if out != want {
+                changed.push(format!("{case} ({how}): {text:?} -> {out:?}"));
+            }
+        }
+    }
+    assert!(
+        changed.is_empty(),
+        "{} changed:\n{}",
+        changed.len(),
+        changed.join("\n")
+    );
+}
+
+#[test]
+fn an_empty_value_does_not_swallow_the_next_line() {
+    let line = in_json("PASSWORD=\nNEXT_LINE=visible\nTOKEN:\nalso visible");
+    assert_eq!(redact(&line), line);
+}
+
+#[test]
+fn json_keys_judge_their_values() {
+    assert_eq!(
+        redact(r#"{"pin": 4821, "n": 1}"#),
+        r#"{"pin": "[REDACTED]", "n": 1}"#
+    );
+    assert_eq!(
+        redact(r#"{"db_password":"hunter22"}"#),
+        r#"{"db_password":"[REDACTED]"}"#
+    );
+    assert_eq!(
+        redact(r#"{"sig":"Zx8Qw2Er5Ty7Ui9Op1As"}"#),
+        r#"{"sig":"[REDACTED]"}"#
+    );
+    let kept = r#"{"pin_memory": true, "tokenCount": 15639, "design": "Zx8Qw2Er5Ty7Ui9Op1As"}"#;
+    assert_eq!(redact(kept), kept);
+}
