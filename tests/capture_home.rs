@@ -325,3 +325,34 @@ async fn a_full_disk_is_reported_and_once_space_is_back_the_parked_finalizer_del
         .any(|e| e.file_name().to_string_lossy().starts_with("store.corrupt-"));
     assert!(!aside, "the store was damaged by the full disk and rebuilt");
 }
+
+/// A detached finalizer's log and stderr are files on the same disk; when that disk is full,
+/// every log write fails. Simulated without a mount: the session log is a symlink to
+/// /dev/full and stderr is /dev/full. The finalizer must still deliver every line and exit 0,
+/// not die on its first log line (tracing reports a failed write with `eprintln!`, which
+/// panics when stderr fails too).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_finalizer_whose_log_and_stderr_cannot_be_written_still_delivers() {
+    let env = Env::new();
+    let server = server().await;
+    let sid = SessionId::new_random();
+    let path = transcript_path(&env.copilot_home, sid);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let content = synthetic_transcript(sid, 50, true);
+    std::fs::write(&path, &content).unwrap();
+    let log = kcap::config::session_log_path(&env.kcap_home, sid);
+    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink("/dev/full", &log).unwrap();
+    let full = || Stdio::from(std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap());
+    let status = env
+        .kcap(&server.url())
+        .args(["copilot-finalize", "--foreground", &sid.to_string()])
+        .arg(&path)
+        .stdout(full())
+        .stderr(full())
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert_exactly_once(&server, sid, &content);
+}

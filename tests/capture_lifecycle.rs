@@ -422,3 +422,38 @@ async fn a_session_already_shut_down_at_session_end_gets_its_end_after_its_lines
     assert!(last_line < end_at, "{posts:?}");
     assert!(env.store().pending_notices(None).unwrap().is_empty());
 }
+
+/// A notice the server refuses for good (400: it will never take it) is dropped, with an error
+/// logged, instead of holding the session's lines back for ever; one it may take later (503,
+/// or 401 until the token is fixed) is kept, in order.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_notice_refused_for_good_does_not_hold_the_lines_back() {
+    use kcap::effects::client::Client;
+    use kcap::effects::outbox::{self, Flush};
+    use kcap::store::NoticeKind;
+
+    let env = Env::new();
+    let server = server().await;
+    let store = env.store();
+    let client = Client::new(&server.url(), None, Duration::from_secs(5)).unwrap();
+    let sid = SessionId::new_random();
+    let start = || outbox::notice(NoticeKind::SessionStart, json!({"session_id": sid.dashless()}));
+
+    for (code, kept) in [(503, true), (401, true), (400, false), (413, false)] {
+        store.queue_notice(sid, &start()).unwrap();
+        server.inject([Fault::Status(code)]);
+        let flushed = outbox::flush(&store, &client, Some(sid), Flush::BeforeLines).await;
+        let pending = store.pending_notices(Some(sid)).unwrap().len();
+        assert_eq!(pending == 1, kept, "HTTP {code}: {flushed:?}");
+        assert_eq!(flushed.failed.is_some(), kept, "HTTP {code}: {flushed:?}");
+        if kept {
+            // Delivered on the next flush, once the server takes it.
+            let flushed = outbox::flush(&store, &client, Some(sid), Flush::BeforeLines).await;
+            assert_eq!((flushed.delivered, flushed.failed), (1, None), "HTTP {code}");
+        }
+        assert!(
+            store.pending_notices(Some(sid)).unwrap().is_empty(),
+            "HTTP {code}"
+        );
+    }
+}

@@ -346,3 +346,42 @@ fn skip_to_line_counts_every_line() {
         .unwrap();
     assert_eq!(w.next_line, 5);
 }
+
+/// A transcript cut to nothing and written again in place (same inode, now longer) between two
+/// batches: the old position falls in the middle of a new line. Reading on from it would send a
+/// fragment under a number that is not its own; the reader starts again from line 0 instead,
+/// whether it kept the file open or starts fresh from the persisted position.
+#[test]
+fn a_transcript_rewritten_in_place_mid_line_is_read_again_from_line_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file_with(dir.path(), format!("{MSG}\n{MSG}\n").as_bytes());
+    let mut reader = LineReader::new(&path);
+    let first = reader
+        .read_batch(Watermark::default(), Limits::default(), false)
+        .unwrap()
+        .expect("transcript present");
+    assert_eq!(first.end.next_line, 2);
+    let long = r#"{"type":"assistant.message","data":{"content":"a longer line than before"}}"#;
+    let rewritten = format!("{long}\n{long}\n{long}\n");
+    // In place: truncate and write through the same inode.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    f.write_all(rewritten.as_bytes()).unwrap();
+    drop(f);
+    assert!(rewritten.as_bytes()[first.end.offset as usize - 1] != b'\n');
+
+    for (name, mut r) in [("open reader", reader), ("fresh reader", LineReader::new(&path))] {
+        let batch = r
+            .read_batch(first.end, Limits::default(), false)
+            .unwrap()
+            .expect("transcript present");
+        assert!(batch.restarted, "{name}: not restarted");
+        let got: Vec<(u64, &[u8])> = batch.lines.iter().map(|l| (l.number, &l.bytes[..])).collect();
+        let want: Vec<(u64, &[u8])> = (0..3).map(|n| (n, long.as_bytes())).collect();
+        assert_eq!(got, want, "{name}");
+        assert_eq!(batch.end.offset, rewritten.len() as u64, "{name}");
+    }
+}

@@ -1,6 +1,7 @@
 //! Where log lines go: a detached finalizer has no terminal, so it writes to its session's file.
 
 use std::fs::OpenOptions;
+use std::io::Write;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -20,7 +21,7 @@ pub fn to_file(path: &Path) -> Option<()> {
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(filter())
                 .with_ansi(false)
-                .with_writer(Mutex::new(file))
+                .with_writer(Mutex::new(Lossy(file)))
                 .try_init();
             Some(())
         }
@@ -44,6 +45,24 @@ pub fn to_stderr() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(use_colour(std::io::stderr().is_terminal()))
-        .with_writer(std::io::stderr)
+        .with_writer(|| Lossy(std::io::stderr()))
         .try_init();
+}
+
+/// A log writer whose failures are dropped. On a full disk (or a closed stderr) a failed write
+/// makes tracing-subscriber report it with `eprintln!`, which panics when stderr fails too: in
+/// a detached finalizer, watcher or sweep, stderr is the same log file on the same full disk,
+/// so its first log line killed it before it delivered anything. A log line lost is the lesser
+/// harm.
+struct Lossy<W>(W);
+
+impl<W: Write> Write for Lossy<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        Ok(self.0.write(buf).unwrap_or(buf.len()))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = self.0.flush();
+        Ok(())
+    }
 }

@@ -309,6 +309,16 @@ impl Interpreter {
         if target <= self.watermark.next_line {
             return;
         }
+        // A transcript replaced since the local position is read again from line 0 (same ids:
+        // equal lines are dropped as duplicates, different ones kept aside). Skipping to the
+        // server's last-line would pass over the new file's lines without comparing them.
+        let now = crate::effects::open::probe(&self.meta.transcript).ok().flatten();
+        if let (Some(known), Some((now, _))) = (self.identity, now) {
+            if known != now {
+                tracing::info!("transcript replaced since the last position; reading it again from line 0");
+                return;
+            }
+        }
         if let Some(prefetch) = self.prefetch.take() {
             self.reader = Some(join(prefetch).await.0);
         }

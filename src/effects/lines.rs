@@ -140,7 +140,10 @@ impl LineReader {
         let reusable =
             same_file && len >= from.offset && matches!(&self.open, Some((_, pos)) if *pos == from.offset);
         if reusable {
-            return Ok(Some(from));
+            if self.ends_a_line(from)? {
+                return Ok(Some(from));
+            }
+            return self.restart_cut_short(from).map(Some);
         }
         let Some((opened, len)) = self.reopen()? else {
             return Ok(None);
@@ -156,10 +159,44 @@ impl LineReader {
             start = Watermark::default();
         }
         self.identity = Some(opened);
+        if start == from && !self.ends_a_line(from)? {
+            return self.restart_cut_short(from).map(Some);
+        }
         let (reader, pos) = self.open.as_mut().expect("opened above");
         reader.seek(SeekFrom::Start(start.offset))?;
         *pos = start.offset;
         Ok(Some(start))
+    }
+
+    /// True unless the byte before `from` (a position after a complete line) is not a newline:
+    /// then the file was cut short and written again in place between two looks (same inode,
+    /// now at least as long), and reading on from `from` would send the middle of a line under
+    /// a line number that is not its own.
+    fn ends_a_line(&self, from: Watermark) -> io::Result<bool> {
+        if from.offset == 0 || from.open_line {
+            return Ok(true);
+        }
+        let Some((reader, _)) = &self.open else {
+            return Ok(true);
+        };
+        let mut byte = [0u8; 1];
+        // pread: the reader's own position and buffer are left as they are.
+        match std::os::unix::fs::FileExt::read_exact_at(reader.get_ref(), &mut byte, from.offset - 1) {
+            Ok(()) => Ok(byte[0] == b'\n'),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The file was rewritten in place: read it again from line 0 under the same ids.
+    fn restart_cut_short(&mut self, from: Watermark) -> io::Result<Watermark> {
+        tracing::warn!(path = %self.path.display(), next_line = from.next_line,
+            "transcript was rewritten in place (the delivered position is not at a line's end); reading it again from line 0");
+        let start = Watermark::default();
+        let (reader, pos) = self.open.as_mut().expect("open when restarting");
+        reader.seek(SeekFrom::Start(start.offset))?;
+        *pos = start.offset;
+        Ok(start)
     }
 
     /// True when the path now names a file other than the one being read. Asked of the file

@@ -5,7 +5,7 @@
 //! Within a session, a notice that fails stops the flush: nothing overtakes it.
 
 use crate::effects::blocking;
-use crate::effects::client::Client;
+use crate::effects::client::{Client, SendError};
 use crate::ids::SessionId;
 use crate::store::{Holder, Notice, NoticeKind, Store};
 
@@ -98,6 +98,16 @@ pub async fn flush(store: &Store, client: &Client, only: Option<SessionId>, whic
                 }
                 tracing::info!(session = %item.session, path = %item.notice.path, "pending notice delivered");
             }
+            Err(e) if refused_for_good(&e) => {
+                // Kept, it would hold the session's lines back for ever (they wait for their
+                // start): the server will never take this notice, so it is dropped, loudly.
+                let (store, session, seq) = (store.clone(), item.session, item.seq);
+                if let Err(e) = blocking(move || store.remove_notice(session, seq)).await {
+                    tracing::warn!(%session, error = %e, "cannot drop the refused notice");
+                }
+                tracing::error!(session = %item.session, path = %item.notice.path, error = %e.message(),
+                    "the server refuses this notice for good; dropped so the session's lines are not held back");
+            }
             Err(e) => {
                 let (store, session, seq) = (store.clone(), item.session, item.seq);
                 let _ = blocking(move || store.claim_notice(session, seq, &me, true)).await;
@@ -108,6 +118,16 @@ pub async fn flush(store: &Store, client: &Client, only: Option<SessionId>, whic
         }
     }
     out
+}
+
+/// A refusal of this notice itself (400, 404, 413, 422, ...), which no retry can change; not
+/// one of the credentials (401, 403), which the user can fix and which holds the lines back too.
+fn refused_for_good(e: &SendError) -> bool {
+    match e {
+        SendError::TooLarge => true,
+        SendError::Refused(m) => !(m.starts_with("HTTP 401") || m.starts_with("HTTP 403")),
+        SendError::Retryable(_) => false,
+    }
 }
 
 /// Posts pending session-end notices (and anything queued before them) of `only` one session,

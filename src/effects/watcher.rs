@@ -197,6 +197,9 @@ pub enum Ended {
 struct At {
     watermark: Watermark,
     identity: Option<Identity>,
+    /// This file was read again from line 0 (rewritten in place): the stored position, which
+    /// only moves forward on one file, is about its old content and must not be taken up.
+    rewritten: bool,
 }
 
 impl Watcher {
@@ -287,6 +290,7 @@ impl Watcher {
             Ok(p) => p.map_or_else(At::default, |p| At {
                 watermark: p.watermark,
                 identity: p.identity,
+                rewritten: false,
             }),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the watermark; starting from the server's last-line");
@@ -337,7 +341,7 @@ impl Watcher {
         if let Ok(Some(shared)) = blocking(move || store.position(session)).await {
             let same_file =
                 shared.identity.is_none() || at.identity.is_none() || shared.identity == at.identity;
-            if same_file && shared.watermark.next_line > at.watermark.next_line {
+            if same_file && !at.rewritten && shared.watermark.next_line > at.watermark.next_line {
                 at.watermark = shared.watermark;
                 at.identity = shared.identity.or(at.identity);
             }
@@ -411,6 +415,7 @@ impl Watcher {
             *at = At {
                 watermark: batch.end,
                 identity: read_from,
+                rewritten: batch.restarted || (at.rewritten && read_from == at.identity),
             };
             let (store, session, w) = (self.store.clone(), self.session, batch.end);
             if let Err(e) = blocking(move || store.advance_watermark(session, w, read_from)).await {
