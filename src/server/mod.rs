@@ -4,6 +4,7 @@
 
 pub mod storage;
 pub mod usage;
+pub mod web;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
