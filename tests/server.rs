@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use kcap::ids::{event_id, SessionId};
-use kcap::server::Server;
+use kcap::server::{Limits, Server};
 use serde_json::{json, Value};
 
 fn http() -> reqwest::Client {
@@ -60,7 +60,13 @@ async fn last_line(url: &str, sid: SessionId) -> i64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_route_and_every_error() {
-    let server = server().await;
+    let limits = Limits {
+        max_body: 4 * 1024 * 1024,
+        ..Limits::default()
+    };
+    let server = Server::start_with_limits(SocketAddr::from(([127, 0, 0, 1], 0)), None, limits)
+        .await
+        .unwrap();
     let url = server.url();
     let sid = SessionId::new_random();
     assert_eq!(
@@ -86,7 +92,7 @@ async fn every_route_and_every_error() {
     let mut bad_sid = batch(sid, &[(0, "{}")], true);
     bad_sid["session_id"] = json!("../../etc");
     assert_eq!(post(&url, "/hooks/transcript", &bad_sid).await.0, 400);
-    let huge = "x".repeat(33 * 1024 * 1024);
+    let huge = "x".repeat(5 * 1024 * 1024);
     let too_big = batch(sid, &[(0, huge.as_str())], false);
     assert_eq!(post(&url, "/hooks/transcript", &too_big).await.0, 413);
     assert!(server.session(sid).lines.is_empty());
@@ -330,11 +336,16 @@ async fn usage_folds_of_the_real_samples() {
     settings.bind(|| insta::assert_snapshot!("usage_of_samples", pretty));
 }
 
-fn serve_process(env: &Env, addr: SocketAddr) -> tokio::process::Child {
-    env.kcap("http://unused")
-        .args(["serve", "--addr", &addr.to_string(), "--data-dir"])
-        .arg(env.dir.path().join("server"))
-        .stdout(std::process::Stdio::piped())
+/// `kcap serve` on SQLite in the test's directory, or on `database` (a PostgreSQL URL).
+fn serve_process(env: &Env, addr: SocketAddr, database: Option<&str>) -> tokio::process::Child {
+    let mut cmd = env.kcap("http://unused");
+    cmd.args(["serve", "--addr", &addr.to_string()]);
+    match database {
+        Some(url) => cmd.args(["--database", url]),
+        None => cmd.arg("--data-dir").arg(env.dir.path().join("server")),
+    };
+    cmd.env_remove("KCAP_DATABASE_URL")
+        .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap()
 }
@@ -351,6 +362,18 @@ async fn wait_listening(url: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_mid_ingest_keeps_every_acknowledged_line_and_sigterm_is_clean() {
+    kill_9_scenario(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_on_postgres_keeps_every_acknowledged_line() {
+    let Some(cluster) = common::postgres::Cluster::start("kill_9_on_postgres") else {
+        return;
+    };
+    kill_9_scenario(Some(&cluster.database())).await;
+}
+
+async fn kill_9_scenario(database: Option<&str>) {
     let env = Env::new();
     let addr = free_port();
     let url = format!("http://{addr}");
@@ -359,7 +382,7 @@ async fn kill_9_mid_ingest_keeps_every_acknowledged_line_and_sigterm_is_clean() 
         .map(|n| format!(r#"{{"type":"x","n":{n},"pad":"{}"}}"#, "p".repeat(200)))
         .collect();
 
-    let mut server = serve_process(&env, addr);
+    let mut server = serve_process(&env, addr, database);
     wait_listening(&url).await;
     // A client streams batches; the server is killed while it does, after 20 acknowledgements.
     let progress = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -389,6 +412,7 @@ async fn kill_9_mid_ingest_keeps_every_acknowledged_line_and_sigterm_is_clean() 
         progress.load(std::sync::atomic::Ordering::SeqCst) >= 2_000
     })
     .await;
+    let reported = last_line(&url, sid).await;
     server.start_kill().unwrap();
     server.wait().await.unwrap();
     let acked = sender.await.unwrap();
@@ -397,7 +421,7 @@ async fn kill_9_mid_ingest_keeps_every_acknowledged_line_and_sigterm_is_clean() 
         "kill landed outside the ingest ({acked} acked)"
     );
 
-    let mut server = serve_process(&env, addr);
+    let mut server = serve_process(&env, addr, database);
     wait_listening(&url).await;
     let (_, detail) = get(&url, &format!("/api/sessions/{sid}")).await;
     let stored = detail["lines_stored"].as_u64().unwrap() as usize;
@@ -406,6 +430,10 @@ async fn kill_9_mid_ingest_keeps_every_acknowledged_line_and_sigterm_is_clean() 
         "acknowledged {acked} lines, only {stored} survived kill -9"
     );
     assert!(detail["last_line_number"].as_i64().unwrap() + 1 >= acked as i64);
+    assert!(
+        last_line(&url, sid).await >= reported,
+        "last-line said {reported} before kill -9"
+    );
 
     // SIGTERM: exits cleanly, and what it acknowledged is there after a restart.
     let lines: Vec<(u64, &str)> = (0..100).map(|n| (n as u64 + 30_000, text[n].as_str())).collect();
@@ -420,7 +448,7 @@ async fn kill_9_mid_ingest_keeps_every_acknowledged_line_and_sigterm_is_clean() 
         .unwrap()
         .unwrap();
     assert!(status.success(), "{status:?}");
-    let _server = serve_process(&env, addr);
+    let _server = serve_process(&env, addr, database);
     wait_listening(&url).await;
     let (_, detail) = get(&url, &format!("/api/sessions/{sid}")).await;
     assert!(detail["lines_stored"].as_u64().unwrap() as usize >= stored + 100);
@@ -470,4 +498,125 @@ async fn sessions_and_session_commands_print_what_the_server_holds() {
         .await
         .unwrap();
     assert!(!missing.status.success() && String::from_utf8_lossy(&missing.stderr).contains("404"));
+}
+
+async fn send(url: &str, path: &str, token: Option<&str>, body: &Value) -> u16 {
+    let mut req = http().post(format!("{url}{path}")).json(body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    req.send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn named_tokens_own_their_sessions_and_the_listing_names_them() {
+    let env = Env::new();
+    let data = env.dir.path().join("server");
+    let add = |name: &'static str| {
+        let mut cmd = env.kcap("http://unused");
+        cmd.args(["serve", "--data-dir"])
+            .arg(&data)
+            .args(["token", "add", name]);
+        cmd
+    };
+    let alice = add("alice").output().await.unwrap();
+    assert!(
+        alice.status.success(),
+        "{}",
+        String::from_utf8_lossy(&alice.stderr)
+    );
+    let alice = String::from_utf8(alice.stdout).unwrap().trim().to_string();
+    let bob = String::from_utf8(add("bob").output().await.unwrap().stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(alice.starts_with("kcap_") && alice != bob);
+    let again = add("alice").output().await.unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    let db = std::fs::read(data.join("kcap.db")).unwrap();
+    assert!(
+        !db.windows(alice.len()).any(|w| w == alice.as_bytes()),
+        "tokens are stored hashed"
+    );
+
+    let addr = free_port();
+    let url = format!("http://{addr}");
+    let _server = env
+        .kcap("http://unused")
+        .args(["serve", "--addr", &addr.to_string(), "--data-dir"])
+        .arg(&data)
+        .env("KCAP_SERVER_TOKEN", "root-secret")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_listening(&url).await;
+    assert_eq!(get(&url, "/auth/config").await.1, json!({"provider": "Bearer"}));
+    let sid = SessionId::new_random();
+    let first = batch(sid, &[(0, "{}"), (1, "{}")], true);
+    assert_eq!(send(&url, "/hooks/transcript", None, &first).await, 401);
+    assert_eq!(
+        send(&url, "/hooks/transcript", Some("kcap_nope"), &first).await,
+        401
+    );
+    assert_eq!(send(&url, "/hooks/transcript", Some(&alice), &first).await, 200);
+    let next = batch(sid, &[(2, "{}")], true);
+    assert_eq!(send(&url, "/hooks/transcript", Some(&bob), &next).await, 403);
+    let end = json!({"session_id": sid.dashless(), "reason": "x"});
+    assert_eq!(
+        send(&url, "/hooks/session-end/copilot", Some(&bob), &end).await,
+        403
+    );
+    assert_eq!(
+        send(&url, "/hooks/transcript", Some("root-secret"), &next).await,
+        200
+    );
+    let start = json!({"session_id": sid.dashless(), "cwd": "/home/a/proj", "source": "new"});
+    assert_eq!(
+        send(&url, "/hooks/session-start/copilot", Some(&alice), &start).await,
+        200
+    );
+    // Bob's own session is his.
+    let other = SessionId::new_random();
+    assert_eq!(
+        send(
+            &url,
+            "/hooks/transcript",
+            Some(&bob),
+            &batch(other, &[(0, "{}")], true)
+        )
+        .await,
+        200
+    );
+
+    // Any valid token may read; the listing names owner, agent, cwd, times.
+    let list: Value = http()
+        .get(format!("{url}/api/sessions"))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    let mine = list
+        .iter()
+        .find(|s| s["session_id"] == json!(sid.to_string()))
+        .unwrap();
+    assert_eq!(mine["owner"], "alice");
+    assert_eq!(mine["agent"], "copilot");
+    assert_eq!(mine["cwd"], "/home/a/proj");
+    assert_eq!(mine["repository"], Value::Null);
+    assert_eq!(mine["last_line_number"], 2);
+    assert!(mine["started_at"].as_u64().is_some() && mine["ended_at"].is_null());
+    let probe = http()
+        .get(format!("{url}/api/sessions?limit=1"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(probe.status().as_u16(), 200);
+    assert_eq!(probe.json::<Value>().await.unwrap().as_array().unwrap().len(), 1);
 }

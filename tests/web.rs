@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use kcap::ids::SessionId;
 use kcap::server::web::memory::{MemoryReads, NewSession};
-use kcap::server::web::{router, TokenCheck, Web};
+use kcap::server::web::{fixed_token, router, Web};
 
 const T0: u64 = 1_790_000_000_000; // 2026-09-21
 
@@ -23,8 +23,7 @@ struct Ui {
 
 async fn start(token: Option<&'static str>) -> Ui {
     let reads = Arc::new(MemoryReads::new());
-    let check: Option<TokenCheck> = token.map(|t| Arc::new(move |given: &str| given == t) as TokenCheck);
-    let web = Web::new(reads.clone(), check).with_clock(now);
+    let web = Web::new(reads.clone(), fixed_token(token.map(String::from))).with_clock(now);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let app = router(web.clone());

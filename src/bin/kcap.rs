@@ -123,18 +123,9 @@ enum Cmd {
     },
     /// What is installed and reachable: kcap on PATH, the hooks file, the server, the store.
     Doctor,
-    /// Run the ingest server (the kcap protocol, stored in sled) until SIGINT or SIGTERM.
-    Serve {
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:5108")]
-        addr: std::net::SocketAddr,
-        /// Where the server keeps its store. Default: <KCAP_HOME>/server.
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// Require `Authorization: Bearer <token>` on every route but /auth/config.
-        #[arg(long, env = "KCAP_SERVER_TOKEN", hide_env_values = true)]
-        token: Option<String>,
-    },
+    /// Run the ingest server until SIGINT or SIGTERM: SQLite at <KCAP_HOME>/server/kcap.db by
+    /// default, PostgreSQL with --database; `kcap serve token add <name>` makes a client token.
+    Serve(serve::ServeArgs),
     /// Sessions the server at KCAP_URL holds: lines, last line, lifecycle, token totals.
     Sessions {
         #[arg(long)]
@@ -297,14 +288,9 @@ fn main() -> ExitCode {
                 )
                 .await
             }
-            Cmd::Serve {
-                addr,
-                data_dir,
-                token,
-            } => {
+            Cmd::Serve(args) => {
                 logging::to_stderr();
-                let data_dir = data_dir.unwrap_or_else(|| cli.home.home().join("server"));
-                match serve::serve(addr, data_dir, token.filter(|t| !t.is_empty())).await {
+                match serve::run(args, &cli.home.home()).await {
                     Ok(()) => 0,
                     Err(e) => {
                         eprintln!("kcap serve: {e}");

@@ -1,38 +1,183 @@
 //! `kcap serve`, and the client views of it: `kcap sessions`, `kcap session <id>`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use clap::{Args, Subcommand};
 
 use crate::cli::status::iso_time;
 use crate::ids::SessionId;
 use crate::protocol::CLI_VERSION_HEADER;
-use crate::server::{Server, SessionSummary, Storage};
+use crate::server::storage::StorageError;
+use crate::server::{auth, Limits, Options, Server, SessionSummary, Storage};
 
-/// Runs the server until SIGINT or SIGTERM: in-flight requests finish, the store is flushed.
-pub async fn serve(addr: SocketAddr, data_dir: PathBuf, token: Option<String>) -> Result<(), String> {
-    std::fs::create_dir_all(&data_dir).map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
-    let storage = Storage::open(&data_dir.join("ingest")).map_err(|e| {
-        format!(
-            "cannot open the store in {}: {e} (is another kcap serve using it?)",
-            data_dir.display()
-        )
-    })?;
-    let server = Server::start_with(addr, token.clone(), storage)
+fn seconds(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(v > 0.0 && v.is_finite()) {
+        return Err("must be a positive number of seconds".into());
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+/// `kcap serve`'s flags.
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    #[command(subcommand)]
+    pub action: Option<ServeAction>,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:5108")]
+    pub addr: SocketAddr,
+    /// PostgreSQL URL (postgres://user:password@host:port/db): the server keeps nothing
+    /// locally, so any number of replicas can share the database. Default: SQLite in --data-dir.
+    #[arg(long, env = "KCAP_DATABASE_URL", hide_env_values = true)]
+    pub database: Option<String>,
+    /// Directory of the embedded SQLite database (kcap.db). Default: <KCAP_HOME>/server.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Admin token: every route but /auth/config then requires `Authorization: Bearer <token>`.
+    /// It may write to any session. Named tokens (`kcap serve token add`) also turn auth on.
+    #[arg(long, env = "KCAP_SERVER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Import a sled store written by an older `kcap serve` (its `ingest` directory), once,
+    /// before serving. Lines already present are kept once.
+    #[arg(long, value_name = "DIR")]
+    pub import_sled: Option<PathBuf>,
+    /// Seconds a client has to finish sending a request head it started (slow-header clients
+    /// are cut off).
+    #[arg(long, default_value = "10", value_parser = seconds, value_name = "SECONDS")]
+    pub header_timeout: Duration,
+    /// Seconds a request body may take to arrive in full (408 after).
+    #[arg(long, default_value = "120", value_parser = seconds, value_name = "SECONDS")]
+    pub body_timeout: Duration,
+    /// Seconds a keep-alive connection may sit without a request before it is closed.
+    #[arg(long, default_value = "30", value_parser = seconds, value_name = "SECONDS")]
+    pub idle_timeout: Duration,
+    /// Open connections at most; more wait in the kernel's queue until one closes.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Transcript batches stored at once at most (a body over 16 MiB takes all slots), so
+    /// memory follows batch size × this, not store size. Waiting longer than 30 s gets a 503.
+    #[arg(long, default_value_t = 8)]
+    pub max_ingest: usize,
+    /// Largest transcript batch body in bytes (413 above; kcap clients then split the batch).
+    /// Large enough by default for a client that sends a whole 195 MB session in one request;
+    /// bodies over 16 MiB are parsed as they arrive.
+    #[arg(long, default_value_t = 512 * 1024 * 1024)]
+    pub max_body: u64,
+}
+
+/// `kcap serve` subcommands.
+#[derive(Subcommand, Debug, Clone)]
+pub enum ServeAction {
+    /// Manage client tokens (stored hashed in the server's database).
+    #[command(subcommand)]
+    Token(TokenAction),
+}
+
+/// `kcap serve token …`.
+#[derive(Subcommand, Debug, Clone)]
+pub enum TokenAction {
+    /// Create a token for a user or machine and print it (once: only its hash is stored).
+    /// Sessions first written with it belong to <NAME>; other tokens get 403 writing to them.
+    Add { name: String },
+}
+
+impl ServeArgs {
+    fn limits(&self) -> Limits {
+        Limits {
+            header_timeout: self.header_timeout,
+            body_timeout: self.body_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections.max(1),
+            max_ingest: self.max_ingest.max(1),
+            max_body: self.max_body,
+            ..Limits::default()
+        }
+    }
+}
+
+/// Opens the configured database (PostgreSQL URL, else SQLite under the data directory).
+fn open(args: &ServeArgs, home: &Path) -> Result<Storage, String> {
+    if let Some(url) = args.database.as_deref().filter(|u| !u.is_empty()) {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(format!(
+                "--database must be a postgres:// URL (got {:?}); without it kcap serve uses SQLite",
+                url.split(':').next().unwrap_or_default()
+            ));
+        }
+        return Storage::postgres(url).map_err(|e| format!("cannot use the PostgreSQL database: {e}"));
+    }
+    let dir = args.data_dir.clone().unwrap_or_else(|| home.join("server"));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let path = dir.join("kcap.db");
+    Storage::sqlite(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))
+}
+
+/// `kcap serve [token add NAME]`.
+pub async fn run(args: ServeArgs, home: &Path) -> Result<(), String> {
+    let storage = open(&args, home)?;
+    match &args.action {
+        Some(ServeAction::Token(TokenAction::Add { name })) => {
+            auth::valid_name(name)?;
+            let token = auth::generate();
+            let digest = auth::hash(&token);
+            let name = name.clone();
+            storage
+                .run(move |b| b.add_token(&name, &digest, crate::config::now_ms()))
+                .await
+                .map_err(|e| match e {
+                    StorageError::Exists(m) => m,
+                    other => other.to_string(),
+                })?;
+            println!("{token}");
+            eprintln!(
+                "kcap serve: token stored (hashed) in {}; give it to the client as KCAP_TOKEN. It is not shown again.",
+                storage.backend().describe()
+            );
+            Ok(())
+        }
+        None => {
+            if let Some(dir) = &args.import_sled {
+                let dir = dir.clone();
+                let report = storage
+                    .run(move |b| crate::server::storage::sled_import::import(&dir, b))
+                    .await
+                    .map_err(|e| format!("import failed: {e}"))?;
+                println!("kcap serve: {report}");
+            }
+            serve(
+                args.addr,
+                storage,
+                args.token.clone().filter(|t| !t.is_empty()),
+                args.limits(),
+            )
+            .await
+        }
+    }
+}
+
+/// Runs the server until SIGINT or SIGTERM: in-flight requests finish (up to a few seconds).
+pub async fn serve(
+    addr: SocketAddr,
+    storage: Storage,
+    token: Option<String>,
+    limits: Limits,
+) -> Result<(), String> {
+    let described = storage.backend().describe();
+    let auth = if token.is_some() {
+        "admin bearer token required"
+    } else {
+        "named tokens if any exist, else no auth"
+    };
+    let server = Server::start_with(addr, Options { token, limits }, storage)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    println!(
-        "kcap serve: listening on {} (store {}, {})",
-        server.url(),
-        data_dir.display(),
-        if token.is_some() {
-            "bearer token required"
-        } else {
-            "no auth"
-        }
-    );
+    println!("kcap serve: listening on {} ({described}; {auth})", server.url());
     wait_for_signal().await;
-    println!("kcap serve: stopping; finishing in-flight requests and flushing the store");
+    println!("kcap serve: stopping; finishing in-flight requests");
     server.stop().await;
     Ok(())
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod chaos;
+pub mod postgres;
 
 use std::borrow::Cow;
 use std::net::SocketAddr;

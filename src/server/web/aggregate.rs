@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use super::format::day_of_ms;
 use super::model::{UsageGroup, UsageRow, UsageSource};
-use crate::server::usage::{fold, parse_shutdown, ModelUsage, Shutdown, Usage};
+use crate::server::usage::{fold, ModelUsage, Shutdown, Usage};
 
 const UNKNOWN: &str = "(unknown)";
 
@@ -18,11 +18,7 @@ const UNKNOWN: &str = "(unknown)";
 pub fn usage(sources: &[UsageSource], group: UsageGroup) -> Vec<UsageRow> {
     let mut rows: BTreeMap<String, (UsageRow, Option<usize>)> = BTreeMap::new();
     for (index, source) in sources.iter().enumerate() {
-        let shutdowns: Vec<(u64, Shutdown, Option<String>)> = source
-            .shutdowns
-            .iter()
-            .filter_map(|(n, text)| parse_shutdown(text).map(|s| (*n, s, timestamp_day(text))))
-            .collect();
+        let shutdowns = &source.shutdowns;
         if shutdowns.is_empty() {
             continue;
         }
@@ -45,14 +41,14 @@ pub fn usage(sources: &[UsageSource], group: UsageGroup) -> Vec<UsageRow> {
         match group {
             UsageGroup::Day => {
                 let fallback = day_of_ms(source.started_at);
-                for (i, (_, _, day)) in shutdowns.iter().enumerate() {
-                    let delta = segment(&shutdowns, i, source.has_usage_checkpoints);
+                for (i, (_, day)) in shutdowns.iter().enumerate() {
+                    let delta = segment(shutdowns, i, source.has_usage_checkpoints);
                     let day = day.clone().unwrap_or_else(|| fallback.clone());
                     add(day, &|row| add_totals(row, &delta));
                 }
             }
             UsageGroup::Model => {
-                let all: Vec<Shutdown> = shutdowns.iter().map(|(_, s, _)| s.clone()).collect();
+                let all: Vec<Shutdown> = shutdowns.iter().map(|(s, _)| s.clone()).collect();
                 let total = fold(&all, source.has_usage_checkpoints);
                 for (model, m) in &total.models {
                     add(model.clone(), &|row| {
@@ -62,7 +58,7 @@ pub fn usage(sources: &[UsageSource], group: UsageGroup) -> Vec<UsageRow> {
                 }
             }
             UsageGroup::Repo | UsageGroup::Machine => {
-                let all: Vec<Shutdown> = shutdowns.iter().map(|(_, s, _)| s.clone()).collect();
+                let all: Vec<Shutdown> = shutdowns.iter().map(|(s, _)| s.clone()).collect();
                 let total = fold(&all, source.has_usage_checkpoints);
                 let key = if group == UsageGroup::Repo {
                     source.repository.clone()
@@ -87,9 +83,9 @@ pub fn usage(sources: &[UsageSource], group: UsageGroup) -> Vec<UsageRow> {
 
 /// What shutdown `i` adds to the fold of the ones before it. The fold decides each shutdown from
 /// its predecessor alone, so the pair fold minus the predecessor's own fold is that segment.
-fn segment(shutdowns: &[(u64, Shutdown, Option<String>)], i: usize, checkpoints: bool) -> Usage {
-    let current = shutdowns[i].1.clone();
-    let Some(previous) = i.checked_sub(1).map(|p| shutdowns[p].1.clone()) else {
+fn segment(shutdowns: &[(Shutdown, Option<String>)], i: usize, checkpoints: bool) -> Usage {
+    let current = shutdowns[i].0.clone();
+    let Some(previous) = i.checked_sub(1).map(|p| shutdowns[p].0.clone()) else {
         return fold(&[current], checkpoints);
     };
     let before = fold(std::slice::from_ref(&previous), checkpoints);
@@ -133,9 +129,13 @@ fn add_totals(row: &mut UsageRow, usage: &Usage) {
 }
 
 /// The UTC day of a line's `timestamp` (ISO 8601), if it has a well-formed one.
-fn timestamp_day(text: &str) -> Option<String> {
+pub fn timestamp_day(text: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_str(text).ok()?;
-    let ts = v.get("timestamp")?.as_str()?;
+    day_of_timestamp(v.get("timestamp")?.as_str()?)
+}
+
+/// The `YYYY-MM-DD` an ISO 8601 timestamp starts with, if it starts with one.
+pub fn day_of_timestamp(ts: &str) -> Option<String> {
     let day = ts.get(..10)?;
     let b = day.as_bytes();
     let well_formed = b.len() == 10
@@ -151,6 +151,7 @@ fn timestamp_day(text: &str) -> Option<String> {
 mod tests {
     use super::*;
     use crate::ids::SessionId;
+    use crate::server::usage::parse_shutdown;
 
     fn shutdown(ts: Option<&str>, input: u64, premium: u64) -> String {
         let ts = ts.map(|t| format!(r#","timestamp":"{t}""#)).unwrap_or_default();
@@ -166,9 +167,8 @@ mod tests {
             owner: owner.map(String::from),
             started_at: 86_400_000, // 1970-01-02
             shutdowns: lines
-                .into_iter()
-                .enumerate()
-                .map(|(i, l)| (i as u64, l))
+                .iter()
+                .filter_map(|l| Some((parse_shutdown(l)?, timestamp_day(l))))
                 .collect(),
             has_usage_checkpoints: cp,
         }

@@ -49,7 +49,7 @@ pub async fn lines(State(web): State<Web>, Path(sid): Path<String>, Query(q): Qu
         Err(m) => return api_error(StatusCode::BAD_REQUEST, &m),
     };
     let read = web
-        .read(move |r| Ok((r.session(id)?, r.lines(id, from, limit)?)))
+        .read(move |r| Ok((r.session_item(id)?, r.line_page(id, from, limit)?)))
         .await;
     match read {
         Ok((None, _)) => api_error(StatusCode::NOT_FOUND, "no such session"),
@@ -87,7 +87,7 @@ pub async fn search(State(web): State<Web>, Query(q): Query<SearchQuery>) -> Res
         Err(m) => return api_error(StatusCode::BAD_REQUEST, &m),
     };
     let query = q.q.unwrap_or_default();
-    match web.read(move |r| r.search(&query, paging)).await {
+    match web.read(move |r| r.search_lines(&query, paging)).await {
         Ok(hits) => {
             let hits: Vec<Hit> = hits
                 .into_iter()
@@ -147,5 +147,42 @@ pub async fn usage(State(web): State<Web>, Query(q): Query<UsageQuery>) -> Respo
             Json(serde_json::json!({ "group": group, "rows": rows, "total": total })).into_response()
         }
         Err(e) => api_read_error(e),
+    }
+}
+
+/// Sessions per page of a filtered `GET /api/sessions` unless `limit` says otherwise.
+pub const DEFAULT_SESSIONS: u32 = 100;
+
+/// `GET /api/sessions` with filters (`agent`, `repository`, `machine`, `from`, `to` as
+/// `YYYY-MM-DD`) or `offset`: the same session objects as the plain listing, newest start
+/// first, one page (`limit`, default 100, at most 1000); the `X-Total-Count` header says how
+/// many match in all.
+pub async fn filtered_sessions(storage: &crate::server::Storage, q: FilterQuery) -> Response {
+    let (filter, paging) = match q.filter().and_then(|f| Ok((f, q.paging(DEFAULT_SESSIONS)?))) {
+        Ok(x) => x,
+        Err(m) => return api_error(StatusCode::BAD_REQUEST, &m),
+    };
+    let reads = storage.reads();
+    let listed = storage
+        .run(move |b| {
+            let (ids, total) = reads
+                .filtered_ids(&filter, paging)
+                .map_err(|e| crate::server::storage::StorageError::Database(e.to_string()))?;
+            let mut list = Vec::with_capacity(ids.len());
+            for id in ids {
+                list.extend(b.summary(id)?);
+            }
+            Ok((list, total))
+        })
+        .await;
+    match listed {
+        Ok((list, total)) => {
+            let mut response = Json(list).into_response();
+            response
+                .headers_mut()
+                .insert("x-total-count", axum::http::HeaderValue::from(total));
+            response
+        }
+        Err(e) => api_read_error(e.into()),
     }
 }

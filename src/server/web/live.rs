@@ -47,7 +47,7 @@ impl LiveHub {
         self.0.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    fn subscribe(&self) -> watch::Receiver<u64> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
         self.0.subscribe()
     }
 }
@@ -101,7 +101,7 @@ pub async fn handler(
         Some(Ok(n)) => Some(n),
         Some(Err(_)) => return api_error(StatusCode::BAD_REQUEST, "after must be a line number"),
     };
-    match web.read(move |r| r.session(id)).await {
+    match web.read(move |r| r.session_item(id)).await {
         Ok(Some(_)) => {}
         Ok(None) => return api_error(StatusCode::NOT_FOUND, "no such session"),
         Err(e) => return api_read_error(e),
@@ -136,7 +136,7 @@ fn events(state: Stream_) -> impl Stream<Item = Result<Event, Infallible>> {
             // read wakes the next wait instead of being missed.
             s.wake.borrow_and_update();
             let (id, from) = (s.id, s.from);
-            let page = match s.web.read(move |r| r.lines(id, from, BATCH)).await {
+            let page = match s.web.read(move |r| r.line_page(id, from, BATCH)).await {
                 Ok(page) => page,
                 Err(e) => {
                     tracing::warn!(error = %e, "live stream cannot read lines; retrying");
@@ -182,7 +182,7 @@ fn event(s: &mut Stream_, n: u64, text: &str) -> Option<Event> {
 
 async fn ended_and_quiet(s: &Stream_) -> bool {
     let id = s.id;
-    let Ok(Some(item)) = s.web.read(move |r| r.session(id)).await else {
+    let Ok(Some(item)) = s.web.read(move |r| r.session_item(id)).await else {
         return false;
     };
     let now = s.web.now();

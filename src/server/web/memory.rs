@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::RwLock;
 
+use super::aggregate::timestamp_day;
 use super::model::{
     Facets, Line, LinePage, Paging, ReadError, ReadModel, SearchHit, SessionFilter, SessionItem, SessionPage,
     UsageSource,
@@ -17,13 +18,20 @@ use crate::server::usage::{fold, parse_shutdown};
 struct Session {
     item: SessionItem,
     agent: Option<String>,
-    lines: BTreeMap<u64, String>,
+    /// Lines by number: (the order it was stored in, across sessions; its text).
+    lines: BTreeMap<u64, (u64, String)>,
+}
+
+#[derive(Default)]
+struct State {
+    sessions: BTreeMap<SessionId, Session>,
+    stored: u64,
 }
 
 /// Sessions and their lines, in memory.
 #[derive(Default)]
 pub struct MemoryReads {
-    sessions: RwLock<BTreeMap<SessionId, Session>>,
+    state: RwLock<State>,
 }
 
 /// A session's facts before any line arrives.
@@ -58,7 +66,7 @@ impl MemoryReads {
             last_line_number: -1,
             usage: Default::default(),
         };
-        self.write().insert(
+        self.write().sessions.insert(
             id,
             Session {
                 item,
@@ -71,8 +79,10 @@ impl MemoryReads {
     /// Stores line `n` of a session unless that number is taken (each line once, like the
     /// server); returns whether it was new. Unknown sessions are created.
     pub fn push_line(&self, id: SessionId, n: u64, text: &str, now: Millis) -> bool {
-        let mut sessions = self.write();
-        let session = sessions.entry(id).or_insert_with(|| Session {
+        let mut state = self.write();
+        state.stored += 1;
+        let seq = state.stored;
+        let session = state.sessions.entry(id).or_insert_with(|| Session {
             item: SessionItem {
                 session_id: id,
                 agent: None,
@@ -92,7 +102,7 @@ impl MemoryReads {
         if session.lines.contains_key(&n) {
             return false;
         }
-        session.lines.insert(n, text.to_string());
+        session.lines.insert(n, (seq, text.to_string()));
         let item = &mut session.item;
         item.lines_stored += 1;
         item.last_seen = item.last_seen.max(now);
@@ -100,7 +110,11 @@ impl MemoryReads {
             item.last_line_number += 1;
         }
         if parse_shutdown(text).is_some() {
-            let shutdowns: Vec<_> = session.lines.values().filter_map(|l| parse_shutdown(l)).collect();
+            let shutdowns: Vec<_> = session
+                .lines
+                .values()
+                .filter_map(|(_, l)| parse_shutdown(l))
+                .collect();
             item.usage = fold(&shutdowns, has_checkpoints(&session.lines));
         }
         true
@@ -108,25 +122,25 @@ impl MemoryReads {
 
     /// Marks a session ended at `at`.
     pub fn end_session(&self, id: SessionId, at: Millis) {
-        if let Some(s) = self.write().get_mut(&id) {
+        if let Some(s) = self.write().sessions.get_mut(&id) {
             s.item.ended_at = Some(at);
         }
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<SessionId, Session>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
         // Plain data: a panic elsewhere cannot leave it half-updated in a way reads would trip on.
-        self.sessions.write().unwrap_or_else(|p| p.into_inner())
+        self.state.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<SessionId, Session>> {
-        self.sessions.read().unwrap_or_else(|p| p.into_inner())
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-fn has_checkpoints(lines: &BTreeMap<u64, String>) -> bool {
+fn has_checkpoints(lines: &BTreeMap<u64, (u64, String)>) -> bool {
     lines
         .values()
-        .any(|l| search::kind_of(l).as_deref() == Some("session.usage_checkpoint"))
+        .any(|(_, l)| search::kind_of(l).as_deref() == Some("session.usage_checkpoint"))
 }
 
 fn keeps(filter: &SessionFilter, s: &Session) -> bool {
@@ -157,9 +171,9 @@ fn newest_first(sessions: &BTreeMap<SessionId, Session>) -> Vec<&Session> {
 }
 
 impl ReadModel for MemoryReads {
-    fn sessions(&self, filter: &SessionFilter, paging: Paging) -> Result<SessionPage, ReadError> {
-        let sessions = self.read();
-        let matching: Vec<&Session> = newest_first(&sessions)
+    fn list_sessions(&self, filter: &SessionFilter, paging: Paging) -> Result<SessionPage, ReadError> {
+        let state = self.read();
+        let matching: Vec<&Session> = newest_first(&state.sessions)
             .into_iter()
             .filter(|s| keeps(filter, s))
             .collect();
@@ -174,20 +188,20 @@ impl ReadModel for MemoryReads {
         })
     }
 
-    fn session(&self, id: SessionId) -> Result<Option<SessionItem>, ReadError> {
-        Ok(self.read().get(&id).map(|s| s.item.clone()))
+    fn session_item(&self, id: SessionId) -> Result<Option<SessionItem>, ReadError> {
+        Ok(self.read().sessions.get(&id).map(|s| s.item.clone()))
     }
 
-    fn lines(&self, id: SessionId, from: u64, limit: u32) -> Result<LinePage, ReadError> {
-        let sessions = self.read();
-        let Some(session) = sessions.get(&id) else {
+    fn line_page(&self, id: SessionId, from: u64, limit: u32) -> Result<LinePage, ReadError> {
+        let state = self.read();
+        let Some(session) = state.sessions.get(&id) else {
             return Ok(LinePage::default());
         };
         let mut range = session.lines.range(from..);
         let lines: Vec<Line> = range
             .by_ref()
             .take(limit as usize)
-            .map(|(n, text)| Line {
+            .map(|(n, (_, text))| Line {
                 n: *n,
                 text: text.clone(),
             })
@@ -198,36 +212,48 @@ impl ReadModel for MemoryReads {
         })
     }
 
-    fn line(&self, id: SessionId, n: u64) -> Result<Option<String>, ReadError> {
-        Ok(self.read().get(&id).and_then(|s| s.lines.get(&n).cloned()))
+    fn line_text(&self, id: SessionId, n: u64) -> Result<Option<String>, ReadError> {
+        Ok(self
+            .read()
+            .sessions
+            .get(&id)
+            .and_then(|s| s.lines.get(&n).map(|(_, t)| t.clone())))
     }
 
-    fn search(&self, query: &str, paging: Paging) -> Result<Vec<SearchHit>, ReadError> {
+    fn search_lines(&self, query: &str, paging: Paging) -> Result<Vec<SearchHit>, ReadError> {
         let terms = search::terms(query)?;
-        let sessions = self.read();
-        let hits = newest_first(&sessions).into_iter().flat_map(|s| {
-            let terms = terms.clone();
-            s.lines.iter().filter_map(move |(n, text)| {
+        let state = self.read();
+        let mut hits: Vec<(u64, SearchHit)> = Vec::new();
+        for s in state.sessions.values() {
+            for (n, (seq, text)) in &s.lines {
                 let searchable = search::search_text(text);
-                search::matches(&searchable, &terms).then(|| SearchHit {
-                    session_id: s.item.session_id,
-                    n: *n,
-                    kind: search::kind_of(text),
-                    snippet: search::snippet(&searchable, &terms),
-                    repository: s.item.place().map(String::from),
-                    started_at: s.item.started_at,
-                })
-            })
-        });
+                if search::matches(&searchable, &terms) {
+                    hits.push((
+                        *seq,
+                        SearchHit {
+                            session_id: s.item.session_id,
+                            n: *n,
+                            kind: search::kind_of(text),
+                            snippet: search::snippet(&searchable, &terms),
+                            repository: s.item.place().map(String::from),
+                            started_at: s.item.started_at,
+                        },
+                    ));
+                }
+            }
+        }
+        hits.sort_by_key(|h| std::cmp::Reverse(h.0));
         Ok(hits
+            .into_iter()
             .skip(paging.offset as usize)
             .take(paging.limit as usize)
+            .map(|(_, h)| h)
             .collect())
     }
 
     fn usage_sources(&self, filter: &SessionFilter) -> Result<Vec<UsageSource>, ReadError> {
-        let sessions = self.read();
-        Ok(newest_first(&sessions)
+        let state = self.read();
+        Ok(newest_first(&state.sessions)
             .into_iter()
             .filter(|s| keeps(filter, s))
             .map(|s| UsageSource {
@@ -237,9 +263,8 @@ impl ReadModel for MemoryReads {
                 started_at: s.item.started_at,
                 shutdowns: s
                     .lines
-                    .iter()
-                    .filter(|(_, l)| parse_shutdown(l).is_some())
-                    .map(|(n, l)| (*n, l.clone()))
+                    .values()
+                    .filter_map(|(_, l)| Some((parse_shutdown(l)?, timestamp_day(l))))
                     .collect(),
                 has_usage_checkpoints: has_checkpoints(&s.lines),
             })
@@ -247,9 +272,9 @@ impl ReadModel for MemoryReads {
     }
 
     fn facets(&self) -> Result<Facets, ReadError> {
-        let sessions = self.read();
+        let state = self.read();
         let mut facets = Facets::default();
-        for s in sessions.values() {
+        for s in state.sessions.values() {
             facets.agents.extend(s.agent.clone());
             facets.repositories.extend(s.item.place().map(String::from));
             facets.machines.extend(s.item.owner.clone());
@@ -273,12 +298,12 @@ mod tests {
         assert!(m.push_line(id, 0, "a", 1));
         assert!(!m.push_line(id, 0, "a again", 2), "a line number is stored once");
         assert!(m.push_line(id, 2, "c", 3));
-        assert_eq!(m.session(id).unwrap().unwrap().last_line_number, 0);
+        assert_eq!(m.session_item(id).unwrap().unwrap().last_line_number, 0);
         assert!(m.push_line(id, 1, "b", 4));
-        assert_eq!(m.session(id).unwrap().unwrap().last_line_number, 2);
-        let page = m.lines(id, 1, 1).unwrap();
+        assert_eq!(m.session_item(id).unwrap().unwrap().last_line_number, 2);
+        let page = m.line_page(id, 1, 1).unwrap();
         assert_eq!((page.lines[0].text.as_str(), page.more), ("b", true));
-        assert!(!m.lines(id, 2, 5).unwrap().more);
+        assert!(!m.line_page(id, 2, 5).unwrap().more);
     }
 
     #[test]
@@ -301,7 +326,7 @@ mod tests {
             repository: Some("o/even".into()),
             ..SessionFilter::default()
         };
-        let page = m.sessions(&even, Paging::new(1, 1)).unwrap();
+        let page = m.list_sessions(&even, Paging::new(1, 1)).unwrap();
         assert_eq!(page.total, 3);
         assert_eq!(page.sessions[0].session_id, ids[2]);
         let range = SessionFilter {
@@ -310,7 +335,7 @@ mod tests {
             machine: Some("m1".into()),
             ..SessionFilter::default()
         };
-        let page = m.sessions(&range, Paging::new(0, 10)).unwrap();
+        let page = m.list_sessions(&range, Paging::new(0, 10)).unwrap();
         assert_eq!(
             page.sessions.iter().map(|s| s.session_id).collect::<Vec<_>>(),
             [ids[1]]

@@ -15,6 +15,7 @@ pub mod auth;
 pub mod chart;
 pub mod entry;
 pub mod format;
+pub mod indexer;
 pub mod layout;
 pub mod live;
 pub mod markdown;
@@ -22,8 +23,10 @@ pub mod memory;
 pub mod model;
 pub mod pages;
 pub mod paths;
+pub mod postgres;
 pub mod query;
 pub mod search;
+pub mod sqlite;
 pub mod transcript;
 
 use std::sync::Arc;
@@ -34,32 +37,78 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures_util::future::BoxFuture;
 
 use crate::ids::SessionId;
 use crate::machine::Millis;
 use model::{ReadError, ReadModel};
 
-/// Checks a presented token (may block: it can hash and query the store).
-pub type TokenCheck = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+/// What a presented token (or none) gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// The server needs no token.
+    Open,
+    /// The token is valid.
+    Allowed,
+    /// A token is needed and this one is missing or wrong.
+    Denied,
+}
+
+/// Decides [`Access`] for a presented token; the server's implementation asks its token gate.
+pub type Gatekeeper = Arc<dyn Fn(Option<String>) -> BoxFuture<'static, Access> + Send + Sync>;
+
+/// A gatekeeper for one fixed token (`None`: no token needed), compared in constant time.
+pub fn fixed_token(token: Option<String>) -> Gatekeeper {
+    Arc::new(move |given: Option<String>| {
+        let access = match (&token, given) {
+            (None, _) => Access::Open,
+            (Some(t), Some(g)) if constant_time_eq(t.as_bytes(), g.as_bytes()) => Access::Allowed,
+            _ => Access::Denied,
+        };
+        Box::pin(std::future::ready(access))
+    })
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Whether the reader of a page may log out (set by the login guard for every page).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Viewer {
+    /// A token was needed and given.
+    pub logged_in: bool,
+}
 
 /// What the web UI runs on.
 #[derive(Clone)]
 pub struct Web {
     reads: Arc<dyn ReadModel>,
-    tokens: Option<TokenCheck>,
+    gate: Gatekeeper,
     live: live::LiveHub,
     clock: fn() -> Millis,
 }
 
 impl Web {
-    /// A web UI reading `reads`; `tokens` is `None` when the server runs without authentication.
-    pub fn new(reads: Arc<dyn ReadModel>, tokens: Option<TokenCheck>) -> Web {
+    /// A web UI reading `reads`, letting in whom `gate` allows.
+    pub fn new(reads: Arc<dyn ReadModel>, gate: Gatekeeper) -> Web {
         Web {
             reads,
-            tokens,
+            gate,
             live: live::LiveHub::new(),
             clock: crate::config::now_ms,
         }
+    }
+
+    /// Uses `hub` for live updates (the server shares one with its ingest handler).
+    pub fn with_hub(mut self, hub: live::LiveHub) -> Web {
+        self.live = hub;
+        self
+    }
+
+    /// What `token` gets.
+    pub async fn access(&self, token: Option<String>) -> Access {
+        (self.gate)(token).await
     }
 
     /// Replaces the clock (tests decide what "live" means at a fixed instant).
@@ -71,11 +120,6 @@ impl Web {
     /// The hub ingest pokes when lines are stored, so open pages update at once.
     pub fn live_hub(&self) -> live::LiveHub {
         self.live.clone()
-    }
-
-    /// Whether readers must log in.
-    pub fn requires_login(&self) -> bool {
-        self.tokens.is_some()
     }
 
     fn now(&self) -> Millis {
@@ -121,17 +165,13 @@ async fn asset(Path(name): Path<String>) -> Response {
 
 /// Lets a request through when no token is configured or it presents a valid one; otherwise
 /// pages redirect to the login page and the API answers 401.
-async fn require_login(State(web): State<Web>, request: Request, next: Next) -> Response {
-    let Some(check) = web.tokens.clone() else {
+async fn require_login(State(web): State<Web>, mut request: Request, next: Next) -> Response {
+    let access = web.access(auth::presented(request.headers())).await;
+    if access != Access::Denied {
+        request.extensions_mut().insert(Viewer {
+            logged_in: access == Access::Allowed,
+        });
         return next.run(request).await;
-    };
-    if let Some(token) = auth::presented(request.headers()) {
-        let ok = tokio::task::spawn_blocking(move || check(&token))
-            .await
-            .unwrap_or(false);
-        if ok {
-            return next.run(request).await;
-        }
     }
     if request.uri().path().starts_with("/api/") {
         return api_error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
@@ -195,7 +235,7 @@ async fn raw_line(State(web): State<Web>, Path((sid, n)): Path<(String, String)>
     let Ok(n) = n.parse::<u64>() else {
         return layout::error_page(StatusCode::BAD_REQUEST, "line number must be a whole number");
     };
-    match web.read(move |r| r.line(id, n)).await {
+    match web.read(move |r| r.line_text(id, n)).await {
         Ok(Some(text)) => {
             let mut response = text.into_response();
             let h = response.headers_mut();

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::SessionId;
 use crate::machine::Millis;
-use crate::server::usage::Usage;
+use crate::server::storage::SessionSummary;
+use crate::server::usage::{Shutdown, Usage};
 
 /// The most rows one list, page of lines or search may return.
 pub const MAX_LIMIT: u32 = 1000;
@@ -215,8 +216,9 @@ pub struct UsageSource {
     pub repository: Option<String>,
     pub owner: Option<String>,
     pub started_at: Millis,
-    /// The session's `session.shutdown` lines in line order: (line number, line text).
-    pub shutdowns: Vec<(u64, String)>,
+    /// The session's `session.shutdown` lines in line order, each with the UTC day of its
+    /// `timestamp` (see [`super::aggregate::timestamp_day`]).
+    pub shutdowns: Vec<(Shutdown, Option<String>)>,
     /// The transcript has `session.usage_checkpoint` events (see [`crate::server::usage::fold`]).
     pub has_usage_checkpoints: bool,
 }
@@ -252,17 +254,98 @@ impl std::error::Error for ReadError {}
 /// What the web UI and its API read. Calls block: run them off the async workers.
 pub trait ReadModel: Send + Sync + 'static {
     /// Sessions matching `filter`, newest start first, within `paging`.
-    fn sessions(&self, filter: &SessionFilter, paging: Paging) -> Result<SessionPage, ReadError>;
+    fn list_sessions(&self, filter: &SessionFilter, paging: Paging) -> Result<SessionPage, ReadError>;
     /// One session, `None` if unknown.
-    fn session(&self, id: SessionId) -> Result<Option<SessionItem>, ReadError>;
+    fn session_item(&self, id: SessionId) -> Result<Option<SessionItem>, ReadError>;
     /// Lines numbered `from` or above, at most `limit`, in order.
-    fn lines(&self, id: SessionId, from: u64, limit: u32) -> Result<LinePage, ReadError>;
+    fn line_page(&self, id: SessionId, from: u64, limit: u32) -> Result<LinePage, ReadError>;
     /// One stored line.
-    fn line(&self, id: SessionId, n: u64) -> Result<Option<String>, ReadError>;
-    /// Lines matching every term of `query` (see [`super::search::terms`]), newest session first.
-    fn search(&self, query: &str, paging: Paging) -> Result<Vec<SearchHit>, ReadError>;
+    fn line_text(&self, id: SessionId, n: u64) -> Result<Option<String>, ReadError>;
+    /// Lines matching every term of `query` (see [`super::search::terms`]), newest first (by
+    /// storage order where the backend keeps one, else by session start).
+    fn search_lines(&self, query: &str, paging: Paging) -> Result<Vec<SearchHit>, ReadError>;
     /// What [`super::aggregate::usage`] needs from every session matching `filter`.
     fn usage_sources(&self, filter: &SessionFilter) -> Result<Vec<UsageSource>, ReadError>;
     /// Distinct agents, repositories and machines, for the filter menus.
     fn facets(&self) -> Result<Facets, ReadError>;
+    /// The ids of the sessions [`ReadModel::list_sessions`] would list, and how many match.
+    fn filtered_ids(
+        &self,
+        filter: &SessionFilter,
+        paging: Paging,
+    ) -> Result<(Vec<SessionId>, u64), ReadError> {
+        let page = self.list_sessions(filter, paging)?;
+        Ok((page.sessions.iter().map(|s| s.session_id).collect(), page.total))
+    }
+    /// Brings the search index up to date by at most one bounded step, off the ingest path;
+    /// returns how many lines it looked at (0: nothing left). Backends that index as they store
+    /// have nothing to do.
+    fn index_pending(&self) -> Result<usize, ReadError> {
+        Ok(0)
+    }
+}
+
+impl From<SessionSummary> for SessionItem {
+    fn from(s: SessionSummary) -> SessionItem {
+        SessionItem {
+            session_id: s.session_id,
+            agent: s.agent,
+            repository: s.repository,
+            cwd: s.cwd,
+            owner: s.owner,
+            started_at: s.started_at.unwrap_or(s.first_seen),
+            ended_at: s.ended_at.or(s.ended.as_ref().map(|e| e.received_at)),
+            last_seen: s.last_seen,
+            lines_stored: s.lines_stored,
+            last_line_number: s.last_line_number,
+            usage: s.usage,
+        }
+    }
+}
+
+impl From<crate::server::storage::StorageError> for ReadError {
+    fn from(e: crate::server::storage::StorageError) -> ReadError {
+        use crate::server::storage::StorageError;
+        match e {
+            StorageError::Invalid(m) => ReadError::Invalid(m),
+            other => ReadError::Storage(other.to_string()),
+        }
+    }
+}
+
+/// The reads of a store that has none (a test wrapper around a backend): every call fails with
+/// a message naming the store.
+pub struct Unreadable(pub String);
+
+impl Unreadable {
+    fn fail<T>(&self) -> Result<T, ReadError> {
+        Err(ReadError::Storage(format!(
+            "{} does not serve the web UI",
+            self.0
+        )))
+    }
+}
+
+impl ReadModel for Unreadable {
+    fn list_sessions(&self, _: &SessionFilter, _: Paging) -> Result<SessionPage, ReadError> {
+        self.fail()
+    }
+    fn session_item(&self, _: SessionId) -> Result<Option<SessionItem>, ReadError> {
+        self.fail()
+    }
+    fn line_page(&self, _: SessionId, _: u64, _: u32) -> Result<LinePage, ReadError> {
+        self.fail()
+    }
+    fn line_text(&self, _: SessionId, _: u64) -> Result<Option<String>, ReadError> {
+        self.fail()
+    }
+    fn search_lines(&self, _: &str, _: Paging) -> Result<Vec<SearchHit>, ReadError> {
+        self.fail()
+    }
+    fn usage_sources(&self, _: &SessionFilter) -> Result<Vec<UsageSource>, ReadError> {
+        self.fail()
+    }
+    fn facets(&self) -> Result<Facets, ReadError> {
+        self.fail()
+    }
 }

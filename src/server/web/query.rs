@@ -63,6 +63,20 @@ impl FilterQuery {
         })
     }
 
+    /// Whether any filter or an offset is given (the plain listing takes `limit` alone).
+    pub fn narrows(&self) -> bool {
+        [
+            &self.agent,
+            &self.repository,
+            &self.machine,
+            &self.from,
+            &self.to,
+            &self.offset,
+        ]
+        .iter()
+        .any(|v| nonempty(v).is_some())
+    }
+
     /// The paging window, `limit` defaulting to `default_limit`.
     pub fn paging(&self, default_limit: u32) -> Result<Paging, String> {
         let offset = number("offset", &self.offset, 0)?;

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::shell;
 use crate::server::web::auth::{local_next, login_cookie, logout_cookie, same_origin};
 use crate::server::web::layout::{error_page, page, respond, Section};
-use crate::server::web::{redirect, Web};
+use crate::server::web::{redirect, Access, Viewer, Web};
 
 /// `?next=` and the form's fields.
 #[derive(Debug, Default, Deserialize)]
@@ -37,12 +37,11 @@ pub fn render(next: &str, error: Option<&str>) -> Markup {
 
 /// Shows the form (or goes home when the server needs no token).
 pub async fn form(State(web): State<Web>, Query(q): Query<LoginForm>) -> Response {
-    if !web.requires_login() {
+    if web.access(None).await == Access::Open {
         return redirect("/");
     }
     let next = local_next(q.next.as_deref());
-    let mut shell = shell(&web, "Log in", Section::Login, "");
-    shell.logout = false;
+    let shell = shell(Viewer::default(), "Log in", Section::Login, "");
     respond(StatusCode::OK, page(&shell, render(&next, None)))
 }
 
@@ -51,19 +50,18 @@ pub async fn submit(State(web): State<Web>, headers: HeaderMap, Form(f): Form<Lo
     if !same_origin(&headers) {
         return error_page(StatusCode::FORBIDDEN, "Log in from this server's own page.");
     }
-    let Some(check) = web.tokens.clone() else {
-        return redirect("/");
-    };
     let next = local_next(f.next.as_deref());
     let token = f.token.unwrap_or_default();
-    let candidate = token.clone();
-    let valid = !token.is_empty()
-        && tokio::task::spawn_blocking(move || check(&candidate))
-            .await
-            .unwrap_or(false);
-    if !valid {
-        let mut shell = shell(&web, "Log in", Section::Login, "");
-        shell.logout = false;
+    let access = if token.is_empty() {
+        web.access(None).await
+    } else {
+        web.access(Some(token.clone())).await
+    };
+    if access == Access::Open {
+        return redirect(&next);
+    }
+    if access == Access::Denied {
+        let shell = shell(Viewer::default(), "Log in", Section::Login, "");
         return respond(
             StatusCode::UNAUTHORIZED,
             page(&shell, render(&next, Some("That token is not valid here."))),

@@ -12,15 +12,15 @@ use super::format::number;
 use super::layout::{Section, Shell};
 use super::model::Facets;
 use super::query::FilterQuery;
-use super::Web;
+use super::Viewer;
 use crate::server::usage::Usage;
 
-/// The shell of a page for `web`'s reader.
-pub fn shell<'a>(web: &Web, title: &'a str, section: Section, query: &'a str) -> Shell<'a> {
+/// The shell of a page for `viewer`.
+pub fn shell<'a>(viewer: Viewer, title: &'a str, section: Section, query: &'a str) -> Shell<'a> {
     Shell {
         title,
         section,
-        logout: web.requires_login(),
+        logout: viewer.logged_in,
         script: false,
         query,
     }

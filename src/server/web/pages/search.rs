@@ -3,6 +3,7 @@
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use axum::Extension;
 use maud::{html, Markup};
 
 use super::shell;
@@ -12,10 +13,14 @@ use crate::server::web::layout::{page, respond, Section};
 use crate::server::web::model::{Paging, ReadError, SearchHit};
 use crate::server::web::query::FilterQuery;
 use crate::server::web::search::{highlight, terms};
-use crate::server::web::{page_read_error, paths, Web};
+use crate::server::web::{page_read_error, paths, Viewer, Web};
 
 /// Serves the search page (the form alone when there is no query yet).
-pub async fn handler(State(web): State<Web>, Query(q): Query<SearchQuery>) -> Response {
+pub async fn handler(
+    State(web): State<Web>,
+    Extension(viewer): Extension<Viewer>,
+    Query(q): Query<SearchQuery>,
+) -> Response {
     let text = q.q.clone().unwrap_or_default();
     let paging = FilterQuery {
         offset: q.offset.clone(),
@@ -31,7 +36,7 @@ pub async fn handler(State(web): State<Web>, Query(q): Query<SearchQuery>) -> Re
         None
     } else {
         let query = text.clone();
-        match web.read(move |r| r.search(&query, paging)).await {
+        match web.read(move |r| r.search_lines(&query, paging)).await {
             Ok(hits) => Some(Ok(hits)),
             Err(ReadError::Invalid(m)) => Some(Err(m)),
             Err(e) => return page_read_error(e),
@@ -40,7 +45,7 @@ pub async fn handler(State(web): State<Web>, Query(q): Query<SearchQuery>) -> Re
     let body = render(&text, hits.as_ref(), paging);
     respond(
         StatusCode::OK,
-        page(&shell(&web, "Search", Section::Search, &text), body),
+        page(&shell(viewer, "Search", Section::Search, &text), body),
     )
 }
 

@@ -4,6 +4,7 @@
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use axum::Extension;
 use maud::{html, Markup};
 use serde::Deserialize;
 
@@ -15,7 +16,7 @@ use crate::server::web::model::{LinePage, SessionItem, SessionState};
 use crate::server::web::paths::{self, PAGE_LINES};
 use crate::server::web::query::number as parse_number;
 use crate::server::web::transcript::{self, Hidden};
-use crate::server::web::{page_read_error, session_id, Web};
+use crate::server::web::{page_read_error, session_id, Viewer, Web};
 
 /// `?from=N&hide_hooks=1&hide_lifecycle=1`.
 #[derive(Debug, Default, Deserialize)]
@@ -28,6 +29,7 @@ pub struct SessionQuery {
 /// Serves a session's page.
 pub async fn handler(
     State(web): State<Web>,
+    Extension(viewer): Extension<Viewer>,
     Path(sid): Path<String>,
     Query(q): Query<SessionQuery>,
 ) -> Response {
@@ -46,10 +48,10 @@ pub async fn handler(
     };
     let read = web
         .read(move |r| {
-            let Some(item) = r.session(id)? else {
+            let Some(item) = r.session_item(id)? else {
                 return Ok(None);
             };
-            let mut lines = r.lines(id, from, PAGE_LINES as u32)?;
+            let mut lines = r.line_page(id, from, PAGE_LINES as u32)?;
             // A page holds line numbers from..from+PAGE_LINES, whatever gaps there are.
             let end = from + PAGE_LINES;
             if lines.lines.iter().any(|l| l.n >= end) {
@@ -64,7 +66,7 @@ pub async fn handler(
             let title = item.place().unwrap_or("Session").to_string();
             let now = web.now();
             let live = item.state(now) == SessionState::Live && !lines.more;
-            let mut shell = shell(&web, &title, Section::Sessions, "");
+            let mut shell = shell(viewer, &title, Section::Sessions, "");
             shell.script = live;
             let body = render(&item, &lines, from, hidden, live, now);
             respond(StatusCode::OK, page(&shell, body))

@@ -3,6 +3,7 @@
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use axum::Extension;
 use maud::{html, Markup};
 
 use super::{filters_form, shell, token_sums};
@@ -11,26 +12,30 @@ use crate::server::web::format::{datetime, duration, number};
 use crate::server::web::layout::{error_page, page, respond, Section};
 use crate::server::web::model::{Facets, Paging, SessionItem, SessionPage};
 use crate::server::web::query::FilterQuery;
-use crate::server::web::{page_read_error, paths, Web};
+use crate::server::web::{page_read_error, paths, Viewer, Web};
 
 /// Sessions per page unless `limit` says otherwise.
 pub const PER_PAGE: u32 = 50;
 
 /// Serves the list.
-pub async fn handler(State(web): State<Web>, Query(q): Query<FilterQuery>) -> Response {
+pub async fn handler(
+    State(web): State<Web>,
+    Extension(viewer): Extension<Viewer>,
+    Query(q): Query<FilterQuery>,
+) -> Response {
     let (filter, paging) = match q.filter().and_then(|f| Ok((f, q.paging(PER_PAGE)?))) {
         Ok(x) => x,
         Err(m) => return error_page(StatusCode::BAD_REQUEST, &m),
     };
     let read = web
-        .read(move |r| Ok((r.sessions(&filter, paging)?, r.facets()?)))
+        .read(move |r| Ok((r.list_sessions(&filter, paging)?, r.facets()?)))
         .await;
     match read {
         Ok((list, facets)) => {
             let body = render(&q, &list, &facets, paging, web.now());
             respond(
                 StatusCode::OK,
-                page(&shell(&web, "Sessions", Section::Sessions, ""), body),
+                page(&shell(viewer, "Sessions", Section::Sessions, ""), body),
             )
         }
         Err(e) => page_read_error(e),

@@ -4,6 +4,7 @@
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use axum::Extension;
 use maud::{html, Markup};
 
 use super::{filters_form, shell};
@@ -13,7 +14,7 @@ use crate::server::web::format::number;
 use crate::server::web::layout::{error_page, page, respond, Section};
 use crate::server::web::model::{Facets, UsageGroup, UsageRow};
 use crate::server::web::query::FilterQuery;
-use crate::server::web::{aggregate, page_read_error, Web};
+use crate::server::web::{aggregate, page_read_error, Viewer, Web};
 
 const GROUPS: [(UsageGroup, &str); 4] = [
     (UsageGroup::Day, "By day"),
@@ -23,7 +24,11 @@ const GROUPS: [(UsageGroup, &str); 4] = [
 ];
 
 /// Serves the usage page.
-pub async fn handler(State(web): State<Web>, Query(q): Query<UsageQuery>) -> Response {
+pub async fn handler(
+    State(web): State<Web>,
+    Extension(viewer): Extension<Viewer>,
+    Query(q): Query<UsageQuery>,
+) -> Response {
     let Some(group) = UsageGroup::parse(q.group.as_deref().unwrap_or("day")) else {
         return error_page(
             StatusCode::BAD_REQUEST,
@@ -43,7 +48,7 @@ pub async fn handler(State(web): State<Web>, Query(q): Query<UsageQuery>) -> Res
             let body = render(group, &q.filter, &rows, &facets);
             respond(
                 StatusCode::OK,
-                page(&shell(&web, "Usage", Section::Usage, ""), body),
+                page(&shell(viewer, "Usage", Section::Usage, ""), body),
             )
         }
         Err(e) => page_read_error(e),

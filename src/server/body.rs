@@ -1,0 +1,130 @@
+//! Reading request bodies within the server's limits: a size cap, a deadline, and for large
+//! bodies a streaming parse so that a 195 MB batch costs its decoded lines, not also a second
+//! copy of its raw bytes.
+
+use std::io::Read;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes, HttpBody};
+use tokio::time::Instant;
+
+/// Bodies up to this size are collected whole and parsed from memory (fastest); larger ones are
+/// parsed as they arrive.
+pub const STREAM_ABOVE: u64 = 16 * 1024 * 1024;
+
+/// Why a body could not be read.
+#[derive(Debug)]
+pub enum BodyError {
+    /// Over the limit, in bytes.
+    TooLarge(u64),
+    /// Not complete within the body timeout.
+    TimedOut(Duration),
+    /// The client went away or sent a broken body.
+    Broken(String),
+}
+
+async fn next_frame(
+    body: &mut Body,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<Option<Bytes>, BodyError> {
+    loop {
+        let frame = tokio::time::timeout_at(
+            deadline,
+            std::future::poll_fn(|cx| std::pin::Pin::new(&mut *body).poll_frame(cx)),
+        )
+        .await
+        .map_err(|_| BodyError::TimedOut(timeout))?;
+        match frame {
+            None => return Ok(None),
+            Some(Err(e)) => return Err(BodyError::Broken(e.to_string())),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    return Ok(Some(data));
+                }
+            }
+        }
+    }
+}
+
+/// Collects a body of at most `max` bytes within `timeout`.
+pub async fn collect(mut body: Body, max: u64, timeout: Duration) -> Result<Bytes, BodyError> {
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    while let Some(data) = next_frame(&mut body, deadline, timeout).await? {
+        if out.len() as u64 + data.len() as u64 > max {
+            return Err(BodyError::TooLarge(max));
+        }
+        out.extend_from_slice(&data);
+    }
+    Ok(Bytes::from(out))
+}
+
+/// Reads a body to its end within `timeout`, keeping nothing.
+pub async fn collect_discarding(mut body: Body, timeout: Duration) -> Result<(), BodyError> {
+    let deadline = Instant::now() + timeout;
+    while next_frame(&mut body, deadline, timeout).await?.is_some() {}
+    Ok(())
+}
+
+/// Feeds a body, chunk by chunk, to `parse` running on a blocking thread; returns what `parse`
+/// returned, or why the body failed (then `parse` sees a truncated stream and fails too).
+pub async fn stream_into<T: Send + 'static>(
+    mut body: Body,
+    max: u64,
+    timeout: Duration,
+    parse: impl FnOnce(&mut dyn Read) -> T + Send + 'static,
+) -> Result<T, BodyError> {
+    let deadline = Instant::now() + timeout;
+    // Two chunks in flight: the parser never waits long, and memory stays a few frames.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(2);
+    let parser = tokio::task::spawn_blocking(move || {
+        let mut reader = std::io::BufReader::with_capacity(
+            256 * 1024,
+            ChannelReader {
+                rx,
+                current: Bytes::new(),
+            },
+        );
+        parse(&mut reader)
+    });
+    let mut total = 0u64;
+    let fed = async {
+        while let Some(data) = next_frame(&mut body, deadline, timeout).await? {
+            total += data.len() as u64;
+            if total > max {
+                return Err(BodyError::TooLarge(max));
+            }
+            if tx.send(data).await.is_err() {
+                // The parser stopped early (malformed JSON): its error is the answer.
+                break;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    drop(tx);
+    let parsed = parser
+        .await
+        .map_err(|e| BodyError::Broken(format!("parser failed: {e}")))?;
+    fed.map(|()| parsed)
+}
+
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+    current: Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(next) => self.current = next,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}

@@ -1,0 +1,578 @@
+//! The team backend: PostgreSQL. `kcap serve` keeps no state of its own, so any number of
+//! replicas can share one database. Each write is one transaction that first locks the
+//! session's row (`SELECT … FOR UPDATE`): writers of one session queue in the database, in any
+//! replica, and the unique key on (session, line number) keeps every line once even so.
+//! `synchronous_commit` is left at its default (on): a commit is durable when it returns.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+use postgres::{Client, NoTls, Transaction};
+
+use super::migrations::{pending, POSTGRES};
+use super::rules::{self, LineOutcome, Slot};
+use super::{
+    Backend, Batch, Lifecycle, LifecycleKind, Principal, SessionLines, SessionRow, SessionSummary,
+    StorageError, StoredLine,
+};
+use crate::ids::SessionId;
+use crate::machine::Millis;
+use crate::protocol::IngestReply;
+use crate::server::usage::Shutdown;
+
+/// Connections one server keeps at most (the ingest concurrency cap bounds use well below).
+const POOL: usize = 16;
+/// Advisory lock key that serialises migrations of replicas starting together.
+const MIGRATION_LOCK: i64 = 0x6b63_6170_6d69_6772; // "kcapmigr"
+
+/// The PostgreSQL backend.
+pub struct Postgres {
+    config: postgres::Config,
+    described: String,
+    idle: Mutex<Vec<Client>>,
+    open: Mutex<usize>,
+    freed: Condvar,
+}
+
+fn db(e: postgres::Error) -> StorageError {
+    StorageError::Database(e.to_string())
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Postgres {
+    /// Connects to `url` and applies pending migrations. Callable from async code too: the
+    /// synchronous client runs a runtime of its own, so this works on a thread of its own.
+    pub fn connect(url: &str) -> Result<Postgres, StorageError> {
+        std::thread::scope(|s| {
+            s.spawn(|| Self::connect_here(url))
+                .join()
+                .unwrap_or_else(|_| Err(StorageError::Database("connecting panicked".into())))
+        })
+    }
+
+    fn connect_here(url: &str) -> Result<Postgres, StorageError> {
+        let config: postgres::Config = url
+            .parse()
+            .map_err(|e| StorageError::Invalid(format!("bad PostgreSQL URL: {e}")))?;
+        let described = format!(
+            "PostgreSQL database {:?} at {}",
+            config.get_dbname().unwrap_or("(default)"),
+            config
+                .get_hosts()
+                .iter()
+                .map(|h| match h {
+                    postgres::config::Host::Tcp(h) => h.clone(),
+                    postgres::config::Host::Unix(p) => p.display().to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let pg = Postgres {
+            config,
+            described,
+            idle: Mutex::new(Vec::new()),
+            open: Mutex::new(0),
+            freed: Condvar::new(),
+        };
+        let mut client = pg.checkout()?;
+        let migrated = migrate(&mut client);
+        pg.checkin(client);
+        migrated?;
+        Ok(pg)
+    }
+
+    fn checkout(&self) -> Result<Client, StorageError> {
+        loop {
+            if let Some(c) = lock(&self.idle).pop() {
+                if !c.is_closed() {
+                    return Ok(c);
+                }
+                *lock(&self.open) -= 1;
+                continue;
+            }
+            let mut open = lock(&self.open);
+            if *open < POOL {
+                *open += 1;
+                drop(open);
+                return self.config.connect(NoTls).map_err(|e| {
+                    *lock(&self.open) -= 1;
+                    self.freed.notify_one();
+                    StorageError::Database(format!("cannot connect to PostgreSQL: {e}"))
+                });
+            }
+            let (guard, _) = self
+                .freed
+                .wait_timeout(open, std::time::Duration::from_millis(50))
+                .unwrap_or_else(|p| p.into_inner());
+            drop(guard);
+        }
+    }
+
+    fn checkin(&self, client: Client) {
+        if client.is_closed() {
+            *lock(&self.open) -= 1;
+        } else {
+            lock(&self.idle).push(client);
+        }
+        self.freed.notify_one();
+    }
+
+    pub(crate) fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Client) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        let mut client = self.checkout()?;
+        let out = f(&mut client);
+        self.checkin(client);
+        out
+    }
+
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        self.with(|c| {
+            let mut tx = c.transaction().map_err(db)?;
+            let out = f(&mut tx)?;
+            tx.commit().map_err(db)?;
+            Ok(out)
+        })
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // Each client owns a small runtime, which may not be dropped inside an async context
+        // (a server dropped at the end of an async test): close them on a thread of their own.
+        let idle = std::mem::take(&mut *lock(&self.idle));
+        if !idle.is_empty() {
+            let _ = std::thread::spawn(move || drop(idle)).join();
+        }
+    }
+}
+
+fn migrate(client: &mut Client) -> Result<(), StorageError> {
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .map_err(db)?;
+    let result = (|| {
+        client
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS kcap_schema (version BIGINT PRIMARY KEY, name TEXT NOT NULL, \
+                 applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+            )
+            .map_err(db)?;
+        let current: i64 = client
+            .query_one("SELECT coalesce(max(version), 0) FROM kcap_schema", &[])
+            .map_err(db)?
+            .get(0);
+        for m in pending(POSTGRES, current).map_err(StorageError::Database)? {
+            let mut tx = client.transaction().map_err(db)?;
+            tx.batch_execute(m.sql).map_err(db)?;
+            tx.execute(
+                "INSERT INTO kcap_schema (version, name) VALUES ($1, $2)",
+                &[&m.version, &m.name],
+            )
+            .map_err(db)?;
+            tx.commit().map_err(db)?;
+            tracing::info!(version = m.version, name = m.name, "PostgreSQL schema migrated");
+        }
+        Ok(())
+    })();
+    let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
+    result
+}
+
+pub(crate) fn key(session: SessionId) -> Vec<u8> {
+    session.as_bytes().to_vec()
+}
+
+/// Takes the session's row (creating it if new) and locks it for this transaction; returns its
+/// frontier. Ownership is decided here, inside the transaction.
+fn claim(
+    tx: &mut Transaction<'_>,
+    session: SessionId,
+    writer: &Principal,
+    now: Millis,
+) -> Result<u64, StorageError> {
+    let k = key(session);
+    tx.execute(
+        "INSERT INTO sessions (id, owner, first_seen, last_seen) VALUES ($1, $2, $3, $3) \
+         ON CONFLICT (id) DO NOTHING",
+        &[&k, &writer.owner_name(), &(now as i64)],
+    )
+    .map_err(db)?;
+    let row = tx
+        .query_one(
+            "SELECT owner, contiguous FROM sessions WHERE id = $1 FOR UPDATE",
+            &[&k],
+        )
+        .map_err(db)?;
+    let owner: Option<String> = row.get(0);
+    rules::may_write(owner.as_deref(), writer)?;
+    Ok(row.get::<_, i64>(1) as u64)
+}
+
+fn slot_of(blank: bool, id: Option<Vec<u8>>) -> Slot {
+    match (blank, id.and_then(|b| uuid::Uuid::from_slice(&b).ok())) {
+        (false, Some(id)) => Slot::Line(id),
+        _ => Slot::Blank,
+    }
+}
+
+fn frontier(tx: &mut Transaction<'_>, session: SessionId, from: u64) -> Result<u64, StorageError> {
+    let k = key(session);
+    // Nothing at the old frontier: it cannot move (one index probe).
+    if tx
+        .query_opt(
+            "SELECT 1 FROM lines WHERE session = $1 AND n = $2",
+            &[&k, &(from as i64)],
+        )
+        .map_err(db)?
+        .is_none()
+    {
+        return Ok(from);
+    }
+    // In pages, so a long run is never one huge result.
+    let (mut scanned, mut frontier) = (from, from);
+    loop {
+        let rows = tx
+            .query(
+                "SELECT n, blank FROM lines WHERE session = $1 AND n >= $2 ORDER BY n LIMIT 10000",
+                &[&k, &(scanned as i64)],
+            )
+            .map_err(db)?;
+        let page: Vec<(u64, bool)> = rows
+            .iter()
+            .map(|r| (r.get::<_, i64>(0) as u64, r.get(1)))
+            .collect();
+        let unbroken = page
+            .iter()
+            .enumerate()
+            .all(|(i, (n, _))| *n == scanned + i as u64);
+        let advanced = rules::advance(scanned, page.iter().copied());
+        if advanced > scanned {
+            frontier = advanced;
+        }
+        if page.len() < 10000 || !unbroken {
+            return Ok(frontier);
+        }
+        scanned += page.len() as u64;
+    }
+}
+
+pub(crate) const ROW: &str =
+    "SELECT id, owner, agent, cwd, repository, contiguous, lines, duplicates, conflicts, \
+    first_seen, last_seen, started, ended, notifications, has_usage_checkpoints FROM sessions";
+
+pub(crate) fn row(r: &postgres::Row) -> SessionRow {
+    let id: Vec<u8> = r.get(0);
+    let lifecycle = |i: usize| {
+        r.get::<_, Option<String>>(i)
+            .and_then(|s| serde_json::from_str::<Lifecycle>(&s).ok())
+    };
+    SessionRow {
+        session: <[u8; 16]>::try_from(id.as_slice())
+            .map(SessionId::from_bytes)
+            .unwrap_or(SessionId::from_bytes([0; 16])),
+        owner: r.get(1),
+        agent: r.get(2),
+        cwd: r.get(3),
+        repository: r.get(4),
+        contiguous: r.get::<_, i64>(5) as u64,
+        lines: r.get::<_, i64>(6) as u64,
+        duplicates: r.get::<_, i64>(7) as u64,
+        conflicts: r.get::<_, i64>(8) as u64,
+        first_seen: r.get::<_, i64>(9) as Millis,
+        last_seen: r.get::<_, i64>(10) as Millis,
+        started: lifecycle(11),
+        ended: lifecycle(12),
+        notifications: r.get::<_, i64>(13) as u64,
+        last_notification: None,
+        has_usage_checkpoints: r.get(14),
+    }
+}
+
+pub(crate) fn summary_of(c: &mut Client, mut row: SessionRow) -> Result<SessionSummary, StorageError> {
+    let k = key(row.session);
+    row.last_notification = c
+        .query_opt(
+            "SELECT event FROM notifications WHERE session = $1 ORDER BY seq DESC LIMIT 1",
+            &[&k],
+        )
+        .map_err(db)?
+        .and_then(|r| serde_json::from_str(&r.get::<_, String>(0)).ok());
+    let shutdowns: Vec<Shutdown> = c
+        .query("SELECT usage FROM shutdowns WHERE session = $1 ORDER BY n", &[&k])
+        .map_err(db)?
+        .iter()
+        .filter_map(|r| serde_json::from_str(&r.get::<_, String>(0)).ok())
+        .collect();
+    Ok(rules::summarize(row, &shutdowns))
+}
+
+impl Backend for Postgres {
+    fn ingest(&self, batch: &Batch) -> Result<IngestReply, StorageError> {
+        rules::validate(batch)?;
+        let session = batch.session;
+        let k = key(session);
+        self.write(|tx| {
+            let old = claim(tx, session, &batch.writer, batch.now)?;
+            let numbers: Vec<i64> = batch.lines.iter().map(|l| l.number as i64).collect();
+            let ids: Vec<&[u8]> = batch.lines.iter().map(|l| l.id.as_bytes().as_slice()).collect();
+            let texts: Vec<&[u8]> = batch.lines.iter().map(|l| l.text.as_bytes()).collect();
+            let inserted: HashSet<i64> = tx
+                .query(
+                    "INSERT INTO lines (session, n, blank, id, text) \
+                     SELECT $1, n, false, id, text FROM unnest($2::int8[], $3::bytea[], $4::bytea[]) AS t(n, id, text) \
+                     ON CONFLICT (session, n) DO NOTHING RETURNING n",
+                    &[&k, &numbers, &ids, &texts],
+                )
+                .map_err(db)?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let taken: Vec<i64> = numbers.iter().copied().filter(|n| !inserted.contains(n)).collect();
+            let stored: BTreeMap<i64, Slot> = if taken.is_empty() {
+                BTreeMap::new()
+            } else {
+                tx.query(
+                    "SELECT n, blank, id FROM lines WHERE session = $1 AND n = ANY($2)",
+                    &[&k, &taken],
+                )
+                .map_err(db)?
+                .iter()
+                .map(|r| (r.get::<_, i64>(0), slot_of(r.get(1), r.get(2))))
+                .collect()
+            };
+            let (mut reply, mut conflicts, mut checkpoints) = (IngestReply::default(), 0u64, false);
+            for line in &batch.lines {
+                let n = line.number as i64;
+                let before = if inserted.contains(&n) {
+                    None
+                } else {
+                    Some(stored.get(&n).copied().unwrap_or(Slot::Blank))
+                };
+                match rules::classify(before, line.id) {
+                    LineOutcome::New | LineOutcome::ReplacesBlank => {
+                        if before.is_some() {
+                            tx.execute(
+                                "UPDATE lines SET blank = false, id = $3, text = $4 WHERE session = $1 AND n = $2",
+                                &[&k, &n, &line.id.as_bytes().as_slice(), &line.text.as_bytes()],
+                            )
+                            .map_err(db)?;
+                        }
+                        reply.new += 1;
+                        let (shutdown, checkpoint) = rules::line_facts(&line.text);
+                        checkpoints |= checkpoint;
+                        if let Some(s) = shutdown {
+                            let usage = serde_json::to_string(&s).unwrap_or_default();
+                            tx.execute(
+                                "INSERT INTO shutdowns (session, n, usage) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                                &[&k, &n, &usage],
+                            )
+                            .map_err(db)?;
+                        }
+                    }
+                    LineOutcome::Duplicate => reply.duplicates += 1,
+                    LineOutcome::Conflict => {
+                        reply.duplicates += 1;
+                        conflicts += tx
+                            .execute(
+                                "INSERT INTO conflicts (session, n, id, text, received_at) VALUES ($1, $2, $3, $4, $5) \
+                                 ON CONFLICT DO NOTHING",
+                                &[&k, &n, &line.id.as_bytes().as_slice(), &line.text.as_bytes(), &(batch.now as i64)],
+                            )
+                            .map_err(db)?;
+                    }
+                }
+            }
+            let plain: Vec<u64> = batch.lines.iter().map(|l| l.number).collect();
+            let blanks: Vec<i64> = rules::admissible_blanks(&plain, &batch.blanks)?
+                .into_iter()
+                .map(|n| n as i64)
+                .collect();
+            if !blanks.is_empty() {
+                tx.execute(
+                    "INSERT INTO lines (session, n, blank) SELECT $1, n, true FROM unnest($2::int8[]) AS t(n) \
+                     ON CONFLICT DO NOTHING",
+                    &[&k, &blanks],
+                )
+                .map_err(db)?;
+            }
+            let contiguous = frontier(tx, session, old)?;
+            tx.execute(
+                "UPDATE sessions SET contiguous = $2, lines = lines + $3, duplicates = duplicates + $4, \
+                 conflicts = conflicts + $5, last_seen = greatest(last_seen, $6), \
+                 has_usage_checkpoints = has_usage_checkpoints OR $7, agent = coalesce(agent, $8), \
+                 repository = coalesce($9, repository) WHERE id = $1",
+                &[
+                    &k,
+                    &(contiguous as i64),
+                    &(reply.new as i64),
+                    &((reply.duplicates - conflicts) as i64),
+                    &(conflicts as i64),
+                    &(batch.now as i64),
+                    &checkpoints,
+                    &batch.vendor,
+                    &batch.repository,
+                ],
+            )
+            .map_err(db)?;
+            Ok(reply)
+        })
+    }
+
+    fn last_line(&self, session: SessionId) -> Result<i64, StorageError> {
+        self.with(|c| {
+            let contiguous = c
+                .query_opt("SELECT contiguous FROM sessions WHERE id = $1", &[&key(session)])
+                .map_err(db)?
+                .map_or(0, |r| r.get::<_, i64>(0));
+            Ok(rules::last_line_of(contiguous as u64))
+        })
+    }
+
+    fn record_lifecycle(
+        &self,
+        session: SessionId,
+        kind: LifecycleKind,
+        event: &Lifecycle,
+        writer: &Principal,
+    ) -> Result<(), StorageError> {
+        let k = key(session);
+        let json = serde_json::to_string(event).map_err(|e| StorageError::Invalid(e.to_string()))?;
+        let now = event.received_at as i64;
+        self.write(|tx| {
+            claim(tx, session, writer, event.received_at)?;
+            match kind {
+                LifecycleKind::Start => tx.execute(
+                    "UPDATE sessions SET started = $2, cwd = coalesce($3, cwd), last_seen = greatest(last_seen, $4) WHERE id = $1",
+                    &[&k, &json, &event.cwd, &now],
+                ),
+                LifecycleKind::End => tx.execute(
+                    "UPDATE sessions SET ended = $2, cwd = coalesce(cwd, $3), last_seen = greatest(last_seen, $4) WHERE id = $1",
+                    &[&k, &json, &event.cwd, &now],
+                ),
+                LifecycleKind::Notification => tx
+                    .execute(
+                        "INSERT INTO notifications (session, received_at, event) VALUES ($1, $2, $3)",
+                        &[&k, &now, &json],
+                    )
+                    .and_then(|_| {
+                        tx.execute(
+                            "UPDATE sessions SET notifications = notifications + 1, last_seen = greatest(last_seen, $2) WHERE id = $1",
+                            &[&k, &now],
+                        )
+                    }),
+            }
+            .map_err(db)?;
+            Ok(())
+        })
+    }
+
+    fn summary(&self, session: SessionId) -> Result<Option<SessionSummary>, StorageError> {
+        self.with(|c| {
+            let Some(r) = c
+                .query_opt(&format!("{ROW} WHERE id = $1"), &[&key(session)])
+                .map_err(db)?
+            else {
+                return Ok(None);
+            };
+            summary_of(c, row(&r)).map(Some)
+        })
+    }
+
+    fn summaries(&self, limit: Option<u64>) -> Result<Vec<SessionSummary>, StorageError> {
+        self.with(|c| {
+            let limit = limit.map(|l| l.min(i64::MAX as u64) as i64);
+            let rows: Vec<SessionRow> = c
+                .query(&format!("{ROW} ORDER BY last_seen DESC LIMIT $1"), &[&limit])
+                .map_err(db)?
+                .iter()
+                .map(row)
+                .collect();
+            rows.into_iter().map(|r| summary_of(c, r)).collect()
+        })
+    }
+
+    fn lines(&self, session: SessionId) -> Result<SessionLines, StorageError> {
+        self.with(|c| {
+            let k = key(session);
+            let mut out = SessionLines::default();
+            for r in c
+                .query(
+                    "SELECT n, id, text FROM lines WHERE session = $1 AND NOT blank ORDER BY n",
+                    &[&k],
+                )
+                .map_err(db)?
+            {
+                let id = uuid::Uuid::from_slice(&r.get::<_, Vec<u8>>(1)).unwrap_or_default();
+                let text = String::from_utf8_lossy(&r.get::<_, Vec<u8>>(2)).into_owned();
+                out.lines
+                    .insert(r.get::<_, i64>(0) as u64, StoredLine { id, text });
+            }
+            if let Some(r) = c
+                .query_opt("SELECT duplicates, conflicts FROM sessions WHERE id = $1", &[&k])
+                .map_err(db)?
+            {
+                out.duplicates = r.get::<_, i64>(0) as u64;
+                out.conflicts = r.get::<_, i64>(1) as u64;
+            }
+            Ok(out)
+        })
+    }
+
+    fn session_ids(&self) -> Result<Vec<SessionId>, StorageError> {
+        self.with(|c| {
+            Ok(c.query("SELECT id FROM sessions", &[])
+                .map_err(db)?
+                .iter()
+                .filter_map(|r| <[u8; 16]>::try_from(r.get::<_, Vec<u8>>(0).as_slice()).ok())
+                .map(SessionId::from_bytes)
+                .collect())
+        })
+    }
+
+    fn add_token(&self, name: &str, hash: &[u8; 32], now: Millis) -> Result<(), StorageError> {
+        self.write(|tx| {
+            let added = tx
+                .execute(
+                    "INSERT INTO tokens (name, hash, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    &[&name, &hash.as_slice(), &(now as i64)],
+                )
+                .map_err(db)?;
+            if added == 0 {
+                return Err(StorageError::Exists(format!(
+                    "a token named {name:?} already exists"
+                )));
+            }
+            Ok(())
+        })
+    }
+
+    fn token_name(&self, hash: &[u8; 32]) -> Result<Option<String>, StorageError> {
+        self.with(|c| {
+            Ok(
+                c.query_opt("SELECT name FROM tokens WHERE hash = $1", &[&hash.as_slice()])
+                    .map_err(db)?
+                    .map(|r| r.get(0)),
+            )
+        })
+    }
+
+    fn has_tokens(&self) -> Result<bool, StorageError> {
+        self.with(|c| {
+            Ok(c.query_one("SELECT EXISTS (SELECT 1 FROM tokens)", &[])
+                .map_err(db)?
+                .get(0))
+        })
+    }
+
+    fn describe(&self) -> String {
+        self.described.clone()
+    }
+}

@@ -1,0 +1,475 @@
+//! The embedded backend: one SQLite file in WAL mode with `synchronous = FULL`, so a commit is
+//! on disk when it returns. Writes go through one connection (SQLite has one writer anyway);
+//! reads use a small pool of their own connections and never wait for a writer (WAL).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+
+use super::migrations::{pending, SQLITE};
+use super::rules::{self, LineOutcome, Slot};
+use super::{
+    Backend, Batch, Lifecycle, LifecycleKind, Principal, SessionLines, SessionRow, SessionSummary,
+    StorageError, StoredLine,
+};
+use crate::ids::SessionId;
+use crate::machine::Millis;
+use crate::protocol::IngestReply;
+use crate::server::usage::Shutdown;
+
+const READERS: usize = 4;
+
+/// The SQLite backend.
+pub struct Sqlite {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+    _temporary: Option<tempfile::TempDir>,
+}
+
+fn db(e: rusqlite::Error) -> StorageError {
+    StorageError::Database(e.to_string())
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A connection is left consistent by SQLite itself (a panicked transaction rolls back on
+    // drop), so a poisoned lock is safe to take over.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn connection(path: &Path) -> Result<Connection, StorageError> {
+    let conn = Connection::open(path).map_err(db)?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))
+        .map_err(db)?;
+    // FULL: in WAL mode NORMAL may lose the last commits on power loss; an acknowledgement must
+    // not be one of them.
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
+         PRAGMA cache_size = -16000;",
+    )
+    .map_err(db)?;
+    Ok(conn)
+}
+
+impl Sqlite {
+    /// Opens (creating and migrating) the database at `path`.
+    pub fn open(path: &Path) -> Result<Sqlite, StorageError> {
+        Self::open_in(path, None)
+    }
+
+    /// A database in a fresh temporary directory, deleted on drop.
+    pub fn temporary() -> Result<Sqlite, StorageError> {
+        let dir = tempfile::tempdir().map_err(|e| StorageError::Database(e.to_string()))?;
+        let path = dir.path().join("kcap.db");
+        Self::open_in(&path, Some(dir))
+    }
+
+    fn open_in(path: &Path, temporary: Option<tempfile::TempDir>) -> Result<Sqlite, StorageError> {
+        let mut writer = connection(path)?;
+        migrate(&mut writer)?;
+        Ok(Sqlite {
+            path: path.to_path_buf(),
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+            _temporary: temporary,
+        })
+    }
+
+    /// Runs `f` on a pooled read connection.
+    pub(crate) fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StorageError> {
+        let conn = lock(&self.readers).pop();
+        let conn = match conn {
+            Some(c) => c,
+            None => connection(&self.path)?,
+        };
+        let out = f(&conn).map_err(db);
+        let mut pool = lock(&self.readers);
+        if pool.len() < READERS {
+            pool.push(conn);
+        }
+        out
+    }
+
+    /// Runs `f` in one write transaction, committed durably before returning.
+    pub(crate) fn write<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        let mut conn = lock(&self.writer);
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
+        let out = f(&tx)?;
+        tx.commit().map_err(db)?;
+        Ok(out)
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StorageError> {
+    let current: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(db)?;
+    for m in pending(SQLITE, current).map_err(StorageError::Database)? {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Exclusive)
+            .map_err(db)?;
+        tx.execute_batch(m.sql).map_err(db)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", m.version))
+            .map_err(db)?;
+        tx.commit().map_err(db)?;
+        tracing::info!(version = m.version, name = m.name, "SQLite schema migrated");
+    }
+    Ok(())
+}
+
+pub(crate) fn sid(session: SessionId) -> [u8; 16] {
+    *session.as_bytes()
+}
+
+/// Takes (creating if new) the session's row and checks ownership: the first statement of every
+/// write, so ownership and counters are decided inside the transaction.
+fn claim(
+    tx: &Transaction<'_>,
+    session: SessionId,
+    writer: &Principal,
+    now: Millis,
+) -> Result<(), StorageError> {
+    tx.execute(
+        "INSERT INTO sessions (id, owner, first_seen, last_seen) VALUES (?1, ?2, ?3, ?3) \
+         ON CONFLICT (id) DO NOTHING",
+        params![sid(session), writer.owner_name(), now as i64],
+    )
+    .map_err(db)?;
+    let owner: Option<String> = tx
+        .query_row("SELECT owner FROM sessions WHERE id = ?1", [sid(session)], |r| {
+            r.get(0)
+        })
+        .map_err(db)?;
+    rules::may_write(owner.as_deref(), writer)
+}
+
+fn slot(tx: &Transaction<'_>, session: SessionId, n: u64) -> rusqlite::Result<Option<Slot>> {
+    tx.prepare_cached("SELECT blank, id FROM lines WHERE session = ?1 AND n = ?2")?
+        .query_row(params![sid(session), n as i64], |r| {
+            let blank: bool = r.get(0)?;
+            let id: Option<Vec<u8>> = r.get(1)?;
+            Ok(match (blank, id.and_then(|b| uuid::Uuid::from_slice(&b).ok())) {
+                (false, Some(id)) => Slot::Line(id),
+                _ => Slot::Blank,
+            })
+        })
+        .optional()
+}
+
+fn frontier(tx: &Transaction<'_>, session: SessionId, from: u64) -> rusqlite::Result<u64> {
+    // Nothing at the old frontier: it cannot move (one index probe, however long the run after
+    // the gap).
+    if slot(tx, session, from)?.is_none() {
+        return Ok(from);
+    }
+    let mut stmt =
+        tx.prepare_cached("SELECT n, blank FROM lines WHERE session = ?1 AND n >= ?2 ORDER BY n")?;
+    let numbers = stmt
+        .query_map(params![sid(session), from as i64], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, bool>(1)?))
+        })?
+        .map_while(|n| n.ok());
+    Ok(rules::advance(from, numbers))
+}
+
+fn lifecycle_column(v: Option<String>) -> Option<Lifecycle> {
+    v.and_then(|s| serde_json::from_str(&s).ok())
+}
+
+pub(crate) const ROW: &str =
+    "SELECT id, owner, agent, cwd, repository, contiguous, lines, duplicates, conflicts, \
+    first_seen, last_seen, started, ended, notifications, has_usage_checkpoints FROM sessions";
+
+pub(crate) fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
+    let id: Vec<u8> = r.get(0)?;
+    let session = <[u8; 16]>::try_from(id.as_slice())
+        .map(SessionId::from_bytes)
+        .unwrap_or(SessionId::from_bytes([0; 16]));
+    Ok(SessionRow {
+        session,
+        owner: r.get(1)?,
+        agent: r.get(2)?,
+        cwd: r.get(3)?,
+        repository: r.get(4)?,
+        contiguous: r.get::<_, i64>(5)? as u64,
+        lines: r.get::<_, i64>(6)? as u64,
+        duplicates: r.get::<_, i64>(7)? as u64,
+        conflicts: r.get::<_, i64>(8)? as u64,
+        first_seen: r.get::<_, i64>(9)? as Millis,
+        last_seen: r.get::<_, i64>(10)? as Millis,
+        started: lifecycle_column(r.get(11)?),
+        ended: lifecycle_column(r.get(12)?),
+        notifications: r.get::<_, i64>(13)? as u64,
+        last_notification: None,
+        has_usage_checkpoints: r.get(14)?,
+    })
+}
+
+pub(crate) fn summary_of(conn: &Connection, mut row: SessionRow) -> rusqlite::Result<SessionSummary> {
+    let key = sid(row.session);
+    row.last_notification = conn
+        .prepare_cached("SELECT event FROM notifications WHERE session = ?1 ORDER BY rowid DESC LIMIT 1")?
+        .query_row([key], |r| r.get::<_, String>(0))
+        .optional()?
+        .and_then(|s| serde_json::from_str(&s).ok());
+    let shutdowns: Vec<Shutdown> = conn
+        .prepare_cached("SELECT usage FROM shutdowns WHERE session = ?1 ORDER BY n")?
+        .query_map([key], |r| r.get::<_, String>(0))?
+        .filter_map(|s| serde_json::from_str(&s.ok()?).ok())
+        .collect();
+    Ok(rules::summarize(row, &shutdowns))
+}
+
+impl Backend for Sqlite {
+    fn ingest(&self, batch: &Batch) -> Result<IngestReply, StorageError> {
+        rules::validate(batch)?;
+        let session = batch.session;
+        let key = sid(session);
+        self.write(|tx| {
+            claim(tx, session, &batch.writer, batch.now)?;
+            let (mut reply, mut conflicts, mut checkpoints) = (IngestReply::default(), 0u64, false);
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO lines (session, n, blank, id, text) VALUES (?1, ?2, 0, ?3, ?4) \
+                     ON CONFLICT (session, n) DO NOTHING",
+                )
+                .map_err(db)?;
+            for line in &batch.lines {
+                let n = line.number as i64;
+                let stored = if insert
+                    .execute(params![key, n, line.id.as_bytes(), line.text])
+                    .map_err(db)?
+                    == 1
+                {
+                    None
+                } else {
+                    Some(slot(tx, session, line.number).map_err(db)?.unwrap_or(Slot::Blank))
+                };
+                match rules::classify(stored, line.id) {
+                    LineOutcome::New | LineOutcome::ReplacesBlank => {
+                        if stored.is_some() {
+                            tx.execute(
+                                "UPDATE lines SET blank = 0, id = ?3, text = ?4 WHERE session = ?1 AND n = ?2",
+                                params![key, n, line.id.as_bytes(), line.text],
+                            )
+                            .map_err(db)?;
+                        }
+                        reply.new += 1;
+                        let (shutdown, checkpoint) = rules::line_facts(&line.text);
+                        checkpoints |= checkpoint;
+                        if let Some(s) = shutdown {
+                            let usage = serde_json::to_string(&s).unwrap_or_default();
+                            tx.execute(
+                                "INSERT INTO shutdowns (session, n, usage) VALUES (?1, ?2, ?3) \
+                                 ON CONFLICT DO NOTHING",
+                                params![key, n, usage],
+                            )
+                            .map_err(db)?;
+                        }
+                    }
+                    LineOutcome::Duplicate => reply.duplicates += 1,
+                    LineOutcome::Conflict => {
+                        reply.duplicates += 1;
+                        conflicts += tx
+                            .execute(
+                                "INSERT INTO conflicts (session, n, id, text, received_at) \
+                                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+                                params![key, n, line.id.as_bytes(), line.text, batch.now as i64],
+                            )
+                            .map_err(db)? as u64;
+                    }
+                }
+            }
+            let numbers: Vec<u64> = batch.lines.iter().map(|l| l.number).collect();
+            let mut blank = tx
+                .prepare_cached(
+                    "INSERT INTO lines (session, n, blank) VALUES (?1, ?2, 1) ON CONFLICT DO NOTHING",
+                )
+                .map_err(db)?;
+            for n in rules::admissible_blanks(&numbers, &batch.blanks)? {
+                blank.execute(params![key, n as i64]).map_err(db)?;
+            }
+            let old: i64 = tx
+                .query_row("SELECT contiguous FROM sessions WHERE id = ?1", [key], |r| r.get(0))
+                .map_err(db)?;
+            let contiguous = frontier(tx, session, old as u64).map_err(db)?;
+            tx.execute(
+                "UPDATE sessions SET contiguous = ?2, lines = lines + ?3, \
+                 duplicates = duplicates + ?4, conflicts = conflicts + ?5, \
+                 last_seen = max(last_seen, ?6), has_usage_checkpoints = has_usage_checkpoints OR ?7, \
+                 agent = coalesce(agent, ?8), repository = coalesce(?9, repository) WHERE id = ?1",
+                params![
+                    key,
+                    contiguous as i64,
+                    reply.new as i64,
+                    (reply.duplicates - conflicts) as i64,
+                    conflicts as i64,
+                    batch.now as i64,
+                    checkpoints,
+                    batch.vendor,
+                    batch.repository
+                ],
+            )
+            .map_err(db)?;
+            Ok(reply)
+        })
+    }
+
+    fn last_line(&self, session: SessionId) -> Result<i64, StorageError> {
+        let contiguous = self.read(|c| {
+            c.prepare_cached("SELECT contiguous FROM sessions WHERE id = ?1")?
+                .query_row([sid(session)], |r| r.get::<_, i64>(0))
+                .optional()
+        })?;
+        Ok(rules::last_line_of(contiguous.unwrap_or(0) as u64))
+    }
+
+    fn record_lifecycle(
+        &self,
+        session: SessionId,
+        kind: LifecycleKind,
+        event: &Lifecycle,
+        writer: &Principal,
+    ) -> Result<(), StorageError> {
+        let key = sid(session);
+        let json = serde_json::to_string(event).map_err(|e| StorageError::Invalid(e.to_string()))?;
+        self.write(|tx| {
+            claim(tx, session, writer, event.received_at)?;
+            let now = event.received_at as i64;
+            match kind {
+                LifecycleKind::Start => tx.execute(
+                    "UPDATE sessions SET started = ?2, cwd = coalesce(?3, cwd), last_seen = max(last_seen, ?4) WHERE id = ?1",
+                    params![key, json, event.cwd, now],
+                ),
+                LifecycleKind::End => tx.execute(
+                    "UPDATE sessions SET ended = ?2, cwd = coalesce(cwd, ?3), last_seen = max(last_seen, ?4) WHERE id = ?1",
+                    params![key, json, event.cwd, now],
+                ),
+                LifecycleKind::Notification => tx
+                    .execute(
+                        "INSERT INTO notifications (session, received_at, event) VALUES (?1, ?2, ?3)",
+                        params![key, now, json],
+                    )
+                    .and_then(|_| {
+                        tx.execute(
+                            "UPDATE sessions SET notifications = notifications + 1, last_seen = max(last_seen, ?2) WHERE id = ?1",
+                            params![key, now],
+                        )
+                    }),
+            }
+            .map_err(db)?;
+            Ok(())
+        })
+    }
+
+    fn summary(&self, session: SessionId) -> Result<Option<SessionSummary>, StorageError> {
+        self.read(|c| {
+            let Some(r) = c
+                .prepare_cached(&format!("{ROW} WHERE id = ?1"))?
+                .query_row([sid(session)], row)
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            summary_of(c, r).map(Some)
+        })
+    }
+
+    fn summaries(&self, limit: Option<u64>) -> Result<Vec<SessionSummary>, StorageError> {
+        self.read(|c| {
+            let limit = limit.map_or(-1, |l| l.min(i64::MAX as u64) as i64);
+            let rows: Vec<SessionRow> = c
+                .prepare_cached(&format!("{ROW} ORDER BY last_seen DESC LIMIT ?1"))?
+                .query_map([limit], row)?
+                .collect::<rusqlite::Result<_>>()?;
+            rows.into_iter().map(|r| summary_of(c, r)).collect()
+        })
+    }
+
+    fn lines(&self, session: SessionId) -> Result<SessionLines, StorageError> {
+        self.read(|c| {
+            let mut out = SessionLines::default();
+            let mut stmt = c.prepare_cached(
+                "SELECT n, id, text FROM lines WHERE session = ?1 AND blank = 0 ORDER BY n",
+            )?;
+            let rows = stmt.query_map([sid(session)], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })?;
+            for item in rows {
+                let (n, id, text) = item?;
+                let id = uuid::Uuid::from_slice(&id).unwrap_or_default();
+                out.lines.insert(n as u64, StoredLine { id, text });
+            }
+            if let Some((d, k)) = c
+                .query_row(
+                    "SELECT duplicates, conflicts FROM sessions WHERE id = ?1",
+                    [sid(session)],
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+                )
+                .optional()?
+            {
+                out.duplicates = d as u64;
+                out.conflicts = k as u64;
+            }
+            Ok(out)
+        })
+    }
+
+    fn session_ids(&self) -> Result<Vec<SessionId>, StorageError> {
+        self.read(|c| {
+            let ids = c
+                .prepare("SELECT id FROM sessions")?
+                .query_map([], |r| r.get::<_, Vec<u8>>(0))?
+                .filter_map(|id| <[u8; 16]>::try_from(id.ok()?.as_slice()).ok())
+                .map(SessionId::from_bytes)
+                .collect();
+            Ok(ids)
+        })
+    }
+
+    fn add_token(&self, name: &str, hash: &[u8; 32], now: Millis) -> Result<(), StorageError> {
+        self.write(|tx| {
+            let added = tx
+                .execute(
+                    "INSERT INTO tokens (name, hash, created_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                    params![name, hash.as_slice(), now as i64],
+                )
+                .map_err(db)?;
+            if added == 0 {
+                return Err(StorageError::Exists(format!(
+                    "a token named {name:?} already exists"
+                )));
+            }
+            Ok(())
+        })
+    }
+
+    fn token_name(&self, hash: &[u8; 32]) -> Result<Option<String>, StorageError> {
+        self.read(|c| {
+            c.prepare_cached("SELECT name FROM tokens WHERE hash = ?1")?
+                .query_row([hash.as_slice()], |r| r.get(0))
+                .optional()
+        })
+    }
+
+    fn has_tokens(&self) -> Result<bool, StorageError> {
+        self.read(|c| c.query_row("SELECT EXISTS (SELECT 1 FROM tokens)", [], |r| r.get(0)))
+    }
+
+    fn describe(&self) -> String {
+        format!("SQLite at {}", self.path.display())
+    }
+}
