@@ -40,6 +40,9 @@ enum Cmd {
         /// How long after the hook returns Copilot appends session.shutdown.
         #[arg(long, default_value_t = 600)]
         shutdown_delay_ms: u64,
+        /// Keep the embedded server up after the demo, so its web UI can be browsed (Ctrl-C stops).
+        #[arg(long)]
+        keep_serving: bool,
     },
     /// Finalize one ended Copilot session (spawned by the sessionEnd hook). Detaches into its own
     /// session unless --foreground, logs to <KCAP_HOME>/logs/<session>.log, always exits 0.
@@ -191,11 +194,13 @@ fn main() -> ExitCode {
             Cmd::Demo {
                 transcript,
                 shutdown_delay_ms,
+                keep_serving,
             } => {
                 logging::to_stderr();
                 let args = demo::DemoArgs {
                     transcript,
                     shutdown_delay: Duration::from_millis(shutdown_delay_ms),
+                    keep_serving,
                 };
                 match demo::run(args).await {
                     Ok(()) => 0,
