@@ -10,6 +10,8 @@ use axum::response::{IntoResponse, Response};
 pub const CSS: &str = include_str!("assets/app.css");
 /// The live-update script (the only script the pages load).
 pub const JS: &str = include_str!("assets/live.js");
+/// The page icon (without one, browsers ask for /favicon.ico and log a 404).
+pub const ICON: &str = include_str!("assets/icon.svg");
 
 fn version() -> &'static str {
     static VERSION: OnceLock<String> = OnceLock::new();
@@ -17,6 +19,7 @@ fn version() -> &'static str {
         let mut h = blake3::Hasher::new();
         h.update(CSS.as_bytes());
         h.update(JS.as_bytes());
+        h.update(ICON.as_bytes());
         h.finalize().to_hex()[..12].to_string()
     })
 }
@@ -31,11 +34,17 @@ pub fn js_url() -> String {
     format!("/assets/live.js?v={}", version())
 }
 
+/// The icon's URL.
+pub fn icon_url() -> String {
+    format!("/assets/icon.svg?v={}", version())
+}
+
 /// Serves `/assets/{name}`.
 pub fn serve(name: &str) -> Response {
     let (body, kind) = match name {
         "app.css" => (CSS, "text/css; charset=utf-8"),
         "live.js" => (JS, "text/javascript; charset=utf-8"),
+        "icon.svg" => (ICON, "image/svg+xml"),
         _ => return (StatusCode::NOT_FOUND, "no such asset").into_response(),
     };
     let mut response = body.into_response();

@@ -49,9 +49,10 @@ pub fn page(shell: &Shell<'_>, content: Markup) -> Markup {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
-                meta name="referrer" content="no-referrer";
+                meta name="referrer" content="same-origin";
                 title { (shell.title) " · kcap" }
                 link rel="stylesheet" href=(assets::css_url());
+                link rel="icon" type="image/svg+xml" href=(assets::icon_url());
                 @if shell.script {
                     script src=(assets::js_url()) defer {}
                 }
@@ -91,7 +92,9 @@ pub fn security_headers(headers: &mut HeaderMap) {
     };
     set(headers, header::CONTENT_SECURITY_POLICY, CSP);
     set(headers, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
-    set(headers, header::REFERRER_POLICY, "no-referrer");
+    // Not no-referrer: under it browsers send `Origin: null` on same-origin form posts, and the
+    // login form's origin check must see this server. Other sites still learn nothing.
+    set(headers, header::REFERRER_POLICY, "same-origin");
     set(headers, header::X_FRAME_OPTIONS, "DENY");
     set(headers, header::CACHE_CONTROL, "no-store");
 }
