@@ -230,7 +230,7 @@ fn compare(server: &Server, session: SessionId, text: &str) -> (String, usize) {
                 "post-hook tail: session.shutdown (line {n}) is on the server\n\n"
             ));
             out.push_str("token usage the server folded from it:\n");
-            if let Ok(Some(summary)) = server.storage().run_detached(|b| b.summary(session)) {
+            if let Ok(Some(summary)) = server.storage().summary(session) {
                 out.push_str(&crate::cli::serve::usage_table(&summary.usage));
             }
         }

@@ -45,8 +45,8 @@ pub struct ServeArgs {
     /// before serving. Lines already present are kept once.
     #[arg(long, value_name = "DIR")]
     pub import_sled: Option<PathBuf>,
-    /// Seconds a client has to finish sending a request head it started (slow-header clients
-    /// are cut off).
+    /// Seconds a client has to send a complete request head, counted from when the connection
+    /// opened or the head's first byte arrived (half-open and slow-header clients are cut off).
     #[arg(long, default_value = "10", value_parser = seconds, value_name = "SECONDS")]
     pub header_timeout: Duration,
     /// Seconds a request body may take to arrive in full (408 after).
@@ -55,17 +55,21 @@ pub struct ServeArgs {
     /// Seconds a keep-alive connection may sit without a request before it is closed.
     #[arg(long, default_value = "30", value_parser = seconds, value_name = "SECONDS")]
     pub idle_timeout: Duration,
-    /// Open connections at most; more wait in the kernel's queue until one closes.
-    #[arg(long, default_value_t = 1024)]
+    /// Open connections at most (lowered to fit the open-files limit, which is raised to its
+    /// maximum); more wait in the kernel's queue until one closes.
+    #[arg(long, default_value_t = 4096)]
     pub max_connections: usize,
-    /// Transcript batches stored at once at most (a body over 16 MiB takes all slots), so
-    /// memory follows batch size × this, not store size. Waiting longer than 30 s gets a 503.
+    /// Batches of up to 16 MiB read and stored at once at most, so memory follows batch size ×
+    /// this, not store size. A batch waiting longer than 30 s for a slot gets a 503 (retry).
     #[arg(long, default_value_t = 8)]
     pub max_ingest: usize,
+    /// Bytes that bodies over 16 MiB may hold at once, all together (they are parsed as they
+    /// arrive, each chunk taking its share first). Never below --max-body.
+    #[arg(long, default_value_t = 256 * 1024 * 1024)]
+    pub large_body_budget: u64,
     /// Largest transcript batch body in bytes (413 above; kcap clients then split the batch).
-    /// Large enough by default for a client that sends a whole 195 MB session in one request;
-    /// bodies over 16 MiB are parsed as they arrive.
-    #[arg(long, default_value_t = 512 * 1024 * 1024)]
+    /// Large enough by default for a client that sends a whole 195 MB session in one request.
+    #[arg(long, default_value_t = 256 * 1024 * 1024)]
     pub max_body: u64,
 }
 
@@ -93,6 +97,7 @@ impl ServeArgs {
             idle_timeout: self.idle_timeout,
             max_connections: self.max_connections.max(1),
             max_ingest: self.max_ingest.max(1),
+            large_body_budget: self.large_body_budget,
             max_body: self.max_body,
             ..Limits::default()
         }

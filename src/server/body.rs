@@ -67,12 +67,19 @@ pub async fn collect_discarding(mut body: Body, timeout: Duration) -> Result<(),
     Ok(())
 }
 
+/// Units of the large-body memory budget.
+pub const BUDGET_UNIT: u64 = 64 * 1024;
+
 /// Feeds a body, chunk by chunk, to `parse` running on a blocking thread; returns what `parse`
 /// returned, or why the body failed (then `parse` sees a truncated stream and fails too).
+/// Every chunk first takes its size from `budget` (in [`BUDGET_UNIT`]s), held until the reply:
+/// all large bodies together never hold more than the budget, and a client that stops sending
+/// holds only what it sent, until the body timeout.
 pub async fn stream_into<T: Send + 'static>(
     mut body: Body,
     max: u64,
     timeout: Duration,
+    budget: std::sync::Arc<tokio::sync::Semaphore>,
     parse: impl FnOnce(&mut dyn Read) -> T + Send + 'static,
 ) -> Result<T, BodyError> {
     let deadline = Instant::now() + timeout;
@@ -89,11 +96,24 @@ pub async fn stream_into<T: Send + 'static>(
         parse(&mut reader)
     });
     let mut total = 0u64;
+    let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
     let fed = async {
         while let Some(data) = next_frame(&mut body, deadline, timeout).await? {
+            let units =
+                ((total + data.len() as u64).div_ceil(BUDGET_UNIT) - total.div_ceil(BUDGET_UNIT)) as u32;
             total += data.len() as u64;
             if total > max {
                 return Err(BodyError::TooLarge(max));
+            }
+            if units > 0 {
+                let permit = tokio::time::timeout_at(deadline, budget.clone().acquire_many_owned(units))
+                    .await
+                    .map_err(|_| BodyError::TimedOut(timeout))?
+                    .map_err(|_| BodyError::Broken("server stopping".into()))?;
+                match held.as_mut() {
+                    Some(h) => h.merge(permit),
+                    None => held = Some(permit),
+                }
             }
             if tx.send(data).await.is_err() {
                 // The parser stopped early (malformed JSON): its error is the answer.
@@ -107,6 +127,7 @@ pub async fn stream_into<T: Send + 'static>(
     let parsed = parser
         .await
         .map_err(|e| BodyError::Broken(format!("parser failed: {e}")))?;
+    drop(held);
     fed.map(|()| parsed)
 }
 

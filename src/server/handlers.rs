@@ -131,13 +131,9 @@ fn body_error(e: BodyError) -> Response {
     }
 }
 
-fn parse_session(raw: &str) -> Result<SessionId, Response> {
-    raw.parse::<SessionId>().map_err(|_| {
-        error(
-            StatusCode::BAD_REQUEST,
-            "session id must be a UUID (dashed or dashless)",
-        )
-    })
+fn parse_session(raw: &str) -> Result<SessionId, StorageError> {
+    raw.parse::<SessionId>()
+        .map_err(|_| StorageError::Invalid("session id must be a UUID (dashed or dashless)".into()))
 }
 
 /// NUL cannot be stored in PostgreSQL text; hostile hook fields must not make a 500.
@@ -159,7 +155,7 @@ async fn auth_config(State(shared): State<Arc<Shared>>) -> Json<AuthConfig> {
 async fn last_line(State(shared): State<Arc<Shared>>, Path(sid): Path<String>) -> Response {
     let session = match parse_session(&sid) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(e) => return storage_error(e),
     };
     match shared.storage.run(move |b| b.last_line(session)).await {
         Ok(last) => Json(LastLine {
@@ -197,7 +193,7 @@ async fn list_sessions(State(shared): State<Arc<Shared>>, request: Request) -> R
 async fn one_session(State(shared): State<Arc<Shared>>, Path(sid): Path<String>) -> Response {
     let session = match parse_session(&sid) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(e) => return storage_error(e),
     };
     match shared.storage.run(move |b| b.summary(session)).await {
         Ok(Some(summary)) => Json(summary).into_response(),
@@ -288,35 +284,45 @@ async fn transcript(
     if let Some(declared) = declared.filter(|d| *d > limits.max_body) {
         return refuse_oversize(body, declared, &shared).await;
     }
-    // A large (or unsized) body takes every ingest slot: memory stays one large batch, or
-    // `max_ingest` small ones.
+    // Small bodies take one of `max_ingest` slots; large (or unsized) ones take their bytes
+    // from the large-body budget as they arrive (see body::stream_into).
     let large = declared.is_none_or(|d| d > body::STREAM_ABOVE);
-    let slots = if large { limits.max_ingest.max(1) as u32 } else { 1 };
-    let permit = match tokio::time::timeout(
-        limits.ingest_queue_timeout,
-        shared.ingest_slots.clone().acquire_many_owned(slots),
-    )
-    .await
-    {
-        Ok(Ok(p)) => p,
-        _ => {
-            let mut r = error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the server is busy storing other batches; retry",
-            );
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-            return r;
+    let permit = if large {
+        None
+    } else {
+        match tokio::time::timeout(
+            limits.ingest_queue_timeout,
+            shared.ingest_slots.clone().acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(p)) => Some(p),
+            _ => {
+                let mut r = error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the server is busy storing other batches; retry",
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+                return r;
+            }
         }
     };
     let storage = shared.storage.clone();
     let outcome = if large {
-        body::stream_into(body, limits.max_body, limits.body_timeout, move |reader| {
-            let batch: TranscriptBatch = serde_json::from_reader(reader)
-                .map_err(|e| StorageError::Invalid(format!("malformed batch: {e}")))?;
-            let batch = to_batch(batch, writer)?;
-            storage.backend().ingest(&batch)
-        })
+        let budget = shared.large_body_budget.clone();
+        body::stream_into(
+            body,
+            limits.max_body,
+            limits.body_timeout,
+            budget,
+            move |reader| {
+                let batch: TranscriptBatch = serde_json::from_reader(reader)
+                    .map_err(|e| StorageError::Invalid(format!("malformed batch: {e}")))?;
+                let batch = to_batch(batch, writer)?;
+                storage.backend().ingest(&batch)
+            },
+        )
         .await
     } else {
         match body::collect(body, limits.max_body, limits.body_timeout).await {
@@ -343,9 +349,9 @@ async fn transcript(
 }
 
 /// A hook payload: a JSON object naming its session as `session_id` or `sessionId`.
-fn lifecycle_of(body: &[u8], detail_key: &str) -> Result<(SessionId, Lifecycle), Response> {
-    let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("malformed JSON: {e}")))?;
+fn lifecycle_of(body: &[u8], detail_key: &str) -> Result<(SessionId, Lifecycle), StorageError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| StorageError::Invalid(format!("malformed JSON: {e}")))?;
     let text = |key: &str| {
         value
             .get(key)
@@ -354,7 +360,7 @@ fn lifecycle_of(body: &[u8], detail_key: &str) -> Result<(SessionId, Lifecycle),
     };
     let sid = text("session_id")
         .or_else(|| text("sessionId"))
-        .ok_or_else(|| error(StatusCode::BAD_REQUEST, "session_id is required"))?;
+        .ok_or_else(|| StorageError::Invalid("session_id is required".into()))?;
     let session = parse_session(&sid)?;
     let detail = value.get(detail_key).map(|v| match v {
         serde_json::Value::String(s) => clean(s.clone()),
@@ -380,7 +386,7 @@ async fn record(
 ) -> Response {
     let (session, event) = match lifecycle_of(body, detail_key) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(e) => return storage_error(e),
     };
     match shared
         .storage

@@ -4,8 +4,9 @@
 //! thousand half-open connections used to lock everyone out. Here each connection is served by
 //! hyper directly, wrapped so that a watchdog knows when it last did something:
 //!
-//! - idle between requests (or before the first) longer than `idle_timeout`: closed;
-//! - a request head started but not complete within `header_timeout`: closed (slowloris);
+//! - idle between requests longer than `idle_timeout`: closed;
+//! - no complete request head within `header_timeout` of the connection opening or of the
+//!   head's first byte: closed (half-open connections, slowloris);
 //! - a request in flight: its handler bounds the body (size and time).
 //!
 //! At most `max_connections` are open; further clients wait in the kernel's backlog until one
@@ -33,6 +34,8 @@ struct Activity {
     idle_since: AtomicU64,
     /// When the first byte after `idle_since` arrived, +1 (0: none yet).
     head_started: AtomicU64,
+    /// Requests answered on this connection.
+    served: AtomicU64,
 }
 
 struct Watched {
@@ -162,6 +165,7 @@ async fn connection(stream: TcpStream, app: Router, limits: Limits, mut stop: wa
                 .idle_since
                 .store(opened.elapsed().as_millis() as u64, Ordering::Release);
             activity.head_started.store(0, Ordering::Release);
+            activity.served.fetch_add(1, Ordering::AcqRel);
             activity.in_flight.fetch_sub(1, Ordering::AcqRel);
             response
         }
@@ -194,10 +198,14 @@ async fn connection(stream: TcpStream, app: Router, limits: Limits, mut stop: wa
                 }
                 let now = opened.elapsed().as_millis() as u64;
                 let head = activity.head_started.load(Ordering::Acquire);
+                let since = |t: u64| now.saturating_sub(t) as u128;
                 let expired = if head > 0 {
-                    now + 1 - head > limits.header_timeout.as_millis() as u64
+                    since(head - 1) > limits.header_timeout.as_millis()
+                } else if activity.served.load(Ordering::Acquire) == 0 {
+                    // A new connection owes its first request head within the header timeout.
+                    since(0) > limits.header_timeout.as_millis()
                 } else {
-                    now - activity.idle_since.load(Ordering::Acquire).min(now) > limits.idle_timeout.as_millis() as u64
+                    since(activity.idle_since.load(Ordering::Acquire)) > limits.idle_timeout.as_millis()
                 };
                 if expired {
                     tracing::debug!(head_started = head > 0, "closing a connection that timed out");

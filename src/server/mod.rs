@@ -33,9 +33,11 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Open connections at most; more wait in the kernel's backlog.
     pub max_connections: usize,
-    /// Transcript batches stored at once at most; a body over [`body::STREAM_ABOVE`] bytes takes
-    /// every slot, so memory is bounded by max(this × 16 MiB, one large body).
+    /// Batches of at most [`body::STREAM_ABOVE`] bytes read and stored at once at most.
     pub max_ingest: usize,
+    /// Bytes that larger bodies may hold at once, all together (they are parsed as they
+    /// arrive); with `max_ingest` × 16 MiB this bounds the memory of bodies.
+    pub large_body_budget: u64,
     /// How long a batch may wait for an ingest slot before a 503 (the client retries).
     pub ingest_queue_timeout: Duration,
     /// Largest transcript batch body, in bytes (413 above: the client splits its batch).
@@ -52,10 +54,11 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(120),
             idle_timeout: Duration::from_secs(30),
-            max_connections: 1024,
+            max_connections: 4096,
             max_ingest: 8,
+            large_body_budget: 256 * 1024 * 1024,
             ingest_queue_timeout: Duration::from_secs(30),
-            max_body: 512 * 1024 * 1024,
+            max_body: 256 * 1024 * 1024,
             max_hook_body: 1024 * 1024,
             shutdown_grace: Duration::from_secs(4),
         }
@@ -85,6 +88,7 @@ pub struct Shared {
     gate: auth::Gate,
     limits: Limits,
     ingest_slots: Arc<Semaphore>,
+    large_body_budget: Arc<Semaphore>,
     faults: Mutex<VecDeque<Fault>>,
     requests: Mutex<u64>,
     first_request_at: Mutex<Option<crate::machine::Millis>>,
@@ -101,9 +105,15 @@ pub struct Server {
 }
 
 impl Server {
-    /// Serves on `addr` (port 0 picks a free one) with a temporary store, until stopped.
+    /// Serves on `addr` (port 0 picks a free one) with a temporary store, until stopped. The
+    /// body limit is the sled-era server's 32 MiB (the demo and tests exercise the client's
+    /// 413 paths against it); `kcap serve` defaults to [`Limits::default`].
     pub async fn start(addr: SocketAddr, token: Option<String>) -> std::io::Result<Server> {
-        Self::start_with_limits(addr, token, Limits::default()).await
+        let limits = Limits {
+            max_body: 32 * 1024 * 1024,
+            ..Limits::default()
+        };
+        Self::start_with_limits(addr, token, limits).await
     }
 
     /// Like [`Server::start`], with the given limits.
@@ -125,6 +135,10 @@ impl Server {
             storage,
             gate: auth::Gate::new(options.token),
             ingest_slots: Arc::new(Semaphore::new(limits.max_ingest.max(1))),
+            large_body_budget: Arc::new(Semaphore::new(
+                (limits.large_body_budget.max(limits.max_body) / body::BUDGET_UNIT + 1)
+                    .min(Semaphore::MAX_PERMITS as u64) as usize,
+            )),
             limits: limits.clone(),
             faults: Mutex::new(VecDeque::new()),
             requests: Mutex::new(0),

@@ -1,84 +1,116 @@
-//! Server ingest: one client sends real transcript lines to a `kcap serve` process in batches of
-//! 1,000 lines, each acknowledged (flushed) before the next. Reports lines/s and MB/s of line
-//! content, and the server's peak RSS (VmHWM) after a small and a large ingest, to show that
-//! memory follows the batch size, not the store size.
+//! Server ingest: real transcript lines in 1,000-line batches from 1, 8 and 64 concurrent
+//! clients (each its own session) into `kcap serve` processes: SQLite, and PostgreSQL with one
+//! and two replicas on a throwaway cluster. Reports MB/s of line content, lines/s, p50/p99
+//! acknowledgement latency and the servers' peak RSS (VmHWM), each next to its target; then
+//! the published client's one-request tail: a ~195 MB session in a single POST.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kcap::ids::{event_id, SessionId};
 
+#[path = "../../../tests/common/postgres.rs"]
+#[allow(dead_code)]
+mod pg_cluster;
+
+/// A loopback port with nothing listening (the cluster helper's `super::free_port`).
+fn free_port() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+}
+
 struct Figures {
     mb: f64,
-    lines: usize,
+    lines: u64,
     seconds: f64,
+    p50_ms: f64,
+    p99_ms: f64,
     peak_rss_kb: i64,
+    errors: u64,
 }
 
-pub async fn run(sample: &Path, mb: u64) -> Result<bool, String> {
-    let text = std::fs::read_to_string(sample).map_err(|e| format!("{}: {e}", sample.display()))?;
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    println!("\nkcap-bench: ingest into `kcap serve` (sled on disk), one client, 1,000-line batches\n");
-    let small = measure(&lines, (mb / 10).max(1)).await?;
-    let big = measure(&lines, mb).await?;
-    println!(
-        "| figure | {} MB ingested | {} MB ingested | target |",
-        big.mb.round(),
-        small.mb.round()
-    );
-    println!("|---|---|---|---|");
-    println!(
-        "| throughput | {:.0} MB/s, {:.0} lines/s | {:.0} MB/s, {:.0} lines/s | ≥ 100 MB/s |",
-        big.mb / big.seconds,
-        big.lines as f64 / big.seconds,
-        small.mb / small.seconds,
-        small.lines as f64 / small.seconds
-    );
-    println!(
-        "| server peak RSS | {:.1} MB | {:.1} MB | bounded by batch size, not store size |",
-        big.peak_rss_kb as f64 / 1024.0,
-        small.peak_rss_kb as f64 / 1024.0
-    );
-    println!(
-        "| RSS ratio, big / small | {:.2} for {:.0}x the data | | ≈ 1 |",
-        big.peak_rss_kb as f64 / small.peak_rss_kb.max(1) as f64,
-        big.mb / small.mb
-    );
-    Ok(true)
+/// Running `kcap serve` processes on one store.
+struct Servers {
+    children: Vec<Child>,
+    urls: Vec<String>,
+    _scratch: tempfile::TempDir,
 }
 
-async fn measure(sample: &[&str], mb: u64) -> Result<Figures, String> {
-    let scratch = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| e.to_string())?;
-    let kcap = std::env::current_exe()
-        .map_err(|e| e.to_string())?
-        .with_file_name("kcap");
-    let child = Command::new(&kcap)
-        .args(["serve", "--addr", &addr.to_string(), "--data-dir"])
-        .arg(scratch.path())
-        .env_remove("KCAP_SERVER_TOKEN")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", kcap.display()))?;
-    let url = format!("http://{addr}");
-    let http = reqwest::Client::new();
-    for _ in 0..250 {
-        if http.get(format!("{url}/auth/config")).send().await.is_ok() {
-            break;
+impl Servers {
+    fn start(database: Option<&str>, replicas: usize) -> Result<Servers, String> {
+        let scratch = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let kcap = std::env::current_exe()
+            .map_err(|e| e.to_string())?
+            .with_file_name("kcap");
+        let (mut children, mut urls) = (Vec::new(), Vec::new());
+        for _ in 0..replicas {
+            let addr = free_port();
+            let mut cmd = Command::new(&kcap);
+            cmd.args(["serve", "--addr", &addr.to_string()]);
+            match database {
+                Some(url) => cmd.args(["--database", url]),
+                None => cmd.arg("--data-dir").arg(scratch.path()),
+            };
+            let child = cmd
+                .env_remove("KCAP_SERVER_TOKEN")
+                .env_remove("KCAP_DATABASE_URL")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("cannot start {}: {e}", kcap.display()))?;
+            children.push(child);
+            urls.push(format!("http://{addr}"));
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        Ok(Servers {
+            children,
+            urls,
+            _scratch: scratch,
+        })
     }
 
-    // Bodies are encoded before the clock starts: this measures the server, not the encoder.
+    async fn wait_up(&self) -> Result<(), String> {
+        let http = reqwest::Client::new();
+        for url in &self.urls {
+            let mut up = false;
+            for _ in 0..500 {
+                if http.get(format!("{url}/auth/config")).send().await.is_ok() {
+                    up = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if !up {
+                return Err(format!("kcap serve did not come up at {url}"));
+            }
+        }
+        Ok(())
+    }
+
+    fn peak_rss_kb(&self) -> i64 {
+        self.children
+            .iter()
+            .filter_map(|c| vm_hwm_kb(c.id()))
+            .max()
+            .unwrap_or(-1)
+    }
+
+    fn stop(self) {
+        for child in self.children {
+            stop(child);
+        }
+    }
+}
+
+/// 1,000-line batch bodies for one client's session, about `mb` megabytes of lines.
+fn bodies(sample: &[&str], mb: f64) -> (Vec<Vec<u8>>, usize, u64) {
     let session = SessionId::new_random();
-    let mut bodies = Vec::new();
+    let mut out = Vec::new();
     let (mut bytes, mut n) = (0usize, 0u64);
-    while bytes < (mb * 1_000_000) as usize {
+    while (bytes as f64) < mb * 1e6 {
         let chunk: Vec<(u64, &str)> = (0..1000)
             .map(|i| (n + i, sample[(n + i) as usize % sample.len()]))
             .collect();
@@ -91,32 +123,168 @@ async fn measure(sample: &[&str], mb: u64) -> Result<Figures, String> {
             "event_ids": chunk.iter().map(|(n, l)| event_id(&session, *n, l.as_bytes())).collect::<Vec<_>>(),
             "vendor": "copilot",
         });
-        bodies.push(serde_json::to_vec(&body).map_err(|e| e.to_string())?);
+        out.push(serde_json::to_vec(&body).unwrap_or_default());
     }
+    (out, bytes, n)
+}
+
+async fn measure(servers: &Servers, sample: &[&str], mb: u64, clients: usize) -> Result<Figures, String> {
+    // Bodies are encoded before the clock starts: this measures the server, not the encoder.
+    let per_client = mb as f64 / clients as f64;
+    let work: Vec<_> = (0..clients).map(|_| bodies(sample, per_client)).collect();
+    let (bytes, lines) = work
+        .iter()
+        .fold((0usize, 0u64), |(b, l), w| (b + w.1, l + w.2));
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .pool_max_idle_per_host(128)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let started = Instant::now();
-    for body in bodies {
-        let resp = http
-            .post(format!("{url}/hooks/transcript"))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        if !resp.status().is_success() {
-            return Err(format!("server answered {}", resp.status()));
-        }
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, (bodies, _, _)) in work.into_iter().enumerate() {
+        let (http, url) = (http.clone(), servers.urls[i % servers.urls.len()].clone());
+        let (latencies, errors) = (latencies.clone(), errors.clone());
+        tasks.spawn(async move {
+            for body in bodies {
+                let sent = Instant::now();
+                let ok = http
+                    .post(format!("{url}/hooks/transcript"))
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                if !ok {
+                    errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                let ms = sent.elapsed().as_secs_f64() * 1000.0;
+                latencies.lock().unwrap_or_else(|p| p.into_inner()).push(ms);
+            }
+        });
     }
+    while tasks.join_next().await.is_some() {}
     let seconds = started.elapsed().as_secs_f64();
-    // The server's own high-water mark: wait4's ru_maxrss would also count the time between fork
-    // and exec, when the child still shares this (large) bench process's memory.
-    let peak_rss_kb = vm_hwm_kb(child.id()).ok_or("cannot read the server's VmHWM")?;
-    stop(child)?;
+    let mut l = latencies.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    l.sort_by(f64::total_cmp);
+    let pct = |p: f64| l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1))).copied().unwrap_or(0.0);
     Ok(Figures {
         mb: bytes as f64 / 1e6,
-        lines: n as usize,
+        lines,
         seconds,
-        peak_rss_kb,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        peak_rss_kb: servers.peak_rss_kb(),
+        errors: errors.load(std::sync::atomic::Ordering::Relaxed),
     })
+}
+
+fn row(backend: &str, clients: usize, f: &Figures, target: &str) {
+    println!(
+        "| {backend} | {clients} | {:.0} MB/s, {:.0} lines/s | {:.0} / {:.0} ms | {:.0} MB | {} | {target} |",
+        f.mb / f.seconds,
+        f.lines as f64 / f.seconds,
+        f.p50_ms,
+        f.p99_ms,
+        f.peak_rss_kb as f64 / 1024.0,
+        f.errors
+    );
+}
+
+/// Runs one backend at 1, 8 and 64 clients; returns false if any request failed.
+async fn backend(name: &str, database: Option<&str>, replicas: usize, sample: &[&str], mb: u64, mb_per_s: f64) -> Result<bool, String> {
+    let mut ok = true;
+    let mut one = 0.0;
+    for clients in [1, 8, 64] {
+        // A fresh server (and store) per row, so RSS is per run.
+        let servers = Servers::start(database, replicas)?;
+        servers.wait_up().await?;
+        let f = measure(&servers, sample, mb, clients).await?;
+        servers.stop();
+        let rate = f.mb / f.seconds;
+        let target = match clients {
+            1 => {
+                one = rate;
+                format!("≥ {mb_per_s:.0} MB/s")
+            }
+            _ => format!(
+                "no error; ≥ 0.8× one client ({:.2}×){}",
+                rate / one,
+                if clients == 64 { "; p99 ≤ 250 ms" } else { "" }
+            ),
+        };
+        ok &= f.errors == 0;
+        row(name, clients, &f, &target);
+    }
+    Ok(ok)
+}
+
+pub async fn run(sample: &Path, mb: u64) -> Result<bool, String> {
+    let text = std::fs::read_to_string(sample).map_err(|e| format!("{}: {e}", sample.display()))?;
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    println!("\nkcap-bench: ingest into `kcap serve`, {mb} MB per row, 1,000-line batches, each client its own session\n");
+    println!("| backend | clients | throughput | p50 / p99 ack | server peak RSS | errors | target |");
+    println!("|---|---|---|---|---|---|---|");
+    let mut ok = backend("SQLite", None, 1, &lines, mb, 150.0).await?;
+    match pg_cluster::Cluster::start("kcap-bench ingest on PostgreSQL") {
+        Some(cluster) => {
+            for replicas in [1, 2] {
+                let url = cluster.database();
+                let name = format!("PostgreSQL, {replicas} replica{}", if replicas > 1 { "s" } else { "" });
+                ok &= backend(&name, Some(&url), replicas, &lines, mb, 60.0).await?;
+            }
+        }
+        None => println!("| PostgreSQL | - | skipped: no PostgreSQL binaries | | | | ≥ 60 MB/s |"),
+    }
+    println!("\nRSS is bounded by batch size × concurrency, not store size, when the 64-client rows stay near the 1-client rows.");
+    ok &= one_request_tail(&lines).await?;
+    Ok(ok)
+}
+
+/// The published client sends a session's whole tail in one POST: ~195 MB must be stored whole
+/// with the server's RSS ≤ 512 MB.
+async fn one_request_tail(sample: &[&str]) -> Result<bool, String> {
+    let servers = Servers::start(None, 1)?;
+    servers.wait_up().await?;
+    let session = SessionId::new_random();
+    let (mut lines, mut numbers, mut bytes) = (Vec::new(), Vec::new(), 0usize);
+    while bytes < 195_000_000 {
+        let l = sample[numbers.len() % sample.len()];
+        bytes += l.len();
+        numbers.push(numbers.len() as u64);
+        lines.push(l);
+    }
+    // No event_ids, as the published client sends it: the server derives them.
+    let body = serde_json::to_vec(&serde_json::json!({
+        "session_id": session.dashless(), "lines": lines, "line_numbers": numbers, "vendor": "copilot"
+    }))
+    .map_err(|e| e.to_string())?;
+    let body_mb = body.len() as f64 / 1e6;
+    let started = Instant::now();
+    let resp = reqwest::Client::builder()
+        .timeout(Duration::from_secs(600))
+        .build()
+        .map_err(|e| e.to_string())?
+        .post(format!("{}/hooks/transcript", servers.urls[0]))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let reply: serde_json::Value = resp.json().await.unwrap_or_default();
+    let seconds = started.elapsed().as_secs_f64();
+    let rss = servers.peak_rss_kb() as f64 / 1024.0;
+    servers.stop();
+    let stored = reply["new"].as_u64().unwrap_or(0);
+    println!(
+        "\n| one-request tail | {:.0} MB of lines ({body_mb:.0} MB body), {} lines | HTTP {status}, {stored} new, {seconds:.1} s | server peak RSS {rss:.0} MB | target: stored whole, RSS ≤ 512 MB |",
+        bytes as f64 / 1e6,
+        numbers.len()
+    );
+    Ok(status.is_success() && stored == numbers.len() as u64 && rss <= 512.0)
 }
 
 /// Peak resident set of a live process since its exec, from /proc.
@@ -126,18 +294,9 @@ fn vm_hwm_kb(pid: u32) -> Option<i64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// SIGTERM, and wait for the server to flush and exit.
-fn stop(child: Child) -> Result<i64, String> {
-    let pid = child.id() as libc::pid_t;
-    // SAFETY: signalling and reaping our own child with valid pointers.
-    unsafe {
-        libc::kill(pid, libc::SIGTERM);
-        let mut status = 0;
-        let mut usage: libc::rusage = std::mem::zeroed();
-        if libc::wait4(pid, &mut status, 0, &mut usage) != pid {
-            return Err(format!("wait4: {}", std::io::Error::last_os_error()));
-        }
-        std::mem::forget(child);
-        Ok(usage.ru_maxrss)
-    }
+/// SIGTERM, and wait for the server to exit.
+fn stop(mut child: Child) {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let _ = child.wait();
 }

@@ -226,11 +226,7 @@ async fn measure(
     loop {
         let exited_already = exited.is_finished();
         if shutdown_on_server.is_none()
-            && server
-                .storage()
-                .run_detached(|b| b.last_line(session))
-                .unwrap_or(-1)
-                >= shutdown_line as i64
+            && server.storage().last_line(session).unwrap_or(-1) >= shutdown_line as i64
         {
             shutdown_on_server = Some(appended.elapsed());
         }

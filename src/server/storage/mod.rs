@@ -275,6 +275,16 @@ impl Storage {
             .map_err(|e| StorageError::Database(format!("storage task failed: {e}")))?
     }
 
+    /// A session's summary, from anywhere (tests and the demo; never on a request path).
+    pub fn summary(&self, session: SessionId) -> Result<Option<SessionSummary>, StorageError> {
+        self.run_detached(|b| b.summary(session))
+    }
+
+    /// A session's `last-line`, from anywhere (tests and benchmarks; never on a request path).
+    pub fn last_line(&self, session: SessionId) -> Result<i64, StorageError> {
+        self.run_detached(|b| b.last_line(session))
+    }
+
     /// Runs a blocking call on a thread of its own and waits: callable from anywhere, async
     /// code included (test helpers; never on a request path).
     pub fn run_detached<T: Send>(
