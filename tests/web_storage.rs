@@ -251,3 +251,46 @@ async fn postgres() {
     let storage = Storage::postgres(&url).unwrap();
     the_web_ui_reads_what_was_stored(storage).await;
 }
+
+#[test]
+fn the_sqlite_search_index_resumes_where_it_stopped_after_a_restart() {
+    use kcap::ids::event_id;
+    use kcap::server::storage::{Batch, IncomingLine, Principal};
+    use kcap::server::web::model::Paging;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kcap.db");
+    let sid = SessionId::new_random();
+    let store = |first: u64, words: &[&str]| {
+        let storage = Storage::sqlite(&path).unwrap();
+        let lines = words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let text = ev("user.message", serde_json::json!({ "content": w }));
+                let number = first + i as u64;
+                IncomingLine {
+                    number,
+                    id: event_id(&sid, number, text.as_bytes()),
+                    text,
+                }
+            })
+            .collect();
+        let batch = Batch {
+            session: sid,
+            lines,
+            blanks: Vec::new(),
+            vendor: None,
+            repository: None,
+            writer: Principal::Anonymous,
+            now: 1,
+        };
+        storage.backend().ingest(&batch).unwrap();
+        let reads = storage.reads();
+        let indexed = indexer::catch_up(&*reads).unwrap();
+        let hits = |q: &str| reads.search_lines(q, Paging::new(0, 10)).unwrap().len();
+        (indexed, hits("alpha"), hits("omega"))
+    };
+    assert_eq!(store(0, &["alpha one", "alpha two"]), (2, 2, 0));
+    // Reopened: only the new line is indexed, and the old ones are still found.
+    assert_eq!(store(2, &["omega"]), (1, 2, 1));
+}

@@ -132,9 +132,7 @@ async fn measure(servers: &Servers, sample: &[&str], mb: u64, clients: usize) ->
     // Bodies are encoded before the clock starts: this measures the server, not the encoder.
     let per_client = mb as f64 / clients as f64;
     let work: Vec<_> = (0..clients).map(|_| bodies(sample, per_client)).collect();
-    let (bytes, lines) = work
-        .iter()
-        .fold((0usize, 0u64), |(b, l), w| (b + w.1, l + w.2));
+    let (bytes, lines) = work.iter().fold((0usize, 0u64), |(b, l), w| (b + w.1, l + w.2));
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
         .pool_max_idle_per_host(128)
@@ -169,7 +167,11 @@ async fn measure(servers: &Servers, sample: &[&str], mb: u64, clients: usize) ->
     let seconds = started.elapsed().as_secs_f64();
     let mut l = latencies.lock().unwrap_or_else(|p| p.into_inner()).clone();
     l.sort_by(f64::total_cmp);
-    let pct = |p: f64| l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1))).copied().unwrap_or(0.0);
+    let pct = |p: f64| {
+        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0.0)
+    };
     Ok(Figures {
         mb: bytes as f64 / 1e6,
         lines,
@@ -194,7 +196,14 @@ fn row(backend: &str, clients: usize, f: &Figures, target: &str) {
 }
 
 /// Runs one backend at 1, 8 and 64 clients; returns false if any request failed.
-async fn backend(name: &str, database: Option<&str>, replicas: usize, sample: &[&str], mb: u64, mb_per_s: f64) -> Result<bool, String> {
+async fn backend(
+    name: &str,
+    database: Option<&str>,
+    replicas: usize,
+    sample: &[&str],
+    mb: u64,
+    mb_per_s: f64,
+) -> Result<bool, String> {
     let mut ok = true;
     let mut one = 0.0;
     for clients in [1, 8, 64] {
@@ -232,7 +241,10 @@ pub async fn run(sample: &Path, mb: u64) -> Result<bool, String> {
         Some(cluster) => {
             for replicas in [1, 2] {
                 let url = cluster.database();
-                let name = format!("PostgreSQL, {replicas} replica{}", if replicas > 1 { "s" } else { "" });
+                let name = format!(
+                    "PostgreSQL, {replicas} replica{}",
+                    if replicas > 1 { "s" } else { "" }
+                );
                 ok &= backend(&name, Some(&url), replicas, &lines, mb, 60.0).await?;
             }
         }

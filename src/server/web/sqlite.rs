@@ -21,7 +21,7 @@ use crate::server::storage::StorageError;
 use crate::server::usage::Shutdown;
 
 /// Lines the indexer takes per transaction (short, so ingest never waits long for the writer).
-const INDEX_STEP: i64 = 2000;
+const INDEX_STEP: i64 = 500;
 
 /// The readable text of `lines.text` (see [`search::search_text`]; the same fields, in SQL).
 const SEARCH_TEXT: &str = "substr(CASE WHEN json_valid(text) THEN concat_ws(char(10), \
