@@ -48,6 +48,9 @@ enum Cmd {
         /// How long after the sessionEnd hook returns the session.shutdown line is appended.
         #[arg(long, value_name = "MS", default_value_t = 600)]
         shutdown_delay_ms: u64,
+        /// Keep the embedded server up after the demo, so its web UI can be browsed (Ctrl-C stops).
+        #[arg(long)]
+        keep_serving: bool,
     },
     /// Install or remove the hooks file of every agent found (Copilot CLI today:
     /// $COPILOT_HOME/hooks/kcap.json); idempotent, no other file is touched.
@@ -377,11 +380,13 @@ async fn run(cli: Cli, store: Store, raw_args: Vec<OsString>) -> i32 {
         Cmd::Demo {
             transcript,
             shutdown_delay_ms,
+            keep_serving,
         } => {
             logging::to_stderr();
             let args = demo::DemoArgs {
                 transcript,
                 shutdown_delay: Duration::from_millis(shutdown_delay_ms),
+                keep_serving,
             };
             match demo::run(args).await {
                 Ok(()) => 0,

@@ -31,6 +31,8 @@ const BUILTIN: &str = include_str!("demo_session.jsonl");
 pub struct DemoArgs {
     pub transcript: Option<PathBuf>,
     pub shutdown_delay: Duration,
+    /// Keep the embedded server (and its web UI) up after the demo, until Ctrl-C.
+    pub keep_serving: bool,
 }
 
 pub async fn run(args: DemoArgs) -> Result<(), String> {
@@ -173,8 +175,15 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
     );
 
     let (report, missing) = compare(&server, session, &text);
-    server.stop().await;
     println!("{report}");
+    println!("the session in the web UI: {}", server.session_url(session));
+    if args.keep_serving {
+        println!("serving until Ctrl-C (--keep-serving)");
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            eprintln!("kcap demo: cannot wait for Ctrl-C ({e}); stopping");
+        }
+    }
+    server.stop().await;
     if missing > 0 {
         return Err(format!("the server is missing {missing} lines"));
     }

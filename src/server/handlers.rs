@@ -41,7 +41,32 @@ pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/auth/config", get(auth_config))
         .merge(protocol)
-        .with_state(shared)
+        .with_state(shared.clone())
+        .merge(super::web::router(web_ui(shared)))
+}
+
+/// The web UI on this server's storage, admitting whom the token gate admits.
+fn web_ui(shared: Arc<Shared>) -> super::web::Web {
+    use super::auth::Verdict;
+    use super::web::{Access, Gatekeeper, Web};
+    let reads = shared.storage.reads();
+    let hub = shared.live.clone();
+    let gate: Gatekeeper = Arc::new(move |token: Option<String>| {
+        let shared = shared.clone();
+        Box::pin(async move {
+            let header = token.map(|t| format!("Bearer {t}"));
+            match shared.gate.check(&shared.storage, header.as_deref()).await {
+                Ok(Verdict::Allowed(Principal::Anonymous)) => Access::Open,
+                Ok(Verdict::Allowed(_)) => Access::Allowed,
+                Ok(Verdict::Denied) => Access::Denied,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot check a web token");
+                    Access::Denied
+                }
+            }
+        })
+    });
+    Web::new(reads, gate).with_hub(hub)
 }
 
 async fn faults_and_auth(State(shared): State<Arc<Shared>>, mut request: Request, next: Next) -> Response {
@@ -146,7 +171,19 @@ struct ListQuery {
     limit: Option<u64>,
 }
 
-async fn list_sessions(State(shared): State<Arc<Shared>>, Query(q): Query<ListQuery>) -> Response {
+/// Most recently active first; with any filter or an offset, the web UI's filtered listing
+/// (see [`super::web::api::filtered_sessions`]).
+async fn list_sessions(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let raw = request.uri().query().unwrap_or("");
+    if let Ok(Query(filter)) = Query::<super::web::query::FilterQuery>::try_from_uri(request.uri()) {
+        if filter.narrows() {
+            return super::web::api::filtered_sessions(&shared.storage, filter).await;
+        }
+    }
+    let q = match Query::<ListQuery>::try_from_uri(request.uri()) {
+        Ok(Query(q)) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("bad query {raw:?}: {e}")),
+    };
     match shared.storage.run(move |b| b.summaries(q.limit)).await {
         Ok(list) => Json(list).into_response(),
         Err(e) => storage_error(e),
@@ -302,7 +339,10 @@ async fn transcript(
     };
     drop(permit);
     match outcome {
-        Ok(Ok(reply)) => Json(reply).into_response(),
+        Ok(Ok(reply)) => {
+            shared.live.notify();
+            Json(reply).into_response()
+        }
         Ok(Err(e)) => storage_error(e),
         Err(e) => body_error(e),
     }

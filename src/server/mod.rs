@@ -10,6 +10,7 @@ pub mod handlers;
 pub mod listener;
 pub mod storage;
 pub mod usage;
+pub mod web;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -91,6 +92,8 @@ pub struct Shared {
     faults: Mutex<VecDeque<Fault>>,
     requests: Mutex<u64>,
     first_request_at: Mutex<Option<crate::machine::Millis>>,
+    /// Wakes the web UI's live streams and search indexer when lines are stored.
+    live: web::live::LiveHub,
 }
 
 /// A running server; dropping it stops it.
@@ -140,9 +143,15 @@ impl Server {
             faults: Mutex::new(VecDeque::new()),
             requests: Mutex::new(0),
             first_request_at: Mutex::new(None),
+            live: web::live::LiveHub::new(),
         });
         let app = handlers::router(shared.clone());
         let (stop, stopped) = watch::channel(false);
+        tokio::spawn(web::indexer::run(
+            shared.storage.reads(),
+            shared.live.clone(),
+            stopped.clone(),
+        ));
         let task = tokio::spawn(listener::serve(listener, app, limits, stopped));
         Ok(Server {
             addr,
@@ -162,6 +171,11 @@ impl Server {
 
     pub fn storage(&self) -> &Storage {
         &self.shared.storage
+    }
+
+    /// The web page of a session.
+    pub fn session_url(&self, session: SessionId) -> String {
+        format!("{}{}", self.url(), web::paths::session(session))
     }
 
     /// Queues faults for the next requests, in order.

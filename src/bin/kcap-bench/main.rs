@@ -23,6 +23,7 @@ mod ingest;
 mod polling;
 mod redaction;
 mod usage;
+mod web;
 
 const SAMPLE: &str = "../shared/research-samples/copilot/Mai0313__VibeCodingTracker__copilot.jsonl";
 
@@ -31,6 +32,7 @@ struct Args {
     delay: Duration,
     sample: PathBuf,
     only: Option<String>,
+    web_mb: u64,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -39,6 +41,7 @@ fn parse_args() -> Result<Args, String> {
         delay: Duration::from_secs(5),
         sample: PathBuf::from(SAMPLE),
         only: None,
+        web_mb: 256,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -48,14 +51,17 @@ fn parse_args() -> Result<Args, String> {
             "--delay-s" => args.delay = Duration::from_secs(value()?.parse().map_err(|e| format!("--delay-s: {e}"))?),
             "--sample" => args.sample = value()?.into(),
             "--only" => args.only = Some(value()?),
+            "--web-mb" => args.web_mb = value()?.parse().map_err(|e| format!("--web-mb: {e}"))?,
             "-h" | "--help" => {
-                return Err("usage: kcap-bench [--mb 200] [--delay-s 5] [--sample PATH] [--only finalize|polling|ingest|hooks|redaction|usage]\n\
+                return Err("usage: kcap-bench [--mb 200] [--delay-s 5] [--sample PATH] [--web-mb 256] [--only finalize|polling|ingest|hooks|redaction|usage|web]\n\
                             finalize: a transcript of --mb megabytes whose shutdown arrives --delay-s after spawn.\n\
                             polling: finalizers waiting on an --mb and a 1 MB transcript with no shutdown, 30 s.\n\
                             ingest: --mb megabytes of transcript into `kcap serve`, 1,000-line batches, one client.\n\
                             hooks: the sessionEnd hook's wall time (server up, down, hanging); an idle watcher.\n\
                             redaction: recall on a held-out corpus, precision on source code, MB/s, linearity.\n\
-                            usage: the usage fold on shutdowns listing 60k and 240k files."
+                            usage: the usage fold on shutdowns listing 60k and 240k files.\n\
+                            web: the web UI on SQLite: list of 10,000 sessions, a 10,000-line session, search over\n\
+                            --web-mb megabytes of lines, live line latency."
                     .into())
             }
             other => return Err(format!("unknown argument {other}")),
@@ -98,6 +104,9 @@ fn main() {
             let sample =
                 std::fs::read(&args.sample).map_err(|e| format!("{}: {e}", args.sample.display()))?;
             ok &= hooks::run(&sample).await?;
+        }
+        if matches!(args.only.as_deref(), None | Some("web")) {
+            ok &= web::run(&args.sample, args.web_mb).await?;
         }
         if matches!(args.only.as_deref(), None | Some("redaction")) {
             ok &= redaction::run(&args.sample)?;

@@ -23,6 +23,7 @@ use crate::ids::SessionId;
 use crate::machine::Millis;
 use crate::protocol::IngestReply;
 use crate::server::usage::Usage;
+use crate::server::web::model::ReadModel;
 
 /// One line of a batch, as the server stores it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -218,30 +219,44 @@ pub trait Backend: Send + Sync + 'static {
     fn describe(&self) -> String;
 }
 
-/// A shared handle on a backend.
+/// A shared handle on a backend (and on its web UI reads, for the backends that have them).
 #[derive(Clone)]
-pub struct Storage(Arc<dyn Backend>);
+pub struct Storage(Arc<dyn Backend>, Option<Arc<dyn ReadModel>>);
 
 impl Storage {
     /// Wraps a backend.
     pub fn new(backend: impl Backend) -> Storage {
-        Storage(Arc::new(backend))
+        Storage(Arc::new(backend), None)
+    }
+
+    /// Wraps a backend that also serves the web UI's reads.
+    pub fn with_reads(backend: impl Backend + ReadModel) -> Storage {
+        let backend = Arc::new(backend);
+        Storage(backend.clone(), Some(backend))
     }
 
     /// SQLite at `path` (created and migrated if needed).
     pub fn sqlite(path: &Path) -> Result<Storage, StorageError> {
-        Ok(Storage::new(sqlite::Sqlite::open(path)?))
+        Ok(Storage::with_reads(sqlite::Sqlite::open(path)?))
     }
 
     /// A SQLite store in a temporary directory, removed when the last handle goes (the demo,
     /// tests, the benchmarks).
     pub fn temporary() -> Result<Storage, StorageError> {
-        Ok(Storage::new(sqlite::Sqlite::temporary()?))
+        Ok(Storage::with_reads(sqlite::Sqlite::temporary()?))
     }
 
     /// PostgreSQL at `url` (`postgres://user@host:port/db`), migrated if needed.
     pub fn postgres(url: &str) -> Result<Storage, StorageError> {
-        Ok(Storage::new(postgres::Postgres::connect(url)?))
+        Ok(Storage::with_reads(postgres::Postgres::connect(url)?))
+    }
+
+    /// The web UI's reads of this store (for a backend without them, reads that fail with a
+    /// clear error).
+    pub fn reads(&self) -> Arc<dyn ReadModel> {
+        self.1
+            .clone()
+            .unwrap_or_else(|| Arc::new(crate::server::web::model::Unreadable(self.0.describe())))
     }
 
     /// The backend, for blocking calls.

@@ -120,7 +120,10 @@ impl Postgres {
         self.freed.notify_one();
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Client) -> Result<T, StorageError>) -> Result<T, StorageError> {
+    pub(crate) fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Client) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
         let mut client = self.checkout()?;
         let out = f(&mut client);
         self.checkin(client);
@@ -183,7 +186,7 @@ fn migrate(client: &mut Client) -> Result<(), StorageError> {
     result
 }
 
-fn key(session: SessionId) -> Vec<u8> {
+pub(crate) fn key(session: SessionId) -> Vec<u8> {
     session.as_bytes().to_vec()
 }
 
@@ -261,10 +264,11 @@ fn frontier(tx: &mut Transaction<'_>, session: SessionId, from: u64) -> Result<u
     }
 }
 
-const ROW: &str = "SELECT id, owner, agent, cwd, repository, contiguous, lines, duplicates, conflicts, \
+pub(crate) const ROW: &str =
+    "SELECT id, owner, agent, cwd, repository, contiguous, lines, duplicates, conflicts, \
     first_seen, last_seen, started, ended, notifications, has_usage_checkpoints FROM sessions";
 
-fn row(r: &postgres::Row) -> SessionRow {
+pub(crate) fn row(r: &postgres::Row) -> SessionRow {
     let id: Vec<u8> = r.get(0);
     let lifecycle = |i: usize| {
         r.get::<_, Option<String>>(i)
@@ -292,7 +296,7 @@ fn row(r: &postgres::Row) -> SessionRow {
     }
 }
 
-fn summary_of(c: &mut Client, mut row: SessionRow) -> Result<SessionSummary, StorageError> {
+pub(crate) fn summary_of(c: &mut Client, mut row: SessionRow) -> Result<SessionSummary, StorageError> {
     let k = key(row.session);
     row.last_notification = c
         .query_opt(

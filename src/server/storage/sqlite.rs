@@ -79,7 +79,10 @@ impl Sqlite {
     }
 
     /// Runs `f` on a pooled read connection.
-    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StorageError> {
+    pub(crate) fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StorageError> {
         let conn = lock(&self.readers).pop();
         let conn = match conn {
             Some(c) => c,
@@ -94,7 +97,7 @@ impl Sqlite {
     }
 
     /// Runs `f` in one write transaction, committed durably before returning.
-    fn write<T>(
+    pub(crate) fn write<T>(
         &self,
         f: impl FnOnce(&Transaction<'_>) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
@@ -125,7 +128,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StorageError> {
     Ok(())
 }
 
-fn sid(session: SessionId) -> [u8; 16] {
+pub(crate) fn sid(session: SessionId) -> [u8; 16] {
     *session.as_bytes()
 }
 
@@ -184,10 +187,11 @@ fn lifecycle_column(v: Option<String>) -> Option<Lifecycle> {
     v.and_then(|s| serde_json::from_str(&s).ok())
 }
 
-const ROW: &str = "SELECT id, owner, agent, cwd, repository, contiguous, lines, duplicates, conflicts, \
+pub(crate) const ROW: &str =
+    "SELECT id, owner, agent, cwd, repository, contiguous, lines, duplicates, conflicts, \
     first_seen, last_seen, started, ended, notifications, has_usage_checkpoints FROM sessions";
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
+pub(crate) fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
     let id: Vec<u8> = r.get(0)?;
     let session = <[u8; 16]>::try_from(id.as_slice())
         .map(SessionId::from_bytes)
@@ -212,7 +216,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
     })
 }
 
-fn summary_of(conn: &Connection, mut row: SessionRow) -> rusqlite::Result<SessionSummary> {
+pub(crate) fn summary_of(conn: &Connection, mut row: SessionRow) -> rusqlite::Result<SessionSummary> {
     let key = sid(row.session);
     row.last_notification = conn
         .prepare_cached("SELECT event FROM notifications WHERE session = ?1 ORDER BY rowid DESC LIMIT 1")?

@@ -14,11 +14,18 @@ pub struct Migration {
 }
 
 /// SQLite's migrations (its version lives in `PRAGMA user_version`).
-pub const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    name: "sessions, lines, conflicts, shutdowns, notifications, tokens",
-    sql: include_str!("sqlite/0001_init.sql"),
-}];
+pub const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "sessions, lines, conflicts, shutdowns, notifications, tokens",
+        sql: include_str!("sqlite/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "web UI: sessions by start, full-text search of lines",
+        sql: include_str!("sqlite/0002_web_reads.sql"),
+    },
+];
 
 /// PostgreSQL's migrations (its version lives in the `kcap_schema` table).
 pub const POSTGRES: &[Migration] = &[
@@ -31,6 +38,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 2,
         name: "line text stored uncompressed",
         sql: include_str!("postgres/0002_lines_uncompressed.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "web UI: sessions by start, full-text search of lines",
+        sql: include_str!("postgres/0003_web_reads.sql"),
     },
 ];
 

@@ -1,0 +1,242 @@
+//! The web UI on SQLite (an in-process server on a temporary store, timed over loopback HTTP,
+//! so "server time" includes a loopback round trip): the session list with 10,000 sessions, the
+//! first page of a 10,000-line session, search p50 over `--web-mb` megabytes of real transcript
+//! lines, and a line posted → received on an open live stream (SSE) p50.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use kcap::ids::{event_id, SessionId};
+use kcap::server::storage::{Batch, IncomingLine, Principal, Storage};
+use kcap::server::web::indexer;
+use kcap::server::{Options, Server};
+
+const SESSIONS: usize = 10_000;
+const BIG_SESSION_LINES: usize = 10_000;
+const RUNS: usize = 21;
+
+fn p50(mut xs: Vec<Duration>) -> Duration {
+    xs.sort();
+    xs[xs.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "ok"
+    } else {
+        "MISSED"
+    }
+}
+
+fn batch(session: SessionId, first: u64, lines: &[&str], owner: &str) -> Batch {
+    Batch {
+        session,
+        lines: lines
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                let number = first + i as u64;
+                IncomingLine {
+                    number,
+                    id: event_id(&session, number, text.as_bytes()),
+                    text: text.to_string(),
+                }
+            })
+            .collect(),
+        blanks: Vec::new(),
+        vendor: Some("copilot".into()),
+        repository: Some(format!("org/repo{}", first % 7)),
+        writer: Principal::Token(owner.into()),
+        now: kcap::config::now_ms(),
+    }
+}
+
+async fn time_get(http: &reqwest::Client, url: &str) -> Result<Duration, String> {
+    let start = Instant::now();
+    let r = http.get(url).send().await.map_err(|e| e.to_string())?;
+    let status = r.status();
+    let body = r.bytes().await.map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        return Err(format!("{url}: {status}: {}", String::from_utf8_lossy(&body)));
+    }
+    Ok(start.elapsed())
+}
+
+async fn p50_get(http: &reqwest::Client, url: &str) -> Result<Duration, String> {
+    let mut times = Vec::new();
+    for _ in 0..RUNS {
+        times.push(time_get(http, url).await?);
+    }
+    Ok(p50(times))
+}
+
+/// Runs the web figures; `mb` megabytes of lines make the search corpus.
+pub async fn run(sample: &Path, mb: u64) -> Result<bool, String> {
+    let text = std::fs::read_to_string(sample).map_err(|e| format!("{}: {e}", sample.display()))?;
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let storage = Storage::temporary().map_err(|e| e.to_string())?;
+    let server = Server::start_with(SocketAddr::from(([127, 0, 0, 1], 0)), Options::default(), storage)
+        .await
+        .map_err(|e| e.to_string())?;
+    let url = server.url();
+    let storage = server.storage().clone();
+
+    // 10,000 small sessions (prompt, answer, shutdown), written straight to the store.
+    let small: Vec<String> = lines
+        .iter()
+        .filter(|l| l.contains("\"user.message\"") || l.contains("\"session.shutdown\""))
+        .take(3)
+        .map(|l| l.to_string())
+        .collect();
+    let started = Instant::now();
+    storage
+        .run(move |b| {
+            let small: Vec<&str> = small.iter().map(String::as_str).collect();
+            for i in 0..SESSIONS {
+                b.ingest(&batch(
+                    SessionId::new_random(),
+                    i as u64 % 7,
+                    &small,
+                    &format!("machine{}", i % 5),
+                ))?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    println!(
+        "web: {SESSIONS} sessions stored in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    // One 10,000-line session, and the search corpus: the sample's lines repeated to `mb` MB.
+    let big = SessionId::new_random();
+    let sample_bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
+    let copies = ((mb as usize * 1024 * 1024) / sample_bytes.max(1)).max(1);
+    let corpus_lines: Vec<String> = {
+        let mut all = Vec::with_capacity(lines.len() * copies);
+        while all.len() < BIG_SESSION_LINES.max(lines.len() * copies) {
+            all.extend(lines.iter().map(|l| l.to_string()));
+        }
+        all
+    };
+    let corpus_mb = corpus_lines.iter().map(|l| l.len() + 1).sum::<usize>() as f64 / 1048576.0;
+    let corpus_count = corpus_lines.len();
+    let started = Instant::now();
+    let big_lines = corpus_lines;
+    storage
+        .run(move |b| {
+            for (chunk_no, chunk) in big_lines.chunks(1000).enumerate() {
+                let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+                // The first 10,000 lines are one session; the rest spread over sessions of 10,000.
+                let session = if chunk_no < BIG_SESSION_LINES / 1000 {
+                    big
+                } else {
+                    SessionId::from_bytes(*uuid::Uuid::from_u128(chunk_no as u128 / 10 + 1).as_bytes())
+                };
+                b.ingest(&batch(session, (chunk_no % 10 * 1000) as u64, &refs, "big"))?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let stored = started.elapsed();
+    let reads = storage.reads();
+    let started = Instant::now();
+    let indexed = tokio::task::spawn_blocking(move || indexer::catch_up(&*reads))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let index_time = started.elapsed();
+    println!(
+        "web: search corpus {corpus_mb:.0} MB ({corpus_count} lines) stored in {:.1} s; the background \
+         indexer had {indexed} lines left, caught up {:.1} s later",
+        stored.as_secs_f64(),
+        index_time.as_secs_f64(),
+    );
+
+    let http = reqwest::Client::new();
+    let list_page = p50_get(&http, &format!("{url}/")).await?;
+    let list_api = p50_get(&http, &format!("{url}/api/sessions?offset=0&limit=50")).await?;
+    let list_filtered = p50_get(&http, &format!("{url}/?machine=machine3&offset=100")).await?;
+    let first_page = p50_get(&http, &format!("{url}/sessions/{}", big.dashed())).await?;
+    let first_api = p50_get(
+        &http,
+        &format!("{url}/api/sessions/{}/lines?limit=500", big.dashed()),
+    )
+    .await?;
+    let mut searches = Vec::new();
+    for q in [
+        "rustdoc",
+        "cargo doc",
+        "workflows github",
+        "mdbook",
+        "zzzznothing",
+        "view path",
+    ] {
+        for _ in 0..5 {
+            searches.push(time_get(&http, &format!("{url}/api/search?q={}", q.replace(' ', "+"))).await?);
+        }
+    }
+    let search = p50(searches);
+
+    // Live: post a line through the protocol while a stream is open; time until it arrives.
+    let mut stream = http
+        .get(format!(
+            "{url}/api/sessions/{}/live?after={}",
+            big.dashed(),
+            BIG_SESSION_LINES - 1
+        ))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut live = Vec::new();
+    for i in 0..RUNS {
+        let n = (BIG_SESSION_LINES + i) as u64;
+        let line = format!(r#"{{"type":"user.message","data":{{"content":"live {n}"}}}}"#);
+        let body = serde_json::json!({ "session_id": big.dashed(), "lines": [line], "line_numbers": [n] });
+        let posted = Instant::now();
+        http.post(format!("{url}/hooks/transcript"))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut got = String::new();
+        let needle = format!("live {n}");
+        while !got.contains(&needle) {
+            let chunk = tokio::time::timeout(Duration::from_secs(10), stream.chunk())
+                .await
+                .map_err(|_| "live line not received within 10 s".to_string())?
+                .map_err(|e| e.to_string())?
+                .ok_or("live stream closed")?;
+            got.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        live.push(posted.elapsed());
+    }
+    let live = p50(live);
+    server.stop().await;
+
+    let rows = [
+        ("sessions list page, 10,000 sessions", list_page, 100.0),
+        ("GET /api/sessions (paged), 10,000 sessions", list_api, 100.0),
+        ("sessions list, filtered, page 3", list_filtered, 100.0),
+        ("10,000-line session, first page (500 lines)", first_page, 300.0),
+        ("GET /api/sessions/{id}/lines, 500 lines", first_api, 300.0),
+        ("search p50 (6 queries x 5)", search, 200.0),
+        ("live line posted -> received on the stream, p50", live, 500.0),
+    ];
+    println!("\n| web UI (SQLite, corpus {corpus_mb:.0} MB) | p50 ms | target ms | |");
+    println!("|---|---|---|---|");
+    let mut ok = true;
+    for (what, took, target) in rows {
+        let met = ms(took) <= target;
+        ok &= met;
+        println!("| {what} | {:.1} | {target:.0} | {} |", ms(took), verdict(met));
+    }
+    Ok(ok)
+}

@@ -1,0 +1,191 @@
+//! `GET /api/sessions/{id}/live`: a session's new lines as server-sent events.
+//!
+//! Each event is one line (`event: line`, `id:` its number): as JSON `{"n", "line"}` by default,
+//! or as the page's rendered HTML with `format=html`. A stream wakes when this server stores
+//! lines ([`LiveHub::notify`]) and otherwise polls every [`POLL`], so lines that another replica
+//! stored (PostgreSQL) appear too. A browser that reconnects sends `Last-Event-ID` and resumes
+//! after it. Once the session has ended and been quiet for [`END_QUIET_MS`], an `end` event
+//! closes the stream.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{self, Stream, StreamExt};
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use super::transcript::{self, Hidden};
+use super::{api_error, api_read_error, session_id, Web};
+use crate::ids::SessionId;
+use crate::machine::Millis;
+
+/// How often a stream looks for lines nobody told it about.
+pub const POLL: Duration = Duration::from_millis(1000);
+/// Lines sent per read.
+const BATCH: u32 = 200;
+/// An ended session's stream closes after this long without new lines (the shutdown line
+/// arrives after the end hook).
+pub const END_QUIET_MS: Millis = 30_000;
+
+/// Wakes open streams when lines are stored.
+#[derive(Clone)]
+pub struct LiveHub(Arc<watch::Sender<u64>>);
+
+impl LiveHub {
+    /// A hub nobody listens to yet.
+    pub fn new() -> LiveHub {
+        LiveHub(Arc::new(watch::channel(0).0))
+    }
+
+    /// Tells every open stream that lines may have been stored.
+    pub fn notify(&self) {
+        self.0.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.0.subscribe()
+    }
+}
+
+impl Default for LiveHub {
+    fn default() -> Self {
+        LiveHub::new()
+    }
+}
+
+/// The query of a live stream.
+#[derive(Debug, Default, Deserialize)]
+pub struct LiveQuery {
+    /// Send lines numbered above this (default: from line 0).
+    pub after: Option<String>,
+    /// `html` for rendered fragments; JSON otherwise.
+    pub format: Option<String>,
+    pub hide_hooks: Option<String>,
+    pub hide_lifecycle: Option<String>,
+}
+
+struct Stream_ {
+    web: Web,
+    id: SessionId,
+    from: u64,
+    html: bool,
+    hidden: Hidden,
+    ctx: transcript::Context,
+    wake: watch::Receiver<u64>,
+    last_new: Millis,
+    done: bool,
+}
+
+/// Serves the stream.
+pub async fn handler(
+    State(web): State<Web>,
+    Path(sid): Path<String>,
+    Query(q): Query<LiveQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let id = match session_id(&sid) {
+        Ok(id) => id,
+        Err(m) => return api_error(StatusCode::BAD_REQUEST, &m),
+    };
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let after = match resume.or(q.after.clone()).map(|a| a.trim().parse::<u64>()) {
+        None => None,
+        Some(Ok(n)) => Some(n),
+        Some(Err(_)) => return api_error(StatusCode::BAD_REQUEST, "after must be a line number"),
+    };
+    match web.read(move |r| r.session_item(id)).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return api_error(StatusCode::NOT_FOUND, "no such session"),
+        Err(e) => return api_read_error(e),
+    }
+    let flag = |v: &Option<String>| v.as_deref().is_some_and(|v| v != "0" && !v.is_empty());
+    let state = Stream_ {
+        wake: web.live.subscribe(),
+        last_new: web.now(),
+        web,
+        id,
+        from: after.map_or(0, |a| a.saturating_add(1)),
+        html: q.format.as_deref() == Some("html"),
+        hidden: Hidden {
+            hooks: flag(&q.hide_hooks),
+            lifecycle: flag(&q.hide_lifecycle),
+        },
+        ctx: transcript::Context::new(id),
+        done: false,
+    };
+    Sse::new(events(state))
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+fn events(state: Stream_) -> impl Stream<Item = Result<Event, Infallible>> {
+    stream::unfold(state, |mut s| async move {
+        if s.done {
+            return None;
+        }
+        loop {
+            // Mark the current version seen before reading, so a store that lands during the
+            // read wakes the next wait instead of being missed.
+            s.wake.borrow_and_update();
+            let (id, from) = (s.id, s.from);
+            let page = match s.web.read(move |r| r.line_page(id, from, BATCH)).await {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(error = %e, "live stream cannot read lines; retrying");
+                    tokio::time::sleep(POLL).await;
+                    continue;
+                }
+            };
+            if let Some(last) = page.lines.last() {
+                s.from = last.n + 1;
+                s.last_new = s.web.now();
+                let events: Vec<Result<Event, Infallible>> = page
+                    .lines
+                    .iter()
+                    .filter_map(|line| event(&mut s, line.n, &line.text).map(Ok))
+                    .collect();
+                if !events.is_empty() {
+                    return Some((stream::iter(events), s));
+                }
+                continue;
+            }
+            if ended_and_quiet(&s).await {
+                s.done = true;
+                let end = Event::default().event("end").data("ended");
+                return Some((stream::iter(vec![Ok(end)]), s));
+            }
+            tokio::select! {
+                _ = s.wake.changed() => {}
+                _ = tokio::time::sleep(POLL) => {}
+            }
+        }
+    })
+    .flatten()
+}
+
+fn event(s: &mut Stream_, n: u64, text: &str) -> Option<Event> {
+    let data = if s.html {
+        transcript::line(&mut s.ctx, n, text, s.hidden)?.into_string()
+    } else {
+        serde_json::json!({ "n": n, "line": text }).to_string()
+    };
+    Some(Event::default().event("line").id(n.to_string()).data(data))
+}
+
+async fn ended_and_quiet(s: &Stream_) -> bool {
+    let id = s.id;
+    let Ok(Some(item)) = s.web.read(move |r| r.session_item(id)).await else {
+        return false;
+    };
+    let now = s.web.now();
+    item.ended_at
+        .is_some_and(|end| now.saturating_sub(end.max(s.last_new)) > END_QUIET_MS)
+}

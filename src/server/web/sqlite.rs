@@ -1,0 +1,327 @@
+//! The web UI's reads on SQLite: plain indexed queries, and FTS5 for search.
+//!
+//! The search index is filled off the ingest path ([`ReadModel::index_pending`], driven by
+//! [`super::indexer`]) so that storing lines never pays for tokenizing them; search sees a line
+//! a moment after it is stored.
+
+use std::collections::HashMap;
+
+use rusqlite::types::Value;
+use rusqlite::{params_from_iter, OptionalExtension};
+
+use super::aggregate::day_of_timestamp;
+use super::model::{
+    Facets, Line, LinePage, Paging, ReadError, ReadModel, SearchHit, SessionFilter, SessionItem, SessionPage,
+    UsageSource,
+};
+use super::search;
+use crate::ids::SessionId;
+use crate::server::storage::sqlite::{row, sid, summary_of, Sqlite, ROW};
+use crate::server::storage::StorageError;
+use crate::server::usage::Shutdown;
+
+/// Lines the indexer takes per transaction (short, so ingest never waits long for the writer).
+const INDEX_STEP: i64 = 500;
+
+/// The readable text of `lines.text` (see [`search::search_text`]; the same fields, in SQL).
+const SEARCH_TEXT: &str = "substr(CASE WHEN json_valid(text) THEN concat_ws(char(10), \
+    json_extract(text, '$.data.content'), json_extract(text, '$.data.reasoningText'), \
+    json_extract(text, '$.data.message'), json_extract(text, '$.data.summary'), \
+    json_extract(text, '$.data.toolName'), json_extract(text, '$.data.agentName'), \
+    json_extract(text, '$.data.arguments'), json_extract(text, '$.data.result'), \
+    json_extract(text, '$.data.error')) ELSE text END, 1, 262144)";
+
+fn session_of(id: Vec<u8>) -> SessionId {
+    <[u8; 16]>::try_from(id.as_slice())
+        .map(SessionId::from_bytes)
+        .unwrap_or(SessionId::from_bytes([0; 16]))
+}
+
+/// `WHERE …` for a filter, with its parameters.
+fn filter_sql(f: &SessionFilter) -> (String, Vec<Value>) {
+    let mut clauses = vec!["1 = 1".to_string()];
+    let mut values = Vec::new();
+    let mut add = |clause: &str, v: Value| {
+        clauses.push(clause.to_string());
+        values.push(v);
+    };
+    if let Some(a) = &f.agent {
+        add("agent = ?", Value::Text(a.clone()));
+    }
+    if let Some(r) = &f.repository {
+        add("coalesce(repository, cwd) = ?", Value::Text(r.clone()));
+    }
+    if let Some(m) = &f.machine {
+        add("owner = ?", Value::Text(m.clone()));
+    }
+    if let Some(from) = f.from {
+        add(
+            "first_seen >= ?",
+            Value::Integer(from.min(i64::MAX as u64) as i64),
+        );
+    }
+    if let Some(to) = f.to {
+        add("first_seen < ?", Value::Integer(to.min(i64::MAX as u64) as i64));
+    }
+    (clauses.join(" AND "), values)
+}
+
+fn clamp(n: u64) -> i64 {
+    n.min(i64::MAX as u64) as i64
+}
+
+/// An FTS5 query: every term as a quoted prefix.
+fn fts_query(terms: &[String]) -> String {
+    terms
+        .iter()
+        .map(|t| format!("\"{}\"*", t.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl Sqlite {
+    fn reading<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, ReadError> {
+        self.read(f).map_err(ReadError::from)
+    }
+}
+
+impl ReadModel for Sqlite {
+    fn list_sessions(&self, filter: &SessionFilter, paging: Paging) -> Result<SessionPage, ReadError> {
+        let (where_, mut values) = filter_sql(filter);
+        self.reading(|c| {
+            let total: i64 = c.query_row(
+                &format!("SELECT count(*) FROM sessions WHERE {where_}"),
+                params_from_iter(values.iter()),
+                |r| r.get(0),
+            )?;
+            values.push(Value::Integer(i64::from(paging.limit)));
+            values.push(Value::Integer(clamp(paging.offset)));
+            let rows = c
+                .prepare_cached(&format!(
+                    "{ROW} WHERE {where_} ORDER BY first_seen DESC, id DESC LIMIT ? OFFSET ?"
+                ))?
+                .query_map(params_from_iter(values.iter()), row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let sessions = rows
+                .into_iter()
+                .map(|r| summary_of(c, r).map(SessionItem::from))
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(SessionPage {
+                sessions,
+                total: total.max(0) as u64,
+            })
+        })
+    }
+
+    fn filtered_ids(
+        &self,
+        filter: &SessionFilter,
+        paging: Paging,
+    ) -> Result<(Vec<SessionId>, u64), ReadError> {
+        let (where_, mut values) = filter_sql(filter);
+        self.reading(|c| {
+            let total: i64 = c.query_row(
+                &format!("SELECT count(*) FROM sessions WHERE {where_}"),
+                params_from_iter(values.iter()),
+                |r| r.get(0),
+            )?;
+            values.push(Value::Integer(i64::from(paging.limit)));
+            values.push(Value::Integer(clamp(paging.offset)));
+            let ids = c
+                .prepare_cached(&format!(
+                    "SELECT id FROM sessions WHERE {where_} ORDER BY first_seen DESC, id DESC LIMIT ? OFFSET ?"
+                ))?
+                .query_map(params_from_iter(values.iter()), |r| r.get::<_, Vec<u8>>(0).map(session_of))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok((ids, total.max(0) as u64))
+        })
+    }
+
+    fn session_item(&self, id: SessionId) -> Result<Option<SessionItem>, ReadError> {
+        self.reading(|c| {
+            let Some(r) = c
+                .prepare_cached(&format!("{ROW} WHERE id = ?1"))?
+                .query_row([sid(id)], row)
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            summary_of(c, r).map(|s| Some(s.into()))
+        })
+    }
+
+    fn line_page(&self, id: SessionId, from: u64, limit: u32) -> Result<LinePage, ReadError> {
+        self.reading(|c| {
+            let mut lines: Vec<Line> = c
+                .prepare_cached(
+                    "SELECT n, text FROM lines WHERE session = ?1 AND n >= ?2 AND blank = 0 \
+                     AND text IS NOT NULL ORDER BY n LIMIT ?3",
+                )?
+                .query_map(
+                    rusqlite::params![sid(id), clamp(from), i64::from(limit) + 1],
+                    |r| {
+                        Ok(Line {
+                            n: r.get::<_, i64>(0)? as u64,
+                            text: r.get(1)?,
+                        })
+                    },
+                )?
+                .collect::<rusqlite::Result<_>>()?;
+            let more = lines.len() > limit as usize;
+            lines.truncate(limit as usize);
+            Ok(LinePage { lines, more })
+        })
+    }
+
+    fn line_text(&self, id: SessionId, n: u64) -> Result<Option<String>, ReadError> {
+        self.reading(|c| {
+            c.prepare_cached("SELECT text FROM lines WHERE session = ?1 AND n = ?2 AND blank = 0")?
+                .query_row(rusqlite::params![sid(id), clamp(n)], |r| {
+                    r.get::<_, Option<String>>(0)
+                })
+                .optional()
+                .map(Option::flatten)
+        })
+    }
+
+    fn search_lines(&self, query: &str, paging: Paging) -> Result<Vec<SearchHit>, ReadError> {
+        let terms = search::terms(query)?;
+        let fts = fts_query(&terms);
+        self.reading(|c| {
+            // The FTS table drives the loop in rowid order (newest stored first), so a page of
+            // hits costs the page, not every match.
+            c.prepare_cached(
+                "SELECT l.session, l.n, l.text, s.first_seen, coalesce(s.repository, s.cwd) \
+                 FROM line_search f CROSS JOIN lines l ON l.rowid = f.rowid \
+                 CROSS JOIN sessions s ON s.id = l.session \
+                 WHERE line_search MATCH ?1 ORDER BY f.rowid DESC LIMIT ?2 OFFSET ?3",
+            )?
+            .query_map(
+                rusqlite::params![fts, i64::from(paging.limit), clamp(paging.offset)],
+                |r| {
+                    let text: String = r.get(2)?;
+                    let searchable = search::search_text(&text);
+                    Ok(SearchHit {
+                        session_id: session_of(r.get(0)?),
+                        n: r.get::<_, i64>(1)? as u64,
+                        kind: search::kind_of(&text),
+                        snippet: search::snippet(&searchable, &terms),
+                        repository: r.get(4)?,
+                        started_at: r.get::<_, i64>(3)? as u64,
+                    })
+                },
+            )?
+            .collect()
+        })
+    }
+
+    fn usage_sources(&self, filter: &SessionFilter) -> Result<Vec<UsageSource>, ReadError> {
+        let (where_, values) = filter_sql(filter);
+        self.reading(|c| {
+            let mut sources: Vec<UsageSource> = c
+                .prepare(&format!(
+                    "SELECT id, coalesce(repository, cwd), owner, first_seen, has_usage_checkpoints \
+                     FROM sessions WHERE {where_} ORDER BY first_seen DESC"
+                ))?
+                .query_map(params_from_iter(values.iter()), |r| {
+                    Ok(UsageSource {
+                        session_id: session_of(r.get(0)?),
+                        repository: r.get(1)?,
+                        owner: r.get(2)?,
+                        started_at: r.get::<_, i64>(3)? as u64,
+                        shutdowns: Vec::new(),
+                        has_usage_checkpoints: r.get(4)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            let index: HashMap<SessionId, usize> = sources
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.session_id, i))
+                .collect();
+            let mut stmt = c.prepare(&format!(
+                "SELECT sh.session, sh.usage, \
+                 CASE WHEN json_valid(l.text) AND json_type(l.text, '$.timestamp') = 'text' \
+                 THEN substr(json_extract(l.text, '$.timestamp'), 1, 10) END \
+                 FROM shutdowns sh LEFT JOIN lines l ON l.session = sh.session AND l.n = sh.n \
+                 WHERE sh.session IN (SELECT id FROM sessions WHERE {where_}) ORDER BY sh.session, sh.n"
+            ))?;
+            let mut rows = stmt.query(params_from_iter(values.iter()))?;
+            while let Some(r) = rows.next()? {
+                let Some(&i) = index.get(&session_of(r.get(0)?)) else {
+                    continue;
+                };
+                let Ok(shutdown) = serde_json::from_str::<Shutdown>(&r.get::<_, String>(1)?) else {
+                    continue;
+                };
+                let day = r.get::<_, Option<String>>(2)?.and_then(|d| day_of_timestamp(&d));
+                sources[i].shutdowns.push((shutdown, day));
+            }
+            Ok(sources)
+        })
+    }
+
+    fn facets(&self) -> Result<Facets, ReadError> {
+        self.reading(|c| {
+            let list = |sql: &str| -> rusqlite::Result<Vec<String>> {
+                c.prepare_cached(sql)?
+                    .query_map([], |r| r.get::<_, String>(0))?
+                    .collect()
+            };
+            Ok(Facets {
+                agents: list("SELECT DISTINCT agent FROM sessions WHERE agent IS NOT NULL ORDER BY 1 LIMIT 500")?,
+                repositories: list(
+                    "SELECT DISTINCT coalesce(repository, cwd) AS p FROM sessions WHERE p IS NOT NULL ORDER BY 1 LIMIT 500",
+                )?,
+                machines: list("SELECT DISTINCT owner FROM sessions WHERE owner IS NOT NULL ORDER BY 1 LIMIT 500")?,
+            })
+        })
+    }
+
+    fn index_pending(&self) -> Result<usize, ReadError> {
+        self.write(|tx| {
+            let db = |e: rusqlite::Error| StorageError::Database(e.to_string());
+            let last: i64 = tx
+                .query_row("SELECT last_rowid FROM line_search_progress WHERE id = 0", [], |r| r.get(0))
+                .map_err(db)?;
+            let (upto, seen): (Option<i64>, i64) = tx
+                .query_row(
+                    "SELECT max(rowid), count(*) FROM (SELECT rowid FROM lines WHERE rowid > ?1 ORDER BY rowid LIMIT ?2)",
+                    rusqlite::params![last, INDEX_STEP],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(db)?;
+            let Some(upto) = upto else {
+                return Ok(0);
+            };
+            tx.execute(
+                &format!(
+                    "INSERT INTO line_search (rowid, body) SELECT rowid, {SEARCH_TEXT} FROM lines \
+                     WHERE rowid > ?1 AND rowid <= ?2 AND blank = 0 AND text IS NOT NULL"
+                ),
+                rusqlite::params![last, upto],
+            )
+            .map_err(db)?;
+            tx.execute(
+                "UPDATE line_search_progress SET last_rowid = ?1 WHERE id = 0",
+                [upto],
+            )
+            .map_err(db)?;
+            Ok(seen.max(0) as usize)
+        })
+        .map_err(ReadError::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fts_terms_are_quoted_prefixes() {
+        assert_eq!(fts_query(&["foo".into(), "b\"r".into()]), "\"foo\"* \"b\"\"r\"*");
+    }
+}

@@ -1,0 +1,296 @@
+//! The web UI and its read API on the real server and both storage backends (SQLite, and
+//! PostgreSQL on a throwaway cluster): lines go in through the protocol, and the pages and API
+//! read them back: filters, paging, lines after N, search, usage counted once, live lines,
+//! login, and hostile lines rendered inert.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::postgres::Cluster;
+use kcap::ids::SessionId;
+use kcap::server::storage::Storage;
+use kcap::server::web::indexer;
+use kcap::server::{Options, Server};
+
+const ADMIN: &str = "admin-token-for-tests";
+
+fn ev(kind: &str, data: serde_json::Value) -> String {
+    serde_json::json!({ "type": kind, "data": data, "timestamp": "2026-09-21T10:00:00.000Z" }).to_string()
+}
+
+fn shutdown(input: u64, premium: u64) -> String {
+    ev(
+        "session.shutdown",
+        serde_json::json!({ "shutdownType": "routine", "totalPremiumRequests": premium,
+            "modelMetrics": { "gpt-5": { "requests": { "count": 2, "cost": premium },
+                "usage": { "inputTokens": input, "outputTokens": 10, "cacheReadTokens": 0, "cacheWriteTokens": 0 } } } }),
+    )
+}
+
+struct Ui {
+    server: Server,
+    http: reqwest::Client,
+}
+
+impl Ui {
+    async fn start(storage: Storage) -> Ui {
+        let options = Options {
+            token: Some(ADMIN.into()),
+            ..Options::default()
+        };
+        let server = Server::start_with(SocketAddr::from(([127, 0, 0, 1], 0)), options, storage)
+            .await
+            .unwrap();
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        Ui { server, http }
+    }
+
+    async fn post(&self, sid: SessionId, repo: &str, first: u64, lines: &[String]) {
+        let body = serde_json::json!({
+            "session_id": sid.dashed(), "lines": lines, "vendor": "copilot", "repository": repo,
+            "line_numbers": (first..first + lines.len() as u64).collect::<Vec<_>>(),
+        });
+        let r = self
+            .http
+            .post(format!("{}/hooks/transcript", self.server.url()))
+            .bearer_auth(ADMIN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.server.url()))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn json(&self, path: &str) -> serde_json::Value {
+        let r = self.get(path).await;
+        assert_eq!(r.status(), 200, "{path}");
+        r.json().await.unwrap()
+    }
+
+    fn index(&self) {
+        let reads = self.server.storage().reads();
+        std::thread::scope(|s| s.spawn(|| indexer::catch_up(&*reads).unwrap()).join().unwrap());
+    }
+}
+
+async fn the_web_ui_reads_what_was_stored(storage: Storage) {
+    let ui = Ui::start(storage).await;
+    let (a, b) = (SessionId::new_random(), SessionId::new_random());
+    let a_lines = vec![
+        ev("session.start", serde_json::json!({ "copilotVersion": "1.0.34" })),
+        ev(
+            "user.message",
+            serde_json::json!({ "content": "why is the parser flaky" }),
+        ),
+        ev(
+            "assistant.message",
+            serde_json::json!({ "content": "Because **timing**." }),
+        ),
+        "not json at all, mentions zebra".to_string(),
+        ev(
+            "user.message",
+            serde_json::json!({ "content": "<script>alert(1)</script> <img src=x onerror=alert(2)>" }),
+        ),
+        shutdown(1000, 2),
+    ];
+    ui.post(a, "org/a", 0, &a_lines).await;
+    ui.post(
+        b,
+        "org/b",
+        0,
+        &[
+            ev("user.message", serde_json::json!({ "content": "unrelated" })),
+            shutdown(500, 1),
+        ],
+    )
+    .await;
+    // A replay of the same lines (another path, another machine) changes nothing.
+    ui.post(a, "org/a", 4, &a_lines[4..]).await;
+    ui.index();
+
+    // GET /api/sessions: the plain listing still answers; filters and paging narrow it.
+    let all = ui.json("/api/sessions?limit=1").await;
+    assert_eq!(all.as_array().unwrap().len(), 1);
+    let r = ui.get("/api/sessions?repository=org/a").await;
+    assert_eq!(r.headers()["x-total-count"], "1");
+    let only_a: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(only_a[0]["session_id"], a.dashed());
+    assert_eq!(only_a[0]["repository"], "org/a");
+    let r = ui.get("/api/sessions?offset=1&limit=1").await;
+    assert_eq!(r.headers()["x-total-count"], "2");
+    assert_eq!(
+        r.json::<serde_json::Value>()
+            .await
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(ui.get("/api/sessions?from=soon").await.status(), 400);
+
+    // Lines after N, limit M.
+    let page = ui
+        .json(&format!("/api/sessions/{}/lines?after=1&limit=2", a.dashed()))
+        .await;
+    let ns: Vec<u64> = page["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!((ns, page["more"].as_bool()), (vec![2, 3], Some(true)));
+    assert_eq!(page["lines"][1]["text"], a_lines[3]);
+
+    // Search: JSON fields and plain lines, word prefixes, a link to the line.
+    let hits = ui.json("/api/search?q=flak%20PARSER").await;
+    let hits = hits["hits"].as_array().unwrap();
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert_eq!(
+        (hits[0]["n"].as_u64(), hits[0]["kind"].as_str()),
+        (Some(1), Some("user.message"))
+    );
+    assert_eq!(hits[0]["url"], format!("/sessions/{}?from=0#L1", a.dashed()));
+    let hits = ui.json("/api/search?q=zebra").await;
+    assert_eq!(hits["hits"][0]["n"], 3);
+    let none = ui.json("/api/search?q=session").await;
+    assert!(
+        none["hits"].as_array().unwrap().is_empty(),
+        "JSON keys and types are not indexed: {none}"
+    );
+
+    // Usage: each shutdown once, by repository, model, machine and day.
+    let by_repo = ui.json("/api/usage?group=repo").await;
+    assert_eq!(by_repo["total"]["input_tokens"], 1500.0);
+    assert_eq!(by_repo["rows"][0]["key"], "org/a");
+    assert_eq!(by_repo["rows"][0]["input_tokens"], 1000.0);
+    let by_day = ui.json("/api/usage?group=day").await;
+    assert_eq!(by_day["rows"][0]["key"], "2026-09-21");
+    assert_eq!(by_day["rows"][0]["premium_requests"], 3.0);
+    let by_machine = ui.json("/api/usage?group=machine").await;
+    assert_eq!(by_machine["rows"][0]["key"], "admin");
+    let by_model = ui.json("/api/usage?group=model&repository=org/b").await;
+    assert_eq!(by_model["rows"][0]["input_tokens"], 500.0);
+
+    // Pages: the list, a session with its usage table, hostile text inert, search hits.
+    let list = ui.get("/").await.text().await.unwrap();
+    assert!(list.contains(&a.dashed()) && list.contains("org/b"));
+    let page = ui
+        .get(&format!("/sessions/{}", a.dashed()))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("<table id=\"usage\"") && page.contains("gpt-5"));
+    assert!(page.contains("id=\"L5\"") && !page.contains("<img") && page.contains("&lt;script&gt;"));
+    let found = ui.get("/search?q=timing").await.text().await.unwrap();
+    assert!(found.contains(&format!("/sessions/{}?from=0#L2", a.dashed())));
+
+    // Without a token: pages send the browser to log in, the API says 401.
+    let anon = ui
+        .http
+        .get(format!("{}/usage", ui.server.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anon.status(), 303);
+    assert_eq!(anon.headers()["location"], "/login?next=%2Fusage");
+    let anon = ui
+        .http
+        .get(format!("{}/api/usage", ui.server.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anon.status(), 401);
+
+    // Live: a line posted while the stream is open arrives.
+    let mut stream = ui
+        .get(&format!("/api/sessions/{}/live?after=5", a.dashed()))
+        .await;
+    assert_eq!(stream.status(), 200);
+    let late = ev("assistant.message", serde_json::json!({ "content": "late line" }));
+    ui.post(a, "org/a", 6, std::slice::from_ref(&late)).await;
+    let mut got = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !got.contains("late line") {
+        let chunk = tokio::time::timeout_at(deadline, stream.chunk())
+            .await
+            .expect("live line in time");
+        got.push_str(&String::from_utf8_lossy(&chunk.unwrap().expect("stream open")));
+    }
+    assert!(got.contains("id: 6"), "{got}");
+    ui.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite() {
+    the_web_ui_reads_what_was_stored(Storage::temporary().unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres() {
+    let Some(cluster) = Cluster::start("web_storage::postgres") else {
+        return;
+    };
+    let url = cluster.database();
+    let storage = Storage::postgres(&url).unwrap();
+    the_web_ui_reads_what_was_stored(storage).await;
+}
+
+#[test]
+fn the_sqlite_search_index_resumes_where_it_stopped_after_a_restart() {
+    use kcap::ids::event_id;
+    use kcap::server::storage::{Batch, IncomingLine, Principal};
+    use kcap::server::web::model::Paging;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kcap.db");
+    let sid = SessionId::new_random();
+    let store = |first: u64, words: &[&str]| {
+        let storage = Storage::sqlite(&path).unwrap();
+        let lines = words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let text = ev("user.message", serde_json::json!({ "content": w }));
+                let number = first + i as u64;
+                IncomingLine {
+                    number,
+                    id: event_id(&sid, number, text.as_bytes()),
+                    text,
+                }
+            })
+            .collect();
+        let batch = Batch {
+            session: sid,
+            lines,
+            blanks: Vec::new(),
+            vendor: None,
+            repository: None,
+            writer: Principal::Anonymous,
+            now: 1,
+        };
+        storage.backend().ingest(&batch).unwrap();
+        let reads = storage.reads();
+        let indexed = indexer::catch_up(&*reads).unwrap();
+        let hits = |q: &str| reads.search_lines(q, Paging::new(0, 10)).unwrap().len();
+        (indexed, hits("alpha"), hits("omega"))
+    };
+    assert_eq!(store(0, &["alpha one", "alpha two"]), (2, 2, 0));
+    // Reopened: only the new line is indexed, and the old ones are still found.
+    assert_eq!(store(2, &["omega"]), (1, 2, 1));
+}
