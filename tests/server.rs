@@ -187,6 +187,32 @@ async fn bearer_token_guards_every_route_but_auth_config() {
         .unwrap();
     assert_eq!(ok.status().as_u16(), 200);
     assert!(server.session(sid).lines.contains_key(&0));
+
+    // A browser logged in to the web UI reads the protocol's JSON with its cookie (the token,
+    // hex-encoded), but a cookie never authorizes a write.
+    let cookie = format!("kcap_token={}", hex("s3cret"));
+    for path in ["/api/sessions".to_string(), format!("/api/sessions/{sid}")] {
+        let read = http()
+            .get(format!("{url}{path}"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(read.status().as_u16(), 200, "{path}");
+    }
+    let write = http()
+        .post(format!("{url}/hooks/transcript"))
+        .header("cookie", &cookie)
+        .json(&batch(sid, &[(1, "{}")], true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(write.status().as_u16(), 401);
+    assert!(!server.session(sid).lines.contains_key(&1));
+}
+
+fn hex(text: &str) -> String {
+    text.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -150,6 +150,35 @@ async fn a_held_body_times_out_and_others_are_served_meanwhile() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn small_bodies_held_short_take_no_ingest_slot() {
+    // Twice as many slow senders as ingest slots, each declaring a small body and sending part
+    // of it: they hold only the bytes they sent, so a ready batch is stored at once (before the
+    // fix each held a slot until the body timeout and the ready batch waited, then got 503).
+    let limits = Limits {
+        max_ingest: 2,
+        body_timeout: Duration::from_secs(30),
+        ingest_queue_timeout: Duration::from_secs(3),
+        ..Limits::default()
+    };
+    let server = Server::start_with_limits(SocketAddr::from(([127, 0, 0, 1], 0)), None, limits)
+        .await
+        .unwrap();
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut s = TcpStream::connect(server.addr()).await.unwrap();
+        s.write_all(
+            b"POST /hooks/transcript HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"session_id\":",
+        )
+        .await
+        .unwrap();
+        held.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(store_one(&server.url()).await, 200, "a ready batch got no slot");
+    drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn oversized_hooks_are_refused_and_a_large_tail_is_stored_whole() {
     // `kcap serve`'s own defaults (Server::start keeps the sled-era 32 MiB body limit).
     let server = Server::start_with_limits(SocketAddr::from(([127, 0, 0, 1], 0)), None, Limits::default())

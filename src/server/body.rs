@@ -3,9 +3,11 @@
 //! copy of its raw bytes.
 
 use std::io::Read;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 /// Bodies up to this size are collected whole and parsed from memory (fastest); larger ones are
@@ -47,17 +49,53 @@ async fn next_frame(
     }
 }
 
-/// Collects a body of at most `max` bytes within `timeout`.
-pub async fn collect(mut body: Body, max: u64, timeout: Duration) -> Result<Bytes, BodyError> {
+/// Collects a body of at most `max` bytes within `timeout`. Every chunk first takes its size
+/// from `budget` (see [`take_share`]); the returned permit holds it until the caller drops it,
+/// so bodies being read never hold more memory than the budget, and a client that stops sending
+/// holds only what it sent.
+pub async fn collect(
+    mut body: Body,
+    max: u64,
+    timeout: Duration,
+    budget: &Arc<Semaphore>,
+) -> Result<(Bytes, Option<OwnedSemaphorePermit>), BodyError> {
     let deadline = Instant::now() + timeout;
     let mut out = Vec::new();
+    let mut held = None;
     while let Some(data) = next_frame(&mut body, deadline, timeout).await? {
-        if out.len() as u64 + data.len() as u64 > max {
+        let total = out.len() as u64;
+        if total + data.len() as u64 > max {
             return Err(BodyError::TooLarge(max));
         }
+        take_share(budget, &mut held, total, data.len() as u64, deadline, timeout).await?;
         out.extend_from_slice(&data);
     }
-    Ok(Bytes::from(out))
+    Ok((Bytes::from(out), held))
+}
+
+/// Takes the share of `budget` that `len` more bytes add to a body of `total` bytes, in
+/// [`BUDGET_UNIT`]s, into `held`; waits for it no later than `deadline`.
+async fn take_share(
+    budget: &Arc<Semaphore>,
+    held: &mut Option<OwnedSemaphorePermit>,
+    total: u64,
+    len: u64,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<(), BodyError> {
+    let units = ((total + len).div_ceil(BUDGET_UNIT) - total.div_ceil(BUDGET_UNIT)) as u32;
+    if units == 0 {
+        return Ok(());
+    }
+    let permit = tokio::time::timeout_at(deadline, budget.clone().acquire_many_owned(units))
+        .await
+        .map_err(|_| BodyError::TimedOut(timeout))?
+        .map_err(|_| BodyError::Broken("server stopping".into()))?;
+    match held.as_mut() {
+        Some(h) => h.merge(permit),
+        None => *held = Some(permit),
+    }
+    Ok(())
 }
 
 /// Reads a body to its end within `timeout`, keeping nothing.
@@ -79,7 +117,7 @@ pub async fn stream_into<T: Send + 'static>(
     mut body: Body,
     max: u64,
     timeout: Duration,
-    budget: std::sync::Arc<tokio::sync::Semaphore>,
+    budget: Arc<Semaphore>,
     parse: impl FnOnce(&mut dyn Read) -> T + Send + 'static,
 ) -> Result<T, BodyError> {
     let deadline = Instant::now() + timeout;
@@ -96,25 +134,14 @@ pub async fn stream_into<T: Send + 'static>(
         parse(&mut reader)
     });
     let mut total = 0u64;
-    let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
+    let mut held: Option<OwnedSemaphorePermit> = None;
     let fed = async {
         while let Some(data) = next_frame(&mut body, deadline, timeout).await? {
-            let units =
-                ((total + data.len() as u64).div_ceil(BUDGET_UNIT) - total.div_ceil(BUDGET_UNIT)) as u32;
-            total += data.len() as u64;
-            if total > max {
+            if total + data.len() as u64 > max {
                 return Err(BodyError::TooLarge(max));
             }
-            if units > 0 {
-                let permit = tokio::time::timeout_at(deadline, budget.clone().acquire_many_owned(units))
-                    .await
-                    .map_err(|_| BodyError::TimedOut(timeout))?
-                    .map_err(|_| BodyError::Broken("server stopping".into()))?;
-                match held.as_mut() {
-                    Some(h) => h.merge(permit),
-                    None => held = Some(permit),
-                }
-            }
+            take_share(&budget, &mut held, total, data.len() as u64, deadline, timeout).await?;
+            total += data.len() as u64;
             if tx.send(data).await.is_err() {
                 // The parser stopped early (malformed JSON): its error is the answer.
                 break;

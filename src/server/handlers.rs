@@ -72,11 +72,16 @@ fn web_ui(shared: Arc<Shared>) -> super::web::Web {
 async fn faults_and_auth(State(shared): State<Arc<Shared>>, mut request: Request, next: Next) -> Response {
     *lock(&shared.requests) += 1;
     lock(&shared.first_request_at).get_or_insert_with(now_ms);
-    let header = request
+    let mut header = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(String::from);
+    // A logged-in browser may read the protocol's JSON (GET) with its login cookie; writes stay
+    // bearer-only, so no cookie can ever authorize a write.
+    if header.is_none() && request.method() == axum::http::Method::GET {
+        header = super::web::auth::presented(request.headers()).map(|t| format!("Bearer {t}"));
+    }
     let principal = match shared.gate.check(&shared.storage, header.as_deref()).await {
         Ok(super::auth::Verdict::Allowed(p)) => p,
         Ok(super::auth::Verdict::Denied) => {
@@ -273,6 +278,17 @@ async fn refuse_oversize(body: Body, declared: u64, shared: &Shared) -> Response
     body_error(BodyError::TooLarge(shared.limits.max_body))
 }
 
+/// 503 with Retry-After: every ingest slot stayed taken past the queue timeout.
+fn busy() -> Response {
+    let mut r = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the server is busy storing other batches; retry",
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    r
+}
+
 async fn transcript(
     State(shared): State<Arc<Shared>>,
     Extension(writer): Extension<Principal>,
@@ -284,33 +300,15 @@ async fn transcript(
     if let Some(declared) = declared.filter(|d| *d > limits.max_body) {
         return refuse_oversize(body, declared, &shared).await;
     }
-    // Small bodies take one of `max_ingest` slots; large (or unsized) ones take their bytes
-    // from the large-body budget as they arrive (see body::stream_into).
+    // Every body takes its bytes from the body budget as they arrive (a client that stops
+    // sending holds only what it sent, never a slot). Large (or unsized) bodies are parsed as they
+    // arrive; small ones are collected first and only then take one of `max_ingest` slots for the
+    // parse and the transaction, so slow senders cannot keep the ready ones waiting.
     let large = declared.is_none_or(|d| d > body::STREAM_ABOVE);
-    let permit = if large {
-        None
-    } else {
-        match tokio::time::timeout(
-            limits.ingest_queue_timeout,
-            shared.ingest_slots.clone().acquire_owned(),
-        )
-        .await
-        {
-            Ok(Ok(p)) => Some(p),
-            _ => {
-                let mut r = error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the server is busy storing other batches; retry",
-                );
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-                return r;
-            }
-        }
-    };
     let storage = shared.storage.clone();
+    let budget = shared.large_body_budget.clone();
+    let mut permit = None;
     let outcome = if large {
-        let budget = shared.large_body_budget.clone();
         body::stream_into(
             body,
             limits.max_body,
@@ -325,15 +323,26 @@ async fn transcript(
         )
         .await
     } else {
-        match body::collect(body, limits.max_body, limits.body_timeout).await {
-            Ok(bytes) => Ok(storage
-                .run(move |b| {
-                    let batch: TranscriptBatch = serde_json::from_slice(&bytes)
-                        .map_err(|e| StorageError::Invalid(format!("malformed batch: {e}")))?;
-                    drop(bytes);
-                    b.ingest(&to_batch(batch, writer)?)
-                })
-                .await),
+        match body::collect(body, limits.max_body, limits.body_timeout, &budget).await {
+            Ok((bytes, _held_until_stored)) => {
+                match tokio::time::timeout(
+                    limits.ingest_queue_timeout,
+                    shared.ingest_slots.clone().acquire_owned(),
+                )
+                .await
+                {
+                    Ok(Ok(p)) => permit = Some(p),
+                    _ => return busy(),
+                }
+                Ok(storage
+                    .run(move |b| {
+                        let batch: TranscriptBatch = serde_json::from_slice(&bytes)
+                            .map_err(|e| StorageError::Invalid(format!("malformed batch: {e}")))?;
+                        drop(bytes);
+                        b.ingest(&to_batch(batch, writer)?)
+                    })
+                    .await)
+            }
             Err(e) => Err(e),
         }
     };
