@@ -53,7 +53,7 @@ pub async fn handler(
             };
             let mut lines = r.line_page(id, from, PAGE_LINES as u32)?;
             // A page holds line numbers from..from+PAGE_LINES, whatever gaps there are.
-            let end = from + PAGE_LINES;
+            let end = from.saturating_add(PAGE_LINES);
             if lines.lines.iter().any(|l| l.n >= end) {
                 lines.lines.retain(|l| l.n < end);
                 lines.more = true;
@@ -158,9 +158,9 @@ fn pager(base: &str, from: u64, more: bool, filters: &str) -> Markup {
             @if from > 0 {
                 a href=(format!("{base}?from={}{filters}#transcript", from.saturating_sub(PAGE_LINES))) rel="prev" { "← Lines " (from.saturating_sub(PAGE_LINES)) "–" (from - 1) }
             }
-            span.muted { "Lines " (from) "–" (from + PAGE_LINES - 1) }
+            span.muted { "Lines " (from) "–" (from.saturating_add(PAGE_LINES - 1)) }
             @if more {
-                a href=(format!("{base}?from={}{filters}#transcript", from + PAGE_LINES)) rel="next" { "Lines " (from + PAGE_LINES) "– →" }
+                a href=(format!("{base}?from={}{filters}#transcript", from.saturating_add(PAGE_LINES))) rel="next" { "Lines " (from.saturating_add(PAGE_LINES)) "– →" }
             }
         }
     }
