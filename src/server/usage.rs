@@ -22,6 +22,11 @@ use serde_json::Value;
 /// JSON readers in browsers lose precision. Sums stop here and the usage is flagged `saturated`.
 pub const COUNTER_MAX: f64 = 9_007_199_254_740_992.0;
 
+/// How many modified-file names one shutdown keeps: the names are for people to read, and a
+/// shutdown listing millions of files must not make every read of its session cost seconds.
+/// The rest are counted in `files_omitted`.
+pub const FILES_KEPT: usize = 1_000;
+
 /// Counters of one model (or of a whole session, for the session-level fields).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct ModelUsage {
@@ -79,6 +84,9 @@ pub struct Shutdown {
     /// A counter was larger than [`COUNTER_MAX`] and was read as that.
     #[serde(default)]
     pub saturated: bool,
+    /// Modified files listed beyond the first [`FILES_KEPT`], counted but not kept.
+    #[serde(default)]
+    pub files_omitted: u64,
 }
 
 /// The folded usage of a session.
@@ -100,6 +108,9 @@ pub struct Usage {
     /// Some figure reached [`COUNTER_MAX`] and stopped there: the totals are a lower bound.
     #[serde(default)]
     pub saturated: bool,
+    /// Modified files the shutdowns listed beyond what each keeps ([`FILES_KEPT`]).
+    #[serde(default)]
+    pub files_omitted: u64,
 }
 
 /// What a transcript line means to the usage fold.
@@ -192,11 +203,12 @@ fn shutdown_of(v: &Value) -> Shutdown {
             models.insert(model.clone(), usage);
         }
     }
-    let files_modified = data
+    let listed = data
         .pointer("/codeChanges/filesModified")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
-        .unwrap_or_default();
+        .and_then(Value::as_array);
+    let names = listed.into_iter().flatten().filter_map(Value::as_str);
+    let files_modified: Vec<String> = names.clone().take(FILES_KEPT).map(String::from).collect();
+    let files_omitted = (names.count() - files_modified.len()) as u64;
     let mut s = Shutdown {
         models,
         premium_requests: r.read(data, "/totalPremiumRequests"),
@@ -209,6 +221,7 @@ fn shutdown_of(v: &Value) -> Shutdown {
     };
     s.invalid_counters = r.invalid;
     s.saturated = r.saturated;
+    s.files_omitted = files_omitted;
     s
 }
 
@@ -299,6 +312,7 @@ pub fn fold(shutdowns: &[Shutdown], has_usage_checkpoints: bool) -> Usage {
             }
         }
         usage.invalid_counters = usage.invalid_counters.saturating_add(s.invalid_counters);
+        usage.files_omitted = usage.files_omitted.saturating_add(s.files_omitted);
         saturated |= s.saturated;
         previous = Some(s);
     }
@@ -417,6 +431,19 @@ mod tests {
         assert!(!json.contains("null"), "{json}");
         let small = fold(&[shutdown("a", 1.0, 1.0)], false);
         assert!(!small.saturated);
+    }
+
+    #[test]
+    fn a_shutdown_keeps_a_bounded_list_of_files_and_counts_the_rest() {
+        let names: Vec<String> = (0..FILES_KEPT + 5).map(|i| format!("\"f{i}\"")).collect();
+        let s = parse_shutdown(&line(&format!(
+            r#"{{"codeChanges":{{"filesModified":[{}]}}}}"#,
+            names.join(",")
+        )))
+        .unwrap();
+        assert_eq!((s.files_modified.len(), s.files_omitted), (FILES_KEPT, 5));
+        let u = fold(&[s.clone(), s], false);
+        assert_eq!((u.files_modified.len(), u.files_omitted), (FILES_KEPT, 10));
     }
 
     #[test]
