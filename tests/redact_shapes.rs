@@ -155,6 +155,35 @@ fn an_empty_value_does_not_swallow_the_next_line() {
     assert_eq!(redact(&line), line);
 }
 
+/// A `[REDACTED]` already inside a secret (typed by someone, or left by an earlier pass) does not
+/// shield the rest of it.
+#[test]
+fn an_existing_marker_does_not_shield_the_secret_around_it() {
+    let pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEAx9Qk2L7mN0pR5tV8wY1zB3cE6fH9jK2\n[REDACTED]\nc3VwZXJzZWNyZXRrZXltYXRlcmlhbA\n-----END RSA PRIVATE KEY-----";
+    let cases = [
+        ("PEM body line", pem, "MIIEpAIBAAKCAQEA", "c3VwZXJzZWNyZXRr"),
+        (
+            "quoted password",
+            "password=\"Xk9#mQ2z [REDACTED] tail9Q\"",
+            "Xk9#mQ2z",
+            "tail9Q",
+        ),
+        ("URL password", "postgres://u:Pw9x[REDACTED]@h/db", "Pw9x", "Pw9x"),
+    ];
+    for (case, text, first, second) in cases {
+        for (how, out) in [
+            ("plain", redact(text)),
+            ("json", content(&redact(&in_json(text)))),
+        ] {
+            assert!(
+                !out.contains(first) && !out.contains(second) && out.contains(REDACTED),
+                "{case} ({how}): {text:?} -> {out:?}"
+            );
+            assert_eq!(redact(&out), out, "{case} ({how}): not idempotent");
+        }
+    }
+}
+
 #[test]
 fn json_keys_judge_their_values() {
     assert_eq!(
