@@ -184,6 +184,26 @@ fn an_existing_marker_does_not_shield_the_secret_around_it() {
     }
 }
 
+/// base64 with one `=` of padding after `name:` (`kubectl get secret -o yaml`) is a value, not a
+/// type annotation followed by an assignment.
+#[test]
+fn base64_with_one_padding_sign_after_a_colon_is_redacted() {
+    for (text, secret) in [
+        ("password: c3VwZXJzZWNyZXQ=", "c3VwZXJzZWNyZXQ"),
+        ("  token: YWJjZGVmMTIzNDU2Nzg5MDEyMw=", "YWJjZGVmMTIzNDU2"),
+    ] {
+        for (how, out) in [
+            ("plain", redact(text)),
+            ("json", content(&redact(&in_json(text)))),
+        ] {
+            assert!(
+                !out.contains(secret) && out.contains(REDACTED),
+                "{how}: {text:?} -> {out:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn json_keys_judge_their_values() {
     assert_eq!(

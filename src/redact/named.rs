@@ -565,7 +565,16 @@ fn typed_assignment(b: &[u8], p: usize) -> Option<usize> {
         return None;
     }
     let q = skip_blanks(b, p + len);
-    (b.get(q) == Some(&b'=') && b.get(q + 1) != Some(&b'=')).then_some(q + 1)
+    if b.get(q) != Some(&b'=') || b.get(q + 1) == Some(&b'=') {
+        return None;
+    }
+    // Nothing assigned after the `=`: the "type" was a base64 value with one `=` of padding
+    // (`password: c3VwZXJzZWNyZXQ=`).
+    let r = skip_blanks(b, q + 1);
+    let assigned = b
+        .get(r)
+        .is_some_and(|c| !matches!(c, b'\n' | b'\r' | b',' | b';' | b'}' | b']' | b')' | b'\\'));
+    assigned.then_some(q + 1)
 }
 
 /// Skips an auth scheme word (`Bearer `, `Basic `, `token `): the secret follows it.
@@ -771,6 +780,10 @@ mod tests {
             let got = value(text, name).unwrap_or_default();
             assert_eq!(got, want, "{text}");
         }
+        assert_eq!(
+            value("password: c3VwZXJzZWNyZXQ=", "password").as_deref(),
+            Some("c3VwZXJzZWNyZXQ=")
+        );
         assert_eq!(value("Token::U8(52)", "Token"), None);
         assert_eq!(value("if password == x", "password"), None);
     }
