@@ -204,6 +204,49 @@ fn base64_with_one_padding_sign_after_a_colon_is_redacted() {
     }
 }
 
+/// Qualifiers that make `key` or `token` a data-structure word (`primary_key`, `search_key`) do
+/// not cancel real credential names: Azure's `primaryMasterKey`, GitHub Actions' `INPUT_TOKEN`.
+#[test]
+fn qualified_credential_names_are_secrets() {
+    let random = "Qz8Xw7Vc6Bn5Ml4Kj3Hg2Fd1";
+    let hex = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    let cosmos =
+        "Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZmdoaWprbG1ub3BxcnN0dXZ3eHl6QUJDREVGR0hJSktMTU5PUFFSU1Q=";
+    let mut texts = vec![format!(
+        "{{\"primaryMasterKey\": \"{cosmos}\", \"primaryReadonlyMasterKey\": \"{cosmos}\"}}"
+    )];
+    for name in [
+        "PRIMARY_KEY",
+        "SEARCH_API_KEY",
+        "SSH_KEY",
+        "INPUT_TOKEN",
+        "S3_ACCESS_KEY",
+        "SIGNING_KEY",
+    ] {
+        texts.push(format!("{name}={random}"));
+        texts.push(format!("{name}={hex}"));
+    }
+    for text in &texts {
+        for (how, out) in [
+            ("plain", redact(text)),
+            ("json", content(&redact(&in_json(text)))),
+        ] {
+            assert!(
+                !out.contains(&random[..12]) && !out.contains(&hex[..12]) && !out.contains(&cosmos[..12]),
+                "{how}: {text:?} -> {out:?}"
+            );
+        }
+    }
+    for kept in [
+        "primary_key: Option<String>,",
+        "impl KeyUsage {",
+        "token_count: 52",
+        "let sort_key = row.sort_key;",
+    ] {
+        assert_eq!(redact(kept), kept);
+    }
+}
+
 #[test]
 fn json_keys_judge_their_values() {
     assert_eq!(

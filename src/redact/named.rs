@@ -193,11 +193,13 @@ const NOT_VALUE: &[&str] = &[
     "template",
     "file_path",
 ];
-/// Parts next to `key` or `token` that make them data-structure words, not credentials.
+/// Parts right before `key` or `token` (or after it) that make them data-structure words, not
+/// credentials. Words that also name real credentials (`primary` of Azure's `primaryMasterKey`,
+/// `search`, `input` of `INPUT_TOKEN`, `ssh`, `gpg`, `pgp`, `signing`, `s3`) are not here: their
+/// values must also look random, which keeps `primary_key: Option<String>` as it is.
 const BENIGN_QUALIFIERS: &[&str] = &[
     "cache",
     "sort",
-    "primary",
     "foreign",
     "partition",
     "map",
@@ -231,7 +233,6 @@ const BENIGN_QUALIFIERS: &[&str] = &[
     "idempotency",
     "dedup",
     "query",
-    "search",
     "element",
     "prop",
     "bucket",
@@ -257,22 +258,15 @@ const BENIGN_QUALIFIERS: &[&str] = &[
     "eof",
     "stop",
     "output",
-    "input",
     "prompt",
     "cached",
     "reasoning",
     "total",
     "max",
     "min",
-    "ssh",
-    "gpg",
-    "pgp",
-    "signing",
     "host",
     "known",
     "foreign",
-    "primary",
-    "s3",
     "object",
     "file",
     "api_version",
@@ -340,7 +334,15 @@ pub(crate) fn classify(name: &str) -> Option<Strength> {
     if !weak {
         return None;
     }
-    if parts.iter().any(|p| BENIGN_QUALIFIERS.contains(&p.as_str())) {
+    // A qualifier counts only right before the secret word or after it: `cache_key`,
+    // `next_token`, `token_list`, but not `ROW_API_KEY`-style names where another word sits
+    // between.
+    let benign = |p: &String| BENIGN_QUALIFIERS.contains(&p.as_str());
+    let qualified = match parts.iter().rposition(|p| WEAK.contains(&p.as_str())) {
+        Some(w) => (w > 0 && benign(&parts[w - 1])) || parts[w + 1..].iter().any(benign),
+        None => parts.iter().any(benign),
+    };
+    if qualified {
         return None;
     }
     Some(Strength::Weak)
@@ -728,6 +730,14 @@ mod tests {
             "GITHUB_TOKEN",
             "authToken",
             "Authorization",
+            "primaryMasterKey",
+            "primaryReadonlyMasterKey",
+            "PRIMARY_KEY",
+            "SEARCH_API_KEY",
+            "SSH_KEY",
+            "INPUT_TOKEN",
+            "S3_ACCESS_KEY",
+            "SIGNING_KEY",
         ] {
             assert_eq!(classify(n), Some(Strength::Weak), "{n}");
         }
@@ -739,7 +749,8 @@ mod tests {
             "password_file",
             "cache_key",
             "keyboard",
-            "primary_key",
+            "sort_key",
+            "row_cache_key",
             "next_token",
             "secret_name",
             "author",
