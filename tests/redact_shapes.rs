@@ -247,6 +247,22 @@ fn qualified_credential_names_are_secrets() {
     }
 }
 
+/// A PEM header used as a string constant, with no key lines after it, is code: it must not
+/// swallow the rest of a `view` result.
+#[test]
+fn a_pem_header_constant_in_code_is_not_a_key() {
+    let code = "const HEADER: &str = \"-----BEGIN RSA PRIVATE KEY-----\";\nconst FOOTER: &str = \"-----END\";\nfn parse(pem: &str) -> Option<Key> {\n    pem.strip_prefix(HEADER)?;\n}\n";
+    assert_eq!(content(&redact(&in_json(code))), code);
+    assert_eq!(redact(code), code);
+    // A real key, cut off, followed by code: the key goes, the code stays.
+    let cut = "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEAx9Qk2L7mN0pR5tV8\n\";\nfn main() {}\n";
+    let out = content(&redact(&in_json(cut)));
+    assert!(
+        !out.contains("MIIEpAIB") && out.contains("fn main() {}"),
+        "{out:?}"
+    );
+}
+
 #[test]
 fn json_keys_judge_their_values() {
     assert_eq!(
