@@ -17,12 +17,16 @@ pub(crate) enum Strength {
 pub(crate) fn is_secret(value: &str, strength: Strength, quoted: bool) -> bool {
     // A value with a marker in it (typed by someone, or left by an earlier pass): a quoted
     // strong value whose other words are all credential-like (`"Xk9#mQ2z [REDACTED] tail9Q"`)
-    // is still a secret, and the scan redacts the words around the marker. Anything looser
+    // is still a secret, and the scan redacts the words around the marker. The marker must sit
+    // inside the value: at its edge, an earlier finding may have crossed where the value then
+    // ended, and the words beyond were never part of it. Anything looser
     // would let a second pass find what the first judged as prose or code.
     if value.contains(REDACTED) {
         let mut words = value.split_whitespace().filter(|w| *w != REDACTED).peekable();
+        let inside = !value.trim().starts_with(REDACTED) && !value.trim().ends_with(REDACTED);
         return strength == Strength::Strong
             && quoted
+            && inside
             && words.peek().is_some()
             && words.all(credential_like);
     }
