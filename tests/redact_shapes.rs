@@ -263,6 +263,40 @@ fn a_pem_header_constant_in_code_is_not_a_key() {
     );
 }
 
+/// .NET config `<add key="Password" value="…"/>` and `docker login -p X`.
+#[test]
+fn config_add_elements_and_docker_login_are_redacted() {
+    for (text, secret, keep) in [
+        (
+            "<add key=\"Password\" value=\"Xk9mQ2zI\"/>",
+            "Xk9mQ2zI",
+            "<add key=\"Password\" value=",
+        ),
+        ("docker login -p D0ckerPw7 registry", "D0ckerPw7", "registry"),
+        (
+            "docker login -u bob -p D0ckerPw7 registry.example.com",
+            "D0ckerPw7",
+            "-u bob -p",
+        ),
+    ] {
+        for (how, out) in [
+            ("plain", redact(text)),
+            ("json", content(&redact(&in_json(text)))),
+        ] {
+            assert!(
+                !out.contains(secret) && out.contains(keep) && out.contains(REDACTED),
+                "{how}: {text:?} -> {out:?}"
+            );
+        }
+    }
+    for kept in [
+        "<add key=\"PasswordLength\" value=\"12\"/>",
+        "docker run -p 8080:80 nginx",
+    ] {
+        assert_eq!(redact(kept), kept);
+    }
+}
+
 #[test]
 fn json_keys_judge_their_values() {
     assert_eq!(

@@ -469,6 +469,14 @@ pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
         })
         .filter(|v| v.end > v.start);
     }
+    // .NET config: `<add key="Password" value="…"/>`: the name is an attribute's value.
+    if quoted_name && ns >= 5 && b[..ns - 1].ends_with(b"=") && b[ns - 5..ns - 2].eq_ignore_ascii_case(b"key")
+    {
+        let q = skip_blanks(b, p);
+        if b.len() >= q + 6 && b[q..q + 6].eq_ignore_ascii_case(b"value=") {
+            return read_value(b, q + 6);
+        }
+    }
     if quoted_name && b.get(p) == Some(&b']') {
         p += 1; // `ENV["password"] = …`
     }
