@@ -132,7 +132,15 @@ pub fn classify(line: &str) -> UsageEvent {
     if !mentions_shutdown && !line.contains("session.usage_checkpoint") {
         return UsageEvent::Other;
     }
-    let Ok(v) = serde_json::from_str::<Value>(line) else {
+    let parsed = serde_json::from_str::<Value>(line).or_else(|e| {
+        // serde_json refuses numbers past f64 (`1e400`): a shutdown must not vanish for that, so
+        // such numbers are read as the largest finite one (then saturated and flagged).
+        match (mentions_shutdown, clamp_overflowing_numbers(line)) {
+            (true, Some(clamped)) => serde_json::from_str::<Value>(&clamped),
+            _ => Err(e),
+        }
+    });
+    let Ok(v) = parsed else {
         return UsageEvent::Other;
     };
     match v.get("type").and_then(Value::as_str) {
@@ -140,6 +148,47 @@ pub fn classify(line: &str) -> UsageEvent {
         Some("session.usage_checkpoint") => UsageEvent::Checkpoint,
         _ => UsageEvent::Other,
     }
+}
+
+/// `line` with every number that overflows an `f64` (as `1e400` or `-1e400`) written as
+/// `±1e308`; `None` when there is none. Strings are skipped, escapes included.
+fn clamp_overflowing_numbers(line: &str) -> Option<String> {
+    let bytes = line.as_bytes();
+    let (mut out, mut copied, mut changed) = (String::with_capacity(line.len()), 0, false);
+    let (mut i, mut in_string) = (0, false);
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_string {
+            match b {
+                b'\\' => i += 1,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            i += 1;
+            continue;
+        }
+        if b == b'"' {
+            in_string = true;
+            i += 1;
+            continue;
+        }
+        if b == b'-' || b.is_ascii_digit() {
+            let start = i;
+            while i < bytes.len() && matches!(bytes[i], b'0'..=b'9' | b'+' | b'-' | b'.' | b'e' | b'E') {
+                i += 1;
+            }
+            let token = &line[start..i];
+            if token.parse::<f64>().is_ok_and(f64::is_infinite) {
+                out.push_str(&line[copied..start]);
+                out.push_str(if b == b'-' { "-1e308" } else { "1e308" });
+                copied = i;
+                changed = true;
+            }
+            continue;
+        }
+        i += 1;
+    }
+    changed.then(|| out + &line[copied..])
 }
 
 /// Parses a transcript line; `None` unless it is a `session.shutdown` object.
@@ -431,6 +480,30 @@ mod tests {
         assert!(!json.contains("null"), "{json}");
         let small = fold(&[shutdown("a", 1.0, 1.0)], false);
         assert!(!small.saturated);
+    }
+
+    #[test]
+    fn counters_past_f64_saturate_or_count_as_invalid_instead_of_dropping_the_shutdown() {
+        // serde_json alone refuses the whole line: the shutdown (and its other counters) vanished.
+        let s = parse_shutdown(&line(
+            r#"{"totalPremiumRequests":1e400,"totalApiDurationMs":-1E+400,"note":"1e400 \" 2e999","modelMetrics":{"m":{"usage":{"inputTokens":5,"outputTokens":12e999}}}}"#,
+        ))
+        .expect("still a shutdown");
+        assert!(s.saturated);
+        assert_eq!(s.premium_requests, COUNTER_MAX);
+        assert_eq!(s.models["m"].output_tokens, COUNTER_MAX);
+        assert_eq!(s.models["m"].input_tokens, 5.0);
+        assert_eq!((s.api_duration_ms, s.invalid_counters), (0.0, 1));
+        assert_eq!(
+            clamp_overflowing_numbers(r#"{"a":"1e400","b":[1e400,-2e500,3]}"#).as_deref(),
+            Some(r#"{"a":"1e400","b":[1e308,-1e308,3]}"#)
+        );
+        assert_eq!(clamp_overflowing_numbers(r#"{"a":1e300}"#), None);
+        // Other lines that fail to parse stay what they were.
+        assert_eq!(
+            classify(r#"{"type":"session.shutdown","data":{"x":1e400"#),
+            UsageEvent::Other
+        );
     }
 
     #[test]
