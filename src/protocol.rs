@@ -26,11 +26,16 @@ pub struct TranscriptBatch {
     pub vendor: Option<String>,
 }
 
-/// Reply to a transcript batch: how many lines were new and how many the server already held.
+/// Reply to a transcript batch: how many lines were new, how many the server already held
+/// exactly (replays), and how many differed from the line already stored under their number
+/// (kept aside, never overwriting). `conflicts` came later: readers that ignore unknown fields
+/// keep working, and a reply without it reads as 0.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IngestReply {
     pub new: u64,
     pub duplicates: u64,
+    #[serde(default)]
+    pub conflicts: u64,
 }
 
 /// `GET /api/sessions/{sid}/last-line`: the highest line number below which nothing is missing;

@@ -104,11 +104,14 @@ async fn every_route_and_every_error() {
         (1, r#"{"type":"user.message"}"#),
     ];
     let (status, reply) = post(&url, "/hooks/transcript", &batch(sid, &lines, false)).await;
-    assert_eq!((status, reply), (200, json!({"new": 2, "duplicates": 0})));
+    assert_eq!(
+        (status, reply),
+        (200, json!({"new": 2, "duplicates": 0, "conflicts": 0}))
+    );
     let (_, reply) = post(&url, "/hooks/transcript", &batch(sid, &lines, true)).await;
     assert_eq!(
         reply,
-        json!({"new": 0, "duplicates": 2}),
+        json!({"new": 0, "duplicates": 2, "conflicts": 0}),
         "ids derived server-side must match the client's"
     );
     // Dashed and dashless ids name one session.
@@ -187,6 +190,17 @@ async fn bearer_token_guards_every_route_but_auth_config() {
         .unwrap();
     assert_eq!(ok.status().as_u16(), 200);
     assert!(server.session(sid).lines.contains_key(&0));
+    // The scheme is case-insensitive (RFC 9110 §11.1): `bearer` is the same as `Bearer`.
+    for scheme in ["bearer", "BEARER"] {
+        let lower = http()
+            .get(format!("{url}/api/sessions/{sid}/last-line"))
+            .header("authorization", format!("{scheme} s3cret"))
+            .send()
+            .await
+            .unwrap();
+        let status = lower.status().as_u16();
+        assert_eq!(status, 200, "{scheme}: {}", lower.text().await.unwrap());
+    }
 
     // A browser logged in to the web UI reads the protocol's JSON with its cookie (the token,
     // hex-encoded), but a cookie never authorizes a write.
@@ -228,11 +242,11 @@ async fn replays_overlaps_and_concurrent_clients_store_each_line_once() {
         .collect();
 
     let (_, first) = post(&url, "/hooks/transcript", &batch(sid, &numbered[..200], true)).await;
-    assert_eq!(first, json!({"new": 200, "duplicates": 0}));
+    assert_eq!(first, json!({"new": 200, "duplicates": 0, "conflicts": 0}));
     let (_, replay) = post(&url, "/hooks/transcript", &batch(sid, &numbered[..200], true)).await;
-    assert_eq!(replay, json!({"new": 0, "duplicates": 200}));
+    assert_eq!(replay, json!({"new": 0, "duplicates": 200, "conflicts": 0}));
     let (_, overlap) = post(&url, "/hooks/transcript", &batch(sid, &numbered[150..250], true)).await;
-    assert_eq!(overlap, json!({"new": 50, "duplicates": 50}));
+    assert_eq!(overlap, json!({"new": 50, "duplicates": 50, "conflicts": 0}));
 
     // Eight clients send the same remaining lines at once.
     let mut tasks = tokio::task::JoinSet::new();
@@ -262,7 +276,15 @@ async fn replays_overlaps_and_concurrent_clients_store_each_line_once() {
         &batch(sid, &[(5, r#"{"type":"rewritten"}"#)], true),
     )
     .await;
-    assert_eq!(changed, json!({"new": 0, "duplicates": 1}));
+    assert_eq!(changed, json!({"new": 0, "duplicates": 0, "conflicts": 1}));
+    // A client that knows only `new` and `duplicates` (the published one) still reads the reply.
+    #[derive(serde::Deserialize)]
+    struct OldReply {
+        new: u64,
+        duplicates: u64,
+    }
+    let old: OldReply = serde_json::from_value(changed).unwrap();
+    assert_eq!((old.new, old.duplicates), (0, 0));
     let held = server.session(sid);
     assert_eq!(held.conflicts, 1);
     assert_eq!(held.lines[&5].text, text[5]);

@@ -50,7 +50,7 @@ fn conformance(b: Arc<dyn Backend>) {
     let r = b.ingest(&batch(sid, texts(sid, 0..100), vec![], &anon)).unwrap();
     assert_eq!((r.new, r.duplicates), (100, 0));
     let r = b.ingest(&batch(sid, texts(sid, 50..150), vec![], &anon)).unwrap();
-    assert_eq!((r.new, r.duplicates), (50, 50));
+    assert_eq!((r.new, r.duplicates, r.conflicts), (50, 50, 0));
     assert_eq!(b.last_line(sid).unwrap(), 149);
     let r = b
         .ingest(&batch(
@@ -60,7 +60,7 @@ fn conformance(b: Arc<dyn Backend>) {
             &anon,
         ))
         .unwrap();
-    assert_eq!((r.new, r.duplicates), (0, 1));
+    assert_eq!((r.new, r.duplicates, r.conflicts), (0, 0, 1));
     let held = b.lines(sid).unwrap();
     assert_eq!(held.lines.len(), 150);
     assert_eq!(held.conflicts, 1);
@@ -144,6 +144,32 @@ fn conformance(b: Arc<dyn Backend>) {
     b.ingest(&batch(sid, texts(sid, 3..4), vec![], &Principal::Admin))
         .unwrap();
     assert_eq!(b.last_line(sid).unwrap(), 3);
+
+    // A session written before the server had tokens (no owner) cannot be taken over by a
+    // token, not even the first to ask; only the admin token writes to it, and it stays
+    // unowned.
+    let legacy = SessionId::new_random();
+    b.ingest(&batch(legacy, texts(legacy, 0..2), vec![], &anon))
+        .unwrap();
+    for who in [&alice, &bob] {
+        assert!(matches!(
+            b.ingest(&batch(legacy, texts(legacy, 2..3), vec![], who)),
+            Err(StorageError::Forbidden(_))
+        ));
+        assert!(matches!(
+            b.record_lifecycle(legacy, LifecycleKind::End, &end, who),
+            Err(StorageError::Forbidden(_))
+        ));
+    }
+    assert_eq!(
+        b.last_line(legacy).unwrap(),
+        1,
+        "nothing of the refused batches stored"
+    );
+    b.ingest(&batch(legacy, texts(legacy, 2..3), vec![], &Principal::Admin))
+        .unwrap();
+    assert_eq!(b.last_line(legacy).unwrap(), 2);
+    assert_eq!(b.summary(legacy).unwrap().unwrap().owner, None);
 
     // Lifecycle and metadata: notifications apart, every listed field.
     let start = Lifecycle {

@@ -77,7 +77,7 @@ impl Gate {
 
     /// Decides who sent a request from its `Authorization` header value.
     pub async fn check(&self, storage: &Storage, header: Option<&str>) -> Result<Verdict, StorageError> {
-        let given = header.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim);
+        let given = header.and_then(bearer);
         if let (Some(admin), Some(given)) = (&self.admin, given) {
             if constant_time_eq(admin.as_bytes(), given.as_bytes()) {
                 return Ok(Verdict::Allowed(Principal::Admin));
@@ -97,6 +97,14 @@ impl Gate {
     }
 }
 
+/// The credentials of an `Authorization: Bearer <token>` value. The scheme is case-insensitive
+/// (RFC 9110 §11.1, RFC 6750 §2.1), so `bearer` and `BEARER` count; the token is trimmed.
+pub fn bearer(header: &str) -> Option<&str> {
+    let header = header.trim_start();
+    let (scheme, rest) = header.split_once([' ', '\t'])?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -114,5 +122,15 @@ mod tests {
         assert_ne!(hash(&a), hash(&b));
         assert!(valid_name("laptop-1").is_ok());
         assert!(valid_name("admin").is_err() && valid_name("a b").is_err() && valid_name("").is_err());
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for h in ["Bearer t1", "bearer t1", "BEARER  t1 ", "bEaReR\tt1"] {
+            assert_eq!(bearer(h), Some("t1"), "{h:?}");
+        }
+        assert_eq!(bearer("Basic dTpw"), None);
+        assert_eq!(bearer("Bearert1"), None);
+        assert_eq!(bearer("t1"), None);
     }
 }

@@ -379,7 +379,7 @@ impl Backend for Postgres {
                     }
                     LineOutcome::Duplicate => reply.duplicates += 1,
                     LineOutcome::Conflict => {
-                        reply.duplicates += 1;
+                        reply.conflicts += 1;
                         conflicts += tx
                             .execute(
                                 "INSERT INTO conflicts (session, n, id, text, received_at) VALUES ($1, $2, $3, $4, $5) \
@@ -413,7 +413,7 @@ impl Backend for Postgres {
                     &k,
                     &(contiguous as i64),
                     &(reply.new as i64),
-                    &((reply.duplicates - conflicts) as i64),
+                    &((reply.duplicates + reply.conflicts - conflicts) as i64),
                     &(conflicts as i64),
                     &(batch.now as i64),
                     &checkpoints,

@@ -119,12 +119,19 @@ pub fn validate(batch: &Batch) -> Result<(), StorageError> {
     Ok(())
 }
 
-/// Whether `writer` may write to a session owned by `owner` (`None`: nobody owns it yet, or it
-/// was written without authentication).
+/// Whether `writer` may write to a session owned by `owner`. A session a token creates is owned
+/// by that token from its first write (the row is created with the owner in the same
+/// transaction), so `None` means it was written without authentication, before the server had
+/// tokens. Such a session has no owner to prove, and letting every token write to it (or the
+/// first one claim it) would hand it to whoever asks first: only the admin token may write to
+/// it, and its owner stays `None`.
 pub fn may_write(owner: Option<&str>, writer: &Principal) -> Result<(), StorageError> {
     match (owner, writer) {
         (_, Principal::Admin | Principal::Anonymous) => Ok(()),
-        (None, Principal::Token(_)) => Ok(()),
+        (None, Principal::Token(name)) => Err(StorageError::Forbidden(format!(
+            "this session was written before the server had tokens; token {name:?} may not write \
+             to it (only the admin token, `kcap serve --token`, may)"
+        ))),
         (Some(owner), Principal::Token(name)) if owner == name => Ok(()),
         (Some(owner), Principal::Token(name)) => Err(StorageError::Forbidden(format!(
             "this session belongs to token {owner:?}; token {name:?} may not write to it"
@@ -211,7 +218,11 @@ mod tests {
     #[test]
     fn ownership() {
         let t = |n: &str| Principal::Token(n.into());
-        assert!(may_write(None, &t("a")).is_ok());
+        assert!(matches!(
+            may_write(None, &t("a")),
+            Err(StorageError::Forbidden(_))
+        ));
+        assert!(may_write(None, &Principal::Admin).is_ok());
         assert!(may_write(Some("a"), &t("a")).is_ok());
         assert!(matches!(
             may_write(Some("a"), &t("b")),

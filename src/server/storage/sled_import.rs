@@ -102,7 +102,7 @@ pub fn import(dir: &Path, target: &dyn Backend) -> Result<ImportReport, StorageE
         }
         let reply = target.ingest(&batch)?;
         report.lines_new += reply.new;
-        report.lines_already_present += reply.duplicates;
+        report.lines_already_present += reply.duplicates + reply.conflicts;
         let mut aside: BTreeMap<(u64, uuid::Uuid), String> = BTreeMap::new();
         for item in conflicts.scan_prefix(bytes) {
             let (key, value) = item.map_err(sled_err)?;

@@ -280,7 +280,7 @@ impl Backend for Sqlite {
                     }
                     LineOutcome::Duplicate => reply.duplicates += 1,
                     LineOutcome::Conflict => {
-                        reply.duplicates += 1;
+                        reply.conflicts += 1;
                         conflicts += tx
                             .execute(
                                 "INSERT INTO conflicts (session, n, id, text, received_at) \
@@ -313,7 +313,7 @@ impl Backend for Sqlite {
                     key,
                     contiguous as i64,
                     reply.new as i64,
-                    (reply.duplicates - conflicts) as i64,
+                    (reply.duplicates + reply.conflicts - conflicts) as i64,
                     conflicts as i64,
                     batch.now as i64,
                     checkpoints,

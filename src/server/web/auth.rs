@@ -46,7 +46,7 @@ pub fn presented(headers: &HeaderMap) -> Option<String> {
     if let Some(bearer) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(crate::server::auth::bearer)
     {
         return Some(bearer.to_string());
     }
