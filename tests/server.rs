@@ -154,6 +154,26 @@ async fn every_route_and_every_error() {
     assert_eq!(detail["notifications"], 1);
     let (_, list) = get(&url, "/api/sessions").await;
     assert_eq!(list.as_array().unwrap().len(), 1);
+    // A query string the API cannot read gets a JSON error like every other API error (axum's
+    // own rejection is plain text).
+    for path in [
+        "/api/sessions?agent=a&agent=b".to_string(),
+        "/api/sessions?limit=x".to_string(),
+        "/api/search?q=a&q=b".to_string(),
+        "/api/usage?group=day&group=model".to_string(),
+        format!("/api/sessions/{sid}/lines?after=1&after=2"),
+        format!("/api/sessions/{sid}/live?after=1&after=2"),
+    ] {
+        let r = http().get(format!("{url}{path}")).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 400, "{path}");
+        let kind = r.headers()["content-type"].to_str().unwrap().to_string();
+        assert!(kind.starts_with("application/json"), "{path}: {kind}");
+        let body: Value = r.json().await.unwrap();
+        assert!(
+            body["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{path}: {body}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -179,15 +179,17 @@ struct ListQuery {
 /// Most recently active first; with any filter or an offset, the web UI's filtered listing
 /// (see [`super::web::api::filtered_sessions`]).
 async fn list_sessions(State(shared): State<Arc<Shared>>, request: Request) -> Response {
-    let raw = request.uri().query().unwrap_or("");
-    if let Ok(Query(filter)) = Query::<super::web::query::FilterQuery>::try_from_uri(request.uri()) {
-        if filter.narrows() {
-            return super::web::api::filtered_sessions(&shared.storage, filter).await;
-        }
+    use super::web::query::{ApiQuery, FilterQuery};
+    let filter = match ApiQuery::<FilterQuery>::from_uri(request.uri()) {
+        Ok(ApiQuery(filter)) => filter,
+        Err(m) => return error(StatusCode::BAD_REQUEST, &m),
+    };
+    if filter.narrows() {
+        return super::web::api::filtered_sessions(&shared.storage, filter).await;
     }
-    let q = match Query::<ListQuery>::try_from_uri(request.uri()) {
-        Ok(Query(q)) => q,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("bad query {raw:?}: {e}")),
+    let q = match ApiQuery::<ListQuery>::from_uri(request.uri()) {
+        Ok(ApiQuery(q)) => q,
+        Err(m) => return error(StatusCode::BAD_REQUEST, &m),
     };
     match shared.storage.run(move |b| b.summaries(q.limit)).await {
         Ok(list) => Json(list).into_response(),

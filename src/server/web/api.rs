@@ -9,14 +9,14 @@
 //! `GET /api/sessions` (filters, paging) belongs to the server's own routes; the live stream is
 //! [`super::live`].
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::model::{SearchHit, UsageGroup, UsageRow};
-use super::query::{number, FilterQuery};
+use super::query::{number, ApiQuery, FilterQuery};
 use super::{aggregate, api_error, api_read_error, paths, session_id, Web};
 
 /// Lines per API page unless `limit` says otherwise.
@@ -32,7 +32,11 @@ pub struct LinesQuery {
 }
 
 /// Serves a session's lines.
-pub async fn lines(State(web): State<Web>, Path(sid): Path<String>, Query(q): Query<LinesQuery>) -> Response {
+pub async fn lines(
+    State(web): State<Web>,
+    Path(sid): Path<String>,
+    ApiQuery(q): ApiQuery<LinesQuery>,
+) -> Response {
     let id = match session_id(&sid) {
         Ok(id) => id,
         Err(m) => return api_error(StatusCode::BAD_REQUEST, &m),
@@ -75,7 +79,7 @@ struct Hit {
 }
 
 /// Serves a search.
-pub async fn search(State(web): State<Web>, Query(q): Query<SearchQuery>) -> Response {
+pub async fn search(State(web): State<Web>, ApiQuery(q): ApiQuery<SearchQuery>) -> Response {
     let paging = FilterQuery {
         offset: q.offset.clone(),
         limit: q.limit.clone(),
@@ -128,7 +132,7 @@ pub fn total(rows: &[UsageRow]) -> UsageRow {
 }
 
 /// Serves usage figures.
-pub async fn usage(State(web): State<Web>, Query(q): Query<UsageQuery>) -> Response {
+pub async fn usage(State(web): State<Web>, ApiQuery(q): ApiQuery<UsageQuery>) -> Response {
     let Some(group) = UsageGroup::parse(q.group.as_deref().unwrap_or("day")) else {
         return api_error(
             StatusCode::BAD_REQUEST,

@@ -11,7 +11,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -85,7 +85,7 @@ struct Stream_ {
 pub async fn handler(
     State(web): State<Web>,
     Path(sid): Path<String>,
-    Query(q): Query<LiveQuery>,
+    super::query::ApiQuery(q): super::query::ApiQuery<LiveQuery>,
     headers: HeaderMap,
 ) -> Response {
     let id = match session_id(&sid) {

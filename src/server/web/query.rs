@@ -1,6 +1,11 @@
 //! Query strings shared by the pages and the API, parsed leniently into typed filters: every
 //! value arrives as text, and a bad one gets a message saying which and why.
 
+use axum::extract::{FromRequestParts, Query};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, Uri};
+use axum::response::Response;
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use super::format::parse_day;
@@ -21,6 +26,28 @@ pub struct FilterQuery {
 }
 
 const DAY_MS: u64 = 86_400_000;
+
+/// A query string for the JSON API: like axum's `Query`, but a query it cannot read (a repeated
+/// field, say) is a JSON error like every other API error, not axum's plain-text 400.
+#[derive(Debug, Clone, Default)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned> ApiQuery<T> {
+    /// Parses `uri`'s query string, or says why not.
+    pub fn from_uri(uri: &Uri) -> Result<Self, String> {
+        Query::<T>::try_from_uri(uri)
+            .map(|Query(q)| ApiQuery(q))
+            .map_err(|e| format!("bad query string: {}", e.body_text()))
+    }
+}
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Response> {
+        Self::from_uri(&parts.uri).map_err(|m| super::api_error(StatusCode::BAD_REQUEST, &m))
+    }
+}
 
 fn nonempty(v: &Option<String>) -> Option<String> {
     v.as_deref()
