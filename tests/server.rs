@@ -690,4 +690,57 @@ async fn named_tokens_own_their_sessions_and_the_listing_names_them() {
         .unwrap();
     assert_eq!(probe.status().as_u16(), 200);
     assert_eq!(probe.json::<Value>().await.unwrap().as_array().unwrap().len(), 1);
+
+    // `token list` names every token and when it was made, never a secret.
+    let token = |args: &[&str]| {
+        let mut cmd = env.kcap("http://unused");
+        cmd.args(["serve", "--data-dir"])
+            .arg(&data)
+            .arg("token")
+            .args(args);
+        cmd
+    };
+    let listed = token(&["list"]).output().await.unwrap();
+    assert!(listed.status.success());
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    assert!(listed.contains("alice") && listed.contains("bob"), "{listed}");
+    assert!(!listed.contains(&alice) && !listed.contains(&bob) && !listed.contains("kcap_"));
+    // Revoking takes effect on the running server at once: 401, for writes and reads alike.
+    let revoke = token(&["revoke", "alice"]).output().await.unwrap();
+    assert!(
+        revoke.status.success(),
+        "{}",
+        String::from_utf8_lossy(&revoke.stderr)
+    );
+    let more = batch(sid, &[(3, "{}")], true);
+    assert_eq!(send(&url, "/hooks/transcript", Some(&alice), &more).await, 401);
+    let read = http()
+        .get(format!("{url}/api/sessions"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status().as_u16(), 401);
+    assert_eq!(
+        send(
+            &url,
+            "/hooks/transcript",
+            Some(&bob),
+            &batch(other, &[(1, "{}")], true)
+        )
+        .await,
+        200,
+        "other tokens keep working"
+    );
+    let listed = String::from_utf8(token(&["list"]).output().await.unwrap().stdout).unwrap();
+    let alice_row = listed.lines().find(|l| l.starts_with("alice")).unwrap();
+    assert!(
+        !alice_row.trim_end().ends_with('-'),
+        "revoked time shown: {alice_row}"
+    );
+    let bob_row = listed.lines().find(|l| l.starts_with("bob")).unwrap();
+    assert!(bob_row.trim_end().ends_with('-'), "{bob_row}");
+    let unknown = token(&["revoke", "carol"]).output().await.unwrap();
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no token is named"));
 }

@@ -231,6 +231,33 @@ fn conformance(b: Arc<dyn Backend>) {
     assert_eq!(b.token_name(&h1).unwrap().as_deref(), Some("laptop"));
     assert_eq!(b.token_name(&h2).unwrap(), None);
     assert!(b.has_tokens().unwrap());
+    // Revoked: no longer authenticates, still listed (with when), name still taken, and auth
+    // stays on (has_tokens) even with every token revoked.
+    b.add_token("phone", &h2, 2).unwrap();
+    assert!(b.revoke_token("laptop", 5).unwrap());
+    assert!(!b.revoke_token("laptop", 6).unwrap(), "already revoked");
+    assert!(matches!(
+        b.revoke_token("nobody", 5),
+        Err(StorageError::Invalid(_))
+    ));
+    assert_eq!(b.token_name(&h1).unwrap(), None);
+    assert_eq!(b.token_name(&h2).unwrap().as_deref(), Some("phone"));
+    let listed: Vec<_> = b
+        .tokens()
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.name, t.created_at, t.revoked_at))
+        .collect();
+    assert_eq!(
+        listed,
+        [("laptop".to_string(), 1, Some(5)), ("phone".to_string(), 2, None)]
+    );
+    assert!(matches!(
+        b.add_token("laptop", &[3u8; 32], 7),
+        Err(StorageError::Exists(_))
+    ));
+    b.revoke_token("phone", 8).unwrap();
+    assert!(b.has_tokens().unwrap(), "revoking every token keeps auth on");
 
     // Eight writers race on overlapping batches of one session: each line stored once.
     let sid = SessionId::new_random();
@@ -328,6 +355,12 @@ fn backend(storage: &Storage) -> Arc<dyn Backend> {
         }
         fn has_tokens(&self) -> Result<bool, StorageError> {
             self.0.backend().has_tokens()
+        }
+        fn tokens(&self) -> Result<Vec<kcap::server::storage::TokenInfo>, StorageError> {
+            self.0.backend().tokens()
+        }
+        fn revoke_token(&self, n: &str, t: u64) -> Result<bool, StorageError> {
+            self.0.backend().revoke_token(n, t)
         }
         fn describe(&self) -> String {
             self.0.backend().describe()

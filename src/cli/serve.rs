@@ -88,6 +88,16 @@ pub enum TokenAction {
         /// Who or what the token is for (e.g. alice-laptop): shown as the owner of its sessions.
         name: String,
     },
+    /// List the tokens: name, when created, when revoked (never a secret: only hashes are
+    /// stored).
+    List,
+    /// Revoke a token: from the next request on, it gets 401 (every request looks the token up
+    /// in the database, so running servers and replicas need no restart). Its sessions keep
+    /// their owner; the name stays taken.
+    Revoke {
+        /// The token's name, as `kcap serve token list` shows it.
+        name: String,
+    },
 }
 
 impl ServeArgs {
@@ -154,6 +164,27 @@ pub async fn run(args: ServeArgs, home: &Path) -> Result<(), String> {
             );
             Ok(())
         }
+        Some(ServeAction::Token(TokenAction::List)) => {
+            let tokens = storage.run(|b| b.tokens()).await.map_err(|e| e.to_string())?;
+            print!("{}", token_table(&tokens));
+            if tokens.is_empty() {
+                eprintln!("kcap serve: no tokens in {}", storage.backend().describe());
+            }
+            Ok(())
+        }
+        Some(ServeAction::Token(TokenAction::Revoke { name })) => {
+            let who = name.clone();
+            let newly = storage
+                .run(move |b| b.revoke_token(&who, crate::config::now_ms()))
+                .await
+                .map_err(|e| e.to_string())?;
+            if newly {
+                println!("kcap serve: token {name:?} revoked; it gets 401 from now on");
+            } else {
+                println!("kcap serve: token {name:?} was already revoked");
+            }
+            Ok(())
+        }
         None => {
             if let Some(dir) = &args.import_sled {
                 let dir = dir.clone();
@@ -172,6 +203,22 @@ pub async fn run(args: ServeArgs, home: &Path) -> Result<(), String> {
             .await
         }
     }
+}
+
+/// `kcap serve token list` as a table (UTC times).
+fn token_table(tokens: &[crate::server::storage::TokenInfo]) -> String {
+    use crate::server::web::format::datetime;
+    let mut out = format!("{:<24} {:<20} {:<20}\n", "NAME", "CREATED", "REVOKED");
+    for t in tokens {
+        let revoked = t.revoked_at.map_or_else(|| "-".to_string(), datetime);
+        out.push_str(&format!(
+            "{:<24} {:<20} {:<20}\n",
+            t.name,
+            datetime(t.created_at),
+            revoked
+        ));
+    }
+    out
 }
 
 /// Runs the server until SIGINT or SIGTERM: in-flight requests finish (up to a few seconds).

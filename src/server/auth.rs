@@ -40,7 +40,8 @@ pub fn valid_name(name: &str) -> Result<(), String> {
 /// Who a request's `Authorization` header names.
 pub struct Gate {
     admin: Option<String>,
-    /// Once a named token exists, authentication is required (tokens are never deleted).
+    /// Once a named token exists, authentication is required (a revoked token stays in the
+    /// table, so revoking every token never turns authentication off).
     tokens_exist: AtomicBool,
 }
 

@@ -162,6 +162,15 @@ pub struct SessionSummary {
     pub usage: Usage,
 }
 
+/// A named token as `kcap serve token list` shows it (never its secret, which is not stored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenInfo {
+    pub name: String,
+    pub created_at: Millis,
+    /// When it was revoked; a revoked token no longer authenticates.
+    pub revoked_at: Option<Millis>,
+}
+
 /// Why a storage call failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StorageError {
@@ -211,9 +220,15 @@ pub trait Backend: Send + Sync + 'static {
     fn session_ids(&self) -> Result<Vec<SessionId>, StorageError>;
     /// Stores a named token by its hash; a taken name is [`StorageError::Exists`].
     fn add_token(&self, name: &str, hash: &[u8; 32], now: Millis) -> Result<(), StorageError>;
-    /// The name of the token with this hash, if any.
+    /// The name of the unrevoked token with this hash, if any.
     fn token_name(&self, hash: &[u8; 32]) -> Result<Option<String>, StorageError>;
-    /// Whether any named token exists.
+    /// Every named token, revoked ones included, by name.
+    fn tokens(&self) -> Result<Vec<TokenInfo>, StorageError>;
+    /// Revokes a token by name from `now` on: `Ok(false)` if it already was, and
+    /// [`StorageError::Invalid`] if there is no such token.
+    fn revoke_token(&self, name: &str, now: Millis) -> Result<bool, StorageError>;
+    /// Whether any named token exists, revoked ones included (revoking every token must not
+    /// turn authentication off).
     fn has_tokens(&self) -> Result<bool, StorageError>;
     /// Short description for logs ("SQLite at …").
     fn describe(&self) -> String;

@@ -13,7 +13,7 @@ use super::migrations::{pending, POSTGRES};
 use super::rules::{self, LineOutcome, Slot};
 use super::{
     Backend, Batch, Lifecycle, LifecycleKind, Principal, SessionLines, SessionRow, SessionSummary,
-    StorageError, StoredLine,
+    StorageError, StoredLine, TokenInfo,
 };
 use crate::ids::SessionId;
 use crate::machine::Millis;
@@ -556,11 +556,48 @@ impl Backend for Postgres {
 
     fn token_name(&self, hash: &[u8; 32]) -> Result<Option<String>, StorageError> {
         self.with(|c| {
-            Ok(
-                c.query_opt("SELECT name FROM tokens WHERE hash = $1", &[&hash.as_slice()])
-                    .map_err(db)?
-                    .map(|r| r.get(0)),
+            Ok(c.query_opt(
+                "SELECT name FROM tokens WHERE hash = $1 AND revoked_at IS NULL",
+                &[&hash.as_slice()],
             )
+            .map_err(db)?
+            .map(|r| r.get(0)))
+        })
+    }
+
+    fn tokens(&self) -> Result<Vec<TokenInfo>, StorageError> {
+        self.with(|c| {
+            Ok(c.query(
+                "SELECT name, created_at, revoked_at FROM tokens ORDER BY name",
+                &[],
+            )
+            .map_err(db)?
+            .iter()
+            .map(|r| TokenInfo {
+                name: r.get(0),
+                created_at: r.get::<_, i64>(1) as Millis,
+                revoked_at: r.get::<_, Option<i64>>(2).map(|t| t as Millis),
+            })
+            .collect())
+        })
+    }
+
+    fn revoke_token(&self, name: &str, now: Millis) -> Result<bool, StorageError> {
+        self.write(|tx| {
+            let revoked = tx
+                .execute(
+                    "UPDATE tokens SET revoked_at = $2 WHERE name = $1 AND revoked_at IS NULL",
+                    &[&name, &(now as i64)],
+                )
+                .map_err(db)?;
+            let exists: bool = tx
+                .query_one("SELECT EXISTS (SELECT 1 FROM tokens WHERE name = $1)", &[&name])
+                .map_err(db)?
+                .get(0);
+            if !exists {
+                return Err(StorageError::Invalid(format!("no token is named {name:?}")));
+            }
+            Ok(revoked == 1)
         })
     }
 

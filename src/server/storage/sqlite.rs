@@ -11,7 +11,7 @@ use super::migrations::{pending, SQLITE};
 use super::rules::{self, LineOutcome, Slot};
 use super::{
     Backend, Batch, Lifecycle, LifecycleKind, Principal, SessionLines, SessionRow, SessionSummary,
-    StorageError, StoredLine,
+    StorageError, StoredLine, TokenInfo,
 };
 use crate::ids::SessionId;
 use crate::machine::Millis;
@@ -461,9 +461,45 @@ impl Backend for Sqlite {
 
     fn token_name(&self, hash: &[u8; 32]) -> Result<Option<String>, StorageError> {
         self.read(|c| {
-            c.prepare_cached("SELECT name FROM tokens WHERE hash = ?1")?
+            c.prepare_cached("SELECT name FROM tokens WHERE hash = ?1 AND revoked_at IS NULL")?
                 .query_row([hash.as_slice()], |r| r.get(0))
                 .optional()
+        })
+    }
+
+    fn tokens(&self) -> Result<Vec<TokenInfo>, StorageError> {
+        self.read(|c| {
+            c.prepare("SELECT name, created_at, revoked_at FROM tokens ORDER BY name")?
+                .query_map([], |r| {
+                    Ok(TokenInfo {
+                        name: r.get(0)?,
+                        created_at: r.get::<_, i64>(1)? as Millis,
+                        revoked_at: r.get::<_, Option<i64>>(2)?.map(|t| t as Millis),
+                    })
+                })?
+                .collect()
+        })
+    }
+
+    fn revoke_token(&self, name: &str, now: Millis) -> Result<bool, StorageError> {
+        self.write(|tx| {
+            let revoked = tx
+                .execute(
+                    "UPDATE tokens SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
+                    params![name, now as i64],
+                )
+                .map_err(db)?;
+            let exists: bool = tx
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM tokens WHERE name = ?1)",
+                    [name],
+                    |r| r.get(0),
+                )
+                .map_err(db)?;
+            if !exists {
+                return Err(StorageError::Invalid(format!("no token is named {name:?}")));
+            }
+            Ok(revoked == 1)
         })
     }
 

@@ -25,6 +25,11 @@ pub const SQLITE: &[Migration] = &[
         name: "web UI: sessions by start, full-text search of lines",
         sql: include_str!("sqlite/0002_web_reads.sql"),
     },
+    Migration {
+        version: 3,
+        name: "tokens can be revoked",
+        sql: include_str!("sqlite/0003_token_revocation.sql"),
+    },
 ];
 
 /// PostgreSQL's migrations (its version lives in the `kcap_schema` table).
@@ -43,6 +48,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 3,
         name: "web UI: sessions by start, full-text search of lines",
         sql: include_str!("postgres/0003_web_reads.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "tokens can be revoked",
+        sql: include_str!("postgres/0004_token_revocation.sql"),
     },
 ];
 
