@@ -744,3 +744,51 @@ async fn named_tokens_own_their_sessions_and_the_listing_names_them() {
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no token is named"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_loopback_server_refuses_host_names_it_does_not_answer_dns_rebinding() {
+    let options = kcap::server::Options {
+        allowed_hosts: vec!["kcap.test".into()],
+        ..kcap::server::Options::default()
+    };
+    let server = Server::start_with(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        options,
+        kcap::server::Storage::temporary().unwrap(),
+    )
+    .await
+    .unwrap();
+    let (url, port) = (server.url(), server.addr().port());
+    let with_host = |path: &str, host: String| {
+        let request = http().get(format!("{url}{path}")).header("host", host);
+        async move { request.send().await.unwrap() }
+    };
+    // A rebinding page's requests carry its own name: refused on the API and the pages alike,
+    // although this server has no token.
+    for path in ["/api/sessions", "/", "/auth/config"] {
+        let refused = with_host(path, format!("attacker.example:{port}")).await;
+        assert_eq!(refused.status().as_u16(), 403, "{path}");
+        let body: Value = refused.json().await.unwrap();
+        assert!(body["error"].as_str().unwrap().contains("--allowed-host"));
+    }
+    let sid = SessionId::new_random();
+    let write = http()
+        .post(format!("{url}/hooks/transcript"))
+        .header("host", "attacker.example")
+        .json(&batch(sid, &[(0, "{}")], true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(write.status().as_u16(), 403);
+    assert!(server.session(sid).lines.is_empty());
+    // Loopback names, IP literals and the allowed names are answered.
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+        "KCAP.test:8443".to_string(),
+    ] {
+        let ok = with_host("/api/sessions", host.clone()).await;
+        assert_eq!(ok.status().as_u16(), 200, "{host}");
+    }
+}

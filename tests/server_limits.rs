@@ -88,7 +88,7 @@ async fn half_open_and_slow_header_connections_do_not_lock_others_out() {
         let mut s = TcpStream::connect(server.addr()).await.unwrap();
         if i % 2 == 0 {
             // Slowloris: a head that is never finished.
-            s.write_all(b"POST /hooks/transcript HTTP/1.1\r\nHost: x\r\n")
+            s.write_all(b"POST /hooks/transcript HTTP/1.1\r\nHost: localhost\r\n")
                 .await
                 .unwrap();
         }
@@ -109,7 +109,7 @@ async fn half_open_and_slow_header_connections_do_not_lock_others_out() {
     }
     // A keep-alive connection idle past the idle timeout is closed too.
     let mut s = TcpStream::connect(server.addr()).await.unwrap();
-    s.write_all(b"GET /auth/config HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.write_all(b"GET /auth/config HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
         .unwrap();
     assert!(closed_within(&mut s, Duration::from_secs(5)).await);
@@ -129,7 +129,7 @@ async fn a_held_body_times_out_and_others_are_served_meanwhile() {
         // Declares 20 MB (the streaming path takes every ingest slot), sends 1 MB, holds.
         let mut s = TcpStream::connect(server.addr()).await.unwrap();
         s.write_all(
-            b"POST /hooks/transcript HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 20000000\r\n\r\n",
+            b"POST /hooks/transcript HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 20000000\r\n\r\n",
         )
         .await
         .unwrap();
@@ -167,7 +167,7 @@ async fn small_bodies_held_short_take_no_ingest_slot() {
     for _ in 0..4 {
         let mut s = TcpStream::connect(server.addr()).await.unwrap();
         s.write_all(
-            b"POST /hooks/transcript HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"session_id\":",
+            b"POST /hooks/transcript HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"session_id\":",
         )
         .await
         .unwrap();

@@ -383,6 +383,7 @@ async fn two_replicas_on_one_postgres_keep_each_line_once_under_16_clients() {
             Options {
                 token: None,
                 limits: Limits::default(),
+                ..Options::default()
             },
             storage,
         )

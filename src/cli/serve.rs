@@ -39,6 +39,12 @@ pub struct ServeArgs {
     /// It may write to any session. Named tokens (`kcap serve token add`) also turn auth on.
     #[arg(long, env = "KCAP_SERVER_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// A host name clients use to reach this server (repeat for several). Bound to loopback,
+    /// the server answers only loopback names, IP literals and these (a web page cannot rebind
+    /// its own DNS name to your server); bound elsewhere, giving any makes it answer only those
+    /// and IP literals.
+    #[arg(long = "allowed-host", value_name = "HOST")]
+    pub allowed_hosts: Vec<String>,
     /// Import a sled store written by an older `kcap serve` (its `ingest` directory), once,
     /// before serving. Lines already present are kept once.
     #[arg(long, value_name = "DIR")]
@@ -194,13 +200,12 @@ pub async fn run(args: ServeArgs, home: &Path) -> Result<(), String> {
                     .map_err(|e| format!("import failed: {e}"))?;
                 println!("kcap serve: {report}");
             }
-            serve(
-                args.addr,
-                storage,
-                args.token.clone().filter(|t| !t.is_empty()),
-                args.limits(),
-            )
-            .await
+            let options = Options {
+                token: args.token.clone().filter(|t| !t.is_empty()),
+                limits: args.limits(),
+                allowed_hosts: args.allowed_hosts.clone(),
+            };
+            serve(args.addr, storage, options).await
         }
     }
 }
@@ -222,19 +227,14 @@ fn token_table(tokens: &[crate::server::storage::TokenInfo]) -> String {
 }
 
 /// Runs the server until SIGINT or SIGTERM: in-flight requests finish (up to a few seconds).
-pub async fn serve(
-    addr: SocketAddr,
-    storage: Storage,
-    token: Option<String>,
-    limits: Limits,
-) -> Result<(), String> {
+pub async fn serve(addr: SocketAddr, storage: Storage, options: Options) -> Result<(), String> {
     let described = storage.backend().describe();
-    let auth = if token.is_some() {
+    let auth = if options.token.is_some() {
         "admin bearer token required"
     } else {
         "named tokens if any exist, else no auth"
     };
-    let server = Server::start_with(addr, Options { token, limits }, storage)
+    let server = Server::start_with(addr, options, storage)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     println!("kcap serve: listening on {} ({described}; {auth})", server.url());

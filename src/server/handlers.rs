@@ -42,7 +42,24 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/auth/config", get(auth_config))
         .merge(protocol)
         .with_state(shared.clone())
-        .merge(super::web::router(web_ui(shared)))
+        .merge(super::web::router(web_ui(shared.clone())))
+        .layer(middleware::from_fn_with_state(shared, check_host))
+}
+
+/// Refuses requests addressed to a name this server does not answer (DNS rebinding: see
+/// [`super::host`]), before anything else runs.
+async fn check_host(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .map(|v| v.to_str().unwrap_or("\u{0}"));
+    if shared.hosts.admits(host) {
+        return next.run(request).await;
+    }
+    error(
+        StatusCode::FORBIDDEN,
+        "this server does not answer that Host name (start kcap serve with --allowed-host NAME)",
+    )
 }
 
 /// The web UI on this server's storage, admitting whom the token gate admits.

@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod body;
 pub mod handlers;
+pub mod host;
 pub mod listener;
 pub mod storage;
 pub mod usage;
@@ -71,6 +72,8 @@ pub struct Options {
     /// Admin bearer token (`--token`); named tokens live in the database.
     pub token: Option<String>,
     pub limits: Limits,
+    /// Host names the server answers besides loopback names and IP literals (see [`host`]).
+    pub allowed_hosts: Vec<String>,
 }
 
 /// A scripted misbehaviour, consumed by the next protocol request (not `/auth/config`).
@@ -94,6 +97,7 @@ pub struct Shared {
     first_request_at: Mutex<Option<crate::machine::Millis>>,
     /// Wakes the web UI's live streams and search indexer when lines are stored.
     live: web::live::LiveHub,
+    hosts: host::HostGuard,
 }
 
 /// A running server; dropping it stops it.
@@ -123,7 +127,16 @@ impl Server {
         limits: Limits,
     ) -> std::io::Result<Server> {
         let storage = Storage::temporary().map_err(std::io::Error::other)?;
-        Self::start_with(addr, Options { token, limits }, storage).await
+        Self::start_with(
+            addr,
+            Options {
+                token,
+                limits,
+                ..Options::default()
+            },
+            storage,
+        )
+        .await
     }
 
     /// Serves `storage` on `addr`.
@@ -144,6 +157,7 @@ impl Server {
             requests: Mutex::new(0),
             first_request_at: Mutex::new(None),
             live: web::live::LiveHub::new(),
+            hosts: host::HostGuard::new(addr, &options.allowed_hosts),
         });
         let app = handlers::router(shared.clone());
         let (stop, stopped) = watch::channel(false);
