@@ -489,6 +489,50 @@ async fn a_live_session_streams_new_lines() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_live_line_holding_carriage_returns_travels_as_one_data_line() {
+    let ui = start(None).await;
+    let id = ui.session("octo/live", "laptop", now(), &conversation()[..3]);
+    let line = ev(
+        "user.message",
+        serde_json::json!({ "content": "first\rsecond\r\nthird\n\nfourth" }),
+    );
+    ui.reads.push_line(id, 3, &line, now());
+    let mut stream = ui
+        .http
+        .get(format!(
+            "{}/api/sessions/{}/live?after=2&format=html",
+            ui.url,
+            id.dashed()
+        ))
+        .send()
+        .await
+        .unwrap();
+    let mut got = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !got.contains("id: 3") || !got.contains("fourth") || !got.ends_with("\n\n") {
+        let chunk = tokio::time::timeout_at(deadline, stream.chunk())
+            .await
+            .expect("a live event in time");
+        got.push_str(&String::from_utf8_lossy(&chunk.unwrap().expect("stream open")));
+    }
+    // SSE ends a line at CR too: a raw CR in the stream splits a data line (a CRLF became a
+    // blank line the transcript never had).
+    assert!(!got.contains('\r'), "{got:?}");
+    let event: Vec<&str> = got
+        .split("\n\n")
+        .find(|e| e.contains("id: 3"))
+        .unwrap()
+        .lines()
+        .collect();
+    let data: Vec<&&str> = event.iter().filter(|l| l.starts_with("data:")).collect();
+    assert_eq!(data.len(), 1, "{event:?}");
+    assert!(
+        data[0].contains("second") && data[0].contains("fourth"),
+        "{event:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn every_real_sample_renders() {
     let dir = std::path::Path::new("../shared/research-samples/copilot");
     let Ok(entries) = std::fs::read_dir(dir) else {

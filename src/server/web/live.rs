@@ -173,11 +173,24 @@ fn events(state: Stream_) -> impl Stream<Item = Result<Event, Infallible>> {
 
 fn event(s: &mut Stream_, n: u64, text: &str) -> Option<Event> {
     let data = if s.html {
-        transcript::line(&mut s.ctx, n, text, s.hidden)?.into_string()
+        one_data_line(&transcript::line(&mut s.ctx, n, text, s.hidden)?.into_string())
     } else {
         serde_json::json!({ "n": n, "line": text }).to_string()
     };
     Some(Event::default().event("line").id(n.to_string()).data(data))
+}
+
+/// An HTML fragment with its CR and LF written as character references, so it travels as one
+/// `data:` line. SSE ends a line at CR, LF or CRLF, and axum splits data at each of them: a CRLF
+/// from a transcript came out as two data lines, i.e. a blank line the page never had, and a
+/// lone CR as an LF. The fragment's markup never holds a line break inside a tag (maud writes
+/// none), so the references land in text or attribute values, where they decode to the same
+/// characters.
+fn one_data_line(html: &str) -> String {
+    if !html.contains(['\r', '\n']) {
+        return html.to_string();
+    }
+    html.replace('\r', "&#13;").replace('\n', "&#10;")
 }
 
 async fn ended_and_quiet(s: &Stream_) -> bool {
