@@ -200,8 +200,9 @@ enum Cmd {
         session: String,
         /// Its transcript: <COPILOT_HOME>/session-state/<session>/events.jsonl.
         path: PathBuf,
-        /// Pause between looks at the transcript, in ms [env: KCAP_WATCH_POLL_MS]
-        /// [config: watch_poll_ms] [default: 500].
+        /// Longest pause between looks at the transcript, in ms: file notifications wake the
+        /// watcher at once, polling (KCAP_FOLLOW=poll, or where notifications cannot work)
+        /// waits this long [env: KCAP_WATCH_POLL_MS] [config: watch_poll_ms] [default: 500].
         #[arg(long, value_name = "MS")]
         watch_poll_ms: Option<u64>,
         /// End (drain, then hand the session to a finalizer) once the transcript has not grown

@@ -177,7 +177,7 @@ pub const SETTINGS: &[Setting] = &[
         flag: Some("--watch-poll-ms"),
         command: Some("watch"),
         default: Some("500"),
-        about: "live watcher: pause between looks at the transcript",
+        about: "live watcher: longest pause between looks at the transcript (file notifications wake it at once)",
         kind: Kind::Number,
     },
     Setting {
@@ -213,6 +213,11 @@ pub const OTHER_ENV: &[(&str, &str, &str)] = &[
         "KCAP_DATABASE_URL",
         "serve --database",
         "PostgreSQL URL for `kcap serve` (default: SQLite in <KCAP_HOME>/server)",
+    ),
+    (
+        "KCAP_FOLLOW",
+        "",
+        "`poll`: the live watcher polls the transcript instead of using file notifications",
     ),
     ("NO_COLOR", "", "any value: no colour in kcap's output"),
 ];
