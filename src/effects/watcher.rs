@@ -187,7 +187,7 @@ pub struct Endings {
 pub enum Ended {
     /// Told to stop (SIGTERM by the sessionEnd hook, or the caller's future).
     Stopped,
-    /// The session's Copilot process went away without a sessionEnd.
+    /// The session's agent process went away without a sessionEnd.
     AgentGone { pid: u32 },
     /// The transcript did not grow for the idle limit.
     Idle { for_ms: u64 },
@@ -240,7 +240,7 @@ impl Watcher {
                 _ = follower.wait(backoff) => {}
             }
             if let Some(pid) = endings.agent.gone(&session_dir) {
-                tracing::warn!(pid, "the session's Copilot process is gone without a sessionEnd; draining and handing the session to a finalizer");
+                tracing::warn!(pid, "the session's agent process is gone without a sessionEnd; draining and handing the session to a finalizer");
                 break Ended::AgentGone { pid };
             }
             let now = probe(&self.transcript).ok().flatten();

@@ -2,7 +2,7 @@
 //! its target; exits non-zero if a line did not arrive or a check failed.
 //!
 //! finalize: a transcript of `--mb` megabytes (the VibeCodingTracker sample repeated) is written
-//! without its shutdown; a real `kcap copilot-finalize --foreground` process polls it against the
+//! without its shutdown; a real `kcap finalizer --foreground` process polls it against the
 //! embedded loopback server; `--delay-s` seconds later the shutdown line is appended. Reported:
 //! time from that append to the server holding the line and to the finalizer's exit, the
 //! finalizer's CPU time and peak RSS (from wait4), next to the same on a 1 MB transcript.
@@ -25,8 +25,6 @@ mod redaction;
 mod usage;
 mod web;
 
-const SAMPLE: &str = "../shared/research-samples/copilot/Mai0313__VibeCodingTracker__copilot.jsonl";
-
 struct Args {
     mb: u64,
     delay: Duration,
@@ -39,7 +37,7 @@ fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         mb: 200,
         delay: Duration::from_secs(5),
-        sample: PathBuf::from(SAMPLE),
+        sample: kcap::cli::demo::default_sample(),
         only: None,
         web_mb: 256,
     };
@@ -78,6 +76,11 @@ struct Measured {
     peak_rss_kb: i64,
     lines_held: usize,
     lines_expected: usize,
+}
+
+/// The environment variable naming the default agent's root (its transcripts live below it).
+fn agent_home_env() -> &'static str {
+    kcap::agent::home_setting(kcap::agent::default()).env
 }
 
 fn main() {
@@ -155,7 +158,7 @@ async fn run(args: &Args) -> Result<bool, String> {
     let scratch = tempfile::tempdir().map_err(|e| e.to_string())?;
 
     println!(
-        "kcap-bench: finalizer on a growing Copilot transcript (shutdown {}s after spawn)\n",
+        "kcap-bench: finalizer on a growing transcript (shutdown {}s after spawn)\n",
         args.delay.as_secs()
     );
     let small = measure(&server, scratch.path(), body, shutdown, 1, args.delay).await?;
@@ -204,19 +207,19 @@ async fn measure(
     delay: Duration,
 ) -> Result<Measured, String> {
     let session = SessionId::new_random();
-    let copilot_home = scratch.join("copilot");
+    let agent_home = scratch.join("agent");
     let kcap_home = scratch.join(format!("kcap-{mb}"));
-    let path = transcript_path(&copilot_home, session);
+    let path = transcript_path(&agent_home, session);
     let (body_lines, shutdown_line) = write_transcript(&path, body, mb)?;
     let lines_expected = body_lines + 1;
 
     let kcap = kcap_exe()?;
     let child = Command::new(&kcap)
-        .args(["copilot-finalize", "--foreground", &session.to_string()])
+        .args(["finalizer", "--foreground", &session.to_string()])
         .arg(&path)
         .env("KCAP_URL", server.url())
         .env("KCAP_HOME", &kcap_home)
-        .env("COPILOT_HOME", &copilot_home)
+        .env(agent_home_env(), &agent_home)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
