@@ -203,9 +203,10 @@ enum Cmd {
         session: String,
         /// Its transcript, at the path its agent keeps it (checked: nothing else is read).
         path: PathBuf,
-        /// Longest pause between looks at the transcript, in ms: file notifications wake the
-        /// watcher at once, polling (KCAP_FOLLOW=poll, or where notifications cannot work)
-        /// waits this long [env: KCAP_WATCH_POLL_MS] [config: watch_poll_ms] [default: 500].
+        /// Pause between looks at the transcript when polling (KCAP_FOLLOW=poll, or where file
+        /// notifications cannot work), in ms; with notifications a write wakes the watcher at
+        /// once and it looks by itself every 2 s or this long, whichever is longer
+        /// [env: KCAP_WATCH_POLL_MS] [config: watch_poll_ms] [default: 500].
         #[arg(long, value_name = "MS")]
         watch_poll_ms: Option<u64>,
         /// End (drain, then hand the session to a finalizer) once the transcript has not grown

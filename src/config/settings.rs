@@ -170,7 +170,7 @@ pub const SETTINGS: &[Setting] = &[
         flag: Some("--watch-poll-ms"),
         command: Some("watch"),
         default: Some("500"),
-        about: "live watcher: longest pause between looks at the transcript (file notifications wake it at once)",
+        about: "live watcher: pause between looks at the transcript when polling (file notifications wake it at once)",
         kind: Kind::Number,
     },
     Setting {

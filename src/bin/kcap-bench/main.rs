@@ -20,6 +20,7 @@ use kcap::server::Server;
 
 mod hooks;
 mod ingest;
+mod live;
 mod polling;
 mod redaction;
 mod usage;
@@ -31,6 +32,8 @@ struct Args {
     sample: PathBuf,
     only: Option<String>,
     web_mb: u64,
+    live_lines: usize,
+    idle: Duration,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -40,6 +43,8 @@ fn parse_args() -> Result<Args, String> {
         sample: kcap::cli::demo::default_sample(),
         only: None,
         web_mb: 256,
+        live_lines: 200,
+        idle: Duration::from_secs(30),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -50,12 +55,20 @@ fn parse_args() -> Result<Args, String> {
             "--sample" => args.sample = value()?.into(),
             "--only" => args.only = Some(value()?),
             "--web-mb" => args.web_mb = value()?.parse().map_err(|e| format!("--web-mb: {e}"))?,
+            "--live-lines" => {
+                args.live_lines = value()?.parse::<usize>().map_err(|e| format!("--live-lines: {e}"))?.max(1)
+            }
+            "--idle-s" => {
+                args.idle = Duration::from_secs(value()?.parse::<u64>().map_err(|e| format!("--idle-s: {e}"))?.max(1))
+            }
             "-h" | "--help" => {
-                return Err("usage: kcap-bench [--mb 200] [--delay-s 5] [--sample PATH] [--web-mb 256] [--only finalize|polling|ingest|hooks|redaction|usage|web]\n\
+                return Err("usage: kcap-bench [--mb 200] [--delay-s 5] [--sample PATH] [--web-mb 256] [--live-lines 200] [--idle-s 30] [--only finalize|polling|ingest|hooks|live|redaction|usage|web]\n\
                             finalize: a transcript of --mb megabytes whose shutdown arrives --delay-s after spawn.\n\
                             polling: finalizers waiting on an --mb and a 1 MB transcript with no shutdown, 30 s.\n\
                             ingest: --mb megabytes of transcript into `kcap serve`, 1,000-line batches, one client.\n\
                             hooks: the sessionEnd hook's wall time (server up, down, hanging); an idle watcher.\n\
+                            live: --live-lines lines written at random intervals to a watched transcript, write to\n\
+                            server p50/p90; idle watcher CPU over --idle-s seconds (notifications vs polling).\n\
                             redaction: recall on a held-out corpus, precision on source code, MB/s, linearity.\n\
                             usage: the usage fold on shutdowns listing 60k and 240k files.\n\
                             web: the web UI on SQLite: list of 10,000 sessions, a 10,000-line session, search over\n\
@@ -107,6 +120,9 @@ fn main() {
             let sample =
                 std::fs::read(&args.sample).map_err(|e| format!("{}: {e}", args.sample.display()))?;
             ok &= hooks::run(&sample).await?;
+        }
+        if matches!(args.only.as_deref(), None | Some("live")) {
+            ok &= live::run(args.live_lines, args.idle).await?;
         }
         if matches!(args.only.as_deref(), None | Some("web")) {
             ok &= web::run(&args.sample, args.web_mb).await?;
