@@ -38,21 +38,10 @@ pub fn kcap_home() -> PathBuf {
     home_dir().join(".local/share/kcap")
 }
 
-/// Copilot's root: `$COPILOT_HOME`, else the config file's `copilot_home` (each only when
-/// absolute), else `~/.copilot`.
-pub fn copilot_home() -> PathBuf {
-    value("copilot_home")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| home_dir().join(".copilot"))
-}
-
-/// `$COPILOT_HOME/session-state/<id>/events.jsonl`. The id is a parsed UUID, so the path cannot
-/// leave the session-state directory.
-pub fn transcript_path(copilot_home: &Path, session: SessionId) -> PathBuf {
-    copilot_home
-        .join("session-state")
-        .join(session.dashed())
-        .join("events.jsonl")
+/// The default agent's transcript of `session` under its root `agent_home` (see
+/// [`crate::agent::Agent::transcript_path`]).
+pub fn transcript_path(agent_home: &Path, session: SessionId) -> PathBuf {
+    crate::agent::default().transcript_path(agent_home, session)
 }
 
 /// `<kcap_home>/logs/<session>.log`: a finalizer's log.
@@ -60,7 +49,8 @@ pub fn session_log_path(kcap_home: &Path, session: SessionId) -> PathBuf {
     kcap_home.join("logs").join(format!("{}.log", session.dashed()))
 }
 
-fn home_dir() -> PathBuf {
+/// `$HOME`, else `/tmp`.
+pub(crate) fn home_dir() -> PathBuf {
     non_empty_env("HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/tmp"))

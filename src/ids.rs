@@ -12,7 +12,7 @@ use uuid::Uuid;
 /// server-side migration, because it changes every id.
 const EVENT_ID_CONTEXT: &str = "kcap 2026-11 transcript event id v1";
 
-/// A Copilot session id. Only UUIDs are accepted: a session id becomes a directory name, and
+/// An agent session id. Only UUIDs are accepted: a session id becomes a directory name, and
 /// sub-agent hook firings reuse tool-call ids that must never turn into paths.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(Uuid);
@@ -22,7 +22,7 @@ impl SessionId {
         SessionId(Uuid::new_v4())
     }
 
-    /// Dashed form, as Copilot names the session directory.
+    /// Dashed form, as agents name the session directory.
     pub fn dashed(&self) -> String {
         self.0.hyphenated().to_string()
     }

@@ -5,6 +5,19 @@ use serde::{Deserialize, Serialize};
 pub const CLI_VERSION_HEADER: &str = "X-Kcap-Cli-Version";
 pub const DEFAULT_URL: &str = "http://127.0.0.1:5108";
 
+/// `POST /hooks/session-start/{vendor}`: a session of `vendor`'s agent started.
+pub fn session_start_path(vendor: &str) -> String {
+    format!("/hooks/session-start/{vendor}")
+}
+
+/// `POST /hooks/session-end/{vendor}`: a session of `vendor`'s agent ended.
+pub fn session_end_path(vendor: &str) -> String {
+    format!("/hooks/session-end/{vendor}")
+}
+
+/// `POST /hooks/notification`.
+pub const NOTIFICATION_PATH: &str = "/hooks/notification";
+
 /// `POST /hooks/transcript`. `event_ids` is kcap's extension: a server that gets none derives
 /// the same ids itself with [`crate::ids::event_id`].
 #[derive(Debug, Clone, Serialize, Deserialize)]

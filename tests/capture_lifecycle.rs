@@ -169,7 +169,7 @@ async fn a_killed_copilot_still_gets_its_tail_and_its_end() {
             .join(format!("{}.watch.log", sid.dashed())),
     )
     .unwrap_or_default();
-    assert!(log.contains("Copilot process is gone"), "{log}");
+    assert!(log.contains("agent process is gone"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -16,8 +16,8 @@ use kcap::config::SETTINGS;
 use kcap::machine::table;
 use kcap::store::Store;
 
-/// kcap captures GitHub Copilot CLI sessions and delivers every transcript line, exactly once in
-/// effect and with secrets redacted, to an ingest server, including the token totals Copilot
+/// kcap captures coding-agent sessions and delivers every transcript line, exactly once in
+/// effect and with secrets redacted, to an ingest server, including the token totals an agent
 /// writes after its sessionEnd hook has returned.
 ///
 /// Start here: `kcap demo` (the whole job on an embedded server), then `kcap plugin install`,
@@ -37,8 +37,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Play a Copilot session against an embedded server through kcap's real hooks and show what
-    /// arrived: kcap's whole job on one machine, nothing to set up.
+    /// Play a recorded agent session against an embedded server through kcap's real hooks and
+    /// show what arrived: kcap's whole job on one machine, nothing to set up.
     Demo {
         /// Transcript to play (its last session.shutdown line is appended after the sessionEnd
         /// hook returns). Default: the VibeCodingTracker research sample beside the repository
@@ -52,16 +52,17 @@ enum Cmd {
         #[arg(long)]
         keep_serving: bool,
     },
-    /// Install or remove the hooks file of every agent found (Copilot CLI today:
-    /// $COPILOT_HOME/hooks/kcap.json); idempotent, no other file is touched.
+    /// Install or remove the hooks file of every agent found (an agent is found when its root
+    /// exists); idempotent, no other file is touched.
     Plugin {
         /// `install` writes the hooks file, `remove` deletes it.
         #[arg(value_enum)]
         action: PluginAction,
-        /// Only Copilot CLI (the default when its root exists; today the only agent).
-        #[arg(long)]
-        copilot: bool,
-        /// Copilot's root [env: COPILOT_HOME] [config: copilot_home] [default: ~/.copilot].
+        /// Only this agent, installed even if its root does not exist yet.
+        #[arg(long, value_name = "AGENT", value_parser = agent_names())]
+        agent: Option<String>,
+        /// The agent's root instead of its setting's value (`kcap config show` lists each
+        /// agent's root setting).
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
@@ -120,17 +121,18 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Deliver the transcripts already on this machine (every agent found; Copilot CLI today),
-    /// with the same ids and watermarks as live capture, so nothing is stored twice. Retries with
-    /// backoff like live delivery; progress bar on a terminal, then a summary.
+    /// Deliver the transcripts already on this machine (every agent found), with the same ids
+    /// and watermarks as live capture, so nothing is stored twice. Retries with backoff like live
+    /// delivery; progress bar on a terminal, then a summary.
     Import {
-        /// Only Copilot CLI (the default; today the only agent).
-        #[arg(long)]
-        copilot: bool,
+        /// Only this agent.
+        #[arg(long, value_name = "AGENT", value_parser = agent_names())]
+        agent: Option<String>,
         /// Only this session (a UUID).
         #[arg(long, value_name = "SESSION")]
         session: Option<String>,
-        /// Copilot's root [env: COPILOT_HOME] [config: copilot_home] [default: ~/.copilot].
+        /// The agent's root instead of its setting's value (`kcap config show` lists each
+        /// agent's root setting).
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
         /// Only transcripts written since this time: a date (2026-11-01), an RFC 3339 time
@@ -150,7 +152,7 @@ enum Cmd {
         /// Every unfinished finalizer recorded in the store.
         #[arg(long)]
         resume: bool,
-        /// This session only; starts a finalizer on its Copilot transcript if none was recorded.
+        /// This session only; starts a finalizer on its transcript if none was recorded.
         #[arg(long, value_name = "SESSION")]
         session: Option<String>,
     },
@@ -178,14 +180,15 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = Format::Both)]
         format: Format,
     },
-    /// Copilot's hook entry point (run from $COPILOT_HOME/hooks/kcap.json; payload on stdin;
-    /// always exits 0). sessionEnd spawns the finalizer first, then stops the watcher and drains
-    /// within --drain-cap-ms, then posts session-end.
+    /// An agent's hook entry point (run from the hooks file `kcap plugin install` wrote; payload
+    /// on stdin; always exits 0). sessionEnd spawns the finalizer first, then stops the watcher
+    /// and drains within --drain-cap-ms, then posts session-end.
     Hook {
-        /// The hook is Copilot CLI's (the default; today the only agent).
-        #[arg(long)]
-        copilot: bool,
-        /// The hook event: sessionStart, sessionEnd, agentStop or notification.
+        /// Whose hook this is (default: the first agent listed).
+        #[arg(long, value_name = "AGENT", value_parser = agent_names())]
+        agent: Option<String>,
+        /// The hook event, as the agent names it (e.g. sessionStart, sessionEnd, agentStop,
+        /// notification).
         #[arg(long, value_name = "EVENT")]
         event: String,
         /// Cap on the sessionEnd hook after the finalizer is spawned, in ms
@@ -196,16 +199,18 @@ enum Cmd {
     /// Live watcher of one transcript (started by the sessionStart and agentStop hooks; one per
     /// session): delivers new complete lines until SIGTERM, then drains once more.
     Watch {
-        /// Copilot session id (a UUID).
+        /// Session id (a UUID).
         session: String,
-        /// Its transcript: <COPILOT_HOME>/session-state/<session>/events.jsonl.
+        /// Its transcript, at the path its agent keeps it (checked: nothing else is read).
         path: PathBuf,
-        /// Pause between looks at the transcript, in ms [env: KCAP_WATCH_POLL_MS]
-        /// [config: watch_poll_ms] [default: 500].
+        /// Pause between looks at the transcript when polling (KCAP_FOLLOW=poll, or where file
+        /// notifications cannot work), in ms; with notifications a write wakes the watcher at
+        /// once and it looks by itself every 2 s or this long, whichever is longer
+        /// [env: KCAP_WATCH_POLL_MS] [config: watch_poll_ms] [default: 500].
         #[arg(long, value_name = "MS")]
         watch_poll_ms: Option<u64>,
         /// End (drain, then hand the session to a finalizer) once the transcript has not grown
-        /// for this long, in ms; 0 for never. The watcher also ends when the session's Copilot
+        /// for this long, in ms; 0 for never. The watcher also ends when the session's agent
         /// process is gone [env: KCAP_WATCH_IDLE_MS] [config: watch_idle_ms] [default: 7200000].
         #[arg(long, value_name = "MS")]
         watch_idle_ms: Option<u64>,
@@ -213,12 +218,12 @@ enum Cmd {
         #[arg(long, hide = true)]
         agent: Option<String>,
     },
-    /// Finalize one ended Copilot session (spawned by the sessionEnd hook). Detaches into its own
+    /// Finalize one ended session (spawned by the sessionEnd hook). Detaches into its own
     /// session unless --foreground, logs to <KCAP_HOME>/logs/<session>.log, always exits 0.
-    CopilotFinalize {
-        /// Copilot session id (a UUID; anything else is ignored).
+    Finalizer {
+        /// Session id (a UUID; anything else is ignored).
         session: String,
-        /// Its transcript: <COPILOT_HOME>/session-state/<session>/events.jsonl.
+        /// Its transcript, at the path its agent keeps it (checked: nothing else is read).
         path: PathBuf,
         /// Run in this process instead of detaching.
         #[arg(long)]
@@ -279,17 +284,18 @@ enum Format {
 fn main() -> ExitCode {
     limit_malloc_arenas();
     let raw_args: Vec<OsString> = std::env::args_os().skip(1).collect();
-    // What Copilot's hooks run must never fail Copilot; what they start (the watcher) has no
+    // What an agent's hooks run must never fail the agent; what they start (the watcher) has no
     // one reading its stderr but its log.
     let name = subcommand_name(&raw_args);
-    let hook_run = matches!(name.as_deref(), Some("copilot-finalize" | "hook"));
+    let hook_run = matches!(name.as_deref(), Some("finalizer" | "hook"));
     let internal = hook_run || name.as_deref() == Some("watch");
-    let parsed = command()
-        .try_get_matches()
-        .and_then(|m| Cli::from_arg_matches(&m));
-    let cli = match parsed {
-        Ok(cli) => cli,
-        // A hook must never fail Copilot: the finalizer reports bad arguments and exits 0.
+    let parsed = command().try_get_matches().and_then(|m| {
+        let flagged = m.subcommand().and_then(|(_, sub)| kcap::agent::flagged(sub));
+        Cli::from_arg_matches(&m).map(|cli| (cli, flagged))
+    });
+    let (cli, flagged) = match parsed {
+        Ok(parsed) => parsed,
+        // A hook must never fail the agent: the finalizer reports bad arguments and exits 0.
         Err(e) if hook_run && e.use_stderr() => {
             eprintln!("kcap: {e}");
             return ExitCode::SUCCESS;
@@ -320,7 +326,7 @@ fn main() -> ExitCode {
         }
     };
     let store = Store::new(cli.home.home());
-    let code = runtime.block_on(run(cli, store, raw_args));
+    let code = runtime.block_on(run(cli, flagged, store, raw_args));
     // A detached finalizer must not linger on blocking threads after its machine stopped.
     runtime.shutdown_timeout(Duration::from_secs(1));
     ExitCode::from(code.clamp(0, 255) as u8)
@@ -340,15 +346,34 @@ fn subcommand_name(args: &[OsString]) -> Option<String> {
         if with_value.iter().any(|o| *o == arg) {
             args.next();
         } else if !arg.starts_with('-') {
-            return Some(arg.into_owned());
+            // An alias (an earlier spelling) names its command.
+            let command = command();
+            let name = command
+                .find_subcommand(arg.as_ref())
+                .map(|c| c.get_name().to_string());
+            return Some(name.unwrap_or_else(|| arg.into_owned()));
         }
     }
     None
 }
 
-/// The command line, with the environment variables listed under the top-level help.
+/// The command line, with every agent's earlier spellings and the environment variables listed
+/// under the top-level help.
 fn command() -> clap::Command {
-    Cli::command().after_help(environment_help())
+    kcap::agent::legacy_cli(Cli::command()).after_help(environment_help())
+}
+
+/// `--agent`'s possible values: every agent's name.
+fn agent_names() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(kcap::agent::names())
+}
+
+/// The agent a command names: `--agent`, else an agent's own flag (`flagged`).
+fn chosen_agent(
+    agent: Option<String>,
+    flagged: Option<&'static dyn kcap::agent::Agent>,
+) -> Option<&'static dyn kcap::agent::Agent> {
+    agent.as_deref().and_then(kcap::agent::by_name).or(flagged)
 }
 
 /// Every environment variable kcap reads, with its flag and config key, from the one table in
@@ -375,7 +400,12 @@ fn environment_help() -> String {
     out
 }
 
-async fn run(cli: Cli, store: Store, raw_args: Vec<OsString>) -> i32 {
+async fn run(
+    cli: Cli,
+    flagged: Option<&'static dyn kcap::agent::Agent>,
+    store: Store,
+    raw_args: Vec<OsString>,
+) -> i32 {
     match cli.command {
         Cmd::Demo {
             transcript,
@@ -396,7 +426,7 @@ async fn run(cli: Cli, store: Store, raw_args: Vec<OsString>) -> i32 {
                 }
             }
         }
-        Cmd::CopilotFinalize {
+        Cmd::Finalizer {
             session,
             path,
             foreground,
@@ -410,21 +440,39 @@ async fn run(cli: Cli, store: Store, raw_args: Vec<OsString>) -> i32 {
                 spawned_at,
                 generation,
             };
-            finalize::copilot_finalize(store, args, &cli.delivery, &cli.timing, raw_args).await;
+            finalize::run_finalizer(store, args, &cli.delivery, &cli.timing, raw_args).await;
             0
         }
         Cmd::Finalize { session, .. } => {
             logging::to_stderr();
             finalize::finalize(store, session, &cli.delivery, &cli.timing).await
         }
-        Cmd::Plugin { action, copilot, dir } => {
-            let home = dir.unwrap_or_else(kcap::config::copilot_home);
-            print(match action {
-                PluginAction::Install => {
-                    plugin::detect_agents(&home, copilot).and_then(|()| plugin::install(&home))
-                }
-                PluginAction::Remove => plugin::remove(&home),
-            })
+        Cmd::Plugin { action, agent, dir } => {
+            let chosen = chosen_agent(agent, flagged);
+            let agents = match action {
+                PluginAction::Install => plugin::detect_agents(chosen, dir),
+                // Removing touches only kcap's own file, wherever the agent's root is.
+                PluginAction::Remove => Ok(match chosen {
+                    Some(a) => vec![(a, dir.unwrap_or_else(|| a.home()))],
+                    None => {
+                        let mut dir = dir;
+                        kcap::agent::ALL
+                            .iter()
+                            .map(|a| (*a, dir.take().unwrap_or_else(|| a.home())))
+                            .collect()
+                    }
+                }),
+            };
+            print(agents.and_then(|agents| {
+                let done: Result<Vec<String>, String> = agents
+                    .into_iter()
+                    .map(|(agent, home)| match action {
+                        PluginAction::Install => plugin::install(agent, &home),
+                        PluginAction::Remove => plugin::remove(agent, &home),
+                    })
+                    .collect();
+                done.map(|lines| lines.join("\n"))
+            }))
         }
         Cmd::Login { url, token } => print(login::login(&url, token.as_deref()).await),
         Cmd::Config { action } => {
@@ -446,7 +494,7 @@ async fn run(cli: Cli, store: Store, raw_args: Vec<OsString>) -> i32 {
             })
         }
         Cmd::Import {
-            copilot,
+            agent,
             session,
             dir,
             since,
@@ -460,37 +508,52 @@ async fn run(cli: Cli, store: Store, raw_args: Vec<OsString>) -> i32 {
                     return 2;
                 }
             };
-            let home = dir.unwrap_or_else(kcap::config::copilot_home);
-            if let Err(e) = plugin::detect_agents(&home, copilot) {
-                eprintln!("kcap import: {e}");
-                return 2;
-            }
+            let agents = match plugin::detect_agents(chosen_agent(agent, flagged), dir) {
+                Ok(agents) => agents,
+                Err(e) => {
+                    eprintln!("kcap import: {e}");
+                    return 2;
+                }
+            };
             let args = import::ImportArgs {
                 only,
                 since,
                 dry_run,
                 retry: cli.timing.timings(),
             };
-            let result = match cli.delivery.delivery() {
-                Ok(delivery) => import::import(&store, &delivery, &home, &args).await,
-                Err(e) => Err(e),
-            };
-            match result {
-                Ok(summary) => emit(&import::describe(&summary)).max(i32::from(!summary.failures.is_empty())),
+            let delivery = match cli.delivery.delivery() {
+                Ok(delivery) => delivery,
                 Err(e) => {
                     eprintln!("kcap import: {e}");
-                    2
+                    return 2;
                 }
+            };
+            let mut code = 0;
+            for (agent, home) in agents {
+                code = match import::import(&store, &delivery, agent, &home, &args).await {
+                    Ok(summary) => emit(&import::describe(&summary))
+                        .max(i32::from(!summary.failures.is_empty()))
+                        .max(code),
+                    Err(e) => {
+                        eprintln!("kcap import: {e}");
+                        2
+                    }
+                };
             }
+            code
         }
         Cmd::Doctor => {
-            let (report, code) = doctor::doctor(&store, &kcap::config::copilot_home(), &cli.delivery).await;
+            let agent = kcap::agent::default();
+            let (report, code) = doctor::doctor(&store, agent, &agent.home(), &cli.delivery).await;
             emit(&report).max(code)
         }
         Cmd::Hook {
-            event, drain_cap_ms, ..
+            agent,
+            event,
+            drain_cap_ms,
         } => {
             let args = hook::HookArgs {
+                agent: chosen_agent(agent, flagged).unwrap_or_else(kcap::agent::default),
                 event,
                 drain_cap: Duration::from_millis(options::command_setting("hook_drain_cap_ms", drain_cap_ms)),
             };

@@ -33,8 +33,11 @@ pub fn show(flags: &[(&'static str, Option<String>)], json: bool) -> Result<Stri
                     // Paths have computed defaults; show what they are.
                     match s.key {
                         "kcap_home" => Some(crate::config::kcap_home().display().to_string()),
-                        "copilot_home" => Some(crate::config::copilot_home().display().to_string()),
-                        _ => None,
+                        // An agent's root.
+                        k => crate::agent::ALL
+                            .iter()
+                            .find(|a| crate::agent::home_setting(**a).key == k)
+                            .map(|a| a.home().display().to_string()),
                     }
                 }),
                 source: r.source,

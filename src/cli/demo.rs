@@ -1,8 +1,8 @@
 //! `kcap demo`: kcap's whole job on one machine with nothing to set up. An embedded server, and a
-//! real Copilot transcript played as a live session through the real hook commands: sessionStart
-//! (the watcher starts), lines appended over time, sessionEnd (the finalizer is spawned, the
-//! watcher drains), and `session.shutdown` appended only after that hook has returned, as Copilot
-//! does. Then it shows, in numbers, what the server holds.
+//! real transcript of the default agent played as a live session through the real hook commands:
+//! sessionStart (the watcher starts), lines appended over time, sessionEnd (the finalizer is
+//! spawned, the watcher drains), and the terminal line appended only after that hook has
+//! returned, as the agent does. Then it shows, in numbers, what the server holds.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -17,12 +17,16 @@ use crate::machine::{Outcome, Phase};
 use crate::server::Server;
 use crate::store::Store;
 
-/// The real public transcript the demo prefers, found relative to the repository kcap was built
-/// from (not the current directory), so `cargo run -- demo` finds it from anywhere.
-pub const DEFAULT_SAMPLE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../shared/research-samples/copilot/Mai0313__VibeCodingTracker__copilot.jsonl"
-);
+/// The real public transcript the demo prefers (in the default agent's folder of research
+/// samples, found relative to the repository kcap was built from, not the current directory, so
+/// `cargo run -- demo` finds it from anywhere).
+pub fn default_sample() -> PathBuf {
+    let agent = crate::agent::default().name();
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/research-samples")
+        .join(agent)
+        .join(format!("Mai0313__VibeCodingTracker__{agent}.jsonl"))
+}
 
 /// Used when the research samples are not beside the checkout (a fresh clone, an installed
 /// binary): a short synthetic session written for the demo.
@@ -53,16 +57,20 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         .prefix("kcap-demo-")
         .tempdir()
         .map_err(|e| e.to_string())?;
-    let copilot_home = scratch.path().join("copilot");
+    let agent = crate::agent::default();
+    let agent_home = scratch.path().join(agent.name());
     let kcap_home = scratch.path().join("kcap");
-    let path = transcript_path(&copilot_home, session);
+    let path = transcript_path(&agent_home, session);
     std::fs::create_dir_all(path.parent().expect("transcript has a parent")).map_err(|e| e.to_string())?;
 
     let server = Server::start(SocketAddr::from(([127, 0, 0, 1], 0)), None)
         .await
         .map_err(|e| format!("cannot start the embedded server: {e}"))?;
 
-    println!("kcap demo: a Copilot session played through kcap's hooks\n");
+    println!(
+        "kcap demo: a {} session played through kcap's hooks\n",
+        agent.name()
+    );
     println!(
         "  transcript  {source_name} ({} lines, {} bytes)",
         lines.len(),
@@ -88,12 +96,12 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         |event: &str, payload: serde_json::Value| -> Result<(u128, std::process::ExitStatus), String> {
             let started = Instant::now();
             let mut child = std::process::Command::new(&exe)
-                .args(["hook", "--copilot", "--event", event])
+                .args(["hook", "--agent", agent.name(), "--event", event])
                 .env("KCAP_URL", server.url())
                 // The demo's hooks talk to the embedded server only, whatever the user's config says.
                 .env("KCAP_CONFIG", scratch.path().join("config.toml"))
                 .env("KCAP_HOME", &kcap_home)
-                .env("COPILOT_HOME", &copilot_home)
+                .env(crate::agent::home_setting(agent).env, &agent_home)
                 .env("KCAP_POLL_MS", "100")
                 .env("KCAP_WATCH_POLL_MS", "100")
                 .stdin(Stdio::piped())
@@ -127,7 +135,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     println!(
-        "2. Copilot wrote {shutdown_at} lines over {:.1} s; the watcher had delivered {} of them meanwhile",
+        "2. The agent wrote {shutdown_at} lines over {:.1} s; the watcher had delivered {} of them meanwhile",
         shutdown_at as f64 * 0.02,
         server.session(session).lines.len()
     );
@@ -150,7 +158,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
     drop(file);
     let appended = Instant::now();
     println!(
-        "4. {} ms after the hook returned, Copilot appended session.shutdown (line {shutdown_at}): \
+        "4. {} ms after the hook returned, the agent appended session.shutdown (line {shutdown_at}): \
          the tail a hook alone would lose",
         args.shutdown_delay.as_millis()
     );
@@ -192,11 +200,11 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
 
 fn load_source(path: Option<&Path>) -> Result<(String, String), String> {
     let chosen = path.map(|p| (p.to_path_buf(), "")).or_else(|| {
-        let default = PathBuf::from(DEFAULT_SAMPLE);
+        let default = default_sample();
         default.is_file().then(|| {
             (
                 default.canonicalize().unwrap_or(default),
-                "real public Copilot transcript ",
+                "real public transcript ",
             )
         })
     });
@@ -206,8 +214,9 @@ fn load_source(path: Option<&Path>) -> Result<(String, String), String> {
             .map_err(|e| format!("cannot read {}: {e}", p.display())),
         None => Ok((
             format!(
-                "built-in synthetic session (the real sample {DEFAULT_SAMPLE} is not there; \
-                 it comes from ../shared/research-samples beside the checkout)"
+                "built-in synthetic session (the real sample {} is not there; \
+                 it comes from ../shared/research-samples beside the checkout)",
+                default_sample().display()
             ),
             BUILTIN.to_string(),
         )),

@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::agent::Agent;
 use crate::cli::login::{probe, Probe};
 use crate::cli::options::DeliveryOpts;
-use crate::cli::plugin::{hooks_document, hooks_path};
 use crate::cli::status::{iso_time, park_reason};
 use crate::config::settings::{display, validate};
 use crate::config::{loaded, SETTINGS};
@@ -31,11 +31,11 @@ impl Report {
 }
 
 /// Runs every check; returns the report and the exit code (1 when something needs fixing).
-pub async fn doctor(store: &Store, copilot_home: &Path, delivery: &DeliveryOpts) -> (String, i32) {
+pub async fn doctor(store: &Store, agent: &dyn Agent, home: &Path, delivery: &DeliveryOpts) -> (String, i32) {
     let mut r = Report::default();
     let on_path = which("kcap");
     check_binary(&mut r, on_path.as_deref());
-    check_hooks(&mut r, copilot_home, on_path.as_deref());
+    check_hooks(&mut r, agent, home, on_path.as_deref());
     check_config(&mut r);
     check_server(&mut r, delivery).await;
     check_store(&mut r, store);
@@ -83,7 +83,7 @@ fn check_binary(r: &mut Report, on_path: Option<&Path>) {
         (None, _) => r.line(
             false,
             "kcap",
-            "not on PATH: Copilot's hooks run `kcap …` and will not find it; install it with \
+            "not on PATH: the agent's hooks run `kcap …` and will not find it; install it with \
              `cargo install --locked --path . --bin kcap` (puts it in ~/.cargo/bin)",
         ),
         (Some(p), Some(this)) if same_file(p, this) => {
@@ -116,8 +116,8 @@ fn check_binary(r: &mut Report, on_path: Option<&Path>) {
     }
 }
 
-fn check_hooks(r: &mut Report, copilot_home: &Path, on_path: Option<&Path>) {
-    let path = hooks_path(copilot_home);
+fn check_hooks(r: &mut Report, agent: &dyn Agent, home: &Path, on_path: Option<&Path>) {
+    let (path, wanted) = agent.hooks_file(home);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(_) => {
@@ -165,7 +165,7 @@ fn check_hooks(r: &mut Report, copilot_home: &Path, on_path: Option<&Path>) {
             ),
         );
     }
-    if doc == hooks_document() {
+    if doc == wanted {
         r.line(true, "hooks", format!("installed: {}", path.display()));
     } else {
         r.line(
@@ -222,7 +222,7 @@ fn check_config(r: &mut Report) {
                 "config",
                 format!(
                     "{} ({}) overrides {} in the config file ({}) here, but hooks started by \
-                     Copilot usually lack {} and use the file's: unset it, or `kcap config set {} …`",
+                     an agent usually lack {} and use the file's: unset it, or `kcap config set {} …`",
                     s.env,
                     display(s, &env),
                     s.key,

@@ -1,11 +1,11 @@
-//! `kcap copilot-finalize`, `kcap finalize --resume` and `kcap finalize --session`.
+//! `kcap finalizer`, `kcap finalize --resume` and `kcap finalize --session`.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cli::options::{DeliveryOpts, TimingOpts};
-use crate::config::{copilot_home, now_ms, session_log_path, transcript_path};
+use crate::config::{now_ms, session_log_path, transcript_path};
 use crate::effects::detach::{is_session_leader, spawn_detached};
 use crate::effects::interpreter::Delivery;
 use crate::effects::open::{open_transcript, session_of_path, OpenError};
@@ -15,16 +15,15 @@ use crate::ids::SessionId;
 use crate::machine::{Millis, Phase, State};
 use crate::store::{MachineMeta, Store};
 
-/// The finalizer's transcript must be `<…>/session-state/<session-id>/events.jsonl` of the
-/// session it finalizes: a path built from hostile input can never point it at another file.
+/// The finalizer's transcript must be the transcript of the session it finalizes, in its
+/// agent's exact shape: a path built from hostile input can never point it at another file.
 /// (Opening it is [`crate::effects::open::open_transcript`]'s job: no symlink, no FIFO.)
 pub fn check_transcript_path(session: SessionId, path: &Path) -> Result<(), String> {
     let named = session_of_path(path)?;
     if named != session {
         return Err(format!(
-            "transcript path {} is not <session-state>/{}/events.jsonl",
-            path.display(),
-            session.dashed()
+            "transcript path {} names session {named}, not {session}",
+            path.display()
         ));
     }
     Ok(())
@@ -40,9 +39,9 @@ pub struct FinalizeArgs {
     pub generation: Option<u32>,
 }
 
-/// `kcap copilot-finalize <sid> <path>`: never fails the caller (exit 0), reports problems on
+/// `kcap finalizer <sid> <path>`: never fails the caller (exit 0), reports problems on
 /// stderr and in the session's log.
-pub async fn copilot_finalize(
+pub async fn run_finalizer(
     store: Store,
     args: FinalizeArgs,
     delivery: &DeliveryOpts,
@@ -51,10 +50,10 @@ pub async fn copilot_finalize(
 ) {
     let session: SessionId = match args.session.parse() {
         Ok(s) => s,
-        Err(e) => return eprintln!("kcap copilot-finalize: {e}; nothing to do"),
+        Err(e) => return eprintln!("kcap finalizer: {e}; nothing to do"),
     };
     if let Err(e) = check_transcript_path(session, &args.path) {
-        return eprintln!("kcap copilot-finalize: {e}; nothing to do");
+        return eprintln!("kcap finalizer: {e}; nothing to do");
     }
     let log = session_log_path(store.home(), session);
     let timings = timing.timings();
@@ -62,11 +61,11 @@ pub async fn copilot_finalize(
     if !args.foreground && args.spawned_at.is_none() && !is_session_leader() {
         let spawned = spawn_finalizer(&store, session, &args.path, timings, raw_args).await;
         if let Err(e) = &spawned.recorded {
-            eprintln!("kcap copilot-finalize: cannot record the finalizer ({e}); it runs without the store");
+            eprintln!("kcap finalizer: cannot record the finalizer ({e}); it runs without the store");
         }
         match spawned.pid {
-            Ok(pid) => eprintln!("kcap copilot-finalize: finalizer for {session} detached as pid {pid}"),
-            Err(e) => eprintln!("kcap copilot-finalize: {e}"),
+            Ok(pid) => eprintln!("kcap finalizer: finalizer for {session} detached as pid {pid}"),
+            Err(e) => eprintln!("kcap finalizer: {e}"),
         }
         return;
     }
@@ -133,7 +132,7 @@ pub struct Spawned {
 
 /// Records the spawn (first: a crash after this point cannot lose the machine), then re-launches
 /// `kcap <args> --spawned-at T [--generation G]` detached. `args` must start with
-/// `copilot-finalize <sid> <path>`. An unusable store does not stop the launch: the finalizer
+/// `finalizer <sid> <path>`. An unusable store does not stop the launch: the finalizer
 /// then runs without it.
 pub async fn spawn_finalizer(
     store: &Store,
@@ -312,12 +311,13 @@ fn check_transcript_now(session: SessionId, path: &Path) -> Result<(), String> {
     }
 }
 
-/// `--session` on a session that never had a finalizer starts one on its Copilot transcript.
+/// `--session` on a session that never had a finalizer starts one on its transcript (the
+/// default agent's).
 async fn ensure_machine(store: &Store, session: SessionId, timing: &TimingOpts) -> Result<(), i32> {
     let recorded = store.latest_machine(session);
     let path = match &recorded {
         Ok(Some(record)) => record.meta.transcript.clone(),
-        _ => transcript_path(&copilot_home(), session),
+        _ => transcript_path(&crate::agent::default().home(), session),
     };
     if let Err(e) = check_transcript_now(session, &path) {
         eprintln!("kcap finalize: {e}");

@@ -1,6 +1,7 @@
-//! `kcap hook --copilot --event <name>`: what Copilot runs from `$COPILOT_HOME/hooks/kcap.json`.
+//! `kcap hook --agent <name> --event <name>`: what an agent runs from the hooks file
+//! `kcap plugin install` wrote. The agent parses its own payload ([`Agent::parse_hook`]).
 //!
-//! A hook must never hurt Copilot: whatever the input or the server, it says what went wrong on
+//! A hook must never hurt the agent: whatever the input or the server, it says what went wrong on
 //! stderr and exits 0, within its caps. sessionEnd spawns the detached finalizer before it does
 //! anything that can block.
 
@@ -9,31 +10,33 @@ use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::agent::{Agent, HookEvent, HookPayload};
 use crate::cli::finalize::spawn_finalizer;
 use crate::cli::options::{DeliveryOpts, TimingOpts};
-use crate::config::{copilot_home, now_ms, transcript_path};
+use crate::config::now_ms;
 use crate::effects::blocking;
 use crate::effects::detach::spawn_detached;
 use crate::effects::interpreter::Delivery;
-use crate::effects::outbox::{self, Flush, SESSION_END_PATH};
+use crate::effects::outbox::{self, Flush};
 use crate::effects::watcher::{self, Role, Watcher};
 use crate::ids::SessionId;
 use crate::store::{NoticeKind, Store, StoreError};
 
 /// Hook payloads are a few hundred bytes; anything past this is refused, not buffered.
 pub const STDIN_LIMIT: usize = 1024 * 1024;
-/// Copilot closes stdin after writing the payload; a hook started by hand may never get EOF.
+/// Agents close stdin after writing the payload; a hook started by hand may never get EOF.
 const STDIN_WAIT: Duration = Duration::from_secs(2);
-/// Lifecycle and notification POSTs must not hold Copilot up.
+/// Lifecycle and notification POSTs must not hold the agent up.
 const POST_CAP: Duration = Duration::from_secs(3);
 /// What the sessionEnd cap keeps back for the session-end POST after draining.
 const POST_RESERVE: Duration = Duration::from_secs(1);
 /// The background sweep runs at most this often.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
-pub const EVENTS: [&str; 4] = ["sessionStart", "sessionEnd", "agentStop", "notification"];
-
 pub struct HookArgs {
+    /// Whose hook this is.
+    pub agent: &'static dyn Agent,
+    /// The event, as the agent names it.
     pub event: String,
     /// Cap on the whole sessionEnd hook after the finalizer is spawned: stopping the watcher,
     /// draining inline, and posting session-end.
@@ -59,49 +62,35 @@ fn read_stdin() -> Result<Vec<u8>, String> {
     }
 }
 
-/// The session of a payload: `sessionId` (camelCase payloads) or `session_id` (PascalCase ones).
-pub fn session_of(payload: &serde_json::Value) -> Result<SessionId, String> {
-    let raw = payload
-        .get("sessionId")
-        .or_else(|| payload.get("session_id"))
-        .and_then(|v| v.as_str())
-        .ok_or("payload has no sessionId")?;
-    raw.parse()
-        .map_err(|e: crate::ids::InvalidSessionId| e.to_string())
-}
-
 pub async fn hook(store: Store, args: HookArgs, delivery_opts: &DeliveryOpts, timing: &TimingOpts) {
     let started = Instant::now();
-    if !EVENTS.contains(&args.event.as_str()) {
+    let agent = args.agent;
+    let events = agent.hook_events();
+    let Some(&(_, event)) = events.iter().find(|(name, _)| *name == args.event) else {
+        let names: Vec<&str> = events.iter().map(|(n, _)| *n).collect();
         return eprintln!(
-            "kcap hook: unknown event {:?} (expected one of {EVENTS:?}); ignored",
+            "kcap hook: unknown event {:?} (expected one of {names:?}); ignored",
             args.event
         );
-    }
-    let payload: serde_json::Value = match read_stdin().and_then(|b| {
-        serde_json::from_slice::<serde_json::Value>(&b).map_err(|e| format!("payload is not JSON: {e}"))
-    }) {
-        Ok(v) if v.is_object() => v,
-        Ok(_) => return eprintln!("kcap hook {}: payload is not a JSON object; ignored", args.event),
+    };
+    let payload = match read_stdin().and_then(|b| agent.parse_hook(&b)) {
+        Ok(p) => p,
         Err(e) => return eprintln!("kcap hook {}: {e}; ignored", args.event),
     };
-    let session = match session_of(&payload) {
-        Ok(s) => s,
-        Err(e) => return eprintln!("kcap hook {}: {e}; ignored", args.event),
-    };
-    // An unusable store is said on every hook's stderr (Copilot logs it), not only in a log
+    let session = payload.session;
+    // An unusable store is said on every hook's stderr (the agent logs it), not only in a log
     // file that may not be writable either. Delivery goes on without it.
     let health = store.health_quick();
     if let Err(why) = &health {
         eprintln!(
             "kcap hook {}: kcap's store is unusable: {why}. Lines are still delivered now, but \
-             nothing is kept for later: what fails to arrive now needs `kcap import --copilot` \
+             nothing is kept for later: what fails to arrive now needs `kcap import` \
              once it is fixed (`kcap doctor` checks it)",
             args.event
         );
     }
     let _log = crate::cli::logging::to_file(&store.home().join("logs").join("hooks.log"));
-    let path = transcript_path(&copilot_home(), session);
+    let path = agent.transcript_path(&agent.home(), session);
     let delivery = match delivery_opts.delivery() {
         Ok(d) => d,
         Err(e) => return eprintln!("kcap hook: {e}"),
@@ -114,22 +103,21 @@ pub async fn hook(store: Store, args: HookArgs, delivery_opts: &DeliveryOpts, ti
         store_ok: health.is_ok(),
     };
 
-    match args.event.as_str() {
-        "sessionEnd" => {
+    match event {
+        HookEvent::SessionEnd => {
             session_end(&hook, &path, &payload, timing, args.drain_cap).await;
         }
-        "sessionStart" => {
-            let body = lifecycle_body("sessionStart", session, &payload);
+        HookEvent::SessionStart => {
+            let body = lifecycle_body(HookEvent::SessionStart, &payload);
             hook.notice(NoticeKind::SessionStart, body).await;
             ensure_watcher(&store, session, &path);
         }
-        "agentStop" => ensure_watcher(&store, session, &path),
-        "notification" => {
-            let mut body = payload.clone();
+        HookEvent::AgentStop => ensure_watcher(&store, session, &path),
+        HookEvent::Notification => {
+            let mut body = payload.raw.clone();
             body["session_id"] = session.dashless().into();
             hook.notice(NoticeKind::Notification, body).await;
         }
-        _ => unreachable!("event checked above"),
     }
     if hook.store_ok {
         maybe_sweep(&store);
@@ -191,14 +179,14 @@ impl Hook<'_> {
 async fn session_end(
     hook: &Hook<'_>,
     path: &Path,
-    payload: &serde_json::Value,
+    payload: &HookPayload,
     timing: &TimingOpts,
     drain_cap: Duration,
 ) {
     let (store, session) = (hook.store, hook.session);
     // The session-end is queued before the finalizer starts, so a finalizer that drains at once
     // (the shutdown already written) finds it and posts it after the lines. No network here.
-    let mut body = lifecycle_body("sessionEnd", session, payload);
+    let mut body = lifecycle_body(HookEvent::SessionEnd, payload);
     body["ended_at"] = crate::cli::status::iso_time(now_ms()).into();
     let queued = hook.store_ok
         && {
@@ -214,7 +202,7 @@ async fn session_end(
                 }
             }
         };
-    let args: Vec<OsString> = vec!["copilot-finalize".into(), session.to_string().into(), path.into()];
+    let args: Vec<OsString> = vec!["finalizer".into(), session.to_string().into(), path.into()];
     let spawned = spawn_finalizer(store, session, path, timing.timings(), args).await;
     match (&spawned.pid, &spawned.recorded) {
         (Ok(pid), Ok(_)) => tracing::info!(pid, "finalizer spawned"),
@@ -228,8 +216,8 @@ async fn session_end(
         (Err(e), Err(why)) => {
             tracing::error!(error = %e, store = %why, "cannot start the finalizer, and the store cannot record it: the session's post-hook tail is not delivered");
             eprintln!(
-                "kcap hook sessionEnd: {e}, and the store cannot record it ({why}): what Copilot \
-                 writes after this hook is not delivered; run `kcap import --copilot --session {session}` later"
+                "kcap hook sessionEnd: {e}, and the store cannot record it ({why}): what the agent \
+                 writes after this hook is not delivered; run `kcap import --session {session}` later"
             );
         }
     }
@@ -278,8 +266,9 @@ async fn session_end(
             tracing::warn!("session-end kept in the outbox; the next sweep delivers it");
         }
     } else {
+        let notice_path = outbox::notice(NoticeKind::SessionEnd, serde_json::Value::Null).path;
         let posted =
-            tokio::time::timeout(post_cap, hook.delivery.client.post_json(SESSION_END_PATH, &body)).await;
+            tokio::time::timeout(post_cap, hook.delivery.client.post_json(&notice_path, &body)).await;
         if !matches!(posted, Ok(Ok(()))) {
             eprintln!(
                 "kcap hook sessionEnd: the session-end notice was not delivered and the store cannot keep it"
@@ -313,14 +302,13 @@ async fn stop_watcher(store: &Store, session: SessionId, deadline: Instant) {
     }
 }
 
-fn lifecycle_body(event: &str, session: SessionId, payload: &serde_json::Value) -> serde_json::Value {
-    let field = |k: &str| payload.get(k).cloned().unwrap_or(serde_json::Value::Null);
+fn lifecycle_body(event: HookEvent, payload: &HookPayload) -> serde_json::Value {
     serde_json::json!({
-        "hook_event_name": event,
-        "session_id": session.dashless(),
-        "reason": field("reason"),
-        "source": field("source"),
-        "cwd": field("cwd"),
+        "hook_event_name": event.protocol_name(),
+        "session_id": payload.session.dashless(),
+        "reason": payload.reason,
+        "source": payload.source,
+        "cwd": payload.cwd,
         "home_dir": std::env::var("HOME").ok(),
     })
 }
@@ -345,7 +333,7 @@ pub fn ensure_watcher(store: &Store, session: SessionId, path: &Path) {
         return;
     }
     let mut args: Vec<OsString> = vec!["watch".into(), session.to_string().into(), path.into()];
-    // The process that ran this hook is the session's agent when Copilot holds no in-use lock:
+    // The process that ran this hook is the session's agent when the agent marks no users:
     // the watcher ends when it does.
     if let Some(agent) = crate::effects::agent::hook_agent() {
         args.push("--agent".into());

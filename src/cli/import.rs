@@ -1,4 +1,4 @@
-//! `kcap import`: delivers every transcript under `$COPILOT_HOME/session-state/`, with the same
+//! `kcap import`: delivers every transcript in an agent's sessions directory, with the same
 //! ids and watermarks as live capture, so importing after live capture adds nothing. A failed
 //! delivery is retried with the live path's backoff (doubling from `retry_initial_ms` to
 //! `retry_max_ms`) until `delivery_budget_ms` passes without progress; `--dry-run` sends nothing
@@ -8,6 +8,7 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::agent::Agent;
 use crate::effects::interpreter::Delivery;
 use crate::effects::watcher::Watcher;
 use crate::ids::SessionId;
@@ -81,14 +82,18 @@ type Found = (SessionId, std::path::PathBuf, u64);
 
 mod dry_run;
 
-/// Transcripts under `copilot_home` (or just `only`'s), and the directory names that are not
+/// `agent`'s transcripts under `home` (or just `only`'s), and the directory names that are not
 /// session ids (never turned into paths to read).
-fn find(copilot_home: &Path, only: Option<SessionId>) -> Result<(Vec<Found>, Vec<String>), String> {
-    let root = copilot_home.join("session-state");
+fn find(
+    agent: &dyn Agent,
+    home: &Path,
+    only: Option<SessionId>,
+) -> Result<(Vec<Found>, Vec<String>), String> {
+    let root = agent.sessions_dir(home);
     let entries = match std::fs::read_dir(&root) {
         Ok(entries) => entries,
-        // Copilot installed but never run: nothing to import, not an error.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && copilot_home.is_dir() => {
+        // The agent installed but never run: nothing to import, not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && home.is_dir() => {
             return Ok((Vec::new(), vec![format!("{}: no sessions yet", root.display())]))
         }
         Err(e) => return Err(format!("cannot list {}: {e}", root.display())),
@@ -103,11 +108,12 @@ fn find(copilot_home: &Path, only: Option<SessionId>) -> Result<(Vec<Found>, Vec
         if only.is_some_and(|o| o != session) {
             continue;
         }
-        let path = crate::config::transcript_path(copilot_home, session);
+        let path = agent.transcript_path(home, session);
+        let file = path.file_name().unwrap_or_default().to_string_lossy();
         match std::fs::metadata(&path) {
-            Ok(m) if m.is_file() => found.push((session, path, m.len())),
-            Ok(_) => skipped.push(format!("{name}: events.jsonl is not a file")),
-            Err(_) => skipped.push(format!("{name}: no events.jsonl")),
+            Ok(m) if m.is_file() => found.push((session, path.clone(), m.len())),
+            Ok(_) => skipped.push(format!("{name}: {file} is not a file")),
+            Err(_) => skipped.push(format!("{name}: no {file}")),
         }
     }
     found.sort_by(|a, b| a.1.cmp(&b.1));
@@ -140,16 +146,17 @@ fn filter_since(found: Vec<Found>, since: Option<Since>, skipped: &mut Vec<Strin
 pub async fn import(
     store: &Store,
     delivery: &Delivery,
-    copilot_home: &Path,
+    agent: &dyn Agent,
+    home: &Path,
     args: &ImportArgs,
 ) -> Result<Summary, String> {
     let only = args.only;
-    let (found, mut skipped) = find(copilot_home, only)?;
+    let (found, mut skipped) = find(agent, home, only)?;
     let found = filter_since(found, args.since, &mut skipped);
     if let Some(sid) = only.filter(|_| found.is_empty()) {
         return Err(format!(
             "no transcript for session {sid} under {}",
-            copilot_home.display()
+            home.display()
         ));
     }
     let total: u64 = found.iter().map(|(_, _, len)| len).sum();

@@ -1,5 +1,5 @@
 //! `kcap watch <sid> <path>`: the live watcher process. It ends when told to (SIGTERM, by the
-//! sessionEnd hook), or by itself when the session's Copilot process is gone or the transcript
+//! sessionEnd hook), or by itself when the session's agent process is gone or the transcript
 //! has been idle past the limit; then it drains and hands the session to a finalizer, with a
 //! session-end notice, so the tail and the end still arrive.
 
@@ -45,6 +45,14 @@ pub async fn watch(store: Store, args: WatchArgs, delivery: &DeliveryOpts, timin
         eprintln!("kcap watch: {e}");
         return 2;
     }
+    // Whose transcript it is decides how the agent's liveness is seen.
+    let agent = match crate::agent::of_transcript(&args.path) {
+        Ok((agent, _)) => agent,
+        Err(e) => {
+            eprintln!("kcap watch: {e}");
+            return 2;
+        }
+    };
     let _lock = match claim(store.home(), session) {
         Ok(Some(lock)) => lock,
         Ok(None) => {
@@ -71,7 +79,7 @@ pub async fn watch(store: Store, args: WatchArgs, delivery: &DeliveryOpts, timin
     };
     let session_dir = args.path.parent().map(PathBuf::from).unwrap_or_default();
     let endings = Endings {
-        agent: AgentWatch::start(&session_dir, args.agent.as_deref().and_then(parse_agent)),
+        agent: AgentWatch::start(agent, &session_dir, args.agent.as_deref().and_then(parse_agent)),
         idle_limit: (!args.idle_limit.is_zero()).then_some(args.idle_limit),
     };
     tracing::info!(%session, pid = std::process::id(), agent = ?endings.agent, "watcher started");
@@ -118,7 +126,7 @@ async fn hand_off(store: &Store, watcher: &Watcher, ended: Ended, reason: &str, 
         timings.shutdown_budget_ms = timings.shutdown_budget_ms.min(AGENT_GONE_BUDGET_MS);
     }
     let args: Vec<OsString> = vec![
-        "copilot-finalize".into(),
+        "finalizer".into(),
         session.to_string().into(),
         watcher.transcript.clone().into(),
     ];

@@ -47,7 +47,7 @@ pub fn status(store: &Store, json: bool) -> Result<String, String> {
     if let Err(why) = &health {
         out.push_str(&format!(
             "STORE UNUSABLE: {why}\n  sessions are still delivered, but nothing is kept for later: \
-             a delivery that fails now is not retried (fix it, then `kcap import --copilot`)\n\n"
+             a delivery that fails now is not retried (fix it, then `kcap import`)\n\n"
         ));
     }
     match crate::cli::status::status(store, false) {

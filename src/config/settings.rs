@@ -4,7 +4,7 @@
 //!
 //! Precedence, lowest first: built-in default < config file < environment variable < flag. The
 //! environment wins over the file so that tests and scripts can steer any process; the file is
-//! what Copilot's hook processes (which usually have neither flags nor kcap's variables) read.
+//! what an agent's hook processes (which usually have neither flags nor kcap's variables) read.
 
 use std::fmt;
 
@@ -72,15 +72,8 @@ pub const SETTINGS: &[Setting] = &[
         about: "kcap's own files: store, logs, watcher pid files",
         kind: Kind::Path,
     },
-    Setting {
-        key: "copilot_home",
-        env: "COPILOT_HOME",
-        flag: Some("--dir"),
-        command: Some("plugin, import"),
-        default: Some("~/.copilot"),
-        about: "Copilot CLI's root (session-state, hooks)",
-        kind: Kind::Path,
-    },
+    // The default agent's root; every agent's is in `agent::HOME_SETTINGS` (a test checks).
+    crate::agent::HOME_SETTINGS[0],
     Setting {
         key: "http_timeout_ms",
         env: "KCAP_HTTP_TIMEOUT_MS",
@@ -177,7 +170,7 @@ pub const SETTINGS: &[Setting] = &[
         flag: Some("--watch-poll-ms"),
         command: Some("watch"),
         default: Some("500"),
-        about: "live watcher: pause between looks at the transcript",
+        about: "live watcher: pause between looks at the transcript when polling (file notifications wake it at once)",
         kind: Kind::Number,
     },
     Setting {
@@ -213,6 +206,11 @@ pub const OTHER_ENV: &[(&str, &str, &str)] = &[
         "KCAP_DATABASE_URL",
         "serve --database",
         "PostgreSQL URL for `kcap serve` (default: SQLite in <KCAP_HOME>/server)",
+    ),
+    (
+        "KCAP_FOLLOW",
+        "",
+        "`poll`: the live watcher polls the transcript instead of using file notifications",
     ),
     ("NO_COLOR", "", "any value: no colour in kcap's output"),
 ];
@@ -334,7 +332,7 @@ pub fn validate(setting: &Setting, value: &str) -> Result<(), String> {
                 ))
             } else if setting.kind == Kind::Path && !std::path::Path::new(value).is_absolute() {
                 // Hooks run in each session's working directory: a relative path would put
-                // kcap's store (or look for Copilot) in every project.
+                // kcap's store (or look for an agent's files) in every project.
                 Err(format!(
                     "{}: {value:?} is not an absolute path (hooks run in each session's directory)",
                     setting.key
@@ -387,6 +385,14 @@ mod tests {
                 assert!(a.flag.is_none() || a.flag != b.flag);
             }
             assert!(a.kind != Kind::Secret || a.flag.is_none(), "{}", a.key);
+        }
+    }
+
+    #[test]
+    fn every_agents_root_is_a_setting() {
+        for home in crate::agent::HOME_SETTINGS {
+            let row = setting(home.key).unwrap_or_else(|| panic!("{} is not in SETTINGS", home.key));
+            assert_eq!((row.env, row.kind), (home.env, Kind::Path));
         }
     }
 

@@ -1,36 +1,20 @@
-//! Is the Copilot process of a session still there? A watcher asks this so that a session whose
+//! Is the agent process of a session still there? A watcher asks this so that a session whose
 //! agent crashed or was killed (no sessionEnd hook, ever) still gets its tail and its end.
 //!
-//! Two witnesses, the first that is available wins: the owner of `inuse.<pid>.lock` in the
-//! session directory (Copilot holds it while a process uses the session), and the process that
-//! ran the hook which started the watcher (the nearest ancestor of the hook that is not a
-//! shell). Processes are named by pid and start time, so a recycled pid is not mistaken for them.
+//! Two witnesses, the first that is available wins: the processes the agent marks as using the
+//! session ([`Agent::session_users`]), and the process that ran the hook which started the
+//! watcher (the nearest ancestor of the hook that is not a shell). Processes are named by pid
+//! and start time, so a recycled pid is not mistaken for them.
 
 use std::path::Path;
 
+use crate::agent::Agent;
 use crate::store::Holder;
 
-/// Shells and wrappers between Copilot and a hook command; the agent is above them.
+/// Shells and wrappers between an agent and a hook command; the agent is above them.
 const WRAPPERS: [&str; 10] = [
     "sh", "bash", "dash", "zsh", "fish", "ksh", "mksh", "busybox", "env", "timeout",
 ];
-
-/// The live owners of `inuse.<pid>.lock` files in `session_dir`.
-pub fn lock_owners(session_dir: &Path) -> Vec<Holder> {
-    let Ok(entries) = std::fs::read_dir(session_dir) else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name();
-            let name = name.to_str()?;
-            let pid: u32 = name.strip_prefix("inuse.")?.strip_suffix(".lock")?.parse().ok()?;
-            let holder = Holder::of(pid)?;
-            holder.is_alive().then_some(holder)
-        })
-        .collect()
-}
 
 /// The process that ran this hook: the nearest ancestor that is not a shell or wrapper.
 pub fn hook_agent() -> Option<Holder> {
@@ -58,8 +42,11 @@ fn parent_of(pid: u32) -> Option<u32> {
 /// What a watcher keeps an eye on to know its session's agent is still running.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AgentWatch {
-    /// Copilot's in-use lock owners seen when the watcher started.
-    Locks(Vec<Holder>),
+    /// The processes the agent marked as using the session when the watcher started.
+    Users {
+        agent: &'static dyn Agent,
+        seen: Vec<Holder>,
+    },
     /// The process that ran the starting hook.
     Process(Holder),
     /// Neither is known: only the idle limit ends the watcher.
@@ -67,11 +54,12 @@ pub enum AgentWatch {
 }
 
 impl AgentWatch {
-    /// Picks the witness: the session's lock owners if any are alive, else `hook_agent`.
-    pub fn start(session_dir: &Path, hook_agent: Option<Holder>) -> AgentWatch {
-        let owners = lock_owners(session_dir);
-        if !owners.is_empty() {
-            return AgentWatch::Locks(owners);
+    /// Picks the witness: the session's users as `agent` marks them, if any are alive, else
+    /// `hook_agent`.
+    pub fn start(agent: &'static dyn Agent, session_dir: &Path, hook_agent: Option<Holder>) -> AgentWatch {
+        let seen = agent.session_users(session_dir);
+        if !seen.is_empty() {
+            return AgentWatch::Users { agent, seen };
         }
         match hook_agent.filter(Holder::is_alive) {
             Some(h) => AgentWatch::Process(h),
@@ -82,8 +70,8 @@ impl AgentWatch {
     /// The pid of the agent that went away, once every witness is gone.
     pub fn gone(&self, session_dir: &Path) -> Option<u32> {
         match self {
-            AgentWatch::Locks(seen) => {
-                let alive = seen.iter().any(Holder::is_alive) || !lock_owners(session_dir).is_empty();
+            AgentWatch::Users { agent, seen } => {
+                let alive = seen.iter().any(Holder::is_alive) || !agent.session_users(session_dir).is_empty();
                 (!alive).then(|| seen[0].pid)
             }
             AgentWatch::Process(h) => (!h.is_alive()).then_some(h.pid),
@@ -97,14 +85,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_lock_owner_that_exits_is_noticed() {
+    fn a_session_user_that_exits_is_noticed() {
+        // How an agent marks its users is its own business (tested in its folder); here, the
+        // users seen at the start are what keeps the session alive.
         let dir = tempfile::tempdir().unwrap();
         let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
-        std::fs::write(dir.path().join(format!("inuse.{}.lock", child.id())), b"").unwrap();
-        // A lock named after a pid that does not run is no witness.
-        std::fs::write(dir.path().join("inuse.999999999.lock"), b"").unwrap();
-        let watch = AgentWatch::start(dir.path(), None);
-        assert!(matches!(&watch, AgentWatch::Locks(h) if h.len() == 1));
+        let holder = Holder::of(child.id()).unwrap();
+        let watch = AgentWatch::Users {
+            agent: crate::agent::default(),
+            seen: vec![holder],
+        };
         assert_eq!(watch.gone(dir.path()), None);
         child.kill().unwrap();
         child.wait().unwrap();
@@ -114,11 +104,12 @@ mod tests {
     #[test]
     fn the_hook_agent_is_this_test_when_no_shell_is_between() {
         let me = Holder::current();
-        let watch = AgentWatch::start(Path::new("/nonexistent"), Some(me));
+        let agent = crate::agent::default();
+        let watch = AgentWatch::start(agent, Path::new("/nonexistent"), Some(me));
         assert_eq!(watch, AgentWatch::Process(me));
         assert_eq!(watch.gone(Path::new("/nonexistent")), None);
         assert_eq!(
-            AgentWatch::start(Path::new("/nonexistent"), None),
+            AgentWatch::start(agent, Path::new("/nonexistent"), None),
             AgentWatch::Unknown
         );
     }

@@ -126,7 +126,7 @@ impl Client {
                 .map(|l| event_id(&session, l.number, &l.bytes))
                 .collect(),
             repository: None,
-            vendor: "copilot",
+            vendor: crate::agent::default().name(),
             blank_lines: &batch.blanks,
         };
         // Lines are JSON themselves, so escaping adds roughly one byte in ten; sizing the buffer up
@@ -187,7 +187,7 @@ impl Client {
             line_numbers: vec![line.number],
             event_ids: vec![line.id],
             repository: None,
-            vendor: "copilot",
+            vendor: crate::agent::default().name(),
             blank_lines: &[],
         };
         serde_json::to_vec(&body).expect("a stand-in batch always encodes")

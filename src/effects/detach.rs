@@ -1,5 +1,5 @@
 //! Re-launching kcap as a detached process: its own session (setsid), stdin closed, output to a
-//! log file, and no file descriptor inherited from the hook's parent, so Copilot never waits on a
+//! log file, and no file descriptor inherited from the hook's parent, so the agent never waits on a
 //! pipe the finalizer still holds open.
 
 use std::ffi::OsString;
@@ -17,7 +17,7 @@ pub fn is_session_leader() -> bool {
 
 /// Starts `current_exe args…` detached and returns its pid without waiting for it. Its output
 /// goes to `log`, or to /dev/null when `log` cannot be written (an unwritable KCAP_HOME must not
-/// stop delivery; the process says so in its own log fallback). Never to our stderr: Copilot
+/// stop delivery; the process says so in its own log fallback). Never to our stderr: the agent
 /// would wait for the pipe to close.
 pub fn spawn_detached(args: &[OsString], log: &Path) -> io::Result<u32> {
     let out = log

@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod client;
 pub mod detach;
+pub mod follow;
 pub mod interpreter;
 pub mod lines;
 pub mod open;

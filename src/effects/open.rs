@@ -1,6 +1,7 @@
-//! The one way kcap opens a transcript: `<session-state>/<session-id>/events.jsonl`, reached
-//! with `openat` one component at a time, the session directory and the file both opened with
-//! `O_NOFOLLOW` (a symlink anywhere below `session-state` is refused, never followed), the file
+//! The one way kcap opens a transcript: `<sessions dir>/<session-id>/<file>` in an agent's shape
+//! (`crate::agent`), reached with `openat` one component at a time, the session directory and
+//! the file both opened with `O_NOFOLLOW` (a symlink anywhere below the sessions directory is
+//! refused, never followed), the file
 //! with `O_NONBLOCK` (a FIFO cannot hang the open), then checked with `fstat`: anything but a
 //! regular file with one link is refused. What is checked is the open descriptor itself, so the
 //! file cannot be swapped between the check and the read.
@@ -19,10 +20,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::ids::SessionId;
-
-/// Where a transcript must live, and the name it must have.
-pub const TRANSCRIPT_NAME: &str = "events.jsonl";
-pub const SESSION_STATE: &str = "session-state";
 
 /// Device and inode: what makes "the same file" across a rename over it.
 pub type Identity = (u64, u64);
@@ -89,35 +86,10 @@ pub fn is_refusal(e: &io::Error) -> bool {
     e.get_ref().is_some_and(|inner| inner.is::<Refusal>())
 }
 
-/// The session a transcript path names, if it has the shape
-/// `<anything>/session-state/<session-id>/events.jsonl` (no `.` or `..` anywhere).
+/// The session a transcript path names, if it has the exact shape of an agent's transcript
+/// (`<root>/<session directory>/<file>`, no `.` or `..`; see [`crate::agent::Agent::session_of_path`]).
 pub fn session_of_path(path: &Path) -> Result<SessionId, String> {
-    use std::path::Component;
-    if path
-        .components()
-        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
-    {
-        return Err(format!("transcript path {} contains '.' or '..'", path.display()));
-    }
-    let shape = || {
-        format!(
-            "transcript path {} is not <COPILOT_HOME>/{SESSION_STATE}/<session-id>/{TRANSCRIPT_NAME}",
-            path.display()
-        )
-    };
-    if path.file_name().is_none_or(|n| n != TRANSCRIPT_NAME) {
-        return Err(shape());
-    }
-    let dir = path.parent().ok_or_else(shape)?;
-    let root = dir.parent().ok_or_else(shape)?;
-    if root.file_name().is_none_or(|n| n != SESSION_STATE) {
-        return Err(shape());
-    }
-    dir.file_name()
-        .and_then(|n| n.to_str())
-        .and_then(|n| n.parse::<SessionId>().ok())
-        .filter(|s| dir.file_name().is_some_and(|n| n == s.dashed().as_str()))
-        .ok_or_else(shape)
+    crate::agent::of_transcript(path).map(|(_, session)| session)
 }
 
 /// Opens the transcript at `path` for reading, safely (see the module comment). A refusal is
@@ -144,7 +116,7 @@ fn open_inner(path: &Path) -> Result<Opened, OpenError> {
     session_of_path(path).map_err(OpenError::Refused)?;
     let dir = path.parent().expect("checked above");
     let root = dir.parent().expect("checked above");
-    // The root may be reached through symlinks (a COPILOT_HOME on another disk is the user's
+    // The root may be reached through symlinks (an agent's home on another disk is the user's
     // choice); below it, nothing is followed.
     let root_fd = open_at(None, root, libc::O_RDONLY | libc::O_DIRECTORY).map_err(|e| missing_or(e, path))?;
     let dir_name = dir.file_name().expect("checked above");
@@ -168,7 +140,7 @@ fn open_inner(path: &Path) -> Result<Opened, OpenError> {
     };
     let fd = match open_at(
         Some(&dir_fd),
-        Path::new(TRANSCRIPT_NAME),
+        Path::new(path.file_name().expect("checked above")),
         libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY,
     ) {
         Ok(fd) => fd,
@@ -264,7 +236,7 @@ mod tests {
     use super::*;
 
     fn transcript(root: &Path, sid: SessionId) -> PathBuf {
-        root.join(SESSION_STATE).join(sid.dashed()).join(TRANSCRIPT_NAME)
+        crate::agent::default().transcript_path(root, sid)
     }
 
     #[test]
@@ -295,7 +267,7 @@ mod tests {
         let path = transcript(dir.path(), sid);
         let elsewhere = dir.path().join("elsewhere");
         std::fs::create_dir_all(&elsewhere).unwrap();
-        std::fs::write(elsewhere.join(TRANSCRIPT_NAME), b"{}\n").unwrap();
+        std::fs::write(elsewhere.join(path.file_name().unwrap()), b"{}\n").unwrap();
         std::os::unix::fs::symlink(&elsewhere, path.parent().unwrap()).unwrap();
         assert!(
             matches!(open_transcript(&path), Err(OpenError::Refused(m)) if m.contains("session directory"))

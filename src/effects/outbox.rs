@@ -9,12 +9,7 @@ use crate::effects::client::{Client, SendError};
 use crate::ids::SessionId;
 use crate::store::{Holder, Notice, NoticeKind, Store};
 
-pub use crate::store::SESSION_END_PATH;
-
-/// Where session-start notices go.
-pub const SESSION_START_PATH: &str = "/hooks/session-start/copilot";
-/// Where notifications go.
-pub const NOTIFICATION_PATH: &str = "/hooks/notification";
+pub use crate::protocol::NOTIFICATION_PATH;
 
 /// Which notices a flush may deliver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,14 +30,16 @@ pub struct Flushed {
 
 /// A notice for `kind` with `body`, posted to its protocol path.
 pub fn notice(kind: NoticeKind, body: serde_json::Value) -> Notice {
+    // The vendor in the path is the one every batch names (`Client::encode_batch`).
+    let vendor = crate::agent::default().name();
     let path = match kind {
-        NoticeKind::SessionStart => SESSION_START_PATH,
-        NoticeKind::Notification => NOTIFICATION_PATH,
-        NoticeKind::SessionEnd => SESSION_END_PATH,
+        NoticeKind::SessionStart => crate::protocol::session_start_path(vendor),
+        NoticeKind::Notification => NOTIFICATION_PATH.into(),
+        NoticeKind::SessionEnd => crate::protocol::session_end_path(vendor),
     };
     Notice {
         kind,
-        path: path.into(),
+        path,
         body,
         claimed_by: None,
     }

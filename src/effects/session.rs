@@ -11,7 +11,7 @@ use crate::ids::SessionId;
 use crate::machine::{Input, Millis, State, Timings};
 use crate::store::{Holder, LeaseOutcome, MachineMeta, Store, StoreError};
 
-/// How a run starts: a fresh spawn (`copilot-finalize`) or a recovery (`finalize --resume`).
+/// How a run starts: a fresh spawn (`kcap finalizer`) or a recovery (`finalize --resume`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Start {
     Spawn,

@@ -14,6 +14,7 @@ use crate::config::now_ms;
 use crate::effects::agent::AgentWatch;
 use crate::effects::blocking;
 use crate::effects::client::{Client, LoneLine, SendError};
+use crate::effects::follow::Follower;
 use crate::effects::interpreter::Delivery;
 use crate::effects::lines::{Batch, Limits, LineReader};
 use crate::effects::open::{is_refusal, open_transcript, probe, Identity, OpenError};
@@ -186,7 +187,7 @@ pub struct Endings {
 pub enum Ended {
     /// Told to stop (SIGTERM by the sessionEnd hook, or the caller's future).
     Stopped,
-    /// The session's Copilot process went away without a sessionEnd.
+    /// The session's agent process went away without a sessionEnd.
     AgentGone { pid: u32 },
     /// The transcript did not grow for the idle limit.
     Idle { for_ms: u64 },
@@ -230,15 +231,16 @@ impl Watcher {
         let mut backoff = Duration::ZERO;
         let session_dir = self.transcript.parent().unwrap_or(Path::new("/")).to_path_buf();
         let mut last_growth = (Instant::now(), probe(&self.transcript).ok().flatten());
+        let mut follower = Follower::new(&self.transcript, self.poll);
         tokio::pin!(stop);
         let ended = loop {
-            let pause = self.poll.max(backoff);
             tokio::select! {
+                biased;
                 _ = &mut stop => break Ended::Stopped,
-                _ = tokio::time::sleep(pause) => {}
+                _ = follower.wait(backoff) => {}
             }
             if let Some(pid) = endings.agent.gone(&session_dir) {
-                tracing::warn!(pid, "the session's Copilot process is gone without a sessionEnd; draining and handing the session to a finalizer");
+                tracing::warn!(pid, "the session's agent process is gone without a sessionEnd; draining and handing the session to a finalizer");
                 break Ended::AgentGone { pid };
             }
             let now = probe(&self.transcript).ok().flatten();

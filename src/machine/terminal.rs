@@ -1,5 +1,6 @@
-//! The terminal-line rule (DESIGN.md §2), on bytes only: which file region to read is the
-//! interpreter's business (`effects::tail`).
+//! The terminal-line rule, on bytes only: which file region to read is the interpreter's
+//! business (`effects::tail`). What the terminal line's `type` is comes from the agent as data
+//! ([`crate::agent::terminal_rule`]); this module only parses.
 
 use serde::de::IgnoredAny;
 use serde::Deserialize;
@@ -12,7 +13,7 @@ pub fn is_blank(line: &[u8]) -> bool {
 /// What the last non-blank line of a transcript says about the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LineKind {
-    /// A complete JSON object whose `type` is `session.shutdown`.
+    /// A complete JSON object whose `type` is the agent's end type (`TerminalRule::end_type`).
     Shutdown,
     /// A complete JSON object of any other type.
     Other,
@@ -37,8 +38,8 @@ pub fn classify_reader<R: std::io::Read>(reader: R) -> LineKind {
     if de.end().is_err() {
         return LineKind::Malformed;
     }
-    match kind.as_deref() {
-        Some("session.shutdown") => LineKind::Shutdown,
+    match kind {
+        Some(kind) if kind == crate::agent::terminal_rule().end_type => LineKind::Shutdown,
         _ => LineKind::Other,
     }
 }

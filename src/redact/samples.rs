@@ -138,7 +138,7 @@ fn generate(h: &Hir, rng: &mut Rng, out: &mut String) {
     }
 }
 
-/// One source line as Copilot's `view` tool shows it, inside a transcript line.
+/// One source line as an agent's `view` tool shows it, inside a transcript line.
 pub fn view_line(number: usize, source: &str) -> String {
     let content = format!("{number}. {source}");
     let v = serde_json::json!({"type": "tool.execution_complete", "data": {"toolCallId": "call_1", "success": true, "result": {"content": content}}});

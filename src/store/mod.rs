@@ -17,9 +17,7 @@ use crate::ids::SessionId;
 use crate::machine::{Input, Millis, Phase, Timings, Watermark};
 
 pub use lease::{Holder, Lease};
-pub use records::{
-    LogRecord, MachineMeta, MachineRecord, Notice, NoticeKind, PendingNotice, Position, SESSION_END_PATH,
-};
+pub use records::{LogRecord, MachineMeta, MachineRecord, Notice, NoticeKind, PendingNotice, Position};
 
 /// Device and inode of a transcript: which file a position refers to.
 pub type Identity = (u64, u64);
@@ -367,7 +365,8 @@ fn notices_tree(db: &sled::Db) -> Result<sled::Tree> {
             let session = SessionId::from_bytes(bytes);
             let notice = Notice {
                 kind: NoticeKind::SessionEnd,
-                path: records::SESSION_END_PATH.into(),
+                // That version captured the default agent only.
+                path: crate::protocol::session_end_path(crate::agent::default().name()),
                 body: records::decode(&value)?,
                 claimed_by: None,
             };
@@ -413,7 +412,7 @@ fn open_db(path: &Path) -> Result<sled::Db> {
 /// itself) is moved aside, not deleted, and a fresh one takes its place: every deliverer
 /// resumes from the server's `last-line`, and the ids keep a line sent twice stored once. What
 /// is lost is local bookkeeping only: machines and notices not yet delivered; the next
-/// `kcap import --copilot` delivers whatever lines the server lacks.
+/// `kcap import` delivers whatever lines the server lacks.
 fn rebuild(path: &Path, config: &sled::Config, error: &sled::Error) -> Result<sled::Db> {
     let aside = path.with_file_name(format!("store.corrupt-{}", crate::config::now_ms()));
     tracing::error!(

@@ -85,9 +85,6 @@ impl MachineRecord {
     }
 }
 
-/// Where session-end notices go (the protocol's path).
-pub const SESSION_END_PATH: &str = "/hooks/session-end/copilot";
-
 /// What a lifecycle notice is: it decides where it goes in the order start, lines, end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -1,4 +1,4 @@
-//! Hook latency: how long the sessionEnd hook holds Copilot up, with the server up, down and
+//! Hook latency: how long the sessionEnd hook holds the agent up, with the server up, down and
 //! hanging; and what an idle live watcher costs.
 
 use std::io::Write;
@@ -55,7 +55,7 @@ pub async fn run(sample: &[u8]) -> Result<bool, String> {
 fn session_end(url: &str, sample: &[u8]) -> Result<Duration, String> {
     let scratch = tempfile::tempdir().map_err(|e| e.to_string())?;
     let session = SessionId::new_random();
-    let path = transcript_path(&scratch.path().join("copilot"), session);
+    let path = transcript_path(&scratch.path().join("agent"), session);
     std::fs::create_dir_all(path.parent().expect("parent")).map_err(|e| e.to_string())?;
     std::fs::write(&path, sample).map_err(|e| e.to_string())?;
     let kcap = std::env::current_exe()
@@ -63,10 +63,10 @@ fn session_end(url: &str, sample: &[u8]) -> Result<Duration, String> {
         .with_file_name("kcap");
     let started = Instant::now();
     let mut child = Command::new(kcap)
-        .args(["hook", "--copilot", "--event", "sessionEnd"])
+        .args(["hook", "--event", "sessionEnd"])
         .env("KCAP_URL", url)
         .env("KCAP_HOME", scratch.path().join("kcap"))
-        .env("COPILOT_HOME", scratch.path().join("copilot"))
+        .env(crate::agent_home_env(), scratch.path().join("agent"))
         .env("KCAP_SHUTDOWN_BUDGET_MS", "1000")
         .env("KCAP_DELIVERY_BUDGET_MS", "1000")
         .stdin(Stdio::piped())
@@ -86,7 +86,7 @@ fn session_end(url: &str, sample: &[u8]) -> Result<Duration, String> {
 async fn idle_watcher(url: &str, sample: &[u8]) -> Result<u128, String> {
     let scratch = tempfile::tempdir().map_err(|e| e.to_string())?;
     let session = SessionId::new_random();
-    let path = transcript_path(&scratch.path().join("copilot"), session);
+    let path = transcript_path(&scratch.path().join("agent"), session);
     std::fs::create_dir_all(path.parent().expect("parent")).map_err(|e| e.to_string())?;
     std::fs::write(&path, sample).map_err(|e| e.to_string())?;
     let kcap = std::env::current_exe()

@@ -126,7 +126,7 @@ fn bodies(sample: &[&str], mb: f64, per_batch: u64) -> (Vec<Vec<u8>>, usize, u64
             "lines": chunk.iter().map(|(_, l)| *l).collect::<Vec<_>>(),
             "line_numbers": chunk.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
             "event_ids": chunk.iter().map(|(n, l)| event_id(&session, *n, l.as_bytes())).collect::<Vec<_>>(),
-            "vendor": "copilot",
+            "vendor": kcap::agent::default().name(),
         });
         out.push(serde_json::to_vec(&body).unwrap_or_default());
     }
@@ -307,7 +307,7 @@ async fn one_request_tail(sample: &[&str]) -> Result<bool, String> {
     }
     // No event_ids, as the published client sends it: the server derives them.
     let body = serde_json::to_vec(&serde_json::json!({
-        "session_id": session.dashless(), "lines": lines, "line_numbers": numbers, "vendor": "copilot"
+        "session_id": session.dashless(), "lines": lines, "line_numbers": numbers, "vendor": kcap::agent::default().name()
     }))
     .map_err(|e| e.to_string())?;
     let body_mb = body.len() as f64 / 1e6;

@@ -2,7 +2,7 @@
 //! its target; exits non-zero if a line did not arrive or a check failed.
 //!
 //! finalize: a transcript of `--mb` megabytes (the VibeCodingTracker sample repeated) is written
-//! without its shutdown; a real `kcap copilot-finalize --foreground` process polls it against the
+//! without its shutdown; a real `kcap finalizer --foreground` process polls it against the
 //! embedded loopback server; `--delay-s` seconds later the shutdown line is appended. Reported:
 //! time from that append to the server holding the line and to the finalizer's exit, the
 //! finalizer's CPU time and peak RSS (from wait4), next to the same on a 1 MB transcript.
@@ -20,12 +20,11 @@ use kcap::server::Server;
 
 mod hooks;
 mod ingest;
+mod live;
 mod polling;
 mod redaction;
 mod usage;
 mod web;
-
-const SAMPLE: &str = "../shared/research-samples/copilot/Mai0313__VibeCodingTracker__copilot.jsonl";
 
 struct Args {
     mb: u64,
@@ -33,15 +32,19 @@ struct Args {
     sample: PathBuf,
     only: Option<String>,
     web_mb: u64,
+    live_lines: usize,
+    idle: Duration,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         mb: 200,
         delay: Duration::from_secs(5),
-        sample: PathBuf::from(SAMPLE),
+        sample: kcap::cli::demo::default_sample(),
         only: None,
         web_mb: 256,
+        live_lines: 200,
+        idle: Duration::from_secs(30),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -52,12 +55,20 @@ fn parse_args() -> Result<Args, String> {
             "--sample" => args.sample = value()?.into(),
             "--only" => args.only = Some(value()?),
             "--web-mb" => args.web_mb = value()?.parse().map_err(|e| format!("--web-mb: {e}"))?,
+            "--live-lines" => {
+                args.live_lines = value()?.parse::<usize>().map_err(|e| format!("--live-lines: {e}"))?.max(1)
+            }
+            "--idle-s" => {
+                args.idle = Duration::from_secs(value()?.parse::<u64>().map_err(|e| format!("--idle-s: {e}"))?.max(1))
+            }
             "-h" | "--help" => {
-                return Err("usage: kcap-bench [--mb 200] [--delay-s 5] [--sample PATH] [--web-mb 256] [--only finalize|polling|ingest|hooks|redaction|usage|web]\n\
+                return Err("usage: kcap-bench [--mb 200] [--delay-s 5] [--sample PATH] [--web-mb 256] [--live-lines 200] [--idle-s 30] [--only finalize|polling|ingest|hooks|live|redaction|usage|web]\n\
                             finalize: a transcript of --mb megabytes whose shutdown arrives --delay-s after spawn.\n\
                             polling: finalizers waiting on an --mb and a 1 MB transcript with no shutdown, 30 s.\n\
                             ingest: --mb megabytes of transcript into `kcap serve`, 1,000-line batches, one client.\n\
                             hooks: the sessionEnd hook's wall time (server up, down, hanging); an idle watcher.\n\
+                            live: --live-lines lines written at random intervals to a watched transcript, write to\n\
+                            server p50/p90; idle watcher CPU over --idle-s seconds (notifications vs polling).\n\
                             redaction: recall on a held-out corpus, precision on source code, MB/s, linearity.\n\
                             usage: the usage fold on shutdowns listing 60k and 240k files.\n\
                             web: the web UI on SQLite: list of 10,000 sessions, a 10,000-line session, search over\n\
@@ -78,6 +89,11 @@ struct Measured {
     peak_rss_kb: i64,
     lines_held: usize,
     lines_expected: usize,
+}
+
+/// The environment variable naming the default agent's root (its transcripts live below it).
+fn agent_home_env() -> &'static str {
+    kcap::agent::home_setting(kcap::agent::default()).env
 }
 
 fn main() {
@@ -104,6 +120,9 @@ fn main() {
             let sample =
                 std::fs::read(&args.sample).map_err(|e| format!("{}: {e}", args.sample.display()))?;
             ok &= hooks::run(&sample).await?;
+        }
+        if matches!(args.only.as_deref(), None | Some("live")) {
+            ok &= live::run(args.live_lines, args.idle).await?;
         }
         if matches!(args.only.as_deref(), None | Some("web")) {
             ok &= web::run(&args.sample, args.web_mb).await?;
@@ -155,7 +174,7 @@ async fn run(args: &Args) -> Result<bool, String> {
     let scratch = tempfile::tempdir().map_err(|e| e.to_string())?;
 
     println!(
-        "kcap-bench: finalizer on a growing Copilot transcript (shutdown {}s after spawn)\n",
+        "kcap-bench: finalizer on a growing transcript (shutdown {}s after spawn)\n",
         args.delay.as_secs()
     );
     let small = measure(&server, scratch.path(), body, shutdown, 1, args.delay).await?;
@@ -204,19 +223,19 @@ async fn measure(
     delay: Duration,
 ) -> Result<Measured, String> {
     let session = SessionId::new_random();
-    let copilot_home = scratch.join("copilot");
+    let agent_home = scratch.join("agent");
     let kcap_home = scratch.join(format!("kcap-{mb}"));
-    let path = transcript_path(&copilot_home, session);
+    let path = transcript_path(&agent_home, session);
     let (body_lines, shutdown_line) = write_transcript(&path, body, mb)?;
     let lines_expected = body_lines + 1;
 
     let kcap = kcap_exe()?;
     let child = Command::new(&kcap)
-        .args(["copilot-finalize", "--foreground", &session.to_string()])
+        .args(["finalizer", "--foreground", &session.to_string()])
         .arg(&path)
         .env("KCAP_URL", server.url())
         .env("KCAP_HOME", &kcap_home)
-        .env("COPILOT_HOME", &copilot_home)
+        .env(agent_home_env(), &agent_home)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

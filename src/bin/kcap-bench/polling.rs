@@ -49,15 +49,15 @@ pub async fn run(body: &[u8], mb: u64, url: &str, scratch: &Path) -> Result<bool
 
 fn spawn(body: &[u8], mb: u64, url: &str, scratch: &Path) -> Result<Child, String> {
     let session = SessionId::new_random();
-    let copilot_home = scratch.join(format!("polling-copilot-{mb}"));
-    let path = transcript_path(&copilot_home, session);
+    let agent_home = scratch.join(format!("polling-agent-{mb}"));
+    let path = transcript_path(&agent_home, session);
     crate::write_transcript(&path, body, mb)?;
     Command::new(crate::kcap_exe()?)
-        .args(["copilot-finalize", "--foreground", &session.to_string()])
+        .args(["finalizer", "--foreground", &session.to_string()])
         .arg(&path)
         .env("KCAP_URL", url)
         .env("KCAP_HOME", scratch.join(format!("polling-kcap-{mb}")))
-        .env("COPILOT_HOME", &copilot_home)
+        .env(crate::agent_home_env(), &agent_home)
         .env("KCAP_SHUTDOWN_BUDGET_MS", "600000")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -286,7 +286,7 @@ fn leaked(text: &str, secret: &str) -> bool {
         && (text.contains(&secret[..12]) || text.contains(&secret[n - 12..]))
 }
 
-/// Every `.jsonl` transcript beside `sample` (the real Copilot samples in ../shared), else a
+/// Every `.jsonl` transcript beside `sample` (the real agent samples in ../shared), else a
 /// generated one; and a description of which.
 fn real_transcripts(sample: &Path) -> (String, String) {
     let mut text = String::new();
@@ -309,7 +309,7 @@ fn real_transcripts(sample: &Path) -> (String, String) {
     }
     if files > 0 {
         let mb = text.len() as f64 / 1e6;
-        return (text, format!("{files} real Copilot transcripts ({mb:.1} MB)"));
+        return (text, format!("{files} real agent transcripts ({mb:.1} MB)"));
     }
     let mut generated = String::new();
     for (n, s) in samples::registry_source_lines(20_000).iter().enumerate() {

@@ -49,7 +49,7 @@ fn batch(session: SessionId, first: u64, lines: &[&str], owner: &str) -> Batch {
             })
             .collect(),
         blanks: Vec::new(),
-        vendor: Some("copilot".into()),
+        vendor: Some(kcap::agent::default().name().into()),
         repository: Some(format!("org/repo{}", first % 7)),
         writer: Principal::Token(owner.into()),
         now: kcap::config::now_ms(),
