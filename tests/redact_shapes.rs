@@ -155,6 +155,148 @@ fn an_empty_value_does_not_swallow_the_next_line() {
     assert_eq!(redact(&line), line);
 }
 
+/// A `[REDACTED]` already inside a secret (typed by someone, or left by an earlier pass) does not
+/// shield the rest of it.
+#[test]
+fn an_existing_marker_does_not_shield_the_secret_around_it() {
+    let pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEAx9Qk2L7mN0pR5tV8wY1zB3cE6fH9jK2\n[REDACTED]\nc3VwZXJzZWNyZXRrZXltYXRlcmlhbA\n-----END RSA PRIVATE KEY-----";
+    let cases = [
+        ("PEM body line", pem, "MIIEpAIBAAKCAQEA", "c3VwZXJzZWNyZXRr"),
+        (
+            "quoted password",
+            "password=\"Xk9#mQ2z [REDACTED] tail9Q\"",
+            "Xk9#mQ2z",
+            "tail9Q",
+        ),
+        ("URL password", "postgres://u:Pw9x[REDACTED]@h/db", "Pw9x", "Pw9x"),
+    ];
+    for (case, text, first, second) in cases {
+        for (how, out) in [
+            ("plain", redact(text)),
+            ("json", content(&redact(&in_json(text)))),
+        ] {
+            assert!(
+                !out.contains(first) && !out.contains(second) && out.contains(REDACTED),
+                "{case} ({how}): {text:?} -> {out:?}"
+            );
+            assert_eq!(redact(&out), out, "{case} ({how}): not idempotent");
+        }
+    }
+}
+
+/// base64 with one `=` of padding after `name:` (`kubectl get secret -o yaml`) is a value, not a
+/// type annotation followed by an assignment.
+#[test]
+fn base64_with_one_padding_sign_after_a_colon_is_redacted() {
+    for (text, secret) in [
+        ("password: c3VwZXJzZWNyZXQ=", "c3VwZXJzZWNyZXQ"),
+        ("  token: YWJjZGVmMTIzNDU2Nzg5MDEyMw=", "YWJjZGVmMTIzNDU2"),
+    ] {
+        for (how, out) in [
+            ("plain", redact(text)),
+            ("json", content(&redact(&in_json(text)))),
+        ] {
+            assert!(
+                !out.contains(secret) && out.contains(REDACTED),
+                "{how}: {text:?} -> {out:?}"
+            );
+        }
+    }
+}
+
+/// Qualifiers that make `key` or `token` a data-structure word (`primary_key`, `search_key`) do
+/// not cancel real credential names: Azure's `primaryMasterKey`, GitHub Actions' `INPUT_TOKEN`.
+#[test]
+fn qualified_credential_names_are_secrets() {
+    let random = "Qz8Xw7Vc6Bn5Ml4Kj3Hg2Fd1";
+    let hex = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    let cosmos =
+        "Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZmdoaWprbG1ub3BxcnN0dXZ3eHl6QUJDREVGR0hJSktMTU5PUFFSU1Q=";
+    let mut texts = vec![format!(
+        "{{\"primaryMasterKey\": \"{cosmos}\", \"primaryReadonlyMasterKey\": \"{cosmos}\"}}"
+    )];
+    for name in [
+        "PRIMARY_KEY",
+        "SEARCH_API_KEY",
+        "SSH_KEY",
+        "INPUT_TOKEN",
+        "S3_ACCESS_KEY",
+        "SIGNING_KEY",
+    ] {
+        texts.push(format!("{name}={random}"));
+        texts.push(format!("{name}={hex}"));
+    }
+    for text in &texts {
+        for (how, out) in [
+            ("plain", redact(text)),
+            ("json", content(&redact(&in_json(text)))),
+        ] {
+            assert!(
+                !out.contains(&random[..12]) && !out.contains(&hex[..12]) && !out.contains(&cosmos[..12]),
+                "{how}: {text:?} -> {out:?}"
+            );
+        }
+    }
+    for kept in [
+        "primary_key: Option<String>,",
+        "impl KeyUsage {",
+        "token_count: 52",
+        "let sort_key = row.sort_key;",
+    ] {
+        assert_eq!(redact(kept), kept);
+    }
+}
+
+/// A PEM header used as a string constant, with no key lines after it, is code: it must not
+/// swallow the rest of a `view` result.
+#[test]
+fn a_pem_header_constant_in_code_is_not_a_key() {
+    let code = "const HEADER: &str = \"-----BEGIN RSA PRIVATE KEY-----\";\nconst FOOTER: &str = \"-----END\";\nfn parse(pem: &str) -> Option<Key> {\n    pem.strip_prefix(HEADER)?;\n}\n";
+    assert_eq!(content(&redact(&in_json(code))), code);
+    assert_eq!(redact(code), code);
+    // A real key, cut off, followed by code: the key goes, the code stays.
+    let cut = "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEAx9Qk2L7mN0pR5tV8\n\";\nfn main() {}\n";
+    let out = content(&redact(&in_json(cut)));
+    assert!(
+        !out.contains("MIIEpAIB") && out.contains("fn main() {}"),
+        "{out:?}"
+    );
+}
+
+/// .NET config `<add key="Password" value="…"/>` and `docker login -p X`.
+#[test]
+fn config_add_elements_and_docker_login_are_redacted() {
+    for (text, secret, keep) in [
+        (
+            "<add key=\"Password\" value=\"Xk9mQ2zI\"/>",
+            "Xk9mQ2zI",
+            "<add key=\"Password\" value=",
+        ),
+        ("docker login -p D0ckerPw7 registry", "D0ckerPw7", "registry"),
+        (
+            "docker login -u bob -p D0ckerPw7 registry.example.com",
+            "D0ckerPw7",
+            "-u bob -p",
+        ),
+    ] {
+        for (how, out) in [
+            ("plain", redact(text)),
+            ("json", content(&redact(&in_json(text)))),
+        ] {
+            assert!(
+                !out.contains(secret) && out.contains(keep) && out.contains(REDACTED),
+                "{how}: {text:?} -> {out:?}"
+            );
+        }
+    }
+    for kept in [
+        "<add key=\"PasswordLength\" value=\"12\"/>",
+        "docker run -p 8080:80 nginx",
+    ] {
+        assert_eq!(redact(kept), kept);
+    }
+}
+
 #[test]
 fn json_keys_judge_their_values() {
     assert_eq!(

@@ -193,11 +193,13 @@ const NOT_VALUE: &[&str] = &[
     "template",
     "file_path",
 ];
-/// Parts next to `key` or `token` that make them data-structure words, not credentials.
+/// Parts right before `key` or `token` (or after it) that make them data-structure words, not
+/// credentials. Words that also name real credentials (`primary` of Azure's `primaryMasterKey`,
+/// `search`, `input` of `INPUT_TOKEN`, `ssh`, `gpg`, `pgp`, `signing`, `s3`) are not here: their
+/// values must also look random, which keeps `primary_key: Option<String>` as it is.
 const BENIGN_QUALIFIERS: &[&str] = &[
     "cache",
     "sort",
-    "primary",
     "foreign",
     "partition",
     "map",
@@ -231,7 +233,6 @@ const BENIGN_QUALIFIERS: &[&str] = &[
     "idempotency",
     "dedup",
     "query",
-    "search",
     "element",
     "prop",
     "bucket",
@@ -257,22 +258,15 @@ const BENIGN_QUALIFIERS: &[&str] = &[
     "eof",
     "stop",
     "output",
-    "input",
     "prompt",
     "cached",
     "reasoning",
     "total",
     "max",
     "min",
-    "ssh",
-    "gpg",
-    "pgp",
-    "signing",
     "host",
     "known",
     "foreign",
-    "primary",
-    "s3",
     "object",
     "file",
     "api_version",
@@ -340,7 +334,15 @@ pub(crate) fn classify(name: &str) -> Option<Strength> {
     if !weak {
         return None;
     }
-    if parts.iter().any(|p| BENIGN_QUALIFIERS.contains(&p.as_str())) {
+    // A qualifier counts only right before the secret word or after it: `cache_key`,
+    // `next_token`, `token_list`, but not `ROW_API_KEY`-style names where another word sits
+    // between.
+    let benign = |p: &String| BENIGN_QUALIFIERS.contains(&p.as_str());
+    let qualified = match parts.iter().rposition(|p| WEAK.contains(&p.as_str())) {
+        Some(w) => (w > 0 && benign(&parts[w - 1])) || parts[w + 1..].iter().any(benign),
+        None => parts.iter().any(benign),
+    };
+    if qualified {
         return None;
     }
     Some(Strength::Weak)
@@ -467,6 +469,14 @@ pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
         })
         .filter(|v| v.end > v.start);
     }
+    // .NET config: `<add key="Password" value="…"/>`: the name is an attribute's value.
+    if quoted_name && ns >= 5 && b[..ns - 1].ends_with(b"=") && b[ns - 5..ns - 2].eq_ignore_ascii_case(b"key")
+    {
+        let q = skip_blanks(b, p);
+        if b.len() >= q + 6 && b[q..q + 6].eq_ignore_ascii_case(b"value=") {
+            return read_value(b, q + 6);
+        }
+    }
     if quoted_name && b.get(p) == Some(&b']') {
         p += 1; // `ENV["password"] = …`
     }
@@ -565,7 +575,16 @@ fn typed_assignment(b: &[u8], p: usize) -> Option<usize> {
         return None;
     }
     let q = skip_blanks(b, p + len);
-    (b.get(q) == Some(&b'=') && b.get(q + 1) != Some(&b'=')).then_some(q + 1)
+    if b.get(q) != Some(&b'=') || b.get(q + 1) == Some(&b'=') {
+        return None;
+    }
+    // Nothing assigned after the `=`: the "type" was a base64 value with one `=` of padding
+    // (`password: c3VwZXJzZWNyZXQ=`).
+    let r = skip_blanks(b, q + 1);
+    let assigned = b
+        .get(r)
+        .is_some_and(|c| !matches!(c, b'\n' | b'\r' | b',' | b';' | b'}' | b']' | b')' | b'\\'));
+    assigned.then_some(q + 1)
 }
 
 /// Skips an auth scheme word (`Bearer `, `Basic `, `token `): the secret follows it.
@@ -719,6 +738,14 @@ mod tests {
             "GITHUB_TOKEN",
             "authToken",
             "Authorization",
+            "primaryMasterKey",
+            "primaryReadonlyMasterKey",
+            "PRIMARY_KEY",
+            "SEARCH_API_KEY",
+            "SSH_KEY",
+            "INPUT_TOKEN",
+            "S3_ACCESS_KEY",
+            "SIGNING_KEY",
         ] {
             assert_eq!(classify(n), Some(Strength::Weak), "{n}");
         }
@@ -730,7 +757,8 @@ mod tests {
             "password_file",
             "cache_key",
             "keyboard",
-            "primary_key",
+            "sort_key",
+            "row_cache_key",
             "next_token",
             "secret_name",
             "author",
@@ -771,6 +799,10 @@ mod tests {
             let got = value(text, name).unwrap_or_default();
             assert_eq!(got, want, "{text}");
         }
+        assert_eq!(
+            value("password: c3VwZXJzZWNyZXQ=", "password").as_deref(),
+            Some("c3VwZXJzZWNyZXQ=")
+        );
         assert_eq!(value("Token::U8(52)", "Token"), None);
         assert_eq!(value("if password == x", "password"), None);
     }

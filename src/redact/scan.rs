@@ -106,20 +106,43 @@ pub(crate) fn scan_text(text: &str, user: &UserRules, out: &mut Vec<Hit>) -> boo
             }
         }
     }
-    // What an earlier pass already replaced is not found again (redaction is idempotent), and
-    // the user's allowlist keeps what it names.
+    // What an earlier pass already replaced is not found again (redaction is idempotent): a
+    // finding that holds a marker is cut into the pieces around it, and only pieces with a
+    // letter or digit in them are kept. Dropping the whole finding instead would let one typed
+    // `[REDACTED]` shield the rest of a key or password. The user's allowlist keeps what it names.
     if out.len() > first {
-        let mut k = first;
-        while k < out.len() {
-            let found = &text[out[k].start..out[k].end];
-            if found.contains(super::REDACTED) || user.allows(found) {
-                out.swap_remove(k);
-            } else {
-                k += 1;
+        let found: Vec<Hit> = out.drain(first..).collect();
+        for h in found {
+            let text_of = &text[h.start..h.end];
+            if user.allows(text_of) {
+                continue;
             }
+            if !text_of.contains(super::REDACTED) {
+                out.push(h);
+                continue;
+            }
+            let mut from = h.start;
+            for (at, _) in text_of.match_indices(super::REDACTED) {
+                push_piece(text, from, h.start + at, h.rule, out);
+                from = h.start + at + super::REDACTED.len();
+            }
+            push_piece(text, from, h.end, h.rule, out);
         }
     }
     named
+}
+
+/// The piece `[s, e)` of a finding next to a marker, without its surrounding blanks, when a
+/// letter or digit is left in it.
+fn push_piece(text: &str, s: usize, e: usize, rule: Rule, out: &mut Vec<Hit>) {
+    let piece = &text[s..e];
+    let trimmed = piece.trim_start();
+    let start = s + (piece.len() - trimmed.len());
+    let end = start + trimmed.trim_end().len();
+    let p = &text[start..end];
+    if p.bytes().any(|c| c.is_ascii_alphanumeric() || !c.is_ascii()) {
+        out.push(Hit { start, end, rule });
+    }
 }
 
 /// Whether a token may start at `s`: not in the middle of a word. A letter right after a

@@ -15,9 +15,24 @@ pub(crate) enum Strength {
 /// Whether `value` (already cut to its extent) is a secret, given the name's strength and
 /// whether it was written as a quoted literal.
 pub(crate) fn is_secret(value: &str, strength: Strength, quoted: bool) -> bool {
+    // A value with a marker in it (typed by someone, or left by an earlier pass): a quoted
+    // strong value whose other words are all credential-like (`"Xk9#mQ2z [REDACTED] tail9Q"`)
+    // is still a secret, and the scan redacts the words around the marker. The marker must sit
+    // inside the value: at its edge, an earlier finding may have crossed where the value then
+    // ended, and the words beyond were never part of it. Anything looser
+    // would let a second pass find what the first judged as prose or code.
+    if value.contains(REDACTED) {
+        let mut words = value.split_whitespace().filter(|w| *w != REDACTED).peekable();
+        let inside = !value.trim().starts_with(REDACTED) && !value.trim().ends_with(REDACTED);
+        return strength == Strength::Strong
+            && quoted
+            && inside
+            && words.peek().is_some()
+            && words.all(credential_like);
+    }
     let v = value.as_bytes();
     let has_alnum = v.iter().any(|b| b.is_ascii_alphanumeric() || !b.is_ascii());
-    if v.is_empty() || !has_alnum || value.contains(REDACTED) || is_placeholder(value) {
+    if v.is_empty() || !has_alnum || is_placeholder(value) {
         return false;
     }
     let digits_only = v.iter().all(u8::is_ascii_digit);
@@ -29,8 +44,11 @@ pub(crate) fn is_secret(value: &str, strength: Strength, quoted: bool) -> bool {
             if v.len() < 3 || (!quoted && (is_code(value) || v.iter().all(u8::is_ascii_lowercase))) {
                 return false;
             }
-            // A quoted sentence is prose about a password, not one.
-            !(quoted && value.split(' ').filter(|w| !w.is_empty()).count() > 2)
+            // A quoted sentence is prose about a password, not one, unless a word of it is
+            // credential-like (`"Xk9#mQ2z abc tail9Q"`).
+            !(quoted
+                && value.split(' ').filter(|w| !w.is_empty()).count() > 2
+                && !value.split_whitespace().any(credential_like))
         }
         Strength::Weak => {
             if v.len() < 8 || digits_only || is_code(value) || is_uuid(v) || v.contains(&b' ') {
@@ -39,6 +57,16 @@ pub(crate) fn is_secret(value: &str, strength: Strength, quoted: bool) -> bool {
             looks_random(v)
         }
     }
+}
+
+/// A word that looks like a credential rather than prose: six or more bytes with letters and
+/// digits, and not code.
+fn credential_like(w: &str) -> bool {
+    w.len() >= 6
+        && w.bytes().any(|c| c.is_ascii_digit())
+        && w.bytes().any(|c| c.is_ascii_alphabetic())
+        && !w.contains(REDACTED)
+        && !is_code(w)
 }
 
 /// `$X`, `${X}`, `<X>`, `{{X}}`, `%X%`, `xxxx`, `****`, `changeme`, `your-api-key`, `null`…
