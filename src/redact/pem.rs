@@ -12,18 +12,12 @@ pub(crate) fn block_end(b: &[u8], at: usize) -> Option<usize> {
         return None;
     }
     let label_start = at + BEGIN.len();
-    let label_len = b[label_start..]
-        .iter()
-        .take(100)
-        .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || matches!(c, b' ' | b'_' | b'-'))
-        .count();
-    // The label run swallows the closing dashes; step back to them.
-    let mut header_end = label_start + label_len;
-    while header_end > label_start && b[header_end - 1] == b'-' {
-        header_end -= 1;
-    }
+    let window = &b[label_start..b.len().min(label_start + 100)];
+    let header_end = label_start + memchr::memmem::find(window, b"-----")?;
     let label = &b[label_start..header_end];
-    if !b[header_end..].starts_with(b"-----")
+    if !label
+        .iter()
+        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || matches!(c, b' ' | b'_' | b'-'))
         || !(label.ends_with(b"PRIVATE KEY") || label.ends_with(b"PRIVATE KEY BLOCK"))
     {
         return None;
@@ -67,11 +61,14 @@ fn body_end(b: &[u8], body: usize) -> Option<usize> {
 }
 
 /// Base64 (blanks allowed, for keys pasted on one line) or an RFC 1421 header (`Proc-Type:`,
-/// `DEK-Info:`, PGP's `Comment:`): what a key block's lines hold. A marker left by an earlier pass stands for key text.
+/// `DEK-Info:`, PGP's `Comment:`): what a key block's lines hold. A marker left by an earlier
+/// pass stands for key text. Words with blanks between them are key text only with a long
+/// base64 run among them (a pasted key's 64-column chunks), not prose (`machine h login u`).
 fn is_key_line(line: &[u8]) -> bool {
     let marker = super::REDACTED.as_bytes();
     let mut rest = line;
     let mut base64 = true;
+    let (mut words, mut longest) = (0, 0);
     while !rest.is_empty() {
         let (piece, next) = match memchr::memmem::find(rest, marker) {
             Some(m) => (&rest[..m], &rest[m + marker.len()..]),
@@ -80,8 +77,16 @@ fn is_key_line(line: &[u8]) -> bool {
         base64 &= piece
             .iter()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'=' | b' ' | b'\t'));
+        for word in piece
+            .split(|c| matches!(c, b' ' | b'\t'))
+            .filter(|w| !w.is_empty())
+        {
+            words += 1;
+            longest = longest.max(word.len());
+        }
         rest = next;
     }
+    base64 &= words < 2 || longest >= 16;
     let header = memchr::memchr(b':', line).is_some_and(|colon| {
         colon > 0
             && line[..colon]
@@ -138,5 +143,13 @@ mod tests {
         // Key lines, then code: the block ends after the last key line.
         let cut = "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIB\n\";\nlet x = 1;";
         assert_eq!(block_end(cut.as_bytes(), 0), cut.find("\n\";"));
+    }
+
+    #[test]
+    fn words_are_key_text_only_next_to_a_long_base64_run() {
+        let prose = "-----BEGIN RSA PRIVATE KEY-----machine h login u password [REDACTED]";
+        assert_eq!(block_end(prose.as_bytes(), 0), None);
+        let pasted = "-----BEGIN RSA PRIVATE KEY----- MIIEpAIBAAKCAQEAx9Qk2L7mN0pR5tV8 wY1zB3cE6fH9jK2 -----END RSA PRIVATE KEY-----";
+        assert_eq!(block_end(pasted.as_bytes(), 0), Some(pasted.len()));
     }
 }
