@@ -314,3 +314,142 @@ fn json_keys_judge_their_values() {
     let kept = r#"{"pin_memory": true, "tokenCount": 15639, "design": "Zx8Qw2Er5Ty7Ui9Op1As"}"#;
     assert_eq!(redact(kept), kept);
 }
+
+#[track_caller]
+fn assert_gone(case: &str, text: &str, secret: &str, keep: &str) {
+    for (how, out) in [
+        ("plain", redact(text)),
+        ("json", content(&redact(&in_json(text)))),
+    ] {
+        assert!(
+            !out.contains(secret) && out.contains(keep) && out.contains(REDACTED),
+            "{case} ({how}): {text:?} -> {out:?}"
+        );
+    }
+}
+
+#[track_caller]
+fn assert_kept(text: &str) {
+    assert_eq!(redact(text), text);
+    assert_eq!(content(&redact(&in_json(text))), text);
+}
+
+/// Only clear placeholders pass: a real value may start with `$` or `@`, or begin like `Fake…`.
+#[test]
+fn values_that_merely_start_like_placeholders_are_secrets() {
+    for (text, secret) in [
+        ("password = '$3cr3tPa55word'", "3cr3tPa55"),
+        ("DB_PASSWORD=\"$ecr3t!Pa55\"", "ecr3t!Pa55"),
+        ("password: \"@dm1nP4ss\"", "dm1nP4ss"),
+        ("password: FakePassw0rd!", "FakePassw0rd"),
+        ("api_token = \"fake_9fK2xL0qP7wR4tY8uI3o\"", "9fK2xL0qP7wR4"),
+        ("secret: example-Zq81mNx0PqL2vR7s", "Zq81mNx0PqL2"),
+    ] {
+        assert_gone(text, text, secret, "");
+    }
+    for kept in [
+        "password = \"${DB_PASSWORD}\"",
+        "password: $DB_PASSWORD",
+        "export TOKEN=$(cat /run/secrets/token)",
+        "api_key: <your-token>",
+        "password = 'xxx'",
+        "password: changeme",
+        "password = $config['db_password'];",
+        "token: your-api-token-here",
+    ] {
+        assert_kept(kept);
+    }
+}
+
+/// A quoted passphrase of plain words after a password name is a secret; a message about a
+/// password is not.
+#[test]
+fn quoted_passphrases_are_secrets() {
+    for (text, secret) in [
+        ("password = \"correct horse battery staple\"", "horse battery"),
+        ("GPG_PASSPHRASE='purple monkey dishwasher'", "monkey dish"),
+        ("\"passphrase\": \"river lamp 42 tiger\"", "lamp 42"),
+    ] {
+        assert_gone(text, text, secret, "");
+    }
+    for kept in [
+        "password: \"Must be at least 8 characters\"",
+        "\"password\": \"Enter your password\"",
+        "\"resetPassword\": \"Reset Password Link\"",
+        "password_hint = \"the name of your first pet\"",
+    ] {
+        assert_kept(kept);
+    }
+}
+
+/// A JSON string holding JSON holding JSON: the innermost password is found, and the line stays
+/// valid JSON.
+#[test]
+fn json_nested_two_levels_deep_is_scanned() {
+    let inner = serde_json::json!({"password": "deepPw-81x", "user": "u"}).to_string();
+    let middle = serde_json::json!({"body": inner}).to_string();
+    let outer = serde_json::json!({"response": middle}).to_string();
+    // As a tool result (three levels: the line, the result, the response) and as a line.
+    for line in [in_json(&outer), outer.clone(), in_json(&middle)] {
+        let out = redact(&line);
+        assert!(
+            !out.contains("deepPw-81x") && out.contains("user"),
+            "{line} -> {out}"
+        );
+        serde_json::from_str::<serde_json::Value>(&out).expect("valid JSON");
+        assert_eq!(redact(&out), out);
+    }
+}
+
+/// `az storage account keys list`: keys listed under `value` beside `keyName`, with no credential
+/// name, in JSON, table and tsv output.
+#[test]
+fn azure_storage_key_listings_are_redacted() {
+    let key = "BwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyAhIiMkJSYnKCkqKywtLi8wMTIzNDU2Nzg5Ojs8PT4/QEFCQ0RFRg==";
+    assert_eq!(key.len(), 88);
+    let json = format!("[\n  {{\n    \"creationTime\": \"2026-01-02T03:04:05+00:00\",\n    \"keyName\": \"key1\",\n    \"permissions\": \"FULL\",\n    \"value\": \"{key}\"\n  }}\n]");
+    let table = format!(
+        "KeyName    Permissions    Value\n---------  -------------  -----\nkey1       FULL           {key}"
+    );
+    let tsv = format!("2026-01-02T03:04:05+00:00\tkey1\tFULL\t{key}");
+    for text in [&json, &table, &tsv] {
+        assert_gone("az keys list", text, &key[..40], "key1");
+    }
+    // One line of the JSON alone, as `kcap redact` would see it.
+    assert_gone(
+        "value line",
+        &format!("    \"value\": \"{key}\""),
+        &key[..40],
+        "\"value\"",
+    );
+    // A lock file's integrity hash has the same length but a prefix.
+    assert_kept(&format!("\"integrity\": \"sha512-{}\", \"key1\": 1", &key[..86]));
+}
+
+/// Markdown tables and prose: `| password | hunter2-x |`, `the password is Tr0ub4dor&3`.
+#[test]
+fn table_cells_and_prose_are_redacted() {
+    for (text, secret, keep) in [
+        ("| password | hunter2-x |", "hunter2-x", "| password |"),
+        ("|DB_PASSWORD|Pg-81-pass|", "Pg-81-pass", "|DB_PASSWORD|"),
+        ("the password is Tr0ub4dor&3", "Tr0ub4dor&3", "the password is"),
+        (
+            "The API token was Zx8Qw2Er5Ty7Ui9Op1As.",
+            "Zx8Qw2Er5Ty7",
+            "token was",
+        ),
+        ("my pin is 48213907", "48213907", "my pin is"),
+    ] {
+        assert_gone(text, text, secret, keep);
+    }
+    for kept in [
+        "| password | string | The user's password |",
+        "| password | Yes | required |",
+        "the password is incorrect.",
+        "the token is expired",
+        "If the password is 12 characters long",
+        "the key is `sort_key`",
+    ] {
+        assert_kept(kept);
+    }
+}

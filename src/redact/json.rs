@@ -37,7 +37,7 @@ pub(crate) fn scan_line(line: &str, user: &UserRules, out: &mut Vec<RawHit>) {
     if !looks_like_json(b) || u32::try_from(b.len()).is_err() {
         let mut hits = Vec::new();
         if everything || engine().ac.is_match(line) {
-            scan_text(line, user, &mut hits);
+            scan_nested(line, user, 0, &mut hits);
         }
         out.extend(hits.into_iter().map(|h| RawHit {
             start: h.start,
@@ -201,13 +201,40 @@ fn scan_string(
         return named;
     }
     decode(&line.as_bytes()[s..e], s, d);
-    let named = scan_text(&d.text, user, hits);
+    let named = scan_nested(&d.text, user, 1, hits);
     out.extend(hits.iter().map(|h| RawHit {
         start: d.map[h.start] as usize,
         end: d.map[h.end] as usize,
         rule: h.rule,
         quote: false,
     }));
+    named
+}
+
+/// How many levels of JSON-in-a-string are decoded: a line's strings are level 1, JSON held in
+/// one of them level 2 (its own strings show as `\"…\"` there), and so on. Each level costs
+/// one more pass over text that has escaped quotes in it.
+const MAX_DEPTH: usize = 4;
+
+/// Scans `text` (at nesting level `depth`), then, when it holds escaped quotes (a JSON document
+/// serialized into a string of a JSON document), the text they decode to, mapping what is found
+/// there back over whole escapes. True when a name occurs at this level.
+fn scan_nested(text: &str, user: &UserRules, depth: usize, hits: &mut Vec<Hit>) -> bool {
+    let named = scan_text(text, user, hits);
+    if depth < MAX_DEPTH
+        && u32::try_from(text.len()).is_ok()
+        && memchr::memmem::find(text.as_bytes(), b"\\\"").is_some()
+    {
+        let mut d = Decoded::default();
+        decode(text.as_bytes(), 0, &mut d);
+        let mut inner = Vec::new();
+        scan_nested(&d.text, user, depth + 1, &mut inner);
+        hits.extend(inner.into_iter().map(|h| Hit {
+            start: d.map[h.start] as usize,
+            end: d.map[h.end] as usize,
+            rule: h.rule,
+        }));
+    }
     named
 }
 

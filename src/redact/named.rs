@@ -354,6 +354,9 @@ pub(crate) struct Value {
     pub start: usize,
     pub end: usize,
     pub quoted: bool,
+    /// Announced loosely (a table cell, `the password is …`): the value must also look like a
+    /// credential, as words around such names are mostly prose.
+    pub loose: bool,
 }
 
 /// Finds secret values after names in `text`. `hits` are the keyword occurrences (sorted by
@@ -397,6 +400,7 @@ pub(crate) fn scan(text: &str, hits: &[(usize, usize, Target)], out: &mut Vec<Hi
             .or_else(|| {
                 strength
                     .filter(|s| is_secret(v, *s, value.quoted))
+                    .filter(|_| !value.loose || credential_looking(v))
                     .map(|_| Rule::Builtin("secret-named-value"))
             });
         if let Some(rule) = rule {
@@ -408,6 +412,12 @@ pub(crate) fn scan(text: &str, hits: &[(usize, usize, Target)], out: &mut Vec<Hi
             done_until = value.end;
         }
     }
+}
+
+/// What a loosely announced value must look like: six or more bytes with a digit in them
+/// (`hunter2-x`, `Tr0ub4dor&3`, `482913`); not a word (`incorrect`), not code.
+fn credential_looking(v: &str) -> bool {
+    v.len() >= 6 && v.bytes().any(|c| c.is_ascii_digit()) && !super::value::is_code(v)
 }
 
 /// The whole name around a keyword occurrence `[s, e)`.
@@ -466,6 +476,7 @@ pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
             start,
             end: start + len,
             quoted: true,
+            loose: false,
         })
         .filter(|v| v.end > v.start);
     }
@@ -484,8 +495,17 @@ pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
     p = skip_blanks(b, p);
     let blanks = p > after_name;
     let sep = separator(b, p);
+    let mut loose = false;
     p = match sep {
         Some(len) => p + len,
+        None if table_cell(b, ns, p) || prose_is(b, p, blanks && !quoted_name).is_some() => {
+            loose = true;
+            if b[p] == b'|' {
+                p + 1
+            } else {
+                prose_is(b, p, true)?
+            }
+        }
         None => {
             let flag = b[ns] == b'-' && b.get(ns + 1) == Some(&b'-');
             let call = quoted_name && b.get(p) == Some(&b',') && preceded_by_paren(b, ns - 1);
@@ -511,7 +531,37 @@ pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
         }
     }
     p = skip_scheme(b, p);
-    read_value(b, p)
+    let mut value = read_value(b, p)?;
+    value.loose = loose;
+    if loose && !value.quoted {
+        // `|password|hunter2-x|`: the cell ends at its bar.
+        if let Some(bar) = memchr::memchr(b'|', &b[value.start..value.end]) {
+            value.end = value.start + bar;
+        }
+    }
+    (value.end > value.start).then_some(value)
+}
+
+/// A name alone in a table cell, `| password | hunter2-x |`: `p` is at the cell's closing `|`.
+fn table_cell(b: &[u8], ns: usize, p: usize) -> bool {
+    b.get(p) == Some(&b'|') && {
+        let q = skip_blanks_back(b, ns);
+        q > 0 && b[q - 1] == b'|'
+    }
+}
+
+/// `is ` / `was ` after a name and a blank (`the password is Tr0ub4dor&3`): where the value
+/// starts.
+fn prose_is(b: &[u8], p: usize, after_blank: bool) -> Option<usize> {
+    if !after_blank {
+        return None;
+    }
+    for word in [&b"is "[..], b"was ", b"is: "] {
+        if b.len() > p + word.len() && b[p..p + word.len()].eq_ignore_ascii_case(word) {
+            return Some(skip_blanks(b, p + word.len()));
+        }
+    }
+    None
 }
 
 fn skip_blanks_back(b: &[u8], p: usize) -> usize {
@@ -638,6 +688,7 @@ fn read_value(b: &[u8], p: usize) -> Option<Value> {
                         start: p2,
                         end: k,
                         quoted: true,
+                        loose: false,
                     })
                     .filter(|v| v.end > v.start);
                 }
@@ -657,6 +708,7 @@ fn read_value(b: &[u8], p: usize) -> Option<Value> {
             start: p2,
             end,
             quoted: true,
+            loose: false,
         })
         .filter(|v| v.end > v.start);
     }
@@ -697,6 +749,7 @@ fn unquoted(b: &[u8], start: usize) -> Option<Value> {
         start,
         end,
         quoted: false,
+        loose: false,
     })
 }
 
