@@ -453,3 +453,19 @@ fn table_cells_and_prose_are_redacted() {
         assert_kept(kept);
     }
 }
+
+/// A finding in a JSON document held in a string does not end halfway through one of that
+/// document's escapes: `mysql -p\"` cut after the backslash would end its string early.
+#[test]
+fn a_finding_does_not_cut_an_escape_of_a_nested_document_in_half() {
+    // And only the nested document's strings are decoded, not the document itself: read as a
+    // whole, `"u:p@\\"` would become a string whose closing quote is escaped.
+    for cmd in ["mysql -p\"", "u:p@\\"] {
+        let inner = serde_json::json!({"cmd": cmd, "password": cmd, "n": 1}).to_string();
+        let line = in_json(&inner);
+        let out = content(&redact(&line));
+        let v: serde_json::Value =
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("nested JSON broke ({e}): {out}"));
+        assert_eq!(v["n"], 1, "{out}");
+    }
+}

@@ -211,27 +211,40 @@ fn scan_string(
     named
 }
 
-/// How many levels of JSON-in-a-string are decoded: a line's strings are level 1, JSON held in
-/// one of them level 2 (its own strings show as `\"…\"` there), and so on. Each level costs
-/// one more pass over text that has escaped quotes in it.
+/// How many levels of JSON-in-a-string are decoded: a line's strings are level 1, a JSON
+/// document held in one of them shows its own strings as `\"…\"` there (level 2), and so on.
+/// Each level costs one more pass over the strings that hold escaped quotes.
 const MAX_DEPTH: usize = 4;
 
-/// Scans `text` (at nesting level `depth`), then, when it holds escaped quotes (a JSON document
-/// serialized into a string of a JSON document), the text they decode to, mapping what is found
-/// there back over whole escapes. True when a name occurs at this level.
+/// Scans `text` (at nesting level `depth`), then each quoted string in it that holds escaped
+/// quotes (a JSON document serialized into a string of a JSON document) as the text it decodes
+/// to, mapping what is found there back over whole escapes. Only the strings' contents are
+/// decoded, never the quotes around them, so the document at this level keeps its shape. True
+/// when a name occurs at this level.
 fn scan_nested(text: &str, user: &UserRules, depth: usize, hits: &mut Vec<Hit>) -> bool {
     let named = scan_text(text, user, hits);
-    if depth < MAX_DEPTH
-        && u32::try_from(text.len()).is_ok()
-        && memchr::memmem::find(text.as_bytes(), b"\\\"").is_some()
-    {
-        let mut d = Decoded::default();
-        decode(text.as_bytes(), 0, &mut d);
-        let mut inner = Vec::new();
-        scan_nested(&d.text, user, depth + 1, &mut inner);
-        hits.extend(inner.into_iter().map(|h| Hit {
-            start: d.map[h.start] as usize,
-            end: d.map[h.end] as usize,
+    let b = text.as_bytes();
+    if depth >= MAX_DEPTH || u32::try_from(b.len()).is_err() || memchr::memmem::find(b, b"\\\"").is_none() {
+        return named;
+    }
+    let mut d = Decoded::default();
+    let mut inner = Vec::new();
+    let mut i = 0;
+    while let Some(q) = memchr::memchr(b'"', &b[i..]) {
+        let s = i + q + 1;
+        let (e, escaped) = string_end(b, s);
+        i = (e + 1).min(b.len());
+        if !escaped || memchr::memmem::find(&b[s..e], b"\\\"").is_none() {
+            continue;
+        }
+        decode(&b[s..e], s, &mut d);
+        inner.clear();
+        let text = std::mem::take(&mut d.text);
+        let map = std::mem::take(&mut d.map);
+        scan_nested(&text, user, depth + 1, &mut inner);
+        hits.extend(inner.iter().map(|h| Hit {
+            start: map[h.start] as usize,
+            end: map[h.end] as usize,
             rule: h.rule,
         }));
     }

@@ -112,7 +112,9 @@ pub(crate) fn scan_text(text: &str, user: &UserRules, out: &mut Vec<Hit>) -> boo
     // `[REDACTED]` shield the rest of a key or password. The user's allowlist keeps what it names.
     if out.len() > first {
         let found: Vec<Hit> = out.drain(first..).collect();
-        for h in found {
+        for mut h in found {
+            h.start = escape_start(b, h.start);
+            h.end = escape_end(b, h.end);
             let text_of = &text[h.start..h.end];
             if user.allows(text_of) {
                 continue;
@@ -130,6 +132,45 @@ pub(crate) fn scan_text(text: &str, user: &UserRules, out: &mut Vec<Hit>) -> boo
         }
     }
     named
+}
+
+/// Text may hold a JSON document's escapes (`\"`, `\n`, `\u00e9`) one level down: a finding
+/// that ends or starts inside one would leave half of it, and `\"` cut after its backslash
+/// ends that document's string early. These move a finding's edges out to whole escapes.
+///
+/// The escape (start, length) that `p` falls strictly inside, if any.
+fn escape_around(b: &[u8], p: usize) -> Option<(usize, usize)> {
+    for i in (p.saturating_sub(5)..p).rev() {
+        if b[i] != b'\\' {
+            continue;
+        }
+        // An escape starts here if an even number of backslashes precede it (bounded: a run
+        // longer than that is garbage, and any answer keeps the output valid).
+        let run = b[..i].iter().rev().take(256).take_while(|c| **c == b'\\').count();
+        if run % 2 == 1 {
+            continue;
+        }
+        let len = if b.get(i + 1) == Some(&b'u') { 6 } else { 2 };
+        if p < i + len {
+            return Some((i, len));
+        }
+    }
+    None
+}
+
+fn escape_start(b: &[u8], p: usize) -> usize {
+    escape_around(b, p).map_or(p, |(i, _)| i)
+}
+
+fn escape_end(b: &[u8], p: usize) -> usize {
+    escape_around(b, p).map_or(p, |(i, len)| {
+        // Whole characters only: a `\` before a multi-byte character takes all of it.
+        let mut e = (i + len).min(b.len());
+        while e < b.len() && (b[e] & 0xC0) == 0x80 {
+            e += 1;
+        }
+        e
+    })
 }
 
 /// The piece `[s, e)` of a finding next to a marker, without its surrounding blanks, when a
