@@ -583,6 +583,13 @@ pub(crate) const FORMATS: &[Format] = &[
         [":5432:", ":5433:", ":6432:", ":*:"],
         r"(?m)^[A-Za-z0-9_.*-]{1,253}:(?:[0-9]{1,5}|\*):[^:\s]{1,128}:[^:\s]{1,128}:([^\s]{1,256})"
     ),
+    // own: `az storage account keys list` (JSON, table, tsv): a 64-byte key in base64 beside
+    // `keyName` / `key1`, with no credential name on its line.
+    find!(
+        "azure-storage-key-listing",
+        ["keyname", "key1", "key2"],
+        r"(?:^|[^A-Za-z0-9+/=-])([A-Za-z0-9+/]{86}==)"
+    ),
 ];
 
 /// Vendor credentials recognised by the vendor's name in the key. gl: the "<vendor> + alphabet"
@@ -619,6 +626,9 @@ pub(crate) const VENDORS: &[Vendor] = &[
         ["accountkey", "storage_key", "storagekey", "storage_account"],
         r"[a-z0-9/+]{86}=="
     ),
+    // own: the `value` of a key listing (`az storage account keys list`, Cosmos DB keys): only
+    // a 64-byte key's exact base64 shape counts.
+    vendor!("azure-key-listing-value", ["value"], r"[a-z0-9/+]{86}=="),
     vendor!("beamer-token", ["beamer"], r"b_[a-z0-9=_-]{44}"),
     vendor!(
         "bitbucket-credential",

@@ -1,5 +1,6 @@
 //! Passwords in command lines that no name announces: `mysql -pS3cret`, `sshpass -p S3cret`,
-//! `curl -u user:S3cret`. (`--password X` is a name and is handled by the named scanner.)
+//! `curl -u user:S3cret`, `docker login -p S3cret`. (`--password X` is a name and is handled by
+//! the named scanner.)
 
 use super::scan::{Hit, Rule};
 
@@ -17,6 +18,7 @@ fn has(b: &[u8], word: &[u8]) -> bool {
 pub(crate) fn scan(b: &[u8], out: &mut Vec<Hit>) {
     let mysql = has(b, b"mysql") || has(b, b"mariadb");
     let sshpass = has(b, b"sshpass");
+    let docker = has(b, b"docker login") || has(b, b"podman login");
     for p in memchr::memmem::find_iter(b, b" -p") {
         let s = p + 3;
         let attached = b.get(s).is_some_and(|c| !c.is_ascii_whitespace() && *c != b'-');
@@ -24,6 +26,8 @@ pub(crate) fn scan(b: &[u8], out: &mut Vec<Hit>) {
             (s, "mysql-password-flag")
         } else if sshpass && b.get(s) == Some(&b' ') {
             (s + 1, "sshpass-password-flag")
+        } else if docker && b.get(s) == Some(&b' ') {
+            (s + 1, "docker-login-password-flag")
         } else {
             continue;
         };

@@ -38,7 +38,7 @@ const NAME_WORDS: &[&str] = &[
     "pin'", "pin ", "pin_", "sig=", "sig\"", "sig:",
 ];
 
-const COMMANDS: &[&str] = &["mysql", "mariadb", "curl", "sshpass"];
+const COMMANDS: &[&str] = &["mysql", "mariadb", "curl", "sshpass", "docker", "podman"];
 
 pub(crate) struct Engine {
     pub ac: AhoCorasick,

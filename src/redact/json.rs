@@ -37,7 +37,7 @@ pub(crate) fn scan_line(line: &str, user: &UserRules, out: &mut Vec<RawHit>) {
     if !looks_like_json(b) || u32::try_from(b.len()).is_err() {
         let mut hits = Vec::new();
         if everything || engine().ac.is_match(line) {
-            scan_text(line, user, &mut hits);
+            scan_nested(line, user, 0, &mut hits);
         }
         out.extend(hits.into_iter().map(|h| RawHit {
             start: h.start,
@@ -201,13 +201,53 @@ fn scan_string(
         return named;
     }
     decode(&line.as_bytes()[s..e], s, d);
-    let named = scan_text(&d.text, user, hits);
+    let named = scan_nested(&d.text, user, 1, hits);
     out.extend(hits.iter().map(|h| RawHit {
         start: d.map[h.start] as usize,
         end: d.map[h.end] as usize,
         rule: h.rule,
         quote: false,
     }));
+    named
+}
+
+/// How many levels of JSON-in-a-string are decoded: a line's strings are level 1, a JSON
+/// document held in one of them shows its own strings as `\"…\"` there (level 2), and so on.
+/// Each level costs one more pass over the strings that hold escaped quotes.
+const MAX_DEPTH: usize = 4;
+
+/// Scans `text` (at nesting level `depth`), then each quoted string in it that holds escaped
+/// quotes (a JSON document serialized into a string of a JSON document) as the text it decodes
+/// to, mapping what is found there back over whole escapes. Only the strings' contents are
+/// decoded, never the quotes around them, so the document at this level keeps its shape. True
+/// when a name occurs at this level.
+fn scan_nested(text: &str, user: &UserRules, depth: usize, hits: &mut Vec<Hit>) -> bool {
+    let named = scan_text(text, user, hits);
+    let b = text.as_bytes();
+    if depth >= MAX_DEPTH || u32::try_from(b.len()).is_err() || memchr::memmem::find(b, b"\\\"").is_none() {
+        return named;
+    }
+    let mut d = Decoded::default();
+    let mut inner = Vec::new();
+    let mut i = 0;
+    while let Some(q) = memchr::memchr(b'"', &b[i..]) {
+        let s = i + q + 1;
+        let (e, escaped) = string_end(b, s);
+        i = (e + 1).min(b.len());
+        if !escaped || memchr::memmem::find(&b[s..e], b"\\\"").is_none() {
+            continue;
+        }
+        decode(&b[s..e], s, &mut d);
+        inner.clear();
+        let text = std::mem::take(&mut d.text);
+        let map = std::mem::take(&mut d.map);
+        scan_nested(&text, user, depth + 1, &mut inner);
+        hits.extend(inner.iter().map(|h| Hit {
+            start: map[h.start] as usize,
+            end: map[h.end] as usize,
+            rule: h.rule,
+        }));
+    }
     named
 }
 

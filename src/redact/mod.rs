@@ -92,24 +92,41 @@ impl Redactor {
         if ranges.is_empty() {
             return line;
         }
-        let mut out = String::with_capacity(line.len());
-        let mut copied = 0;
-        for r in ranges {
-            out.push_str(&line[copied..r.start]);
-            if r.quote {
-                out.push('"');
-                out.push_str(REDACTED);
-                out.push('"');
-            } else {
-                out.push_str(REDACTED);
-            }
-            copied = r.end;
-        }
-        out.push_str(&line[copied..]);
-        Cow::Owned(out)
+        Cow::Owned(render(&line, &ranges).0)
     }
 
+    /// The ranges to replace: the first pass's findings, grown until the redacted line has
+    /// nothing more to give (at most [`MAX_PASSES`] scans).
+    ///
+    /// Redaction must be idempotent, yet a rule may judge text by what surrounds it, and the
+    /// first pass changes the surroundings: a value replaced by a marker can turn a line after
+    /// a key header into key text. Rather than teach every rule how a marker looks (each new
+    /// rule opened a new non-idempotent shape), the line is redacted again and what the second
+    /// scan finds is mapped back over the original bytes. Each pass covers at least one byte
+    /// more, and a line with no finding costs one scan, as before.
     fn ranges(&self, line: &str) -> Vec<json::RawHit> {
+        let mut ranges = self.pass(line);
+        for _ in 1..MAX_PASSES {
+            if ranges.is_empty() {
+                break;
+            }
+            let (out, markers) = render(line, &ranges);
+            let again = self.pass(&out);
+            if again.is_empty() {
+                break;
+            }
+            ranges.extend(again.into_iter().map(|h| json::RawHit {
+                start: markers.to_original(h.start, false),
+                end: markers.to_original(h.end, true),
+                ..h
+            }));
+            ranges = merge(ranges);
+        }
+        ranges
+    }
+
+    /// One scan of `line`: its findings, sorted and merged.
+    fn pass(&self, line: &str) -> Vec<json::RawHit> {
         let mut hits = Vec::new();
         json::scan_line(line, &self.user, &mut hits);
         hits.retain(|h| {
@@ -118,19 +135,77 @@ impl Redactor {
                 && line.is_char_boundary(h.start)
                 && line.is_char_boundary(h.end)
         });
-        hits.sort_by_key(|h| (h.start, std::cmp::Reverse(h.end)));
-        let mut merged: Vec<json::RawHit> = Vec::with_capacity(hits.len());
-        for h in hits {
-            match merged.last_mut() {
-                Some(last) if h.start < last.end => {
-                    last.end = last.end.max(h.end);
-                    last.quote |= h.quote;
-                }
-                _ => merged.push(h),
-            }
-        }
-        merged
+        merge(hits)
     }
+}
+
+/// How many scans a line may get before its ranges are taken as they are: a bound keeps
+/// redaction linear on any input (200,000 generated lines each settled within it).
+const MAX_PASSES: usize = 4;
+
+/// `hits` sorted, the overlapping ones merged (the first rule names them).
+fn merge(mut hits: Vec<json::RawHit>) -> Vec<json::RawHit> {
+    hits.sort_by_key(|h| (h.start, std::cmp::Reverse(h.end)));
+    let mut merged: Vec<json::RawHit> = Vec::with_capacity(hits.len());
+    for h in hits {
+        match merged.last_mut() {
+            Some(last) if h.start < last.end => {
+                last.end = last.end.max(h.end);
+                last.quote |= h.quote;
+            }
+            _ => merged.push(h),
+        }
+    }
+    merged
+}
+
+/// Where each marker of a redacted line stands and which original bytes it replaced.
+struct Markers {
+    /// (start in the output, end in the output, original start, original end), in order.
+    spans: Vec<(usize, usize, usize, usize)>,
+}
+
+impl Markers {
+    /// The original offset of output offset `p`; inside a marker, its original range's start,
+    /// or its end when `p` ends a range.
+    fn to_original(&self, p: usize, is_end: bool) -> usize {
+        let i = self.spans.partition_point(|s| s.1 <= p);
+        match self.spans.get(i) {
+            Some(&(os, _, rs, re)) if os < p => {
+                if is_end {
+                    re
+                } else {
+                    rs
+                }
+            }
+            _ => match i.checked_sub(1).map(|k| self.spans[k]) {
+                Some((_, oe, _, re)) => re + (p - oe),
+                None => p,
+            },
+        }
+    }
+}
+
+/// `line` with `ranges` (sorted, disjoint) replaced by markers, and where the markers went.
+fn render(line: &str, ranges: &[json::RawHit]) -> (String, Markers) {
+    let mut out = String::with_capacity(line.len());
+    let mut spans = Vec::with_capacity(ranges.len());
+    let mut copied = 0;
+    for r in ranges {
+        out.push_str(&line[copied..r.start]);
+        let at = out.len();
+        if r.quote {
+            out.push('"');
+            out.push_str(REDACTED);
+            out.push('"');
+        } else {
+            out.push_str(REDACTED);
+        }
+        spans.push((at, out.len(), r.start, r.end));
+        copied = r.end;
+    }
+    out.push_str(&line[copied..]);
+    (out, Markers { spans })
 }
 
 /// The process-wide redactor: built-in rules plus the config file's. A config file that cannot

@@ -193,11 +193,13 @@ const NOT_VALUE: &[&str] = &[
     "template",
     "file_path",
 ];
-/// Parts next to `key` or `token` that make them data-structure words, not credentials.
+/// Parts right before `key` or `token` (or after it) that make them data-structure words, not
+/// credentials. Words that also name real credentials (`primary` of Azure's `primaryMasterKey`,
+/// `search`, `input` of `INPUT_TOKEN`, `ssh`, `gpg`, `pgp`, `signing`, `s3`) are not here: their
+/// values must also look random, which keeps `primary_key: Option<String>` as it is.
 const BENIGN_QUALIFIERS: &[&str] = &[
     "cache",
     "sort",
-    "primary",
     "foreign",
     "partition",
     "map",
@@ -231,7 +233,6 @@ const BENIGN_QUALIFIERS: &[&str] = &[
     "idempotency",
     "dedup",
     "query",
-    "search",
     "element",
     "prop",
     "bucket",
@@ -257,22 +258,15 @@ const BENIGN_QUALIFIERS: &[&str] = &[
     "eof",
     "stop",
     "output",
-    "input",
     "prompt",
     "cached",
     "reasoning",
     "total",
     "max",
     "min",
-    "ssh",
-    "gpg",
-    "pgp",
-    "signing",
     "host",
     "known",
     "foreign",
-    "primary",
-    "s3",
     "object",
     "file",
     "api_version",
@@ -340,7 +334,15 @@ pub(crate) fn classify(name: &str) -> Option<Strength> {
     if !weak {
         return None;
     }
-    if parts.iter().any(|p| BENIGN_QUALIFIERS.contains(&p.as_str())) {
+    // A qualifier counts only right before the secret word or after it: `cache_key`,
+    // `next_token`, `token_list`, but not `ROW_API_KEY`-style names where another word sits
+    // between.
+    let benign = |p: &String| BENIGN_QUALIFIERS.contains(&p.as_str());
+    let qualified = match parts.iter().rposition(|p| WEAK.contains(&p.as_str())) {
+        Some(w) => (w > 0 && benign(&parts[w - 1])) || parts[w + 1..].iter().any(benign),
+        None => parts.iter().any(benign),
+    };
+    if qualified {
         return None;
     }
     Some(Strength::Weak)
@@ -352,6 +354,9 @@ pub(crate) struct Value {
     pub start: usize,
     pub end: usize,
     pub quoted: bool,
+    /// Announced loosely (a table cell, `the password is …`): the value must also look like a
+    /// credential, as words around such names are mostly prose.
+    pub loose: bool,
 }
 
 /// Finds secret values after names in `text`. `hits` are the keyword occurrences (sorted by
@@ -395,6 +400,7 @@ pub(crate) fn scan(text: &str, hits: &[(usize, usize, Target)], out: &mut Vec<Hi
             .or_else(|| {
                 strength
                     .filter(|s| is_secret(v, *s, value.quoted))
+                    .filter(|_| !value.loose || credential_looking(v))
                     .map(|_| Rule::Builtin("secret-named-value"))
             });
         if let Some(rule) = rule {
@@ -406,6 +412,12 @@ pub(crate) fn scan(text: &str, hits: &[(usize, usize, Target)], out: &mut Vec<Hi
             done_until = value.end;
         }
     }
+}
+
+/// What a loosely announced value must look like: six or more bytes with a digit in them
+/// (`hunter2-x`, `Tr0ub4dor&3`, `482913`); not a word (`incorrect`), not code.
+fn credential_looking(v: &str) -> bool {
+    v.len() >= 6 && v.bytes().any(|c| c.is_ascii_digit()) && !super::value::is_code(v)
 }
 
 /// The whole name around a keyword occurrence `[s, e)`.
@@ -464,8 +476,17 @@ pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
             start,
             end: start + len,
             quoted: true,
+            loose: false,
         })
         .filter(|v| v.end > v.start);
+    }
+    // .NET config: `<add key="Password" value="…"/>`: the name is an attribute's value.
+    if quoted_name && ns >= 5 && b[..ns - 1].ends_with(b"=") && b[ns - 5..ns - 2].eq_ignore_ascii_case(b"key")
+    {
+        let q = skip_blanks(b, p);
+        if b.len() >= q + 6 && b[q..q + 6].eq_ignore_ascii_case(b"value=") {
+            return read_value(b, q + 6);
+        }
     }
     if quoted_name && b.get(p) == Some(&b']') {
         p += 1; // `ENV["password"] = …`
@@ -474,8 +495,17 @@ pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
     p = skip_blanks(b, p);
     let blanks = p > after_name;
     let sep = separator(b, p);
+    let mut loose = false;
     p = match sep {
         Some(len) => p + len,
+        None if table_cell(b, ns, p) || prose_is(b, p, blanks && !quoted_name).is_some() => {
+            loose = true;
+            if b[p] == b'|' {
+                p + 1
+            } else {
+                prose_is(b, p, true)?
+            }
+        }
         None => {
             let flag = b[ns] == b'-' && b.get(ns + 1) == Some(&b'-');
             let call = quoted_name && b.get(p) == Some(&b',') && preceded_by_paren(b, ns - 1);
@@ -501,7 +531,37 @@ pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
         }
     }
     p = skip_scheme(b, p);
-    read_value(b, p)
+    let mut value = read_value(b, p)?;
+    value.loose = loose;
+    if loose && !value.quoted {
+        // `|password|hunter2-x|`: the cell ends at its bar.
+        if let Some(bar) = memchr::memchr(b'|', &b[value.start..value.end]) {
+            value.end = value.start + bar;
+        }
+    }
+    (value.end > value.start).then_some(value)
+}
+
+/// A name alone in a table cell, `| password | hunter2-x |`: `p` is at the cell's closing `|`.
+fn table_cell(b: &[u8], ns: usize, p: usize) -> bool {
+    b.get(p) == Some(&b'|') && {
+        let q = skip_blanks_back(b, ns);
+        q > 0 && b[q - 1] == b'|'
+    }
+}
+
+/// `is ` / `was ` after a name and a blank (`the password is Tr0ub4dor&3`): where the value
+/// starts.
+fn prose_is(b: &[u8], p: usize, after_blank: bool) -> Option<usize> {
+    if !after_blank {
+        return None;
+    }
+    for word in [&b"is "[..], b"was ", b"is: "] {
+        if b.len() > p + word.len() && b[p..p + word.len()].eq_ignore_ascii_case(word) {
+            return Some(skip_blanks(b, p + word.len()));
+        }
+    }
+    None
 }
 
 fn skip_blanks_back(b: &[u8], p: usize) -> usize {
@@ -565,7 +625,16 @@ fn typed_assignment(b: &[u8], p: usize) -> Option<usize> {
         return None;
     }
     let q = skip_blanks(b, p + len);
-    (b.get(q) == Some(&b'=') && b.get(q + 1) != Some(&b'=')).then_some(q + 1)
+    if b.get(q) != Some(&b'=') || b.get(q + 1) == Some(&b'=') {
+        return None;
+    }
+    // Nothing assigned after the `=`: the "type" was a base64 value with one `=` of padding
+    // (`password: c3VwZXJzZWNyZXQ=`).
+    let r = skip_blanks(b, q + 1);
+    let assigned = b
+        .get(r)
+        .is_some_and(|c| !matches!(c, b'\n' | b'\r' | b',' | b';' | b'}' | b']' | b')' | b'\\'));
+    assigned.then_some(q + 1)
 }
 
 /// Skips an auth scheme word (`Bearer `, `Basic `, `token `): the secret follows it.
@@ -619,6 +688,7 @@ fn read_value(b: &[u8], p: usize) -> Option<Value> {
                         start: p2,
                         end: k,
                         quoted: true,
+                        loose: false,
                     })
                     .filter(|v| v.end > v.start);
                 }
@@ -638,6 +708,7 @@ fn read_value(b: &[u8], p: usize) -> Option<Value> {
             start: p2,
             end,
             quoted: true,
+            loose: false,
         })
         .filter(|v| v.end > v.start);
     }
@@ -678,6 +749,7 @@ fn unquoted(b: &[u8], start: usize) -> Option<Value> {
         start,
         end,
         quoted: false,
+        loose: false,
     })
 }
 
@@ -719,6 +791,14 @@ mod tests {
             "GITHUB_TOKEN",
             "authToken",
             "Authorization",
+            "primaryMasterKey",
+            "primaryReadonlyMasterKey",
+            "PRIMARY_KEY",
+            "SEARCH_API_KEY",
+            "SSH_KEY",
+            "INPUT_TOKEN",
+            "S3_ACCESS_KEY",
+            "SIGNING_KEY",
         ] {
             assert_eq!(classify(n), Some(Strength::Weak), "{n}");
         }
@@ -730,7 +810,8 @@ mod tests {
             "password_file",
             "cache_key",
             "keyboard",
-            "primary_key",
+            "sort_key",
+            "row_cache_key",
             "next_token",
             "secret_name",
             "author",
@@ -771,6 +852,10 @@ mod tests {
             let got = value(text, name).unwrap_or_default();
             assert_eq!(got, want, "{text}");
         }
+        assert_eq!(
+            value("password: c3VwZXJzZWNyZXQ=", "password").as_deref(),
+            Some("c3VwZXJzZWNyZXQ=")
+        );
         assert_eq!(value("Token::U8(52)", "Token"), None);
         assert_eq!(value("if password == x", "password"), None);
     }

@@ -1,6 +1,7 @@
 //! Private key blocks: `-----BEGIN <LABEL> PRIVATE KEY-----` (PEM: RSA, EC, DSA, OPENSSH,
 //! ENCRYPTED, PKCS#8) and `-----BEGIN PGP PRIVATE KEY BLOCK-----`, through the matching END
-//! marker, or to the end of the text when the block is cut off (a truncated key still leaks).
+//! marker, or through its last key line when the block is cut off (a truncated key still
+//! leaks). A header with no key line after it is code or prose, not a key.
 
 const BEGIN: &[u8] = b"-----BEGIN ";
 const END: &[u8] = b"-----END ";
@@ -11,38 +12,102 @@ pub(crate) fn block_end(b: &[u8], at: usize) -> Option<usize> {
         return None;
     }
     let label_start = at + BEGIN.len();
-    let label_len = b[label_start..]
-        .iter()
-        .take(100)
-        .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || matches!(c, b' ' | b'_' | b'-'))
-        .count();
-    // The label run swallows the closing dashes; step back to them.
-    let mut header_end = label_start + label_len;
-    while header_end > label_start && b[header_end - 1] == b'-' {
-        header_end -= 1;
-    }
+    let window = &b[label_start..b.len().min(label_start + 100)];
+    let header_end = label_start + memchr::memmem::find(window, b"-----")?;
     let label = &b[label_start..header_end];
-    if !b[header_end..].starts_with(b"-----")
+    if !label
+        .iter()
+        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || matches!(c, b' ' | b'_' | b'-'))
         || !(label.ends_with(b"PRIVATE KEY") || label.ends_with(b"PRIVATE KEY BLOCK"))
     {
         return None;
     }
-    let body = header_end + 5;
-    Some(match memchr::memmem::find(&b[body..], END) {
-        Some(p) => {
-            let end_label = body + p + END.len();
-            let tail = b[end_label..]
-                .iter()
-                .take(110)
-                .take_while(|c| **c != b'\n')
-                .count();
-            match memchr::memmem::find(&b[end_label..end_label + tail], b"-----") {
-                Some(q) => end_label + q + 5,
-                None => end_label + tail,
+    body_end(b, header_end + 5)
+}
+
+/// Where the block whose header ends at `body` ends: through its END marker when only key lines
+/// lead there, else after its last key line (a truncated key still leaks). A header with no key
+/// line after it (`"-----BEGIN RSA PRIVATE KEY-----";` as a constant in code) is no block: code
+/// after it must not be swallowed to the end of the text.
+fn body_end(b: &[u8], body: usize) -> Option<usize> {
+    let mut last_key_line = None;
+    let mut p = body;
+    loop {
+        let line_end = p + b[p..]
+            .iter()
+            .position(|c| matches!(c, b'\n' | b'\r' | b'\\'))
+            .unwrap_or(b.len() - p);
+        let line = &b[p..line_end];
+        if let Some(e) = memchr::memmem::find(line, END) {
+            if is_key_line(&line[..e]) {
+                return Some(end_marker_end(b, p + e));
             }
         }
-        None => b.len(),
-    })
+        if !is_key_line(line) {
+            break;
+        }
+        if line.iter().any(|c| !c.is_ascii_whitespace()) {
+            last_key_line = Some(line_end);
+        }
+        // Past the line break: a real one, or `\n` / `\r` in text that is still JSON-encoded.
+        p = match b.get(line_end..) {
+            Some([b'\r', b'\n', ..]) => line_end + 2,
+            Some([b'\n' | b'\r', ..]) => line_end + 1,
+            Some([b'\\', b'n' | b'r', ..]) => line_end + 2,
+            _ => break,
+        };
+    }
+    last_key_line
+}
+
+/// Base64 (blanks allowed, for keys pasted on one line) or an RFC 1421 header (`Proc-Type:`,
+/// `DEK-Info:`, PGP's `Comment:`): what a key block's lines hold. A marker left by an earlier
+/// pass stands for key text. Words with blanks between them are key text only with a long
+/// base64 run among them (a pasted key's 64-column chunks), not prose (`machine h login u`).
+fn is_key_line(line: &[u8]) -> bool {
+    let marker = super::REDACTED.as_bytes();
+    let mut rest = line;
+    let mut base64 = true;
+    let (mut words, mut longest) = (0, 0);
+    while !rest.is_empty() {
+        let (piece, next) = match memchr::memmem::find(rest, marker) {
+            Some(m) => (&rest[..m], &rest[m + marker.len()..]),
+            None => (rest, &rest[rest.len()..]),
+        };
+        base64 &= piece
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'=' | b' ' | b'\t'));
+        for word in piece
+            .split(|c| matches!(c, b' ' | b'\t'))
+            .filter(|w| !w.is_empty())
+        {
+            words += 1;
+            longest = longest.max(word.len());
+        }
+        rest = next;
+    }
+    base64 &= words < 2 || longest >= 16;
+    let header = memchr::memchr(b':', line).is_some_and(|colon| {
+        colon > 0
+            && line[..colon]
+                .iter()
+                .all(|c| c.is_ascii_alphabetic() || *c == b'-')
+    });
+    base64 || header
+}
+
+/// The end of the END marker starting at `at`.
+fn end_marker_end(b: &[u8], at: usize) -> usize {
+    let end_label = at + END.len();
+    let tail = b[end_label..]
+        .iter()
+        .take(110)
+        .take_while(|c| **c != b'\n')
+        .count();
+    match memchr::memmem::find(&b[end_label..end_label + tail], b"-----") {
+        Some(q) => end_label + q + 5,
+        None => end_label + tail,
+    }
 }
 
 #[cfg(test)]
@@ -58,7 +123,9 @@ mod tests {
             "-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----"
         );
         let pgp = "-----BEGIN PGP PRIVATE KEY BLOCK-----\n\nlQOYBF\n";
-        assert_eq!(block_end(pgp.as_bytes(), 0), Some(pgp.len()));
+        assert_eq!(block_end(pgp.as_bytes(), 0), Some(pgp.len() - 1));
+        let escaped = r"-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----\nafter";
+        assert_eq!(block_end(escaped.as_bytes(), 0), Some(escaped.len() - 7));
         for not_key in [
             "-----BEGIN CERTIFICATE-----\nMII",
             "-----BEGIN PGP PUBLIC KEY BLOCK-----\nx",
@@ -66,5 +133,23 @@ mod tests {
         ] {
             assert_eq!(block_end(not_key.as_bytes(), 0), None, "{not_key}");
         }
+    }
+
+    #[test]
+    fn a_header_without_key_lines_is_no_block() {
+        let code = "const HEADER: &str = \"-----BEGIN RSA PRIVATE KEY-----\";\nfn parse() {}\n";
+        let at = code.find("-----BEGIN").unwrap();
+        assert_eq!(block_end(code.as_bytes(), at), None);
+        // Key lines, then code: the block ends after the last key line.
+        let cut = "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIB\n\";\nlet x = 1;";
+        assert_eq!(block_end(cut.as_bytes(), 0), cut.find("\n\";"));
+    }
+
+    #[test]
+    fn words_are_key_text_only_next_to_a_long_base64_run() {
+        let prose = "-----BEGIN RSA PRIVATE KEY-----machine h login u password [REDACTED]";
+        assert_eq!(block_end(prose.as_bytes(), 0), None);
+        let pasted = "-----BEGIN RSA PRIVATE KEY----- MIIEpAIBAAKCAQEAx9Qk2L7mN0pR5tV8 wY1zB3cE6fH9jK2 -----END RSA PRIVATE KEY-----";
+        assert_eq!(block_end(pasted.as_bytes(), 0), Some(pasted.len()));
     }
 }

@@ -42,7 +42,13 @@ impl Rng {
 
 /// Formats whose secret only exists inside a surrounding shape (a pgpass line, a DSN URL) and
 /// so cannot be dropped into arbitrary contexts.
-const CONTEXT_BOUND: &[&str] = &["pgpass-line", "sentry-dsn", "bearer-token", "cloudinary-url"];
+const CONTEXT_BOUND: &[&str] = &[
+    "pgpass-line",
+    "sentry-dsn",
+    "bearer-token",
+    "cloudinary-url",
+    "azure-storage-key-listing",
+];
 
 /// `per_rule` samples of every format and vendor rule.
 pub fn all(seed: u64, per_rule: usize) -> Vec<Sample> {

@@ -106,20 +106,84 @@ pub(crate) fn scan_text(text: &str, user: &UserRules, out: &mut Vec<Hit>) -> boo
             }
         }
     }
-    // What an earlier pass already replaced is not found again (redaction is idempotent), and
-    // the user's allowlist keeps what it names.
+    // What an earlier pass already replaced is not found again (redaction is idempotent): a
+    // finding that holds a marker is cut into the pieces around it, and only pieces with a
+    // letter or digit in them are kept. Dropping the whole finding instead would let one typed
+    // `[REDACTED]` shield the rest of a key or password. The user's allowlist keeps what it names.
     if out.len() > first {
-        let mut k = first;
-        while k < out.len() {
-            let found = &text[out[k].start..out[k].end];
-            if found.contains(super::REDACTED) || user.allows(found) {
-                out.swap_remove(k);
-            } else {
-                k += 1;
+        let found: Vec<Hit> = out.drain(first..).collect();
+        for mut h in found {
+            h.start = escape_start(b, h.start);
+            h.end = escape_end(b, h.end);
+            let text_of = &text[h.start..h.end];
+            if user.allows(text_of) {
+                continue;
             }
+            if !text_of.contains(super::REDACTED) {
+                out.push(h);
+                continue;
+            }
+            let mut from = h.start;
+            for (at, _) in text_of.match_indices(super::REDACTED) {
+                push_piece(text, from, h.start + at, h.rule, out);
+                from = h.start + at + super::REDACTED.len();
+            }
+            push_piece(text, from, h.end, h.rule, out);
         }
     }
     named
+}
+
+/// Text may hold a JSON document's escapes (`\"`, `\n`, `\u00e9`) one level down: a finding
+/// that ends or starts inside one would leave half of it, and `\"` cut after its backslash
+/// ends that document's string early. These move a finding's edges out to whole escapes.
+///
+/// The escape (start, length) that `p` falls strictly inside, if any.
+fn escape_around(b: &[u8], p: usize) -> Option<(usize, usize)> {
+    for i in (p.saturating_sub(5)..p).rev() {
+        if b[i] != b'\\' {
+            continue;
+        }
+        // An escape starts here if an even number of backslashes precede it (bounded: a run
+        // longer than that is garbage, and any answer keeps the output valid).
+        let run = b[..i].iter().rev().take(256).take_while(|c| **c == b'\\').count();
+        if run % 2 == 1 {
+            continue;
+        }
+        let len = if b.get(i + 1) == Some(&b'u') { 6 } else { 2 };
+        if p < i + len {
+            return Some((i, len));
+        }
+    }
+    None
+}
+
+fn escape_start(b: &[u8], p: usize) -> usize {
+    escape_around(b, p).map_or(p, |(i, _)| i)
+}
+
+fn escape_end(b: &[u8], p: usize) -> usize {
+    escape_around(b, p).map_or(p, |(i, len)| {
+        // Whole characters only: a `\` before a multi-byte character takes all of it.
+        let mut e = (i + len).min(b.len());
+        while e < b.len() && (b[e] & 0xC0) == 0x80 {
+            e += 1;
+        }
+        e
+    })
+}
+
+/// The piece `[s, e)` of a finding next to a marker, without its surrounding blanks, when a
+/// letter or digit is left in it.
+fn push_piece(text: &str, s: usize, e: usize, rule: Rule, out: &mut Vec<Hit>) {
+    let piece = &text[s..e];
+    let trimmed = piece.trim_start();
+    let start = s + (piece.len() - trimmed.len());
+    let end = start + trimmed.trim_end().len();
+    let p = &text[start..end];
+    if p.bytes().any(|c| c.is_ascii_alphanumeric() || !c.is_ascii()) {
+        out.push(Hit { start, end, rule });
+    }
 }
 
 /// Whether a token may start at `s`: not in the middle of a word. A letter right after a

@@ -15,9 +15,28 @@ pub(crate) enum Strength {
 /// Whether `value` (already cut to its extent) is a secret, given the name's strength and
 /// whether it was written as a quoted literal.
 pub(crate) fn is_secret(value: &str, strength: Strength, quoted: bool) -> bool {
+    // A value with a marker in it (typed by someone, or left by an earlier pass): a quoted
+    // strong value whose other words are all credential-like (`"Xk9#mQ2z [REDACTED] tail9Q"`)
+    // is still a secret, and the scan redacts the words around the marker. The marker must sit
+    // inside the value: at its edge, an earlier finding may have crossed where the value then
+    // ended, and the words beyond were never part of it. Anything looser
+    // would let a second pass find what the first judged as prose or code.
+    if value.contains(REDACTED) {
+        let mut words = value.split_whitespace().filter(|w| *w != REDACTED).peekable();
+        let inside = !value.trim().starts_with(REDACTED) && !value.trim().ends_with(REDACTED);
+        return strength == Strength::Strong
+            && quoted
+            && inside
+            && words.peek().is_some()
+            && words.all(credential_like);
+    }
     let v = value.as_bytes();
     let has_alnum = v.iter().any(|b| b.is_ascii_alphanumeric() || !b.is_ascii());
-    if v.is_empty() || !has_alnum || value.contains(REDACTED) || is_placeholder(value) {
+    if v.is_empty() || !has_alnum || is_placeholder(value) {
+        return false;
+    }
+    // Unquoted, these start code, not a literal: `&str`, `@Value(…)`, `*ptr`, `{a, b}`, `[x]`.
+    if !quoted && matches!(v[0], b'&' | b'@' | b'*' | b'{' | b'(' | b'[') {
         return false;
     }
     let digits_only = v.iter().all(u8::is_ascii_digit);
@@ -29,8 +48,11 @@ pub(crate) fn is_secret(value: &str, strength: Strength, quoted: bool) -> bool {
             if v.len() < 3 || (!quoted && (is_code(value) || v.iter().all(u8::is_ascii_lowercase))) {
                 return false;
             }
-            // A quoted sentence is prose about a password, not one.
-            !(quoted && value.split(' ').filter(|w| !w.is_empty()).count() > 2)
+            // A quoted sentence is prose about a password, not one, unless a word of it is
+            // credential-like (`"Xk9#mQ2z abc tail9Q"`) or it reads as a passphrase
+            // (`"correct horse battery staple"`).
+            let sentence = quoted && value.split(' ').filter(|w| !w.is_empty()).count() > 2;
+            !sentence || value.split_whitespace().any(credential_like) || passphrase(value)
         }
         Strength::Weak => {
             if v.len() < 8 || digits_only || is_code(value) || is_uuid(v) || v.contains(&b' ') {
@@ -41,12 +63,123 @@ pub(crate) fn is_secret(value: &str, strength: Strength, quoted: bool) -> bool {
     }
 }
 
-/// `$X`, `${X}`, `<X>`, `{{X}}`, `%X%`, `xxxx`, `****`, `changeme`, `your-api-key`, `null`…
+/// Three to eight plain lower-case words (digits allowed) with none of the words a message
+/// about a password is made of: `correct horse battery staple`, not `must be 8 characters` or
+/// `Enter your password`.
+fn passphrase(value: &str) -> bool {
+    const PROSE: &[&str] = &[
+        "a",
+        "an",
+        "the",
+        "and",
+        "or",
+        "of",
+        "to",
+        "in",
+        "on",
+        "at",
+        "for",
+        "with",
+        "by",
+        "from",
+        "is",
+        "are",
+        "was",
+        "be",
+        "been",
+        "must",
+        "should",
+        "can",
+        "will",
+        "not",
+        "no",
+        "your",
+        "you",
+        "my",
+        "our",
+        "this",
+        "that",
+        "it",
+        "its",
+        "please",
+        "enter",
+        "type",
+        "new",
+        "old",
+        "confirm",
+        "current",
+        "password",
+        "passwords",
+        "passphrase",
+        "secret",
+        "token",
+        "key",
+        "required",
+        "characters",
+        "chars",
+        "least",
+        "more",
+        "than",
+        "too",
+        "short",
+        "long",
+        "invalid",
+        "incorrect",
+        "wrong",
+        "match",
+        "does",
+        "do",
+        "field",
+        "here",
+        "value",
+        "if",
+        "when",
+        "use",
+        "used",
+        "set",
+        "has",
+        "have",
+        "into",
+        "as",
+        "only",
+        "all",
+        "any",
+    ];
+    let words: Vec<&str> = value.split(' ').filter(|w| !w.is_empty()).collect();
+    (3..=8).contains(&words.len())
+        && words.iter().enumerate().all(|(i, w)| {
+            let b = w.as_bytes();
+            let body = if i == 0 { &b[1..] } else { b };
+            (b[0].is_ascii_alphanumeric())
+                && body.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+                && !PROSE.contains(&w.to_ascii_lowercase().as_str())
+        })
+}
+
+/// A word that looks like a credential rather than prose: six or more bytes with letters and
+/// digits, and not code.
+fn credential_like(w: &str) -> bool {
+    w.len() >= 6
+        && w.bytes().any(|c| c.is_ascii_digit())
+        && w.bytes().any(|c| c.is_ascii_alphabetic())
+        && !w.contains(REDACTED)
+        && !is_code(w)
+}
+
+/// Clear placeholders only: `$X`, `${X}`, `$(cmd)`, `<X>`, `{{X}}`, `%X%`, `[X]`, `xxxx`,
+/// `****`, `changeme`, `your-api-key`, `null`… A value that merely starts like one (`$3cr3t`,
+/// `@dm1n`, `FakePassw0rd!`) is judged like any other: a real password may start with any byte.
 pub(crate) fn is_placeholder(value: &str) -> bool {
     let v = value.as_bytes();
     let (first, last) = (v[0], v[v.len() - 1]);
-    if matches!(first, b'$' | b'{' | b'<' | b'*' | b'[' | b'(' | b'&' | b'@')
-        || (first == b'%' && last == b'%')
+    let wrapped = |open: u8, close: u8| first == open && last == close && v.len() >= 3;
+    if variable(v)
+        || wrapped(b'<', b'>')
+        || wrapped(b'{', b'}')
+        || wrapped(b'[', b']')
+        || wrapped(b'(', b')')
+        || wrapped(b'%', b'%')
+        || value.starts_with("***")
         || value.starts_with("...")
         || value.starts_with('…')
     {
@@ -112,17 +245,50 @@ pub(crate) fn is_placeholder(value: &str) -> bool {
     if WORDS.contains(&lower.as_str()) {
         return true;
     }
-    lower.starts_with("your")
-        || lower.starts_with("<your")
-        || lower.ends_with("_here")
-        || lower.ends_with("-here")
-        || lower.starts_with("example")
-        || lower.starts_with("dummy")
-        || lower.starts_with("fake")
+    // `your-api-key`, `YOUR_TOKEN_HERE`, `example_password`: words only. With a digit or a
+    // symbol in it (`FakeT0ken!`, `example-9f8a7b6c`), the prefix proves nothing.
+    let words_only = lower
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || matches!(b, b'_' | b'-' | b'.' | b' '));
+    words_only
+        && (lower.starts_with("your")
+            || lower.ends_with("_here")
+            || lower.ends_with("-here")
+            || lower.starts_with("example")
+            || lower.starts_with("dummy")
+            || lower.starts_with("fake")
+            || lower.starts_with("replace"))
         || lower.starts_with("env:")
         || lower.starts_with("vault:")
         || lower.starts_with("secret:")
         || lower.starts_with("op://")
+}
+
+/// A variable reference: `${X}`, `$(cmd)`, `$X` whose name reads as a variable's
+/// (`$API_KEY`, `$dbPassword`, `$S3_KEY`), or such a name followed by an access
+/// (`$config['db']`, `$env:TOKEN`, `$this->pw`). `$3cr3t` or `$ecr3tPa55!` is not one.
+fn variable(v: &[u8]) -> bool {
+    if v.len() < 2 || v[0] != b'$' {
+        return false;
+    }
+    if v.len() >= 3 && matches!((v[1], v[v.len() - 1]), (b'{', b'}') | (b'(', b')')) {
+        return true;
+    }
+    let name_len = v[1..]
+        .iter()
+        .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_')
+        .count();
+    let name = &v[1..1 + name_len];
+    let rest = &v[1 + name_len..];
+    let starts_ident = name
+        .first()
+        .is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_');
+    let screaming = name
+        .iter()
+        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || *b == b'_');
+    let wordy = !name.iter().any(u8::is_ascii_digit);
+    let access = rest.is_empty() || matches!(rest[0], b'[' | b'{' | b'(' | b'.' | b':' | b'-');
+    starts_ident && (screaming || wordy) && access
 }
 
 /// Source code rather than a literal: an identifier or dotted path without digits, a call, an
@@ -288,6 +454,27 @@ mod tests {
             ("s3cr3t", false),
         ] {
             assert!(is_secret(v, Strength::Strong, quoted), "{v}");
+        }
+        for (v, quoted) in [
+            ("$3cr3tPa55", true),
+            ("$ecr3tPa55!", true),
+            ("@dm1nPass", true),
+            ("FakePassw0rd!", true),
+            ("example-9f8a7b6c5d", true),
+            ("correct horse battery staple", true),
+            ("Purple monkey dishwasher 42", true),
+        ] {
+            assert!(is_secret(v, Strength::Strong, quoted), "{v}");
+        }
+        for v in [
+            "Must be at least 8 characters",
+            "Enter your password",
+            "Reset Password Link",
+            "$DB_PASSWORD",
+            "$(cat /run/secrets/db)",
+            "$config['db']",
+        ] {
+            assert!(!is_secret(v, Strength::Strong, true), "{v}");
         }
         assert!(!is_secret("please", Strength::Strong, false));
         assert!(!is_secret("12", Strength::Strong, false));
