@@ -153,6 +153,10 @@ enum Cmd {
         /// This session only; starts a finalizer on its Copilot transcript if none was recorded.
         #[arg(long, value_name = "SESSION")]
         session: Option<String>,
+        /// As the hooks' background sweep: a parked finalizer is left alone until its retry time
+        /// (park_retry_ms after it parked); without this flag it is retried now.
+        #[arg(long)]
+        sweep: bool,
     },
     /// Print a shell completion script: `kcap completions bash > ~/.local/share/bash-completion/completions/kcap`.
     Completions {
@@ -413,9 +417,9 @@ async fn run(cli: Cli, store: Store, raw_args: Vec<OsString>) -> i32 {
             finalize::copilot_finalize(store, args, &cli.delivery, &cli.timing, raw_args).await;
             0
         }
-        Cmd::Finalize { session, .. } => {
+        Cmd::Finalize { session, sweep, .. } => {
             logging::to_stderr();
-            finalize::finalize(store, session, &cli.delivery, &cli.timing).await
+            finalize::finalize(store, session, sweep, &cli.delivery, &cli.timing).await
         }
         Cmd::Plugin { action, copilot, dir } => {
             let home = dir.unwrap_or_else(kcap::config::copilot_home);

@@ -105,7 +105,9 @@ impl Interpreter {
             // Self-loops that change nothing (another poll, another wake) are not logged: replaying
             // them is a no-op, and logging them meant an fsync per poll under the store lock that
             // every other kcap process waits on. A keep-alive record still renews the lease.
-            let run_starts = matches!(input, Input::Started { .. } | Input::Resumed { .. });
+            // A sweep that finds a parked machine not yet due changes nothing and is not logged.
+            let run_starts = matches!(input, Input::Started { .. } | Input::Resumed { .. })
+                || (matches!(input, Input::Swept { .. }) && commands != [Command::Exit]);
             let changed = next != state || persist.is_some() || run_starts;
             if changed || self.last_record.elapsed() >= KEEP_ALIVE {
                 self.record(&input, &next, persist).await;

@@ -174,7 +174,14 @@ pub enum Input {
         retryable: bool,
         error: String,
     },
+    /// A recovery asked for by hand (`kcap finalize --resume`, `--session`): a parked machine is
+    /// retried at once.
     Resumed {
+        now: Millis,
+    },
+    /// The background sweep looked at the machine: like `Resumed`, except that a parked machine
+    /// stays parked (and exits) until its `retry_at`.
+    Swept {
         now: Millis,
     },
 }
@@ -187,7 +194,8 @@ impl Input {
             | Input::Woke { now }
             | Input::BatchAcked { now, .. }
             | Input::DeliveryFailed { now, .. }
-            | Input::Resumed { now } => now,
+            | Input::Resumed { now }
+            | Input::Swept { now } => now,
         }
     }
 
@@ -199,6 +207,7 @@ impl Input {
             Input::BatchAcked { .. } => "BatchAcked",
             Input::DeliveryFailed { .. } => "DeliveryFailed",
             Input::Resumed { .. } => "Resumed",
+            Input::Swept { .. } => "Swept",
         }
     }
 }
@@ -254,8 +263,21 @@ impl std::error::Error for Rejected {}
 
 pub type Stepped = (State, Vec<Command>);
 
+/// The machine's one transition: the next state and the commands to perform, or `Rejected` for
+/// an input that has no meaning in the current phase. Pure: time comes in with the input.
 pub fn step(state: &State, input: &Input) -> Result<Stepped, Rejected> {
     let t = state.timings;
+    // A sweep is a resume everywhere but in `Parked`, where it waits for `retry_at`.
+    if let Input::Swept { now } = *input {
+        return match state.phase {
+            Phase::Parked { retry_at, .. } if now < retry_at => Ok((state.clone(), vec![Command::Exit])),
+            Phase::Drained { .. } => Err(Rejected {
+                phase: state.phase.name(),
+                input: input.name(),
+            }),
+            _ => step(state, &Input::Resumed { now }),
+        };
+    }
     let to = |phase: Phase, commands: Vec<Command>| Ok((State { timings: t, phase }, commands));
     let reject = || {
         Err(Rejected {
@@ -349,7 +371,7 @@ pub fn step(state: &State, input: &Input) -> Result<Stepped, Rejected> {
                 }
                 Input::Woke { .. } => to(state.phase.clone(), vec![deliver(outcome)]),
                 Input::Resumed { now } => to(delivering(outcome, fresh_run(*now)), vec![deliver(outcome)]),
-                Input::Started { .. } | Input::TailObserved { .. } => reject(),
+                Input::Started { .. } | Input::TailObserved { .. } | Input::Swept { .. } => reject(),
             }
         }
 
