@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod client;
+pub mod delivery;
 pub mod detach;
 pub mod interpreter;
 pub mod lines;
