@@ -514,3 +514,46 @@ async fn a_watcher_that_resumes_from_the_server_with_an_empty_kcap_home_delivers
     );
     common::assert_exactly_once(&server, sid, format!("{first}{rest}").as_bytes());
 }
+
+/// A transcript cut short that stays short is read again from line 0 once (same ids: nothing
+/// new is stored), then the deliverer is idle: it does not send the same lines on every step
+/// (the old watcher did, for ever).
+#[tokio::test(flavor = "current_thread")]
+async fn a_transcript_cut_short_for_good_is_read_again_once_then_left_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng::new(7);
+    let mut t = Transcript::generate(&mut rng, dir.path());
+    t.lines = (0..20).map(|n| format!(r#"{{"type":"x","n":{n}}}"#)).collect();
+    t.written = 20;
+    t.write_prefix(20, false);
+    let server = SimServer::default();
+    server.0.lock().unwrap().max_body = usize::MAX;
+    let positions = MemPositions::default();
+    let limits = Limits {
+        max_lines: 4,
+        max_bytes: 1 << 20,
+    };
+    let (mut d, _) = start(&mut t, &server, &positions, limits);
+    let sent = d.deliver_available(false).await.unwrap();
+    assert!(sent.drained);
+    // Cut to 5 lines, in place, for good.
+    t.written = 5;
+    t.write_prefix(5, false);
+    let batches = || server.0.lock().unwrap().batch_starts.len();
+    let before = batches();
+    for _ in 0..10 {
+        let sent = d.next_batch(false).await.unwrap();
+        assert!(!sent.missing);
+    }
+    let resent = batches() - before;
+    assert!(
+        resent <= 2,
+        "{resent} batches sent for a 5-line file that did not change: a loop"
+    );
+    assert_eq!(
+        d.position().0.next_line,
+        5,
+        "the position is the short file's end"
+    );
+    check_server(7, &server, &t).unwrap();
+}
