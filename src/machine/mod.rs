@@ -1,4 +1,4 @@
-//! The finalizer as a pure state machine (DESIGN.md §2).
+//! The finalizer as a pure state machine (docs/architecture.md, "The finalizer").
 //!
 //! `step(state, input) -> (state, commands)`: no clock, no IO, no randomness. Time arrives in every
 //! input as epoch milliseconds; side effects leave as [`Command`] values that `effects` performs.

@@ -1,4 +1,4 @@
-//! The terminal-line rule (DESIGN.md §2), on bytes only: which file region to read is the
+//! The terminal-line rule (docs/architecture.md), on bytes only: which file region to read is the
 //! interpreter's business (`effects::tail`).
 
 use serde::de::IgnoredAny;

@@ -299,3 +299,24 @@ fn parking_sets_retry_at_park_retry_ms_after_the_failure() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_rejection_names_the_phase_and_the_input() {
+    let drained = State {
+        timings: Timings::default(),
+        phase: Phase::Drained {
+            outcome: Outcome::TimedOut,
+            at: 0,
+        },
+    };
+    let woke = step(&drained, &Input::Woke { now: 1 }).unwrap_err();
+    assert_eq!(woke.to_string(), "input Woke is not accepted in phase Drained");
+    // A sweep of a drained machine is refused as a sweep, not as the resume it stands for.
+    let swept = step(&drained, &Input::Swept { now: 1 }).unwrap_err();
+    assert_eq!(swept.to_string(), "input Swept is not accepted in phase Drained");
+    for (case, input) in sample_inputs() {
+        assert!(case.starts_with(input.name()), "{case} is named {}", input.name());
+        assert_eq!(input.now() % 1_000, 0, "{case}");
+        assert!(input.now() >= 1_000, "{case}: now is the input's own time");
+    }
+}
