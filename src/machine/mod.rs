@@ -22,6 +22,7 @@ pub struct Timings {
     pub shutdown_budget_ms: u64,
     /// First delivery retry delay; doubles per consecutive failure up to `retry_max_ms`.
     pub retry_initial_ms: u64,
+    /// Longest delay between two delivery retries.
     pub retry_max_ms: u64,
     /// How long delivery may go without progress before the machine parks.
     pub delivery_budget_ms: u64,
@@ -46,17 +47,22 @@ impl Default for Timings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Outcome {
+    /// The shutdown line starts at byte `offset`.
     Shutdown { offset: u64 },
+    /// The shutdown budget ran out first.
     TimedOut,
 }
 
 /// One delivery run: its no-progress deadline and the consecutive failures so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Run {
+    /// Parks the machine if delivery has made no progress by then.
     pub deadline: Millis,
+    /// Consecutive failed delivery steps (sets the backoff).
     pub failures: u32,
 }
 
+/// Why a machine stopped delivering before it drained.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ParkReason {
@@ -66,6 +72,7 @@ pub enum ParkReason {
     Refused { last_error: String },
 }
 
+/// Where the finalizer is: `Spawned → Polling → ShutdownSeen | TimedOut → Drained`, or `Parked`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "phase", rename_all = "snake_case")]
 pub enum Phase {
@@ -94,6 +101,7 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// The phase's name, without its data.
     pub fn name(&self) -> &'static str {
         match self {
             Phase::Spawned { .. } => "Spawned",
@@ -105,18 +113,23 @@ impl Phase {
         }
     }
 
+    /// Drained: nothing more will happen to this machine.
     pub fn is_terminal(&self) -> bool {
         matches!(self, Phase::Drained { .. })
     }
 }
 
+/// A machine: its timings (fixed at spawn) and its phase.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
+    /// Budgets and intervals, as spawned.
     pub timings: Timings,
+    /// Where it is.
     pub phase: Phase,
 }
 
 impl State {
+    /// A machine just spawned at `at`.
     pub fn spawned(timings: Timings, at: Millis) -> Self {
         State {
             timings,
@@ -131,10 +144,10 @@ impl State {
 pub enum Tail {
     /// The last non-blank line is a complete `session.shutdown` object starting at byte `offset`
     /// (a byte offset, not a line number: finding the number would mean reading the whole file).
-    Shutdown {
-        offset: u64,
-    },
+    Shutdown { offset: u64 },
+    /// The last line is something else (or incomplete).
     NotYet,
+    /// There is no transcript (yet).
     Missing,
 }
 
@@ -150,6 +163,7 @@ pub struct Watermark {
     pub open_line: bool,
 }
 
+/// What the world told the machine; every input carries the time it happened.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "input", rename_all = "snake_case")]
 pub enum Input {
@@ -187,6 +201,7 @@ pub enum Input {
 }
 
 impl Input {
+    /// When the input happened (epoch ms).
     pub fn now(&self) -> Millis {
         match *self {
             Input::Started { now }
@@ -199,6 +214,7 @@ impl Input {
         }
     }
 
+    /// The input's name, without its data.
     pub fn name(&self) -> &'static str {
         match self {
             Input::Started { .. } => "Started",
@@ -212,6 +228,7 @@ impl Input {
     }
 }
 
+/// A side effect the machine asks for, performed by the interpreter.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case")]
 pub enum Command {
@@ -261,6 +278,7 @@ impl std::fmt::Display for Rejected {
 
 impl std::error::Error for Rejected {}
 
+/// The result of a step: the next state and the commands to perform, in order.
 pub type Stepped = (State, Vec<Command>);
 
 /// The machine's one transition: the next state and the commands to perform, or `Rejected` for
