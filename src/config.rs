@@ -1,5 +1,5 @@
 //! Where kcap keeps its files, its settings (config file, environment, flags) and how it reads
-//! the clock (DESIGN.md §7).
+//! the clock (docs/architecture.md).
 
 pub mod file;
 pub mod settings;

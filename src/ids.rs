@@ -1,4 +1,4 @@
-//! Session ids and deterministic event ids (DESIGN.md §4).
+//! Session ids and deterministic event ids (docs/architecture.md).
 //!
 //! Every delivery path (watcher, finalizer, resume, import, and the server when a client sends no
 //! ids) calls [`event_id`], so a replayed line always carries the id it had the first time.
@@ -118,7 +118,7 @@ mod tests {
 
     #[test]
     fn pinned_id_for_a_known_line() {
-        // Pinned (cross-checked with Python's blake3 package following DESIGN.md §4): if this changes,
+        // Pinned (cross-checked with Python's blake3 package following docs/architecture.md): if this changes,
         // every id already stored on a server changes with it.
         let sid: SessionId = SID.parse().unwrap();
         let line = br#"{"type":"session.shutdown","data":{}}"#;

@@ -1,4 +1,4 @@
-//! Wire types of the kcap ingest protocol (DESIGN.md §5), shared by the client and `kcap serve`.
+//! Wire types of the kcap ingest protocol (docs/architecture.md), shared by the client and `kcap serve`.
 
 use serde::{Deserialize, Serialize};
 

@@ -31,6 +31,7 @@ async fn resume(env: &Env, url: &str) -> std::process::Output {
         .unwrap()
 }
 
+#[track_caller]
 fn drained(env: &Env, sid: SessionId) {
     let phase = state(&env.store(), sid).phase;
     assert!(

@@ -155,6 +155,10 @@ enum Cmd {
         /// This session only; starts a finalizer on its transcript if none was recorded.
         #[arg(long, value_name = "SESSION")]
         session: Option<String>,
+        /// As the hooks' background sweep: a parked finalizer is left alone until its retry time
+        /// (park_retry_ms after it parked); without this flag it is retried now.
+        #[arg(long)]
+        sweep: bool,
     },
     /// Print a shell completion script: `kcap completions bash > ~/.local/share/bash-completion/completions/kcap`.
     Completions {
@@ -443,9 +447,9 @@ async fn run(
             finalize::run_finalizer(store, args, &cli.delivery, &cli.timing, raw_args).await;
             0
         }
-        Cmd::Finalize { session, .. } => {
+        Cmd::Finalize { session, sweep, .. } => {
             logging::to_stderr();
-            finalize::finalize(store, session, &cli.delivery, &cli.timing).await
+            finalize::finalize(store, session, sweep, &cli.delivery, &cli.timing).await
         }
         Cmd::Plugin { action, agent, dir } => {
             let chosen = chosen_agent(agent, flagged);

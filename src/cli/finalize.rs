@@ -158,9 +158,12 @@ pub async fn spawn_finalizer(
 }
 
 /// `kcap finalize --resume` / `--session`: returns the process exit code.
+/// `sweep`: the hook's background sweep, which leaves parked machines alone until their
+/// `retry_at`.
 pub async fn finalize(
     store: Store,
     session: Option<String>,
+    sweep: bool,
     delivery: &DeliveryOpts,
     timing: &TimingOpts,
 ) -> i32 {
@@ -210,7 +213,7 @@ pub async fn finalize(
     let mut tasks = tokio::task::JoinSet::new();
     for session in sessions {
         let (store, delivery) = (store.clone(), delivery.clone());
-        tasks.spawn(async move { (session, run_one(store, delivery, session).await) });
+        tasks.spawn(async move { (session, run_one(store, delivery, session, sweep).await) });
     }
     let mut code = 0;
     let mut delivered = early.delivered;
@@ -287,6 +290,7 @@ async fn run_one(
     store: Store,
     delivery: Delivery,
     session: SessionId,
+    sweep: bool,
 ) -> Result<RunOutcome, crate::store::StoreError> {
     let run = SessionRun {
         store: &store,
@@ -295,7 +299,7 @@ async fn run_one(
         wait_for_lease_until: None,
         poll: Duration::from_millis(300),
     };
-    run.run(Start::Resume).await
+    run.run(if sweep { Start::Sweep } else { Start::Resume }).await
 }
 
 /// The transcript `finalize --session` works on must be there and be a regular file: waiting a

@@ -369,7 +369,7 @@ pub fn maybe_sweep(store: &Store) {
     {
         return;
     }
-    let args: Vec<OsString> = vec!["finalize".into(), "--resume".into()];
+    let args: Vec<OsString> = vec!["finalize".into(), "--resume".into(), "--sweep".into()];
     if let Err(e) = spawn_detached(&args, &store.home().join("logs").join("sweep.log")) {
         tracing::warn!(error = %e, "cannot start the background sweep");
     }

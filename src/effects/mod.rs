@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod client;
+pub mod delivery;
 pub mod detach;
 pub mod follow;
 pub mod interpreter;

@@ -11,11 +11,14 @@ use crate::ids::SessionId;
 use crate::machine::{Input, Millis, State, Timings};
 use crate::store::{Holder, LeaseOutcome, MachineMeta, Store, StoreError};
 
-/// How a run starts: a fresh spawn (`kcap finalizer`) or a recovery (`finalize --resume`).
+/// How a run starts: a fresh spawn (`kcap finalizer`), a recovery asked for by hand
+/// (`finalize --resume`), or the hook's background sweep (`finalize --resume --sweep`), which
+/// leaves a parked machine alone until its `retry_at`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Start {
     Spawn,
     Resume,
+    Sweep,
 }
 
 #[derive(Debug)]
@@ -90,6 +93,7 @@ impl SessionRun<'_> {
         let now = now_ms();
         let first = match (&state.phase, start) {
             (crate::machine::Phase::Spawned { .. }, Start::Spawn) => Input::Started { now },
+            (_, Start::Sweep) => Input::Swept { now },
             _ => Input::Resumed { now },
         };
         tracing::info!(

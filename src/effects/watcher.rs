@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 use crate::config::now_ms;
 use crate::effects::agent::AgentWatch;
 use crate::effects::blocking;
-use crate::effects::client::{Client, LoneLine, SendError};
+use crate::effects::client::Client;
+use crate::effects::delivery::{Deliverer, DeliveryError};
 use crate::effects::follow::Follower;
 use crate::effects::interpreter::Delivery;
-use crate::effects::lines::{Batch, Limits, LineReader};
-use crate::effects::open::{is_refusal, open_transcript, probe, Identity, OpenError};
+use crate::effects::open::{open_transcript, probe, OpenError};
 use crate::effects::outbox::{self, Flush};
 use crate::ids::SessionId;
-use crate::machine::{Millis, Watermark};
+use crate::machine::{backoff_ms, Millis, Timings};
 use crate::store::{Holder, Store};
 
 pub fn pid_file(kcap_home: &Path, session: SessionId) -> PathBuf {
@@ -193,15 +193,8 @@ pub enum Ended {
     Idle { for_ms: u64 },
 }
 
-/// A delivered position and the file it is in.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct At {
-    watermark: Watermark,
-    identity: Option<Identity>,
-    /// This file was read again from line 0 (rewritten in place): the stored position, which
-    /// only moves forward on one file, is about its old content and must not be taken up.
-    rewritten: bool,
-}
+/// The watcher's deliverer: the one delivery component, persisting through the store.
+type WatchDeliverer = Deliverer<Client, Store>;
 
 impl Watcher {
     /// Tails until `stop` resolves, then drains once more (bounded by `final_drain`) and returns.
@@ -226,14 +219,19 @@ impl Watcher {
         final_drain: Duration,
     ) -> (WatchStats, Ended) {
         let mut stats = WatchStats::default();
-        let mut reader = Some(LineReader::new(&self.transcript));
-        let mut at = self.start_position().await;
-        let mut backoff = Duration::ZERO;
+        let mut deliverer = self.deliverer().await;
+        // The finalizer's backoff policy (machine::backoff_ms), with the default timings.
+        let timings = Timings::default();
+        let mut failures = 0u32;
         let session_dir = self.transcript.parent().unwrap_or(Path::new("/")).to_path_buf();
         let mut last_growth = (Instant::now(), probe(&self.transcript).ok().flatten());
         let mut follower = Follower::new(&self.transcript, self.poll);
         tokio::pin!(stop);
         let ended = loop {
+            let backoff = match failures {
+                0 => Duration::ZERO,
+                n => Duration::from_millis(backoff_ms(&timings, n)),
+            };
             tokio::select! {
                 biased;
                 _ = &mut stop => break Ended::Stopped,
@@ -258,22 +256,19 @@ impl Watcher {
                     };
                 }
             }
-            match self
-                .deliver_available(&mut reader, &mut at, &mut stats, false)
-                .await
-            {
-                Ok(()) => backoff = Duration::ZERO,
+            match self.deliver_available(&mut deliverer, &mut stats, false).await {
+                Ok(()) => failures = 0,
                 Err(e) => {
                     stats.failures += 1;
-                    backoff = (backoff * 2).clamp(Duration::from_millis(250), Duration::from_secs(4));
-                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "watcher delivery failed; keeping position");
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(error = %e, retry_in_ms = backoff_ms(&timings, failures), "watcher delivery failed; keeping position");
                 }
             }
         };
         tracing::info!(?ended, "watcher stopping: final drain");
         let drained = tokio::time::timeout(
             final_drain,
-            self.deliver_available(&mut reader, &mut at, &mut stats, false),
+            self.deliver_available(&mut deliverer, &mut stats, false),
         )
         .await;
         match drained {
@@ -284,50 +279,54 @@ impl Watcher {
         (stats, ended)
     }
 
-    /// max(local watermark, server last-line + 1) is established lazily on the first delivery;
-    /// here only the local part, so an unreachable server does not delay the start.
-    async fn start_position(&self) -> At {
+    /// A deliverer at the local watermark; max(local, server last-line + 1) is established on
+    /// its first step, so an unreachable server does not delay the start.
+    async fn deliverer(&self) -> WatchDeliverer {
         let (store, session) = (self.store.clone(), self.session);
-        match blocking(move || store.position(session)).await {
-            Ok(p) => p.map_or_else(At::default, |p| At {
-                watermark: p.watermark,
-                identity: p.identity,
-                rewritten: false,
-            }),
+        let local = match blocking(move || store.position(session)).await {
+            Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the watermark; starting from the server's last-line");
-                At::default()
+                None
             }
-        }
+        };
+        Deliverer::new(
+            self.session,
+            &self.transcript,
+            self.delivery.client.clone(),
+            Some(self.store.clone()),
+            self.delivery.limits,
+            local.map(|p| p.watermark),
+            local.and_then(|p| p.identity),
+        )
     }
 
     /// Delivers every complete line not yet delivered, once (`kcap import`); with
     /// `take_unterminated`, a last line without its newline too (its writer is known to be gone).
     pub async fn deliver_once(&self, take_unterminated: bool) -> Result<WatchStats, String> {
         let mut stats = WatchStats::default();
-        let mut reader = Some(LineReader::new(&self.transcript));
-        let mut at = self.start_position().await;
+        let mut deliverer = self.deliverer().await;
         // A refused transcript is an error here: import reports it.
         if let Err(OpenError::Refused(why)) = open_transcript(&self.transcript).map(drop) {
             return Err(format!("transcript refused: {why}"));
         }
-        self.deliver_available(&mut reader, &mut at, &mut stats, take_unterminated)
+        self.deliver_available(&mut deliverer, &mut stats, take_unterminated)
             .await?;
         Ok(stats)
     }
 
-    /// Sends every complete line after `at`, batch by batch, advancing after each 2xx. The
-    /// session's pending start (and notifications) go first.
+    /// Sends every complete line after the deliverer's position, batch by batch, persisting
+    /// after each 2xx. The session's pending start (and notifications) go first.
     async fn deliver_available(
         &self,
-        reader: &mut Option<LineReader>,
-        at: &mut At,
+        deliverer: &mut WatchDeliverer,
         stats: &mut WatchStats,
         take_unterminated: bool,
     ) -> Result<(), String> {
         // Idle: one lstat, nothing else (no store, no network) until the file changes.
+        let (at, identity) = deliverer.position();
         let changed = match probe(&self.transcript) {
-            Ok(Some((identity, len))) => at.identity != Some(identity) || len != at.watermark.offset,
+            Ok(Some((now, len))) => identity != Some(now) || len != at.offset,
             _ => false,
         };
         if !changed {
@@ -337,16 +336,6 @@ impl Watcher {
         // nothing else: no store, no server.
         if let Err(OpenError::Refused(_)) = open_transcript(&self.transcript).map(drop) {
             return Ok(());
-        }
-        // Another deliverer (a finalizer, an import) may have moved the shared watermark.
-        let (store, session) = (self.store.clone(), self.session);
-        if let Ok(Some(shared)) = blocking(move || store.position(session)).await {
-            let same_file =
-                shared.identity.is_none() || at.identity.is_none() || shared.identity == at.identity;
-            if same_file && !at.rewritten && shared.watermark.next_line > at.watermark.next_line {
-                at.watermark = shared.watermark;
-                at.identity = shared.identity.or(at.identity);
-            }
         }
         let flushed = outbox::flush(
             &self.store,
@@ -358,79 +347,25 @@ impl Watcher {
         if let Some(error) = flushed.failed {
             return Err(format!("the session's start is not on the server yet: {error}"));
         }
-        if at.watermark.next_line == 0 {
-            let client: &Client = &self.delivery.client;
-            if let Ok(Some(last)) = client.last_line(self.session).await {
-                let mut r = reader.take().expect("reader present");
-                let from = at.watermark;
-                let (r, skipped) = blocking(move || {
-                    let s = r.skip_to_line(from, last + 1);
-                    (r, s)
-                })
-                .await;
-                if let Ok(w) = skipped {
-                    at.watermark = w;
-                    at.identity = r.identity();
-                }
-                *reader = Some(r);
+        let before = deliverer.counts;
+        let result = deliverer.deliver_available(take_unterminated).await;
+        let after = deliverer.counts;
+        stats.batches += after.batches - before.batches;
+        stats.lines += after.lines - before.lines;
+        stats.new += after.new - before.new;
+        stats.duplicates += after.duplicates - before.duplicates;
+        match result {
+            Ok(_) => {
+                tracing::debug!(
+                    next_line = deliverer.position().0.next_line,
+                    at = now_ms(),
+                    "watcher delivered"
+                );
+                Ok(())
             }
-        }
-        let mut limits = self.delivery.limits;
-        loop {
-            let mut r = reader.take().expect("reader present");
-            let (from, identity) = (at.watermark, at.identity);
-            let (r, batch) = blocking(move || {
-                let b = r.read_batch_at(from, identity, limits, take_unterminated);
-                (r, b)
-            })
-            .await;
-            let read_from = r.identity();
-            *reader = Some(r);
-            let batch: Batch = match batch {
-                Ok(Some(batch)) => batch,
-                Ok(None) => return Ok(()), // not created yet
-                // Logged once where it was refused; retrying every poll would only repeat it.
-                Err(e) if is_refusal(&e) => return Ok(()),
-                Err(e) => return Err(format!("cannot read the transcript: {e}")),
-            };
-            if batch.end == at.watermark && read_from == at.identity {
-                return Ok(());
-            }
-            if !batch.lines.is_empty() {
-                let body = Client::encode_batch(self.session, &batch).map_err(|e| e.message())?;
-                let client = &self.delivery.client;
-                let lone = LoneLine::of(self.session, &batch);
-                let reply = match client.send_batch(self.session, body, lone).await {
-                    Err(SendError::TooLarge) => {
-                        limits = Limits::halved(batch.lines.len(), batch.bytes());
-                        continue;
-                    }
-                    other => other.map_err(|e| e.message())?,
-                };
-                if let Some(reply) = reply {
-                    stats.new += reply.new;
-                    stats.duplicates += reply.duplicates;
-                }
-                stats.batches += 1;
-                stats.lines += batch.lines.len() as u64;
-            }
-            *at = At {
-                watermark: batch.end,
-                identity: read_from,
-                rewritten: batch.restarted || (at.rewritten && read_from == at.identity),
-            };
-            let (store, session, w) = (self.store.clone(), self.session, batch.end);
-            if let Err(e) = blocking(move || store.advance_watermark(session, w, read_from)).await {
-                tracing::warn!(error = %e, "cannot persist the watermark; the server's last-line covers it");
-            }
-            tracing::debug!(
-                next_line = batch.end.next_line,
-                at = now_ms(),
-                "watcher delivered"
-            );
-            if batch.at_end {
-                return Ok(());
-            }
+            // Logged once where it was refused; retrying every poll would only repeat it.
+            Err(DeliveryError::TranscriptRefused(_)) => Ok(()),
+            Err(e) => Err(e.message()),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The finalizer as a pure state machine (DESIGN.md §2).
+//! The finalizer as a pure state machine (docs/architecture.md, "The finalizer").
 //!
 //! `step(state, input) -> (state, commands)`: no clock, no IO, no randomness. Time arrives in every
 //! input as epoch milliseconds; side effects leave as [`Command`] values that `effects` performs.
@@ -22,6 +22,7 @@ pub struct Timings {
     pub shutdown_budget_ms: u64,
     /// First delivery retry delay; doubles per consecutive failure up to `retry_max_ms`.
     pub retry_initial_ms: u64,
+    /// Longest delay between two delivery retries.
     pub retry_max_ms: u64,
     /// How long delivery may go without progress before the machine parks.
     pub delivery_budget_ms: u64,
@@ -46,17 +47,22 @@ impl Default for Timings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Outcome {
+    /// The shutdown line starts at byte `offset`.
     Shutdown { offset: u64 },
+    /// The shutdown budget ran out first.
     TimedOut,
 }
 
 /// One delivery run: its no-progress deadline and the consecutive failures so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Run {
+    /// Parks the machine if delivery has made no progress by then.
     pub deadline: Millis,
+    /// Consecutive failed delivery steps (sets the backoff).
     pub failures: u32,
 }
 
+/// Why a machine stopped delivering before it drained.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ParkReason {
@@ -66,6 +72,7 @@ pub enum ParkReason {
     Refused { last_error: String },
 }
 
+/// Where the finalizer is: `Spawned → Polling → ShutdownSeen | TimedOut → Drained`, or `Parked`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "phase", rename_all = "snake_case")]
 pub enum Phase {
@@ -94,6 +101,7 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// The phase's name, without its data.
     pub fn name(&self) -> &'static str {
         match self {
             Phase::Spawned { .. } => "Spawned",
@@ -105,18 +113,23 @@ impl Phase {
         }
     }
 
+    /// Drained: nothing more will happen to this machine.
     pub fn is_terminal(&self) -> bool {
         matches!(self, Phase::Drained { .. })
     }
 }
 
+/// A machine: its timings (fixed at spawn) and its phase.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
+    /// Budgets and intervals, as spawned.
     pub timings: Timings,
+    /// Where it is.
     pub phase: Phase,
 }
 
 impl State {
+    /// A machine just spawned at `at`.
     pub fn spawned(timings: Timings, at: Millis) -> Self {
         State {
             timings,
@@ -131,10 +144,10 @@ impl State {
 pub enum Tail {
     /// The last non-blank line is a complete `session.shutdown` object starting at byte `offset`
     /// (a byte offset, not a line number: finding the number would mean reading the whole file).
-    Shutdown {
-        offset: u64,
-    },
+    Shutdown { offset: u64 },
+    /// The last line is something else (or incomplete).
     NotYet,
+    /// There is no transcript (yet).
     Missing,
 }
 
@@ -150,6 +163,7 @@ pub struct Watermark {
     pub open_line: bool,
 }
 
+/// What the world told the machine; every input carries the time it happened.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "input", rename_all = "snake_case")]
 pub enum Input {
@@ -174,12 +188,20 @@ pub enum Input {
         retryable: bool,
         error: String,
     },
+    /// A recovery asked for by hand (`kcap finalize --resume`, `--session`): a parked machine is
+    /// retried at once.
     Resumed {
+        now: Millis,
+    },
+    /// The background sweep looked at the machine: like `Resumed`, except that a parked machine
+    /// stays parked (and exits) until its `retry_at`.
+    Swept {
         now: Millis,
     },
 }
 
 impl Input {
+    /// When the input happened (epoch ms).
     pub fn now(&self) -> Millis {
         match *self {
             Input::Started { now }
@@ -187,10 +209,12 @@ impl Input {
             | Input::Woke { now }
             | Input::BatchAcked { now, .. }
             | Input::DeliveryFailed { now, .. }
-            | Input::Resumed { now } => now,
+            | Input::Resumed { now }
+            | Input::Swept { now } => now,
         }
     }
 
+    /// The input's name, without its data.
     pub fn name(&self) -> &'static str {
         match self {
             Input::Started { .. } => "Started",
@@ -199,10 +223,12 @@ impl Input {
             Input::BatchAcked { .. } => "BatchAcked",
             Input::DeliveryFailed { .. } => "DeliveryFailed",
             Input::Resumed { .. } => "Resumed",
+            Input::Swept { .. } => "Swept",
         }
     }
 }
 
+/// A side effect the machine asks for, performed by the interpreter.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case")]
 pub enum Command {
@@ -252,10 +278,24 @@ impl std::fmt::Display for Rejected {
 
 impl std::error::Error for Rejected {}
 
+/// The result of a step: the next state and the commands to perform, in order.
 pub type Stepped = (State, Vec<Command>);
 
+/// The machine's one transition: the next state and the commands to perform, or `Rejected` for
+/// an input that has no meaning in the current phase. Pure: time comes in with the input.
 pub fn step(state: &State, input: &Input) -> Result<Stepped, Rejected> {
     let t = state.timings;
+    // A sweep is a resume everywhere but in `Parked`, where it waits for `retry_at`.
+    if let Input::Swept { now } = *input {
+        return match state.phase {
+            Phase::Parked { retry_at, .. } if now < retry_at => Ok((state.clone(), vec![Command::Exit])),
+            Phase::Drained { .. } => Err(Rejected {
+                phase: state.phase.name(),
+                input: input.name(),
+            }),
+            _ => step(state, &Input::Resumed { now }),
+        };
+    }
     let to = |phase: Phase, commands: Vec<Command>| Ok((State { timings: t, phase }, commands));
     let reject = || {
         Err(Rejected {
@@ -349,7 +389,7 @@ pub fn step(state: &State, input: &Input) -> Result<Stepped, Rejected> {
                 }
                 Input::Woke { .. } => to(state.phase.clone(), vec![deliver(outcome)]),
                 Input::Resumed { now } => to(delivering(outcome, fresh_run(*now)), vec![deliver(outcome)]),
-                Input::Started { .. } | Input::TailObserved { .. } => reject(),
+                Input::Started { .. } | Input::TailObserved { .. } | Input::Swept { .. } => reject(),
             }
         }
 

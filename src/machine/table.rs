@@ -140,6 +140,13 @@ pub fn sample_inputs() -> Vec<(&'static str, Input)> {
             },
         ),
         ("Resumed", Input::Resumed { now: NOW }),
+        ("Swept(before retry_at)", Input::Swept { now: NOW }),
+        (
+            "Swept(retry_at reached)",
+            Input::Swept {
+                now: NOW + t.park_retry_ms,
+            },
+        ),
     ]
 }
 

@@ -235,3 +235,88 @@ fn fold_matches_stepping_and_counts_refused_inputs() {
     );
     assert_eq!(watermark_of(&inputs).map(|w| w.next_line), Some(5));
 }
+
+#[test]
+fn a_sweep_leaves_a_parked_machine_alone_until_its_retry_at() {
+    let t = Timings::default();
+    let parked = State {
+        timings: t,
+        phase: Phase::Parked {
+            outcome: Outcome::TimedOut,
+            reason: ParkReason::Unreachable {
+                last_error: "down".into(),
+            },
+            retry_at: 5_000,
+        },
+    };
+    let early = step(&parked, &Input::Swept { now: 4_999 }).unwrap();
+    assert_eq!(early, (parked.clone(), vec![Command::Exit]));
+    let due = step(&parked, &Input::Swept { now: 5_000 }).unwrap();
+    assert_eq!(due.0.phase.name(), "TimedOut");
+    assert_eq!(
+        due.1,
+        [Command::DeliverBatch {
+            take_unterminated: true
+        }]
+    );
+    // By hand, the user need not wait.
+    let forced = step(&parked, &Input::Resumed { now: 10 }).unwrap();
+    assert_eq!(forced.0.phase.name(), "TimedOut");
+    // Elsewhere a sweep is a resume.
+    for state in sample_states()
+        .into_iter()
+        .filter(|s| !matches!(s.phase, Phase::Parked { .. }))
+    {
+        let now = 1_000;
+        assert_eq!(
+            step(&state, &Input::Swept { now }).ok(),
+            step(&state, &Input::Resumed { now }).ok(),
+            "{}",
+            state.phase.name()
+        );
+    }
+}
+
+#[test]
+fn parking_sets_retry_at_park_retry_ms_after_the_failure() {
+    let t = Timings::default();
+    let run = Run {
+        deadline: 2_000,
+        failures: 0,
+    };
+    let delivering = State {
+        timings: t,
+        phase: Phase::TimedOut { run },
+    };
+    let failed = Input::DeliveryFailed {
+        now: 1_900,
+        retryable: true,
+        error: "x".into(),
+    };
+    let (parked, _) = step(&delivering, &failed).unwrap();
+    match parked.phase {
+        Phase::Parked { retry_at, .. } => assert_eq!(retry_at, 1_900 + t.park_retry_ms),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_rejection_names_the_phase_and_the_input() {
+    let drained = State {
+        timings: Timings::default(),
+        phase: Phase::Drained {
+            outcome: Outcome::TimedOut,
+            at: 0,
+        },
+    };
+    let woke = step(&drained, &Input::Woke { now: 1 }).unwrap_err();
+    assert_eq!(woke.to_string(), "input Woke is not accepted in phase Drained");
+    // A sweep of a drained machine is refused as a sweep, not as the resume it stands for.
+    let swept = step(&drained, &Input::Swept { now: 1 }).unwrap_err();
+    assert_eq!(swept.to_string(), "input Swept is not accepted in phase Drained");
+    for (case, input) in sample_inputs() {
+        assert!(case.starts_with(input.name()), "{case} is named {}", input.name());
+        assert_eq!(input.now() % 1_000, 0, "{case}");
+        assert!(input.now() >= 1_000, "{case}: now is the input's own time");
+    }
+}

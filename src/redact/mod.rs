@@ -1,5 +1,5 @@
 //! Secret redaction: a pure text transform applied to every line and body before it leaves the
-//! machine (DESIGN.md §6).
+//! machine (docs/architecture.md).
 //!
 //! - [`catalogue`]: ~230 vendor formats (prefixes, alphabets, lengths) and vendor-named values.
 //! - [`engine`]: one keyword automaton (the prefilter) and the rules' linear-time regexes.

@@ -1,4 +1,4 @@
-//! The ingest server: the kcap protocol (DESIGN.md §5) over a [`Storage`] backend (SQLite by
+//! The ingest server: the kcap protocol (docs/architecture.md) over a [`Storage`] backend (SQLite by
 //! default, PostgreSQL for teams), each line once by event id, every request bounded in time,
 //! size and concurrency. `kcap serve` runs it; the demo, the tests and the benchmarks run it on
 //! a temporary SQLite store. Scripted faults let tests play a server that is slow, failing or

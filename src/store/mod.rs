@@ -1,4 +1,4 @@
-//! The sled store shared by every kcap process of a user (DESIGN.md §3).
+//! The sled store shared by every kcap process of a user (docs/architecture.md, "Client store").
 //!
 //! sled lets one process open a database at a time and fails at once otherwise, while hooks,
 //! finalizers, watchers and sweeps run side by side. So each access is short and serialised by a
@@ -17,7 +17,9 @@ use crate::ids::SessionId;
 use crate::machine::{Input, Millis, Phase, Timings, Watermark};
 
 pub use lease::{Holder, Lease};
-pub use records::{LogRecord, MachineMeta, MachineRecord, Notice, NoticeKind, PendingNotice, Position};
+pub use records::{
+    LogRecord, MachineMeta, MachineRecord, Notice, NoticeKind, PendingNotice, Position, FORMAT,
+};
 
 /// Device and inode of a transcript: which file a position refers to.
 pub type Identity = (u64, u64);
@@ -367,7 +369,8 @@ fn notices_tree(db: &sled::Db) -> Result<sled::Tree> {
                 kind: NoticeKind::SessionEnd,
                 // That version captured the default agent only.
                 path: crate::protocol::session_end_path(crate::agent::default().name()),
-                body: records::decode(&value)?,
+                // A hook's own payload, not a kcap record: no format of ours to check.
+                body: serde_json::from_slice(&value).map_err(|e| StoreError::Corrupt(e.to_string()))?,
                 claimed_by: None,
             };
             let seq = match tree.scan_prefix(session.as_bytes()).keys().next_back() {

@@ -130,12 +130,46 @@ pub fn notice_seq(key: &[u8]) -> Result<u64> {
         .ok_or_else(|| StoreError::Corrupt("short notice key".into()))
 }
 
-pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+/// The format of the records this code writes, stored in each one as `"format"`. Version 1 is
+/// every record written before the field existed (kcap up to commit 81747c3), read as it is.
+/// A change that an older reader would misread raises this number; a reader meeting a record
+/// newer than it knows refuses it with a clear error rather than guessing.
+pub const FORMAT: u32 = 2;
+
+/// The format field alone: every other field is ignored on this first look.
+#[derive(Deserialize)]
+struct Versioned {
+    #[serde(default = "format_one")]
+    format: u32,
 }
 
+fn format_one() -> u32 {
+    1
+}
+
+/// Encodes a record (a JSON object) with the current [`FORMAT`] in it.
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    let corrupt = |e: serde_json::Error| StoreError::Corrupt(e.to_string());
+    let mut json = serde_json::to_value(value).map_err(corrupt)?;
+    if let serde_json::Value::Object(fields) = &mut json {
+        fields.insert("format".into(), FORMAT.into());
+    }
+    serde_json::to_vec(&json).map_err(corrupt)
+}
+
+/// Decodes a record of any format up to [`FORMAT`]; a newer one is an error that says so.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+    let corrupt = |e: serde_json::Error| StoreError::Corrupt(e.to_string());
+    // Only objects carry a format; anything else is read as it is (and fails below if wrong).
+    if bytes.first() == Some(&b'{') {
+        let Versioned { format } = serde_json::from_slice(bytes).map_err(corrupt)?;
+        if format > FORMAT {
+            return Err(StoreError::Corrupt(format!(
+                "record written in store format {format}, newer than this kcap reads ({FORMAT}); upgrade kcap"
+            )));
+        }
+    }
+    serde_json::from_slice(bytes).map_err(corrupt)
 }
 
 pub fn machine_key(session: SessionId, generation: u32) -> Vec<u8> {

@@ -1,0 +1,565 @@
+//! Deterministic simulation of the one delivery component ([`Deliverer`], the code the
+//! finalizer's interpreter, the watcher, `kcap import` and the hook's inline drain all run)
+//! against a simulated server that stores EVERY copy it receives, a real transcript file that
+//! grows, is cut short and is replaced, and an in-memory position store. For every seed the run
+//! is crashed after each delivery step in turn (the deliverer is dropped and rebuilt from the
+//! persisted position, as a restarted process does), and the server cuts replies after it
+//! committed a batch (the client sees an error though the lines are stored).
+//!
+//! Checked for every schedule:
+//! - every non-blank line is stored, under its own number and deterministic id, with its text;
+//! - no line number holds two different contents (the server's conflict count is 0), no blank
+//!   line is stored: so each line is stored exactly once in effect (copies share one id);
+//! - a deliverer never sends a line below its resume point max(local, server last-line + 1)
+//!   unless the transcript was cut short or replaced since it started;
+//! - delivery finishes within a bounded number of steps (no endless loop).
+//!
+//! A failure prints its seed; `KCAP_SIM_SEED=<n>` replays one, `KCAP_SIM_SEEDS=<n>` runs more
+//! (the soak: `KCAP_SIM_SEEDS=5000 cargo test --release --test simulation_delivery`);
+//! `KCAP_SIM_TRACE=1` prints every step.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use kcap::effects::client::{LoneLine, SendError};
+use kcap::effects::delivery::{Deliverer, Positions, Server};
+use kcap::effects::lines::Limits;
+use kcap::ids::{event_id, SessionId};
+use kcap::machine::Watermark;
+use kcap::protocol::IngestReply;
+use kcap::store::Position;
+
+/// xorshift64*: small, seedable, the same on every machine.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// What the simulated server holds and saw.
+#[derive(Default)]
+struct Held {
+    /// line number -> every copy received: (id, text).
+    copies: BTreeMap<u64, Vec<(uuid::Uuid, String)>>,
+    /// Blank line numbers the client reported.
+    blanks: BTreeSet<u64>,
+    /// Batches that carried a line number already held under another id.
+    conflicts: u64,
+    /// Every batch received: its lowest line number (for the resume-point check).
+    batch_starts: Vec<u64>,
+    /// Scripted faults, drawn from the seed.
+    rng: Option<Rng>,
+    /// Percent of requests failing before the commit, and of replies cut after it.
+    fail_before: u64,
+    cut_after: u64,
+    /// A batch larger than this many bytes is refused with 413 (never smaller than one line).
+    max_body: usize,
+}
+
+impl Held {
+    /// The contiguous frontier: the highest number below which every line is known.
+    fn last_line(&self) -> Option<u64> {
+        let mut n = 0u64;
+        while self.copies.contains_key(&n) || self.blanks.contains(&n) {
+            n += 1;
+        }
+        n.checked_sub(1)
+    }
+
+    fn roll(&mut self, percent: u64) -> bool {
+        self.rng.as_mut().is_some_and(|r| r.chance(percent))
+    }
+}
+
+#[derive(Clone, Default)]
+struct SimServer(Arc<Mutex<Held>>);
+
+impl Server for SimServer {
+    async fn last_line(&self, _session: SessionId) -> Result<Option<u64>, SendError> {
+        let mut held = self.0.lock().unwrap();
+        let fail = held.fail_before;
+        if held.roll(fail) {
+            return Err(SendError::Retryable("simulated outage".into()));
+        }
+        Ok(held.last_line())
+    }
+
+    async fn send_batch(
+        &self,
+        _session: SessionId,
+        body: Vec<u8>,
+        _lone: Option<LoneLine>,
+    ) -> Result<Option<IngestReply>, SendError> {
+        let mut held = self.0.lock().unwrap();
+        let fail = held.fail_before;
+        if held.roll(fail) {
+            return Err(SendError::Retryable("simulated outage".into()));
+        }
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("a batch is JSON");
+        let lines = v["lines"].as_array().unwrap();
+        if body.len() > held.max_body && lines.len() > 1 {
+            return Err(SendError::TooLarge);
+        }
+        let numbers = v["line_numbers"].as_array().unwrap();
+        let ids = v["event_ids"].as_array().unwrap();
+        if let Some(min) = numbers.iter().filter_map(|n| n.as_u64()).min() {
+            held.batch_starts.push(min);
+        }
+        let (mut new, mut duplicates, mut conflicts) = (0, 0, 0);
+        for ((n, id), text) in numbers.iter().zip(ids).zip(lines) {
+            let n = n.as_u64().unwrap();
+            let id: uuid::Uuid = id.as_str().unwrap().parse().unwrap();
+            let copies = held.copies.entry(n).or_default();
+            let conflicting = copies.iter().any(|(other, _)| *other != id);
+            if copies.is_empty() {
+                new += 1;
+            } else if conflicting {
+                conflicts += 1;
+            } else {
+                duplicates += 1;
+            }
+            copies.push((id, text.as_str().unwrap().to_string()));
+            if conflicting {
+                held.conflicts += 1;
+            }
+        }
+        for b in v["blank_lines"].as_array().into_iter().flatten() {
+            held.blanks.insert(b.as_u64().unwrap());
+        }
+        let cut = held.cut_after;
+        if held.roll(cut) {
+            return Err(SendError::Retryable("reply cut after the commit".into()));
+        }
+        Ok(Some(IngestReply {
+            new,
+            duplicates,
+            conflicts,
+        }))
+    }
+}
+
+/// The position store, in memory, with the store's rule: forward only on one file, replaced
+/// by a position on another file.
+#[derive(Clone, Default)]
+struct MemPositions(Arc<Mutex<Option<Position>>>);
+
+impl Positions for MemPositions {
+    fn position(&self, _session: SessionId) -> Result<Option<Position>, String> {
+        Ok(*self.0.lock().unwrap())
+    }
+
+    fn advance(&self, _session: SessionId, w: Watermark, identity: Option<(u64, u64)>) -> Result<(), String> {
+        let mut p = self.0.lock().unwrap();
+        let other_file =
+            matches!((&*p, identity), (Some(c), Some(new)) if c.identity.is_some_and(|old| old != new));
+        match *p {
+            Some(c) if !other_file && c.watermark.next_line >= w.next_line => {}
+            c => {
+                *p = Some(Position {
+                    watermark: w,
+                    identity: identity.or(c.and_then(|c| c.identity)),
+                })
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The transcript as its writer sees it: the full text it will hold, and how much is written.
+struct Transcript {
+    path: PathBuf,
+    lines: Vec<String>,
+    written: usize,
+    /// A cut or a replacement happened since the current deliverer started.
+    disturbed: bool,
+}
+
+impl Transcript {
+    fn generate(rng: &mut Rng, dir: &Path) -> Transcript {
+        let n = 1 + rng.below(40) as usize;
+        let lines = (0..n)
+            .map(|i| {
+                if rng.chance(8) {
+                    String::new()
+                } else {
+                    let pad = "p".repeat(rng.below(200) as usize);
+                    format!(r#"{{"type":"x","n":{i},"pad":"{pad}"}}"#)
+                }
+            })
+            .collect();
+        let session_dir = dir.join("session-state").join(session().dashed());
+        std::fs::create_dir_all(&session_dir).unwrap();
+        let t = Transcript {
+            path: session_dir.join("events.jsonl"),
+            lines,
+            written: 0,
+            disturbed: false,
+        };
+        t.write_prefix(0, false);
+        t
+    }
+
+    fn text(&self, upto: usize) -> String {
+        self.lines[..upto].iter().map(|l| format!("{l}\n")).collect()
+    }
+
+    /// Writes the first `upto` lines: in place (same inode) or as a new file renamed over it.
+    fn write_prefix(&self, upto: usize, replace: bool) {
+        if replace {
+            let tmp = self.path.with_extension("tmp");
+            std::fs::write(&tmp, self.text(upto)).unwrap();
+            std::fs::rename(&tmp, &self.path).unwrap();
+        } else {
+            std::fs::write(&self.path, self.text(upto)).unwrap();
+        }
+    }
+
+    fn complete(&self) -> bool {
+        self.written == self.lines.len()
+    }
+
+    /// The writer's move between two delivery steps: append, cut short, or replace.
+    fn evolve(&mut self, rng: &mut Rng) {
+        match rng.below(100) {
+            0..=59 if !self.complete() => {
+                // Appended, as its writer does (never rewritten: that would be a cut).
+                use std::io::Write;
+                let upto = (self.written + 1 + rng.below(6) as usize).min(self.lines.len());
+                let more: String = self.lines[self.written..upto]
+                    .iter()
+                    .map(|l| format!("{l}\n"))
+                    .collect();
+                let mut f = std::fs::OpenOptions::new().append(true).open(&self.path).unwrap();
+                f.write_all(more.as_bytes()).unwrap();
+                self.written = upto;
+            }
+            60..=62 if self.written > 0 => {
+                // Cut short (a rewrite in place), the same lines to come again.
+                self.written = rng.below(self.written as u64) as usize;
+                self.write_prefix(self.written, false);
+                self.disturbed = true;
+            }
+            63..=64 => {
+                // Replaced by a new file with the same lines (an atomic rewrite).
+                self.write_prefix(self.written, true);
+                self.disturbed = true;
+            }
+            _ => {}
+        }
+    }
+}
+
+type Sim = Deliverer<SimServer, MemPositions>;
+
+fn session() -> SessionId {
+    "5a1e0000-0000-4000-8000-0000000051a0".parse().unwrap()
+}
+
+/// A deliverer as a (re)started process builds it: from the persisted position.
+fn start(t: &mut Transcript, server: &SimServer, positions: &MemPositions, limits: Limits) -> (Sim, u64) {
+    let p = positions.position(session()).unwrap();
+    let held = server.0.lock().unwrap().last_line();
+    let local = p.map_or(0, |p| p.watermark.next_line);
+    let floor = local.max(held.map_or(0, |n| n + 1));
+    // A file replaced or cut short before this start is read from line 0: no floor then.
+    let meta = std::fs::metadata(&t.path).unwrap();
+    let same = p.is_none_or(|p| {
+        use std::os::unix::fs::MetadataExt;
+        p.identity.is_none_or(|id| id == (meta.dev(), meta.ino())) && meta.len() >= p.watermark.offset
+    });
+    // Lines not written yet cannot be skipped over: the skip stops at the file's end.
+    let floor = if same { floor.min(t.written as u64) } else { 0 };
+    t.disturbed = false;
+    if std::env::var("KCAP_SIM_TRACE").is_ok() {
+        eprintln!(
+            "start: local {p:?} server {held:?} written {} floor {floor}",
+            t.written
+        );
+    }
+    let d = Deliverer::new(
+        session(),
+        &t.path,
+        server.clone(),
+        Some(positions.clone()),
+        limits,
+        p.map(|p| p.watermark),
+        p.and_then(|p| p.identity),
+    );
+    (d, floor)
+}
+
+/// One schedule: a crash before step `crash_after`, if set. Returns the world to check.
+async fn schedule(seed: u64, crash_after: Option<usize>) -> Result<World, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng::new(seed);
+    let mut t = Transcript::generate(&mut rng, dir.path());
+    let longest = t.lines.iter().map(String::len).max().unwrap_or(0);
+    let server = SimServer::default();
+    {
+        let mut held = server.0.lock().unwrap();
+        held.rng = Some(Rng::new(seed ^ 0xfa17));
+        held.fail_before = rng.below(25);
+        held.cut_after = rng.below(25);
+        held.max_body = longest + 200 + rng.below(3_000) as usize;
+    }
+    let limits = Limits {
+        max_lines: 1 + rng.below(8) as usize,
+        max_bytes: 1 << 20,
+    };
+    let positions = MemPositions::default();
+    let (mut d, mut floor) = start(&mut t, &server, &positions, limits);
+    let mut seen_batches = 0;
+    let mut steps = 0;
+    let mut quiet = 0;
+    for _ in 0..5_000 {
+        if crash_after == Some(steps) {
+            // Crash: the deliverer and everything in memory are gone.
+            (d, floor) = start(&mut t, &server, &positions, limits);
+        }
+        t.evolve(&mut rng);
+        steps += 1;
+        let result = d.next_batch(false).await;
+        if std::env::var("KCAP_SIM_TRACE").is_ok() {
+            eprintln!(
+                "step {steps}: written {} floor {floor} {:?} -> {:?} server {:?}",
+                t.written,
+                d.position(),
+                result,
+                server.0.lock().unwrap().last_line()
+            );
+        }
+        {
+            let held = server.0.lock().unwrap();
+            for &first in &held.batch_starts[seen_batches..] {
+                if first < floor && !t.disturbed {
+                    return Err(format!(
+                        "step {steps}: a batch started at line {first}, below the resume point {floor}"
+                    ));
+                }
+            }
+            seen_batches = held.batch_starts.len();
+        }
+        match result {
+            Ok(sent) => {
+                if let Some(w) = sent.upto {
+                    positions.advance(session(), w, d.position().1).unwrap();
+                }
+                // Settled: everything written, nothing left to deliver, nothing pending.
+                if sent.drained && t.complete() {
+                    quiet += 1;
+                    if quiet >= 2 {
+                        return Ok(World {
+                            steps,
+                            server,
+                            transcript: t,
+                            _dir: dir,
+                        });
+                    }
+                } else {
+                    quiet = 0;
+                }
+            }
+            Err(e) if e.retryable() => quiet = 0,
+            Err(e) => return Err(format!("step {steps}: refused: {e}")),
+        }
+    }
+    Err(format!("not drained after {steps} steps (a loop?)"))
+}
+
+#[track_caller]
+fn check_server(seed: u64, server: &SimServer, t: &Transcript) -> Result<(), String> {
+    let held = server.0.lock().unwrap();
+    if held.conflicts != 0 {
+        return Err(format!(
+            "{} conflicts: two contents under one number",
+            held.conflicts
+        ));
+    }
+    for (n, line) in t.lines.iter().enumerate() {
+        let n = n as u64;
+        let copies = held.copies.get(&n);
+        if line.is_empty() {
+            if copies.is_some() {
+                return Err(format!("blank line {n} was stored"));
+            }
+            continue;
+        }
+        let Some(copies) = copies else {
+            return Err(format!("line {n} never stored"));
+        };
+        let id = event_id(&session(), n, line.as_bytes());
+        if let Some((bad, text)) = copies.iter().find(|(i, text)| *i != id || text != line) {
+            return Err(format!("line {n} stored as {bad} {text:?}, not {id} {line:?}"));
+        }
+    }
+    if let Some(n) = held.copies.keys().find(|n| **n as usize >= t.lines.len()) {
+        return Err(format!("line {n} does not exist (seed {seed})"));
+    }
+    Ok(())
+}
+
+async fn check_seed(seed: u64) -> Result<usize, String> {
+    let steps = run_checked(seed, None)
+        .await
+        .map_err(|e| format!("clean run: {e}"))?;
+    for crash_after in 0..steps {
+        run_checked(seed, Some(crash_after))
+            .await
+            .map_err(|e| format!("crash after step {crash_after}: {e}"))?;
+    }
+    Ok(steps + 1)
+}
+
+/// A schedule, then the server's contents checked against the transcript's final text.
+async fn run_checked(seed: u64, crash_after: Option<usize>) -> Result<usize, String> {
+    let world = schedule(seed, crash_after).await?;
+    check_server(seed, &world.server, &world.transcript)?;
+    Ok(world.steps)
+}
+
+/// What a schedule leaves to check.
+struct World {
+    steps: usize,
+    server: SimServer,
+    transcript: Transcript,
+    _dir: tempfile::TempDir,
+}
+
+fn seeds(default: u64) -> Vec<u64> {
+    match std::env::var("KCAP_SIM_SEED").ok().and_then(|s| s.parse().ok()) {
+        Some(seed) => vec![seed],
+        None => {
+            let n = std::env::var("KCAP_SIM_SEEDS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(default);
+            (1..=n).collect()
+        }
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn every_crash_point_of_every_seed_delivers_each_line_exactly_once() {
+    let seeds = seeds(25);
+    let mut schedules = 0;
+    for seed in &seeds {
+        match check_seed(*seed).await {
+            Ok(n) => schedules += n,
+            Err(e) => panic!("seed {seed}: {e}\nreplay with KCAP_SIM_SEED={seed}"),
+        }
+    }
+    eprintln!(
+        "delivery simulation: {} seeds, {schedules} schedules, every line exactly once",
+        seeds.len()
+    );
+    assert!(schedules >= seeds.len());
+}
+
+/// The real watcher, with a kcap home that knows nothing (a new machine, a wiped home), resumes
+/// from the server's `last-line` and delivers every line the server lacks: none skipped, none
+/// stored twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watcher_that_resumes_from_the_server_with_an_empty_kcap_home_delivers_every_line() {
+    use kcap::effects::client::Client;
+    use kcap::effects::interpreter::Delivery;
+    use kcap::effects::watcher::Watcher;
+
+    let server = common::server().await;
+    let env = common::Env::new();
+    let line = |n: usize| format!("{{\"type\":\"x\",\"n\":{n}}}\n");
+    let first: String = (0..20).map(line).collect();
+    let (sid, path) = env.session(first.as_bytes());
+    let delivery = Delivery {
+        client: Client::new(&server.url(), None, std::time::Duration::from_secs(5)).unwrap(),
+        limits: Limits {
+            max_lines: 7,
+            max_bytes: 1 << 20,
+        },
+    };
+    let watcher = |home: &Path| Watcher {
+        store: kcap::store::Store::new(home),
+        session: sid,
+        transcript: path.clone(),
+        delivery: delivery.clone(),
+        poll: std::time::Duration::ZERO,
+    };
+    // One home delivers the first 20 lines...
+    let a = watcher(&env.dir.path().join("home-a"))
+        .deliver_once(false)
+        .await
+        .unwrap();
+    assert_eq!(a.lines, 20);
+    // ...the transcript grows, and a watcher on an empty home takes over.
+    let rest: String = (20..50).map(line).collect();
+    common::append(&path, rest.as_bytes());
+    let b = watcher(&env.dir.path().join("home-b"))
+        .deliver_once(false)
+        .await
+        .unwrap();
+    assert_eq!(
+        (b.lines, b.duplicates),
+        (30, 0),
+        "it resumes at line 20, not before"
+    );
+    common::assert_exactly_once(&server, sid, format!("{first}{rest}").as_bytes());
+}
+
+/// A transcript cut short that stays short is read again from line 0 once (same ids: nothing
+/// new is stored), then the deliverer is idle: it does not send the same lines on every step
+/// (the old watcher did, for ever).
+#[tokio::test(flavor = "current_thread")]
+async fn a_transcript_cut_short_for_good_is_read_again_once_then_left_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng::new(7);
+    let mut t = Transcript::generate(&mut rng, dir.path());
+    t.lines = (0..20).map(|n| format!(r#"{{"type":"x","n":{n}}}"#)).collect();
+    t.written = 20;
+    t.write_prefix(20, false);
+    let server = SimServer::default();
+    server.0.lock().unwrap().max_body = usize::MAX;
+    let positions = MemPositions::default();
+    let limits = Limits {
+        max_lines: 4,
+        max_bytes: 1 << 20,
+    };
+    let (mut d, _) = start(&mut t, &server, &positions, limits);
+    let sent = d.deliver_available(false).await.unwrap();
+    assert!(sent.drained);
+    // Cut to 5 lines, in place, for good.
+    t.written = 5;
+    t.write_prefix(5, false);
+    let batches = || server.0.lock().unwrap().batch_starts.len();
+    let before = batches();
+    for _ in 0..10 {
+        let sent = d.next_batch(false).await.unwrap();
+        assert!(!sent.missing);
+    }
+    let resent = batches() - before;
+    assert!(
+        resent <= 2,
+        "{resent} batches sent for a 5-line file that did not change: a loop"
+    );
+    assert_eq!(
+        d.position().0.next_line,
+        5,
+        "the position is the short file's end"
+    );
+    check_server(7, &server, &t).unwrap();
+}
