@@ -390,7 +390,6 @@ async fn with_the_server_down_at_session_start_the_server_later_gets_start_lines
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "known race, issue 12 left open: a redundant transcript post can follow the session-end (2 of 5 runs beside the other lifecycle tests); run with --ignored"]
 async fn a_session_already_shut_down_at_session_end_gets_its_end_after_its_lines() {
     // The finalizer finds the shutdown at once and drains while the hook still runs: the
     // session-end must already be queued for it, or it would wait for a later sweep.

@@ -9,7 +9,7 @@ use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::cli::finalize::spawn_finalizer;
+use crate::cli::finalize::spawn_finalizer_with_end;
 use crate::cli::options::{DeliveryOpts, TimingOpts};
 use crate::config::{copilot_home, now_ms, transcript_path};
 use crate::effects::blocking;
@@ -188,6 +188,11 @@ impl Hook<'_> {
 /// (1) finalizer spawned, (2) watcher stopped and the tail drained inline under the cap,
 /// (3) session-end queued for the finalizer, which posts it after the post-hook tail (so the
 /// server gets start, lines, end in that order); posted here if no finalizer runs.
+///
+/// Without a store the end cannot be queued: it is handed to the finalizer (in its
+/// environment), which posts it after its own drain, and this hook does not drain inline:
+/// with no watcher lock to order the two, a batch of the hook's could reach the server after
+/// the finalizer's end. The finalizer is then the session's one deliverer.
 async fn session_end(
     hook: &Hook<'_>,
     path: &Path,
@@ -209,13 +214,14 @@ async fn session_end(
             match blocking(move || store.queue_notice(session, &n)).await {
                 Ok(_) => true,
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot queue the session-end; it is posted at the end of this hook");
+                    tracing::warn!(error = %e, "cannot queue the session-end; the finalizer posts it after the lines");
                     false
                 }
             }
         };
     let args: Vec<OsString> = vec!["copilot-finalize".into(), session.to_string().into(), path.into()];
-    let spawned = spawn_finalizer(store, session, path, timing.timings(), args).await;
+    let handed = (!queued).then_some(&body);
+    let spawned = spawn_finalizer_with_end(store, session, path, timing.timings(), args, handed).await;
     match (&spawned.pid, &spawned.recorded) {
         (Ok(pid), Ok(_)) => tracing::info!(pid, "finalizer spawned"),
         (Ok(pid), Err(e)) => {
@@ -235,6 +241,11 @@ async fn session_end(
     }
     let deadline = Instant::now() + drain_cap;
     stop_watcher(store, session, deadline).await;
+    if !queued && spawned.pid.is_ok() {
+        return tracing::info!(
+            "session-end handed to the finalizer, which delivers the lines and then posts it"
+        );
+    }
     // Whatever the watcher left (or all of it, if none ran), within what remains of the cap,
     // keeping the last second for the session-end POST: the cap bounds the whole hook.
     let remaining = deadline
@@ -261,7 +272,7 @@ async fn session_end(
             tracing::info!("another process holds the session's watcher lock; it drains");
         }
     }
-    if queued && spawned.pid.is_ok() {
+    if spawned.pid.is_ok() {
         return tracing::info!("session-end queued for the finalizer, which posts it after the tail");
     }
     let post_cap = deadline

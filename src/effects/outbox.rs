@@ -3,11 +3,18 @@
 //! start and notifications before its lines (the watcher and the finalizer flush them before
 //! their first batch), its end after its lines (the finalizer flushes it once it has drained).
 //! Within a session, a notice that fails stops the flush: nothing overtakes it.
+//!
+//! A session's end is posted only while its flusher holds the session's watcher lock: the
+//! watcher and a sessionEnd hook's inline drain hold that lock while they post lines, so no
+//! batch of theirs (even a redundant one, already delivered by the finalizer) can reach the
+//! server after the end. A flusher that finds the lock taken leaves the end queued.
 
 use crate::effects::blocking;
 use crate::effects::client::{Client, SendError};
+use crate::effects::watcher::{self, Role, WatcherLock};
 use crate::ids::SessionId;
 use crate::store::{Holder, Notice, NoticeKind, Store};
+use std::time::{Duration, Instant};
 
 pub use crate::store::SESSION_END_PATH;
 
@@ -31,6 +38,17 @@ pub struct Flushed {
     pub delivered: usize,
     /// The first failure, if one stopped a session's queue.
     pub failed: Option<String>,
+    /// A session's end stayed queued because another process still delivers its lines.
+    pub busy: bool,
+}
+
+/// Whether the caller of a flush already holds the session's watcher lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EndLock {
+    /// Take it for each session-end, or leave the end queued.
+    Take,
+    /// The caller holds it (it waited for it).
+    Held,
 }
 
 /// A notice for `kind` with `body`, posted to its protocol path.
@@ -50,6 +68,16 @@ pub fn notice(kind: NoticeKind, body: serde_json::Value) -> Notice {
 
 /// Posts the pending notices of `only` one session (or of all) that `which` allows, in order.
 pub async fn flush(store: &Store, client: &Client, only: Option<SessionId>, which: Flush) -> Flushed {
+    flush_with(store, client, only, which, EndLock::Take).await
+}
+
+async fn flush_with(
+    store: &Store,
+    client: &Client,
+    only: Option<SessionId>,
+    which: Flush,
+    end_lock: EndLock,
+) -> Flushed {
     let pending = {
         let store = store.clone();
         match blocking(move || store.pending_notices(only)).await {
@@ -72,6 +100,30 @@ pub async fn flush(store: &Store, client: &Client, only: Option<SessionId>, whic
             stopped.push(item.session);
             continue;
         }
+        // Held until the end is posted: no line of this session is posted meanwhile.
+        let _end_guard: Option<WatcherLock> = if item.notice.kind == NoticeKind::SessionEnd
+            && end_lock == EndLock::Take
+        {
+            match watcher::claim_as(store.home(), item.session, Role::Drain) {
+                Ok(Some(lock)) => Some(lock),
+                Ok(None) => {
+                    tracing::info!(session = %item.session, "the session's lines are still being delivered by another kcap process; its end stays queued");
+                    stopped.push(item.session);
+                    out.busy = true;
+                    out.failed
+                        .get_or_insert_with(|| "the session's lines are still being delivered".into());
+                    continue;
+                }
+                // No lock can exist (an unwritable home): no watcher or hook drain can
+                // hold it either.
+                Err(e) => {
+                    tracing::debug!(error = %e, "no watcher lock for the session-end");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         // Claimed first, so two flushers (a hook and the sweep) never post one notice twice.
         let (claim_store, session, seq) = (store.clone(), item.session, item.seq);
         let me = Holder::current();
@@ -130,8 +182,55 @@ fn refused_for_good(e: &SendError) -> bool {
     }
 }
 
-/// Posts pending session-end notices (and anything queued before them) of `only` one session,
-/// or of all; returns how many notices were delivered.
-pub async fn deliver_session_ends(store: &Store, client: &Client, only: Option<SessionId>) -> usize {
-    flush(store, client, only, Flush::All).await.delivered
+/// Posts the session's pending notices, its end included, once no other process delivers its
+/// lines: it takes the session's watcher lock (waiting for a watcher's final drain or a hook's
+/// inline drain to finish, until `wait` runs out) and holds it while it posts. `direct` is an
+/// end that could not be queued (a hook without a usable store handed it over): it is posted
+/// after the queued notices. Called by the finalizer once it has drained.
+pub async fn deliver_end_after_lines(
+    store: &Store,
+    client: &Client,
+    session: SessionId,
+    direct: Option<&serde_json::Value>,
+    wait: Duration,
+) -> Flushed {
+    let deadline = Instant::now() + wait;
+    let lock = loop {
+        match watcher::claim_as(store.home(), session, Role::Drain) {
+            Ok(Some(lock)) => break Some(lock),
+            Ok(None) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(25)).await,
+            Ok(None) => {
+                let pid = watcher::holder(store.home(), session).map(|h| h.process.pid);
+                tracing::warn!(
+                    ?pid,
+                    "the session's lines are still being delivered by another kcap process; its end waits"
+                );
+                break None;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "no watcher lock (an unwritable home): nothing else can deliver lines");
+                break None;
+            }
+        }
+    };
+    let mut out = if lock.is_some() {
+        flush_with(store, client, Some(session), Flush::All, EndLock::Held).await
+    } else {
+        // Leaves a queued end in place when the lock is busy.
+        flush_with(store, client, Some(session), Flush::All, EndLock::Take).await
+    };
+    if let Some(body) = direct {
+        match client.post_json(SESSION_END_PATH, body).await {
+            Ok(()) => {
+                out.delivered += 1;
+                tracing::info!("session-end delivered (handed over by the hook)");
+            }
+            Err(e) => {
+                tracing::error!(error = %e.message(), "session-end not delivered, and no store can keep it");
+                out.failed.get_or_insert(e.message());
+            }
+        }
+    }
+    drop(lock);
+    out
 }
