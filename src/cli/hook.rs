@@ -119,11 +119,15 @@ pub async fn hook(store: Store, args: HookArgs, delivery_opts: &DeliveryOpts, ti
             session_end(&hook, &path, &payload, timing, args.drain_cap).await;
         }
         "sessionStart" => {
+            outbox::session_runs(&store, session);
             let body = lifecycle_body("sessionStart", session, &payload);
             hook.notice(NoticeKind::SessionStart, body).await;
             ensure_watcher(&store, session, &path);
         }
-        "agentStop" => ensure_watcher(&store, session, &path),
+        "agentStop" => {
+            outbox::session_runs(&store, session);
+            ensure_watcher(&store, session, &path)
+        }
         "notification" => {
             let mut body = payload.clone();
             body["session_id"] = session.dashless().into();

@@ -7,7 +7,9 @@
 //! A session's end is posted only while its flusher holds the session's watcher lock: the
 //! watcher and a sessionEnd hook's inline drain hold that lock while they post lines, so no
 //! batch of theirs (even a redundant one, already delivered by the finalizer) can reach the
-//! server after the end. A flusher that finds the lock taken leaves the end queued.
+//! server after the end. A flusher that finds the lock taken leaves the end queued. Under the
+//! same lock, a session's end is posted once per run: a second one (a repeated sessionEnd
+//! hook) is dropped until a sessionStart or agentStop says the session runs again.
 
 use crate::effects::blocking;
 use crate::effects::client::{Client, SendError};
@@ -124,6 +126,16 @@ async fn flush_with(
         } else {
             None
         };
+        if item.notice.kind == NoticeKind::SessionEnd && end_posted(store, item.session) {
+            // A second sessionEnd hook, or a watcher's hand-over end followed by the real one:
+            // the server already has this run's end.
+            let (store, session, seq) = (store.clone(), item.session, item.seq);
+            if let Err(e) = blocking(move || store.remove_notice(session, seq)).await {
+                tracing::warn!(%session, error = %e, "cannot drop the extra session-end");
+            }
+            tracing::info!(session = %item.session, "the session's end is already on the server; this one is dropped (one end per session run)");
+            continue;
+        }
         // Claimed first, so two flushers (a hook and the sweep) never post one notice twice.
         let (claim_store, session, seq) = (store.clone(), item.session, item.seq);
         let me = Holder::current();
@@ -144,6 +156,9 @@ async fn flush_with(
         match client.post_json(&item.notice.path, &item.notice.body).await {
             Ok(()) => {
                 out.delivered += 1;
+                if item.notice.kind == NoticeKind::SessionEnd {
+                    mark_end_posted(store, item.session);
+                }
                 let (store, session, seq) = (store.clone(), item.session, item.seq);
                 if let Err(e) = blocking(move || store.remove_notice(session, seq)).await {
                     tracing::warn!(%session, error = %e, "notice delivered but not cleared; it may be posted again");
@@ -179,6 +194,36 @@ fn refused_for_good(e: &SendError) -> bool {
         SendError::TooLarge => true,
         SendError::Refused(m) => !(m.starts_with("HTTP 401") || m.starts_with("HTTP 403")),
         SendError::Retryable(_) => false,
+    }
+}
+
+/// Where a session's posted end is remembered: a file, written and read only under the
+/// session's watcher lock (which every end poster holds), removed when the session runs again.
+fn end_marker(store: &Store, session: SessionId) -> std::path::PathBuf {
+    store.home().join("ended").join(session.dashed())
+}
+
+fn end_posted(store: &Store, session: SessionId) -> bool {
+    end_marker(store, session).exists()
+}
+
+fn mark_end_posted(store: &Store, session: SessionId) {
+    let path = end_marker(store, session);
+    let written = path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::write(&path, crate::config::now_ms().to_string()));
+    if let Err(e) = written {
+        tracing::warn!(%session, error = %e, "cannot remember that the session's end was posted; a second end may follow");
+    }
+}
+
+/// The session runs (again): its next sessionEnd is a new end, not a repeat of the last one.
+pub fn session_runs(store: &Store, session: SessionId) {
+    match std::fs::remove_file(end_marker(store, session)) {
+        Ok(()) => tracing::info!(%session, "the session runs again after its end"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(%session, error = %e, "cannot clear the session's posted end"),
     }
 }
 
@@ -219,10 +264,11 @@ pub async fn deliver_end_after_lines(
         // Leaves a queued end in place when the lock is busy.
         flush_with(store, client, Some(session), Flush::All, EndLock::Take).await
     };
-    if let Some(body) = direct {
+    if let Some(body) = direct.filter(|_| !end_posted(store, session)) {
         match client.post_json(SESSION_END_PATH, body).await {
             Ok(()) => {
                 out.delivered += 1;
+                mark_end_posted(store, session);
                 tracing::info!("session-end delivered (handed over by the hook)");
             }
             Err(e) => {
