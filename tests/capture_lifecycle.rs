@@ -525,3 +525,55 @@ async fn a_repeated_session_end_is_posted_once_per_session_run() {
         env.log_of(sid)
     );
 }
+
+/// `kcap status`, the hooks and the end poster probe a session's watcher lock (by taking it for
+/// an instant) while watchers and hook drains claim it, each time taking over the pid file the
+/// last holder left: a probe never makes the free lock look held, and a holder is always seen.
+#[test]
+fn the_watcher_lock_survives_probes_and_take_overs() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let env = Env::new();
+    let sid = SessionId::new_random();
+    let home = env.kcap_home.clone();
+    // Odd while the lock is held, even while it is free.
+    let generation = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let probers: Vec<_> = (0..2)
+        .map(|_| {
+            let (home, generation, stop) = (home.clone(), generation.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut unseen = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    let before = generation.load(Ordering::SeqCst);
+                    let seen = watcher::holder(&home, sid);
+                    if before % 2 == 1 && generation.load(Ordering::SeqCst) == before && seen.is_none() {
+                        unseen += 1;
+                    }
+                }
+                unseen
+            })
+        })
+        .collect();
+    for round in 0..300u64 {
+        let role = if round % 2 == 0 {
+            watcher::Role::Watch
+        } else {
+            watcher::Role::Drain
+        };
+        let lock = watcher::claim_as(&home, sid, role).unwrap();
+        assert!(
+            lock.is_some(),
+            "round {round}: a probe made the free lock look held"
+        );
+        generation.store(2 * round + 1, Ordering::SeqCst);
+        let seen = watcher::holder(&home, sid).expect("the holder is seen");
+        assert_eq!((seen.process.pid, seen.role), (std::process::id(), role));
+        generation.store(2 * round + 2, Ordering::SeqCst);
+        drop(lock);
+    }
+    stop.store(true, Ordering::SeqCst);
+    let unseen: u32 = probers.into_iter().map(|p| p.join().unwrap()).sum();
+    assert_eq!(unseen, 0, "a held lock was read as free");
+    assert!(watcher::holder(&home, sid).is_none());
+}
