@@ -133,6 +133,11 @@ async fn every_path_refuses(
         text.contains("refused") || text.contains("no transcript"),
         "{text}"
     );
+    // At once: a refusal is not retried for the whole delivery budget as if the server were down.
+    assert!(
+        !text.contains("retrying in") && !text.contains("gave up after"),
+        "a refused transcript was retried: {text}"
+    );
 
     // The hooks: a live session start and end, as Copilot runs them.
     let start = payload(&sid.to_string(), json!({"source": "new"}));
