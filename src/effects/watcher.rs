@@ -131,6 +131,23 @@ fn lock_within(file: &File, grace: Duration) -> std::io::Result<bool> {
     }
 }
 
+/// Whether a process holds a flock on `file`, as /proc/locks says; `None` when it cannot be
+/// read. Asking the kernel takes no lock, so a held lock is seen without getting in a
+/// claimer's way.
+fn flocked(file: &File) -> Option<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file.metadata().ok()?;
+    let dev = meta.dev();
+    let id = format!("{:02x}:{:02x}:{}", libc::major(dev), libc::minor(dev), meta.ino());
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    // "1: FLOCK  ADVISORY  WRITE <pid> <maj>:<min>:<inode> 0 EOF"; a waiter's line has "->"
+    // in the second field and is not a holder.
+    Some(locks.lines().any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.get(1) == Some(&"FLOCK") && fields.get(5) == Some(&id.as_str())
+    }))
+}
+
 /// `file` is the file at `path` (not one renamed over since it was opened).
 fn is_at(file: &File, path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
@@ -144,22 +161,18 @@ fn is_at(file: &File, path: &Path) -> bool {
 pub fn holder(kcap_home: &Path, session: SessionId) -> Option<LockHolder> {
     use std::io::Read;
     let path = pid_file(kcap_home, session);
-    let mut text = String::new();
-    for _ in 0..4 {
-        let mut file = OpenOptions::new().read(true).open(&path).ok()?;
-        match file.try_lock() {
-            // Nobody holds it (a stale pid file from a killed process), unless a claimer
-            // renamed its own over it meanwhile.
-            Ok(()) if is_at(&file, &path) => return None,
-            Ok(()) => continue,
-            Err(_) => {
-                // Read from the file probed, not the path: its record was complete before it
-                // was put there.
-                file.read_to_string(&mut text).ok()?;
-                break;
-            }
-        }
+    let mut file = OpenOptions::new().read(true).open(&path).ok()?;
+    // /proc/locks first: it takes no lock. Read while other locks change, it can miss an
+    // entry, so "not listed" is confirmed by taking the lock for an instant (claimers retry
+    // past such a probe).
+    let held = flocked(&file) == Some(true) || file.try_lock().is_err();
+    if !held {
+        // A stale pid file from a killed process.
+        return None;
     }
+    // Read from the file looked at, not the path: its record was complete before it was put there.
+    let mut text = String::new();
+    file.read_to_string(&mut text).ok()?;
     if text.is_empty() {
         return None;
     }
