@@ -383,7 +383,13 @@ async fn with_the_server_down_at_session_start_the_server_later_gets_start_lines
         1,
         "{posts:?}"
     );
-    assert!(env.store().pending_notices(None).unwrap().is_empty());
+    // The finalizer clears the notice just after the server took it.
+    assert!(
+        wait_until("the outbox to empty", Duration::from_secs(10), || {
+            env.store().pending_notices(None).unwrap().is_empty()
+        })
+        .await
+    );
     let summary = server.storage().summary(sid).unwrap().unwrap();
     assert_eq!(summary.started.and_then(|s| s.detail).as_deref(), Some("new"));
     assert_eq!(summary.notifications, 1);

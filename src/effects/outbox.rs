@@ -240,10 +240,22 @@ pub async fn deliver_end_after_lines(
     wait: Duration,
 ) -> Flushed {
     let deadline = Instant::now() + wait;
+    let mut told = false;
     let lock = loop {
         match watcher::claim_as(store.home(), session, Role::Drain) {
             Ok(Some(lock)) => break Some(lock),
-            Ok(None) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(25)).await,
+            Ok(None) if Instant::now() < deadline => {
+                // A watcher that started just as the sessionEnd hook looked for one was never
+                // told to stop: the session has ended, so it is told now (it drains, then
+                // leaves). A hook draining inline is only waited for.
+                if !told {
+                    told = true;
+                    if let Some(pid) = watcher::stop(store.home(), session) {
+                        tracing::info!(pid, "a watcher still ran after the session's end; told to stop");
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await
+            }
             Ok(None) => {
                 let pid = watcher::holder(store.home(), session).map(|h| h.process.pid);
                 tracing::warn!(
