@@ -75,7 +75,9 @@ async fn session_on_a_broken_home(env: &Env, server: &Server, as_nobody: bool) -
     let mut content = synthetic_transcript(sid, 200, false);
     std::fs::write(&path, &content).unwrap();
     open_up(&env.copilot_home);
-    let url = server.url();
+    // Behind a recorder: the order the server took things in is part of the contract.
+    let recorder = Recorder::start(free_port(), server.url()).await;
+    let url = recorder.url();
     let mut said = String::new();
     for (event, extra) in [
         ("sessionStart", json!({"source": "new"})),
@@ -111,6 +113,22 @@ async fn session_on_a_broken_home(env: &Env, server: &Server, as_nobody: bool) -
         server.session(sid).lines.len()
     );
     assert_exactly_once(server, sid, &content);
+    assert!(
+        wait_until("the session-end", Duration::from_secs(10), || server
+            .storage()
+            .summary(sid)
+            .unwrap()
+            .is_some_and(|s| s.ended.is_some()))
+        .await,
+        "hooks said:\n{said}"
+    );
+    // Start before lines before end, without a store to order them: the post-hook tail too.
+    let posts = recorder.posts();
+    let first_line = posts.iter().position(|p| p == "/hooks/transcript").unwrap();
+    let last_line = posts.iter().rposition(|p| p == "/hooks/transcript").unwrap();
+    let at = |prefix: &str| posts.iter().position(|p| p.starts_with(prefix)).unwrap();
+    assert!(at("/hooks/session-start") < first_line, "{posts:?}");
+    assert!(last_line < at("/hooks/session-end"), "{posts:?}");
     let summary = server.storage().summary(sid).unwrap().unwrap();
     assert_eq!(summary.started.and_then(|s| s.detail).as_deref(), Some("new"));
     assert_eq!(summary.ended.and_then(|e| e.reason).as_deref(), Some("user_exit"));

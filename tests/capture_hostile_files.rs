@@ -89,6 +89,19 @@ async fn every_path_refuses(
         Some(1),
         "a machine that stays parked is exit 1: {out:?}"
     );
+    // The park reason says what happened: the transcript was refused here, not by the server.
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("parked (transcript refused on this machine") && said.contains(why),
+        "{said}"
+    );
+    assert!(!said.contains("server refused"), "{said}");
+    let status = env.kcap(&url).arg("status").output().await.unwrap();
+    let said = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        said.contains("transcript refused on this machine") && !said.contains("server refused"),
+        "{said}"
+    );
 
     // finalize --session says so at once.
     let started = Instant::now();
@@ -119,6 +132,11 @@ async fn every_path_refuses(
     assert!(
         text.contains("refused") || text.contains("no transcript"),
         "{text}"
+    );
+    // At once: a refusal is not retried for the whole delivery budget as if the server were down.
+    assert!(
+        !text.contains("retrying in") && !text.contains("gave up after"),
+        "a refused transcript was retried: {text}"
     );
 
     // The hooks: a live session start and end, as Copilot runs them.

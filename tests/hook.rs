@@ -62,8 +62,10 @@ async fn session_end_spawns_the_finalizer_before_any_network_call_even_with_the_
 #[tokio::test(flavor = "multi_thread")]
 async fn hooks_return_quickly_with_the_server_down() {
     let env = Env::new();
-    let url = format!("http://{}", free_port());
-    let (sid, _) = env.session(&transcript());
+    let addr = free_port();
+    let url = format!("http://{addr}");
+    let content = transcript();
+    let (sid, _) = env.session(&content);
     let _guard = Watchers(&env, vec![sid]);
     for event in ["sessionStart", "agentStop", "notification", "sessionEnd"] {
         let (out, took) = run_hook(
@@ -77,6 +79,43 @@ async fn hooks_return_quickly_with_the_server_down() {
         assert!(out.status.success(), "{event}: {out:?}");
         assert!(took < Duration::from_secs(6), "{event} took {took:?}");
     }
+    // Quick, and nothing lost: the finalizer parks (its delivery budget runs out) with every
+    // notice kept, and once the server is back the sweep the next hook starts delivers it all.
+    wait_for("the finalizer to park", Duration::from_secs(20), || {
+        let store = env.store();
+        matches!(
+            latest(&store, sid).state().0.phase,
+            kcap::machine::Phase::Parked { .. }
+        ) && store.lease(sid).is_ok_and(|l| l.is_none())
+            && watcher::holder(&env.kcap_home, sid).is_none()
+    })
+    .await;
+    let kinds: Vec<_> = env
+        .store()
+        .pending_notices(Some(sid))
+        .unwrap()
+        .into_iter()
+        .map(|p| p.notice.path)
+        .collect();
+    assert_eq!(kinds.len(), 3, "start, notification and end are kept: {kinds:?}");
+    let server = Server::start(addr, None).await.unwrap();
+    let out = env
+        .kcap(&url)
+        .args(["finalize", "--resume"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}\n{}", env.log_of(sid));
+    assert_exactly_once(&server, sid, &content);
+    let summary = server.storage().summary(sid).unwrap().unwrap();
+    assert!(summary.started.is_some(), "the session-start was lost");
+    assert_eq!(summary.notifications, 1, "the notification was lost");
+    assert_eq!(
+        summary.ended.and_then(|e| e.reason).as_deref(),
+        Some("complete"),
+        "the session-end was lost"
+    );
+    assert!(env.store().pending_notices(None).unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::cli::options::{DeliveryOpts, TimingOpts};
 use crate::config::{now_ms, session_log_path, transcript_path};
-use crate::effects::detach::{is_session_leader, spawn_detached};
+use crate::effects::detach::{is_session_leader, spawn_detached_with_env};
 use crate::effects::interpreter::Delivery;
 use crate::effects::open::{open_transcript, session_of_path, OpenError};
 use crate::effects::outbox::{self, Flush};
@@ -14,6 +14,13 @@ use crate::effects::session::{record_spawn, run_without_store, RunOutcome, Sessi
 use crate::ids::SessionId;
 use crate::machine::{Millis, Phase, State};
 use crate::store::{MachineMeta, Store};
+
+/// The environment variable in which a hook that could not queue the session-end (no usable
+/// store) hands it to the finalizer, which posts it after the session's lines.
+pub const SESSION_END_ENV: &str = "KCAP_SESSION_END";
+/// How long a finalizer that has drained waits for a watcher's final drain or a hook's inline
+/// drain (each bounded by its own cap, well below this) before it posts the session's end.
+const END_WAIT: Duration = Duration::from_secs(30);
 
 /// The finalizer's transcript must be the transcript of the session it finalizes, in its
 /// agent's exact shape: a path built from hostile input can never point it at another file.
@@ -57,9 +64,20 @@ pub async fn run_finalizer(
     }
     let log = session_log_path(store.home(), session);
     let timings = timing.timings();
+    let handed_end: Option<serde_json::Value> = std::env::var(SESSION_END_ENV)
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok());
 
     if !args.foreground && args.spawned_at.is_none() && !is_session_leader() {
-        let spawned = spawn_finalizer(&store, session, &args.path, timings, raw_args).await;
+        let spawned = spawn_finalizer_with_end(
+            &store,
+            session,
+            &args.path,
+            timings,
+            raw_args,
+            handed_end.as_ref(),
+        )
+        .await;
         if let Err(e) = &spawned.recorded {
             eprintln!("kcap finalizer: cannot record the finalizer ({e}); it runs without the store");
         }
@@ -89,7 +107,9 @@ pub async fn run_finalizer(
                 spawned_at,
             };
             let (state, stats) = run_without_store(&store, &delivery, meta).await;
-            return tracing::info!(phase = state.phase.name(), ?stats, "finalizer finished");
+            tracing::info!(phase = state.phase.name(), ?stats, "finalizer finished");
+            let drained = matches!(state.phase, Phase::Drained { .. });
+            return post_end(&store, &delivery, session, drained, handed_end.as_ref()).await;
         }
     }
     let run = SessionRun {
@@ -99,8 +119,11 @@ pub async fn run_finalizer(
         wait_for_lease_until: Some(spawned_at.saturating_add(timings.shutdown_budget_ms)),
         poll: Duration::from_millis(timings.poll_ms),
     };
-    match run.run(Start::Spawn).await {
-        Ok(outcome) => tracing::info!(summary = %describe(&outcome), "finalizer finished"),
+    let drained = match run.run(Start::Spawn).await {
+        Ok(outcome) => {
+            tracing::info!(summary = %describe(&outcome), "finalizer finished");
+            is_drained(&outcome)
+        }
         Err(e) => {
             // The spawn was recorded but the store failed since (a disk that filled up): the
             // session is delivered all the same, from the server's last-line.
@@ -114,10 +137,47 @@ pub async fn run_finalizer(
             };
             let (state, stats) = run_without_store(&store, &delivery, meta).await;
             tracing::info!(phase = state.phase.name(), ?stats, "finalizer finished");
+            matches!(state.phase, Phase::Drained { .. })
+        }
+    };
+    post_end(&store, &delivery, session, drained, handed_end.as_ref()).await;
+}
+
+fn is_drained(outcome: &RunOutcome) -> bool {
+    matches!(
+        outcome,
+        RunOutcome::AlreadyDrained { .. }
+            | RunOutcome::Ran {
+                state: State {
+                    phase: Phase::Drained { .. },
+                    ..
+                },
+                ..
+            }
+    )
+}
+
+/// The session's end goes after its lines: the hook (or the watcher) left it to us, queued or
+/// handed over in [`SESSION_END_ENV`]. A machine that parked has not delivered them: a queued
+/// end waits for the run that drains (the sweep's); a handed-over one has nowhere to wait, so
+/// it is posted all the same (the server keeps lines that come after an end).
+async fn post_end(
+    store: &Store,
+    delivery: &Delivery,
+    session: SessionId,
+    drained: bool,
+    handed: Option<&serde_json::Value>,
+) {
+    if !drained {
+        tracing::info!("not drained: a queued session-end waits for the run that drains");
+        if handed.is_none() {
+            return;
         }
     }
-    // The session's end goes after its lines: the hook left it to us.
-    crate::effects::outbox::deliver_session_ends(&store, &delivery.client, Some(session)).await;
+    let flushed = outbox::deliver_end_after_lines(store, &delivery.client, session, handed, END_WAIT).await;
+    if flushed.busy {
+        tracing::warn!("the session-end stays queued: another kcap process still delivers the session's lines; the next sweep posts it");
+    }
 }
 
 /// What starting a finalizer did: whether its spawn is in the store (so the background sweep
@@ -141,6 +201,19 @@ pub async fn spawn_finalizer(
     timings: crate::machine::Timings,
     args: Vec<OsString>,
 ) -> Spawned {
+    spawn_finalizer_with_end(store, session, path, timings, args, None).await
+}
+
+/// [`spawn_finalizer`], handing the finalizer a session-end to post after the lines (one that
+/// no store could queue).
+pub async fn spawn_finalizer_with_end(
+    store: &Store,
+    session: SessionId,
+    path: &Path,
+    timings: crate::machine::Timings,
+    args: Vec<OsString>,
+    end: Option<&serde_json::Value>,
+) -> Spawned {
     let at = now_ms();
     let mut child_args = args;
     child_args.push("--spawned-at".into());
@@ -152,7 +225,11 @@ pub async fn spawn_finalizer(
         child_args.push("--generation".into());
         child_args.push(generation.to_string().into());
     }
-    let pid = spawn_detached(&child_args, &session_log_path(store.home(), session))
+    let env: Vec<(&str, String)> = end
+        .map(|body| (SESSION_END_ENV, body.to_string()))
+        .into_iter()
+        .collect();
+    let pid = spawn_detached_with_env(&child_args, &session_log_path(store.home(), session), &env)
         .map_err(|e| format!("cannot detach the finalizer: {e}"));
     Spawned { recorded, pid }
 }

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::agent::{Agent, HookEvent, HookPayload};
-use crate::cli::finalize::spawn_finalizer;
+use crate::cli::finalize::spawn_finalizer_with_end;
 use crate::cli::options::{DeliveryOpts, TimingOpts};
 use crate::config::now_ms;
 use crate::effects::blocking;
@@ -108,11 +108,15 @@ pub async fn hook(store: Store, args: HookArgs, delivery_opts: &DeliveryOpts, ti
             session_end(&hook, &path, &payload, timing, args.drain_cap).await;
         }
         HookEvent::SessionStart => {
+            outbox::session_runs(&store, session);
             let body = lifecycle_body(HookEvent::SessionStart, &payload);
             hook.notice(NoticeKind::SessionStart, body).await;
             ensure_watcher(&store, session, &path);
         }
-        HookEvent::AgentStop => ensure_watcher(&store, session, &path),
+        HookEvent::AgentStop => {
+            outbox::session_runs(&store, session);
+            ensure_watcher(&store, session, &path)
+        }
         HookEvent::Notification => {
             let mut body = payload.raw.clone();
             body["session_id"] = session.dashless().into();
@@ -176,6 +180,11 @@ impl Hook<'_> {
 /// (1) finalizer spawned, (2) watcher stopped and the tail drained inline under the cap,
 /// (3) session-end queued for the finalizer, which posts it after the post-hook tail (so the
 /// server gets start, lines, end in that order); posted here if no finalizer runs.
+///
+/// Without a store the end cannot be queued: it is handed to the finalizer (in its
+/// environment), which posts it after its own drain, and this hook does not drain inline:
+/// with no watcher lock to order the two, a batch of the hook's could reach the server after
+/// the finalizer's end. The finalizer is then the session's one deliverer.
 async fn session_end(
     hook: &Hook<'_>,
     path: &Path,
@@ -197,13 +206,14 @@ async fn session_end(
             match blocking(move || store.queue_notice(session, &n)).await {
                 Ok(_) => true,
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot queue the session-end; it is posted at the end of this hook");
+                    tracing::warn!(error = %e, "cannot queue the session-end; the finalizer posts it after the lines");
                     false
                 }
             }
         };
     let args: Vec<OsString> = vec!["finalizer".into(), session.to_string().into(), path.into()];
-    let spawned = spawn_finalizer(store, session, path, timing.timings(), args).await;
+    let handed = (!queued).then_some(&body);
+    let spawned = spawn_finalizer_with_end(store, session, path, timing.timings(), args, handed).await;
     match (&spawned.pid, &spawned.recorded) {
         (Ok(pid), Ok(_)) => tracing::info!(pid, "finalizer spawned"),
         (Ok(pid), Err(e)) => {
@@ -223,6 +233,11 @@ async fn session_end(
     }
     let deadline = Instant::now() + drain_cap;
     stop_watcher(store, session, deadline).await;
+    if !queued && spawned.pid.is_ok() {
+        return tracing::info!(
+            "session-end handed to the finalizer, which delivers the lines and then posts it"
+        );
+    }
     // Whatever the watcher left (or all of it, if none ran), within what remains of the cap,
     // keeping the last second for the session-end POST: the cap bounds the whole hook.
     let remaining = deadline
@@ -249,7 +264,7 @@ async fn session_end(
             tracing::info!("another process holds the session's watcher lock; it drains");
         }
     }
-    if queued && spawned.pid.is_ok() {
+    if spawned.pid.is_ok() {
         return tracing::info!("session-end queued for the finalizer, which posts it after the tail");
     }
     let post_cap = deadline

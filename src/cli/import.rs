@@ -255,7 +255,9 @@ fn report(bar: &Option<indicatif::ProgressBar>, len: u64, line: String) {
 /// A failure worth another try: transport errors, timeouts, 5xx, 408 and 429, as live delivery
 /// retries them. A transcript that cannot be read, or another 4xx, will fail the same way again.
 fn retryable(error: &str) -> bool {
-    if error.starts_with("cannot read the transcript") {
+    // A refused transcript (a symlink, a FIFO, …) stays refused however long we wait: waiting
+    // the whole budget on it, and then calling the server gone, helps nobody.
+    if error.starts_with("cannot read the transcript") || error.starts_with(crate::effects::open::REFUSED) {
         return false;
     }
     match error.find("HTTP ").and_then(|i| error[i + 5..].get(..3)) {

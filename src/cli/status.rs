@@ -9,7 +9,15 @@ use crate::store::{MachineRecord, Store};
 pub fn park_reason(reason: &ParkReason) -> String {
     match reason {
         ParkReason::Unreachable { last_error } => format!("server unreachable: {last_error}"),
-        ParkReason::Refused { last_error } => format!("server refused: {last_error}"),
+        // A hostile or broken transcript (a symlink, a FIFO, ...) is refused on this machine,
+        // not by the server: saying "server refused" sends the user to the wrong place.
+        ParkReason::Refused { last_error } => match last_error.strip_prefix(crate::effects::open::REFUSED) {
+            Some(why) => format!(
+                "transcript refused on this machine, nothing read from it or sent: {why}; \
+                 replace it with the regular file Copilot writes"
+            ),
+            None => format!("server refused: {last_error}"),
+        },
     }
 }
 

@@ -20,6 +20,12 @@ pub fn is_session_leader() -> bool {
 /// stop delivery; the process says so in its own log fallback). Never to our stderr: the agent
 /// would wait for the pipe to close.
 pub fn spawn_detached(args: &[OsString], log: &Path) -> io::Result<u32> {
+    spawn_detached_with_env(args, log, &[])
+}
+
+/// [`spawn_detached`] with `env` added to the child's environment (never its command line,
+/// which every user can read in /proc).
+pub fn spawn_detached_with_env(args: &[OsString], log: &Path, env: &[(&str, String)]) -> io::Result<u32> {
     let out = log
         .parent()
         .map_or(Ok(()), std::fs::create_dir_all)
@@ -31,6 +37,9 @@ pub fn spawn_detached(args: &[OsString], log: &Path) -> io::Result<u32> {
     let err = out.try_clone()?;
     let mut command = Command::new(std::env::current_exe()?);
     command.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+    for (key, value) in env {
+        command.env(key, value);
+    }
     // SAFETY: the closure only calls async-signal-safe functions (setsid, close/close_range).
     unsafe {
         command.pre_exec(|| {

@@ -48,7 +48,7 @@ impl std::fmt::Display for OpenError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             OpenError::Missing => f.write_str("transcript missing"),
-            OpenError::Refused(why) => write!(f, "transcript refused: {why}"),
+            OpenError::Refused(why) => write!(f, "{REFUSED}{why}"),
             OpenError::Io(e) => write!(f, "cannot open the transcript: {e}"),
         }
     }
@@ -68,13 +68,16 @@ impl OpenError {
     }
 }
 
+/// How every refusal's message starts, wherever it ends up (a park reason, a log line).
+pub const REFUSED: &str = "transcript refused: ";
+
 /// The payload of a refusal carried in an `io::Error`.
 #[derive(Debug)]
 struct Refusal(String);
 
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "transcript refused: {}", self.0)
+        write!(f, "{REFUSED}{}", self.0)
     }
 }
 

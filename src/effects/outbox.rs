@@ -3,11 +3,20 @@
 //! start and notifications before its lines (the watcher and the finalizer flush them before
 //! their first batch), its end after its lines (the finalizer flushes it once it has drained).
 //! Within a session, a notice that fails stops the flush: nothing overtakes it.
+//!
+//! A session's end is posted only while its flusher holds the session's watcher lock: the
+//! watcher and a sessionEnd hook's inline drain hold that lock while they post lines, so no
+//! batch of theirs (even a redundant one, already delivered by the finalizer) can reach the
+//! server after the end. A flusher that finds the lock taken leaves the end queued. Under the
+//! same lock, a session's end is posted once per run: a second one (a repeated sessionEnd
+//! hook) is dropped until a sessionStart or agentStop says the session runs again.
 
 use crate::effects::blocking;
 use crate::effects::client::{Client, SendError};
+use crate::effects::watcher::{self, Role, WatcherLock};
 use crate::ids::SessionId;
 use crate::store::{Holder, Notice, NoticeKind, Store};
+use std::time::{Duration, Instant};
 
 pub use crate::protocol::NOTIFICATION_PATH;
 
@@ -26,6 +35,17 @@ pub struct Flushed {
     pub delivered: usize,
     /// The first failure, if one stopped a session's queue.
     pub failed: Option<String>,
+    /// A session's end stayed queued because another process still delivers its lines.
+    pub busy: bool,
+}
+
+/// Whether the caller of a flush already holds the session's watcher lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EndLock {
+    /// Take it for each session-end, or leave the end queued.
+    Take,
+    /// The caller holds it (it waited for it).
+    Held,
 }
 
 /// A notice for `kind` with `body`, posted to its protocol path.
@@ -47,6 +67,16 @@ pub fn notice(kind: NoticeKind, body: serde_json::Value) -> Notice {
 
 /// Posts the pending notices of `only` one session (or of all) that `which` allows, in order.
 pub async fn flush(store: &Store, client: &Client, only: Option<SessionId>, which: Flush) -> Flushed {
+    flush_with(store, client, only, which, EndLock::Take).await
+}
+
+async fn flush_with(
+    store: &Store,
+    client: &Client,
+    only: Option<SessionId>,
+    which: Flush,
+    end_lock: EndLock,
+) -> Flushed {
     let pending = {
         let store = store.clone();
         match blocking(move || store.pending_notices(only)).await {
@@ -69,6 +99,40 @@ pub async fn flush(store: &Store, client: &Client, only: Option<SessionId>, whic
             stopped.push(item.session);
             continue;
         }
+        // Held until the end is posted: no line of this session is posted meanwhile.
+        let _end_guard: Option<WatcherLock> = if item.notice.kind == NoticeKind::SessionEnd
+            && end_lock == EndLock::Take
+        {
+            match watcher::claim_as(store.home(), item.session, Role::Drain) {
+                Ok(Some(lock)) => Some(lock),
+                Ok(None) => {
+                    tracing::info!(session = %item.session, "the session's lines are still being delivered by another kcap process; its end stays queued");
+                    stopped.push(item.session);
+                    out.busy = true;
+                    out.failed
+                        .get_or_insert_with(|| "the session's lines are still being delivered".into());
+                    continue;
+                }
+                // No lock can exist (an unwritable home): no watcher or hook drain can
+                // hold it either.
+                Err(e) => {
+                    tracing::debug!(error = %e, "no watcher lock for the session-end");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        if item.notice.kind == NoticeKind::SessionEnd && end_posted(store, item.session) {
+            // A second sessionEnd hook, or a watcher's hand-over end followed by the real one:
+            // the server already has this run's end.
+            let (store, session, seq) = (store.clone(), item.session, item.seq);
+            if let Err(e) = blocking(move || store.remove_notice(session, seq)).await {
+                tracing::warn!(%session, error = %e, "cannot drop the extra session-end");
+            }
+            tracing::info!(session = %item.session, "the session's end is already on the server; this one is dropped (one end per session run)");
+            continue;
+        }
         // Claimed first, so two flushers (a hook and the sweep) never post one notice twice.
         let (claim_store, session, seq) = (store.clone(), item.session, item.seq);
         let me = Holder::current();
@@ -89,6 +153,9 @@ pub async fn flush(store: &Store, client: &Client, only: Option<SessionId>, whic
         match client.post_json(&item.notice.path, &item.notice.body).await {
             Ok(()) => {
                 out.delivered += 1;
+                if item.notice.kind == NoticeKind::SessionEnd {
+                    mark_end_posted(store, item.session);
+                }
                 let (store, session, seq) = (store.clone(), item.session, item.seq);
                 if let Err(e) = blocking(move || store.remove_notice(session, seq)).await {
                     tracing::warn!(%session, error = %e, "notice delivered but not cleared; it may be posted again");
@@ -127,8 +194,99 @@ fn refused_for_good(e: &SendError) -> bool {
     }
 }
 
-/// Posts pending session-end notices (and anything queued before them) of `only` one session,
-/// or of all; returns how many notices were delivered.
-pub async fn deliver_session_ends(store: &Store, client: &Client, only: Option<SessionId>) -> usize {
-    flush(store, client, only, Flush::All).await.delivered
+/// Where a session's posted end is remembered: a file, written and read only under the
+/// session's watcher lock (which every end poster holds), removed when the session runs again.
+fn end_marker(store: &Store, session: SessionId) -> std::path::PathBuf {
+    store.home().join("ended").join(session.dashed())
+}
+
+fn end_posted(store: &Store, session: SessionId) -> bool {
+    end_marker(store, session).exists()
+}
+
+fn mark_end_posted(store: &Store, session: SessionId) {
+    let path = end_marker(store, session);
+    let written = path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::write(&path, crate::config::now_ms().to_string()));
+    if let Err(e) = written {
+        tracing::warn!(%session, error = %e, "cannot remember that the session's end was posted; a second end may follow");
+    }
+}
+
+/// The session runs (again): its next sessionEnd is a new end, not a repeat of the last one.
+pub fn session_runs(store: &Store, session: SessionId) {
+    match std::fs::remove_file(end_marker(store, session)) {
+        Ok(()) => tracing::info!(%session, "the session runs again after its end"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(%session, error = %e, "cannot clear the session's posted end"),
+    }
+}
+
+/// Posts the session's pending notices, its end included, once no other process delivers its
+/// lines: it takes the session's watcher lock (waiting for a watcher's final drain or a hook's
+/// inline drain to finish, until `wait` runs out) and holds it while it posts. `direct` is an
+/// end that could not be queued (a hook without a usable store handed it over): it is posted
+/// after the queued notices. Called by the finalizer once it has drained.
+pub async fn deliver_end_after_lines(
+    store: &Store,
+    client: &Client,
+    session: SessionId,
+    direct: Option<&serde_json::Value>,
+    wait: Duration,
+) -> Flushed {
+    let deadline = Instant::now() + wait;
+    let mut told = false;
+    let lock = loop {
+        match watcher::claim_as(store.home(), session, Role::Drain) {
+            Ok(Some(lock)) => break Some(lock),
+            Ok(None) if Instant::now() < deadline => {
+                // A watcher that started just as the sessionEnd hook looked for one was never
+                // told to stop: the session has ended, so it is told now (it drains, then
+                // leaves). A hook draining inline is only waited for.
+                if !told {
+                    told = true;
+                    if let Some(pid) = watcher::stop(store.home(), session) {
+                        tracing::info!(pid, "a watcher still ran after the session's end; told to stop");
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await
+            }
+            Ok(None) => {
+                let pid = watcher::holder(store.home(), session).map(|h| h.process.pid);
+                tracing::warn!(
+                    ?pid,
+                    "the session's lines are still being delivered by another kcap process; its end waits"
+                );
+                break None;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "no watcher lock (an unwritable home): nothing else can deliver lines");
+                break None;
+            }
+        }
+    };
+    let mut out = if lock.is_some() {
+        flush_with(store, client, Some(session), Flush::All, EndLock::Held).await
+    } else {
+        // Leaves a queued end in place when the lock is busy.
+        flush_with(store, client, Some(session), Flush::All, EndLock::Take).await
+    };
+    if let Some(body) = direct.filter(|_| !end_posted(store, session)) {
+        let path = notice(NoticeKind::SessionEnd, serde_json::Value::Null).path;
+        match client.post_json(&path, body).await {
+            Ok(()) => {
+                out.delivered += 1;
+                mark_end_posted(store, session);
+                tracing::info!("session-end delivered (handed over by the hook)");
+            }
+            Err(e) => {
+                tracing::error!(error = %e.message(), "session-end not delivered, and no store can keep it");
+                out.failed.get_or_insert(e.message());
+            }
+        }
+    }
+    drop(lock);
+    out
 }

@@ -66,55 +66,131 @@ pub fn claim(kcap_home: &Path, session: SessionId) -> std::io::Result<Option<Wat
     claim_as(kcap_home, session, Role::Watch)
 }
 
+/// How long a claim retries a lock it finds taken: [`holder`] probes the lock by taking it for
+/// a few microseconds, and a probe must not make a free lock look held.
+const PROBE_GRACE: Duration = Duration::from_millis(20);
+
 /// Takes the session's watcher lock in `role`; `None` if another process holds it.
+///
+/// Taking over a stale pid file is atomic: the new record is written in full to a file of its
+/// own, locked, and renamed over the pid file while the old one is locked, so a reader never
+/// sees a half-written record, and a claimer that locked a file since replaced retries on the
+/// one now in place.
 pub fn claim_as(kcap_home: &Path, session: SessionId, role: Role) -> std::io::Result<Option<WatcherLock>> {
+    static TMP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let path = pid_file(kcap_home, session);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)?;
-    match file.try_lock() {
-        Ok(()) => {
-            let me = Holder::current();
-            file.set_len(0)?;
-            write!(file, "{} {} {} {}", me.pid, me.start_ticks, role.name(), now_ms())?;
-            file.flush()?;
-            Ok(Some(WatcherLock { _file: file }))
+    let me = Holder::current();
+    let record = format!("{} {} {} {}", me.pid, me.start_ticks, role.name(), now_ms());
+    // A round repeats only when another claimer replaced the file meanwhile.
+    for _ in 0..8 {
+        let current = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        if !lock_within(&current, PROBE_GRACE)? {
+            return Ok(None);
         }
-        Err(TryLockError::WouldBlock) => Ok(None),
-        Err(TryLockError::Error(e)) => Err(e),
+        if !is_at(&current, &path) {
+            continue;
+        }
+        let n = TMP.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = path.with_extension(format!("pid.{}.{n}.tmp", me.pid));
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&tmp)?;
+        let written = file
+            .write_all(record.as_bytes())
+            .and_then(|()| file.try_lock().map_err(std::io::Error::from))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        return Ok(Some(WatcherLock { _file: file }));
+    }
+    Ok(None)
+}
+
+/// Takes `file`'s lock, retrying for `grace` past a prober; `false` if it stays taken.
+fn lock_within(file: &File, grace: Duration) -> std::io::Result<bool> {
+    let started = Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(true),
+            Err(TryLockError::WouldBlock) if started.elapsed() < grace => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            Err(TryLockError::WouldBlock) => return Ok(false),
+            Err(TryLockError::Error(e)) => return Err(e),
+        }
+    }
+}
+
+/// Whether a process holds a flock on `file`, as /proc/locks says; `None` when it cannot be
+/// read. Asking the kernel takes no lock, so a held lock is seen without getting in a
+/// claimer's way.
+fn flocked(file: &File) -> Option<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file.metadata().ok()?;
+    let dev = meta.dev();
+    let id = format!("{:02x}:{:02x}:{}", libc::major(dev), libc::minor(dev), meta.ino());
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    // "1: FLOCK  ADVISORY  WRITE <pid> <maj>:<min>:<inode> 0 EOF"; a waiter's line has "->"
+    // in the second field and is not a holder.
+    Some(locks.lines().any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.get(1) == Some(&"FLOCK") && fields.get(5) == Some(&id.as_str())
+    }))
+}
+
+/// `file` is the file at `path` (not one renamed over since it was opened).
+fn is_at(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
     }
 }
 
 /// Who holds the session's watcher lock right now, if anyone.
 pub fn holder(kcap_home: &Path, session: SessionId) -> Option<LockHolder> {
+    use std::io::Read;
     let path = pid_file(kcap_home, session);
-    let file = OpenOptions::new().write(true).open(&path).ok()?;
-    match file.try_lock() {
-        // Nobody holds it: a stale pid file from a killed process.
-        Ok(()) => None,
-        Err(_) => {
-            let text = std::fs::read_to_string(&path).ok()?;
-            let mut fields = text.split_whitespace();
-            let pid: u32 = fields.next()?.parse().ok()?;
-            let start_ticks = fields.next().and_then(|t| t.parse().ok()).unwrap_or(0);
-            let role = match fields.next() {
-                Some("drain") => Role::Drain,
-                _ => Role::Watch,
-            };
-            let since = fields.next().and_then(|t| t.parse().ok()).unwrap_or(0);
-            Some(LockHolder {
-                session,
-                process: Holder { pid, start_ticks },
-                role,
-                since,
-            })
-        }
+    let mut file = OpenOptions::new().read(true).open(&path).ok()?;
+    // /proc/locks first: it takes no lock. Read while other locks change, it can miss an
+    // entry, so "not listed" is confirmed by taking the lock for an instant (claimers retry
+    // past such a probe).
+    let held = flocked(&file) == Some(true) || file.try_lock().is_err();
+    if !held {
+        // A stale pid file from a killed process.
+        return None;
     }
+    // Read from the file looked at, not the path: its record was complete before it was put there.
+    let mut text = String::new();
+    file.read_to_string(&mut text).ok()?;
+    if text.is_empty() {
+        return None;
+    }
+    let mut fields = text.split_whitespace();
+    let pid: u32 = fields.next()?.parse().ok()?;
+    let start_ticks = fields.next().and_then(|t| t.parse().ok()).unwrap_or(0);
+    let role = match fields.next() {
+        Some("drain") => Role::Drain,
+        _ => Role::Watch,
+    };
+    let since = fields.next().and_then(|t| t.parse().ok()).unwrap_or(0);
+    Some(LockHolder {
+        session,
+        process: Holder { pid, start_ticks },
+        role,
+        since,
+    })
 }
 
 /// The pid of the session's running watcher (not a hook draining), if one holds the lock.
