@@ -14,7 +14,7 @@ pub fn park_reason(reason: &ParkReason) -> String {
         ParkReason::Refused { last_error } => match last_error.strip_prefix(crate::effects::open::REFUSED) {
             Some(why) => format!(
                 "transcript refused on this machine, nothing read from it or sent: {why}; \
-                 replace it with the regular file Copilot writes"
+                 replace it with the regular file the agent writes"
             ),
             None => format!("server refused: {last_error}"),
         },
