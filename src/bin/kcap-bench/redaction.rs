@@ -96,7 +96,7 @@ const CONTEXTS: &[(Kind, &str, &str)] = &[
     ),
 ];
 
-const HOSTILE: [(&str, &str); 10] = [
+const HOSTILE: [(&str, &str); 12] = [
     (
         "token prefixes, no token",
         "ghp_x sk-ant- xoxb-1 AKIA npm_ AIza eyJ glpat- ",
@@ -116,6 +116,10 @@ const HOSTILE: [(&str, &str); 10] = [
     ("names glued together", "password=password=token:"),
     ("escapes everywhere", "\\n\\t\\u0001\\\"key\\\": \\\""),
     ("unclosed quotes after names", "pass='x pwd=\"y "),
+    // Every prefix starts a run of token characters longer than any token: each keyword hit
+    // would run its formats to the length cap.
+    ("`sk-` back to back", "sk-"),
+    ("`xoxb-` back to back", "xoxb-"),
 ];
 
 /// Runs every redaction measure; true when all targets are met.
