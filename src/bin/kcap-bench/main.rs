@@ -20,6 +20,7 @@ use kcap::server::Server;
 
 mod hooks;
 mod ingest;
+mod outside_corpus;
 mod polling;
 mod redaction;
 mod usage;
