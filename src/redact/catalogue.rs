@@ -452,6 +452,11 @@ pub(crate) const FORMATS: &[Format] = &[
         r"sb_secret_[A-Za-z0-9_-]{20,64}"
     ),
     tok!("netlify-token", ["nfp_"], r"nfp_[A-Za-z0-9]{36,40}"),
+    // gl: twilio-api-key (2026-11): `SK` and 32 hex digits identify themselves. The keyword is
+    // common in words (`task`, `skip`); a word start and the case-sensitive pattern keep it cheap.
+    tok!("twilio-api-key-sid", ["SK"], r"SK[0-9a-fA-F]{32}", mixed),
+    // th: denodeploy (2026-11).
+    tok!("deno-deploy-token", ["ddp_"], r"ddp_[A-Za-z0-9]{36}"),
     tok!("render-api-key", ["rnd_"], r"rnd_[A-Za-z0-9]{32}"),
     tok!(
         "tailscale-key",

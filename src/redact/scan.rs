@@ -32,6 +32,11 @@ pub(crate) fn scan_text(text: &str, user: &UserRules, out: &mut Vec<Hit>) -> boo
     let mut searched: Vec<u16> = Vec::new();
     let mut pem_until = 0;
     let mut command = false;
+    // Per anchored format tried in this text: where its last match attempt ran to. A keyword
+    // inside that stretch (`sk-` in `sk-sk-sk-…`) would run the same format over the same
+    // token characters again, up to its length cap each time; a run of prefixes would cost
+    // ~100 regex bytes per text byte. What the earlier attempt covered is not tried again.
+    let mut tried: Vec<(u16, usize)> = Vec::new();
     for m in e.ac.find_iter(text) {
         let (s, end) = (m.start(), m.end());
         for &t in &e.targets[m.pattern().as_usize()] {
@@ -42,12 +47,26 @@ pub(crate) fn scan_text(text: &str, user: &UserRules, out: &mut Vec<Hit>) -> boo
                         if !searched.contains(&i) {
                             searched.push(i);
                         }
-                    } else if let Some(token_end) = anchored(text, s, i) {
-                        out.push(Hit {
-                            start: s,
-                            end: token_end,
-                            rule: Rule::Builtin(f.id),
-                        });
+                    } else {
+                        let slot = match tried.iter().position(|t| t.0 == i) {
+                            Some(k) => k,
+                            None => {
+                                tried.push((i, 0));
+                                tried.len() - 1
+                            }
+                        };
+                        if s < tried[slot].1 {
+                            continue;
+                        }
+                        let (ran_to, token_end) = anchored(text, s, i);
+                        tried[slot].1 = ran_to;
+                        if let Some(token_end) = token_end {
+                            out.push(Hit {
+                                start: s,
+                                end: token_end,
+                                rule: Rule::Builtin(f.id),
+                            });
+                        }
                     }
                 }
                 Target::Vendor(_) => names.push((s, end, t)),
@@ -210,15 +229,19 @@ fn passes(check: Check, token: &[u8]) -> bool {
     }
 }
 
-/// The end of format `i` matched at keyword position `s`, if it matches there.
-fn anchored(text: &str, s: usize, i: u16) -> Option<usize> {
+/// Format `i` tried at keyword position `s`: how far its match ran (`s` when it did not match
+/// or was not tried), and the token's end when it is one.
+fn anchored(text: &str, s: usize, i: u16) -> (usize, Option<usize>) {
     let b = text.as_bytes();
     if !starts_word(b, s) {
-        return None;
+        return (s, None);
     }
-    let m = engine().formats[i as usize].find(&text[s..])?;
+    let Some(m) = engine().formats[i as usize].find(&text[s..]) else {
+        return (s, None);
+    };
     let end = s + m.end();
-    (ends_word(b, end) && passes(FORMATS[i as usize].check, &b[s..end])).then_some(end)
+    let ok = ends_word(b, end) && passes(FORMATS[i as usize].check, &b[s..end]);
+    (end, ok.then_some(end))
 }
 
 /// Every match of search format `i` (its first group when it has one).

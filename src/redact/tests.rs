@@ -154,3 +154,16 @@ fn redaction_keeps_json_valid() {
     assert!(out.contains(REDACTED));
     serde_json::from_str::<serde_json::Value>(&out).unwrap();
 }
+
+#[test]
+fn a_run_of_prefixes_does_not_hide_the_token_after_it() {
+    // Each `sk-` of the run starts a match attempt that the next one falls inside: skipping
+    // those must not skip a token after the run, nor one that the run's last prefix begins.
+    let token = "sk-proj-abcdefghijklmnopqrstuvwx0123";
+    let run = "sk-".repeat(150);
+    assert_eq!(r(&format!("{run} {token}")), format!("{run} [REDACTED]"));
+    let glued = format!("x {}abcdefghijklmnopqrstuvwxyz0123456789 y", "sk-".repeat(5));
+    assert_eq!(r(&glued), "x [REDACTED] y");
+    let slack = format!("{} xoxb-123456789012-abcdefABCDEF", "xoxb-".repeat(100));
+    assert!(r(&slack).ends_with(" [REDACTED]"), "{}", r(&slack));
+}

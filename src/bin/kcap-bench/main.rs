@@ -21,6 +21,7 @@ use kcap::server::Server;
 mod hooks;
 mod ingest;
 mod live;
+mod outside_corpus;
 mod polling;
 mod redaction;
 mod usage;

@@ -11,6 +11,7 @@ use std::borrow::Cow;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::outside_corpus;
 use kcap::redact::{samples, Redactor};
 
 /// Where a context puts the secret.
@@ -96,7 +97,7 @@ const CONTEXTS: &[(Kind, &str, &str)] = &[
     ),
 ];
 
-const HOSTILE: [(&str, &str); 10] = [
+const HOSTILE: [(&str, &str); 12] = [
     (
         "token prefixes, no token",
         "ghp_x sk-ant- xoxb-1 AKIA npm_ AIza eyJ glpat- ",
@@ -116,6 +117,10 @@ const HOSTILE: [(&str, &str); 10] = [
     ("names glued together", "password=password=token:"),
     ("escapes everywhere", "\\n\\t\\u0001\\\"key\\\": \\\""),
     ("unclosed quotes after names", "pass='x pwd=\"y "),
+    // Every prefix starts a run of token characters longer than any token: each keyword hit
+    // would run its formats to the length cap.
+    ("`sk-` back to back", "sk-"),
+    ("`xoxb-` back to back", "xoxb-"),
 ];
 
 /// Runs every redaction measure; true when all targets are met.
@@ -124,68 +129,43 @@ pub fn run(sample: &Path) -> Result<bool, String> {
     let r = Redactor::builtin();
     let mut ok = true;
 
-    // Recall on the held-out corpus.
-    let corpus = samples::all(0x5EED_BE7C, 4);
-    let (mut total, mut caught) = ([0usize; 3], [0usize; 3]);
+    // Recall on the held-out corpus, and on the outside catalogues' shapes.
     let mut broken = 0usize;
     let mut missed: Vec<String> = Vec::new();
-    for s in &corpus {
-        let name = s
-            .vendor_name
-            .clone()
-            .unwrap_or_else(|| "SERVICE_API_TOKEN".to_string());
-        for (kind, what, template) in CONTEXTS {
-            if s.vendor_name.is_some() && *kind == Kind::Bare {
-                continue;
-            }
-            let text = template
-                .replace("{N}", &name)
-                .replace("{n}", &name.to_ascii_lowercase())
-                .replace("{S}", &s.secret);
-            let line =
-                serde_json::json!({"type": "tool.execution_complete", "data": {"result": {"content": text}}})
-                    .to_string();
-            let out = r.redact(Cow::Borrowed(&line));
-            let Some(content) = samples::view_content(&out) else {
-                broken += 1;
-                continue;
-            };
-            let k = *kind as usize;
-            total[k] += 1;
-            if leaked(&content, &s.secret) {
-                if missed.len() < 12 {
-                    missed.push(format!("{} in {what}: {}", s.rule, s.secret));
-                }
-            } else {
-                caught[k] += 1;
-            }
-        }
-    }
-    let pct = |c: usize, t: usize| 100.0 * c as f64 / t.max(1) as f64;
-    let overall = pct(caught.iter().sum(), total.iter().sum());
-    let (named, bare, url) = (
-        pct(caught[0], total[0]),
-        pct(caught[1], total[1]),
-        pct(caught[2], total[2]),
-    );
-    println!(
-        "Held-out corpus: {} secrets of {} rules, in {} contexts: {} lines.\n",
-        corpus.len(),
-        corpus
+    println!("| measure | value | target |");
+    println!("|---|---|---|");
+    for (label, corpus) in [
+        ("held-out corpus", samples::all(0x5EED_BE7C, 4)),
+        ("outside catalogues", outside_corpus::all(0x0075_751D_E000, 4)),
+    ] {
+        let recall = recall(&r, &corpus, &mut missed);
+        broken += recall.broken;
+        let pct = |c: usize, t: usize| 100.0 * c as f64 / t.max(1) as f64;
+        let (caught, total) = (recall.caught, recall.total);
+        let overall = pct(caught.iter().sum(), total.iter().sum());
+        let (named, bare, url) = (
+            pct(caught[0], total[0]),
+            pct(caught[1], total[1]),
+            pct(caught[2], total[2]),
+        );
+        let rules = corpus
             .iter()
             .map(|s| s.rule)
             .collect::<std::collections::HashSet<_>>()
-            .len(),
-        CONTEXTS.len(),
-        total.iter().sum::<usize>() + broken
-    );
-    println!("| measure | value | target |");
-    println!("|---|---|---|");
-    println!("| recall, all contexts | {overall:.2} % | ≥ 98 % |");
-    println!("| recall, format only (bare) | {bare:.2} % | ≥ 97 % |");
-    println!("| recall, next to a secret-like name | {named:.2} % | ≥ 99 % |");
-    println!("| recall, in URLs | {url:.2} % | |");
-    ok &= overall >= 98.0 && bare >= 97.0 && named >= 99.0;
+            .len();
+        let lines = total.iter().sum::<usize>() + recall.broken;
+        println!(
+            "| {label}: {} secrets of {rules} rules in {} contexts ({lines} lines) | | |",
+            corpus.len(),
+            CONTEXTS.len()
+        );
+        println!("| recall, all contexts | {overall:.2} % | ≥ 98 % |");
+        println!("| recall, format only (bare) | {bare:.2} % | ≥ 97 % |");
+        println!("| recall, next to a secret-like name | {named:.2} % | ≥ 99 % |");
+        println!("| recall, in URLs | {url:.2} % | |");
+        ok &= overall >= 98.0 && bare >= 97.0 && named >= 99.0;
+    }
+    let pct = |c: usize, t: usize| 100.0 * c as f64 / t.max(1) as f64;
 
     // Precision on real source code shown by a tool.
     let source = samples::registry_source_lines(60_000);
@@ -272,6 +252,64 @@ pub fn run(sample: &Path) -> Result<bool, String> {
         }
     }
     Ok(ok)
+}
+
+/// What one corpus's recall run counted.
+struct Recall {
+    /// Per [`Kind`]: secrets placed, and secrets no longer in the output.
+    total: [usize; 3],
+    caught: [usize; 3],
+    /// Lines whose JSON broke.
+    broken: usize,
+}
+
+/// Every secret of `corpus` in every context that fits it, redacted as a tool result; misses
+/// are noted in `missed` (the first 12 per corpus).
+fn recall(r: &Redactor, corpus: &[samples::Sample], missed: &mut Vec<String>) -> Recall {
+    let (mut total, mut caught, mut broken) = ([0usize; 3], [0usize; 3], 0usize);
+    let mut noted = 0;
+    for s in corpus {
+        let name = s
+            .vendor_name
+            .clone()
+            .unwrap_or_else(|| "SERVICE_API_TOKEN".to_string());
+        for (kind, what, template) in CONTEXTS {
+            if s.vendor_name.is_some() && *kind == Kind::Bare {
+                continue;
+            }
+            // A webhook URL is not a URL's password.
+            if s.secret.contains("://") && *kind == Kind::Url {
+                continue;
+            }
+            let text = template
+                .replace("{N}", &name)
+                .replace("{n}", &name.to_ascii_lowercase())
+                .replace("{S}", &s.secret);
+            let line =
+                serde_json::json!({"type": "tool.execution_complete", "data": {"result": {"content": text}}})
+                    .to_string();
+            let out = r.redact(Cow::Borrowed(&line));
+            let Some(content) = samples::view_content(&out) else {
+                broken += 1;
+                continue;
+            };
+            let k = *kind as usize;
+            total[k] += 1;
+            if leaked(&content, &s.secret) {
+                if noted < 12 {
+                    noted += 1;
+                    missed.push(format!("{} in {what}: {}", s.rule, s.secret));
+                }
+            } else {
+                caught[k] += 1;
+            }
+        }
+    }
+    Recall {
+        total,
+        caught,
+        broken,
+    }
 }
 
 /// The secret, or a 12-byte end of it, is still in the text.
