@@ -156,6 +156,12 @@ pub async fn run(sample: &Path, mb: u64) -> Result<bool, String> {
     )
     .await?;
     let sqlite_search = search(&http, &url, &queries).await?;
+    // Printed now too: PostgreSQL's turn comes later and may take long on a big corpus.
+    println!(
+        "web: search on SQLite p50 {:.1} ms, p99 {:.1} ms",
+        ms(sqlite_search.0),
+        ms(sqlite_search.1)
+    );
 
     // Live: post a line through the protocol while a stream is open; time until it arrives.
     let mut stream = http
