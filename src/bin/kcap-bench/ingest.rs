@@ -13,7 +13,7 @@ use kcap::ids::{event_id, SessionId};
 
 #[path = "../../../tests/common/postgres.rs"]
 #[allow(dead_code)]
-mod pg_cluster;
+pub(crate) mod pg_cluster;
 
 /// A loopback port with nothing listening (the cluster helper's `super::free_port`).
 fn free_port() -> std::net::SocketAddr {

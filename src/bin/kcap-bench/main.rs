@@ -18,6 +18,8 @@ use kcap::config::transcript_path;
 use kcap::ids::SessionId;
 use kcap::server::Server;
 
+mod browser;
+mod corpus;
 mod hooks;
 mod ingest;
 mod live;
@@ -26,6 +28,7 @@ mod polling;
 mod redaction;
 mod usage;
 mod web;
+mod web_browser;
 
 struct Args {
     mb: u64,
@@ -73,7 +76,7 @@ fn parse_args() -> Result<Args, String> {
                             redaction: recall on a held-out corpus, precision on source code, MB/s, linearity.\n\
                             usage: the usage fold on shutdowns listing 60k and 240k files.\n\
                             web: the web UI on SQLite: list of 10,000 sessions, a 10,000-line session, search over\n\
-                            --web-mb megabytes of lines, live line latency."
+                            --web-mb megabytes of generated sessions (and on PostgreSQL), live line latency; both pages' load in headless Chromium."
                     .into())
             }
             other => return Err(format!("unknown argument {other}")),
