@@ -1,4 +1,4 @@
-//! A search corpus that looks like many different sessions: Copilot-shaped JSONL lines whose
+//! A search corpus that looks like many different sessions: agent-shaped JSONL lines (the default agent's transcript format) whose
 //! prose is drawn from a fixed vocabulary with a Zipf spread (the word of rank r appears about
 //! 1/r as often as the commonest), so full-text posting lists run from huge to single-entry as
 //! in real transcripts. Deterministic from a seed: the same seed gives the same bytes.
