@@ -120,6 +120,16 @@ mod tests {
     }
 
     #[test]
+    fn only_the_member_named_type_decides() {
+        // Another string member with the end type's value is data, not the line's type.
+        assert_eq!(classify(br#"{"note":"session.shutdown"}"#), LineKind::Other);
+        assert_eq!(
+            classify(br#"{"type":null,"note":"session.shutdown"}"#),
+            LineKind::Other
+        );
+    }
+
+    #[test]
     fn blank_lines() {
         assert!(is_blank(b""));
         assert!(is_blank(b" \t\r"));

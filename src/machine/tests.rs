@@ -135,7 +135,9 @@ fn retries_park_once_the_next_attempt_would_pass_the_budget() {
     };
     let mut now = 0;
     let mut retries = 0;
-    loop {
+    // Bounded, so that a machine that never parks fails here instead of hanging the suite.
+    for attempt in 0.. {
+        assert!(attempt < 10, "still retrying after {attempt} failures: {state:?}");
         let (next, commands) = step(
             &state,
             &Input::DeliveryFailed {
@@ -319,4 +321,65 @@ fn a_rejection_names_the_phase_and_the_input() {
         assert_eq!(input.now() % 1_000, 0, "{case}");
         assert!(input.now() >= 1_000, "{case}: now is the input's own time");
     }
+}
+
+#[test]
+fn a_refused_batch_parks_at_once_even_with_budget_left() {
+    let t = Timings::default();
+    let delivering = State {
+        timings: t,
+        phase: Phase::ShutdownSeen {
+            offset: 7,
+            run: Run {
+                deadline: 1_000_000,
+                failures: 0,
+            },
+        },
+    };
+    let refused = Input::DeliveryFailed {
+        now: 1_000,
+        retryable: false,
+        error: "400 bad request".into(),
+    };
+    let (next, commands) = step(&delivering, &refused).unwrap();
+    assert_eq!(commands, [Command::Exit]);
+    assert_eq!(
+        next.phase,
+        Phase::Parked {
+            outcome: Outcome::Shutdown { offset: 7 },
+            reason: ParkReason::Refused {
+                last_error: "400 bad request".into()
+            },
+            retry_at: 1_000 + t.park_retry_ms,
+        }
+    );
+}
+
+#[test]
+fn a_retry_due_exactly_at_the_deadline_is_still_made() {
+    let t = Timings {
+        retry_initial_ms: 100,
+        retry_max_ms: 100,
+        ..Timings::default()
+    };
+    let at_deadline = |now: u64| {
+        let delivering = State {
+            timings: t,
+            phase: Phase::TimedOut {
+                run: Run {
+                    deadline: 1_100,
+                    failures: 0,
+                },
+            },
+        };
+        let failed = Input::DeliveryFailed {
+            now,
+            retryable: true,
+            error: "503".into(),
+        };
+        step(&delivering, &failed).unwrap().1
+    };
+    // The budget is inclusive: a retry at 1 100 fits a deadline of 1 100, one at 1 101 does not.
+    assert_eq!(at_deadline(1_000), [Command::WakeAt { at: 1_100 }]);
+    assert_eq!(at_deadline(1_001), [Command::Exit]);
 }
