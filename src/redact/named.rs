@@ -404,14 +404,47 @@ pub(crate) fn scan(text: &str, hits: &[(usize, usize, Target)], out: &mut Vec<Hi
                     .map(|_| Rule::Builtin("secret-named-value"))
             });
         if let Some(rule) = rule {
+            let end = past_cap(b, value);
             out.push(Hit {
                 start: value.start,
-                end: value.end,
+                end,
                 rule,
             });
-            done_until = value.end;
+            done_until = end;
         }
     }
+}
+
+/// The real end of a secret value that was read only up to [`MAX_VALUE`] bytes: the rest of
+/// the value leaks otherwise (a 5 KB password, a PEM in base64). The cap keeps judging names
+/// linear; a value judged a secret is then followed by a plain scan of its alphabet (to its
+/// closing quote, or to a blank, quote or escape), and the names inside it are skipped, so the
+/// whole stays linear.
+fn past_cap(b: &[u8], value: Value) -> usize {
+    if value.end - value.start < MAX_VALUE {
+        return value.end;
+    }
+    let rest = &b[value.end..];
+    let len = if value.quoted {
+        // The opening quote sits right before the value, or before an auth scheme (`"Bearer …`).
+        let from = value.start.saturating_sub(16);
+        let quote = b[from..value.start]
+            .iter()
+            .rev()
+            .copied()
+            .find(|c| is_quote(*c))
+            .unwrap_or(b'"');
+        let mut k = 0;
+        while k < rest.len() && rest[k] != b'\n' && rest[k] != quote {
+            k += if rest[k] == b'\\' { 2 } else { 1 };
+        }
+        k.min(rest.len())
+    } else {
+        rest.iter()
+            .take_while(|c| !c.is_ascii_whitespace() && !is_quote(**c) && **c != b'\\' && **c != b'<')
+            .count()
+    };
+    value.end + len
 }
 
 /// What a loosely announced value must look like: six or more bytes with a digit in them

@@ -1,0 +1,107 @@
+//! Leaks found by a black-box review of redaction (round 4), as named cases: each secret
+//! must be gone entirely, in plain text and inside a JSON line of tool output alike.
+
+use std::borrow::Cow;
+
+use kcap::redact::{Redactor, REDACTED};
+
+fn redact(s: &str) -> String {
+    Redactor::builtin().redact(Cow::Borrowed(s)).into_owned()
+}
+
+fn in_json(text: &str) -> String {
+    serde_json::json!({"type": "tool.execution_complete", "data": {"result": {"content": text}}}).to_string()
+}
+
+fn content(line: &str) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("broken JSON ({e}): {line}"));
+    v["data"]["result"]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// No 12-byte window of `secret` survives, and `keep` does.
+#[track_caller]
+fn assert_gone(case: &str, text: &str, secret: &str, keep: &str) {
+    for (how, out) in [
+        ("plain", redact(text)),
+        ("json", content(&redact(&in_json(text)))),
+    ] {
+        let w = secret.len().min(12);
+        let leaked = (0..=secret.len() - w)
+            .step_by(w.max(1))
+            .find(|&i| out.contains(&secret[i..i + w]));
+        assert!(
+            leaked.is_none() && out.contains(keep) && out.contains(REDACTED),
+            "{case} ({how}): leaked at {leaked:?}: {:?}",
+            &out[..out.len().min(300)]
+        );
+    }
+}
+
+/// Deterministic pseudo-random text over `alphabet` (xorshift; no clock, no crate).
+fn random(len: usize, alphabet: &[u8], mut seed: u64) -> String {
+    (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            alphabet[(seed % alphabet.len() as u64) as usize] as char
+        })
+        .collect()
+}
+
+const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+const URLSAFE: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+#[test]
+fn values_longer_than_the_scan_cap_are_redacted_to_their_end() {
+    let pw = random(
+        5000,
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!#%",
+        1,
+    );
+    assert_gone("long password", &format!("password={pw}"), &pw, "password=");
+    let jwt = format!(
+        "eyJhbGciOiJSUzI1NiJ9.{}.{}",
+        random(4400, URLSAFE, 2),
+        random(342, URLSAFE, 3)
+    );
+    assert_gone(
+        "long bearer",
+        &format!("Authorization: Bearer {jwt}\nnext"),
+        &jwt,
+        "next",
+    );
+    let key = format!("{}==", random(4420, B64, 4));
+    assert_gone(
+        "k8s tls.key",
+        &format!("data:\n  tls.crt: abc\n  tls.key: {key}\nkind: Secret"),
+        &key,
+        "kind: Secret",
+    );
+    assert_gone(
+        "kubeconfig client-key-data",
+        &format!("    client-key-data: {key}\n    token: x"),
+        &key,
+        "client-key-data:",
+    );
+    let quoted = format!("\"password\": \"{pw}\", \"user\": \"bob\"");
+    assert_gone("long quoted password", &quoted, &pw, "\"user\": \"bob\"");
+}
+
+#[test]
+fn a_long_quoted_bearer_value_ends_at_its_quote() {
+    let jwt = random(5000, URLSAFE, 5);
+    let text = format!("{{\"Authorization\": \"Bearer {jwt}\", \"Accept\": \"text/html\"}}");
+    let out = redact(&text);
+    assert!(!out.contains(&jwt[4500..]), "{}", &out[..200]);
+    assert!(
+        out.ends_with("\", \"Accept\": \"text/html\"}"),
+        "{}",
+        &out[out.len() - 100..]
+    );
+    serde_json::from_str::<serde_json::Value>(&out).expect("valid JSON");
+}
