@@ -105,3 +105,52 @@ fn a_long_quoted_bearer_value_ends_at_its_quote() {
     );
     serde_json::from_str::<serde_json::Value>(&out).expect("valid JSON");
 }
+
+#[test]
+fn name_value_pair_objects_are_named_values() {
+    for (case, text, secret, keep) in [
+        (
+            "k8s env password",
+            r#"{"env":[{"name":"DB_PASSWORD","value":"Tr0ub4dor3"},{"name":"API_TOKEN","value":"q8ZtR3nV7mK2pL9xW4bC6dF1hJ5sG0aE"}]}"#,
+            "Tr0ub4dor3",
+            "DB_PASSWORD",
+        ),
+        (
+            "k8s env token",
+            r#"{"env":[{"name":"DB_PASSWORD","value":"Tr0ub4dor3"},{"name":"API_TOKEN","value":"q8ZtR3nV7mK2pL9xW4bC6dF1hJ5sG0aE"}]}"#,
+            "q8ZtR3nV7mK2pL9xW4bC6dF1hJ5sG0aE",
+            "API_TOKEN",
+        ),
+        (
+            "HAR header",
+            r#"{"name":"Authorization","value":"Basic dXNlcjpwYXNzd29yZDEyMw=="}"#,
+            "dXNlcjpwYXNzd29yZDEyMw",
+            "Authorization",
+        ),
+        (
+            "key/value pair",
+            r#"{"key": "DB_PASSWORD", "value": "Tr0ub4dor3"}"#,
+            "Tr0ub4dor3",
+            "DB_PASSWORD",
+        ),
+        (
+            "YAML env",
+            "env:\n- name: DB_PASSWORD\n  value: Tr0ub4dor3\n- name: LOG_LEVEL\n  value: debug",
+            "Tr0ub4dor3",
+            "value: debug",
+        ),
+        (
+            "YAML env quoted",
+            "        - name: API_TOKEN\n          value: \"q8ZtR3nV7mK2pL9xW4bC6dF1hJ5sG0aE\"",
+            "q8ZtR3nV7mK2pL9xW4bC6dF1hJ5sG0aE",
+            "API_TOKEN",
+        ),
+    ] {
+        assert_gone(case, text, secret, keep);
+    }
+    // A pair whose name is not secret-like keeps its value.
+    let kept = r#"{"env":[{"name":"LOG_LEVEL","value":"debug"},{"name":"PORT","value":"8080"}]}"#;
+    assert_eq!(redact(kept), kept);
+    let kept = "- name: LOG_LEVEL\n  value: debug";
+    assert_eq!(redact(kept), kept);
+}

@@ -545,6 +545,8 @@ pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
             let netrc = blanks && !quoted_name && is_netrc_password(b, ns, ne);
             if call {
                 p + 1
+            } else if let Some(q) = sibling_value(b, ns, ne, quoted_name) {
+                q
             } else if (flag || netrc) && blanks {
                 p
             } else if blanks && !quoted_name {
@@ -573,6 +575,63 @@ pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
         }
     }
     (value.end > value.start).then_some(value)
+}
+
+/// A name that is the value of a `name` / `key` member, with a sibling `value` member right
+/// after it (k8s and ECS env, HAR headers, `- name: X\n  value: v` in YAML): the position after
+/// the sibling's `:`.
+fn sibling_value(b: &[u8], ns: usize, ne: usize, quoted_name: bool) -> Option<usize> {
+    // Before the name: `"name":` / `name:` / `key =`.
+    let q = skip_blanks_back(b, if quoted_name { ns - 1 } else { ns });
+    if q == 0 || !matches!(b[q - 1], b':' | b'=') {
+        return None;
+    }
+    let mut r = skip_blanks_back(b, q - 1);
+    if r > 0 && is_quote(b[r - 1]) {
+        r -= 1;
+    }
+    let word_start = r - b[..r]
+        .iter()
+        .rev()
+        .take(5)
+        .take_while(|c| c.is_ascii_alphabetic())
+        .count();
+    let word = &b[word_start..r];
+    if !(word.eq_ignore_ascii_case(b"name") || word.eq_ignore_ascii_case(b"key")) {
+        return None;
+    }
+    // After it: a `,` or a line break, then `value` as the next member.
+    let mut p = ne;
+    if quoted_name {
+        if b.get(p) != Some(&b[ns - 1]) {
+            return None;
+        }
+        p += 1;
+    }
+    p = skip_blanks(b, p);
+    match b.get(p) {
+        Some(b',' | b'\n') => p += 1,
+        Some(b'\r') if b.get(p + 1) == Some(&b'\n') => p += 2,
+        _ => return None,
+    }
+    let from = p;
+    while p < b.len() && p - from < 64 && b[p].is_ascii_whitespace() {
+        p += 1;
+    }
+    let quote = b.get(p).copied().filter(|c| is_quote(*c));
+    p += usize::from(quote.is_some());
+    if !(b.len() >= p + 5 && b[p..p + 5].eq_ignore_ascii_case(b"value")) {
+        return None;
+    }
+    p += 5;
+    if let Some(quote) = quote {
+        if b.get(p) != Some(&quote) {
+            return None;
+        }
+        p += 1;
+    }
+    p = skip_blanks(b, p);
+    matches!(b.get(p), Some(b':' | b'=')).then_some(p + 1)
 }
 
 /// A name alone in a table cell, `| password | hunter2-x |`: `p` is at the cell's closing `|`.
@@ -695,23 +754,8 @@ fn read_value(b: &[u8], p: usize) -> Option<Value> {
     if is_quote(q) {
         let start = p + 1;
         let mut k = start;
-        let mut p2 = start;
         // After an auth scheme inside the quotes: `"Bearer abc"`.
-        let scheme_end = skip_scheme(b, start);
-        if scheme_end == start {
-            for scheme in [
-                &b"Bearer "[..],
-                b"Basic ",
-                b"bearer ",
-                b"basic ",
-                b"Token ",
-                b"token ",
-            ] {
-                if b[start..].starts_with(scheme) {
-                    p2 = start + scheme.len();
-                }
-            }
-        }
+        let p2 = skip_scheme(b, start);
         while k < b.len() && k - start < MAX_VALUE {
             match b[k] {
                 b'\\' => k += 2,
@@ -888,6 +932,18 @@ mod tests {
         assert_eq!(
             value("password: c3VwZXJzZWNyZXQ=", "password").as_deref(),
             Some("c3VwZXJzZWNyZXQ=")
+        );
+        assert_eq!(
+            value(
+                r#"{"name":"Authorization","value":"Basic dXNlcjpwYXNzd29yZDEyMw=="}"#,
+                "Authorization"
+            )
+            .as_deref(),
+            Some("dXNlcjpwYXNzd29yZDEyMw==")
+        );
+        assert_eq!(
+            value("- name: DB_PASSWORD\n  value: Tr0ub4dor3", "DB_PASSWORD").as_deref(),
+            Some("Tr0ub4dor3")
         );
         assert_eq!(value("Token::U8(52)", "Token"), None);
         assert_eq!(value("if password == x", "password"), None);
