@@ -154,3 +154,20 @@ fn name_value_pair_objects_are_named_values() {
     let kept = "- name: LOG_LEVEL\n  value: debug";
     assert_eq!(redact(kept), kept);
 }
+
+#[test]
+fn an_aws_secret_key_after_its_key_id_is_a_secret() {
+    for (case, text) in [
+        (
+            "credentials.csv",
+            "User name,Password,Access key ID,Secret access key\nbob,,AKIAQ3EGUMZ5EXAMPLE2,wJalrXUtnFEMI/K7MDENG/bPxRfiCYzQ8kLmN0pQ",
+        ),
+        ("prose", "use AKIAQ3EGUMZ5EXAMPLE2 / wJalrXUtnFEMI/K7MDENG/bPxRfiCYzQ8kLmN0pQ for that"),
+        ("session", "ASIAQ3EGUMZ5EXAMPLE2 wJalrXUtnFEMI/K7MDENG/bPxRfiCYzQ8kLmN0pQ"),
+    ] {
+        assert_gone(case, text, "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzQ8kLmN0pQ", "");
+    }
+    // Forty letters far from any key id are prose or code, not a key.
+    let kept = "see abcdefghijklmnopqrstuvwxyzabcdefghijklmn in the docs";
+    assert_eq!(redact(kept), kept);
+}
