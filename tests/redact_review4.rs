@@ -171,3 +171,25 @@ fn an_aws_secret_key_after_its_key_id_is_a_secret() {
     let kept = "see abcdefghijklmnopqrstuvwxyzabcdefghijklmn in the docs";
     assert_eq!(redact(kept), kept);
 }
+
+#[test]
+fn multi_line_netrc_passwords_are_redacted() {
+    for (case, text) in [
+        (
+            "netrc",
+            "machine api.example.com\n  login bob\n  password Tr0ub4dor3\n",
+        ),
+        ("netrc no login", "machine api.example.com\npassword Tr0ub4dor3"),
+        ("netrc default", "default\n  login bob\n  password Tr0ub4dor3"),
+    ] {
+        assert_gone(case, text, "Tr0ub4dor3", "password ");
+    }
+    // Prose about a password on a line of its own is not a netrc entry.
+    for kept in [
+        "machine learning\n\nthe password reset flow works",
+        "machine learning\npassword reset_flow works",
+        "some notes\n  password reset_flow works",
+    ] {
+        assert_eq!(redact(kept), kept);
+    }
+}

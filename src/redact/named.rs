@@ -696,7 +696,32 @@ fn is_netrc_password(b: &[u8], ns: usize, ne: usize) -> bool {
     let from = ns.saturating_sub(300);
     let line_start = memchr::memrchr(b'\n', &b[from..ns]).map_or(from, |i| from + i + 1);
     let before = &b[line_start..ns];
-    memchr::memmem::find(before, b"login").is_some() || memchr::memmem::find(before, b"machine").is_some()
+    if memchr::memmem::find(before, b"login").is_some() || memchr::memmem::find(before, b"machine").is_some()
+    {
+        return true;
+    }
+    before.iter().all(|c| matches!(c, b' ' | b'\t')) && netrc_lines_before(&b[from..line_start])
+}
+
+/// `password` alone at the start of a line: the lines right above it are a netrc entry's
+/// (`machine api.example.com` / `login bob` / `default`), with nothing else between.
+fn netrc_lines_before(above: &[u8]) -> bool {
+    let mut lines = above.strip_suffix(b"\n").unwrap_or(above).rsplit(|c| *c == b'\n');
+    for line in lines.by_ref().take(3) {
+        let words: Vec<&[u8]> = line
+            .split(|c| c.is_ascii_whitespace())
+            .filter(|w| !w.is_empty())
+            .collect();
+        match words.as_slice() {
+            [b"login" | b"account", _] => continue,
+            [b"default"] | [b"default", b"login", _] => return true,
+            // A host, not `machine learning`.
+            [b"machine", host] => return host.contains(&b'.') || host.eq_ignore_ascii_case(b"localhost"),
+            [b"machine", _, b"login", _] => return true,
+            _ => return false,
+        }
+    }
+    false
 }
 
 /// After a type (`string`, `&str`, `[]byte`, `Option<String>`), blanks and a single `=`: the
