@@ -193,3 +193,25 @@ fn multi_line_netrc_passwords_are_redacted() {
         assert_eq!(redact(kept), kept);
     }
 }
+
+#[test]
+fn expect_scripts_send_their_password() {
+    for (case, text) in [
+        (
+            "two lines",
+            "expect \"password:\"\nsend \"Tr0ub4dor&3\\r\"\ninteract",
+        ),
+        ("one line", "expect \"password:\" { send \"Tr0ub4dor&3\\r\" }"),
+        (
+            "Password prompt",
+            "expect \"*Password*\"\n  send -- \"Tr0ub4dor&3\\r\"",
+        ),
+    ] {
+        assert_gone(case, text, "Tr0ub4dor&3", "send");
+        assert!(redact(text).contains("send"), "{case}");
+    }
+    let one = redact("expect \"password:\" { send \"Tr0ub4dor&3\\r\" }");
+    assert!(one.contains("{ send \""), "the wrong range is redacted: {one}");
+    let kept = "expect \"login:\"\nsend \"bob\\r\"";
+    assert_eq!(redact(kept), kept);
+}

@@ -521,6 +521,17 @@ pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
             return read_value(b, q + 6);
         }
     }
+    if let Some(q) = expect_send(b, ns, ne) {
+        let mut value = read_value(b, q)?;
+        // The script's `\r` / `\n` that ends the line typed is not part of the password.
+        while value.end >= value.start + 2
+            && b[value.end - 2] == b'\\'
+            && matches!(b[value.end - 1], b'r' | b'n')
+        {
+            value.end -= 2;
+        }
+        return (value.end > value.start).then_some(value);
+    }
     if quoted_name && b.get(p) == Some(&b']') {
         p += 1; // `ENV["password"] = …`
     }
@@ -632,6 +643,32 @@ fn sibling_value(b: &[u8], ns: usize, ne: usize, quoted_name: bool) -> Option<us
     }
     p = skip_blanks(b, p);
     matches!(b.get(p), Some(b':' | b'=')).then_some(p + 1)
+}
+
+/// An expect script's password prompt (`expect "password:"` then `send "…\r"`, on the next
+/// line or in a `{ send … }` block): the position of the string sent.
+fn expect_send(b: &[u8], ns: usize, ne: usize) -> Option<usize> {
+    let from = ns.saturating_sub(48);
+    let line_start = memchr::memrchr(b'\n', &b[from..ns]).map_or(from, |i| from + i + 1);
+    memchr::memmem::find(&b[line_start..ns], b"expect ")?;
+    // The rest of the prompt string, then its closing quote.
+    let close = ne + memchr::memchr(b'"', &b[ne..(ne + 32).min(b.len())])?;
+    if memchr::memchr(b'\n', &b[ne..close]).is_some() {
+        return None;
+    }
+    let mut p = close + 1;
+    let start = p;
+    while p < b.len() && p - start < 64 && (b[p].is_ascii_whitespace() || b[p] == b'{') {
+        p += 1;
+    }
+    if !b[p..].starts_with(b"send ") {
+        return None;
+    }
+    p = skip_blanks(b, p + 5);
+    if b[p..].starts_with(b"-- ") {
+        p = skip_blanks(b, p + 3);
+    }
+    Some(p)
 }
 
 /// A name alone in a table cell, `| password | hunter2-x |`: `p` is at the cell's closing `|`.
