@@ -61,7 +61,38 @@ pub(crate) fn scan_line(line: &str, user: &UserRules, out: &mut Vec<RawHit>) {
             let v = skip_ws(b, j + 1);
             pair(line, (s, e, escaped), v, &mut scratch, out);
         }
+        if b.get(j) == Some(&b':') && is_pair_name_key(&b[s..e]) {
+            if let Some((name, v)) = sibling_value(b, skip_ws(b, j + 1)) {
+                pair(line, name, v, &mut scratch, out);
+            }
+        }
     }
+}
+
+/// `name` / `key`: a member whose string value names a sibling `value` member (k8s and ECS
+/// env, HAR headers, `{"key": "DB_PASSWORD", "value": "…"}`).
+fn is_pair_name_key(key: &[u8]) -> bool {
+    ["name", "key", "Name", "Key"].iter().any(|k| key == k.as_bytes())
+}
+
+/// For the string at `v` (the value of a `name` member): its span, and where the value of a
+/// `"value"` member right after it starts.
+fn sibling_value(b: &[u8], v: usize) -> Option<((usize, usize, bool), usize)> {
+    if b.get(v) != Some(&b'"') {
+        return None;
+    }
+    let (ve, escaped) = string_end(b, v + 1);
+    let k = skip_ws(b, ve + 1);
+    if b.get(k) != Some(&b',') {
+        return None;
+    }
+    let k = skip_ws(b, k + 1);
+    let rest = &b[k..];
+    if !(rest.starts_with(b"\"value\"") || rest.starts_with(b"\"Value\"")) {
+        return None;
+    }
+    let c = skip_ws(b, k + 7);
+    (b.get(c) == Some(&b':')).then(|| ((v + 1, ve, escaped), skip_ws(b, c + 1)))
 }
 
 fn looks_like_json(b: &[u8]) -> bool {

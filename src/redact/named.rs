@@ -404,14 +404,47 @@ pub(crate) fn scan(text: &str, hits: &[(usize, usize, Target)], out: &mut Vec<Hi
                     .map(|_| Rule::Builtin("secret-named-value"))
             });
         if let Some(rule) = rule {
+            let end = past_cap(b, value);
             out.push(Hit {
                 start: value.start,
-                end: value.end,
+                end,
                 rule,
             });
-            done_until = value.end;
+            done_until = end;
         }
     }
+}
+
+/// The real end of a secret value that was read only up to [`MAX_VALUE`] bytes: the rest of
+/// the value leaks otherwise (a 5 KB password, a PEM in base64). The cap keeps judging names
+/// linear; a value judged a secret is then followed by a plain scan of its alphabet (to its
+/// closing quote, or to a blank, quote or escape), and the names inside it are skipped, so the
+/// whole stays linear.
+fn past_cap(b: &[u8], value: Value) -> usize {
+    if value.end - value.start < MAX_VALUE {
+        return value.end;
+    }
+    let rest = &b[value.end..];
+    let len = if value.quoted {
+        // The opening quote sits right before the value, or before an auth scheme (`"Bearer …`).
+        let from = value.start.saturating_sub(16);
+        let quote = b[from..value.start]
+            .iter()
+            .rev()
+            .copied()
+            .find(|c| is_quote(*c))
+            .unwrap_or(b'"');
+        let mut k = 0;
+        while k < rest.len() && rest[k] != b'\n' && rest[k] != quote {
+            k += if rest[k] == b'\\' { 2 } else { 1 };
+        }
+        k.min(rest.len())
+    } else {
+        rest.iter()
+            .take_while(|c| !c.is_ascii_whitespace() && !is_quote(**c) && **c != b'\\' && **c != b'<')
+            .count()
+    };
+    value.end + len
 }
 
 /// What a loosely announced value must look like: six or more bytes with a digit in them
@@ -488,6 +521,17 @@ pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
             return read_value(b, q + 6);
         }
     }
+    if let Some(q) = expect_send(b, ns, ne) {
+        let mut value = read_value(b, q)?;
+        // The script's `\r` / `\n` that ends the line typed is not part of the password.
+        while value.end >= value.start + 2
+            && b[value.end - 2] == b'\\'
+            && matches!(b[value.end - 1], b'r' | b'n')
+        {
+            value.end -= 2;
+        }
+        return (value.end > value.start).then_some(value);
+    }
     if quoted_name && b.get(p) == Some(&b']') {
         p += 1; // `ENV["password"] = …`
     }
@@ -512,6 +556,8 @@ pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
             let netrc = blanks && !quoted_name && is_netrc_password(b, ns, ne);
             if call {
                 p + 1
+            } else if let Some(q) = sibling_value(b, ns, ne, quoted_name) {
+                q
             } else if (flag || netrc) && blanks {
                 p
             } else if blanks && !quoted_name {
@@ -540,6 +586,89 @@ pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
         }
     }
     (value.end > value.start).then_some(value)
+}
+
+/// A name that is the value of a `name` / `key` member, with a sibling `value` member right
+/// after it (k8s and ECS env, HAR headers, `- name: X\n  value: v` in YAML): the position after
+/// the sibling's `:`.
+fn sibling_value(b: &[u8], ns: usize, ne: usize, quoted_name: bool) -> Option<usize> {
+    // Before the name: `"name":` / `name:` / `key =`.
+    let q = skip_blanks_back(b, if quoted_name { ns - 1 } else { ns });
+    if q == 0 || !matches!(b[q - 1], b':' | b'=') {
+        return None;
+    }
+    let mut r = skip_blanks_back(b, q - 1);
+    if r > 0 && is_quote(b[r - 1]) {
+        r -= 1;
+    }
+    let word_start = r - b[..r]
+        .iter()
+        .rev()
+        .take(5)
+        .take_while(|c| c.is_ascii_alphabetic())
+        .count();
+    let word = &b[word_start..r];
+    if !(word.eq_ignore_ascii_case(b"name") || word.eq_ignore_ascii_case(b"key")) {
+        return None;
+    }
+    // After it: a `,` or a line break, then `value` as the next member.
+    let mut p = ne;
+    if quoted_name {
+        if b.get(p) != Some(&b[ns - 1]) {
+            return None;
+        }
+        p += 1;
+    }
+    p = skip_blanks(b, p);
+    match b.get(p) {
+        Some(b',' | b'\n') => p += 1,
+        Some(b'\r') if b.get(p + 1) == Some(&b'\n') => p += 2,
+        _ => return None,
+    }
+    let from = p;
+    while p < b.len() && p - from < 64 && b[p].is_ascii_whitespace() {
+        p += 1;
+    }
+    let quote = b.get(p).copied().filter(|c| is_quote(*c));
+    p += usize::from(quote.is_some());
+    if !(b.len() >= p + 5 && b[p..p + 5].eq_ignore_ascii_case(b"value")) {
+        return None;
+    }
+    p += 5;
+    if let Some(quote) = quote {
+        if b.get(p) != Some(&quote) {
+            return None;
+        }
+        p += 1;
+    }
+    p = skip_blanks(b, p);
+    matches!(b.get(p), Some(b':' | b'=')).then_some(p + 1)
+}
+
+/// An expect script's password prompt (`expect "password:"` then `send "…\r"`, on the next
+/// line or in a `{ send … }` block): the position of the string sent.
+fn expect_send(b: &[u8], ns: usize, ne: usize) -> Option<usize> {
+    let from = ns.saturating_sub(48);
+    let line_start = memchr::memrchr(b'\n', &b[from..ns]).map_or(from, |i| from + i + 1);
+    memchr::memmem::find(&b[line_start..ns], b"expect ")?;
+    // The rest of the prompt string, then its closing quote.
+    let close = ne + memchr::memchr(b'"', &b[ne..(ne + 32).min(b.len())])?;
+    if memchr::memchr(b'\n', &b[ne..close]).is_some() {
+        return None;
+    }
+    let mut p = close + 1;
+    let start = p;
+    while p < b.len() && p - start < 64 && (b[p].is_ascii_whitespace() || b[p] == b'{') {
+        p += 1;
+    }
+    if !b[p..].starts_with(b"send ") {
+        return None;
+    }
+    p = skip_blanks(b, p + 5);
+    if b[p..].starts_with(b"-- ") {
+        p = skip_blanks(b, p + 3);
+    }
+    Some(p)
 }
 
 /// A name alone in a table cell, `| password | hunter2-x |`: `p` is at the cell's closing `|`.
@@ -604,7 +733,32 @@ fn is_netrc_password(b: &[u8], ns: usize, ne: usize) -> bool {
     let from = ns.saturating_sub(300);
     let line_start = memchr::memrchr(b'\n', &b[from..ns]).map_or(from, |i| from + i + 1);
     let before = &b[line_start..ns];
-    memchr::memmem::find(before, b"login").is_some() || memchr::memmem::find(before, b"machine").is_some()
+    if memchr::memmem::find(before, b"login").is_some() || memchr::memmem::find(before, b"machine").is_some()
+    {
+        return true;
+    }
+    before.iter().all(|c| matches!(c, b' ' | b'\t')) && netrc_lines_before(&b[from..line_start])
+}
+
+/// `password` alone at the start of a line: the lines right above it are a netrc entry's
+/// (`machine api.example.com` / `login bob` / `default`), with nothing else between.
+fn netrc_lines_before(above: &[u8]) -> bool {
+    let mut lines = above.strip_suffix(b"\n").unwrap_or(above).rsplit(|c| *c == b'\n');
+    for line in lines.by_ref().take(3) {
+        let words: Vec<&[u8]> = line
+            .split(|c| c.is_ascii_whitespace())
+            .filter(|w| !w.is_empty())
+            .collect();
+        match words.as_slice() {
+            [b"login" | b"account", _] => continue,
+            [b"default"] | [b"default", b"login", _] => return true,
+            // A host, not `machine learning`.
+            [b"machine", host] => return host.contains(&b'.') || host.eq_ignore_ascii_case(b"localhost"),
+            [b"machine", _, b"login", _] => return true,
+            _ => return false,
+        }
+    }
+    false
 }
 
 /// After a type (`string`, `&str`, `[]byte`, `Option<String>`), blanks and a single `=`: the
@@ -662,23 +816,8 @@ fn read_value(b: &[u8], p: usize) -> Option<Value> {
     if is_quote(q) {
         let start = p + 1;
         let mut k = start;
-        let mut p2 = start;
         // After an auth scheme inside the quotes: `"Bearer abc"`.
-        let scheme_end = skip_scheme(b, start);
-        if scheme_end == start {
-            for scheme in [
-                &b"Bearer "[..],
-                b"Basic ",
-                b"bearer ",
-                b"basic ",
-                b"Token ",
-                b"token ",
-            ] {
-                if b[start..].starts_with(scheme) {
-                    p2 = start + scheme.len();
-                }
-            }
-        }
+        let p2 = skip_scheme(b, start);
         while k < b.len() && k - start < MAX_VALUE {
             match b[k] {
                 b'\\' => k += 2,
@@ -855,6 +994,18 @@ mod tests {
         assert_eq!(
             value("password: c3VwZXJzZWNyZXQ=", "password").as_deref(),
             Some("c3VwZXJzZWNyZXQ=")
+        );
+        assert_eq!(
+            value(
+                r#"{"name":"Authorization","value":"Basic dXNlcjpwYXNzd29yZDEyMw=="}"#,
+                "Authorization"
+            )
+            .as_deref(),
+            Some("dXNlcjpwYXNzd29yZDEyMw==")
+        );
+        assert_eq!(
+            value("- name: DB_PASSWORD\n  value: Tr0ub4dor3", "DB_PASSWORD").as_deref(),
+            Some("Tr0ub4dor3")
         );
         assert_eq!(value("Token::U8(52)", "Token"), None);
         assert_eq!(value("if password == x", "password"), None);

@@ -109,6 +109,20 @@ pub(crate) fn scan_text(text: &str, user: &UserRules, out: &mut Vec<Hit>) -> boo
     if command {
         cli::scan(b, out);
     }
+    let key_ids: Vec<usize> = out[first..]
+        .iter()
+        .filter(|h| h.rule == Rule::Builtin("aws-access-key-id"))
+        .map(|h| h.end)
+        .collect();
+    for end in key_ids {
+        if let Some((start, end)) = aws_secret_after(b, end) {
+            out.push(Hit {
+                start,
+                end,
+                rule: Rule::Builtin("aws-secret-access-key"),
+            });
+        }
+    }
     let named = !names.is_empty();
     if named {
         names.sort_unstable_by_key(|n| n.0);
@@ -269,4 +283,31 @@ fn search(text: &str, i: u16, out: &mut Vec<Hit>) {
             push(m.start(), m.end());
         }
     }
+}
+
+/// A secret access key printed right after its key id, with no name beside it
+/// (`AKIA…,wJalr…` in credentials.csv, `AKIA… / wJalr…` in prose): a run of exactly 40
+/// base64 characters, with upper- and lower-case letters, starting within a few bytes after
+/// the id. Looks at a fixed window per id, so it stays linear.
+fn aws_secret_after(b: &[u8], id_end: usize) -> Option<(usize, usize)> {
+    let in_key = |c: u8| c.is_ascii_alphanumeric() || c == b'/' || c == b'+';
+    let mut p = id_end;
+    while p < b.len() && p < id_end + 24 {
+        if !in_key(b[p]) {
+            p += 1;
+            continue;
+        }
+        let len = b[p..].iter().take(41).take_while(|c| in_key(**c)).count();
+        let run = &b[p..p + len];
+        let next_ok = b.get(p + len).is_none_or(|c| *c != b'=' || len != 40);
+        if len == 40
+            && next_ok
+            && run.iter().any(u8::is_ascii_uppercase)
+            && run.iter().any(u8::is_ascii_lowercase)
+        {
+            return Some((p, p + len));
+        }
+        p += len;
+    }
+    None
 }
