@@ -294,3 +294,64 @@ fn the_sqlite_search_index_resumes_where_it_stopped_after_a_restart() {
     // Reopened: only the new line is indexed, and the old ones are still found.
     assert_eq!(store(2, &["omega"]), (1, 2, 1));
 }
+
+/// A PostgreSQL database holding lines under schema 4 (search vectors computed on the fly)
+/// upgrades to the stored search vector: the lines already there are found afterwards, and a
+/// blank line whose text arrives later is found once it has its text.
+#[test]
+fn postgres_search_finds_lines_stored_before_the_stored_vector_migration() {
+    use kcap::server::storage::migrations::POSTGRES;
+    use kcap::server::web::model::Paging;
+    let Some(cluster) = Cluster::start("web_storage::postgres_upgrade") else {
+        return;
+    };
+    let url = cluster.database();
+    let key = SessionId::new_random().as_bytes().to_vec();
+    let old = ev("user.message", serde_json::json!({ "content": "ancient walrus" }));
+    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    c.batch_execute(
+        "CREATE TABLE kcap_schema (version BIGINT PRIMARY KEY, name TEXT NOT NULL, \
+         applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+    )
+    .unwrap();
+    for m in POSTGRES.iter().filter(|m| m.version <= 4) {
+        c.batch_execute(m.sql).unwrap();
+        c.execute(
+            "INSERT INTO kcap_schema (version, name) VALUES ($1, $2)",
+            &[&m.version, &m.name],
+        )
+        .unwrap();
+    }
+    c.execute(
+        "INSERT INTO sessions (id, first_seen, last_seen, lines) VALUES ($1, 1, 1, 2)",
+        &[&key],
+    )
+    .unwrap();
+    c.execute(
+        "INSERT INTO lines (session, n, blank, text) VALUES ($1, 0, false, $2), ($1, 1, true, NULL)",
+        &[&key, &old.as_bytes()],
+    )
+    .unwrap();
+
+    let storage = Storage::postgres(&url).unwrap();
+    let reads = storage.reads();
+    let hits = |q: &str| {
+        let found = reads.search_lines(q, Paging::new(0, 10)).unwrap();
+        found.iter().map(|h| h.n).collect::<Vec<_>>()
+    };
+    assert_eq!(hits("ancient"), vec![0]);
+    assert_eq!(hits("walrus"), vec![0]);
+    // The blank line's text arrives after the upgrade: its stored vector follows the text.
+    let late = ev(
+        "assistant.message",
+        serde_json::json!({ "content": "late walrus" }),
+    );
+    c.execute(
+        "UPDATE lines SET blank = false, text = $2 WHERE session = $1 AND n = 1",
+        &[&key, &late.as_bytes()],
+    )
+    .unwrap();
+    assert_eq!(hits("walrus"), vec![1, 0]);
+    assert_eq!(hits("late"), vec![1]);
+    assert!(hits("nowhere").is_empty());
+}

@@ -1,6 +1,7 @@
-//! The web UI's reads on PostgreSQL: plain indexed queries, and a GIN full-text index over
-//! `kcap_search_text(text)` (migration 2) for search, kept by PostgreSQL itself as lines are
-//! stored, so every replica searches the same lines.
+//! The web UI's reads on PostgreSQL: plain indexed queries, and search over each line's `search`
+//! vector of `kcap_search_text(text)` (migrations 3 and 5): computed once when the line is stored,
+//! kept in the row under a GIN index, so a match is never re-parsed and every replica searches the
+//! same lines.
 
 use std::collections::HashMap;
 
@@ -194,7 +195,7 @@ impl ReadModel for Postgres {
                 .query(
                     "SELECT l.session, l.n, l.text, s.first_seen, coalesce(s.repository, s.cwd) \
                      FROM lines l JOIN sessions s ON s.id = l.session \
-                     WHERE NOT l.blank AND to_tsvector('simple', kcap_search_text(l.text)) @@ to_tsquery('simple', $1) \
+                     WHERE NOT l.blank AND l.search @@ to_tsquery('simple', $1) \
                      ORDER BY s.first_seen DESC, l.n DESC LIMIT $2 OFFSET $3",
                     &[&tsq, &i64::from(paging.limit), &clamp(paging.offset)],
                 )

@@ -54,6 +54,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "tokens can be revoked",
         sql: include_str!("postgres/0004_token_revocation.sql"),
     },
+    Migration {
+        version: 5,
+        name: "search: the line's text vector stored in the row, GIN-indexed",
+        sql: include_str!("postgres/0005_stored_search_vector.sql"),
+    },
 ];
 
 /// The migrations still to apply to a database at `current`, or an error if it is newer than
