@@ -385,3 +385,63 @@ fn a_transcript_rewritten_in_place_mid_line_is_read_again_from_line_0() {
         assert_eq!(batch.end.offset, rewritten.len() as u64, "{name}");
     }
 }
+
+/// A writer caught mid-line: the reader holds the fragment back, and when the line is finished
+/// the same reader sends it whole under its own number. Before the fix the held-back bytes were
+/// consumed from the reader's buffer, so the next batch began mid-line and sent the line's tail
+/// as the line (found by the delivery simulation: "line 33 stored as \"ppp…\"}\"").
+#[test]
+fn a_line_caught_half_written_is_sent_whole_once_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    let (head, tail) = MSG.split_at(15);
+    let path = file_with(dir.path(), format!("{START}\n{head}").as_bytes());
+    let mut reader = LineReader::new(&path);
+    let first = reader
+        .read_batch(Watermark::default(), Limits::default(), false)
+        .unwrap()
+        .expect("transcript present");
+    assert_eq!(first.lines.len(), 1);
+    assert!(first.held_back);
+    append(&path, format!("{tail}\n{SHUTDOWN}\n").as_bytes());
+    let second = reader
+        .read_batch(first.end, Limits::default(), false)
+        .unwrap()
+        .expect("transcript present");
+    let got: Vec<(u64, String)> = second
+        .lines
+        .iter()
+        .map(|l| (l.number, String::from_utf8_lossy(&l.bytes).into_owned()))
+        .collect();
+    assert_eq!(got, vec![(1, MSG.to_string()), (2, SHUTDOWN.to_string())]);
+    assert_eq!(
+        second.end.offset,
+        (START.len() + MSG.len() + SHUTDOWN.len() + 3) as u64
+    );
+
+    // The same for a line delivered before its newline that then grows: the addition is held
+    // back until its newline, and nothing of it is lost to the next read.
+    let path = file_with(dir.path(), format!("{START}\n{SHUTDOWN}").as_bytes());
+    let mut reader = LineReader::new(&path);
+    let first = reader
+        .read_batch(Watermark::default(), Limits::default(), false)
+        .unwrap()
+        .expect("transcript present");
+    assert!(first.end.open_line);
+    append(&path, b"xyz");
+    let held = reader
+        .read_batch(first.end, Limits::default(), false)
+        .unwrap()
+        .expect("transcript present");
+    assert!(held.lines.is_empty());
+    append(&path, format!("\n{MSG}\n").as_bytes());
+    let next = reader
+        .read_batch(held.end, Limits::default(), false)
+        .unwrap()
+        .expect("transcript present");
+    let got: Vec<(u64, String)> = next
+        .lines
+        .iter()
+        .map(|l| (l.number, String::from_utf8_lossy(&l.bytes).into_owned()))
+        .collect();
+    assert_eq!(got, vec![(2, MSG.to_string())]);
+}

@@ -286,7 +286,9 @@ impl LineReader {
                 pos += n as u64;
                 open_line = false;
             } else if n > 0 {
-                // Still no newline: the addition stays unread until the line is finished.
+                // Still no newline: the addition stays unread until the line is finished, so the
+                // reader goes back over what it consumed (the next read starts at `pos`).
+                reader.seek_relative(-(n as i64))?;
                 return Ok(Batch {
                     lines,
                     blanks,
@@ -320,6 +322,9 @@ impl LineReader {
             if !terminated {
                 let complete = take_unterminated || classify(content) != LineKind::Malformed;
                 if !complete || is_blank(content) {
+                    // Left for its writer to finish: unread, so the next read starts at the
+                    // line's first byte, not in its middle.
+                    reader.seek_relative(-(n as i64))?;
                     held_back = !is_blank(content);
                     at_end = true;
                     break;
