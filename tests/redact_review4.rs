@@ -1,26 +1,11 @@
 //! Leaks found by a black-box review of redaction (round 4), as named cases: each secret
 //! must be gone entirely, in plain text and inside a JSON line of tool output alike.
 
-use std::borrow::Cow;
+use kcap::redact::REDACTED;
 
-use kcap::redact::{Redactor, REDACTED};
-
-fn redact(s: &str) -> String {
-    Redactor::builtin().redact(Cow::Borrowed(s)).into_owned()
-}
-
-fn in_json(text: &str) -> String {
-    serde_json::json!({"type": "tool.execution_complete", "data": {"result": {"content": text}}}).to_string()
-}
-
-fn content(line: &str) -> String {
-    let v: serde_json::Value =
-        serde_json::from_str(line).unwrap_or_else(|e| panic!("broken JSON ({e}): {line}"));
-    v["data"]["result"]["content"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
+#[path = "common/redaction.rs"]
+mod redaction;
+use redaction::{content, in_json, redact};
 
 /// No 12-byte window of `secret` survives, and `keep` does.
 #[track_caller]

@@ -2,27 +2,11 @@
 //! each piece of code must come out unchanged, inside plain text and inside a JSON line of tool
 //! output alike.
 
-use std::borrow::Cow;
+use kcap::redact::REDACTED;
 
-use kcap::redact::{Redactor, REDACTED};
-
-fn redact(s: &str) -> String {
-    Redactor::builtin().redact(Cow::Borrowed(s)).into_owned()
-}
-
-/// `text` as the content of a tool result line.
-fn in_json(text: &str) -> String {
-    serde_json::json!({"type": "tool.execution_complete", "data": {"result": {"content": text}}}).to_string()
-}
-
-fn content(line: &str) -> String {
-    let v: serde_json::Value =
-        serde_json::from_str(line).unwrap_or_else(|e| panic!("broken JSON ({e}): {line}"));
-    v["data"]["result"]["content"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
+#[path = "common/redaction.rs"]
+mod redaction;
+use redaction::{content, in_json, redact};
 
 /// (case, text, secret that must disappear, text that must stay)
 const LEAKS: &[(&str, &str, &str, &str)] = &[

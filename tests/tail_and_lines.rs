@@ -407,11 +407,7 @@ fn a_line_caught_half_written_is_sent_whole_once_finished() {
         .read_batch(first.end, Limits::default(), false)
         .unwrap()
         .expect("transcript present");
-    let got: Vec<(u64, String)> = second
-        .lines
-        .iter()
-        .map(|l| (l.number, String::from_utf8_lossy(&l.bytes).into_owned()))
-        .collect();
+    let got = numbered(&second.lines);
     assert_eq!(got, vec![(1, MSG.to_string()), (2, SHUTDOWN.to_string())]);
     assert_eq!(
         second.end.offset,
@@ -438,10 +434,14 @@ fn a_line_caught_half_written_is_sent_whole_once_finished() {
         .read_batch(held.end, Limits::default(), false)
         .unwrap()
         .expect("transcript present");
-    let got: Vec<(u64, String)> = next
-        .lines
+    let got = numbered(&next.lines);
+    assert_eq!(got, vec![(2, MSG.to_string())]);
+}
+
+/// A batch's lines as (number, text).
+fn numbered(lines: &[kcap::effects::lines::Line]) -> Vec<(u64, String)> {
+    lines
         .iter()
         .map(|l| (l.number, String::from_utf8_lossy(&l.bytes).into_owned()))
-        .collect();
-    assert_eq!(got, vec![(2, MSG.to_string())]);
+        .collect()
 }

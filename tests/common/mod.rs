@@ -4,6 +4,7 @@
 
 pub mod chaos;
 pub mod postgres;
+pub mod rng;
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
