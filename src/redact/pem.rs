@@ -99,11 +99,15 @@ fn is_key_line(line: &[u8]) -> bool {
 /// The end of the END marker starting at `at`.
 fn end_marker_end(b: &[u8], at: usize) -> usize {
     let end_label = at + END.len();
-    let tail = b[end_label..]
+    let mut tail = b[end_label..]
         .iter()
         .take(110)
         .take_while(|c| **c != b'\n')
         .count();
+    // The 110-byte cap may fall inside a character; the marker ends before it.
+    while b.get(end_label + tail).is_some_and(|c| c & 0xC0 == 0x80) {
+        tail -= 1;
+    }
     match memchr::memmem::find(&b[end_label..end_label + tail], b"-----") {
         Some(q) => end_label + q + 5,
         None => end_label + tail,
@@ -133,6 +137,17 @@ mod tests {
         ] {
             assert_eq!(block_end(not_key.as_bytes(), 0), None, "{not_key}");
         }
+    }
+
+    #[test]
+    fn an_end_marker_cut_at_its_cap_ends_on_a_character() {
+        let k = format!(
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END x{}",
+            "é".repeat(80)
+        );
+        let end = block_end(k.as_bytes(), 0).unwrap();
+        assert!(k.is_char_boundary(end), "{end}");
+        assert!(end > k.find("-----END").unwrap() + 100, "{end}");
     }
 
     #[test]
