@@ -4,11 +4,20 @@
 
 use super::scan::{Hit, Rule};
 
+/// Where the word at `s` ends: at a blank, a quote, or a JSON escape other than `\\` (text one
+/// level down in a JSON document shows its quotes and line breaks as `\"` and `\n`; a
+/// password never holds those, and taking the backslash alone would cut the escape in half).
 fn word_end(b: &[u8], s: usize) -> usize {
-    s + b[s..]
-        .iter()
-        .take_while(|c| !c.is_ascii_whitespace() && !matches!(c, b'"' | b'\'' | b'`'))
-        .count()
+    let mut e = s;
+    while let Some(&c) = b.get(e) {
+        let escape =
+            c == b'\\' && matches!(b.get(e + 1), Some(b'"' | b'n' | b'r' | b't' | b'u' | b'b' | b'f'));
+        if c.is_ascii_whitespace() || matches!(c, b'"' | b'\'' | b'`') || escape {
+            break;
+        }
+        e += 1 + usize::from(c == b'\\' && b.get(e + 1) == Some(&b'\\'));
+    }
+    e.min(b.len())
 }
 
 fn has(b: &[u8], word: &[u8]) -> bool {
@@ -56,5 +65,26 @@ pub(crate) fn scan(b: &[u8], out: &mut Vec<Hit>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn found(text: &str) -> Vec<&str> {
+        let mut hits = Vec::new();
+        scan(text.as_bytes(), &mut hits);
+        hits.iter().map(|h| &text[h.start..h.end]).collect()
+    }
+
+    #[test]
+    fn a_flag_value_ends_at_a_json_escape_but_keeps_an_escaped_backslash() {
+        assert_eq!(found(r#"mysql -pS3cret\"\n"#), vec!["S3cret"]);
+        assert_eq!(found(r#"mysql -pS3cret\nnext"#), vec!["S3cret"]);
+        assert_eq!(found(r#"mysql -pS3\\cret rest"#), vec![r"S3\\cret"]);
+        assert_eq!(found(r#"mysql -p\"\n\"x"#), Vec::<&str>::new());
+        assert_eq!(found("sshpass -p S3cret ssh h"), vec!["S3cret"]);
+        assert_eq!(found("mysql -pS3cret"), vec!["S3cret"]);
     }
 }

@@ -148,6 +148,14 @@ pub(crate) fn scan_text(text: &str, user: &UserRules, out: &mut Vec<Hit>) -> boo
         for mut h in found {
             h.start = escape_start(b, h.start);
             h.end = escape_end(b, h.end);
+            // A rule that counts bytes may stop inside a character; the finding takes the whole
+            // character rather than the capture panicking on the slice below.
+            while !text.is_char_boundary(h.start) {
+                h.start -= 1;
+            }
+            while !text.is_char_boundary(h.end) {
+                h.end += 1;
+            }
             let text_of = &text[h.start..h.end];
             if user.allows(text_of) {
                 continue;
@@ -213,8 +221,20 @@ fn push_piece(text: &str, s: usize, e: usize, rule: Rule, out: &mut Vec<Hit>) {
     let trimmed = piece.trim_start();
     let start = s + (piece.len() - trimmed.len());
     let end = start + trimmed.trim_end().len();
-    let p = &text[start..end];
-    if p.bytes().any(|c| c.is_ascii_alphanumeric() || !c.is_ascii()) {
+    // The letter of an escape (`\n`) is not text: a piece that is only escapes stays as it is,
+    // or each pass of `Redactor::ranges` would take one more escape and never settle.
+    let p = &text.as_bytes()[start..end];
+    let mut k = 0;
+    let mut text_left = false;
+    while k < p.len() {
+        if p[k] == b'\\' && k + 1 < p.len() {
+            k += if p[k + 1] == b'u' { 6 } else { 2 };
+            continue;
+        }
+        text_left |= p[k].is_ascii_alphanumeric() || !p[k].is_ascii();
+        k += 1;
+    }
+    if text_left {
         out.push(Hit { start, end, rule });
     }
 }
