@@ -187,10 +187,16 @@ fn check(t: &str, nested: bool) -> Result<(), String> {
 /// regressions file holds.
 #[test]
 fn found_shapes_stay_fixed() {
-    let cases: &[(&str, &str)] = &[(
-        "a PEM header then a netrc line (redactfix was reverted for it)",
-        "-----BEGIN RSA PRIVATE KEY-----machine h login u password €\\",
-    )];
+    let cases: &[(&str, &str)] = &[
+        (
+            "a PEM header then a netrc line (redactfix was reverted for it)",
+            "-----BEGIN RSA PRIVATE KEY-----machine h login u password €\\",
+        ),
+        (
+            "a mysql flag followed by escaped quotes (CI run of stop 9)",
+            "mysql -p\"\n\"\n\"\n\"password",
+        ),
+    ];
     let mut failures = Vec::new();
     for (case, t) in cases {
         for nested in [false, true] {
@@ -202,15 +208,24 @@ fn found_shapes_stay_fixed() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// 1500 cases in the suite; `PROPTEST_CASES=20000` for a soak.
+/// 1500 cases from a fixed seed in the suite, so that a run fails for a change in the code and
+/// never for the draw (a random draw failed CI once on a shape no change had touched). A soak
+/// explores: `PROPTEST_CASES=100000 PROPTEST_RNG_SEED=$RANDOM cargo test --test redact_properties`.
 fn config() -> ProptestConfig {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1500);
+    let default = ProptestConfig::default();
+    let rng_seed = if std::env::var_os("PROPTEST_RNG_SEED").is_some() {
+        default.rng_seed
+    } else {
+        proptest::test_runner::RngSeed::Fixed(0x6b63_6170)
+    };
     ProptestConfig {
         cases,
-        ..ProptestConfig::default()
+        rng_seed,
+        ..default
     }
 }
 
