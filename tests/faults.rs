@@ -1,8 +1,8 @@
 //! Real processes against real faults on loopback: connections cut anywhere, a server answering
 //! 5xx/408/429, hanging past the timeout or slow, the finalizer killed at random points, and a
 //! transcript that grows, or is cut short, while it is being drained. After recovery no line is
-//! lost and none is stored twice. Random choices come from a printed seed; `KCAP_FAULT_SEED`
-//! replays one.
+//! lost and none is stored twice. Random choices come from a printed seed, fixed per test;
+//! `KCAP_FAULT_SEED=<n>` replays one, `KCAP_FAULT_SEED=clock` draws a new one.
 
 mod common;
 
