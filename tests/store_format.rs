@@ -8,12 +8,14 @@ use kcap::store::{Holder, NoticeKind, Store, FORMAT};
 
 const SESSION: &str = "5a1e0000-0000-4000-8000-00000000f1c7";
 
-/// Loads the fixture's trees into a sled database at `<home>/store`, as that kcap left them.
+/// Loads the fixture's trees into a sled database at `<home>/store`, as that kcap left them,
+/// and returns the open database: sled releases its file lock from a background thread after a
+/// drop, so opening it again at once with plain `sled::open` can fail (kcap's store waits).
 #[track_caller]
-fn load_fixture(home: &std::path::Path) {
+fn load_fixture(home: &std::path::Path) -> sled::Db {
     let text = include_str!("fixtures/store-81747c3.json");
     let dump: serde_json::Value = serde_json::from_str(text).unwrap();
-    let db = sled::open(home.join("store")).unwrap();
+    let db = open(&home.join("store"));
     for (name, rows) in dump["trees"].as_object().unwrap() {
         let tree = db.open_tree(name).unwrap();
         for row in rows.as_array().unwrap() {
@@ -22,6 +24,25 @@ fn load_fixture(home: &std::path::Path) {
         }
     }
     db.flush().unwrap();
+    db
+}
+
+/// Opens sled at `path`, waiting (up to 10 s) for a previous holder's I/O threads to let go of
+/// its file lock.
+#[track_caller]
+fn open(path: &std::path::Path) -> sled::Db {
+    let started = std::time::Instant::now();
+    loop {
+        match sled::Config::new().path(path).flush_every_ms(None).open() {
+            Ok(db) => return db,
+            Err(e)
+                if e.to_string().contains("could not acquire lock") && started.elapsed().as_secs() < 10 =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5))
+            }
+            Err(e) => panic!("{}: {e}", path.display()),
+        }
+    }
 }
 
 fn hex(s: &str) -> Vec<u8> {
@@ -88,7 +109,7 @@ fn a_store_written_by_81747c3_is_read_and_carried_on() {
     drop(store);
 
     // Old records stay as they were; new ones carry the current format.
-    let db = sled::open(home.path().join("store")).unwrap();
+    let db = open(&home.path().join("store"));
     let log = db.open_tree("log").unwrap();
     let formats: Vec<Option<u64>> = log
         .iter()
@@ -104,10 +125,9 @@ fn a_store_written_by_81747c3_is_read_and_carried_on() {
 #[test]
 fn a_record_from_a_newer_kcap_is_refused_with_a_clear_error() {
     let home = tempfile::tempdir().unwrap();
-    load_fixture(home.path());
     let session: SessionId = SESSION.parse().unwrap();
     {
-        let db = sled::open(home.path().join("store")).unwrap();
+        let db = load_fixture(home.path());
         let tree = db.open_tree("watermarks").unwrap();
         let newer = format!(r#"{{"next_line":9,"offset":9,"format":{}}}"#, FORMAT + 1);
         tree.insert(session.as_bytes(), newer.as_bytes()).unwrap();

@@ -50,6 +50,23 @@ fn sled_err(e: sled::Error) -> StorageError {
     StorageError::Database(format!("sled: {e}"))
 }
 
+/// Opens the old store, waiting up to 10 s for its lock: the old server's I/O threads can keep
+/// the file locked for a moment after it stopped, and an import started right after it must
+/// not fail for that.
+fn open_waiting(dir: &Path) -> Result<sled::Db, StorageError> {
+    let started = std::time::Instant::now();
+    loop {
+        match sled::Config::new().path(dir).open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock") && started.elapsed().as_secs() < 10 =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other.map_err(sled_err),
+        }
+    }
+}
+
 fn split_key(key: &[u8]) -> Option<(SessionId, u64)> {
     let session = SessionId::from_bytes(key.get(..16)?.try_into().ok()?);
     let n = u64::from_be_bytes(key.get(16..24)?.try_into().ok()?);
@@ -64,7 +81,7 @@ pub fn import(dir: &Path, target: &dyn Backend) -> Result<ImportReport, StorageE
             dir.display()
         )));
     }
-    let db = sled::Config::new().path(dir).open().map_err(sled_err)?;
+    let db = open_waiting(dir)?;
     let (lines, conflicts, sessions) = (
         db.open_tree("lines").map_err(sled_err)?,
         db.open_tree("conflicts").map_err(sled_err)?,
