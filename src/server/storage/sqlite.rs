@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
@@ -38,6 +39,24 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Runs a step of opening the database again while SQLite answers "database is locked". Where
+/// waiting could deadlock (connections racing to set up a fresh file: its page size, WAL mode,
+/// first schema), SQLite answers at once without calling its busy handler; at start, trying the
+/// step again is the way through. Gives up after about 30 s, like the busy timeout.
+fn retry_busy<T>(mut step: impl FnMut() -> Result<T, StorageError>) -> Result<T, StorageError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match step() {
+            Err(StorageError::Database(m))
+                if m.contains("database is locked") && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn connection(path: &Path) -> Result<Connection, StorageError> {
     let conn = Connection::open(path).map_err(db)?;
     conn.busy_timeout(std::time::Duration::from_secs(30))
@@ -68,8 +87,11 @@ impl Sqlite {
     }
 
     fn open_in(path: &Path, temporary: Option<tempfile::TempDir>) -> Result<Sqlite, StorageError> {
-        let mut writer = connection(path)?;
-        migrate(&mut writer)?;
+        let writer = retry_busy(|| {
+            let mut writer = connection(path)?;
+            migrate(&mut writer)?;
+            Ok(writer)
+        })?;
         Ok(Sqlite {
             path: path.to_path_buf(),
             writer: Mutex::new(writer),
@@ -112,20 +134,25 @@ impl Sqlite {
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StorageError> {
-    let current: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(db)?;
-    for m in pending(SQLITE, current).map_err(StorageError::Database)? {
+    loop {
+        // The version is read under the exclusive lock that applies the step: two servers
+        // starting at once on a fresh database both read 0 before either held the lock, and the
+        // second then failed creating tables that already existed.
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Exclusive)
             .map_err(db)?;
+        let current: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(db)?;
+        let Some(m) = pending(SQLITE, current).map_err(StorageError::Database)?.first() else {
+            return Ok(());
+        };
         tx.execute_batch(m.sql).map_err(db)?;
         tx.execute_batch(&format!("PRAGMA user_version = {}", m.version))
             .map_err(db)?;
         tx.commit().map_err(db)?;
         tracing::info!(version = m.version, name = m.name, "SQLite schema migrated");
     }
-    Ok(())
 }
 
 pub(crate) fn sid(session: SessionId) -> [u8; 16] {
