@@ -237,6 +237,68 @@ async fn the_web_ui_reads_what_was_stored(storage: Storage) {
     ui.server.stop().await;
 }
 
+/// A live stream opened with a named token ends soon after that token is revoked (it used to
+/// stay open, streaming lines, for as long as the browser kept it).
+async fn a_revoked_token_ends_an_open_live_stream(storage: Storage) {
+    let ui = Ui::start(storage.clone()).await;
+    let viewer = kcap::server::auth::generate();
+    storage
+        .run_detached(|b| b.add_token("viewer", &kcap::server::auth::hash(&viewer), 1))
+        .unwrap();
+    let a = SessionId::new_random();
+    let first = ev("user.message", serde_json::json!({ "content": "hello" }));
+    ui.post(a, "org/a", 0, std::slice::from_ref(&first)).await;
+    let mut stream = ui
+        .http
+        .get(format!("{}/api/sessions/{}/live", ui.server.url(), a.dashed()))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut got = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !got.contains("hello") {
+        let chunk = tokio::time::timeout_at(deadline, stream.chunk())
+            .await
+            .expect("first line in time");
+        got.push_str(&String::from_utf8_lossy(&chunk.unwrap().expect("stream open")));
+    }
+    storage.run_detached(|b| b.revoke_token("viewer", 2)).unwrap();
+    let revoked = tokio::time::Instant::now();
+    let ended = loop {
+        match tokio::time::timeout_at(revoked + Duration::from_secs(10), stream.chunk()).await {
+            Err(_) => break false,
+            Ok(Ok(Some(_))) => continue,
+            Ok(_) => break true,
+        }
+    };
+    assert!(ended, "the stream is still open 10 s after its token was revoked");
+    let again = ui
+        .http
+        .get(format!("{}/api/sessions/{}/live", ui.server.url(), a.dashed()))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 401, "a reconnect is refused");
+    ui.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revocation_ends_live_streams_on_sqlite() {
+    a_revoked_token_ends_an_open_live_stream(Storage::temporary().unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revocation_ends_live_streams_on_postgres() {
+    let Some(cluster) = Cluster::start("web_storage::revocation_ends_live_streams_on_postgres") else {
+        return;
+    };
+    let storage = Storage::postgres(&cluster.database()).unwrap();
+    a_revoked_token_ends_an_open_live_stream(storage).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sqlite() {
     the_web_ui_reads_what_was_stored(Storage::temporary().unwrap()).await;
