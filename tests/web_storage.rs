@@ -357,6 +357,65 @@ fn the_sqlite_search_index_resumes_where_it_stopped_after_a_restart() {
     assert_eq!(store(2, &["omega"]), (1, 2, 1));
 }
 
+/// Search pages on PostgreSQL are a total order: with many sessions starting in the same
+/// millisecond (their lines tie on start and number), pages of every size, taken one after
+/// another, list each matching line exactly once.
+#[test]
+fn postgres_search_pages_never_repeat_or_skip_lines_that_tie() {
+    use kcap::ids::event_id;
+    use kcap::server::storage::{Batch, IncomingLine, Principal};
+    use kcap::server::web::model::Paging;
+    let Some(cluster) = Cluster::start("web_storage::postgres_search_ties") else {
+        return;
+    };
+    let storage = Storage::postgres(&cluster.database()).unwrap();
+    let mut expected = std::collections::BTreeSet::new();
+    for _ in 0..12 {
+        let sid = SessionId::new_random();
+        let lines = (0..6u64)
+            .map(|n| {
+                let text = ev(
+                    "user.message",
+                    serde_json::json!({ "content": format!("tie {n}") }),
+                );
+                IncomingLine {
+                    number: n,
+                    id: event_id(&sid, n, text.as_bytes()),
+                    text,
+                }
+            })
+            .collect();
+        let batch = Batch {
+            session: sid,
+            lines,
+            blanks: Vec::new(),
+            vendor: None,
+            repository: None,
+            writer: Principal::Anonymous,
+            now: 1_000,
+        };
+        storage.run_detached(|b| b.ingest(&batch)).unwrap();
+        expected.extend((0..6u64).map(|n| (sid, n)));
+    }
+    let reads = storage.reads();
+    indexer::catch_up(&*reads).unwrap();
+    for size in [1u32, 5, 7, 13] {
+        let mut seen = Vec::new();
+        let mut offset = 0;
+        loop {
+            let page = reads.search_lines("tie", Paging::new(offset, size)).unwrap();
+            if page.is_empty() {
+                break;
+            }
+            offset += page.len() as u64;
+            seen.extend(page.into_iter().map(|h| (h.session_id, h.n)));
+        }
+        let unique: std::collections::BTreeSet<_> = seen.iter().copied().collect();
+        assert_eq!(seen.len(), unique.len(), "pages of {size} repeated a line");
+        assert_eq!(unique, expected, "pages of {size} skipped a line");
+    }
+}
+
 /// A PostgreSQL database holding lines under schema 4 (search vectors computed on the fly)
 /// upgrades to the stored search vector: the lines already there are found afterwards, and a
 /// blank line whose text arrives later is found once it has its text.

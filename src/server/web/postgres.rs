@@ -190,13 +190,15 @@ impl ReadModel for Postgres {
     fn search_lines(&self, query: &str, paging: Paging) -> Result<Vec<SearchHit>, ReadError> {
         let terms = search::terms(query)?;
         let tsq = ts_query(&terms);
+        // A total order (sessions starting in the same millisecond are told apart by id), so
+        // pages taken one after another never repeat or skip a line.
         self.reading(|c| {
             let rows = c
                 .query(
                     "SELECT l.session, l.n, l.text, s.first_seen, coalesce(s.repository, s.cwd) \
                      FROM lines l JOIN sessions s ON s.id = l.session \
                      WHERE NOT l.blank AND l.search @@ to_tsquery('simple', $1) \
-                     ORDER BY s.first_seen DESC, l.n DESC LIMIT $2 OFFSET $3",
+                     ORDER BY s.first_seen DESC, s.id DESC, l.n DESC LIMIT $2 OFFSET $3",
                     &[&tsq, &i64::from(paging.limit), &clamp(paging.offset)],
                 )
                 .map_err(db)?;
