@@ -415,7 +415,7 @@ impl Backend for Postgres {
                     LineOutcome::New | LineOutcome::ReplacesBlank => {
                         if before.is_some() {
                             tx.execute(
-                                "UPDATE lines SET blank = false, id = $3, text = $4 WHERE session = $1 AND n = $2",
+                                "UPDATE lines SET blank = false, id = $3, text = $4, search = NULL WHERE session = $1 AND n = $2",
                                 &[&k, &n, &line.id.as_bytes().as_slice(), &line.text.as_bytes()],
                             )
                             .map_err(db)?;

@@ -1,7 +1,8 @@
 //! The web UI's reads on PostgreSQL: plain indexed queries, and search over each line's `search`
-//! vector of `kcap_search_text(text)` (migrations 3 and 5): computed once when the line is stored,
-//! kept in the row under a GIN index, so a match is never re-parsed and every replica searches the
-//! same lines.
+//! vector of `kcap_search_text(text)` (migrations 3, 5 and 6): computed once per line by the
+//! search indexer moments after the line is stored (off the ingest path, as on SQLite), kept in
+//! the row under a GIN index, so a match is never re-parsed and every replica searches the same
+//! lines.
 
 use std::collections::HashMap;
 
@@ -131,7 +132,32 @@ impl Postgres {
     }
 }
 
+/// Lines one indexing step fills (one short transaction).
+const INDEX_STEP: i64 = 500;
+
 impl ReadModel for Postgres {
+    /// Fills the search vector of up to [`INDEX_STEP`] lines still without one. Rows another
+    /// replica's indexer holds are skipped (SKIP LOCKED), so replicas share the work. The commit
+    /// does not wait for its WAL flush: a lost step is redone, since its lines stay unindexed.
+    fn index_pending(&self) -> Result<usize, ReadError> {
+        self.with(|c| {
+            let mut tx = c.transaction().map_err(db)?;
+            tx.batch_execute("SET LOCAL synchronous_commit = off")
+                .map_err(db)?;
+            let filled = tx
+                .execute(
+                    "UPDATE lines SET search = to_tsvector('simple', kcap_search_text(text)) \
+                     WHERE ctid = ANY(ARRAY(SELECT ctid FROM lines WHERE search IS NULL AND NOT blank \
+                     LIMIT $1 FOR UPDATE SKIP LOCKED))",
+                    &[&INDEX_STEP],
+                )
+                .map_err(db)?;
+            tx.commit().map_err(db)?;
+            Ok(filled as usize)
+        })
+        .map_err(ReadError::from)
+    }
+
     fn list_sessions(&self, filter: &SessionFilter, paging: Paging) -> Result<SessionPage, ReadError> {
         self.reading(|c| {
             let (ids, total) = Self::ids_and_total(c, filter, paging)?;
