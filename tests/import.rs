@@ -290,3 +290,39 @@ async fn a_server_that_stays_down_costs_one_budget_not_one_per_session() {
     assert!(retried.iter().all(|l| l.starts_with(first)), "{stderr}");
     assert!(first == a.to_string() || first == b.to_string(), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_summary_reports_lines_the_server_holds_with_other_content() {
+    // A transcript replaced after its import (a new file under the same session, one line
+    // rewritten) is read again from line 0: the server keeps what it holds, sets the rewritten
+    // line aside as a conflict, and the import's summary says so.
+    let (env, server) = (Env::new(), server().await);
+    let (_, path) = env.session(b"{\"type\":\"user.message\",\"data\":{\"content\":\"a\"}}\n{\"type\":\"assistant.message\",\"data\":{\"content\":\"b\"}}\n");
+    let out = env
+        .kcap(&server.url())
+        .args(["import", "--copilot"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(!summary_of(&out).contains("conflicting"), "{}", summary_of(&out));
+    let replacement = path.with_extension("new");
+    std::fs::write(
+        &replacement,
+        b"{\"type\":\"user.message\",\"data\":{\"content\":\"a\"}}\n{\"type\":\"assistant.message\",\"data\":{\"content\":\"other\"}}\n{\"type\":\"user.message\",\"data\":{\"content\":\"c\"}}\n",
+    )
+    .unwrap();
+    std::fs::rename(&replacement, &path).unwrap();
+    let out = env
+        .kcap(&server.url())
+        .args(["import", "--copilot"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = summary_of(&out);
+    assert!(
+        text.contains("3 lines sent, 1 new, 1 already on the server, 1 conflicting"),
+        "{text}"
+    );
+}

@@ -220,6 +220,26 @@ fn conformance(b: Arc<dyn Backend>) {
     assert_eq!((u.shutdowns, u.premium_requests), (1, 3.0));
     assert_eq!(u.models["m"].input_tokens, 10.0);
 
+    // A resumed session whose checkpoint carries an overflowing counter: the checkpoint still
+    // counts (shutdown totals are then read as cumulative), as a shutdown's saturates.
+    let sid = SessionId::new_random();
+    let checkpoint = r#"{"type":"session.usage_checkpoint","data":{"inputTokens":1e400}}"#;
+    let second = shutdown.replace(":10}", ":25}").replace(":3,", ":5,");
+    b.ingest(&batch(
+        sid,
+        vec![
+            line(sid, 0, shutdown),
+            line(sid, 1, checkpoint),
+            line(sid, 2, &second),
+        ],
+        vec![],
+        &anon,
+    ))
+    .unwrap();
+    let u = b.summary(sid).unwrap().unwrap().usage;
+    assert_eq!(u.readings, vec!["cumulative".to_string()], "{u:?}");
+    assert_eq!(u.models["m"].input_tokens, 25.0);
+
     // Tokens: stored by hash, names unique.
     let (h1, h2) = ([1u8; 32], [2u8; 32]);
     assert!(!b.has_tokens().unwrap() || b.token_name(&h1).unwrap().is_none());
@@ -288,6 +308,31 @@ fn conformance(b: Arc<dyn Backend>) {
     assert_eq!(news.iter().sum::<u64>(), 1_050, "each line is new exactly once");
     assert_eq!(b.lines(sid).unwrap().lines.len(), 1_050);
     assert_eq!(b.last_line(sid).unwrap(), 1_049);
+}
+
+#[test]
+fn two_servers_starting_at_once_on_one_fresh_sqlite_database_both_open_it() {
+    // Each round a fresh database and two openers released together; before the version was
+    // read under the migration lock, the slower one failed on tables the other had created.
+    for round in 0..40 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kcap.db");
+        let start = std::sync::Barrier::new(2);
+        let opened: Vec<Result<(), StorageError>> = std::thread::scope(|s| {
+            let openers: Vec<_> = (0..2)
+                .map(|_| {
+                    s.spawn(|| {
+                        start.wait();
+                        Storage::sqlite(&path).map(drop)
+                    })
+                })
+                .collect();
+            openers.into_iter().map(|o| o.join().unwrap()).collect()
+        });
+        for o in opened {
+            assert!(o.is_ok(), "round {round}: {o:?}");
+        }
+    }
 }
 
 #[test]

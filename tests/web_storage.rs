@@ -237,6 +237,68 @@ async fn the_web_ui_reads_what_was_stored(storage: Storage) {
     ui.server.stop().await;
 }
 
+/// A live stream opened with a named token ends soon after that token is revoked (it used to
+/// stay open, streaming lines, for as long as the browser kept it).
+async fn a_revoked_token_ends_an_open_live_stream(storage: Storage) {
+    let ui = Ui::start(storage.clone()).await;
+    let viewer = kcap::server::auth::generate();
+    storage
+        .run_detached(|b| b.add_token("viewer", &kcap::server::auth::hash(&viewer), 1))
+        .unwrap();
+    let a = SessionId::new_random();
+    let first = ev("user.message", serde_json::json!({ "content": "hello" }));
+    ui.post(a, "org/a", 0, std::slice::from_ref(&first)).await;
+    let mut stream = ui
+        .http
+        .get(format!("{}/api/sessions/{}/live", ui.server.url(), a.dashed()))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut got = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !got.contains("hello") {
+        let chunk = tokio::time::timeout_at(deadline, stream.chunk())
+            .await
+            .expect("first line in time");
+        got.push_str(&String::from_utf8_lossy(&chunk.unwrap().expect("stream open")));
+    }
+    storage.run_detached(|b| b.revoke_token("viewer", 2)).unwrap();
+    let revoked = tokio::time::Instant::now();
+    let ended = loop {
+        match tokio::time::timeout_at(revoked + Duration::from_secs(10), stream.chunk()).await {
+            Err(_) => break false,
+            Ok(Ok(Some(_))) => continue,
+            Ok(_) => break true,
+        }
+    };
+    assert!(ended, "the stream is still open 10 s after its token was revoked");
+    let again = ui
+        .http
+        .get(format!("{}/api/sessions/{}/live", ui.server.url(), a.dashed()))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 401, "a reconnect is refused");
+    ui.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revocation_ends_live_streams_on_sqlite() {
+    a_revoked_token_ends_an_open_live_stream(Storage::temporary().unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revocation_ends_live_streams_on_postgres() {
+    let Some(cluster) = Cluster::start("web_storage::revocation_ends_live_streams_on_postgres") else {
+        return;
+    };
+    let storage = Storage::postgres(&cluster.database()).unwrap();
+    a_revoked_token_ends_an_open_live_stream(storage).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sqlite() {
     the_web_ui_reads_what_was_stored(Storage::temporary().unwrap()).await;
@@ -295,9 +357,68 @@ fn the_sqlite_search_index_resumes_where_it_stopped_after_a_restart() {
     assert_eq!(store(2, &["omega"]), (1, 2, 1));
 }
 
+/// Search pages on PostgreSQL are a total order: with many sessions starting in the same
+/// millisecond (their lines tie on start and number), pages of every size, taken one after
+/// another, list each matching line exactly once.
+#[test]
+fn postgres_search_pages_never_repeat_or_skip_lines_that_tie() {
+    use kcap::ids::event_id;
+    use kcap::server::storage::{Batch, IncomingLine, Principal};
+    use kcap::server::web::model::Paging;
+    let Some(cluster) = Cluster::start("web_storage::postgres_search_ties") else {
+        return;
+    };
+    let storage = Storage::postgres(&cluster.database()).unwrap();
+    let mut expected = std::collections::BTreeSet::new();
+    for _ in 0..12 {
+        let sid = SessionId::new_random();
+        let lines = (0..6u64)
+            .map(|n| {
+                let text = ev(
+                    "user.message",
+                    serde_json::json!({ "content": format!("tie {n}") }),
+                );
+                IncomingLine {
+                    number: n,
+                    id: event_id(&sid, n, text.as_bytes()),
+                    text,
+                }
+            })
+            .collect();
+        let batch = Batch {
+            session: sid,
+            lines,
+            blanks: Vec::new(),
+            vendor: None,
+            repository: None,
+            writer: Principal::Anonymous,
+            now: 1_000,
+        };
+        storage.run_detached(|b| b.ingest(&batch)).unwrap();
+        expected.extend((0..6u64).map(|n| (sid, n)));
+    }
+    let reads = storage.reads();
+    indexer::catch_up(&*reads).unwrap();
+    for size in [1u32, 5, 7, 13] {
+        let mut seen = Vec::new();
+        let mut offset = 0;
+        loop {
+            let page = reads.search_lines("tie", Paging::new(offset, size)).unwrap();
+            if page.is_empty() {
+                break;
+            }
+            offset += page.len() as u64;
+            seen.extend(page.into_iter().map(|h| (h.session_id, h.n)));
+        }
+        let unique: std::collections::BTreeSet<_> = seen.iter().copied().collect();
+        assert_eq!(seen.len(), unique.len(), "pages of {size} repeated a line");
+        assert_eq!(unique, expected, "pages of {size} skipped a line");
+    }
+}
+
 /// A PostgreSQL database holding lines under schema 4 (search vectors computed on the fly)
 /// upgrades to the stored search vector: the lines already there are found afterwards, and a
-/// blank line whose text arrives later is found once it has its text.
+/// blank line whose text arrives later (written by any SQL) is found once the indexer has run.
 #[test]
 fn postgres_search_finds_lines_stored_before_the_stored_vector_migration() {
     use kcap::server::storage::migrations::POSTGRES;
@@ -336,6 +457,8 @@ fn postgres_search_finds_lines_stored_before_the_stored_vector_migration() {
     let storage = Storage::postgres(&url).unwrap();
     let reads = storage.reads();
     let hits = |q: &str| {
+        // Vectors are filled by the indexer (migration 6), moments after a line is stored.
+        indexer::catch_up(&*reads).unwrap();
         let found = reads.search_lines(q, Paging::new(0, 10)).unwrap();
         found.iter().map(|h| h.n).collect::<Vec<_>>()
     };

@@ -63,6 +63,9 @@ pub struct Summary {
     pub new: u64,
     /// Lines the server already held.
     pub duplicates: u64,
+    /// Lines whose number the server already held with other content (kept aside there, the
+    /// stored line untouched): the transcript was rewritten since it was first delivered.
+    pub conflicts: u64,
     /// With `--dry-run`: bytes of line content that would be sent, after redaction.
     pub bytes: u64,
     /// With `--dry-run`: lines in which redaction replaced something.
@@ -217,9 +220,13 @@ pub async fn import(
                 summary.lines_sent += stats.lines;
                 summary.new += stats.new;
                 summary.duplicates += stats.duplicates;
+                summary.conflicts += stats.conflicts;
                 format!(
-                    "{session}: {} lines sent, {} new, {} duplicate",
-                    stats.lines, stats.new, stats.duplicates
+                    "{session}: {} lines sent, {} new, {} duplicate{}",
+                    stats.lines,
+                    stats.new,
+                    stats.duplicates,
+                    conflicts_note(stats.conflicts)
                 )
             }
             Err(GiveUp {
@@ -301,6 +308,7 @@ async fn deliver_with_retries(
                 total.lines += stats.lines;
                 total.new += stats.new;
                 total.duplicates += stats.duplicates;
+                total.conflicts += stats.conflicts;
                 return Ok(total);
             }
             Err(e) if retryable(&e) => {
@@ -350,6 +358,17 @@ fn writer_is_gone(transcript: &Path) -> bool {
         .is_some_and(|idle| idle > settled)
 }
 
+/// ", N conflicting …" when the server reported conflicts, else nothing.
+fn conflicts_note(conflicts: u64) -> String {
+    if conflicts == 0 {
+        return String::new();
+    }
+    format!(
+        ", {conflicts} conflicting (the server holds other content under those line numbers and kept these aside; \
+         was the transcript rewritten?)"
+    )
+}
+
 /// The summary printed at the end.
 pub fn describe(s: &Summary) -> String {
     let mut out = if s.dry_run {
@@ -359,11 +378,12 @@ pub fn describe(s: &Summary) -> String {
         )
     } else {
         format!(
-            "imported {} sessions: {} lines sent, {} new, {} already on the server, {} failed{}\n",
+            "imported {} sessions: {} lines sent, {} new, {} already on the server{}, {} failed{}\n",
             s.sessions,
             s.lines_sent,
             s.new,
             s.duplicates,
+            conflicts_note(s.conflicts),
             s.failures.len(),
             if s.retries > 0 {
                 format!(" ({} retries)", s.retries)

@@ -247,6 +247,9 @@ pub struct WatchStats {
     /// As the server counted them (when it says).
     pub new: u64,
     pub duplicates: u64,
+    /// Lines the server already held under the same number with other content (kept aside
+    /// there, never overwriting): a rewritten transcript; worth seeing in the summary.
+    pub conflicts: u64,
 }
 
 /// When a watcher ends by itself, besides being told to stop.
@@ -430,6 +433,7 @@ impl Watcher {
         stats.lines += after.lines - before.lines;
         stats.new += after.new - before.new;
         stats.duplicates += after.duplicates - before.duplicates;
+        stats.conflicts += after.conflicts - before.conflicts;
         match result {
             Ok(_) => {
                 tracing::debug!(

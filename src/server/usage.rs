@@ -133,11 +133,12 @@ pub fn classify(line: &str) -> UsageEvent {
         return UsageEvent::Other;
     }
     let parsed = serde_json::from_str::<Value>(line).or_else(|e| {
-        // serde_json refuses numbers past f64 (`1e400`): a shutdown must not vanish for that, so
-        // such numbers are read as the largest finite one (then saturated and flagged).
-        match (mentions_shutdown, clamp_overflowing_numbers(line)) {
-            (true, Some(clamped)) => serde_json::from_str::<Value>(&clamped),
-            _ => Err(e),
+        // serde_json refuses numbers past f64 (`1e400`): neither a shutdown nor a checkpoint may
+        // vanish for that (a lost checkpoint flips the fold rule), so such numbers are read as
+        // the largest finite one (a shutdown's are then saturated and flagged).
+        match clamp_overflowing_numbers(line) {
+            Some(clamped) => serde_json::from_str::<Value>(&clamped),
+            None => Err(e),
         }
     });
     let Ok(v) = parsed else {
@@ -443,6 +444,19 @@ mod tests {
             UsageEvent::Checkpoint
         );
         assert!(matches!(classify(&line("{}")), UsageEvent::Shutdown(_)));
+    }
+
+    #[test]
+    fn a_checkpoint_with_an_overflowing_counter_still_counts() {
+        // serde_json refuses `1e400`; the checkpoint used to be dropped, flipping the fold rule
+        // of a resumed session from cumulative to segments.
+        for n in ["1e400", "-1e400", "123456789e999"] {
+            let c =
+                format!(r#"{{"type":"session.usage_checkpoint","data":{{"inputTokens":{n},"x":"1e400"}}}}"#);
+            assert_eq!(classify(&c), UsageEvent::Checkpoint, "{c}");
+        }
+        let broken = r#"{"type":"session.usage_checkpoint","data":{"inputTokens":1e400"#;
+        assert_eq!(classify(broken), UsageEvent::Other);
     }
 
     #[test]

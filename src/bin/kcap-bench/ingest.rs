@@ -3,6 +3,11 @@
 //! and two replicas on a throwaway cluster. Reports MB/s of line content, lines/s, p50/p99
 //! acknowledgement latency and the servers' peak RSS (VmHWM), each next to its target; then
 //! the published client's one-request tail: a ~195 MB session in a single POST.
+//!
+//! For profiling and before/after comparisons (the machine is shared: compare in one run):
+//! `KCAP_BENCH_INGEST=sqlite,postgres,tail` picks the parts, `KCAP_BENCH_ROWS=1,8,64,live` the
+//! rows, `KCAP_BENCH_REPLICAS=1,2` the PostgreSQL replica counts, and `KCAP_BENCH_SERVERS=/old/kcap,/new/kcap` runs every row on each of those server
+//! binaries in turn (default: the `kcap` beside this benchmark).
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -39,16 +44,48 @@ struct Servers {
     _scratch: tempfile::TempDir,
 }
 
-impl Servers {
-    fn start(database: Option<&str>, replicas: usize) -> Result<Servers, String> {
-        let scratch = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let kcap = std::env::current_exe()
+/// A comma-separated list from the environment, or `None` when unset (everything).
+fn chosen(var: &str) -> Option<Vec<String>> {
+    let v = std::env::var(var).ok()?;
+    Some(
+        v.split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect(),
+    )
+}
+
+/// Whether `KCAP_BENCH_{var}` lets `item` run.
+fn wanted(var: &str, item: &str) -> bool {
+    chosen(var).is_none_or(|list| list.iter().any(|i| i == item))
+}
+
+/// The server binaries to compare (`KCAP_BENCH_SERVERS`), else the `kcap` beside this bench.
+fn server_binaries() -> Result<Vec<std::path::PathBuf>, String> {
+    match chosen("KCAP_BENCH_SERVERS") {
+        Some(list) if !list.is_empty() => Ok(list.into_iter().map(Into::into).collect()),
+        _ => Ok(vec![std::env::current_exe()
             .map_err(|e| e.to_string())?
-            .with_file_name("kcap");
+            .with_file_name("kcap")]),
+    }
+}
+
+/// A row's backend name, with the server binary when several are compared.
+fn label(name: &str, kcap: &Path, compared: usize) -> String {
+    if compared > 1 {
+        format!("{name} [{}]", kcap.display())
+    } else {
+        name.to_string()
+    }
+}
+
+impl Servers {
+    fn start(kcap: &Path, database: Option<&str>, replicas: usize) -> Result<Servers, String> {
+        let scratch = tempfile::tempdir().map_err(|e| e.to_string())?;
         let (mut children, mut urls) = (Vec::new(), Vec::new());
         for _ in 0..replicas {
             let addr = free_port();
-            let mut cmd = Command::new(&kcap);
+            let mut cmd = Command::new(kcap);
             cmd.args(["serve", "--addr", &addr.to_string()]);
             match database {
                 Some(url) => cmd.args(["--database", url]),
@@ -208,62 +245,78 @@ fn row(backend: &str, clients: usize, f: &Figures, target: &str) {
     );
 }
 
-/// Runs one backend at 1, 8 and 64 clients; returns false if any request failed.
+/// Runs one backend at 1, 8 and 64 clients (each row on every compared server binary); returns
+/// false if any request failed.
 async fn backend(
     name: &str,
-    database: Option<&str>,
+    database: &dyn Fn() -> Option<String>,
     replicas: usize,
     sample: &[&str],
     mb: u64,
     mb_per_s: f64,
 ) -> Result<bool, String> {
+    let kcaps = server_binaries()?;
     let mut ok = true;
-    let mut one = 0.0;
+    let mut one = vec![0.0; kcaps.len()];
     for clients in [1, 8, 64] {
-        // A fresh server (and store) per row, so RSS is per run.
-        let servers = Servers::start(database, replicas)?;
-        servers.wait_up().await?;
-        let f = measure(&servers, sample, mb as f64, clients, BATCH_LINES).await?;
-        servers.stop();
-        let rate = f.mb / f.seconds;
-        let target = match clients {
-            1 => {
-                one = rate;
-                format!("≥ {mb_per_s:.0} MB/s")
-            }
-            _ => format!(
-                "no error; ≥ 0.8× one client ({:.2}×){}",
-                rate / one,
-                if clients == 64 {
-                    "; p99 ≤ 250 ms (not reachable with 3 MB batches: 64 × 3 MB queue behind one store)"
-                } else {
-                    ""
+        if !wanted("KCAP_BENCH_ROWS", &clients.to_string()) {
+            continue;
+        }
+        for (k, kcap) in kcaps.iter().enumerate() {
+            // A fresh server (and store) per row, so RSS is per run.
+            let servers = Servers::start(kcap, database().as_deref(), replicas)?;
+            servers.wait_up().await?;
+            let f = measure(&servers, sample, mb as f64, clients, BATCH_LINES).await?;
+            servers.stop();
+            let rate = f.mb / f.seconds;
+            let target = match clients {
+                1 => {
+                    one[k] = rate;
+                    format!("≥ {mb_per_s:.0} MB/s")
                 }
-            ),
-        };
-        ok &= f.errors == 0;
-        row(name, clients, &f, &target);
+                _ => format!(
+                    "no error; ≥ 0.8× one client ({:.2}×){}",
+                    rate / one[k],
+                    if clients == 64 {
+                        "; p99 ≤ 250 ms (not reachable with 3 MB batches: 64 × 3 MB queue behind one store)"
+                    } else {
+                        ""
+                    }
+                ),
+            };
+            ok &= f.errors == 0;
+            row(&label(name, kcap, kcaps.len()), clients, &f, &target);
+        }
     }
     // The latency target where it means something: 64 live watchers, each sending a few lines
     // at a time. With 1,000-line (~3 MB) batches, Little's law puts p99 near 64 × 3 MB / rate.
-    let servers = Servers::start(database, replicas)?;
-    servers.wait_up().await?;
-    let f = measure(
-        &servers,
-        sample,
-        (mb as f64 / 10.0).max(1.0),
-        64,
-        LIVE_BATCH_LINES,
-    )
-    .await?;
-    servers.stop();
-    ok &= f.errors == 0;
-    row(
-        &format!("{name}, {LIVE_BATCH_LINES}-line live batches"),
-        64,
-        &f,
-        "no error; p99 ≤ 250 ms",
-    );
+    if !wanted("KCAP_BENCH_ROWS", "live") {
+        return Ok(ok);
+    }
+    for kcap in &kcaps {
+        let servers = Servers::start(kcap, database().as_deref(), replicas)?;
+        servers.wait_up().await?;
+        let f = measure(
+            &servers,
+            sample,
+            (mb as f64 / 10.0).max(1.0),
+            64,
+            LIVE_BATCH_LINES,
+        )
+        .await?;
+        servers.stop();
+        ok &= f.errors == 0;
+        row(
+            &label(
+                &format!("{name}, {LIVE_BATCH_LINES}-line live batches"),
+                kcap,
+                kcaps.len(),
+            ),
+            64,
+            &f,
+            "no error; p99 ≤ 250 ms",
+        );
+    }
     Ok(ok)
 }
 
@@ -273,29 +326,41 @@ pub async fn run(sample: &Path, mb: u64) -> Result<bool, String> {
     println!("\nkcap-bench: ingest into `kcap serve`, {mb} MB per row, 1,000-line batches (live-batch rows: {LIVE_BATCH_LINES}-line batches, {mb}/10 MB), each client its own session\n");
     println!("| backend | clients | throughput | p50 / p99 ack | server peak RSS | errors | target |");
     println!("|---|---|---|---|---|---|---|");
-    let mut ok = backend("SQLite", None, 1, &lines, mb, 150.0).await?;
-    match pg_cluster::Cluster::start("kcap-bench ingest on PostgreSQL") {
-        Some(cluster) => {
+    let mut ok = true;
+    if wanted("KCAP_BENCH_INGEST", "sqlite") {
+        ok &= backend("SQLite", &|| None, 1, &lines, mb, 150.0).await?;
+    }
+    let postgres = wanted("KCAP_BENCH_INGEST", "postgres");
+    match postgres.then(|| pg_cluster::Cluster::start("kcap-bench ingest on PostgreSQL")) {
+        None => {}
+        Some(Some(cluster)) => {
             for replicas in [1, 2] {
-                let url = cluster.database();
+                if !wanted("KCAP_BENCH_REPLICAS", &replicas.to_string()) {
+                    continue;
+                }
                 let name = format!(
                     "PostgreSQL, {replicas} replica{}",
                     if replicas > 1 { "s" } else { "" }
                 );
-                ok &= backend(&name, Some(&url), replicas, &lines, mb, 60.0).await?;
+                // A fresh database per row: RSS and speed are per run, and binaries compared in
+                // one run never meet a schema newer than they know.
+                ok &= backend(&name, &|| Some(cluster.database()), replicas, &lines, mb, 60.0).await?;
             }
         }
-        None => println!("| PostgreSQL | - | skipped: no PostgreSQL binaries | | | | ≥ 60 MB/s |"),
+        Some(None) => println!("| PostgreSQL | - | skipped: no PostgreSQL binaries | | | | ≥ 60 MB/s |"),
     }
     println!("\nRSS is bounded by batch size × concurrency, not store size, when the 64-client rows stay near the 1-client rows.");
-    ok &= one_request_tail(&lines).await?;
+    if wanted("KCAP_BENCH_INGEST", "tail") {
+        ok &= one_request_tail(&lines).await?;
+    }
     Ok(ok)
 }
 
 /// The published client sends a session's whole tail in one POST: ~195 MB must be stored whole
 /// with the server's RSS ≤ 512 MB.
 async fn one_request_tail(sample: &[&str]) -> Result<bool, String> {
-    let servers = Servers::start(None, 1)?;
+    let kcap = server_binaries()?.remove(0);
+    let servers = Servers::start(&kcap, None, 1)?;
     servers.wait_up().await?;
     let session = SessionId::new_random();
     let (mut lines, mut numbers, mut bytes) = (Vec::new(), Vec::new(), 0usize);

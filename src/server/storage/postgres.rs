@@ -4,10 +4,11 @@
 //! replica, and the unique key on (session, line number) keeps every line once even so.
 //! `synchronous_commit` is left at its default (on): a commit is durable when it returns.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
-use postgres::{Client, NoTls, Transaction};
+use postgres::types::ToSql;
+use postgres::{Client, NoTls, Row, Statement, Transaction};
 
 use super::migrations::{pending, POSTGRES};
 use super::rules::{self, LineOutcome, Slot};
@@ -29,7 +30,7 @@ const MIGRATION_LOCK: i64 = 0x6b63_6170_6d69_6772; // "kcapmigr"
 pub struct Postgres {
     config: postgres::Config,
     described: String,
-    idle: Mutex<Vec<Client>>,
+    idle: Mutex<Vec<Conn>>,
     open: Mutex<usize>,
     freed: Condvar,
 }
@@ -40,6 +41,53 @@ fn db(e: postgres::Error) -> StorageError {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A pooled connection with the write statements it has prepared.
+struct Conn {
+    client: Client,
+    prepared: HashMap<&'static str, Statement>,
+}
+
+/// A write transaction whose statements are prepared once per connection, not once per call:
+/// a query by text costs a parse/describe round trip and a fresh plan each time, which for the
+/// few-line batches of live watchers was most of a batch's cost.
+pub(crate) struct Tx<'a> {
+    tx: Transaction<'a>,
+    prepared: &'a mut HashMap<&'static str, Statement>,
+}
+
+type Params<'p> = [&'p (dyn ToSql + Sync)];
+
+impl Tx<'_> {
+    fn statement(&mut self, sql: &'static str) -> Result<Statement, postgres::Error> {
+        if let Some(s) = self.prepared.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.tx.prepare(sql)?;
+        self.prepared.insert(sql, s.clone());
+        Ok(s)
+    }
+
+    fn execute(&mut self, sql: &'static str, params: &Params<'_>) -> Result<u64, postgres::Error> {
+        let s = self.statement(sql)?;
+        self.tx.execute(&s, params)
+    }
+
+    fn query(&mut self, sql: &'static str, params: &Params<'_>) -> Result<Vec<Row>, postgres::Error> {
+        let s = self.statement(sql)?;
+        self.tx.query(&s, params)
+    }
+
+    fn query_one(&mut self, sql: &'static str, params: &Params<'_>) -> Result<Row, postgres::Error> {
+        let s = self.statement(sql)?;
+        self.tx.query_one(&s, params)
+    }
+
+    fn query_opt(&mut self, sql: &'static str, params: &Params<'_>) -> Result<Option<Row>, postgres::Error> {
+        let s = self.statement(sql)?;
+        self.tx.query_opt(&s, params)
+    }
 }
 
 impl Postgres {
@@ -77,17 +125,17 @@ impl Postgres {
             open: Mutex::new(0),
             freed: Condvar::new(),
         };
-        let mut client = pg.checkout()?;
-        let migrated = migrate(&mut client);
-        pg.checkin(client);
+        let mut conn = pg.checkout()?;
+        let migrated = migrate(&mut conn.client);
+        pg.checkin(conn);
         migrated?;
         Ok(pg)
     }
 
-    fn checkout(&self) -> Result<Client, StorageError> {
+    fn checkout(&self) -> Result<Conn, StorageError> {
         loop {
             if let Some(c) = lock(&self.idle).pop() {
-                if !c.is_closed() {
+                if !c.client.is_closed() {
                     return Ok(c);
                 }
                 *lock(&self.open) -= 1;
@@ -97,11 +145,19 @@ impl Postgres {
             if *open < POOL {
                 *open += 1;
                 drop(open);
-                return self.config.connect(NoTls).map_err(|e| {
-                    *lock(&self.open) -= 1;
-                    self.freed.notify_one();
-                    StorageError::Database(format!("cannot connect to PostgreSQL: {e}"))
-                });
+                return match self.config.connect(NoTls) {
+                    Ok(client) => Ok(Conn {
+                        client,
+                        prepared: HashMap::new(),
+                    }),
+                    Err(e) => {
+                        *lock(&self.open) -= 1;
+                        self.freed.notify_one();
+                        Err(StorageError::Database(format!(
+                            "cannot connect to PostgreSQL: {e}"
+                        )))
+                    }
+                };
             }
             let (guard, _) = self
                 .freed
@@ -111,11 +167,11 @@ impl Postgres {
         }
     }
 
-    fn checkin(&self, client: Client) {
-        if client.is_closed() {
+    fn checkin(&self, conn: Conn) {
+        if conn.client.is_closed() {
             *lock(&self.open) -= 1;
         } else {
-            lock(&self.idle).push(client);
+            lock(&self.idle).push(conn);
         }
         self.freed.notify_one();
     }
@@ -124,22 +180,26 @@ impl Postgres {
         &self,
         f: impl FnOnce(&mut Client) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
-        let mut client = self.checkout()?;
-        let out = f(&mut client);
-        self.checkin(client);
+        let mut conn = self.checkout()?;
+        let out = f(&mut conn.client);
+        self.checkin(conn);
         out
     }
 
-    fn write<T>(
-        &self,
-        f: impl FnOnce(&mut Transaction<'_>) -> Result<T, StorageError>,
-    ) -> Result<T, StorageError> {
-        self.with(|c| {
-            let mut tx = c.transaction().map_err(db)?;
+    fn write<T>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<T, StorageError>) -> Result<T, StorageError> {
+        let mut conn = self.checkout()?;
+        let Conn { client, prepared } = &mut conn;
+        let out = (|| {
+            let mut tx = Tx {
+                tx: client.transaction().map_err(db)?,
+                prepared,
+            };
             let out = f(&mut tx)?;
-            tx.commit().map_err(db)?;
+            tx.tx.commit().map_err(db)?;
             Ok(out)
-        })
+        })();
+        self.checkin(conn);
+        out
     }
 }
 
@@ -192,12 +252,7 @@ pub(crate) fn key(session: SessionId) -> Vec<u8> {
 
 /// Takes the session's row (creating it if new) and locks it for this transaction; returns its
 /// frontier. Ownership is decided here, inside the transaction.
-fn claim(
-    tx: &mut Transaction<'_>,
-    session: SessionId,
-    writer: &Principal,
-    now: Millis,
-) -> Result<u64, StorageError> {
+fn claim(tx: &mut Tx<'_>, session: SessionId, writer: &Principal, now: Millis) -> Result<u64, StorageError> {
     let k = key(session);
     tx.execute(
         "INSERT INTO sessions (id, owner, first_seen, last_seen) VALUES ($1, $2, $3, $3) \
@@ -223,7 +278,7 @@ fn slot_of(blank: bool, id: Option<Vec<u8>>) -> Slot {
     }
 }
 
-fn frontier(tx: &mut Transaction<'_>, session: SessionId, from: u64) -> Result<u64, StorageError> {
+fn frontier(tx: &mut Tx<'_>, session: SessionId, from: u64) -> Result<u64, StorageError> {
     let k = key(session);
     // Nothing at the old frontier: it cannot move (one index probe).
     if tx
@@ -360,7 +415,7 @@ impl Backend for Postgres {
                     LineOutcome::New | LineOutcome::ReplacesBlank => {
                         if before.is_some() {
                             tx.execute(
-                                "UPDATE lines SET blank = false, id = $3, text = $4 WHERE session = $1 AND n = $2",
+                                "UPDATE lines SET blank = false, id = $3, text = $4, search = NULL WHERE session = $1 AND n = $2",
                                 &[&k, &n, &line.id.as_bytes().as_slice(), &line.text.as_bytes()],
                             )
                             .map_err(db)?;

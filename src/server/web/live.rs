@@ -5,7 +5,8 @@
 //! lines ([`LiveHub::notify`]) and otherwise polls every [`POLL`], so lines that another replica
 //! stored (PostgreSQL) appear too. A browser that reconnects sends `Last-Event-ID` and resumes
 //! after it. Once the session has ended and been quiet for [`END_QUIET_MS`], an `end` event
-//! closes the stream.
+//! closes the stream. The token that opened a stream is checked again every [`REAUTH`]: a
+//! stream opened with a token revoked since then closes (a browser's reconnect then gets 401).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -26,6 +27,8 @@ use crate::machine::Millis;
 
 /// How often a stream looks for lines nobody told it about.
 pub const POLL: Duration = Duration::from_millis(1000);
+/// How often an open stream checks that the token it was opened with still admits it.
+pub const REAUTH: Duration = Duration::from_secs(1);
 /// Lines sent per read.
 const BATCH: u32 = 200;
 /// An ended session's stream closes after this long without new lines (the shutdown line
@@ -79,6 +82,9 @@ struct Stream_ {
     wake: watch::Receiver<u64>,
     last_new: Millis,
     done: bool,
+    /// The token the stream was opened with, and when it was last found valid.
+    token: Option<String>,
+    authorized_at: tokio::time::Instant,
 }
 
 /// Serves the stream.
@@ -108,6 +114,8 @@ pub async fn handler(
     }
     let flag = |v: &Option<String>| v.as_deref().is_some_and(|v| v != "0" && !v.is_empty());
     let state = Stream_ {
+        token: super::auth::presented(&headers),
+        authorized_at: tokio::time::Instant::now(),
         wake: web.live.subscribe(),
         last_new: web.now(),
         web,
@@ -132,6 +140,9 @@ fn events(state: Stream_) -> impl Stream<Item = Result<Event, Infallible>> {
             return None;
         }
         loop {
+            if !still_admitted(&mut s).await {
+                return None;
+            }
             // Mark the current version seen before reading, so a store that lands during the
             // read wakes the next wait instead of being missed.
             s.wake.borrow_and_update();
@@ -191,6 +202,19 @@ fn one_data_line(html: &str) -> String {
         return html.to_string();
     }
     html.replace('\r', "&#13;").replace('\n', "&#10;")
+}
+
+/// Whether the stream's token still admits it, asked again at most every [`REAUTH`] (the
+/// gate asks the store, so a token revoked by `kcap serve token revoke` counts at once).
+async fn still_admitted(s: &mut Stream_) -> bool {
+    if s.authorized_at.elapsed() < REAUTH {
+        return true;
+    }
+    if s.web.access(s.token.clone()).await == super::Access::Denied {
+        return false;
+    }
+    s.authorized_at = tokio::time::Instant::now();
+    true
 }
 
 async fn ended_and_quiet(s: &Stream_) -> bool {

@@ -1,7 +1,8 @@
 //! The web UI's reads on PostgreSQL: plain indexed queries, and search over each line's `search`
-//! vector of `kcap_search_text(text)` (migrations 3 and 5): computed once when the line is stored,
-//! kept in the row under a GIN index, so a match is never re-parsed and every replica searches the
-//! same lines.
+//! vector of `kcap_search_text(text)` (migrations 3, 5 and 6): computed once per line by the
+//! search indexer moments after the line is stored (off the ingest path, as on SQLite), kept in
+//! the row under a GIN index, so a match is never re-parsed and every replica searches the same
+//! lines.
 
 use std::collections::HashMap;
 
@@ -131,7 +132,32 @@ impl Postgres {
     }
 }
 
+/// Lines one indexing step fills (one short transaction).
+const INDEX_STEP: i64 = 500;
+
 impl ReadModel for Postgres {
+    /// Fills the search vector of up to [`INDEX_STEP`] lines still without one. Rows another
+    /// replica's indexer holds are skipped (SKIP LOCKED), so replicas share the work. The commit
+    /// does not wait for its WAL flush: a lost step is redone, since its lines stay unindexed.
+    fn index_pending(&self) -> Result<usize, ReadError> {
+        self.with(|c| {
+            let mut tx = c.transaction().map_err(db)?;
+            tx.batch_execute("SET LOCAL synchronous_commit = off")
+                .map_err(db)?;
+            let filled = tx
+                .execute(
+                    "UPDATE lines SET search = to_tsvector('simple', kcap_search_text(text)) \
+                     WHERE ctid = ANY(ARRAY(SELECT ctid FROM lines WHERE search IS NULL AND NOT blank \
+                     LIMIT $1 FOR UPDATE SKIP LOCKED))",
+                    &[&INDEX_STEP],
+                )
+                .map_err(db)?;
+            tx.commit().map_err(db)?;
+            Ok(filled as usize)
+        })
+        .map_err(ReadError::from)
+    }
+
     fn list_sessions(&self, filter: &SessionFilter, paging: Paging) -> Result<SessionPage, ReadError> {
         self.reading(|c| {
             let (ids, total) = Self::ids_and_total(c, filter, paging)?;
@@ -190,13 +216,15 @@ impl ReadModel for Postgres {
     fn search_lines(&self, query: &str, paging: Paging) -> Result<Vec<SearchHit>, ReadError> {
         let terms = search::terms(query)?;
         let tsq = ts_query(&terms);
+        // A total order (sessions starting in the same millisecond are told apart by id), so
+        // pages taken one after another never repeat or skip a line.
         self.reading(|c| {
             let rows = c
                 .query(
                     "SELECT l.session, l.n, l.text, s.first_seen, coalesce(s.repository, s.cwd) \
                      FROM lines l JOIN sessions s ON s.id = l.session \
                      WHERE NOT l.blank AND l.search @@ to_tsquery('simple', $1) \
-                     ORDER BY s.first_seen DESC, l.n DESC LIMIT $2 OFFSET $3",
+                     ORDER BY s.first_seen DESC, s.id DESC, l.n DESC LIMIT $2 OFFSET $3",
                     &[&tsq, &i64::from(paging.limit), &clamp(paging.offset)],
                 )
                 .map_err(db)?;

@@ -282,7 +282,7 @@ impl ReadModel for Sqlite {
     }
 
     fn index_pending(&self) -> Result<usize, ReadError> {
-        self.write(|tx| {
+        self.write_relaxed(|tx| {
             let db = |e: rusqlite::Error| StorageError::Database(e.to_string());
             let last: i64 = tx
                 .query_row("SELECT last_rowid FROM line_search_progress WHERE id = 0", [], |r| r.get(0))

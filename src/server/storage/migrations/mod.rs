@@ -59,6 +59,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "search: the line's text vector stored in the row, GIN-indexed",
         sql: include_str!("postgres/0005_stored_search_vector.sql"),
     },
+    Migration {
+        version: 6,
+        name: "search: line vectors filled by the indexer, off the ingest path",
+        sql: include_str!("postgres/0006_search_vector_off_the_ingest_path.sql"),
+    },
 ];
 
 /// The migrations still to apply to a database at `current`, or an error if it is newer than
