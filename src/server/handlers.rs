@@ -78,7 +78,7 @@ fn web_ui(shared: Arc<Shared>) -> super::web::Web {
                 Ok(Verdict::Denied) => Access::Denied,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot check a web token");
-                    Access::Denied
+                    Access::Unavailable
                 }
             }
         })

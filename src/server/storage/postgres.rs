@@ -229,7 +229,15 @@ fn migrate(client: &mut Client) -> Result<(), StorageError> {
             .query_one("SELECT coalesce(max(version), 0) FROM kcap_schema", &[])
             .map_err(db)?
             .get(0);
-        for m in pending(POSTGRES, current).map_err(StorageError::Database)? {
+        let pending = pending(POSTGRES, current).map_err(StorageError::Database)?;
+        if !pending.is_empty() {
+            let server: i32 = client
+                .query_one("SELECT current_setting('server_version_num')::int", &[])
+                .map_err(db)?
+                .get(0);
+            supported(server)?;
+        }
+        for m in pending {
             let mut tx = client.transaction().map_err(db)?;
             tx.batch_execute(m.sql).map_err(db)?;
             tx.execute(
@@ -244,6 +252,23 @@ fn migrate(client: &mut Client) -> Result<(), StorageError> {
     })();
     let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
     result
+}
+
+/// The oldest PostgreSQL the migrations run on (`ALTER COLUMN … DROP EXPRESSION` in migration 6
+/// came with 13), as `server_version_num`.
+const OLDEST_SERVER: i32 = 130_000;
+
+/// Refuses a server too old for the migrations with a message that says so, rather than the
+/// syntax error a migration would fail with halfway through.
+fn supported(server_version_num: i32) -> Result<(), StorageError> {
+    if server_version_num >= OLDEST_SERVER {
+        return Ok(());
+    }
+    Err(StorageError::Database(format!(
+        "PostgreSQL {}.{} is too old: kcap serve needs PostgreSQL 13 or later",
+        server_version_num / 10_000,
+        server_version_num % 10_000
+    )))
 }
 
 pub(crate) fn key(session: SessionId) -> Vec<u8> {
@@ -666,5 +691,19 @@ impl Backend for Postgres {
 
     fn describe(&self) -> String {
         self.described.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_older_than_13_is_refused_by_name() {
+        let err = supported(120_017).unwrap_err().to_string();
+        assert!(err.contains("PostgreSQL 12.17 is too old"), "{err}");
+        assert!(err.contains("13 or later"), "{err}");
+        assert!(supported(130_000).is_ok());
+        assert!(supported(150_018).is_ok());
     }
 }

@@ -82,9 +82,11 @@ struct Stream_ {
     wake: watch::Receiver<u64>,
     last_new: Millis,
     done: bool,
-    /// The token the stream was opened with, and when it was last found valid.
+    /// The token the stream was opened with, when it was last found valid, and when it was
+    /// last asked about.
     token: Option<String>,
     authorized_at: tokio::time::Instant,
+    checked_at: tokio::time::Instant,
 }
 
 /// Serves the stream.
@@ -116,6 +118,7 @@ pub async fn handler(
     let state = Stream_ {
         token: super::auth::presented(&headers),
         authorized_at: tokio::time::Instant::now(),
+        checked_at: tokio::time::Instant::now(),
         wake: web.live.subscribe(),
         last_new: web.now(),
         web,
@@ -207,14 +210,32 @@ fn one_data_line(html: &str) -> String {
 /// Whether the stream's token still admits it, asked again at most every [`REAUTH`] (the
 /// gate asks the store, so a token revoked by `kcap serve token revoke` counts at once).
 async fn still_admitted(s: &mut Stream_) -> bool {
-    if s.authorized_at.elapsed() < REAUTH {
+    if s.checked_at.elapsed() < REAUTH {
         return true;
     }
-    if s.web.access(s.token.clone()).await == super::Access::Denied {
-        return false;
+    let access = s.web.access(s.token.clone()).await;
+    let now = tokio::time::Instant::now();
+    s.checked_at = now;
+    let keep = admits(access, now - s.authorized_at);
+    if keep && access != super::Access::Unavailable {
+        s.authorized_at = now;
     }
-    s.authorized_at = tokio::time::Instant::now();
-    true
+    keep
+}
+
+/// How long a stream stays open while its token cannot be checked (the store failing): long
+/// enough for a pool timeout or a failover, short enough that a revocation made meanwhile
+/// still takes effect.
+pub const UNCHECKED_GRACE: Duration = Duration::from_secs(30);
+
+/// Whether a stream stays open, given what the gate said and how long ago the token was last
+/// found valid.
+fn admits(access: super::Access, since_valid: Duration) -> bool {
+    match access {
+        super::Access::Open | super::Access::Allowed => true,
+        super::Access::Denied => false,
+        super::Access::Unavailable => since_valid < UNCHECKED_GRACE,
+    }
 }
 
 async fn ended_and_quiet(s: &Stream_) -> bool {
@@ -225,4 +246,20 @@ async fn ended_and_quiet(s: &Stream_) -> bool {
     let now = s.web.now();
     item.ended_at
         .is_some_and(|end| now.saturating_sub(end.max(s.last_new)) > END_QUIET_MS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::web::Access;
+
+    #[test]
+    fn a_failed_token_check_keeps_a_stream_for_a_grace_period_and_a_denial_ends_it() {
+        let short = Duration::from_secs(2);
+        assert!(admits(Access::Allowed, UNCHECKED_GRACE * 2));
+        assert!(admits(Access::Open, UNCHECKED_GRACE * 2));
+        assert!(!admits(Access::Denied, short));
+        assert!(admits(Access::Unavailable, short));
+        assert!(!admits(Access::Unavailable, UNCHECKED_GRACE));
+    }
 }

@@ -52,6 +52,10 @@ pub enum Access {
     Allowed,
     /// A token is needed and this one is missing or wrong.
     Denied,
+    /// The token could not be checked (the store failed): nothing new is admitted (a request
+    /// gets 503), and an open live stream carries on for a while and asks again, so that one
+    /// failed lookup does not close every open page.
+    Unavailable,
 }
 
 /// Decides [`Access`] for a presented token; the server's implementation asks its token gate.
@@ -167,6 +171,13 @@ async fn asset(Path(name): Path<String>) -> Response {
 /// pages redirect to the login page and the API answers 401.
 async fn require_login(State(web): State<Web>, mut request: Request, next: Next) -> Response {
     let access = web.access(auth::presented(request.headers())).await;
+    if access == Access::Unavailable {
+        let message = "the server cannot check tokens right now; try again shortly";
+        if request.uri().path().starts_with("/api/") {
+            return api_error(StatusCode::SERVICE_UNAVAILABLE, message);
+        }
+        return layout::error_page(StatusCode::SERVICE_UNAVAILABLE, message);
+    }
     if access != Access::Denied {
         request.extensions_mut().insert(Viewer {
             logged_in: access == Access::Allowed,

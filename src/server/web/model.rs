@@ -283,6 +283,12 @@ pub trait ReadModel: Send + Sync + 'static {
     fn index_pending(&self) -> Result<usize, ReadError> {
         Ok(0)
     }
+    /// Like [`ReadModel::index_pending`], but waits for lines another indexer is filling
+    /// rather than skipping them, so that 0 means nothing was left unindexed when it ran
+    /// ([`super::indexer::catch_up`] relies on it).
+    fn index_pending_waiting(&self) -> Result<usize, ReadError> {
+        self.index_pending()
+    }
 }
 
 impl From<SessionSummary> for SessionItem {

@@ -120,6 +120,28 @@ impl Postgres {
         Ok((ids, total.max(0) as u64))
     }
 
+    /// One indexing step; `locking` says what to do with rows another indexer holds.
+    fn index_step(&self, locking: &str) -> Result<usize, ReadError> {
+        self.with(|c| {
+            let mut tx = c.transaction().map_err(db)?;
+            tx.batch_execute("SET LOCAL synchronous_commit = off")
+                .map_err(db)?;
+            let filled = tx
+                .execute(
+                    &format!(
+                        "UPDATE lines SET search = to_tsvector('simple', kcap_search_text(text)) \
+                         WHERE ctid = ANY(ARRAY(SELECT ctid FROM lines WHERE search IS NULL AND NOT blank \
+                         LIMIT $1 {locking}))"
+                    ),
+                    &[&INDEX_STEP],
+                )
+                .map_err(db)?;
+            tx.commit().map_err(db)?;
+            Ok(filled as usize)
+        })
+        .map_err(ReadError::from)
+    }
+
     fn item(c: &mut postgres::Client, id: SessionId) -> Result<Option<SessionItem>, StorageError> {
         let Some(r) = c
             .query_opt(&format!("{ROW} WHERE id = $1"), &[&key(id)])
@@ -140,22 +162,13 @@ impl ReadModel for Postgres {
     /// replica's indexer holds are skipped (SKIP LOCKED), so replicas share the work. The commit
     /// does not wait for its WAL flush: a lost step is redone, since its lines stay unindexed.
     fn index_pending(&self) -> Result<usize, ReadError> {
-        self.with(|c| {
-            let mut tx = c.transaction().map_err(db)?;
-            tx.batch_execute("SET LOCAL synchronous_commit = off")
-                .map_err(db)?;
-            let filled = tx
-                .execute(
-                    "UPDATE lines SET search = to_tsvector('simple', kcap_search_text(text)) \
-                     WHERE ctid = ANY(ARRAY(SELECT ctid FROM lines WHERE search IS NULL AND NOT blank \
-                     LIMIT $1 FOR UPDATE SKIP LOCKED))",
-                    &[&INDEX_STEP],
-                )
-                .map_err(db)?;
-            tx.commit().map_err(db)?;
-            Ok(filled as usize)
-        })
-        .map_err(ReadError::from)
+        self.index_step("FOR NO KEY UPDATE SKIP LOCKED")
+    }
+
+    /// Waits for rows another indexer holds; once it committed they no longer match
+    /// `search IS NULL` (the lock re-checks the row's newest version) and are left out.
+    fn index_pending_waiting(&self) -> Result<usize, ReadError> {
+        self.index_step("FOR NO KEY UPDATE")
     }
 
     fn list_sessions(&self, filter: &SessionFilter, paging: Paging) -> Result<SessionPage, ReadError> {

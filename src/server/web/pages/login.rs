@@ -60,6 +60,12 @@ pub async fn submit(State(web): State<Web>, headers: HeaderMap, Form(f): Form<Lo
     if access == Access::Open {
         return redirect(&next);
     }
+    if access == Access::Unavailable {
+        return error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The server cannot check tokens right now; try again shortly.",
+        );
+    }
     if access == Access::Denied {
         let shell = shell(Viewer::default(), "Log in", Section::Login, "");
         return respond(
