@@ -305,6 +305,10 @@ fn search(text: &str, i: u16, out: &mut Vec<Hit>) {
     }
 }
 
+/// How far after a key id its secret may start: a config line or prose puts a few words
+/// between them (`aws_access_key_id = AKIA… then the secret wJalr…`).
+const AWS_SECRET_WINDOW: usize = 160;
+
 /// A secret access key printed right after its key id, with no name beside it
 /// (`AKIA…,wJalr…` in credentials.csv, `AKIA… / wJalr…` in prose): a run of exactly 40
 /// base64 characters, with upper- and lower-case letters, starting within a few bytes after
@@ -312,7 +316,7 @@ fn search(text: &str, i: u16, out: &mut Vec<Hit>) {
 fn aws_secret_after(b: &[u8], id_end: usize) -> Option<(usize, usize)> {
     let in_key = |c: u8| c.is_ascii_alphanumeric() || c == b'/' || c == b'+';
     let mut p = id_end;
-    while p < b.len() && p < id_end + 24 {
+    while p < b.len() && p < id_end + AWS_SECRET_WINDOW {
         if !in_key(b[p]) {
             p += 1;
             continue;
