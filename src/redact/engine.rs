@@ -38,7 +38,20 @@ const NAME_WORDS: &[&str] = &[
     "pin'", "pin ", "pin_", "sig=", "sig\"", "sig:",
 ];
 
-const COMMANDS: &[&str] = &["mysql", "mariadb", "curl", "sshpass", "docker", "podman"];
+const COMMANDS: &[&str] = &[
+    "mysql",
+    "mariadb",
+    "curl",
+    "sshpass",
+    "docker",
+    "podman",
+    "sudo",
+    "htpasswd",
+    "redis-cli",
+    "mongo",
+    "smbclient",
+    "rpcclient",
+];
 
 pub(crate) struct Engine {
     pub ac: AhoCorasick,
