@@ -34,8 +34,30 @@ pub(crate) enum Target {
 /// `pin` and `sig` are common inside words (`mapping`, `design`): they count only next to an
 /// assignment.
 const NAME_WORDS: &[&str] = &[
-    "pass", "pwd", "secret", "token", "key", "auth", "cred", "cookie", "bearer", "pin=", "pin:", "pin\"",
-    "pin'", "pin ", "pin_", "sig=", "sig\"", "sig:",
+    "pass",
+    "pwd",
+    "secret",
+    "token",
+    "key",
+    "auth",
+    "cred",
+    "cookie",
+    "bearer",
+    "pin=",
+    "pin:",
+    "pin\"",
+    "pin'",
+    "pin ",
+    "pin_",
+    "sig=",
+    "sig\"",
+    "sig:",
+    // Session cookies and ids (`Cookie: session=…`, `sessionid=…`, `JSESSIONID=…`).
+    "sessionid",
+    "sessid",
+    "session=",
+    "session\"",
+    "session'",
 ];
 
 const COMMANDS: &[&str] = &[
