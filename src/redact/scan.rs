@@ -4,7 +4,7 @@
 use super::catalogue::{At, Check, FORMATS};
 use super::engine::{engine, Target};
 use super::user::UserRules;
-use super::{cli, named, pem, url};
+use super::{cli, generic, named, pem, url};
 
 /// Which rule found a secret.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,6 +109,7 @@ pub(crate) fn scan_text(text: &str, user: &UserRules, out: &mut Vec<Hit>) -> boo
     if command {
         cli::scan(b, out);
     }
+    generic::scan(text, out);
     let key_ids: Vec<usize> = out[first..]
         .iter()
         .filter(|h| h.rule == Rule::Builtin("aws-access-key-id"))
