@@ -28,6 +28,10 @@ pub(crate) enum Target {
     Pem,
     /// A command whose short flags carry passwords (`mysql -pX`, `curl -u user:pw`).
     Command,
+    /// `Private-Lines:` of a PuTTY key file.
+    Putty,
+    /// `kind: Secret`: a Kubernetes Secret's data values.
+    K8sSecret,
 }
 
 /// Name fragments that make a key worth a look; the named scanner decides on the whole name.
@@ -128,6 +132,10 @@ impl Engine {
         add("-----begin", Target::Pem);
         for c in COMMANDS {
             add(c, Target::Command);
+        }
+        add("private-lines:", Target::Putty);
+        for k in ["kind: secret", "\"kind\": \"secret\"", "\"kind\":\"secret\""] {
+            add(k, Target::K8sSecret);
         }
         // Leftmost-longest reports one keyword per position (fewer, cheaper stops than
         // overlapping search); a keyword that is a prefix of the one found (`sk-` of `sk-ant-`,

@@ -4,7 +4,7 @@
 use super::catalogue::{At, Check, FORMATS};
 use super::engine::{engine, Target};
 use super::user::UserRules;
-use super::{cli, generic, named, pem, url};
+use super::{cli, generic, k8s, named, pem, url};
 
 /// Which rule found a secret.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,6 +32,7 @@ pub(crate) fn scan_text(text: &str, user: &UserRules, out: &mut Vec<Hit>) -> boo
     let mut searched: Vec<u16> = Vec::new();
     let mut pem_until = 0;
     let mut command = false;
+    let mut k8s_secret = false;
     // Per anchored format tried in this text: where its last match attempt ran to. A keyword
     // inside that stretch (`sk-` in `sk-sk-sk-…`) would run the same format over the same
     // token characters again, up to its length cap each time; a run of prefixes would cost
@@ -100,6 +101,23 @@ pub(crate) fn scan_text(text: &str, user: &UserRules, out: &mut Vec<Hit>) -> boo
                     }
                 }
                 Target::Command => command = true,
+                Target::K8sSecret => k8s_secret = true,
+                Target::Putty => {
+                    if let Some(e) = pem::putty_private_end(b, s) {
+                        // The header stays; the key lines after it go.
+                        let start = s + b[s..e]
+                            .iter()
+                            .take_while(|c| **c != b'\n' && **c != b'\\')
+                            .count();
+                        if e > start {
+                            out.push(Hit {
+                                start,
+                                end: e,
+                                rule: Rule::Builtin("putty-private-key"),
+                            });
+                        }
+                    }
+                }
             }
         }
     }
@@ -108,6 +126,9 @@ pub(crate) fn scan_text(text: &str, user: &UserRules, out: &mut Vec<Hit>) -> boo
     }
     if command {
         cli::scan(b, out);
+    }
+    if k8s_secret {
+        k8s::scan(text, out);
     }
     generic::scan(text, out);
     let key_ids: Vec<usize> = out[first..]
