@@ -43,9 +43,24 @@ fn arg_at(b: &[u8], s: usize) -> (usize, usize) {
     let len = b[start..]
         .iter()
         .take(256)
-        .take_while(|c| **c != q && **c != b'\n' && !(escaped && **c == b'\\'))
+        .take_while(|c| **c != q && **c != b'\n' && **c != b'\\')
         .count();
+    // A backslash inside the quotes is an escape of this text or of a document around it:
+    // where the argument ends is then unclear, and a guess could cut an escape in half.
+    let closed = if escaped {
+        b.get(start + len..start + len + 2) == Some(b"\\\"")
+    } else {
+        b.get(start + len) != Some(&b'\\')
+    };
+    if !closed {
+        return (start, start);
+    }
     (start, start + len)
+}
+
+/// Printable and free of backslashes: a word whose extent is certain.
+fn plain(word: &[u8]) -> bool {
+    word.iter().all(|c| *c >= 0x20 && *c != b'\\' && *c != 0x7f)
 }
 
 fn push(b: &[u8], (s, e): (usize, usize), rule: &'static str, out: &mut Vec<Hit>) {
@@ -150,6 +165,9 @@ fn htpasswd_password(b: &[u8], mut p: usize) -> Option<(usize, usize)> {
             return None;
         }
         let word = &b[s..e];
+        if !plain(word) {
+            return None;
+        }
         if word[0] == b'-' && s == p {
             batch |= word.contains(&b'b');
             no_file |= word.contains(&b'n');
@@ -160,7 +178,13 @@ fn htpasswd_password(b: &[u8], mut p: usize) -> Option<(usize, usize)> {
             }
         }
         // Past the closing quote of a quoted argument.
-        p = e + usize::from(s > p) + usize::from(s > p + 1);
+        p = if s == p {
+            e
+        } else if b.get(e) == Some(&b'\\') {
+            e + 2
+        } else {
+            e + 1
+        };
     }
     None
 }
@@ -185,7 +209,8 @@ fn sudo_stdin_password(b: &[u8], sudo: usize) -> Option<(usize, usize)> {
         while b.get(s) == Some(&b' ') {
             s += 1;
         }
-        return Some(arg_at(b, s));
+        let (s, e) = arg_at(b, s);
+        return plain(&b[s..e]).then_some((s, e));
     }
     // Back over blanks to the pipe, then the last argument before it.
     let mut q = sudo;
@@ -219,7 +244,7 @@ fn sudo_stdin_password(b: &[u8], sudo: usize) -> Option<(usize, usize)> {
         (line_start + start, q)
     };
     // The argument must be the echo's own, not its flag or the command word.
-    (s > line_start + cmd + 4 && !b[s..e].starts_with(b"-")).then_some((s, e))
+    (s > line_start + cmd + 4 && !b[s..e].starts_with(b"-") && plain(&b[s..e])).then_some((s, e))
 }
 
 #[cfg(test)]
