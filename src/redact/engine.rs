@@ -191,13 +191,15 @@ impl Engine {
 
 /// Non-overlapping search reports one keyword where two overlap: in `AccessKey`, Twilio's `SK`
 /// prefix (at `sK`) hides the name word `key` that starts on its `k`, and the value after
-/// `SharedAccessKey=` was never judged. Each such overlap of a keyword's end with a name or
-/// vendor word's start becomes a keyword of its own (`skey`) carrying both words' targets; the
+/// `SharedAccessKey=` was never judged. Each such overlap of a format prefix's end with a
+/// name word's start becomes a keyword of its own (`skey`) carrying both words' targets; the
 /// name scanner widens any keyword position to the whole name, so the name's start needs no
 /// position of its own. A keyword that holds a name word further in (`accountkey`) also carries
 /// the name's targets for the same reason.
 fn with_overlaps(mut words: Vec<String>, mut targets: Vec<Vec<Target>>) -> (Vec<String>, Vec<Vec<Target>>) {
-    let is_name = |t: &Target| matches!(t, Target::Name | Target::Vendor(_));
+    // Name words only (vendor names are many, and each combination grows the automaton, which
+    // costs throughput on every line), overlapped by format prefixes only.
+    let is_name = |t: &Target| matches!(t, Target::Name);
     let names: Vec<(String, Vec<Target>)> = words
         .iter()
         .zip(&targets)
@@ -206,6 +208,9 @@ fn with_overlaps(mut words: Vec<String>, mut targets: Vec<Vec<Target>>) -> (Vec<
         .collect();
     let mut extra: Vec<(String, Vec<Target>)> = Vec::new();
     for (w, ts) in words.iter().zip(targets.iter_mut()) {
+        if !ts.iter().any(|t| matches!(t, Target::Format(_))) {
+            continue;
+        }
         for (n, nts) in &names {
             if w.len() > n.len() && w[1..].contains(n.as_str()) {
                 for t in nts {

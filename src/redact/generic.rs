@@ -82,6 +82,9 @@ fn in_alphabet(c: u8) -> bool {
 /// Appends the random-looking values assigned in `text` to `out`.
 pub(crate) fn scan(text: &str, out: &mut Vec<Hit>) {
     let b = text.as_bytes();
+    if b.len() < MIN_LEN + 2 {
+        return;
+    }
     for at in memchr::memchr2_iter(b'=', b':', b) {
         let sep_end = match b[at] {
             // `NAME=v`, `NAME = "v"`; not `==`, `!=`, `<=`, `>=`, `=>`.
@@ -102,12 +105,6 @@ pub(crate) fn scan(text: &str, out: &mut Vec<Hit>) {
                 at + 2
             }
         };
-        let Some(name) = name_before(b, at) else {
-            continue;
-        };
-        if !secret_name(&text[name.0..name.1]) {
-            continue;
-        }
         let mut s = sep_end;
         while b.get(s) == Some(&b' ') && s - sep_end < 8 {
             s += 1;
@@ -119,6 +116,10 @@ pub(crate) fn scan(text: &str, out: &mut Vec<Hit>) {
             .take(MAX_LEN)
             .take_while(|c| in_alphabet(**c))
             .count();
+        // Most separators are followed by a short word: the cheap test goes first.
+        if run < MIN_LEN {
+            continue;
+        }
         let mut e = s + run;
         while b.get(e) == Some(&b'=') && e - (s + run) < 3 {
             e += 1;
@@ -130,7 +131,8 @@ pub(crate) fn scan(text: &str, out: &mut Vec<Hit>) {
                 c.is_ascii_whitespace() || matches!(c, b';' | b',' | b'&' | b'\\' | b')' | b'}')
             }),
         };
-        if ends && random_value(&b[s..e]) {
+        let named = || name_before(b, at).is_some_and(|(ns, ne)| secret_name(&text[ns..ne]));
+        if ends && random_value(&b[s..e]) && named() {
             out.push(Hit {
                 start: s,
                 end: e,
