@@ -36,7 +36,7 @@ fn slashed_password(b: &[u8], start: usize, slash: usize) -> Option<(usize, usiz
     let colon = memchr::memchr(b':', &b[start..start + slash])?;
     if b.get(start + slash) != Some(&b'/')
         || colon == 0
-        || b[start + colon + 1..start + slash].iter().all(u8::is_ascii_digit)
+        || (colon + 1 < slash && b[start + colon + 1..start + slash].iter().all(u8::is_ascii_digit))
     {
         return None;
     }
@@ -82,6 +82,8 @@ mod tests {
             Some("wJalrXUtnFEMI/K7MDENG/bPxRfiCYzQ8kLmN0pQ")
         );
         assert_eq!(pw("https://bob:pa/ss@host"), Some("pa/ss"));
+        // A key that starts with `/`: nothing between the colon and the slash is no port.
+        assert_eq!(pw("https://bob:/x6vx+qk/t8c@host/r"), Some("/x6vx+qk/t8c"));
         assert_eq!(pw("https://host:8443/docs/a@b"), None);
         assert_eq!(pw("https://github.com/user@example.com"), None);
         assert_eq!(pw("https://a.io:x/y https://b:c@d"), None);
