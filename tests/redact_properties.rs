@@ -73,6 +73,25 @@ const PIECES: &[&str] = &[
     "[REDACTED]",
     "Token::U8(52)",
     "Option<String>",
+    // Round-5 detectors: positional passwords, pairs, sessions, any-name values, PuTTY, k8s.
+    "echo ",
+    " | sudo -S ",
+    "<<< ",
+    "htpasswd -b ",
+    "sshpass -p",
+    "redis-cli -a ",
+    "auth=(",
+    "HTTPBasicAuth(",
+    "sessionid=",
+    "expect '",
+    "send '",
+    "FLUX=",
+    "q8ZtR3nV7mK2pL9xW4bC6dF1hJ5sG0aE",
+    "s3://",
+    "Private-Lines: 2",
+    "kind: Secret",
+    "data:",
+    "\n  k: ",
 ];
 
 fn text() -> impl Strategy<Value = String> {

@@ -28,17 +28,56 @@ pub(crate) enum Target {
     Pem,
     /// A command whose short flags carry passwords (`mysql -pX`, `curl -u user:pw`).
     Command,
+    /// `Private-Lines:` of a PuTTY key file.
+    Putty,
+    /// `kind: Secret`: a Kubernetes Secret's data values.
+    K8sSecret,
 }
 
 /// Name fragments that make a key worth a look; the named scanner decides on the whole name.
 /// `pin` and `sig` are common inside words (`mapping`, `design`): they count only next to an
 /// assignment.
 const NAME_WORDS: &[&str] = &[
-    "pass", "pwd", "secret", "token", "key", "auth", "cred", "cookie", "bearer", "pin=", "pin:", "pin\"",
-    "pin'", "pin ", "pin_", "sig=", "sig\"", "sig:",
+    "pass",
+    "pwd",
+    "secret",
+    "token",
+    "key",
+    "auth",
+    "cred",
+    "cookie",
+    "bearer",
+    "pin=",
+    "pin:",
+    "pin\"",
+    "pin'",
+    "pin ",
+    "pin_",
+    "sig=",
+    "sig\"",
+    "sig:",
+    // Session cookies and ids (`Cookie: session=…`, `sessionid=…`, `JSESSIONID=…`).
+    "sessionid",
+    "sessid",
+    "session=",
+    "session\"",
+    "session'",
 ];
 
-const COMMANDS: &[&str] = &["mysql", "mariadb", "curl", "sshpass", "docker", "podman"];
+const COMMANDS: &[&str] = &[
+    "mysql",
+    "mariadb",
+    "curl",
+    "sshpass",
+    "docker",
+    "podman",
+    "sudo",
+    "htpasswd",
+    "redis-cli",
+    "mongo",
+    "smbclient",
+    "rpcclient",
+];
 
 pub(crate) struct Engine {
     pub ac: AhoCorasick,
@@ -94,6 +133,10 @@ impl Engine {
         for c in COMMANDS {
             add(c, Target::Command);
         }
+        add("private-lines:", Target::Putty);
+        for k in ["kind: secret", "\"kind\": \"secret\"", "\"kind\":\"secret\""] {
+            add(k, Target::K8sSecret);
+        }
         // Leftmost-longest reports one keyword per position (fewer, cheaper stops than
         // overlapping search); a keyword that is a prefix of the one found (`sk-` of `sk-ant-`,
         // `key` of `key-`) still gets its say through the longer keyword's targets.
@@ -113,7 +156,7 @@ impl Engine {
                 all
             })
             .collect();
-        let targets = closed;
+        let (words, targets) = with_overlaps(words, closed);
         let ac = AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::LeftmostLongest)
@@ -146,9 +189,67 @@ impl Engine {
     }
 }
 
+/// Non-overlapping search reports one keyword where two overlap: in `AccessKey`, Twilio's `SK`
+/// prefix (at `sK`) hides the name word `key` that starts on its `k`, and the value after
+/// `SharedAccessKey=` was never judged. Each such overlap of a format prefix's end with a
+/// name word's start becomes a keyword of its own (`skey`) carrying both words' targets; the
+/// name scanner widens any keyword position to the whole name, so the name's start needs no
+/// position of its own. A keyword that holds a name word further in (`accountkey`) also carries
+/// the name's targets for the same reason.
+fn with_overlaps(mut words: Vec<String>, mut targets: Vec<Vec<Target>>) -> (Vec<String>, Vec<Vec<Target>>) {
+    // Name words only (vendor names are many, and each combination grows the automaton, which
+    // costs throughput on every line), overlapped by format prefixes only.
+    let is_name = |t: &Target| matches!(t, Target::Name);
+    let names: Vec<(String, Vec<Target>)> = words
+        .iter()
+        .zip(&targets)
+        .filter(|(w, ts)| w.len() >= 3 && ts.iter().any(is_name))
+        .map(|(w, ts)| (w.clone(), ts.iter().copied().filter(is_name).collect()))
+        .collect();
+    let mut extra: Vec<(String, Vec<Target>)> = Vec::new();
+    for (w, ts) in words.iter().zip(targets.iter_mut()) {
+        if !ts.iter().any(|t| matches!(t, Target::Format(_))) {
+            continue;
+        }
+        for (n, nts) in &names {
+            if w.len() > n.len() && w[1..].contains(n.as_str()) {
+                for t in nts {
+                    if !ts.contains(t) {
+                        ts.push(*t);
+                    }
+                }
+            }
+            for o in 1..w.len().min(n.len()) {
+                if w.ends_with(&n[..o]) {
+                    let mut all = ts.clone();
+                    all.extend(nts.iter().copied().filter(|t| !ts.contains(t)));
+                    extra.push((format!("{w}{}", &n[o..]), all));
+                }
+            }
+        }
+    }
+    for (w, ts) in extra {
+        if !words.contains(&w) {
+            words.push(w);
+            targets.push(ts);
+        }
+    }
+    (words, targets)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_keyword_overlapping_a_name_word_keeps_the_name() {
+        let e = engine();
+        let text = "SharedAccessKey=q8ZtR3nV7mK2pL9xW4bC6dF1hJ5sG0aE";
+        let named =
+            e.ac.find_iter(text)
+                .any(|m| e.targets[m.pattern().as_usize()].contains(&Target::Name));
+        assert!(named, "no name keyword found in {text}");
+    }
 
     #[test]
     fn the_catalogue_compiles_and_every_format_has_a_keyword() {

@@ -36,7 +36,8 @@ pub(crate) fn scan_line(line: &str, user: &UserRules, out: &mut Vec<RawHit>) {
     let everything = !user.patterns.is_empty();
     if !looks_like_json(b) || u32::try_from(b.len()).is_err() {
         let mut hits = Vec::new();
-        if everything || engine().ac.is_match(line) {
+        // `=` / `:` may start a random-looking value under any name (`generic`).
+        if everything || memchr::memchr2(b'=', b':', b).is_some() || engine().ac.is_match(line) {
             scan_nested(line, user, 0, &mut hits);
         }
         out.extend(hits.into_iter().map(|h| RawHit {

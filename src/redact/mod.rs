@@ -8,7 +8,10 @@
 //!   the redacted ranges.
 //! - [`named`] and [`value`]: values next to secret-like names in every common assignment
 //!   syntax, and the precision rules that keep code, types and placeholders.
-//! - [`url`], [`pem`], [`cli`]: URL userinfo, private key blocks, command-line passwords.
+//! - [`url`], [`pem`], [`cli`]: URL userinfo, private key blocks (PEM, PGP, PuTTY),
+//!   command-line passwords (flags, `echo … | sudo -S`, `htpasswd -b`).
+//! - [`generic`]: a random-looking value assigned to any name.
+//! - [`k8s`]: the data values of a Kubernetes Secret.
 //! - [`user`]: the user's own patterns and allowlist from the config file.
 //! - [`samples`]: random samples of every format, for the tests and the benchmark.
 //!
@@ -18,7 +21,9 @@
 mod catalogue;
 mod cli;
 mod engine;
+mod generic;
 mod json;
+mod k8s;
 mod named;
 mod pem;
 pub mod samples;

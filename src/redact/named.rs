@@ -313,6 +313,12 @@ pub(crate) fn classify(name: &str) -> Option<Strength> {
     }
     let parts = parts(name);
     let last = parts.last()?;
+    // A session id is the session's credential (`sessionid=`, `JSESSIONID`, `PHPSESSID`); its
+    // value must still look random (a UUID or a counter stays).
+    let compact_name: String = lower.chars().filter(char::is_ascii_alphanumeric).collect();
+    if compact_name.ends_with("sessionid") || compact_name.ends_with("sessid") || last == "session" {
+        return Some(Strength::Weak);
+    }
     // `dbpassword`, `clientsecret`, `authtoken`: compounds written without separators.
     let compact: String = lower.chars().filter(char::is_ascii_alphanumeric).collect();
     if NOT_VALUE.contains(&last.as_str()) {
@@ -357,6 +363,9 @@ pub(crate) struct Value {
     /// Announced loosely (a table cell, `the password is …`): the value must also look like a
     /// credential, as words around such names are mostly prose.
     pub loose: bool,
+    /// The password of a `(user, password)` pair (`auth=("bob", "…")`): a secret whatever the
+    /// name's strength.
+    pub password: bool,
 }
 
 /// Finds secret values after names in `text`. `hits` are the keyword occurrences (sorted by
@@ -393,6 +402,11 @@ pub(crate) fn scan(text: &str, hits: &[(usize, usize, Target)], out: &mut Vec<Hi
             continue;
         };
         let v = &text[value.start..value.end];
+        let strength = if value.password {
+            Some(Strength::Strong)
+        } else {
+            strength
+        };
         let rule = vendors
             .iter()
             .find(|&&k| e.vendors[k as usize].is_match(v))
@@ -510,6 +524,7 @@ pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
             end: start + len,
             quoted: true,
             loose: false,
+            password: false,
         })
         .filter(|v| v.end > v.start);
     }
@@ -550,6 +565,10 @@ pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
                 prose_is(b, p, true)?
             }
         }
+        None if !quoted_name && b.get(p) == Some(&b'(') && is_auth_name(&b[ns..ne]) => {
+            // `HTTPBasicAuth("bob", "…")`, `BasicAuth('bob', '…')`.
+            return auth_pair(b, p);
+        }
         None => {
             let flag = b[ns] == b'-' && b.get(ns + 1) == Some(&b'-');
             let call = quoted_name && b.get(p) == Some(&b',') && preceded_by_paren(b, ns - 1);
@@ -576,6 +595,10 @@ pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
             p = skip_blanks(b, q);
         }
     }
+    if matches!(b.get(p), Some(b'(' | b'[')) && is_auth_name(&b[ns..ne]) {
+        // `auth=("bob", "…")` (requests, httpx), `auth: ['bob', '…']`.
+        return auth_pair(b, p);
+    }
     p = skip_scheme(b, p);
     let mut value = read_value(b, p)?;
     value.loose = loose;
@@ -586,6 +609,33 @@ pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
         }
     }
     (value.end > value.start).then_some(value)
+}
+
+/// `auth`, `basic_auth`, `HTTPBasicAuth`, `DigestAuth`: a name whose value may be a
+/// (user, password) pair.
+fn is_auth_name(name: &[u8]) -> bool {
+    name.len() >= 4 && name[name.len() - 4..].eq_ignore_ascii_case(b"auth")
+}
+
+/// A `(user, password)` pair at `p` (an opening `(` or `[`): two quoted literals and a comma
+/// between them; the second one.
+fn auth_pair(b: &[u8], p: usize) -> Option<Value> {
+    let q = skip_blanks(b, p + 1);
+    if !b.get(q).is_some_and(|c| is_quote(*c)) {
+        return None;
+    }
+    let user = read_value(b, q).filter(|v| v.quoted && v.end < b.len())?;
+    let r = skip_blanks(b, user.end + 1);
+    if b.get(r) != Some(&b',') {
+        return None;
+    }
+    let s = skip_blanks(b, r + 1);
+    if !b.get(s).is_some_and(|c| is_quote(*c)) {
+        return None;
+    }
+    let mut pw = read_value(b, s).filter(|v| v.quoted)?;
+    pw.password = true;
+    Some(pw)
 }
 
 /// A name that is the value of a `name` / `key` member, with a sibling `value` member right
@@ -651,14 +701,15 @@ fn expect_send(b: &[u8], ns: usize, ne: usize) -> Option<usize> {
     let from = ns.saturating_sub(48);
     let line_start = memchr::memrchr(b'\n', &b[from..ns]).map_or(from, |i| from + i + 1);
     memchr::memmem::find(&b[line_start..ns], b"expect ")?;
-    // The rest of the prompt string, then its closing quote.
-    let close = ne + memchr::memchr(b'"', &b[ne..(ne + 32).min(b.len())])?;
+    // The rest of the prompt string, then its closing quote (Tcl strings use `"`; scripts
+    // written inline in shell quote the prompt with `'`).
+    let close = ne + memchr::memchr2(b'"', b'\'', &b[ne..(ne + 32).min(b.len())])?;
     if memchr::memchr(b'\n', &b[ne..close]).is_some() {
         return None;
     }
     let mut p = close + 1;
     let start = p;
-    while p < b.len() && p - start < 64 && (b[p].is_ascii_whitespace() || b[p] == b'{') {
+    while p < b.len() && p - start < 64 && (b[p].is_ascii_whitespace() || matches!(b[p], b'{' | b';')) {
         p += 1;
     }
     if !b[p..].starts_with(b"send ") {
@@ -828,6 +879,7 @@ fn read_value(b: &[u8], p: usize) -> Option<Value> {
                         end: k,
                         quoted: true,
                         loose: false,
+                        password: false,
                     })
                     .filter(|v| v.end > v.start);
                 }
@@ -848,6 +900,7 @@ fn read_value(b: &[u8], p: usize) -> Option<Value> {
             end,
             quoted: true,
             loose: false,
+            password: false,
         })
         .filter(|v| v.end > v.start);
     }
@@ -889,6 +942,7 @@ fn unquoted(b: &[u8], start: usize) -> Option<Value> {
         end,
         quoted: false,
         loose: false,
+        password: false,
     })
 }
 

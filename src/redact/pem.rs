@@ -114,9 +114,58 @@ fn end_marker_end(b: &[u8], at: usize) -> usize {
     }
 }
 
+/// A PuTTY private key file (`PuTTY-User-Key-File-3: …`): its `Private-Lines: N` header at
+/// `at` is followed by N lines of base64 that hold the key. The range covers those lines (in
+/// real or still JSON-encoded line breaks), at most 64 of them; the public lines and the MAC
+/// stay.
+pub(crate) fn putty_private_end(b: &[u8], at: usize) -> Option<usize> {
+    let mut p = at + b"private-lines:".len();
+    while b.get(p) == Some(&b' ') {
+        p += 1;
+    }
+    let digits = b[p..].iter().take(3).take_while(|c| c.is_ascii_digit()).count();
+    let n: usize = std::str::from_utf8(&b[p..p + digits]).ok()?.parse().ok()?;
+    p += digits;
+    let (mut end, mut lines) = (None, 0);
+    while lines < n.min(64) {
+        p = match b.get(p..) {
+            Some([b'\r', b'\n', ..]) => p + 2,
+            Some([b'\n' | b'\r', ..]) => p + 1,
+            Some([b'\\', b'n', ..]) => p + 2,
+            Some([b'\\', b'r', b'\\', b'n', ..]) => p + 4,
+            _ => break,
+        };
+        let len = b[p..]
+            .iter()
+            .take(128)
+            .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'='))
+            .count();
+        if len == 0 {
+            break;
+        }
+        p += len;
+        end = Some(p);
+        lines += 1;
+    }
+    end
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn putty_private_lines_are_the_key() {
+        let k = "PuTTY-User-Key-File-3: ssh-ed25519\nPublic-Lines: 2\nAAAAC3Nz\nAAAAIB\nPrivate-Lines: 1\nAAAAIGq8ZtR3nV7m\nPrivate-MAC: 12ab";
+        let at = k.find("Private-Lines").unwrap();
+        let end = putty_private_end(k.as_bytes(), at).unwrap();
+        assert!(k[..end].ends_with("AAAAIGq8ZtR3nV7m"), "{}", &k[..end]);
+        let escaped = r"Private-Lines: 2\nAAAA1\r\nBBBB2\nPrivate-MAC: 12";
+        let end = putty_private_end(escaped.as_bytes(), 0).unwrap();
+        assert!(escaped[..end].ends_with("BBBB2"));
+        assert_eq!(putty_private_end(b"Private-Lines: 1\n\n", 0), None);
+        assert_eq!(putty_private_end(b"Private-Lines: x\nAAAA", 0), None);
+    }
 
     #[test]
     fn blocks_end_at_their_end_marker_or_the_text() {

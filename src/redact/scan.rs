@@ -4,7 +4,7 @@
 use super::catalogue::{At, Check, FORMATS};
 use super::engine::{engine, Target};
 use super::user::UserRules;
-use super::{cli, named, pem, url};
+use super::{cli, generic, k8s, named, pem, url};
 
 /// Which rule found a secret.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,6 +32,7 @@ pub(crate) fn scan_text(text: &str, user: &UserRules, out: &mut Vec<Hit>) -> boo
     let mut searched: Vec<u16> = Vec::new();
     let mut pem_until = 0;
     let mut command = false;
+    let mut k8s_secret = false;
     // Per anchored format tried in this text: where its last match attempt ran to. A keyword
     // inside that stretch (`sk-` in `sk-sk-sk-…`) would run the same format over the same
     // token characters again, up to its length cap each time; a run of prefixes would cost
@@ -100,6 +101,23 @@ pub(crate) fn scan_text(text: &str, user: &UserRules, out: &mut Vec<Hit>) -> boo
                     }
                 }
                 Target::Command => command = true,
+                Target::K8sSecret => k8s_secret = true,
+                Target::Putty => {
+                    if let Some(e) = pem::putty_private_end(b, s) {
+                        // The header stays; the key lines after it go.
+                        let start = s + b[s..e]
+                            .iter()
+                            .take_while(|c| **c != b'\n' && **c != b'\\')
+                            .count();
+                        if e > start {
+                            out.push(Hit {
+                                start,
+                                end: e,
+                                rule: Rule::Builtin("putty-private-key"),
+                            });
+                        }
+                    }
+                }
             }
         }
     }
@@ -109,6 +127,10 @@ pub(crate) fn scan_text(text: &str, user: &UserRules, out: &mut Vec<Hit>) -> boo
     if command {
         cli::scan(b, out);
     }
+    if k8s_secret {
+        k8s::scan(text, out);
+    }
+    generic::scan(text, out);
     let key_ids: Vec<usize> = out[first..]
         .iter()
         .filter(|h| h.rule == Rule::Builtin("aws-access-key-id"))
@@ -305,6 +327,10 @@ fn search(text: &str, i: u16, out: &mut Vec<Hit>) {
     }
 }
 
+/// How far after a key id its secret may start: a config line or prose puts a few words
+/// between them (`aws_access_key_id = AKIA… then the secret wJalr…`).
+const AWS_SECRET_WINDOW: usize = 160;
+
 /// A secret access key printed right after its key id, with no name beside it
 /// (`AKIA…,wJalr…` in credentials.csv, `AKIA… / wJalr…` in prose): a run of exactly 40
 /// base64 characters, with upper- and lower-case letters, starting within a few bytes after
@@ -312,7 +338,7 @@ fn search(text: &str, i: u16, out: &mut Vec<Hit>) {
 fn aws_secret_after(b: &[u8], id_end: usize) -> Option<(usize, usize)> {
     let in_key = |c: u8| c.is_ascii_alphanumeric() || c == b'/' || c == b'+';
     let mut p = id_end;
-    while p < b.len() && p < id_end + 24 {
+    while p < b.len() && p < id_end + AWS_SECRET_WINDOW {
         if !in_key(b[p]) {
             p += 1;
             continue;

@@ -19,11 +19,45 @@ pub(crate) fn password(b: &[u8], at: usize) -> Option<(usize, usize)> {
         })
         .count();
     let authority = &b[start..start + len];
-    let at_sign = memchr::memrchr(b'@', authority)?;
+    let Some(at_sign) = memchr::memrchr(b'@', authority) else {
+        return slashed_password(b, start, len);
+    };
     let colon = memchr::memchr(b':', &authority[..at_sign])?;
     let (ps, pe) = (start + colon + 1, start + at_sign);
     let pw = std::str::from_utf8(&b[ps..pe]).ok()?;
     (pe > ps && !is_placeholder(pw)).then_some((ps, pe))
+}
+
+/// A password holding `/` (a base64 cloud key, `https://AKIA…:wJalr/K7…@host`) ends the
+/// authority early at its first `/`; the userinfo then ends at an `@` further on, before any
+/// blank, quote, `?`, `#` or the next URL. Only when the user part has no `/` and what follows
+/// its colon is no port (`host:8443/docs/a@b` stays).
+fn slashed_password(b: &[u8], start: usize, slash: usize) -> Option<(usize, usize)> {
+    let colon = memchr::memchr(b':', &b[start..start + slash])?;
+    if b.get(start + slash) != Some(&b'/')
+        || colon == 0
+        || (colon + 1 < slash && b[start + colon + 1..start + slash].iter().all(u8::is_ascii_digit))
+    {
+        return None;
+    }
+    let rest = &b[start + slash..];
+    let len = rest
+        .iter()
+        .take(4096)
+        .take_while(|c| {
+            !matches!(
+                c,
+                b'?' | b'#' | b' ' | b'\t' | b'\n' | b'\r' | b'"' | b'\'' | b'`' | b'<' | b'>' | b'\\'
+            )
+        })
+        .count();
+    let run = &rest[..len];
+    let next_url = memchr::memmem::find(run, b"://").unwrap_or(len);
+    let at_sign = memchr::memrchr(b'@', &run[..next_url])?;
+    let host_ok = run.get(at_sign + 1).is_some_and(u8::is_ascii_alphanumeric);
+    let (ps, pe) = (start + colon + 1, start + slash + at_sign);
+    let pw = std::str::from_utf8(&b[ps..pe]).ok()?;
+    (host_ok && !is_placeholder(pw)).then_some((ps, pe))
 }
 
 #[cfg(test)]
@@ -43,5 +77,15 @@ mod tests {
         assert_eq!(pw("https://github.com/org/repo"), None);
         assert_eq!(pw("ssh://git@github.com:org/repo.git"), None);
         assert_eq!(pw("https://u:${PASS}@h/"), None);
+        assert_eq!(
+            pw("s3://AKIAQ3EGUMZ5EXAMPLE2:wJalrXUtnFEMI/K7MDENG/bPxRfiCYzQ8kLmN0pQ@bucket/x"),
+            Some("wJalrXUtnFEMI/K7MDENG/bPxRfiCYzQ8kLmN0pQ")
+        );
+        assert_eq!(pw("https://bob:pa/ss@host"), Some("pa/ss"));
+        // A key that starts with `/`: nothing between the colon and the slash is no port.
+        assert_eq!(pw("https://bob:/x6vx+qk/t8c@host/r"), Some("/x6vx+qk/t8c"));
+        assert_eq!(pw("https://host:8443/docs/a@b"), None);
+        assert_eq!(pw("https://github.com/user@example.com"), None);
+        assert_eq!(pw("https://a.io:x/y https://b:c@d"), None);
     }
 }

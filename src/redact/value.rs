@@ -146,13 +146,18 @@ fn passphrase(value: &str) -> bool {
         "any",
     ];
     let words: Vec<&str> = value.split(' ').filter(|w| !w.is_empty()).collect();
+    // Each word may be capitalised (`Correct Horse Battery Staple`) and may end in a symbol
+    // (`staple!`); a sentence's words are recognised by the prose list, not by their case.
     (3..=8).contains(&words.len())
-        && words.iter().enumerate().all(|(i, w)| {
-            let b = w.as_bytes();
-            let body = if i == 0 { &b[1..] } else { b };
-            (b[0].is_ascii_alphanumeric())
-                && body.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-                && !PROSE.contains(&w.to_ascii_lowercase().as_str())
+        && words.iter().all(|w| {
+            let core = w.trim_end_matches(|c: char| c.is_ascii_punctuation());
+            let b = core.as_bytes();
+            !b.is_empty()
+                && b[0].is_ascii_alphanumeric()
+                && b[1..]
+                    .iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+                && !PROSE.contains(&core.to_ascii_lowercase().as_str())
         })
 }
 
@@ -462,6 +467,8 @@ mod tests {
             ("FakePassw0rd!", true),
             ("example-9f8a7b6c5d", true),
             ("correct horse battery staple", true),
+            ("Correct Horse Battery Staple", true),
+            ("correct horse battery staple 42!", true),
             ("Purple monkey dishwasher 42", true),
         ] {
             assert!(is_secret(v, Strength::Strong, quoted), "{v}");
@@ -470,6 +477,8 @@ mod tests {
             "Must be at least 8 characters",
             "Enter your password",
             "Reset Password Link",
+            "Password must match!",
+            "Please enter a value.",
             "$DB_PASSWORD",
             "$(cat /run/secrets/db)",
             "$config['db']",
