@@ -22,6 +22,7 @@
 //!   the sender could have known was held (a batch never starts below its run's resume point
 //!   max(local, server last-line + 1) or below a batch acknowledged in that run, unless the
 //!   transcript was cut or replaced meanwhile). So copies come only from cut replies and crashes;
+//! - a position is persisted only over lines the server holds;
 //! - the persisted log replays to the phases it recorded, and the machine drains in a bounded
 //!   number of runs;
 //! - a sweep before `retry_at` neither logs nor sends.
@@ -233,7 +234,22 @@ impl World {
     }
 
     /// The store's rule: forward only on one file, replaced by a position on another file.
+    /// A position is persisted only over lines the server holds (or blank ones).
     fn advance(&mut self, w: Watermark, identity: Option<(u64, u64)>) {
+        let unheld = (0..w.next_line).find(|n| {
+            let blank = self
+                .transcript
+                .lines
+                .get(*n as usize)
+                .is_none_or(String::is_empty);
+            !blank && !self.copies.contains_key(n)
+        });
+        if let Some(n) = unheld {
+            self.violations.push(format!(
+                "position {} persisted, but the server never received line {n}",
+                w.next_line
+            ));
+        }
         let current = self.position;
         let other_file =
             matches!((&current, identity), (Some(c), Some(new)) if c.identity.is_some_and(|old| old != new));
