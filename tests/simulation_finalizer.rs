@@ -661,6 +661,9 @@ async fn schedule(seed: u64, crash_at: Option<usize>, calm: bool) -> Result<Fini
             None => {
                 // Killed: time passes before anyone resumes it, by hand or by a hook's sweep.
                 let mut w = sim.lock();
+                // A new epoch before anything can run: a blocking call of the dead process still
+                // queued (its task was dropped, not its thread) must find it dead, not revived.
+                w.epoch += 1;
                 w.crashed = false;
                 let later = w.now + w.rng.below(5_000);
                 w.pass_time(later);
