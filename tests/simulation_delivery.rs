@@ -487,6 +487,12 @@ async fn a_watcher_that_resumes_from_the_server_with_an_empty_kcap_home_delivers
         .await
         .unwrap();
     assert_eq!(a.lines, 20);
+    // ...and keeps its position (a restart there need not ask the server to skip ahead)...
+    let kept = kcap::store::Store::new(env.dir.path().join("home-a"))
+        .position(sid)
+        .unwrap()
+        .map(|p| p.watermark.next_line);
+    assert_eq!(kept, Some(20), "the watcher's position was not persisted");
     // ...the transcript grows, and a watcher on an empty home takes over.
     let rest: String = (20..50).map(line).collect();
     common::append(&path, rest.as_bytes());

@@ -14,7 +14,7 @@
 //!   same ids ([`LineReader`]), so the server keeps one copy of every line.
 //!
 //! IO sits behind two small traits, [`Server`] and [`Positions`], so the deterministic
-//! simulation (tests/simulation.rs) drives this very code against a simulated server.
+//! simulations (tests/simulation_delivery.rs, tests/simulation_finalizer.rs) drive this very code against a simulated server.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -162,6 +162,8 @@ pub struct Deliverer<S: Server, P: Positions> {
     /// The server's `last-line` is asked once, before the first batch.
     resumed: bool,
     prefetch: Option<Prefetch>,
+    /// Read the next batch while the current one is in flight (off only in simulations).
+    prefetching: bool,
     /// What was delivered so far.
     pub counts: Counts,
 }
@@ -190,8 +192,17 @@ impl<S: Server, P: Positions> Deliverer<S, P> {
             identity,
             resumed: false,
             prefetch: None,
+            prefetching: true,
             counts: Counts::default(),
         }
+    }
+
+    /// Reads each batch when it is needed, never while the previous one is in flight. A
+    /// simulation that changes the transcript between steps needs its reads at fixed points to
+    /// replay a seed exactly; production keeps the overlap.
+    pub fn sequential(mut self) -> Self {
+        self.prefetching = false;
+        self
     }
 
     /// The transcript path.
@@ -260,7 +271,7 @@ impl<S: Server, P: Positions> Deliverer<S, P> {
             };
             // Read and encode the next batch while this one is in flight; it is used only if
             // this one is acknowledged (the next step then starts exactly at `end`).
-            if !batch.at_end {
+            if !batch.at_end && self.prefetching {
                 self.prefetch =
                     Some(self.spawn_prepare(batch.end, batch.identity, limits, take_unterminated));
             }

@@ -90,12 +90,7 @@ impl SessionRun<'_> {
         if state.phase.is_terminal() {
             return Ok(RunOutcome::AlreadyDrained { generation });
         }
-        let now = now_ms();
-        let first = match (&state.phase, start) {
-            (crate::machine::Phase::Spawned { .. }, Start::Spawn) => Input::Started { now },
-            (_, Start::Sweep) => Input::Swept { now },
-            _ => Input::Resumed { now },
-        };
+        let first = first_input(&state, start, now_ms());
         tracing::info!(
             generation,
             phase = state.phase.name(),
@@ -116,6 +111,15 @@ impl SessionRun<'_> {
             stats: interpreter.stats,
             generation,
         })
+    }
+}
+
+/// The input a run of a machine rebuilt from its log starts with.
+pub fn first_input(state: &State, start: Start, now: Millis) -> Input {
+    match (&state.phase, start) {
+        (crate::machine::Phase::Spawned { .. }, Start::Spawn) => Input::Started { now },
+        (_, Start::Sweep) => Input::Swept { now },
+        _ => Input::Resumed { now },
     }
 }
 
