@@ -278,3 +278,19 @@ fn putty_keys_and_kubernetes_secrets() {
         assert_kept(kept);
     }
 }
+
+/// A command keyword (`htpasswd`, `sshpass`) once hid the name word inside it: these variables
+/// leaked (`HTPASSWD=` was caught before `htpasswd` became a command keyword).
+#[test]
+fn variables_named_after_a_command_are_still_names() {
+    for (case, text, secret) in [
+        ("HTPASSWD", "HTPASSWD=S3cretPw9x make deploy", "S3cretPw9x"),
+        (
+            "SSHPASS for sshpass -e",
+            "SSHPASS='Zx9Qw2Er5Ty7' sshpass -e ssh deploy@web1",
+            "Zx9Qw2Er5Ty7",
+        ),
+    ] {
+        assert_gone(case, text, secret, "=");
+    }
+}

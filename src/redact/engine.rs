@@ -208,9 +208,12 @@ fn with_overlaps(mut words: Vec<String>, mut targets: Vec<Vec<Target>>) -> (Vec<
         .collect();
     let mut extra: Vec<(String, Vec<Target>)> = Vec::new();
     for (w, ts) in words.iter().zip(targets.iter_mut()) {
-        if !ts.iter().any(|t| matches!(t, Target::Format(_))) {
+        // Any keyword that is not itself a name word may hide one (`htpasswd` and `sshpass`
+        // hid `pass`, so `HTPASSWD=…` and `SSHPASS=…` were never judged).
+        if !ts.iter().any(|t| !matches!(t, Target::Name)) {
             continue;
         }
+        let format = ts.iter().any(|t| matches!(t, Target::Format(_)));
         for (n, nts) in &names {
             if w.len() > n.len() && w[1..].contains(n.as_str()) {
                 for t in nts {
@@ -218,6 +221,9 @@ fn with_overlaps(mut words: Vec<String>, mut targets: Vec<Vec<Target>>) -> (Vec<
                         ts.push(*t);
                     }
                 }
+            }
+            if !format {
+                continue;
             }
             for o in 1..w.len().min(n.len()) {
                 if w.ends_with(&n[..o]) {
@@ -240,6 +246,17 @@ fn with_overlaps(mut words: Vec<String>, mut targets: Vec<Vec<Target>>) -> (Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_command_keyword_holding_a_name_word_keeps_the_name() {
+        let e = engine();
+        for text in ["HTPASSWD=S3cretPw9x", "SSHPASS='Zx9Qw2Er5Ty7' sshpass -e ssh h"] {
+            let named =
+                e.ac.find_iter(text)
+                    .any(|m| e.targets[m.pattern().as_usize()].contains(&Target::Name));
+            assert!(named, "no name keyword found in {text}");
+        }
+    }
 
     #[test]
     fn a_keyword_overlapping_a_name_word_keeps_the_name() {

@@ -324,11 +324,24 @@ pub(crate) fn classify(name: &str) -> Option<Strength> {
     if NOT_VALUE.contains(&last.as_str()) {
         return None;
     }
+    // A bare `pass` glued to another word is as often `bypass` or `compass`; these glued forms
+    // are the names tools read passwords from (`SSHPASS` for `sshpass -e`).
+    let glued_pass = [
+        "sshpass",
+        "dbpass",
+        "rootpass",
+        "adminpass",
+        "userpass",
+        "mysqlpass",
+    ]
+    .iter()
+    .any(|w| compact.ends_with(w));
     let strong = parts.iter().any(|p| STRONG.contains(&p.as_str()))
         || ["password", "passwd", "passphrase"]
             .iter()
             .any(|w| lower.contains(w))
-        || compact.ends_with("secret");
+        || compact.ends_with("secret")
+        || glued_pass;
     if strong {
         return Some(Strength::Strong);
     }

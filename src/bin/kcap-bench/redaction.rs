@@ -128,6 +128,10 @@ const HOSTILE: [(&str, &str); 15] = [
     ),
     ("echo pipes into sudo -S", "echo pw | sudo -S "),
     ("Secret data lines", "kind: Secret\ndata:\n  k: djE=\n"),
+    // Attack round 5: each looked 4 KiB (URL), or a whole value, ahead per occurrence.
+    ("URLs with a slashed password, back to back", "s://a:b/"),
+    ("mongo -p back to back", "mongo -p"),
+    ("session= back to back", "session=\""),
 ];
 
 /// Runs every redaction measure; true when all targets are met.
