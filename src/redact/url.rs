@@ -34,8 +34,8 @@ pub(crate) fn password(b: &[u8], at: usize) -> Option<(usize, usize)> {
 /// its colon is no port (`host:8443/docs/a@b` stays).
 fn slashed_password(b: &[u8], start: usize, slash: usize) -> Option<(usize, usize)> {
     let colon = memchr::memchr(b':', &b[start..start + slash])?;
+    // An empty user is Redis's usual form (`redis://:pw@cache:6379`).
     if b.get(start + slash) != Some(&b'/')
-        || colon == 0
         || (colon + 1 < slash && b[start + colon + 1..start + slash].iter().all(u8::is_ascii_digit))
     {
         return None;
@@ -89,5 +89,7 @@ mod tests {
         assert_eq!(pw("https://host:8443/docs/a@b"), None);
         assert_eq!(pw("https://github.com/user@example.com"), None);
         assert_eq!(pw("https://a.io:x/y https://b:c@d"), None);
+        assert_eq!(pw("redis://:ab/cd+ef12@cache:6379/0"), Some("ab/cd+ef12"));
+        assert_eq!(pw("https://:8443/docs/a@b"), None);
     }
 }
