@@ -97,7 +97,7 @@ const CONTEXTS: &[(Kind, &str, &str)] = &[
     ),
 ];
 
-const HOSTILE: [(&str, &str); 15] = [
+const HOSTILE: [(&str, &str); 18] = [
     (
         "token prefixes, no token",
         "ghp_x sk-ant- xoxb-1 AKIA npm_ AIza eyJ glpat- ",
