@@ -142,6 +142,10 @@ struct World {
     trace: bool,
     /// No faults at all: no failed request, cut reply, store failure, cut or replaced file.
     calm: bool,
+    /// A broken server for the negative control: it acknowledges the first batch it stores but
+    /// loses that batch's first line (the line it lost, once it has).
+    loses_acked: bool,
+    lost: Option<u64>,
 
     // The server.
     /// line number -> every copy received: (id, text).
@@ -465,6 +469,13 @@ impl Sim {
         }
         w.conflicts += conflicts;
         w.blanks.extend(blanks);
+        if w.loses_acked && w.lost.is_none() {
+            if let Some(n) = numbers.first() {
+                w.copies.remove(n);
+                w.lost = Some(*n);
+                w.trace(format_args!("line {n} lost after its commit"));
+            }
+        }
         if self.performed(w, format_args!("committed lines {first}..{end}")) {
             return None;
         }
@@ -567,8 +578,20 @@ struct Finished {
     seen: Seen,
 }
 
+/// What kind of world a schedule runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Every fault drawn from the seed.
+    Faulty,
+    /// No fault at all.
+    Calm,
+    /// Calm, but the server loses a line it acknowledged: the checks must say so.
+    LosesAckedLine,
+}
+
 /// One schedule: the world drawn from `seed`, the process killed after effect `crash_at`.
-async fn schedule(seed: u64, crash_at: Option<usize>, calm: bool) -> Result<Finished, String> {
+async fn schedule(seed: u64, crash_at: Option<usize>, kind: Kind) -> Result<Finished, String> {
+    let calm = kind != Kind::Faulty;
     let dir = tempfile::tempdir().unwrap();
     let mut rng = Rng::new(seed);
     let transcript = Transcript::generate(&mut rng, dir.path());
@@ -595,6 +618,8 @@ async fn schedule(seed: u64, crash_at: Option<usize>, calm: bool) -> Result<Fini
         conflicts: 0,
         requests: 0,
         calm,
+        loses_acked: kind == Kind::LosesAckedLine,
+        lost: None,
         fail_before: if calm { 0 } else { rng.below(30) },
         outage: if !calm && rng.chance(40) {
             let from = spawned_at + rng.below(15_000);
@@ -841,12 +866,12 @@ fn check_server(w: &World) -> Result<(), String> {
 
 /// The clean run of `seed`, then the same world with the process killed after each effect.
 async fn check_seed(seed: u64) -> Result<(usize, usize, Seen), String> {
-    let clean = schedule(seed, None, false)
+    let clean = schedule(seed, None, Kind::Faulty)
         .await
         .map_err(|e| format!("clean run: {e}"))?;
     let (mut copies, mut seen) = (clean.copies, clean.seen);
     for crash_at in 1..=clean.effects {
-        let crashed = schedule(seed, Some(crash_at), false)
+        let crashed = schedule(seed, Some(crash_at), Kind::Faulty)
             .await
             .map_err(|e| format!("crash after effect {crash_at}: {e}"))?;
         copies += crashed.copies;
@@ -916,7 +941,7 @@ async fn the_real_finalizer_delivers_each_line_exactly_once_whatever_crashes_and
 #[tokio::test(flavor = "current_thread")]
 async fn a_calm_world_receives_each_line_exactly_one_time() {
     for seed in seeds(100) {
-        let done = schedule(seed, None, true)
+        let done = schedule(seed, None, Kind::Calm)
             .await
             .unwrap_or_else(|e| panic!("seed {seed}: {e}\nreplay with KCAP_SIM_SEED={seed}"));
         assert_eq!(
@@ -932,4 +957,28 @@ async fn a_calm_world_receives_each_line_exactly_one_time() {
             "seed {seed}: drained with the position short of the lines written"
         );
     }
+}
+
+/// The negative control: a server that acknowledges a line and then loses it must fail the
+/// checks, so every run shows they can fail (a check made blind turns this test red).
+#[tokio::test(flavor = "current_thread")]
+async fn the_checks_catch_a_server_that_loses_an_acknowledged_line() {
+    let mut caught = 0;
+    for seed in 1..=20 {
+        match schedule(seed, None, Kind::LosesAckedLine).await {
+            Err(e) => {
+                assert!(
+                    e.contains("never received line") || e.contains("never stored"),
+                    "seed {seed}: caught for another reason: {e}"
+                );
+                caught += 1;
+            }
+            // Only a world in which no line was ever sent (nothing to lose) may pass.
+            Ok(done) => assert_eq!(
+                done.copies, 0,
+                "seed {seed}: a server that lost an acknowledged line passed the checks"
+            ),
+        }
+    }
+    assert!(caught >= 10, "only {caught} of 20 lossy worlds were caught");
 }
