@@ -576,6 +576,9 @@ struct Finished {
     written_at_drain: usize,
     position: u64,
     seen: Seen,
+    /// The persisted transition log.
+    log: Vec<LogRecord>,
+    poll_ms: Millis,
 }
 
 /// What kind of world a schedule runs in.
@@ -587,17 +590,27 @@ enum Kind {
     Calm,
     /// Calm, but the server loses a line it acknowledged: the checks must say so.
     LosesAckedLine,
+    /// Calm, an empty transcript that never ends and a shutdown budget of `LONG_WAIT_MS`:
+    /// minutes of polling that changes nothing, as a long-running session's finalizer sees.
+    LongWait,
 }
+
+/// The shutdown budget of a `Kind::LongWait` world: several keep-alive periods.
+const LONG_WAIT_MS: Millis = 5 * 60_000;
 
 /// One schedule: the world drawn from `seed`, the process killed after effect `crash_at`.
 async fn schedule(seed: u64, crash_at: Option<usize>, kind: Kind) -> Result<Finished, String> {
     let calm = kind != Kind::Faulty;
     let dir = tempfile::tempdir().unwrap();
     let mut rng = Rng::new(seed);
-    let transcript = Transcript::generate(&mut rng, dir.path());
+    let mut transcript = Transcript::generate(&mut rng, dir.path());
+    if kind == Kind::LongWait {
+        // Nothing is ever written: no shutdown line, nothing to deliver.
+        transcript.lines.clear();
+    }
     let path = transcript.path.clone();
     let longest = transcript.lines.iter().map(String::len).max().unwrap_or(0);
-    let timings = Timings {
+    let mut timings = Timings {
         poll_ms: 200 + rng.below(1_800),
         shutdown_budget_ms: rng.below(12_000),
         retry_initial_ms: 100 + rng.below(400),
@@ -605,6 +618,9 @@ async fn schedule(seed: u64, crash_at: Option<usize>, kind: Kind) -> Result<Fini
         delivery_budget_ms: 2_000 + rng.below(30_000),
         park_retry_ms: 10_000 + rng.below(50_000),
     };
+    if kind == Kind::LongWait {
+        timings.shutdown_budget_ms = LONG_WAIT_MS;
+    }
     let limits = Limits {
         max_lines: 1 + rng.below(8) as usize,
         max_bytes: 1 << 20,
@@ -684,6 +700,8 @@ async fn schedule(seed: u64, crash_at: Option<usize>, kind: Kind) -> Result<Fini
                 written_at_drain: w.written_at_drain,
                 position: w.position.map_or(0, |p| p.watermark.next_line),
                 seen: w.seen,
+                log: w.log.clone(),
+                poll_ms: meta.timings.poll_ms,
             });
         }
         let ended = run_once(&sim, &record, limits, start).await;
@@ -981,4 +999,43 @@ async fn the_checks_catch_a_server_that_loses_an_acknowledged_line() {
         }
     }
     assert!(caught >= 10, "only {caught} of 20 lossy worlds were caught");
+}
+
+/// A machine that polls for minutes writes one log record (one lease renewal) per keep-alive
+/// period, and none for the polling self-loops in between: the lease stays fresh without an
+/// fsync per poll.
+#[tokio::test(flavor = "current_thread")]
+async fn a_long_wait_renews_the_lease_once_a_minute_and_logs_no_poll() {
+    const KEEP_ALIVE_MS: Millis = 60_000;
+    for seed in 1..=5 {
+        let done = schedule(seed, None, Kind::LongWait)
+            .await
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let polling: Vec<&LogRecord> = done
+            .log
+            .iter()
+            .filter(|r| matches!(r.phase, Phase::Polling { .. }))
+            .collect();
+        let names: Vec<String> = polling
+            .iter()
+            .map(|r| format!("{}@{}", r.input.name(), r.at))
+            .collect();
+        // The start, then only keep-alives: each a period after the one before, give or take
+        // the poll interval it falls in.
+        for pair in polling.windows(2) {
+            let gap = pair[1].at - pair[0].at;
+            assert!(
+                (KEEP_ALIVE_MS..KEEP_ALIVE_MS + done.poll_ms).contains(&gap),
+                "seed {seed}: {gap} ms between two records while polling (poll {} ms): {names:?}",
+                done.poll_ms
+            );
+        }
+        let renewals = polling.len().saturating_sub(1) as u64;
+        let expected = LONG_WAIT_MS / (KEEP_ALIVE_MS + done.poll_ms);
+        assert!(
+            renewals >= expected && renewals <= LONG_WAIT_MS / KEEP_ALIVE_MS,
+            "seed {seed}: {renewals} keep-alive records in {LONG_WAIT_MS} ms (poll {} ms): {names:?}",
+            done.poll_ms
+        );
+    }
 }
