@@ -27,6 +27,10 @@
 //!   number of runs;
 //! - a sweep before `retry_at` neither logs nor sends.
 //!
+//! Around it: the default seeds must exercise each fault kind on its own; a server that loses
+//! an acknowledged line must fail the checks (the negative control); minutes of polling log one
+//! keep-alive per period and no poll; and a seed replays the same schedule.
+//!
 //! A failure prints its seed and crash point: `KCAP_SIM_SEED=<n>` replays one seed,
 //! `KCAP_SIM_SEEDS=<n>` runs more, `KCAP_SIM_TRACE=1` prints every effect. The soak:
 //! `KCAP_SIM_SEEDS=2000 cargo test --release --test simulation_finalizer`.
