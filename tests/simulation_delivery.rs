@@ -550,3 +550,37 @@ async fn a_transcript_cut_short_for_good_is_read_again_once_then_left_idle() {
     );
     check_server(7, &server, &t).unwrap();
 }
+
+/// With read-ahead on (as in production), a line appended after the deliverer reached the end
+/// of the file goes out on the very next step: no read-ahead is taken at the end, where it
+/// would be a stale empty batch that delays the new line by a step.
+#[tokio::test(flavor = "current_thread")]
+async fn a_line_appended_after_the_end_goes_out_on_the_next_step_with_read_ahead() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng::new(11);
+    let mut t = Transcript::generate(&mut rng, dir.path());
+    t.lines = (0..10).map(|n| format!(r#"{{"type":"x","n":{n}}}"#)).collect();
+    t.written = 9;
+    t.write_prefix(9, false);
+    let server = SimServer::default();
+    server.0.lock().unwrap().max_body = usize::MAX;
+    let positions = MemPositions::default();
+    let limits = Limits {
+        max_lines: 4,
+        max_bytes: 1 << 20,
+    };
+    // Not `.sequential()`: read-ahead on.
+    let (mut d, _) = start(&mut t, &server, &positions, limits);
+    let sent = d.deliver_available(false).await.unwrap();
+    assert!(sent.drained);
+    assert_eq!(server.0.lock().unwrap().last_line(), Some(8));
+    t.written = 10;
+    t.write_prefix(10, false);
+    let sent = d.next_batch(false).await.unwrap();
+    assert_eq!(
+        server.0.lock().unwrap().last_line(),
+        Some(9),
+        "the appended line was not sent on the next step ({sent:?})"
+    );
+    check_server(11, &server, &t).unwrap();
+}

@@ -27,6 +27,10 @@
 //!   number of runs;
 //! - a sweep before `retry_at` neither logs nor sends.
 //!
+//! Around it: the default seeds must exercise each fault kind on its own; a server that loses
+//! an acknowledged line must fail the checks (the negative control); minutes of polling log one
+//! keep-alive per period and no poll; and a seed replays the same schedule.
+//!
 //! A failure prints its seed and crash point: `KCAP_SIM_SEED=<n>` replays one seed,
 //! `KCAP_SIM_SEEDS=<n>` runs more, `KCAP_SIM_TRACE=1` prints every effect. The soak:
 //! `KCAP_SIM_SEEDS=2000 cargo test --release --test simulation_finalizer`.
@@ -106,9 +110,9 @@ impl Transcript {
         }
     }
 
-    /// The writer's move while time passes: append, cut short, replace, or nothing. True when
-    /// the file was cut or replaced.
-    fn evolve(&mut self, rng: &mut Rng, calm: bool) -> bool {
+    /// The writer's move while time passes: append, cut short, replace, or nothing. Says
+    /// whether the file was cut or replaced.
+    fn evolve(&mut self, rng: &mut Rng, calm: bool) -> Option<Disturbance> {
         match rng.below(if calm { 60 } else { 100 }) {
             0..=59 if self.written < self.lines.len() => {
                 use std::io::Write;
@@ -116,22 +120,28 @@ impl Transcript {
                 let mut f = std::fs::OpenOptions::new().append(true).open(&self.path).unwrap();
                 f.write_all(self.text(self.written, upto).as_bytes()).unwrap();
                 self.written = upto;
-                false
+                None
             }
             60..=61 if self.written > 0 => {
                 // Cut short in place; the same lines come again.
                 self.written = rng.below(self.written as u64) as usize;
                 self.write_prefix(self.written, false);
-                true
+                Some(Disturbance::Cut)
             }
             62 => {
                 // Replaced by a new file with the same lines (an atomic rewrite).
                 self.write_prefix(self.written, true);
-                true
+                Some(Disturbance::Replaced)
             }
-            _ => false,
+            _ => None,
         }
     }
+}
+
+/// A writer's move that invalidates what the reader knew.
+enum Disturbance {
+    Cut,
+    Replaced,
 }
 
 /// Everything outside the interpreter, behind one lock.
@@ -142,6 +152,10 @@ struct World {
     trace: bool,
     /// No faults at all: no failed request, cut reply, store failure, cut or replaced file.
     calm: bool,
+    /// A broken server for the negative control: it acknowledges the first batch it stores but
+    /// loses that batch's first line (the line it lost, once it has).
+    loses_acked: bool,
+    lost: Option<u64>,
 
     // The server.
     /// line number -> every copy received: (id, text).
@@ -183,11 +197,18 @@ struct World {
 }
 
 /// How often each fault and recovery happened.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct Seen {
+    /// Requests failed before the commit by chance, and during the outage.
+    failures_before: u64,
+    outages: u64,
+    /// Batches refused as too large (413), so split.
+    splits: u64,
     cut_replies: u64,
     store_failures: u64,
-    disturbances: u64,
+    /// Transcripts cut short in place, and replaced by a new file.
+    cuts: u64,
+    replacements: u64,
     parks: u64,
     early_sweeps: u64,
     crashes: u64,
@@ -195,9 +216,13 @@ struct Seen {
 
 impl Seen {
     fn add(&mut self, o: Seen) {
+        self.failures_before += o.failures_before;
+        self.outages += o.outages;
+        self.splits += o.splits;
         self.cut_replies += o.cut_replies;
         self.store_failures += o.store_failures;
-        self.disturbances += o.disturbances;
+        self.cuts += o.cuts;
+        self.replacements += o.replacements;
         self.parks += o.parks;
         self.early_sweeps += o.early_sweeps;
         self.crashes += o.crashes;
@@ -216,9 +241,26 @@ impl World {
 
     fn pass_time(&mut self, to: Millis) {
         self.now = self.now.max(to);
-        if self.transcript.evolve(&mut self.rng, self.calm) {
-            self.disturbed = true;
-            self.seen.disturbances += 1;
+        match self.transcript.evolve(&mut self.rng, self.calm) {
+            Some(Disturbance::Cut) => self.seen.cuts += 1,
+            Some(Disturbance::Replaced) => self.seen.replacements += 1,
+            None => return,
+        }
+        self.disturbed = true;
+    }
+
+    /// Whether a request fails before the server commits anything: by chance, or because the
+    /// server is down.
+    fn fails_before_commit(&mut self) -> bool {
+        let fail = self.fail_before;
+        if self.rng.chance(fail) {
+            self.seen.failures_before += 1;
+            true
+        } else if self.outage.contains(&self.now) {
+            self.seen.outages += 1;
+            true
+        } else {
+            false
         }
     }
 
@@ -371,8 +413,7 @@ impl Server for Sim {
             } else {
                 w.latency();
                 w.requests += 1;
-                let fail = w.fail_before;
-                if w.rng.chance(fail) || w.outage.contains(&w.now) {
+                if w.fails_before_commit() {
                     Some(Err(SendError::Retryable("simulated outage".into())))
                 } else {
                     let last = w.last_line();
@@ -415,13 +456,13 @@ impl Sim {
     fn commit(&self, w: &mut World, body: &[u8]) -> Option<Result<Option<IngestReply>, SendError>> {
         w.latency();
         w.requests += 1;
-        let fail = w.fail_before;
-        if w.rng.chance(fail) || w.outage.contains(&w.now) {
+        if w.fails_before_commit() {
             return Some(Err(SendError::Retryable("simulated outage".into())));
         }
         let v: serde_json::Value = serde_json::from_slice(body).expect("a batch is JSON");
         let lines = v["lines"].as_array().unwrap();
         if body.len() > w.max_body && lines.len() > 1 {
+            w.seen.splits += 1;
             return Some(Err(SendError::TooLarge));
         }
         let numbers: Vec<u64> = v["line_numbers"]
@@ -465,6 +506,13 @@ impl Sim {
         }
         w.conflicts += conflicts;
         w.blanks.extend(blanks);
+        if w.loses_acked && w.lost.is_none() {
+            if let Some(n) = numbers.first() {
+                w.copies.remove(n);
+                w.lost = Some(*n);
+                w.trace(format_args!("line {n} lost after its commit"));
+            }
+        }
         if self.performed(w, format_args!("committed lines {first}..{end}")) {
             return None;
         }
@@ -565,16 +613,41 @@ struct Finished {
     written_at_drain: usize,
     position: u64,
     seen: Seen,
+    /// The persisted transition log.
+    log: Vec<LogRecord>,
+    poll_ms: Millis,
 }
 
+/// What kind of world a schedule runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Every fault drawn from the seed.
+    Faulty,
+    /// No fault at all.
+    Calm,
+    /// Calm, but the server loses a line it acknowledged: the checks must say so.
+    LosesAckedLine,
+    /// Calm, an empty transcript that never ends and a shutdown budget of `LONG_WAIT_MS`:
+    /// minutes of polling that changes nothing, as a long-running session's finalizer sees.
+    LongWait,
+}
+
+/// The shutdown budget of a `Kind::LongWait` world: several keep-alive periods.
+const LONG_WAIT_MS: Millis = 5 * 60_000;
+
 /// One schedule: the world drawn from `seed`, the process killed after effect `crash_at`.
-async fn schedule(seed: u64, crash_at: Option<usize>, calm: bool) -> Result<Finished, String> {
+async fn schedule(seed: u64, crash_at: Option<usize>, kind: Kind) -> Result<Finished, String> {
+    let calm = kind != Kind::Faulty;
     let dir = tempfile::tempdir().unwrap();
     let mut rng = Rng::new(seed);
-    let transcript = Transcript::generate(&mut rng, dir.path());
+    let mut transcript = Transcript::generate(&mut rng, dir.path());
+    if kind == Kind::LongWait {
+        // Nothing is ever written: no shutdown line, nothing to deliver.
+        transcript.lines.clear();
+    }
     let path = transcript.path.clone();
     let longest = transcript.lines.iter().map(String::len).max().unwrap_or(0);
-    let timings = Timings {
+    let mut timings = Timings {
         poll_ms: 200 + rng.below(1_800),
         shutdown_budget_ms: rng.below(12_000),
         retry_initial_ms: 100 + rng.below(400),
@@ -582,6 +655,9 @@ async fn schedule(seed: u64, crash_at: Option<usize>, calm: bool) -> Result<Fini
         delivery_budget_ms: 2_000 + rng.below(30_000),
         park_retry_ms: 10_000 + rng.below(50_000),
     };
+    if kind == Kind::LongWait {
+        timings.shutdown_budget_ms = LONG_WAIT_MS;
+    }
     let limits = Limits {
         max_lines: 1 + rng.below(8) as usize,
         max_bytes: 1 << 20,
@@ -595,6 +671,8 @@ async fn schedule(seed: u64, crash_at: Option<usize>, calm: bool) -> Result<Fini
         conflicts: 0,
         requests: 0,
         calm,
+        loses_acked: kind == Kind::LosesAckedLine,
+        lost: None,
         fail_before: if calm { 0 } else { rng.below(30) },
         outage: if !calm && rng.chance(40) {
             let from = spawned_at + rng.below(15_000);
@@ -659,6 +737,8 @@ async fn schedule(seed: u64, crash_at: Option<usize>, calm: bool) -> Result<Fini
                 written_at_drain: w.written_at_drain,
                 position: w.position.map_or(0, |p| p.watermark.next_line),
                 seen: w.seen,
+                log: w.log.clone(),
+                poll_ms: meta.timings.poll_ms,
             });
         }
         let ended = run_once(&sim, &record, limits, start).await;
@@ -841,12 +921,12 @@ fn check_server(w: &World) -> Result<(), String> {
 
 /// The clean run of `seed`, then the same world with the process killed after each effect.
 async fn check_seed(seed: u64) -> Result<(usize, usize, Seen), String> {
-    let clean = schedule(seed, None, false)
+    let clean = schedule(seed, None, Kind::Faulty)
         .await
         .map_err(|e| format!("clean run: {e}"))?;
     let (mut copies, mut seen) = (clean.copies, clean.seen);
     for crash_at in 1..=clean.effects {
-        let crashed = schedule(seed, Some(crash_at), false)
+        let crashed = schedule(seed, Some(crash_at), Kind::Faulty)
             .await
             .map_err(|e| format!("crash after effect {crash_at}: {e}"))?;
         copies += crashed.copies;
@@ -894,20 +974,32 @@ async fn the_real_finalizer_delivers_each_line_exactly_once_whatever_crashes_and
     assert!(schedules > seeds.len(), "no crash point was run");
     if seeds.len() >= 20 {
         // The default worlds exercise every fault; a change that stops that weakens the test.
+        // Each kind on its own: one that stops happening must not hide behind another.
         let Seen {
+            failures_before,
+            outages,
+            splits,
             cut_replies,
             store_failures,
-            disturbances,
+            cuts,
+            replacements,
             parks,
             early_sweeps,
             crashes: _,
         } = seen;
-        assert!(
-            [cut_replies, store_failures, disturbances, parks, early_sweeps]
-                .iter()
-                .all(|n| *n > 0),
-            "a fault never happened: {seen:?}"
-        );
+        for (kind, n) in [
+            ("failure before the commit", failures_before),
+            ("outage", outages),
+            ("413 split", splits),
+            ("reply cut after the commit", cut_replies),
+            ("store failure", store_failures),
+            ("transcript cut short", cuts),
+            ("transcript replaced", replacements),
+            ("park", parks),
+            ("sweep before retry_at", early_sweeps),
+        ] {
+            assert!(n > 0, "no {kind} happened: {seen:?}");
+        }
     }
 }
 
@@ -916,7 +1008,7 @@ async fn the_real_finalizer_delivers_each_line_exactly_once_whatever_crashes_and
 #[tokio::test(flavor = "current_thread")]
 async fn a_calm_world_receives_each_line_exactly_one_time() {
     for seed in seeds(100) {
-        let done = schedule(seed, None, true)
+        let done = schedule(seed, None, Kind::Calm)
             .await
             .unwrap_or_else(|e| panic!("seed {seed}: {e}\nreplay with KCAP_SIM_SEED={seed}"));
         assert_eq!(
@@ -931,5 +1023,86 @@ async fn a_calm_world_receives_each_line_exactly_one_time() {
             done.position, done.written_at_drain as u64,
             "seed {seed}: drained with the position short of the lines written"
         );
+    }
+}
+
+/// The negative control: a server that acknowledges a line and then loses it must fail the
+/// checks, so every run shows they can fail (a check made blind turns this test red).
+#[tokio::test(flavor = "current_thread")]
+async fn the_checks_catch_a_server_that_loses_an_acknowledged_line() {
+    let mut caught = 0;
+    for seed in 1..=20 {
+        match schedule(seed, None, Kind::LosesAckedLine).await {
+            Err(e) => {
+                assert!(
+                    e.contains("never received line") || e.contains("never stored"),
+                    "seed {seed}: caught for another reason: {e}"
+                );
+                caught += 1;
+            }
+            // Only a world in which no line was ever sent (nothing to lose) may pass.
+            Ok(done) => assert_eq!(
+                done.copies, 0,
+                "seed {seed}: a server that lost an acknowledged line passed the checks"
+            ),
+        }
+    }
+    assert!(caught >= 10, "only {caught} of 20 lossy worlds were caught");
+}
+
+/// A machine that polls for minutes writes one log record (one lease renewal) per keep-alive
+/// period, and none for the polling self-loops in between: the lease stays fresh without an
+/// fsync per poll.
+#[tokio::test(flavor = "current_thread")]
+async fn a_long_wait_renews_the_lease_once_a_minute_and_logs_no_poll() {
+    const KEEP_ALIVE_MS: Millis = 60_000;
+    for seed in 1..=5 {
+        let done = schedule(seed, None, Kind::LongWait)
+            .await
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let polling: Vec<&LogRecord> = done
+            .log
+            .iter()
+            .filter(|r| matches!(r.phase, Phase::Polling { .. }))
+            .collect();
+        let names: Vec<String> = polling
+            .iter()
+            .map(|r| format!("{}@{}", r.input.name(), r.at))
+            .collect();
+        // The start, then only keep-alives: each a period after the one before, give or take
+        // the poll interval it falls in.
+        for pair in polling.windows(2) {
+            let gap = pair[1].at - pair[0].at;
+            assert!(
+                (KEEP_ALIVE_MS..KEEP_ALIVE_MS + done.poll_ms).contains(&gap),
+                "seed {seed}: {gap} ms between two records while polling (poll {} ms): {names:?}",
+                done.poll_ms
+            );
+        }
+        let renewals = polling.len().saturating_sub(1) as u64;
+        let expected = LONG_WAIT_MS / (KEEP_ALIVE_MS + done.poll_ms);
+        assert!(
+            renewals >= expected && renewals <= LONG_WAIT_MS / KEEP_ALIVE_MS,
+            "seed {seed}: {renewals} keep-alive records in {LONG_WAIT_MS} ms (poll {} ms): {names:?}",
+            done.poll_ms
+        );
+    }
+}
+
+/// A seed is a replay: the same seed (with or without a crash) runs the same schedule, effect
+/// for effect. Without this a failing seed printed by the suite could not be replayed.
+#[tokio::test(flavor = "current_thread")]
+async fn a_seed_replays_the_same_schedule() {
+    for seed in 1..=4 {
+        let clean = schedule(seed, None, Kind::Faulty).await.unwrap();
+        for crash_at in [None, Some(clean.effects / 2 + 1)] {
+            let a = schedule(seed, crash_at, Kind::Faulty).await.unwrap();
+            let b = schedule(seed, crash_at, Kind::Faulty).await.unwrap();
+            let what = format!("seed {seed}, crash after {crash_at:?}");
+            assert_eq!(a.effects, b.effects, "{what}: effect counts differ");
+            assert_eq!(a.copies, b.copies, "{what}: copies received differ");
+            assert_eq!(a.seen, b.seen, "{what}: faults differ");
+            assert_eq!(a.log, b.log, "{what}: transition logs differ");
+        }
     }
 }
