@@ -2,33 +2,9 @@
 //! be gone in plain text and inside a JSON line of tool output alike, and each look-alike that
 //! is no secret must come through unchanged.
 
-use kcap::redact::REDACTED;
-
 #[path = "common/redaction.rs"]
 mod redaction;
-use redaction::{content, in_json, redact};
-
-/// `secret` is gone and `keep` stays, in plain text and in a tool result line.
-#[track_caller]
-fn assert_gone(case: &str, text: &str, secret: &str, keep: &str) {
-    for (how, out) in [
-        ("plain", redact(text)),
-        ("json", content(&redact(&in_json(text)))),
-    ] {
-        assert!(
-            !out.contains(secret) && out.contains(keep) && out.contains(REDACTED),
-            "{case} ({how}): {out:?}"
-        );
-    }
-}
-
-/// `text` comes through unchanged, in plain text and in a tool result line.
-#[track_caller]
-fn assert_kept(text: &str) {
-    assert_eq!(redact(text), text);
-    let line = in_json(text);
-    assert_eq!(redact(&line), line);
-}
+use redaction::{assert_gone, assert_kept, content, in_json, redact};
 
 #[test]
 fn passwords_given_as_positional_or_attached_arguments() {

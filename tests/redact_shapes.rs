@@ -6,7 +6,7 @@ use kcap::redact::REDACTED;
 
 #[path = "common/redaction.rs"]
 mod redaction;
-use redaction::{content, in_json, redact};
+use redaction::{assert_gone, assert_kept, content, in_json, redact};
 
 /// (case, text, secret that must disappear, text that must stay)
 const LEAKS: &[(&str, &str, &str, &str)] = &[
@@ -297,25 +297,6 @@ fn json_keys_judge_their_values() {
     );
     let kept = r#"{"pin_memory": true, "tokenCount": 15639, "design": "Zx8Qw2Er5Ty7Ui9Op1As"}"#;
     assert_eq!(redact(kept), kept);
-}
-
-#[track_caller]
-fn assert_gone(case: &str, text: &str, secret: &str, keep: &str) {
-    for (how, out) in [
-        ("plain", redact(text)),
-        ("json", content(&redact(&in_json(text)))),
-    ] {
-        assert!(
-            !out.contains(secret) && out.contains(keep) && out.contains(REDACTED),
-            "{case} ({how}): {text:?} -> {out:?}"
-        );
-    }
-}
-
-#[track_caller]
-fn assert_kept(text: &str) {
-    assert_eq!(redact(text), text);
-    assert_eq!(content(&redact(&in_json(text))), text);
 }
 
 /// Only clear placeholders pass: a real value may start with `$` or `@`, or begin like `Fake…`.

@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use kcap::redact::Redactor;
+use kcap::redact::{Redactor, REDACTED};
 
 /// `s` through the built-in catalogue.
 pub fn redact(s: &str) -> String {
@@ -24,4 +24,29 @@ pub fn content(line: &str) -> String {
         .as_str()
         .unwrap_or_default()
         .to_string()
+}
+
+/// `secret` is gone and `keep` stays, in plain text and in a tool result line, and a marker
+/// shows where.
+#[track_caller]
+#[allow(dead_code)] // not every case file uses it
+pub fn assert_gone(case: &str, text: &str, secret: &str, keep: &str) {
+    for (how, out) in [
+        ("plain", redact(text)),
+        ("json", content(&redact(&in_json(text)))),
+    ] {
+        assert!(
+            !out.contains(secret) && out.contains(keep) && out.contains(REDACTED),
+            "{case} ({how}): {text:?} -> {out:?}"
+        );
+    }
+}
+
+/// `text` comes through unchanged, in plain text and as a whole tool result line.
+#[track_caller]
+#[allow(dead_code)] // not every case file uses it
+pub fn assert_kept(text: &str) {
+    assert_eq!(redact(text), text);
+    let line = in_json(text);
+    assert_eq!(redact(&line), line);
 }
