@@ -32,7 +32,7 @@ use kcap::machine::Watermark;
 use kcap::protocol::IngestReply;
 use kcap::store::Position;
 
-use common::rng::Rng;
+use common::rng::{seeds, Rng};
 
 /// What the simulated server holds and saw.
 #[derive(Default)]
@@ -423,19 +423,6 @@ struct World {
     _dir: tempfile::TempDir,
 }
 
-fn seeds(default: u64) -> Vec<u64> {
-    match std::env::var("KCAP_SIM_SEED").ok().and_then(|s| s.parse().ok()) {
-        Some(seed) => vec![seed],
-        None => {
-            let n = std::env::var("KCAP_SIM_SEEDS")
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(default);
-            (1..=n).collect()
-        }
-    }
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn every_crash_point_of_every_seed_delivers_each_line_exactly_once() {
     let seeds = seeds(25);
@@ -508,24 +495,34 @@ async fn a_watcher_that_resumes_from_the_server_with_an_empty_kcap_home_delivers
     common::assert_exactly_once(&server, sid, format!("{first}{rest}").as_bytes());
 }
 
+/// A calm world for one scenario: a transcript of `lines` small lines of which `written` are on
+/// disk, a server that takes any body, and batches of at most 4 lines.
+fn small_world(
+    seed: u64,
+    dir: &Path,
+    lines: usize,
+    written: usize,
+) -> (Transcript, SimServer, MemPositions, Limits) {
+    let mut t = Transcript::generate(&mut Rng::new(seed), dir);
+    t.lines = (0..lines).map(|n| format!(r#"{{"type":"x","n":{n}}}"#)).collect();
+    t.written = written;
+    t.write_prefix(written, false);
+    let server = SimServer::default();
+    server.0.lock().unwrap().max_body = usize::MAX;
+    let limits = Limits {
+        max_lines: 4,
+        max_bytes: 1 << 20,
+    };
+    (t, server, MemPositions::default(), limits)
+}
+
 /// A transcript cut short that stays short is read again from line 0 once (same ids: nothing
 /// new is stored), then the deliverer is idle: it does not send the same lines on every step
 /// (the old watcher did, for ever).
 #[tokio::test(flavor = "current_thread")]
 async fn a_transcript_cut_short_for_good_is_read_again_once_then_left_idle() {
     let dir = tempfile::tempdir().unwrap();
-    let mut rng = Rng::new(7);
-    let mut t = Transcript::generate(&mut rng, dir.path());
-    t.lines = (0..20).map(|n| format!(r#"{{"type":"x","n":{n}}}"#)).collect();
-    t.written = 20;
-    t.write_prefix(20, false);
-    let server = SimServer::default();
-    server.0.lock().unwrap().max_body = usize::MAX;
-    let positions = MemPositions::default();
-    let limits = Limits {
-        max_lines: 4,
-        max_bytes: 1 << 20,
-    };
+    let (mut t, server, positions, limits) = small_world(7, dir.path(), 20, 20);
     let (mut d, _) = start(&mut t, &server, &positions, limits);
     let sent = d.deliver_available(false).await.unwrap();
     assert!(sent.drained);
@@ -557,18 +554,7 @@ async fn a_transcript_cut_short_for_good_is_read_again_once_then_left_idle() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_line_appended_after_the_end_goes_out_on_the_next_step_with_read_ahead() {
     let dir = tempfile::tempdir().unwrap();
-    let mut rng = Rng::new(11);
-    let mut t = Transcript::generate(&mut rng, dir.path());
-    t.lines = (0..10).map(|n| format!(r#"{{"type":"x","n":{n}}}"#)).collect();
-    t.written = 9;
-    t.write_prefix(9, false);
-    let server = SimServer::default();
-    server.0.lock().unwrap().max_body = usize::MAX;
-    let positions = MemPositions::default();
-    let limits = Limits {
-        max_lines: 4,
-        max_bytes: 1 << 20,
-    };
+    let (mut t, server, positions, limits) = small_world(11, dir.path(), 10, 9);
     // Not `.sequential()`: read-ahead on.
     let (mut d, _) = start(&mut t, &server, &positions, limits);
     let sent = d.deliver_available(false).await.unwrap();

@@ -52,7 +52,7 @@ use kcap::store::{Holder, LogRecord, MachineMeta, MachineRecord, Position};
 
 #[path = "common/rng.rs"]
 mod rng;
-use rng::Rng;
+use rng::{seeds, Rng};
 
 const SHUTDOWN: &str = r#"{"type":"session.shutdown","data":{"modelMetrics":{}}}"#;
 
@@ -937,19 +937,6 @@ async fn check_seed(seed: u64) -> Result<(usize, usize, Seen), String> {
         );
     }
     Ok((clean.effects + 1, copies, seen))
-}
-
-fn seeds(default: u64) -> Vec<u64> {
-    match std::env::var("KCAP_SIM_SEED").ok().and_then(|s| s.parse().ok()) {
-        Some(seed) => vec![seed],
-        None => {
-            let n = std::env::var("KCAP_SIM_SEEDS")
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(default);
-            (1..=n).collect()
-        }
-    }
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -28,3 +28,18 @@ impl Rng {
         self.below(100) < percent
     }
 }
+
+/// The seeds a simulation runs: `KCAP_SIM_SEED=<n>` replays one, `KCAP_SIM_SEEDS=<n>` runs 1..=n
+/// (a soak), else 1..=`default`.
+pub fn seeds(default: u64) -> Vec<u64> {
+    match std::env::var("KCAP_SIM_SEED").ok().and_then(|s| s.parse().ok()) {
+        Some(seed) => vec![seed],
+        None => {
+            let n = std::env::var("KCAP_SIM_SEEDS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(default);
+            (1..=n).collect()
+        }
+    }
+}
