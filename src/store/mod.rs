@@ -392,6 +392,7 @@ fn open_db(path: &Path) -> Result<sled::Db> {
         .path(path)
         // No background flusher thread: it would outlive our hold and keep sled's own lock.
         .flush_every_ms(None);
+    discard_unfinished_snapshots(path)?;
     let started = Instant::now();
     let mut pause = Duration::from_micros(200);
     loop {
@@ -409,6 +410,31 @@ fn open_db(path: &Path) -> Result<sled::Db> {
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// Removes the snapshot a killed process left half written (`snap.<lsn>.generating`).
+///
+/// sled 0.34 writes each snapshot (it writes one on every open) to that name, then renames it.
+/// Its reader takes the highest `snap.*` name, the unfinished one included, and calls the whole
+/// store corrupt. A kill -9 during an open is routine for a finalizer, so such a file is no
+/// evidence of damage: the finished snapshot beside it and the log still hold every record.
+/// Safe only under the sidecar lock (nobody else can be writing one).
+fn discard_unfinished_snapshots(path: &Path) -> Result<()> {
+    let entries = match std::fs::read_dir(path) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            tracing::warn!(file = %entry.path().display(), "removing a snapshot a killed kcap left unfinished");
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// A store sled reports as corrupt (a write cut short by a full disk, a crash of the disk
