@@ -792,3 +792,40 @@ async fn a_loopback_server_refuses_host_names_it_does_not_answer_dns_rebinding()
         assert_eq!(ok.status().as_u16(), 200, "{host}");
     }
 }
+
+/// Bound beyond loopback with no `--allowed-host`, a server cannot know the names it is reached
+/// by; with no token it answers only IP literals and loopback names (a rebinding page in a
+/// colleague's browser would otherwise read and write it), with a token every name (the page
+/// has no token to send).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tokenless_server_bound_beyond_loopback_refuses_names_a_token_server_answers() {
+    let bound_everywhere = SocketAddr::from(([0, 0, 0, 0], 0));
+    for token in [None, Some("s3cret-admin".to_string())] {
+        let options = kcap::server::Options {
+            token: token.clone(),
+            ..kcap::server::Options::default()
+        };
+        let server = Server::start_with(
+            bound_everywhere,
+            options,
+            kcap::server::Storage::temporary().unwrap(),
+        )
+        .await
+        .unwrap();
+        let url = format!("http://127.0.0.1:{}", server.addr().port());
+        let ask = |host: &str| {
+            let mut request = http().get(format!("{url}/api/sessions")).header("host", host);
+            if let Some(t) = &token {
+                request = request.bearer_auth(t);
+            }
+            async move { request.send().await.unwrap().status().as_u16() }
+        };
+        assert_eq!(ask("127.0.0.1").await, 200, "token {token:?}");
+        assert_eq!(ask("10.20.30.40:5108").await, 200, "token {token:?}");
+        let by_name = ask("kcap.team.example").await;
+        match token {
+            None => assert_eq!(by_name, 403, "a tokenless server answered a name"),
+            Some(_) => assert_eq!(by_name, 200, "a token server refused its own name"),
+        }
+    }
+}

@@ -42,7 +42,8 @@ pub struct ServeArgs {
     /// A host name clients use to reach this server (repeat for several). Bound to loopback,
     /// the server answers only loopback names, IP literals and these (a web page cannot rebind
     /// its own DNS name to your server); bound elsewhere, giving any makes it answer only those
-    /// and IP literals.
+    /// and IP literals, and a server with no token answers only IP literals and loopback names
+    /// unless you give some.
     #[arg(long = "allowed-host", value_name = "HOST")]
     pub allowed_hosts: Vec<String>,
     /// Import a sled store written by an older `kcap serve` (its `ingest` directory), once,

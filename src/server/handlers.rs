@@ -13,6 +13,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 
 use super::body::{self, BodyError};
+use super::host::Admission;
 use super::storage::{Batch, IncomingLine, Lifecycle, LifecycleKind, Principal, StorageError};
 use super::{lock, Fault, Shared};
 use crate::config::now_ms;
@@ -53,12 +54,18 @@ async fn check_host(State(shared): State<Arc<Shared>>, request: Request, next: N
         .headers()
         .get(header::HOST)
         .map(|v| v.to_str().unwrap_or("\u{0}"));
-    if shared.hosts.admits(host) {
+    let admitted = match shared.hosts.admits(host) {
+        Admission::Admit => true,
+        Admission::Refuse => false,
+        Admission::IfTokenRequired => shared.gate.required(&shared.storage).await,
+    };
+    if admitted {
         return next.run(request).await;
     }
     error(
         StatusCode::FORBIDDEN,
-        "this server does not answer that Host name (start kcap serve with --allowed-host NAME)",
+        "this server does not answer that Host name (start kcap serve with --allowed-host NAME; \
+         a server with no token answers only IP addresses, localhost and those names)",
     )
 }
 

@@ -3,7 +3,8 @@
 //! still sends `Host: attacker.example`. A server bound to loopback therefore answers only
 //! requests addressed to a loopback name or an IP literal (an IP origin is not rebindable), plus
 //! the names given with `--allowed-host`. A server bound elsewhere is reached by names we
-//! cannot guess: it checks only when `--allowed-host` lists them.
+//! cannot guess: it checks only when `--allowed-host` lists them, or when it has no token at all
+//! (then a rebinding page in a colleague's browser could read and write it as that colleague).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -12,6 +13,16 @@ use std::net::{IpAddr, SocketAddr};
 pub struct HostGuard {
     enforce: bool,
     allowed: Vec<String>,
+}
+
+/// What [`HostGuard::admits`] decides for one `Host` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Admit,
+    Refuse,
+    /// A name the guard cannot vouch for on a server bound beyond loopback: answered only when
+    /// the server requires a token (a rebinding page has none to send).
+    IfTokenRequired,
 }
 
 impl HostGuard {
@@ -31,18 +42,20 @@ impl HostGuard {
 
     /// Whether a request with this `Host` header (`None`: absent, as from HTTP/1.0 tools; no
     /// browser omits it) may be answered.
-    pub fn admits(&self, host: Option<&str>) -> bool {
+    pub fn admits(&self, host: Option<&str>) -> Admission {
         let Some(host) = host else {
-            return true;
+            return Admission::Admit;
         };
-        if !self.enforce {
-            return true;
-        }
         let name = normalize(host);
-        name.parse::<IpAddr>().is_ok()
+        let vouched = name.parse::<IpAddr>().is_ok()
             || name == "localhost"
             || name.ends_with(".localhost")
-            || self.allowed.contains(&name)
+            || self.allowed.contains(&name);
+        match (vouched, self.enforce) {
+            (true, _) => Admission::Admit,
+            (false, true) => Admission::Refuse,
+            (false, false) => Admission::IfTokenRequired,
+        }
     }
 }
 
@@ -76,7 +89,7 @@ mod tests {
             "10.0.0.7",
             "kcap.example.com:443",
         ] {
-            assert!(guard.admits(Some(ok)), "{ok}");
+            assert_eq!(guard.admits(Some(ok)), Admission::Admit, "{ok}");
         }
         for bad in [
             "attacker.example",
@@ -85,12 +98,18 @@ mod tests {
             "",
             "127.0.0.1.nip.io",
         ] {
-            assert!(!guard.admits(Some(bad)), "{bad}");
+            assert_eq!(guard.admits(Some(bad)), Admission::Refuse, "{bad}");
         }
-        assert!(guard.admits(None));
+        assert_eq!(guard.admits(None), Admission::Admit);
         let public = HostGuard::new("0.0.0.0:5108".parse().unwrap(), &[]);
-        assert!(public.admits(Some("kcap.example.com")));
+        assert_eq!(
+            public.admits(Some("kcap.example.com")),
+            Admission::IfTokenRequired
+        );
+        assert_eq!(public.admits(Some("10.1.2.3:5108")), Admission::Admit);
+        assert_eq!(public.admits(Some("localhost")), Admission::Admit);
         let listed = HostGuard::new("0.0.0.0:5108".parse().unwrap(), &["kcap.example.com".into()]);
-        assert!(!listed.admits(Some("attacker.example")));
+        assert_eq!(listed.admits(Some("attacker.example")), Admission::Refuse);
+        assert_eq!(listed.admits(Some("kcap.example.com")), Admission::Admit);
     }
 }
