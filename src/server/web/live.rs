@@ -194,17 +194,20 @@ fn event(s: &mut Stream_, n: u64, text: &str) -> Option<Event> {
     Some(Event::default().event("line").id(n.to_string()).data(data))
 }
 
-/// An HTML fragment with its CR and LF written as character references, so it travels as one
-/// `data:` line. SSE ends a line at CR, LF or CRLF, and axum splits data at each of them: a CRLF
-/// from a transcript came out as two data lines, i.e. a blank line the page never had, and a
-/// lone CR as an LF. The fragment's markup never holds a line break inside a tag (maud writes
-/// none), so the references land in text or attribute values, where they decode to the same
-/// characters.
+/// An HTML fragment with its line breaks written as character references, so it travels as
+/// one `data:` line. SSE ends a line at CR, LF or CRLF, and axum splits data at each of them: a
+/// CRLF from a transcript came out as two data lines, i.e. a blank line the page never had. The
+/// fragment's markup never holds a line break inside a tag (maud writes none), so the
+/// references land in text or attribute values. CRLF and a lone CR become one LF, as the HTML
+/// parser makes them when the page is loaded whole: a live line looks as it will after a
+/// reload (a `&#13;` would stay a CR and show as a space).
 fn one_data_line(html: &str) -> String {
     if !html.contains(['\r', '\n']) {
         return html.to_string();
     }
-    html.replace('\r', "&#13;").replace('\n', "&#10;")
+    html.replace("\r\n", "\n")
+        .replace('\r', "\n")
+        .replace('\n', "&#10;")
 }
 
 /// Whether the stream's token still admits it, asked again at most every [`REAUTH`] (the
@@ -251,6 +254,15 @@ async fn ended_and_quiet(s: &Stream_) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fragment_breaks_its_lines_as_a_reloaded_page_would() {
+        assert_eq!(one_data_line("<p>plain</p>"), "<p>plain</p>");
+        assert_eq!(
+            one_data_line("<p>a\rb\r\nc\nd\n\ne</p>"),
+            "<p>a&#10;b&#10;c&#10;d&#10;&#10;e</p>"
+        );
+    }
     use crate::server::web::Access;
 
     #[test]
