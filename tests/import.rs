@@ -33,12 +33,7 @@ async fn imports_every_session_once_and_a_rerun_adds_nothing() {
     )
     .unwrap();
 
-    let out = env
-        .kcap(&server.url())
-        .args(["import", "--copilot"])
-        .output()
-        .await
-        .unwrap();
+    let out = env.run(&server.url(), &["import", "--copilot"]).await;
     assert!(out.status.success(), "{out:?}");
     let total: usize = sessions
         .iter()
@@ -62,12 +57,7 @@ async fn imports_every_session_once_and_a_rerun_adds_nothing() {
     for ((sid, _), content) in &sessions {
         assert_exactly_once(&server, *sid, content);
     }
-    let again = env
-        .kcap(&server.url())
-        .args(["import", "--copilot"])
-        .output()
-        .await
-        .unwrap();
+    let again = env.run(&server.url(), &["import", "--copilot"]).await;
     assert!(
         summary_of(&again).contains("imported 3 sessions: 0 lines sent, 0 new"),
         "{}",
@@ -77,18 +67,15 @@ async fn imports_every_session_once_and_a_rerun_adds_nothing() {
     // --session narrows it; an unknown one is an error.
     let ((one, _), _) = &sessions[0];
     let out = env
-        .kcap(&server.url())
-        .args(["import", "--copilot", "--session", &one.to_string()])
-        .output()
-        .await
-        .unwrap();
+        .run(
+            &server.url(),
+            &["import", "--copilot", "--session", &one.to_string()],
+        )
+        .await;
     assert!(summary_of(&out).contains("imported 1 sessions"));
     let out = env
-        .kcap(&server.url())
-        .args(["import", "--copilot", "--session", "../../etc"])
-        .output()
-        .await
-        .unwrap();
+        .run(&server.url(), &["import", "--copilot", "--session", "../../etc"])
+        .await;
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -98,35 +85,38 @@ async fn finalizer_then_import_and_import_then_finalizer_store_each_line_once() 
     let content = transcript();
     let (a, path_a) = env.session(&content);
     let out = env
-        .kcap(&server.url())
-        .args(["copilot-finalize", "--foreground", &a.to_string()])
-        .arg(&path_a)
-        .output()
-        .await
-        .unwrap();
+        .run(
+            &server.url(),
+            &[
+                "copilot-finalize",
+                "--foreground",
+                &a.to_string(),
+                path_a.to_str().unwrap(),
+            ],
+        )
+        .await;
     assert!(out.status.success());
     let (b, path_b) = env.session(&content);
     let out = env
-        .kcap(&server.url())
-        .args(["import", "--copilot", "--session", &b.to_string()])
-        .output()
-        .await
-        .unwrap();
+        .run(
+            &server.url(),
+            &["import", "--copilot", "--session", &b.to_string()],
+        )
+        .await;
     assert!(out.status.success());
     let out = env
-        .kcap(&server.url())
-        .args(["copilot-finalize", "--foreground", &b.to_string()])
-        .arg(&path_b)
-        .output()
-        .await
-        .unwrap();
+        .run(
+            &server.url(),
+            &[
+                "copilot-finalize",
+                "--foreground",
+                &b.to_string(),
+                path_b.to_str().unwrap(),
+            ],
+        )
+        .await;
     assert!(out.status.success());
-    let out = env
-        .kcap(&server.url())
-        .args(["import", "--copilot"])
-        .output()
-        .await
-        .unwrap();
+    let out = env.run(&server.url(), &["import", "--copilot"]).await;
     assert!(summary_of(&out).contains("0 lines sent"), "{}", summary_of(&out));
     for sid in [a, b] {
         assert_exactly_once(&server, sid, &content);
@@ -143,12 +133,7 @@ async fn dry_run_counts_what_would_go_and_sends_nothing() {
     let (env, server) = (Env::new(), server().await);
     let content = transcript();
     let (sid, _) = env.session(&content);
-    let out = env
-        .kcap(&server.url())
-        .args(["import", "--dry-run"])
-        .output()
-        .await
-        .unwrap();
+    let out = env.run(&server.url(), &["import", "--dry-run"]).await;
     assert!(out.status.success(), "{out:?}");
     let lines = content.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count();
     let redacted_bytes: usize = String::from_utf8_lossy(&content)
@@ -182,12 +167,7 @@ async fn since_leaves_out_older_transcripts() {
         .unwrap()
         .set_modified(week_ago)
         .unwrap();
-    let out = env
-        .kcap(&server.url())
-        .args(["import", "--since", "7d"])
-        .output()
-        .await
-        .unwrap();
+    let out = env.run(&server.url(), &["import", "--since", "7d"]).await;
     assert!(out.status.success(), "{out:?}");
     let text = summary_of(&out);
     assert!(
@@ -197,11 +177,8 @@ async fn since_leaves_out_older_transcripts() {
     assert!(server.session(old).lines.is_empty());
     assert_exactly_once(&server, new, &fixture::short_session());
     let bad = env
-        .kcap(&server.url())
-        .args(["import", "--since", "last tuesday"])
-        .output()
-        .await
-        .unwrap();
+        .run(&server.url(), &["import", "--since", "last tuesday"])
+        .await;
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not a date"));
 }
@@ -249,7 +226,7 @@ async fn the_real_samples_import_once() {
             sessions.push((env.session(&content).0, content));
         }
     }
-    let out = env.kcap(&server.url()).args(["import"]).output().await.unwrap();
+    let out = env.run(&server.url(), &["import"]).await;
     assert!(out.status.success(), "{out:?}");
     assert!(summary_of(&out).contains(&format!("imported {} sessions", sessions.len())));
     for (sid, content) in &sessions {
@@ -298,12 +275,7 @@ async fn the_summary_reports_lines_the_server_holds_with_other_content() {
     // line aside as a conflict, and the import's summary says so.
     let (env, server) = (Env::new(), server().await);
     let (_, path) = env.session(b"{\"type\":\"user.message\",\"data\":{\"content\":\"a\"}}\n{\"type\":\"assistant.message\",\"data\":{\"content\":\"b\"}}\n");
-    let out = env
-        .kcap(&server.url())
-        .args(["import", "--copilot"])
-        .output()
-        .await
-        .unwrap();
+    let out = env.run(&server.url(), &["import", "--copilot"]).await;
     assert!(out.status.success(), "{out:?}");
     assert!(!summary_of(&out).contains("conflicting"), "{}", summary_of(&out));
     let replacement = path.with_extension("new");
@@ -313,12 +285,7 @@ async fn the_summary_reports_lines_the_server_holds_with_other_content() {
     )
     .unwrap();
     std::fs::rename(&replacement, &path).unwrap();
-    let out = env
-        .kcap(&server.url())
-        .args(["import", "--copilot"])
-        .output()
-        .await
-        .unwrap();
+    let out = env.run(&server.url(), &["import", "--copilot"]).await;
     assert!(out.status.success(), "{out:?}");
     let text = summary_of(&out);
     assert!(

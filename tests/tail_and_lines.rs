@@ -37,30 +37,27 @@ fn observe(content: &[u8]) -> Tail {
     TailObserver::new(file_with(dir.path(), content)).observe()
 }
 
-fn shutdown_offset(content: &str) -> u64 {
-    content.find(SHUTDOWN).unwrap() as u64
+/// The tail of `content` is terminal, at its (first) shutdown line.
+#[track_caller]
+fn assert_terminal_at_its_shutdown(content: &str) {
+    assert_eq!(
+        observe(content.as_bytes()),
+        Tail::Shutdown {
+            offset: content.find(SHUTDOWN).unwrap() as u64
+        }
+    );
 }
 
 #[test]
 fn shutdown_as_last_line_is_terminal() {
     let c = format!("{START}\n{MSG}\n{SHUTDOWN}\n");
-    assert_eq!(
-        observe(c.as_bytes()),
-        Tail::Shutdown {
-            offset: shutdown_offset(&c)
-        }
-    );
+    assert_terminal_at_its_shutdown(&c);
 }
 
 #[test]
 fn trailing_blank_lines_are_skipped() {
     let c = format!("{START}\n{SHUTDOWN}\n\n  \n\t\r\n\n");
-    assert_eq!(
-        observe(c.as_bytes()),
-        Tail::Shutdown {
-            offset: shutdown_offset(&c)
-        }
-    );
+    assert_terminal_at_its_shutdown(&c);
 }
 
 #[test]
@@ -102,12 +99,7 @@ fn partial_last_line() {
     assert_eq!(observe(c.as_bytes()), Tail::NotYet);
     // A complete shutdown object whose newline has not been written yet is terminal.
     let c = format!("{START}\n{SHUTDOWN}");
-    assert_eq!(
-        observe(c.as_bytes()),
-        Tail::Shutdown {
-            offset: shutdown_offset(&c)
-        }
-    );
+    assert_terminal_at_its_shutdown(&c);
     // A half-written shutdown is not.
     let c = format!("{START}\n{}", &SHUTDOWN[..20]);
     assert_eq!(observe(c.as_bytes()), Tail::NotYet);
@@ -116,12 +108,7 @@ fn partial_last_line() {
 #[test]
 fn crlf_line_endings() {
     let c = format!("{START}\r\n{MSG}\r\n{SHUTDOWN}\r\n\r\n");
-    assert_eq!(
-        observe(c.as_bytes()),
-        Tail::Shutdown {
-            offset: shutdown_offset(&c)
-        }
-    );
+    assert_terminal_at_its_shutdown(&c);
 }
 
 #[test]

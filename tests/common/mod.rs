@@ -67,6 +67,11 @@ impl Env {
     }
 
     /// `kcap` with this environment; fast polling and short retries unless overridden.
+    /// Runs kcap with `args` against `url` to the end and returns what it printed.
+    pub async fn run(&self, url: &str, args: &[&str]) -> std::process::Output {
+        self.kcap(url).args(args).output().await.unwrap()
+    }
+
     pub fn kcap(&self, url: &str) -> tokio::process::Command {
         let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_kcap"));
         c.env("KCAP_HOME", &self.kcap_home)
