@@ -128,10 +128,24 @@ pub fn append(path: &Path, bytes: &[u8]) {
         .unwrap();
 }
 
+#[track_caller]
 pub fn latest(store: &Store, sid: SessionId) -> MachineRecord {
-    store.latest_machine(sid).unwrap().expect("a machine is recorded")
+    match store.latest_machine(sid).unwrap() {
+        Some(record) => record,
+        None => {
+            let rebuilt: Vec<String> = std::fs::read_dir(store.home())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| name.starts_with("store.corrupt-"))
+                .collect();
+            panic!("no machine is recorded for {sid}; stores sled called corrupt and kcap moved aside: {rebuilt:?}")
+        }
+    }
 }
 
+#[track_caller]
 pub fn state(store: &Store, sid: SessionId) -> State {
     let (state, diverged) = latest(store, sid).state();
     assert_eq!(diverged, 0, "the log must replay to the logged phases");
