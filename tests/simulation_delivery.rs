@@ -136,8 +136,7 @@ impl Server for SimServer {
     }
 }
 
-/// The position store, in memory, with the store's rule: forward only on one file, replaced
-/// by a position on another file.
+/// The position store, in memory, with the store's own rule ([`Position::advanced`]).
 #[derive(Clone, Default)]
 struct MemPositions(Arc<Mutex<Option<Position>>>);
 
@@ -148,17 +147,7 @@ impl Positions for MemPositions {
 
     fn advance(&self, _session: SessionId, w: Watermark, identity: Option<(u64, u64)>) -> Result<(), String> {
         let mut p = self.0.lock().unwrap();
-        let other_file =
-            matches!((&*p, identity), (Some(c), Some(new)) if c.identity.is_some_and(|old| old != new));
-        match *p {
-            Some(c) if !other_file && c.watermark.next_line >= w.next_line => {}
-            c => {
-                *p = Some(Position {
-                    watermark: w,
-                    identity: identity.or(c.and_then(|c| c.identity)),
-                })
-            }
-        }
+        *p = Some(Position::advanced(*p, w, identity).0);
         Ok(())
     }
 }

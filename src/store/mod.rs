@@ -472,28 +472,17 @@ fn read_position(db: &sled::Db, session: SessionId) -> Result<Option<Position>> 
     }
 }
 
-/// Watermarks only move forward on one file: a slow process finishing late must not pull it
-/// back. A position on another file (the transcript was replaced and is read again from line 0)
-/// replaces it: the old file's offsets mean nothing in the new one.
+/// Records `w` by the one rule of [`Position::advanced`].
 fn advance_position(
     db: &sled::Db,
     session: SessionId,
     w: Watermark,
     identity: Option<Identity>,
 ) -> Result<Position> {
-    let current = read_position(db, session)?;
-    let other_file =
-        matches!((&current, identity), (Some(c), Some(new)) if c.identity.is_some_and(|old| old != new));
-    match current {
-        Some(c) if !other_file && c.watermark.next_line >= w.next_line => Ok(c),
-        c => {
-            let position = Position {
-                watermark: w,
-                identity: identity.or(c.and_then(|c| c.identity)),
-            };
-            db.open_tree(WATERMARKS)?
-                .insert(session.as_bytes(), records::encode(&position)?)?;
-            Ok(position)
-        }
+    let (position, changed) = Position::advanced(read_position(db, session)?, w, identity);
+    if changed {
+        db.open_tree(WATERMARKS)?
+            .insert(session.as_bytes(), records::encode(&position)?)?;
     }
+    Ok(position)
 }
