@@ -48,7 +48,7 @@ use kcap::effects::tail::TailObserver;
 use kcap::ids::{event_id, SessionId};
 use kcap::machine::{Millis, Phase, Tail, Timings, Watermark};
 use kcap::protocol::IngestReply;
-use kcap::store::{Holder, LogRecord, MachineMeta, MachineRecord, Position};
+use kcap::store::{Holder, LogRecord, MachineMeta, MachineRecord, Position, Step};
 
 #[path = "common/rng.rs"]
 mod rng;
@@ -611,16 +611,7 @@ impl Positions for Sim {
 }
 
 impl Journal for Sim {
-    fn record_step(
-        &self,
-        _meta: &MachineMeta,
-        input: &kcap::machine::Input,
-        phase_after: &Phase,
-        watermark: Option<Watermark>,
-        identity: Option<(u64, u64)>,
-        _holder: &Holder,
-        at: Millis,
-    ) -> Result<(), String> {
+    fn record_step(&self, step: &Step) -> Result<(), String> {
         let mut w = self.lock();
         if self.is_dead(&w) {
             return Err("process is dead".into());
@@ -634,19 +625,19 @@ impl Journal for Sim {
         let seq = w.log.len() as u64;
         w.log.push(LogRecord {
             seq,
-            at,
-            input: input.clone(),
-            phase: phase_after.clone(),
+            at: step.at,
+            input: step.input.clone(),
+            phase: step.phase_after.clone(),
         });
-        if let Some(wm) = watermark {
-            w.advance(wm, identity);
+        if let Some(wm) = step.watermark {
+            w.advance(wm, step.identity);
         }
-        if phase_after.is_terminal() {
+        if step.phase_after.is_terminal() {
             w.written_at_drain = w.transcript.written;
         }
         self.performed(
             &mut w,
-            format_args!("logged {} -> {}", input.name(), phase_after.name()),
+            format_args!("logged {} -> {}", step.input.name(), step.phase_after.name()),
         );
         Ok(())
     }

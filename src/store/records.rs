@@ -30,6 +30,26 @@ pub struct LogRecord {
     pub phase: Phase,
 }
 
+/// One accepted transition as the store records it ([`super::Store::record_step`]) and as the
+/// interpreter hands it to its journal: the log record's input and phase, the watermark it
+/// carries (persisted in the same hold), and the lease it renews.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// The machine it belongs to.
+    pub session: SessionId,
+    pub generation: u32,
+    /// The accepted input, and the phase it led to.
+    pub input: Input,
+    pub phase_after: Phase,
+    /// The position acknowledged with it, if any, and the file (device, inode) that is about.
+    pub watermark: Option<Watermark>,
+    pub identity: Option<(u64, u64)>,
+    /// The process whose lease the record renews.
+    pub holder: super::Holder,
+    /// Wall-clock time of the record.
+    pub at: Millis,
+}
+
 /// A delivered position and the transcript file (device, inode) it is about. Stored flat, so
 /// a record written before identities were kept reads as a position on an unknown file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
