@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use kcap::effects::client::{LoneLine, SendError};
-use kcap::effects::delivery::{Deliverer, Positions, Server};
+use kcap::effects::delivery::{Deliverer, DeliveryError, Positions, Server};
 use kcap::effects::lines::Limits;
 use kcap::ids::{event_id, SessionId};
 use kcap::machine::Watermark;
@@ -136,8 +136,7 @@ impl Server for SimServer {
     }
 }
 
-/// The position store, in memory, with the store's rule: forward only on one file, replaced
-/// by a position on another file.
+/// The position store, in memory, with the store's own rule ([`Position::advanced`]).
 #[derive(Clone, Default)]
 struct MemPositions(Arc<Mutex<Option<Position>>>);
 
@@ -148,17 +147,7 @@ impl Positions for MemPositions {
 
     fn advance(&self, _session: SessionId, w: Watermark, identity: Option<(u64, u64)>) -> Result<(), String> {
         let mut p = self.0.lock().unwrap();
-        let other_file =
-            matches!((&*p, identity), (Some(c), Some(new)) if c.identity.is_some_and(|old| old != new));
-        match *p {
-            Some(c) if !other_file && c.watermark.next_line >= w.next_line => {}
-            c => {
-                *p = Some(Position {
-                    watermark: w,
-                    identity: identity.or(c.and_then(|c| c.identity)),
-                })
-            }
-        }
+        *p = Some(Position::advanced(*p, w, identity).0);
         Ok(())
     }
 }
@@ -569,4 +558,36 @@ async fn a_line_appended_after_the_end_goes_out_on_the_next_step_with_read_ahead
         "the appended line was not sent on the next step ({sent:?})"
     );
     check_server(11, &server, &t).unwrap();
+}
+
+/// A transcript that is a symlink is refused for good (the machine parks at once, as for a
+/// FIFO): not a read error worth another try, and nothing is read through it.
+#[tokio::test(flavor = "current_thread")]
+async fn a_symlinked_transcript_is_refused_not_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let session_dir = dir.path().join("session-state").join(session().dashed());
+    std::fs::create_dir_all(&session_dir).unwrap();
+    let elsewhere = dir.path().join("elsewhere.jsonl");
+    std::fs::write(&elsewhere, "{\"type\":\"x\"}\n").unwrap();
+    let path = session_dir.join("events.jsonl");
+    std::os::unix::fs::symlink(&elsewhere, &path).unwrap();
+    let server = SimServer::default();
+    let mut d: Sim = Deliverer::new(
+        session(),
+        &path,
+        server.clone(),
+        None,
+        Limits::default(),
+        None,
+        None,
+    );
+    let err = d.next_batch(false).await.unwrap_err();
+    assert!(
+        matches!(err, DeliveryError::TranscriptRefused(_)) && !err.retryable(),
+        "a symlinked transcript gave {err:?}"
+    );
+    assert!(
+        server.0.lock().unwrap().copies.is_empty(),
+        "a line was read through the symlink"
+    );
 }

@@ -40,15 +40,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use kcap::effects::client::{LoneLine, SendError};
-use kcap::effects::delivery::{Deliverer, Positions, Server};
+use kcap::effects::delivery::{Deliverer, LineSource, Positions, Server};
 use kcap::effects::interpreter::{Clock, Interpreter, Journal, Parts, Source};
-use kcap::effects::lines::Limits;
-use kcap::effects::session::{first_input, Start};
+use kcap::effects::lines::{Batch, Limits};
+use kcap::effects::session::{Rebuilt, Start};
 use kcap::effects::tail::TailObserver;
 use kcap::ids::{event_id, SessionId};
 use kcap::machine::{Millis, Phase, Tail, Timings, Watermark};
 use kcap::protocol::IngestReply;
-use kcap::store::{Holder, LogRecord, MachineMeta, MachineRecord, Position};
+use kcap::store::{Holder, LogRecord, MachineMeta, MachineRecord, Position, Step};
 
 #[path = "common/rng.rs"]
 mod rng;
@@ -156,6 +156,12 @@ struct World {
     /// loses that batch's first line (the line it lost, once it has).
     loses_acked: bool,
     lost: Option<u64>,
+    /// A broken client for the negative control under faults: a batch lost before the
+    /// server's commit is taken for acknowledged (the count of those, once there are any).
+    acks_lost: bool,
+    acked_lost: u64,
+    /// The line numbers in those batches.
+    lost_lines: BTreeSet<u64>,
 
     // The server.
     /// line number -> every copy received: (id, text).
@@ -209,6 +215,8 @@ struct Seen {
     /// Transcripts cut short in place, and replaced by a new file.
     cuts: u64,
     replacements: u64,
+    /// Of those, made right before a read of the line reader (between two batches).
+    under_reader: u64,
     parks: u64,
     early_sweeps: u64,
     crashes: u64,
@@ -223,6 +231,7 @@ impl Seen {
         self.store_failures += o.store_failures;
         self.cuts += o.cuts;
         self.replacements += o.replacements;
+        self.under_reader += o.under_reader;
         self.parks += o.parks;
         self.early_sweeps += o.early_sweeps;
         self.crashes += o.crashes;
@@ -275,8 +284,8 @@ impl World {
         }
     }
 
-    /// The store's rule: forward only on one file, replaced by a position on another file.
-    /// A position is persisted only over lines the server holds (or blank ones).
+    /// The store's own rule ([`Position::advanced`]), after checking that a position is
+    /// persisted only over lines the server holds (or blank ones).
     fn advance(&mut self, w: Watermark, identity: Option<(u64, u64)>) {
         let unheld = (0..w.next_line).find(|n| {
             let blank = self
@@ -292,18 +301,7 @@ impl World {
                 w.next_line
             ));
         }
-        let current = self.position;
-        let other_file =
-            matches!((&current, identity), (Some(c), Some(new)) if c.identity.is_some_and(|old| old != new));
-        match current {
-            Some(c) if !other_file && c.watermark.next_line >= w.next_line => {}
-            c => {
-                self.position = Some(Position {
-                    watermark: w,
-                    identity: identity.or(c.and_then(|c| c.identity)),
-                })
-            }
-        }
+        self.position = Some(Position::advanced(self.position, w, identity).0);
     }
 
     /// The lowest line this run may send without the transcript having been disturbed: its
@@ -404,6 +402,58 @@ impl Source for SimSource {
     }
 }
 
+/// The real line reader, as the deliverer built it, over the simulated transcript: right
+/// before each of its reads the writer may move (append, cut short, replace), so the reader
+/// meets a file changed under its open descriptor and buffer between any two batches, not
+/// only across a sleep. Reads change nothing outside the process, so they are not crash points.
+struct SimLines {
+    sim: Sim,
+    reader: Box<dyn LineSource>,
+}
+
+impl SimLines {
+    fn writer_moves(&self) {
+        let mut w = self.sim.lock();
+        // A killed process's read (still on its blocking thread) must not move the world.
+        if !self.sim.is_dead(&w) {
+            let (cuts, replacements) = (w.seen.cuts, w.seen.replacements);
+            let now = w.now;
+            w.pass_time(now);
+            if (w.seen.cuts, w.seen.replacements) != (cuts, replacements) {
+                w.seen.under_reader += 1;
+                w.trace("transcript changed under the reader");
+            }
+        }
+    }
+}
+
+impl LineSource for SimLines {
+    fn read_batch_at(
+        &mut self,
+        from: Watermark,
+        identity: Option<(u64, u64)>,
+        limits: Limits,
+        take_unterminated: bool,
+    ) -> std::io::Result<Option<Batch>> {
+        self.writer_moves();
+        self.reader
+            .read_batch_at(from, identity, limits, take_unterminated)
+    }
+
+    fn skip_to_line(&mut self, from: Watermark, target: u64) -> std::io::Result<Watermark> {
+        self.writer_moves();
+        self.reader.skip_to_line(from, target)
+    }
+
+    fn identity(&self) -> Option<(u64, u64)> {
+        self.reader.identity()
+    }
+
+    fn current(&self) -> Option<(u64, u64)> {
+        self.reader.current()
+    }
+}
+
 impl Server for Sim {
     async fn last_line(&self, _session: SessionId) -> Result<Option<u64>, SendError> {
         let answer = {
@@ -456,10 +506,18 @@ impl Sim {
     fn commit(&self, w: &mut World, body: &[u8]) -> Option<Result<Option<IngestReply>, SendError>> {
         w.latency();
         w.requests += 1;
-        if w.fails_before_commit() {
+        let lost = w.fails_before_commit();
+        let v: serde_json::Value = serde_json::from_slice(body).expect("a batch is JSON");
+        if lost {
+            if w.acks_lost {
+                w.acked_lost += 1;
+                let numbers = v["line_numbers"].as_array().unwrap().iter();
+                w.lost_lines.extend(numbers.map(|n| n.as_u64().unwrap()));
+                w.trace("batch lost before the commit, taken for acknowledged");
+                return Some(Ok(None));
+            }
             return Some(Err(SendError::Retryable("simulated outage".into())));
         }
-        let v: serde_json::Value = serde_json::from_slice(body).expect("a batch is JSON");
         let lines = v["lines"].as_array().unwrap();
         if body.len() > w.max_body && lines.len() > 1 {
             w.seen.splits += 1;
@@ -553,16 +611,7 @@ impl Positions for Sim {
 }
 
 impl Journal for Sim {
-    fn record_step(
-        &self,
-        _meta: &MachineMeta,
-        input: &kcap::machine::Input,
-        phase_after: &Phase,
-        watermark: Option<Watermark>,
-        identity: Option<(u64, u64)>,
-        _holder: &Holder,
-        at: Millis,
-    ) -> Result<(), String> {
+    fn record_step(&self, step: &Step) -> Result<(), String> {
         let mut w = self.lock();
         if self.is_dead(&w) {
             return Err("process is dead".into());
@@ -576,19 +625,19 @@ impl Journal for Sim {
         let seq = w.log.len() as u64;
         w.log.push(LogRecord {
             seq,
-            at,
-            input: input.clone(),
-            phase: phase_after.clone(),
+            at: step.at,
+            input: step.input.clone(),
+            phase: step.phase_after.clone(),
         });
-        if let Some(wm) = watermark {
-            w.advance(wm, identity);
+        if let Some(wm) = step.watermark {
+            w.advance(wm, step.identity);
         }
-        if phase_after.is_terminal() {
+        if step.phase_after.is_terminal() {
             w.written_at_drain = w.transcript.written;
         }
         self.performed(
             &mut w,
-            format_args!("logged {} -> {}", input.name(), phase_after.name()),
+            format_args!("logged {} -> {}", step.input.name(), step.phase_after.name()),
         );
         Ok(())
     }
@@ -627,6 +676,9 @@ enum Kind {
     Calm,
     /// Calm, but the server loses a line it acknowledged: the checks must say so.
     LosesAckedLine,
+    /// Every fault, and a client that takes a batch lost before the commit for a 2xx (the
+    /// position moves without one): only the faults can show it, and the checks must.
+    AcksLostBatches,
     /// Calm, an empty transcript that never ends and a shutdown budget of `LONG_WAIT_MS`:
     /// minutes of polling that changes nothing, as a long-running session's finalizer sees.
     LongWait,
@@ -637,7 +689,13 @@ const LONG_WAIT_MS: Millis = 5 * 60_000;
 
 /// One schedule: the world drawn from `seed`, the process killed after effect `crash_at`.
 async fn schedule(seed: u64, crash_at: Option<usize>, kind: Kind) -> Result<Finished, String> {
-    let calm = kind != Kind::Faulty;
+    let (sim, meta, limits, _dir) = world(seed, crash_at, kind);
+    drive(&sim, &meta, limits).await
+}
+
+/// The world drawn from `seed` (its transcript lives in the returned directory).
+fn world(seed: u64, crash_at: Option<usize>, kind: Kind) -> (Sim, MachineMeta, Limits, tempfile::TempDir) {
+    let calm = !matches!(kind, Kind::Faulty | Kind::AcksLostBatches);
     let dir = tempfile::tempdir().unwrap();
     let mut rng = Rng::new(seed);
     let mut transcript = Transcript::generate(&mut rng, dir.path());
@@ -673,6 +731,9 @@ async fn schedule(seed: u64, crash_at: Option<usize>, kind: Kind) -> Result<Fini
         calm,
         loses_acked: kind == Kind::LosesAckedLine,
         lost: None,
+        acks_lost: kind == Kind::AcksLostBatches,
+        acked_lost: 0,
+        lost_lines: BTreeSet::new(),
         fail_before: if calm { 0 } else { rng.below(30) },
         outage: if !calm && rng.chance(40) {
             let from = spawned_at + rng.below(15_000);
@@ -712,20 +773,28 @@ async fn schedule(seed: u64, crash_at: Option<usize>, kind: Kind) -> Result<Fini
         timings,
         spawned_at,
     };
+    (sim, meta, limits, dir)
+}
+
+/// Runs the machine of `meta` in `sim` to its end, restarting it after each crash and park.
+async fn drive(sim: &Sim, meta: &MachineMeta, limits: Limits) -> Result<Finished, String> {
+    let (sim, meta) = (sim.clone(), meta.clone());
     let mut start = Start::Spawn;
     for runs in 1..=MAX_RUNS {
         // A restart: the machine is the fold of the persisted log, as `finalize --resume` does.
         let record = persisted(&sim, &meta);
-        let (state, diverged) = record.state();
-        if diverged > 0 {
+        let now = sim.lock().now;
+        let rebuilt = Rebuilt::from_record(&record, start, now);
+        if rebuilt.diverged > 0 {
             return Err(format!(
-                "the log does not replay to its phases ({diverged} differ)"
+                "the log does not replay to its phases ({} differ)",
+                rebuilt.diverged
             ));
         }
         if let Some(v) = sim.lock().violations.first() {
             return Err(v.clone());
         }
-        if state.phase.is_terminal() {
+        if rebuilt.state.phase.is_terminal() {
             let w = sim.lock();
             check_server(&w)?;
             let owed = &w.transcript.lines[..w.written_at_drain];
@@ -741,7 +810,7 @@ async fn schedule(seed: u64, crash_at: Option<usize>, kind: Kind) -> Result<Fini
                 poll_ms: meta.timings.poll_ms,
             });
         }
-        let ended = run_once(&sim, &record, limits, start).await;
+        let ended = run_once(&sim, &meta, rebuilt, limits).await;
         match ended {
             None => {
                 // Killed: time passes before anyone resumes it, by hand or by a hook's sweep.
@@ -781,8 +850,9 @@ async fn schedule(seed: u64, crash_at: Option<usize>, kind: Kind) -> Result<Fini
 /// A hook's sweep before a parked machine's `retry_at` must leave it alone: nothing logged,
 /// nothing sent, no effect at all.
 async fn early_sweep(sim: &Sim, meta: &MachineMeta, limits: Limits) -> Result<(), String> {
-    let record = persisted(sim, meta);
-    let Phase::Parked { retry_at, .. } = record.state().0.phase else {
+    let now = sim.lock().now;
+    let rebuilt = Rebuilt::from_record(&persisted(sim, meta), Start::Sweep, now);
+    let Phase::Parked { retry_at, .. } = rebuilt.state.phase else {
         // Parked only in memory (the store failed): the log says otherwise; nothing to check.
         return Ok(());
     };
@@ -790,7 +860,7 @@ async fn early_sweep(sim: &Sim, meta: &MachineMeta, limits: Limits) -> Result<()
         let w = sim.lock();
         (w.log.len(), w.requests, w.effects)
     };
-    let ended = run_once(sim, &record, limits, Start::Sweep).await;
+    let ended = run_once(sim, meta, rebuilt, limits).await;
     let mut w = sim.lock();
     w.seen.early_sweeps += 1;
     if !matches!(ended, Some(Phase::Parked { .. })) || (w.log.len(), w.requests, w.effects) != before {
@@ -814,10 +884,10 @@ fn persisted(sim: &Sim, meta: &MachineMeta) -> MachineRecord {
     }
 }
 
-/// One process lifetime: the real interpreter on the machine `record` folds to, started as
-/// `start` asks, until it exits (its phase) or is killed after the scripted effect (`None`).
-async fn run_once(sim: &Sim, record: &MachineRecord, limits: Limits, start: Start) -> Option<Phase> {
-    let (state, _) = record.state();
+/// One process lifetime: the real interpreter on the machine `rebuilt` from the persisted
+/// record (as `SessionRun` rebuilds it), until it exits (its phase) or is killed after the
+/// scripted effect (`None`).
+async fn run_once(sim: &Sim, meta: &MachineMeta, rebuilt: Rebuilt, limits: Limits) -> Option<Phase> {
     let mut sim = sim.clone();
     // A fresh notice per process: nothing an earlier one signalled can reach this one.
     sim.crash = Arc::new(tokio::sync::Notify::new());
@@ -827,31 +897,34 @@ async fn run_once(sim: &Sim, record: &MachineRecord, limits: Limits, start: Star
         w.epoch
     };
     let sim = &sim;
-    let first = {
+    {
         let mut w = sim.lock();
         // What this run may assume is held: its local position if about the file still there.
-        w.run_local = match record.identity {
-            Some(_) => w.position,
-            None => record.local_watermark().map(|watermark| Position {
-                watermark,
-                identity: None,
-            }),
-        };
+        w.run_local = rebuilt.watermark.map(|watermark| Position {
+            watermark,
+            identity: rebuilt.identity,
+        });
         (w.floor, w.acked_upto, w.disturbed) = (None, 0, false);
-        w.trace(format_args!("run: {} from {start:?}", state.phase.name()));
-        first_input(&state, start, w.now)
-    };
-    let meta = &record.meta;
+        w.trace(format_args!(
+            "run: {} from {}",
+            rebuilt.state.phase.name(),
+            rebuilt.first.name()
+        ));
+    }
     let deliverer = Deliverer::new(
         meta.session,
         &meta.transcript,
         sim.clone(),
         Some(sim.clone()),
         limits,
-        record.local_watermark(),
-        record.identity,
+        rebuilt.watermark,
+        rebuilt.identity,
     )
-    .sequential();
+    .sequential()
+    .wrap_lines(|reader| SimLines {
+        sim: sim.clone(),
+        reader,
+    });
     let mut interpreter = Interpreter::with_parts(Parts {
         clock: sim.clone(),
         source: SimSource {
@@ -869,7 +942,7 @@ async fn run_once(sim: &Sim, record: &MachineRecord, limits: Limits, start: Star
     let ended = tokio::select! {
         biased;
         _ = sim.crash.notified() => None,
-        state = interpreter.run(state, first) => Some(state.phase),
+        state = interpreter.run(rebuilt.state, rebuilt.first) => Some(state.phase),
     };
     let crashed = sim.lock().crashed;
     // Died after its last effect: whatever the loop did next in memory is lost.
@@ -970,6 +1043,7 @@ async fn the_real_finalizer_delivers_each_line_exactly_once_whatever_crashes_and
             store_failures,
             cuts,
             replacements,
+            under_reader,
             parks,
             early_sweeps,
             crashes: _,
@@ -982,6 +1056,7 @@ async fn the_real_finalizer_delivers_each_line_exactly_once_whatever_crashes_and
             ("store failure", store_failures),
             ("transcript cut short", cuts),
             ("transcript replaced", replacements),
+            ("transcript cut or replaced right before a read", under_reader),
             ("park", parks),
             ("sweep before retry_at", early_sweeps),
         ] {
@@ -1035,6 +1110,72 @@ async fn the_checks_catch_a_server_that_loses_an_acknowledged_line() {
         }
     }
     assert!(caught >= 10, "only {caught} of 20 lossy worlds were caught");
+}
+
+/// The negative control under faults: a client that takes a batch lost before the server's
+/// commit for acknowledged moves the position over lines the server never got. A calm world
+/// loses nothing, so only the faults can show this bug, in the clean runs and the crash
+/// schedules alike; the checks must, unless the lost lines were sent again anyway (the
+/// transcript was cut or replaced and read from line 0 since).
+#[tokio::test(flavor = "current_thread")]
+async fn the_checks_catch_a_client_that_takes_a_lost_batch_for_acknowledged() {
+    let (mut caught, mut lossy) = (0, 0);
+    for seed in 1..=24 {
+        let clean = schedule(seed, None, Kind::Faulty).await.unwrap();
+        for crash_at in [None, Some(clean.effects / 3 + 1), Some(2 * clean.effects / 3 + 1)] {
+            let (result, acked_lost, unhealed) = schedule_counting_lost(seed, crash_at).await;
+            if acked_lost == 0 {
+                // No batch was lost before a commit: nothing to catch.
+                if let Err(e) = result {
+                    panic!("seed {seed}, crash after {crash_at:?}: failed without the bug at work: {e}");
+                }
+                continue;
+            }
+            lossy += 1;
+            match result {
+                Err(e) => {
+                    assert!(
+                        e.contains("never received line") || e.contains("never stored"),
+                        "seed {seed}, crash after {crash_at:?}: caught for another reason: {e}"
+                    );
+                    caught += 1;
+                }
+                // Passing is right only if every lost line reached the server later anyway (a
+                // crash before the position was persisted, a cut or replaced transcript read
+                // again, a lost batch that held lines already stored).
+                Ok(_) => assert_eq!(
+                    unhealed, 0,
+                    "seed {seed}, crash after {crash_at:?}: lines lost for good passed the checks"
+                ),
+            }
+        }
+    }
+    eprintln!("{caught} of {lossy} schedules that lost a batch were caught");
+    assert!(
+        lossy >= 10,
+        "only {lossy} schedules lost a batch: the faults are too rare to test this"
+    );
+    assert!(
+        caught * 2 >= lossy,
+        "only {caught} of {lossy} schedules with lost batches were caught"
+    );
+}
+
+/// A `Kind::AcksLostBatches` schedule, how many batches it took for acknowledged, and how many
+/// of their lines the machine owed but the server never stored.
+async fn schedule_counting_lost(
+    seed: u64,
+    crash_at: Option<usize>,
+) -> (Result<Finished, String>, u64, usize) {
+    let (sim, meta, limits, _dir) = world(seed, crash_at, Kind::AcksLostBatches);
+    let result = drive(&sim, &meta, limits).await;
+    let w = sim.lock();
+    let unhealed = w
+        .lost_lines
+        .iter()
+        .filter(|n| (**n as usize) < w.written_at_drain && !w.copies.contains_key(n))
+        .count();
+    (result, w.acked_lost, unhealed)
 }
 
 /// A machine that polls for minutes writes one log record (one lease renewal) per keep-alive

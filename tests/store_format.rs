@@ -4,7 +4,7 @@
 
 use kcap::ids::SessionId;
 use kcap::machine::{Input, Phase, Watermark};
-use kcap::store::{Holder, NoticeKind, Store, FORMAT};
+use kcap::store::{Holder, NoticeKind, Step, Store, FORMAT};
 
 const SESSION: &str = "5a1e0000-0000-4000-8000-00000000f1c7";
 
@@ -99,7 +99,16 @@ fn a_store_written_by_81747c3_is_read_and_carried_on() {
         start_ticks: 1,
     };
     store
-        .record_step(&record.meta, &resumed, &next.phase, None, None, &holder, now)
+        .record_step(&Step {
+            session: record.meta.session,
+            generation: record.meta.generation,
+            input: resumed,
+            phase_after: next.phase.clone(),
+            watermark: None,
+            identity: None,
+            holder,
+            at: now,
+        })
         .unwrap();
     store.advance_watermark(session, further, Some((66, 99))).unwrap();
     let again = store.latest_machine(session).unwrap().unwrap();

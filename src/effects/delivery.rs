@@ -13,15 +13,17 @@
 //! - a transcript shortened or replaced under the position is read again from line 0 under the
 //!   same ids ([`LineReader`]), so the server keeps one copy of every line.
 //!
-//! IO sits behind two small traits, [`Server`] and [`Positions`], so the deterministic
-//! simulations (tests/simulation_delivery.rs, tests/simulation_finalizer.rs) drive this very code against a simulated server.
+//! IO sits behind three small traits, [`Server`], [`Positions`] and [`LineSource`] (the
+//! transcript's lines), so the deterministic simulations (tests/simulation_delivery.rs,
+//! tests/simulation_finalizer.rs) drive this very code against a simulated server, and can
+//! change the transcript under the real [`LineReader`] at each of its reads.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 
 use crate::effects::blocking;
 use crate::effects::client::{Client, LoneLine, SendError};
-use crate::effects::lines::{Limits, LineReader};
+use crate::effects::lines::{Batch, Limits, LineReader};
 use crate::effects::open::{is_refusal, probe, Identity};
 use crate::ids::SessionId;
 use crate::machine::Watermark;
@@ -76,6 +78,52 @@ impl Positions for Store {
         self.advance_watermark(session, w, identity)
             .map(drop)
             .map_err(|e| e.to_string())
+    }
+}
+
+/// The transcript's lines as delivery reads them: [`LineReader`] in production. Blocking:
+/// called on a blocking thread, one call at a time.
+pub trait LineSource: Send + Sync + 'static {
+    /// The batch after `from`, a position in the file `identity` ([`LineReader::read_batch_at`]).
+    fn read_batch_at(
+        &mut self,
+        from: Watermark,
+        identity: Option<Identity>,
+        limits: Limits,
+        take_unterminated: bool,
+    ) -> std::io::Result<Option<Batch>>;
+
+    /// Moves from `from` to the start of line `target` ([`LineReader::skip_to_line`]).
+    fn skip_to_line(&mut self, from: Watermark, target: u64) -> std::io::Result<Watermark>;
+
+    /// The file positions refer to, once one was opened.
+    fn identity(&self) -> Option<Identity>;
+
+    /// The file the path names now (`None`: no file there, or it cannot be looked at).
+    fn current(&self) -> Option<Identity>;
+}
+
+impl LineSource for LineReader {
+    fn read_batch_at(
+        &mut self,
+        from: Watermark,
+        identity: Option<Identity>,
+        limits: Limits,
+        take_unterminated: bool,
+    ) -> std::io::Result<Option<Batch>> {
+        LineReader::read_batch_at(self, from, identity, limits, take_unterminated)
+    }
+
+    fn skip_to_line(&mut self, from: Watermark, target: u64) -> std::io::Result<Watermark> {
+        LineReader::skip_to_line(self, from, target)
+    }
+
+    fn identity(&self) -> Option<Identity> {
+        LineReader::identity(self)
+    }
+
+    fn current(&self) -> Option<Identity> {
+        probe(self.path()).ok().flatten().map(|(identity, _)| identity)
     }
 }
 
@@ -155,7 +203,8 @@ pub struct Deliverer<S: Server, P: Positions> {
     /// Where skips to the server's resume point persist; `None` runs without a store.
     positions: Option<P>,
     limits: Limits,
-    reader: Option<LineReader>,
+    /// Taken while a read is in flight on a blocking thread.
+    reader: Option<Box<dyn LineSource>>,
     watermark: Watermark,
     /// The file (device, inode) `watermark` refers to.
     identity: Option<Identity>,
@@ -182,7 +231,7 @@ impl<S: Server, P: Positions> Deliverer<S, P> {
     ) -> Self {
         let path = path.into();
         Deliverer {
-            reader: Some(LineReader::new(&path).expecting(identity)),
+            reader: Some(Box::new(LineReader::new(&path).expecting(identity))),
             session,
             path,
             server,
@@ -202,6 +251,14 @@ impl<S: Server, P: Positions> Deliverer<S, P> {
     /// replay a seed exactly; production keeps the overlap.
     pub fn sequential(mut self) -> Self {
         self.prefetching = false;
+        self
+    }
+
+    /// Reads through `wrap(reader)` instead of the reader itself (a simulation changes the
+    /// transcript under the real reader at each read).
+    pub fn wrap_lines<L: LineSource>(mut self, wrap: impl FnOnce(Box<dyn LineSource>) -> L) -> Self {
+        let reader = self.reader.take().expect("line reader present");
+        self.reader = Some(Box::new(wrap(reader)));
         self
     }
 
@@ -344,15 +401,15 @@ impl<S: Server, P: Positions> Deliverer<S, P> {
         // A transcript replaced since the local position is read again from line 0 (same ids:
         // equal lines are dropped as duplicates, different ones kept aside). Skipping to the
         // server's last-line would pass over the new file's lines without comparing them.
-        let now = probe(&self.path).ok().flatten();
-        if let (Some(known), Some((now, _))) = (self.identity, now) {
+        if let Some(prefetch) = self.prefetch.take() {
+            self.reader = Some(join(prefetch).await.0);
+        }
+        let now = self.reader.as_ref().and_then(|r| r.current());
+        if let (Some(known), Some(now)) = (self.identity, now) {
             if known != now {
                 tracing::info!("transcript replaced since the last position; reading it again from line 0");
                 return;
             }
-        }
-        if let Some(prefetch) = self.prefetch.take() {
-            self.reader = Some(join(prefetch).await.0);
         }
         let mut reader = self.reader.take().expect("line reader present");
         let from = self.watermark;
@@ -364,7 +421,7 @@ impl<S: Server, P: Positions> Deliverer<S, P> {
         self.reader = Some(reader);
         match skipped {
             Ok(w) => {
-                self.identity = self.reader.as_ref().and_then(LineReader::identity);
+                self.identity = self.reader.as_ref().and_then(|r| r.identity());
                 tracing::info!(
                     from = from.next_line,
                     to = w.next_line,
@@ -461,9 +518,9 @@ struct Prepared {
     body: Option<Result<Vec<u8>, SendError>>,
 }
 
-type Prefetch = tokio::task::JoinHandle<(LineReader, std::io::Result<Option<Prepared>>)>;
+type Prefetch = tokio::task::JoinHandle<(Box<dyn LineSource>, std::io::Result<Option<Prepared>>)>;
 
-async fn join(task: Prefetch) -> (LineReader, std::io::Result<Option<Prepared>>) {
+async fn join(task: Prefetch) -> (Box<dyn LineSource>, std::io::Result<Option<Prepared>>) {
     match task.await {
         Ok(value) => value,
         Err(e) => std::panic::resume_unwind(e.into_panic()),

@@ -20,8 +20,8 @@ use crate::effects::open::Identity;
 use crate::effects::outbox::{self, Flush};
 use crate::effects::tail::TailObserver;
 use crate::ids::SessionId;
-use crate::machine::{step, Command, Input, Millis, Phase, State, Tail, Watermark};
-use crate::store::{Holder, MachineMeta, Position, Store};
+use crate::machine::{step, Command, Input, Millis, State, Tail, Watermark};
+use crate::store::{Holder, MachineMeta, Position, Step, Store};
 
 /// Longest stretch without a log record (and so without a lease renewal) while a machine waits.
 const KEEP_ALIVE_MS: Millis = 60_000;
@@ -68,17 +68,7 @@ impl Source for TailObserver {
 /// notices due before the session's first lines.
 pub trait Journal: Positions {
     /// Appends one accepted transition. Blocking: called on a blocking thread.
-    #[allow(clippy::too_many_arguments)]
-    fn record_step(
-        &self,
-        meta: &MachineMeta,
-        input: &Input,
-        phase_after: &Phase,
-        watermark: Option<Watermark>,
-        identity: Option<Identity>,
-        holder: &Holder,
-        at: Millis,
-    ) -> Result<(), String>;
+    fn record_step(&self, step: &Step) -> Result<(), String>;
 
     /// Posts the session's pending notices that go before its lines (its start first).
     fn flush_before_lines(&self, session: SessionId) -> impl Future<Output = Result<(), String>> + Send;
@@ -102,20 +92,8 @@ impl Positions for StoreJournal {
 }
 
 impl Journal for StoreJournal {
-    fn record_step(
-        &self,
-        meta: &MachineMeta,
-        input: &Input,
-        phase_after: &Phase,
-        watermark: Option<Watermark>,
-        identity: Option<Identity>,
-        holder: &Holder,
-        at: Millis,
-    ) -> Result<(), String> {
-        self.store
-            .record_step(meta, input, phase_after, watermark, identity, holder, at)
-            .map(drop)
-            .map_err(|e| e.to_string())
+    fn record_step(&self, step: &Step) -> Result<(), String> {
+        self.store.record_step(step).map(drop).map_err(|e| e.to_string())
     }
 
     async fn flush_before_lines(&self, session: SessionId) -> Result<(), String> {
@@ -314,18 +292,18 @@ impl<C: Clock, T: Source, S: Server, J: Journal> Interpreter<C, T, S, J> {
         if self.store_failed {
             return;
         }
-        let (journal, meta, holder, input, phase) = (
-            self.journal.clone(),
-            self.meta.clone(),
-            self.holder,
-            input.clone(),
-            next.phase.clone(),
-        );
-        let identity = self.deliverer.position().1;
-        let at = self.clock.now_ms();
-        let result =
-            blocking(move || journal.record_step(&meta, &input, &phase, watermark, identity, &holder, at))
-                .await;
+        let step = Step {
+            session: self.meta.session,
+            generation: self.meta.generation,
+            input: input.clone(),
+            phase_after: next.phase.clone(),
+            watermark,
+            identity: self.deliverer.position().1,
+            holder: self.holder,
+            at: self.clock.now_ms(),
+        };
+        let journal = self.journal.clone();
+        let result = blocking(move || journal.record_step(&step)).await;
         if let Err(e) = result {
             tracing::error!(error = %e, "cannot write the transition log; continuing without it (the server's last-line will be the resume point)");
             self.store_failed = true;

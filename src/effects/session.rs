@@ -7,9 +7,10 @@ use std::time::Duration;
 use crate::config::now_ms;
 use crate::effects::blocking;
 use crate::effects::interpreter::{Delivery, Interpreter, RunStats};
+use crate::effects::open::Identity;
 use crate::ids::SessionId;
-use crate::machine::{Input, Millis, State, Timings};
-use crate::store::{Holder, LeaseOutcome, MachineMeta, Store, StoreError};
+use crate::machine::{Input, Millis, State, Timings, Watermark};
+use crate::store::{Holder, LeaseOutcome, MachineMeta, MachineRecord, Store, StoreError};
 
 /// How a run starts: a fresh spawn (`kcap finalizer`), a recovery asked for by hand
 /// (`finalize --resume`), or the hook's background sweep (`finalize --resume --sweep`), which
@@ -79,22 +80,21 @@ impl SessionRun<'_> {
         let Some(record) = blocking(move || store.latest_machine(session)).await? else {
             return Ok(RunOutcome::NoMachine);
         };
-        let (state, diverged) = record.state();
         let generation = record.meta.generation;
-        if diverged > 0 {
+        let rebuilt = Rebuilt::from_record(&record, start, now_ms());
+        if rebuilt.diverged > 0 {
             tracing::warn!(
-                diverged,
+                diverged = rebuilt.diverged,
                 "the transition log does not replay exactly; carrying on from the replayed state"
             );
         }
-        if state.phase.is_terminal() {
+        if rebuilt.state.phase.is_terminal() {
             return Ok(RunOutcome::AlreadyDrained { generation });
         }
-        let first = first_input(&state, start, now_ms());
         tracing::info!(
             generation,
-            phase = state.phase.name(),
-            input = first.name(),
+            phase = rebuilt.state.phase.name(),
+            input = rebuilt.first.name(),
             "machine rebuilt from its log"
         );
         let mut interpreter = Interpreter::new(
@@ -102,15 +102,45 @@ impl SessionRun<'_> {
             record.meta.clone(),
             holder,
             self.delivery.clone(),
-            record.local_watermark(),
-            record.identity,
+            rebuilt.watermark,
+            rebuilt.identity,
         );
-        let state = interpreter.run(state, first).await;
+        let state = interpreter.run(rebuilt.state, rebuilt.first).await;
         Ok(RunOutcome::Ran {
             state,
             stats: interpreter.stats,
             generation,
         })
+    }
+}
+
+/// A machine rebuilt from its persisted record, as a restarted process runs it: shared by
+/// [`SessionRun`] and the simulation (tests/simulation_finalizer.rs), so both restart alike.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rebuilt {
+    /// The fold of the logged inputs from the spawn record.
+    pub state: State,
+    /// Logged phases the replay did not reproduce (0 unless the machine's rules changed).
+    pub diverged: usize,
+    /// The input the run starts with ([`first_input`]).
+    pub first: Input,
+    /// Where delivery resumes locally ([`MachineRecord::local_watermark`]) and the file that
+    /// position is about, when known.
+    pub watermark: Option<Watermark>,
+    pub identity: Option<Identity>,
+}
+
+impl Rebuilt {
+    /// Rebuilds the machine of `record` for a run started as `start` at `now`.
+    pub fn from_record(record: &MachineRecord, start: Start, now: Millis) -> Rebuilt {
+        let (state, diverged) = record.state();
+        Rebuilt {
+            first: first_input(&state, start, now),
+            state,
+            diverged,
+            watermark: record.local_watermark(),
+            identity: record.identity,
+        }
     }
 }
 

@@ -14,11 +14,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::ids::SessionId;
-use crate::machine::{Input, Millis, Phase, Timings, Watermark};
+use crate::machine::{Millis, Timings, Watermark};
 
 pub use lease::{Holder, Lease};
 pub use records::{
-    LogRecord, MachineMeta, MachineRecord, Notice, NoticeKind, PendingNotice, Position, FORMAT,
+    LogRecord, MachineMeta, MachineRecord, Notice, NoticeKind, PendingNotice, Position, Step, FORMAT,
 };
 
 /// Device and inode of a transcript: which file a position refers to.
@@ -193,38 +193,28 @@ impl Store {
 
     /// Appends one accepted transition, persists the watermark it carries (if any) and renews the
     /// holder's lease, in a single short hold.
-    #[allow(clippy::too_many_arguments)]
-    pub fn record_step(
-        &self,
-        meta: &MachineMeta,
-        input: &Input,
-        phase_after: &Phase,
-        watermark: Option<Watermark>,
-        identity: Option<Identity>,
-        holder: &Holder,
-        at: Millis,
-    ) -> Result<u64> {
+    pub fn record_step(&self, step: &Step) -> Result<u64> {
         self.with(|db| {
             let log = db.open_tree(LOG)?;
-            let prefix = records::machine_key(meta.session, meta.generation);
+            let prefix = records::machine_key(step.session, step.generation);
             let seq = match log.scan_prefix(&prefix).next_back() {
                 Some(item) => records::seq_of(&item?.0)? + 1,
                 None => 0,
             };
             let record = LogRecord {
                 seq,
-                at,
-                input: input.clone(),
-                phase: phase_after.clone(),
+                at: step.at,
+                input: step.input.clone(),
+                phase: step.phase_after.clone(),
             };
             log.insert(
-                records::log_key(meta.session, meta.generation, seq),
+                records::log_key(step.session, step.generation, seq),
                 records::encode(&record)?,
             )?;
-            if let Some(w) = watermark {
-                advance_position(db, meta.session, w, identity)?;
+            if let Some(w) = step.watermark {
+                advance_position(db, step.session, w, step.identity)?;
             }
-            lease::renew(&db.open_tree(LEASES)?, meta.session, holder, at)?;
+            lease::renew(&db.open_tree(LEASES)?, step.session, &step.holder, step.at)?;
             Ok(seq)
         })
     }
@@ -498,28 +488,17 @@ fn read_position(db: &sled::Db, session: SessionId) -> Result<Option<Position>> 
     }
 }
 
-/// Watermarks only move forward on one file: a slow process finishing late must not pull it
-/// back. A position on another file (the transcript was replaced and is read again from line 0)
-/// replaces it: the old file's offsets mean nothing in the new one.
+/// Records `w` by the one rule of [`Position::advanced`].
 fn advance_position(
     db: &sled::Db,
     session: SessionId,
     w: Watermark,
     identity: Option<Identity>,
 ) -> Result<Position> {
-    let current = read_position(db, session)?;
-    let other_file =
-        matches!((&current, identity), (Some(c), Some(new)) if c.identity.is_some_and(|old| old != new));
-    match current {
-        Some(c) if !other_file && c.watermark.next_line >= w.next_line => Ok(c),
-        c => {
-            let position = Position {
-                watermark: w,
-                identity: identity.or(c.and_then(|c| c.identity)),
-            };
-            db.open_tree(WATERMARKS)?
-                .insert(session.as_bytes(), records::encode(&position)?)?;
-            Ok(position)
-        }
+    let (position, changed) = Position::advanced(read_position(db, session)?, w, identity);
+    if changed {
+        db.open_tree(WATERMARKS)?
+            .insert(session.as_bytes(), records::encode(&position)?)?;
     }
+    Ok(position)
 }

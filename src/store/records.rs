@@ -30,6 +30,26 @@ pub struct LogRecord {
     pub phase: Phase,
 }
 
+/// One accepted transition as the store records it ([`super::Store::record_step`]) and as the
+/// interpreter hands it to its journal: the log record's input and phase, the watermark it
+/// carries (persisted in the same hold), and the lease it renews.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// The machine it belongs to.
+    pub session: SessionId,
+    pub generation: u32,
+    /// The accepted input, and the phase it led to.
+    pub input: Input,
+    pub phase_after: Phase,
+    /// The position acknowledged with it, if any, and the file (device, inode) that is about.
+    pub watermark: Option<Watermark>,
+    pub identity: Option<(u64, u64)>,
+    /// The process whose lease the record renews.
+    pub holder: super::Holder,
+    /// Wall-clock time of the record.
+    pub at: Millis,
+}
+
 /// A delivered position and the transcript file (device, inode) it is about. Stored flat, so
 /// a record written before identities were kept reads as a position on an unknown file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +58,33 @@ pub struct Position {
     pub watermark: Watermark,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<(u64, u64)>,
+}
+
+impl Position {
+    /// The store's one rule for recording progress, shared with the simulations: positions only
+    /// move forward on one file (a slow process finishing late must not pull one back), and a
+    /// position on another file replaces the one held (the transcript was replaced and is read
+    /// again from line 0: the old file's offsets mean nothing in the new one). Returns the
+    /// position to hold after recording `w` (about the file `identity`, when known) over
+    /// `current`, and whether it changed.
+    pub fn advanced(
+        current: Option<Position>,
+        w: Watermark,
+        identity: Option<(u64, u64)>,
+    ) -> (Position, bool) {
+        let other_file =
+            matches!((current, identity), (Some(c), Some(new)) if c.identity.is_some_and(|old| old != new));
+        match current {
+            Some(c) if !other_file && c.watermark.next_line >= w.next_line => (c, false),
+            c => {
+                let position = Position {
+                    watermark: w,
+                    identity: identity.or(c.and_then(|c| c.identity)),
+                };
+                (position, true)
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,4 +246,45 @@ pub fn seq_of(log_key: &[u8]) -> Result<u64> {
         .and_then(|b| b.try_into().ok())
         .map(u64::from_be_bytes)
         .ok_or_else(|| StoreError::Corrupt("short log key".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Position;
+    use crate::machine::Watermark;
+
+    fn at(next_line: u64, identity: Option<(u64, u64)>) -> Position {
+        Position {
+            watermark: Watermark {
+                next_line,
+                offset: next_line * 10,
+                open_line: false,
+            },
+            identity,
+        }
+    }
+
+    #[track_caller]
+    fn advance(current: Option<Position>, to: Position) -> (Position, bool) {
+        Position::advanced(current, to.watermark, to.identity)
+    }
+
+    #[test]
+    fn a_position_moves_forward_only_on_one_file_and_is_replaced_on_another() {
+        let a = Some((1, 1));
+        // The first position is taken as it is.
+        assert_eq!(advance(None, at(3, a)), (at(3, a), true));
+        // Forward on the same file; never back, nor standing still.
+        assert_eq!(advance(Some(at(3, a)), at(5, a)), (at(5, a), true));
+        assert_eq!(advance(Some(at(5, a)), at(4, a)), (at(5, a), false));
+        assert_eq!(advance(Some(at(5, a)), at(5, a)), (at(5, a), false));
+        // Another file: its position replaces the old one, even when behind it.
+        let b = Some((1, 2));
+        assert_eq!(advance(Some(at(5, a)), at(2, b)), (at(2, b), true));
+        // A position that does not name its file keeps the file already known.
+        assert_eq!(advance(Some(at(5, a)), at(7, None)), (at(7, a), true));
+        assert_eq!(advance(Some(at(5, a)), at(4, None)), (at(5, a), false));
+        // An old position that named no file is about whatever file is there.
+        assert_eq!(advance(Some(at(5, None)), at(4, b)), (at(5, None), false));
+    }
 }
