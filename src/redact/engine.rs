@@ -134,7 +134,13 @@ impl Engine {
             add(c, Target::Command);
         }
         add("private-lines:", Target::Putty);
-        for k in ["kind: secret", "\"kind\": \"secret\"", "\"kind\":\"secret\""] {
+        for k in [
+            "kind: secret",
+            "kind: \"secret\"",
+            "kind: 'secret'",
+            "\"kind\": \"secret\"",
+            "\"kind\":\"secret\"",
+        ] {
             add(k, Target::K8sSecret);
         }
         // Leftmost-longest reports one keyword per position (fewer, cheaper stops than

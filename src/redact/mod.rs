@@ -31,6 +31,7 @@ mod scan;
 mod url;
 mod user;
 mod value;
+mod view;
 
 use std::borrow::Cow;
 use std::sync::OnceLock;

@@ -521,6 +521,7 @@ pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
     let before = if ns > 0 { b[ns - 1] } else { b'\n' };
     let mut p = ne;
     let quoted_name = is_quote(before);
+    let name_closed = quoted_name && b.get(ne) == Some(&before);
     if quoted_name && b.get(p) == Some(&before) {
         p += 1;
     }
@@ -615,6 +616,14 @@ pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
     p = skip_scheme(b, p);
     let mut value = read_value(b, p)?;
     value.loose = loose;
+    if quoted_name && !name_closed && sep.is_some() && !value.quoted {
+        // `["DB_PASSWORD=hunter 2x"]`: the whole assignment is one string, and the value runs
+        // to that string's closing quote, blanks and all.
+        if let Some(close) = closing_quote(b, value.end, before) {
+            value.end = close;
+            value.quoted = true;
+        }
+    }
     if loose && !value.quoted {
         // `|password|hunter2-x|`: the cell ends at its bar.
         if let Some(bar) = memchr::memchr(b'|', &b[value.start..value.end]) {
@@ -622,6 +631,22 @@ pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
         }
     }
     (value.end > value.start).then_some(value)
+}
+
+/// The quote `q` that closes a string at or after `p`, on the same line and within
+/// [`MAX_VALUE`] bytes; `\q` closes it too (text one JSON level down), any other escape
+/// leaves the end unclear.
+fn closing_quote(b: &[u8], p: usize, q: u8) -> Option<usize> {
+    let len = b[p..]
+        .iter()
+        .take(MAX_VALUE)
+        .take_while(|c| **c != q && **c != b'\n' && **c != b'\\')
+        .count();
+    match b.get(p + len) {
+        Some(c) if *c == q => Some(p + len),
+        Some(b'\\') if b.get(p + len + 1) == Some(&q) => Some(p + len),
+        _ => None,
+    }
 }
 
 /// `auth`, `basic_auth`, `HTTPBasicAuth`, `DigestAuth`: a name whose value may be a

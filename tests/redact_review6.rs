@@ -1,0 +1,136 @@
+//! Leaks and over-redaction found by an independent attack on redaction (round 6), as named
+//! cases: each secret must be gone in plain text and inside a JSON line of tool output alike,
+//! and each look-alike that is no secret must come through unchanged.
+
+#[path = "common/redaction.rs"]
+mod redaction;
+use redaction::{assert_gone, assert_kept};
+
+/// `text` as the `view` tool prints a file: each line behind its number (`1. `), or in the
+/// column form of other viewers (`  12 | `).
+fn numbered(text: &str, column: bool) -> String {
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| {
+            if column {
+                format!("{:>4} | {l}\n", i + 1)
+            } else {
+                format!("{}. {l}\n", i + 1)
+            }
+        })
+        .collect()
+}
+
+const SECRET_YAML: &str = "apiVersion: v1\ndata:\n  database-url: cG9zdGdyZXM6Ly91c2VyOnBhc3NAaG9zdC9kYg==\nkind: Secret\nmetadata:\n  name: db\n";
+const PUTTY: &str = "PuTTY-User-Key-File-3: ssh-ed25519\nEncryption: none\nPublic-Lines: 1\nAAAAC3NzaC1lZDI1NTE5AAAAIB\nPrivate-Lines: 1\nAAAAIGq8ZtR3nV7mK2pL9xW4bC6dF1hJ5sG0aEq8ZtR3nV7mK\nPrivate-MAC: 1234abcdef\n";
+
+#[test]
+fn line_numbered_views_of_secrets_and_keys() {
+    for column in [false, true] {
+        assert_gone(
+            "k8s Secret in a numbered view",
+            &numbered(SECRET_YAML, column),
+            "cG9zdGdyZXM6Ly91c2VyOnBhc3NAaG9zdC9kYg",
+            "name: db",
+        );
+        assert_gone(
+            "PuTTY key in a numbered view",
+            &numbered(PUTTY, column),
+            "AAAAIGq8ZtR3nV7mK2pL9xW4bC6dF1hJ5sG0aE",
+            "Private-MAC",
+        );
+    }
+    // A ConfigMap stays in a numbered view too.
+    assert_kept(&numbered(
+        "apiVersion: v1\ndata:\n  log-level: ZGVidWc=\nkind: ConfigMap\n",
+        false,
+    ));
+}
+
+#[test]
+fn kubernetes_secrets_in_other_yaml_styles() {
+    for (case, text, secret) in [
+        (
+            "quoted kind",
+            "apiVersion: v1\nkind: \"Secret\"\ndata:\n  api: cG9zdGdyZXM6Ly91c2VyOnBhc3NA\n",
+            "cG9zdGdyZXM6Ly91c2VyOnBhc3NA",
+        ),
+        (
+            "single-quoted kind",
+            "kind: 'Secret'\ndata:\n  api: cG9zdGdyZXM6Ly91c2VyOnBhc3NA\n",
+            "cG9zdGdyZXM6Ly91c2VyOnBhc3NA",
+        ),
+        (
+            "block scalar",
+            "kind: Secret\nstringData:\n  config.ini: |\n    user = app\n    dsn = Zq8Tr3Vn7Mk2Pl9X\n  other: x\n",
+            "Zq8Tr3Vn7Mk2Pl9X",
+        ),
+        (
+            "folded block scalar",
+            "kind: Secret\nstringData:\n  cert: >-\n    Zq8Tr3Vn7Mk2Pl9X\n",
+            "Zq8Tr3Vn7Mk2Pl9X",
+        ),
+        (
+            "flow style",
+            "kind: Secret\ndata: {password: aHVudGVyMnhBYmM=, user: Ym9i}\n",
+            "aHVudGVyMnhBYmM",
+        ),
+    ] {
+        assert_gone(case, text, secret, "Secret");
+    }
+}
+
+#[test]
+fn a_configmap_next_to_a_secret_keeps_its_values() {
+    let text = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\ndata:\n  log-level: debug\n  region: eu-west-1\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: db\ndata:\n  pw: aHVudGVyMnhBYmM=\n";
+    assert_gone("the Secret's value", text, "aHVudGVyMnhBYmM", "log-level: debug");
+    assert_gone(
+        "the ConfigMap's values",
+        text,
+        "aHVudGVyMnhBYmM",
+        "region: eu-west-1",
+    );
+}
+
+#[test]
+fn a_quoted_assignment_as_one_string() {
+    for (case, text) in [
+        ("env list", "env: [\"DB_PASSWORD=hunter2x\"]"),
+        (
+            "docker compose list",
+            "environment:\n  - \"DB_PASSWORD=hunter2x\"\n",
+        ),
+        ("argv", "args = ['--x', 'DB_PASSWORD=hunter2x']"),
+        (
+            "json array",
+            "{\"Env\":[\"PATH=/usr/bin\",\"DB_PASSWORD=hunter2x\"]}",
+        ),
+    ] {
+        assert_gone(case, text, "hunter2x", "DB_PASSWORD=");
+    }
+    // A value with blanks ends at the string's closing quote, not at its first blank.
+    for (case, text) in [
+        ("env list, blanks", "env: [\"DB_PASSWORD=hunter two x\"]"),
+        ("argv, blanks", "args = ['--x', 'DB_PASSWORD=hunter two x']"),
+    ] {
+        assert_gone(case, text, "two x", "DB_PASSWORD=");
+    }
+    assert_kept("env: [\"DB_PASSWORD=$DB_PASSWORD\", \"MODE=a b\"]");
+}
+
+#[test]
+fn compact_json_nested_in_a_string() {
+    for (case, text) in [
+        ("python string", "body = '{\"password\":\"Hunter2xyz\"}'"),
+        (
+            "curl data",
+            "curl -d '{\"user\":\"bob\",\"password\":\"Hunter2xyz\"}' https://x",
+        ),
+        (
+            "escaped twice",
+            "{\"body\":\"{\\\"password\\\":\\\"Hunter2xyz\\\"}\"}",
+        ),
+    ] {
+        assert_gone(case, text, "Hunter2xyz", "password");
+    }
+}
