@@ -134,3 +134,52 @@ fn compact_json_nested_in_a_string() {
         assert_gone(case, text, "Hunter2xyz", "password");
     }
 }
+
+/// Deterministic pseudo-random text over `alphabet` (xorshift; no clock, no crate).
+fn random(len: usize, alphabet: &[u8], mut seed: u64) -> String {
+    (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            alphabet[(seed % alphabet.len() as u64) as usize] as char
+        })
+        .collect()
+}
+
+const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+#[test]
+fn values_over_a_kilobyte_are_redacted_whole() {
+    let v = random(1500, B64, 7);
+    for (case, text) in [
+        ("any name", format!("FLUX_CAPACITOR={v}\nPORT=8080")),
+        ("yaml, any name", format!("flux: \"{v}\"\nport: 8080")),
+        ("weak name", format!("api_key: {v}\nport: 8080")),
+    ] {
+        // Whole: no 12-byte piece of it is left, at its start, middle or end.
+        for piece in [&v[..12], &v[700..712], &v[v.len() - 12..]] {
+            assert_gone(case, &text, piece, "8080");
+        }
+    }
+}
+
+#[test]
+fn look_alikes_in_code_are_kept() {
+    for kept in [
+        "const STANDARD: &str = \"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/\";",
+        "URL_SAFE = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'",
+        "alphabet: \"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789\"",
+        "let token = MAX_CONNECTIONS_PER_HOST;",
+        "password_policy = \"MAX_CONNECTIONS_PER_HOST\"",
+        "{\"token\": \"MAX_CONNECTIONS_PER_HOST\"}",
+        "SECRET_KEY = DEFAULT_SECRET_KEY_FROM_ENV",
+        "assert_eq!(encode(b\"foobar\"), \"Zm9vYmFy\");",
+        "(\"fooba\", \"Zm9vYmE=\"),",
+        "const KEY: &str = \"dGhlIHNhbXBsZSBub25jZQ==\"; // RFC 6455's sample nonce",
+        "x-amz-id-2: q8ZtR3nV7mK2pL9xW4bC6dF1hJ5sG0aEq8ZtR3nV7mK2pL9xW4bC6dF1hJ5sG0aE=",
+        "x-amz-request-id: 4442587FB7D0A2F9",
+    ] {
+        assert_kept(kept);
+    }
+}
