@@ -165,6 +165,66 @@ fn values_over_a_kilobyte_are_redacted_whole() {
 }
 
 #[test]
+fn command_line_passwords_in_more_shapes() {
+    for (case, text, keep) in [
+        (
+            "echo -e with an escape",
+            "echo -e \"S3cretPw9\\n\" | sudo -S apt-get update",
+            "sudo -S",
+        ),
+        (
+            "smbclient attached -U",
+            "smbclient //nas/share -Ubob%S3cretPw9",
+            "-Ubob%",
+        ),
+        (
+            "curl with a variable user",
+            "curl -u \"$USER:S3cretPw9\" https://x.io",
+            "$USER:",
+        ),
+        (
+            "curl with a braced variable user",
+            "curl -u ${API_USER}:S3cretPw9 https://x.io",
+            "${API_USER}:",
+        ),
+    ] {
+        assert_gone(case, text, "S3cretPw9", keep);
+    }
+    for kept in [
+        "echo -e \"$PW\\n\" | sudo -S true",
+        "curl -u \"$USER:$PASS\" https://x.io",
+        "smbclient -L nas -N",
+    ] {
+        assert_kept(kept);
+    }
+}
+
+#[test]
+fn session_ids_and_cookie_jars() {
+    let sid = "q8ZtR3nV7mK2pL9xW4bC6dF1hJ5sG0aE";
+    for (case, text) in [
+        ("SESSION_ID=", format!("SESSION_ID={sid}\nPORT=1")),
+        ("X-Session-Id header", format!("X-Session-Id: {sid}\nAccept: */*")),
+        (
+            "Netscape cookie jar",
+            format!("# Netscape HTTP Cookie File\n.example.com\tTRUE\t/\tTRUE\t1767225600\tauth\t{sid}\n"),
+        ),
+        (
+            "cookie jar, HttpOnly line",
+            format!("#HttpOnly_.example.com\tTRUE\t/\tFALSE\t0\tsid\t{sid}\n"),
+        ),
+    ] {
+        assert_gone(case, &text, sid, "");
+    }
+    for kept in [
+        "SESSION_ID=0faecbdf-b889-4bca-a51a-5254f5488cb6",
+        "example.com\tTRUE\t/\tFALSE\t0\tlang\ten-US\n",
+    ] {
+        assert_kept(kept);
+    }
+}
+
+#[test]
 fn look_alikes_in_code_are_kept() {
     for kept in [
         "const STANDARD: &str = \"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/\";",

@@ -20,6 +20,7 @@
 
 mod catalogue;
 mod cli;
+mod cookies;
 mod engine;
 mod generic;
 mod json;
