@@ -200,6 +200,43 @@ fn command_line_passwords_in_more_shapes() {
 }
 
 #[test]
+fn braced_expect_forms() {
+    for (case, text) in [
+        ("one line", "expect {\"password:\" {send \"S3cretPw9\\r\"}}"),
+        (
+            "multi-line block",
+            "expect {\n  \"Password:\" { send \"S3cretPw9\\r\"; exp_continue }\n  eof\n}",
+        ),
+    ] {
+        assert_gone(case, text, "S3cretPw9", "send");
+    }
+}
+
+#[test]
+fn unquoted_yaml_passphrases() {
+    for (case, text, secret) in [
+        (
+            "passphrase",
+            "ssh:\n  passphrase: my secret words\n",
+            "my secret words",
+        ),
+        (
+            "password of words",
+            "db:\n  password: correct horse battery staple\n",
+            "horse battery",
+        ),
+    ] {
+        assert_gone(case, text, secret, ":");
+    }
+    for kept in [
+        "password: must be at least 12 characters\n",
+        "# the passphrase: see the vault\n",
+    ] {
+        assert_kept(kept);
+    }
+}
+
+#[test]
 fn session_ids_and_cookie_jars() {
     let sid = "q8ZtR3nV7mK2pL9xW4bC6dF1hJ5sG0aE";
     for (case, text) in [
