@@ -111,23 +111,19 @@ pub(crate) fn scan(b: &[u8], out: &mut Vec<Hit>) {
     if has(b, b"curl") {
         for flag in [&b" -u "[..], b" --user ", b" --user=", b" -u"] {
             for p in memchr::memmem::find_iter(b, flag) {
-                let s = p + flag.len();
-                let e = word_end(b, s);
+                // Quoted (`-u "$USER:pw"`): the user may be a variable, the password is after
+                // the first colon.
+                let (s, e) = arg_at(b, p + flag.len());
                 if let Some(colon) = memchr::memchr(b':', &b[s..e]) {
-                    if s + colon + 1 < e {
-                        out.push(Hit {
-                            start: s + colon + 1,
-                            end: e,
-                            rule: Rule::Builtin("curl-user-password"),
-                        });
-                    }
+                    push(b, (s + colon + 1, e), "curl-user-password", out);
                 }
             }
         }
     }
     if has(b, b"smbclient") || has(b, b"rpcclient") {
-        for p in memchr::memmem::find_iter(b, b" -U ") {
-            let (s, e) = arg_at(b, p + 4);
+        // `-U bob%pw` and the attached `-Ubob%pw`.
+        for p in memchr::memmem::find_iter(b, b" -U") {
+            let (s, e) = arg_at(b, p + 3 + usize::from(b.get(p + 3) == Some(&b' ')));
             if let Some(pc) = memchr::memchr(b'%', &b[s..e]) {
                 push(b, (s + pc + 1, e), "smbclient-user-password", out);
             }
@@ -240,7 +236,20 @@ fn sudo_stdin_password(b: &[u8], sudo: usize) -> Option<(usize, usize)> {
             open
         };
         let (s, e) = arg_at(b, line_start + open);
-        (s, e.min(q))
+        if e > s {
+            (s, e.min(q))
+        } else {
+            // `echo -e "S3cret\n"`: escapes at the end of the quoted argument are not typed.
+            let mut e = line_start + segment.len() - 1;
+            let s = line_start + open + 1 + usize::from(segment[open] == b'\\');
+            while e >= s + 2 && b[e - 2] == b'\\' && matches!(b[e - 1], b'n' | b'r' | b't') {
+                e -= 2;
+            }
+            if last == b'"' && b[e - 1] == b'\\' {
+                e -= 1;
+            }
+            (s, e)
+        }
     } else {
         let start = segment.iter().rposition(|c| *c == b' ').map_or(0, |i| i + 1);
         (line_start + start, q)

@@ -32,6 +32,8 @@ pub(crate) enum Target {
     Putty,
     /// `kind: Secret`: a Kubernetes Secret's data values.
     K8sSecret,
+    /// `\tTRUE\t/`: a Netscape cookie jar line.
+    CookieJar,
 }
 
 /// Name fragments that make a key worth a look; the named scanner decides on the whole name.
@@ -59,6 +61,9 @@ const NAME_WORDS: &[&str] = &[
     // Session cookies and ids (`Cookie: session=…`, `sessionid=…`, `JSESSIONID=…`).
     "sessionid",
     "sessid",
+    // `SESSION_ID=…`, `X-Session-Id: …`.
+    "session_id",
+    "session-id",
     "session=",
     "session\"",
     "session'",
@@ -134,7 +139,16 @@ impl Engine {
             add(c, Target::Command);
         }
         add("private-lines:", Target::Putty);
-        for k in ["kind: secret", "\"kind\": \"secret\"", "\"kind\":\"secret\""] {
+        for k in ["\ttrue\t/", "\tfalse\t/"] {
+            add(k, Target::CookieJar);
+        }
+        for k in [
+            "kind: secret",
+            "kind: \"secret\"",
+            "kind: 'secret'",
+            "\"kind\": \"secret\"",
+            "\"kind\":\"secret\"",
+        ] {
             add(k, Target::K8sSecret);
         }
         // Leftmost-longest reports one keyword per position (fewer, cheaper stops than

@@ -111,15 +111,22 @@ pub(crate) fn scan(text: &str, out: &mut Vec<Hit>) {
         }
         let quote = b.get(s).copied().filter(|c| matches!(c, b'"' | b'\''));
         s += usize::from(quote.is_some());
-        let run = b[s..]
+        let judged = b[s..]
             .iter()
             .take(MAX_LEN)
             .take_while(|c| in_alphabet(**c))
             .count();
         // Most separators are followed by a short word: the cheap test goes first.
-        if run < MIN_LEN {
+        if judged < MIN_LEN {
             continue;
         }
+        // A value longer than what is judged is redacted whole. No separator lies inside the
+        // run, so runs after different separators never overlap and this stays linear.
+        let run = if judged == MAX_LEN {
+            judged + b[s + judged..].iter().take_while(|c| in_alphabet(**c)).count()
+        } else {
+            judged
+        };
         let mut e = s + run;
         while b.get(e) == Some(&b'=') && e - (s + run) < 3 {
             e += 1;
@@ -132,7 +139,7 @@ pub(crate) fn scan(text: &str, out: &mut Vec<Hit>) {
             }),
         };
         let named = || name_before(b, at).is_some_and(|(ns, ne)| secret_name(&text[ns..ne]));
-        if ends && random_value(&b[s..e]) && named() {
+        if ends && random_value(&b[s..(s + judged).min(e)]) && named() {
             out.push(Hit {
                 start: s,
                 end: e,
@@ -159,9 +166,10 @@ fn name_before(b: &[u8], at: usize) -> Option<(usize, usize)> {
 /// Whether the name may hold a credential: not one that describes a hash, an id or a file.
 fn secret_name(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
+    // A numbered name's word is before its number (`x-amz-id-2` is an id).
     let last = lower
         .rsplit(|c: char| !c.is_ascii_alphanumeric())
-        .find(|p| !p.is_empty())
+        .find(|p| !p.is_empty() && !p.bytes().all(|c| c.is_ascii_digit()))
         .unwrap_or("");
     // camelCase: the last capitalised word (`commitSha` → `sha`).
     let camel = name
@@ -190,6 +198,9 @@ fn random_value(v: &[u8]) -> bool {
         {
             return false;
         }
+    }
+    if super::value::has_sequence(v) || super::value::encodes_text(v) {
+        return false;
     }
     // A path (`src/main/java/…`) or a run of words joined by separators.
     if v.iter().filter(|c| matches!(c, b'/' | b'-' | b'_')).count() * 8 > v.len() {

@@ -1,18 +1,81 @@
 //! A Kubernetes Secret as `kubectl get secret -o yaml` / `-o json` prints it: every value under
 //! `data:` (base64) and `stringData:` (plain) is a secret, whatever its key is named
-//! (`database-url: cG9zdGdyZXM6Ly8…`). Only text that says `kind: Secret` is read this way (a
-//! ConfigMap's data stays), and kubectl sorts `data` before `kind`, so the whole text is
-//! looked at once the kind is seen.
+//! (`database-url: cG9zdGdyZXM6Ly8…`), in block style, block scalars (`key: |`) and flow style
+//! (`data: {k: v}`). Only a document that says `kind: Secret` (quoted or not) is read this way:
+//! a ConfigMap stays, also beside a Secret in a multi-document stream. kubectl sorts `data`
+//! before `kind`, so a whole document is looked at once its kind is known. A file shown with a
+//! line-number gutter (`12. `) reads the same.
 //!
-//! Linear: each `data` block is read once, to its end, and the next search starts after it.
+//! Linear: each document is split off once, each `data` block is read once, to its end, and the
+//! next search starts after it.
 
 use super::scan::{Hit, Rule};
+use super::view::gutter;
 
-/// Appends the values of every `data:` / `stringData:` block in `text` to `out`.
+/// Appends the values of every `data:` / `stringData:` block of each Secret document in
+/// `text` to `out`. A multi-document stream (`---` between documents) is judged document by
+/// document: a ConfigMap beside a Secret keeps its values.
 pub(crate) fn scan(text: &str, out: &mut Vec<Hit>) {
     let b = text.as_bytes();
-    let mut from = 0;
-    while let Some(k) = memchr::memmem::find(&b[from..], b"ata") {
+    let mut start = 0;
+    while start < b.len() {
+        let (end, next) = document_end(b, start);
+        if is_secret_document(&b[start..end]) {
+            scan_document(b, start, end, out);
+        }
+        start = next;
+    }
+}
+
+/// Where the document starting at `from` ends (the start of its `---` line, or the text's end)
+/// and where the next one starts.
+fn document_end(b: &[u8], from: usize) -> (usize, usize) {
+    let mut p = from;
+    while p < b.len() {
+        let len = memchr::memchr(b'\n', &b[p..]).unwrap_or(b.len() - p);
+        let line = &b[p..p + len];
+        let content = &line[gutter(line)..];
+        if content.starts_with(b"---") && content[3..].iter().all(|c| c.is_ascii_whitespace()) && p > from {
+            return (p, p + len);
+        }
+        p += len + 1;
+    }
+    (b.len(), b.len())
+}
+
+/// The document says `kind: Secret` (YAML, quoted or not, or JSON).
+fn is_secret_document(doc: &[u8]) -> bool {
+    memchr::memmem::find_iter(doc, b"kind").any(|k| {
+        if k > 0 && (doc[k - 1].is_ascii_alphanumeric() || doc[k - 1] == b'_') {
+            return false;
+        }
+        let mut p = k + 4;
+        p += usize::from(doc.get(p) == Some(&b'"'));
+        p = skip_blanks(doc, p);
+        if doc.get(p) != Some(&b':') {
+            return false;
+        }
+        p = skip_blanks(doc, p + 1);
+        let quote = doc.get(p).copied().filter(|c| matches!(c, b'"' | b'\''));
+        p += usize::from(quote.is_some());
+        doc[p..].starts_with(b"Secret")
+            && doc
+                .get(p + 6)
+                .is_none_or(|c| !c.is_ascii_alphanumeric() && *c != b'_' && *c != b'-')
+    })
+}
+
+fn skip_blanks(b: &[u8], mut p: usize) -> usize {
+    while p < b.len() && matches!(b[p], b' ' | b'\t') {
+        p += 1;
+    }
+    p
+}
+
+/// The `data` / `stringData` blocks of the document `[from, to)`.
+fn scan_document(b: &[u8], from: usize, to: usize, out: &mut Vec<Hit>) {
+    let mut from = from;
+    while let Some(k) = memchr::memmem::find(&b[from..to], b"ata") {
         let at = from + k;
         from = at + 3;
         let name_start = if at >= 1 && b[at - 1] == b'd' {
@@ -27,9 +90,13 @@ pub(crate) fn scan(text: &str, out: &mut Vec<Hit>) {
             from = json_block(b, at + 4, out).max(from);
         } else if !quoted && b.get(at + 3) == Some(&b':') {
             let line_start = memchr::memrchr(b'\n', &b[..name_start]).map_or(0, |i| i + 1);
-            if b[line_start..name_start].iter().all(|c| *c == b' ') {
-                from = yaml_block(b, name_start - line_start, at + 4, out).max(from);
+            let content = line_start + gutter(&b[line_start..name_start]);
+            if b[content..name_start].iter().all(|c| *c == b' ') {
+                from = yaml_block(b, name_start - content, at + 4, out).max(from).min(to);
             }
+        }
+        if from >= to {
+            break;
         }
     }
 }
@@ -85,25 +152,48 @@ fn string_end(b: &[u8], p: usize) -> Option<usize> {
     None
 }
 
-/// The lines under a `data:` key indented `indent` blanks, from `p` (after its colon): each
-/// `key: value` line indented deeper. Returns where the block ends.
+/// The lines under a `data:` key indented `indent` blanks (after any line-number gutter),
+/// from `p` (after its colon): each `key: value` line indented deeper, a block scalar's lines
+/// (`key: |`), or a flow mapping on the same line (`data: {k: v}`). Returns where the block
+/// ends.
 fn yaml_block(b: &[u8], indent: usize, mut p: usize, out: &mut Vec<Hit>) -> usize {
-    // Nothing but blanks may follow `data:` on its line.
     let rest = b[p..].iter().take_while(|c| **c != b'\n').count();
+    let first = skip_blanks(b, p);
+    if b.get(first) == Some(&b'{') {
+        flow(b, first + 1, p + rest, out);
+        return p + rest;
+    }
+    // Nothing else may follow `data:` on its line.
     if b[p..p + rest].iter().any(|c| !c.is_ascii_whitespace()) {
         return p;
     }
     p += rest;
+    // Inside a block scalar: the indentation of its key (its lines are deeper).
+    let mut scalar: Option<usize> = None;
     while p < b.len() {
         let line = p + 1;
         let len = b[line..].iter().take_while(|c| **c != b'\n').count();
-        let text = &b[line..line + len];
+        let g = gutter(&b[line..line + len]);
+        let text = &b[line + g..line + len];
         let deeper = text.iter().take_while(|c| **c == b' ').count();
-        if deeper <= indent || deeper == text.len() {
+        let blank = text.iter().all(u8::is_ascii_whitespace);
+        if let Some(key_indent) = scalar {
+            if blank || deeper > key_indent {
+                let mut e = line + len;
+                while e > line + g + deeper && b[e - 1].is_ascii_whitespace() {
+                    e -= 1;
+                }
+                push(b, line + g + deeper, e, out);
+                p = line + len;
+                continue;
+            }
+            scalar = None;
+        }
+        if deeper <= indent || blank {
             return p;
         }
         if let Some(colon) = memchr::memmem::find(text, b": ") {
-            let mut s = line + colon + 2;
+            let mut s = line + g + colon + 2;
             let mut e = line + len;
             while e > s && b[e - 1].is_ascii_whitespace() {
                 e -= 1;
@@ -111,15 +201,47 @@ fn yaml_block(b: &[u8], indent: usize, mut p: usize, out: &mut Vec<Hit>) -> usiz
             while s < e && b[s] == b' ' {
                 s += 1;
             }
-            if e > s && matches!(b[s], b'"' | b'\'') && b[e - 1] == b[s] && e > s + 1 {
+            if is_block_indicator(&b[s..e]) {
+                scalar = Some(deeper);
+            } else {
+                if e > s && matches!(b[s], b'"' | b'\'') && b[e - 1] == b[s] && e > s + 1 {
+                    s += 1;
+                    e -= 1;
+                }
+                push(b, s, e, out);
+            }
+        }
+        p = line + len;
+    }
+    p
+}
+
+/// `|`, `>`, with a chomping indicator or an indentation digit (`|-`, `>+`, `|2`).
+fn is_block_indicator(v: &[u8]) -> bool {
+    matches!(v.first(), Some(b'|' | b'>'))
+        && v.len() <= 3
+        && v[1..].iter().all(|c| matches!(c, b'-' | b'+' | b'1'..=b'9'))
+}
+
+/// A flow mapping's values, `{k: v, k2: "v2"}`, from after its `{` to its `}` (or `end`).
+fn flow(b: &[u8], from: usize, end: usize, out: &mut Vec<Hit>) {
+    let close = memchr::memchr(b'}', &b[from..end]).map_or(end, |i| from + i);
+    let mut p = from;
+    while p < close {
+        let item_end = memchr::memchr(b',', &b[p..close]).map_or(close, |i| p + i);
+        if let Some(colon) = memchr::memchr(b':', &b[p..item_end]) {
+            let (mut s, mut e) = (skip_blanks(b, p + colon + 1), item_end);
+            while e > s && b[e - 1].is_ascii_whitespace() {
+                e -= 1;
+            }
+            if e > s + 1 && matches!(b[s], b'"' | b'\'') && b[e - 1] == b[s] {
                 s += 1;
                 e -= 1;
             }
             push(b, s, e, out);
         }
-        p = line + len;
+        p = item_end + 1;
     }
-    p
 }
 
 fn push(b: &[u8], s: usize, e: usize, out: &mut Vec<Hit>) {

@@ -20,6 +20,7 @@
 
 mod catalogue;
 mod cli;
+mod cookies;
 mod engine;
 mod generic;
 mod json;
@@ -31,6 +32,7 @@ mod scan;
 mod url;
 mod user;
 mod value;
+mod view;
 
 use std::borrow::Cow;
 use std::sync::OnceLock;

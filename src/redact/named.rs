@@ -521,6 +521,7 @@ pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
     let before = if ns > 0 { b[ns - 1] } else { b'\n' };
     let mut p = ne;
     let quoted_name = is_quote(before);
+    let name_closed = quoted_name && b.get(ne) == Some(&before);
     if quoted_name && b.get(p) == Some(&before) {
         p += 1;
     }
@@ -615,6 +616,17 @@ pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
     p = skip_scheme(b, p);
     let mut value = read_value(b, p)?;
     value.loose = loose;
+    if colon && !value.quoted && !loose {
+        yaml_words(b, ns, ne, &mut value);
+    }
+    if quoted_name && !name_closed && sep.is_some() && !value.quoted {
+        // `["DB_PASSWORD=hunter 2x"]`: the whole assignment is one string, and the value runs
+        // to that string's closing quote, blanks and all.
+        if let Some(close) = closing_quote(b, value.end, before) {
+            value.end = close;
+            value.quoted = true;
+        }
+    }
     if loose && !value.quoted {
         // `|password|hunter2-x|`: the cell ends at its bar.
         if let Some(bar) = memchr::memchr(b'|', &b[value.start..value.end]) {
@@ -622,6 +634,97 @@ pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
         }
     }
     (value.end > value.start).then_some(value)
+}
+
+/// `passphrase: my secret words` first on a YAML line: an unquoted scalar runs to the line's
+/// end (or a ` #` comment), blanks and all. Words that a message or a description is made of
+/// (`must be at least 12 characters`, `the user's password`) leave the value as read (its first
+/// word, which the strength rules then judge); otherwise the words are the password.
+fn yaml_words(b: &[u8], ns: usize, ne: usize, value: &mut Value) {
+    const MESSAGE: &[&str] = &[
+        "a",
+        "an",
+        "the",
+        "is",
+        "are",
+        "be",
+        "must",
+        "should",
+        "can",
+        "will",
+        "not",
+        "to",
+        "of",
+        "for",
+        "in",
+        "on",
+        "with",
+        "if",
+        "when",
+        "at",
+        "least",
+        "enter",
+        "your",
+        "please",
+        "required",
+        "characters",
+        "invalid",
+        "see",
+        "use",
+        "used",
+        "from",
+        "and",
+        "or",
+        "this",
+        "that",
+        "set",
+        "by",
+        "as",
+    ];
+    let line_start = memchr::memrchr(b'\n', &b[..ns]).map_or(0, |i| i + 1);
+    let first = b[line_start..ns].iter().all(|c| matches!(c, b' ' | b'\t' | b'-'));
+    let strong = std::str::from_utf8(&b[ns..ne]).is_ok_and(|n| classify(n) == Some(Strength::Strong));
+    if !strong || !first || !b.get(value.start).is_some_and(u8::is_ascii_alphanumeric) {
+        return;
+    }
+    let len = b[value.start..]
+        .iter()
+        .take(256)
+        .take_while(|c| !matches!(c, b'\n' | b'\r' | b'\\'))
+        .count();
+    let mut line = &b[value.start..value.start + len];
+    if let Some(c) = memchr::memmem::find(line, b" #") {
+        line = &line[..c];
+    }
+    let line = line.trim_ascii_end();
+    let words: Vec<&[u8]> = line.split(|c| *c == b' ').filter(|w| !w.is_empty()).collect();
+    let plain = line
+        .iter()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, b' ' | b'-' | b'_' | b'.' | b'!' | b'\'' | b'?'));
+    let message = words.iter().any(|w| {
+        let w = String::from_utf8_lossy(w).to_ascii_lowercase();
+        MESSAGE.contains(&w.trim_end_matches(|c: char| c.is_ascii_punctuation()))
+    });
+    if (2..=8).contains(&words.len()) && plain && !message {
+        value.end = value.start + line.len();
+        value.password = true;
+    }
+}
+
+/// The quote `q` that closes a string at or after `p`, on the same line and within
+/// [`MAX_VALUE`] bytes; `\q` closes it too (text one JSON level down), any other escape
+/// leaves the end unclear.
+fn closing_quote(b: &[u8], p: usize, q: u8) -> Option<usize> {
+    let len = b[p..]
+        .iter()
+        .take(MAX_VALUE)
+        .take_while(|c| **c != q && **c != b'\n' && **c != b'\\')
+        .count();
+    match b.get(p + len) {
+        Some(c) if *c == q => Some(p + len),
+        Some(b'\\') if b.get(p + len + 1) == Some(&q) => Some(p + len),
+        _ => None,
+    }
 }
 
 /// `auth`, `basic_auth`, `HTTPBasicAuth`, `DigestAuth`: a name whose value may be a
@@ -713,7 +816,18 @@ fn sibling_value(b: &[u8], ns: usize, ne: usize, quoted_name: bool) -> Option<us
 fn expect_send(b: &[u8], ns: usize, ne: usize) -> Option<usize> {
     let from = ns.saturating_sub(48);
     let line_start = memchr::memrchr(b'\n', &b[from..ns]).map_or(from, |i| from + i + 1);
-    memchr::memmem::find(&b[line_start..ns], b"expect ")?;
+    let in_line = memchr::memmem::find(&b[line_start..ns], b"expect ").is_some();
+    // A pattern line of a braced block (`expect {` on a line above, the prompt alone first
+    // on its line).
+    let in_block = || {
+        b[line_start..ns]
+            .iter()
+            .all(|c| matches!(c, b' ' | b'\t' | b'"' | b'\''))
+            && memchr::memmem::rfind(&b[line_start.saturating_sub(256)..line_start], b"expect {").is_some()
+    };
+    if !in_line && !in_block() {
+        return None;
+    }
     // The rest of the prompt string, then its closing quote (Tcl strings use `"`; scripts
     // written inline in shell quote the prompt with `'`).
     let close = ne + memchr::memchr2(b'"', b'\'', &b[ne..(ne + 32).min(b.len())])?;

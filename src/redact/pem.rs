@@ -135,6 +135,8 @@ pub(crate) fn putty_private_end(b: &[u8], at: usize) -> Option<usize> {
             Some([b'\\', b'r', b'\\', b'n', ..]) => p + 4,
             _ => break,
         };
+        // A key file shown by a `view` tool has a line number before each line.
+        p += super::view::gutter(&b[p..]);
         let len = b[p..]
             .iter()
             .take(128)

@@ -4,7 +4,7 @@
 use super::catalogue::{At, Check, FORMATS};
 use super::engine::{engine, Target};
 use super::user::UserRules;
-use super::{cli, generic, k8s, named, pem, url};
+use super::{cli, cookies, generic, k8s, named, pem, url};
 
 /// Which rule found a secret.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,6 +102,7 @@ pub(crate) fn scan_text(text: &str, user: &UserRules, out: &mut Vec<Hit>) -> boo
                 }
                 Target::Command => command = true,
                 Target::K8sSecret => k8s_secret = true,
+                Target::CookieJar => out.extend(cookies::value(text, s)),
                 Target::Putty => {
                     if let Some(e) = pem::putty_private_end(b, s) {
                         // The header stays; the key lines after it go.

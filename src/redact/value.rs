@@ -32,7 +32,7 @@ pub(crate) fn is_secret(value: &str, strength: Strength, quoted: bool) -> bool {
     }
     let v = value.as_bytes();
     let has_alnum = v.iter().any(|b| b.is_ascii_alphanumeric() || !b.is_ascii());
-    if v.is_empty() || !has_alnum || is_placeholder(value) {
+    if v.is_empty() || !has_alnum || is_placeholder(value) || is_constant_name(v) {
         return false;
     }
     // Unquoted, these start code, not a literal: `&str`, `@Value(…)`, `*ptr`, `{a, b}`, `[x]`.
@@ -362,9 +362,74 @@ pub(crate) fn is_uuid(v: &[u8]) -> bool {
         })
 }
 
+/// A constant's name, not a value: upper-case words joined by `_`, three or more
+/// (`MAX_CONNECTIONS_PER_HOST`, `DEFAULT_SECRET_KEY2`). Generated secrets are not made of
+/// words; a password written this way is rare beside the code that names constants so.
+pub(crate) fn is_constant_name(v: &[u8]) -> bool {
+    let mut parts = 0;
+    for part in v.split(|c| *c == b'_') {
+        let letters = part.iter().take_while(|c| c.is_ascii_uppercase()).count();
+        if letters < 2 || !part[letters..].iter().all(u8::is_ascii_digit) {
+            return false;
+        }
+        parts += 1;
+    }
+    parts >= 3
+}
+
+/// Made by a table, not a generator: a run of ten bytes in sequence (`ABCDEFGHIJ`,
+/// `0123456789`: an alphabet constant). Shorter runs are left to the other tests: made-up
+/// values in examples (`Xy12345678`, `Zx9abcdef1`) are still redacted.
+pub(crate) fn has_sequence(v: &[u8]) -> bool {
+    let mut run = 1;
+    for w in v.windows(2) {
+        run = if w[1] == w[0].wrapping_add(1) { run + 1 } else { 1 };
+        if run >= 10 {
+            return true;
+        }
+    }
+    false
+}
+
+/// Base64 of text (`dGhlIHNhbXBsZSBub25jZQ==` is `the sample nonce`, `Zm9vYmFy` is `foobar`):
+/// a test vector or an encoded word, not a key. Decoded, it must be printable with a blank in
+/// it, or lower-case letters only; `user:password` (HTTP Basic) has neither and stays a secret.
+pub(crate) fn encodes_text(v: &[u8]) -> bool {
+    let body = v
+        .strip_suffix(b"==")
+        .or_else(|| v.strip_suffix(b"="))
+        .unwrap_or(v);
+    if body.len() < 8 || body.len() > 256 || (v.len() != body.len() && !v.len().is_multiple_of(4)) {
+        return false;
+    }
+    let mut decoded = Vec::with_capacity(body.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0);
+    for &c in body {
+        let d = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return false,
+        };
+        acc = (acc << 6) | u32::from(d);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            decoded.push((acc >> bits) as u8);
+        }
+    }
+    decoded.iter().all(|c| (0x20..0x7f).contains(c))
+        && (decoded.contains(&b' ') || decoded.iter().all(u8::is_ascii_lowercase))
+}
+
 /// A credential rather than words: no run of word-like pieces (`my-cache-key`, `v1.2.3`,
 /// `user:123:session`), and enough entropy.
 fn looks_random(v: &[u8]) -> bool {
+    if has_sequence(v) || encodes_text(v) {
+        return false;
+    }
     let pieces = v.split(|b| matches!(b, b'-' | b'_' | b'.' | b':' | b'/' | b'@'));
     let wordy = pieces
         .into_iter()
@@ -487,6 +552,23 @@ mod tests {
         }
         assert!(!is_secret("please", Strength::Strong, false));
         assert!(!is_secret("12", Strength::Strong, false));
+    }
+
+    #[test]
+    fn encoded_text_constants_and_alphabets_are_not_random() {
+        assert!(encodes_text(b"dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(encodes_text(b"Zm9vYmFy"));
+        assert!(
+            !encodes_text(b"dXNlcjpwYXNzd29yZDEyMw=="),
+            "user:password123 is a credential"
+        );
+        assert!(!encodes_text(b"q8ZtR3nV7mK2pL9xW4bC6dF1"));
+        assert!(is_constant_name(b"MAX_CONNECTIONS_PER_HOST"));
+        assert!(is_constant_name(b"DEFAULT_SECRET_KEY2"));
+        assert!(!is_constant_name(b"DB_PASSWORD"));
+        assert!(!is_constant_name(b"Q8ZT_R3NV_7MK2"));
+        assert!(has_sequence(b"xABCDEFGHIJKLMNOPx"));
+        assert!(!has_sequence(b"Xy12345678"));
     }
 
     #[test]
