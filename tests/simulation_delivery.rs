@@ -32,6 +32,7 @@ use kcap::machine::Watermark;
 use kcap::protocol::IngestReply;
 use kcap::store::Position;
 
+use common::replace::replace_keeping_old_inode;
 use common::rng::{seeds, Rng};
 
 /// What the simulated server holds and saw.
@@ -193,9 +194,7 @@ impl Transcript {
     /// Writes the first `upto` lines: in place (same inode) or as a new file renamed over it.
     fn write_prefix(&self, upto: usize, replace: bool) {
         if replace {
-            let tmp = self.path.with_extension("tmp");
-            std::fs::write(&tmp, self.text(upto)).unwrap();
-            std::fs::rename(&tmp, &self.path).unwrap();
+            replace_keeping_old_inode(&self.path, &self.text(upto));
         } else {
             std::fs::write(&self.path, self.text(upto)).unwrap();
         }

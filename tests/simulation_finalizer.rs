@@ -50,8 +50,11 @@ use kcap::machine::{Millis, Phase, Tail, Timings, Watermark};
 use kcap::protocol::IngestReply;
 use kcap::store::{Holder, LogRecord, MachineMeta, MachineRecord, Position, Step};
 
+#[path = "common/replace.rs"]
+mod replace;
 #[path = "common/rng.rs"]
 mod rng;
+use replace::replace_keeping_old_inode;
 use rng::{seeds, Rng};
 
 const SHUTDOWN: &str = r#"{"type":"session.shutdown","data":{"modelMetrics":{}}}"#;
@@ -102,9 +105,7 @@ impl Transcript {
     /// Writes the first `upto` lines: in place (same inode) or as a new file renamed over it.
     fn write_prefix(&self, upto: usize, replace: bool) {
         if replace {
-            let tmp = self.path.with_extension("tmp");
-            std::fs::write(&tmp, self.text(0, upto)).unwrap();
-            std::fs::rename(&tmp, &self.path).unwrap();
+            replace_keeping_old_inode(&self.path, &self.text(0, upto));
         } else {
             std::fs::write(&self.path, self.text(0, upto)).unwrap();
         }

@@ -432,3 +432,34 @@ fn numbered(lines: &[kcap::effects::lines::Line]) -> Vec<(u64, String)> {
         .map(|l| (l.number, String::from_utf8_lossy(&l.bytes).into_owned()))
         .collect()
 }
+
+/// Skipping to the server's resume point must not pass over a transcript that was replaced or
+/// cut short since the local position: the reader starts again from line 0 and the batches
+/// that follow compare every line with what the server holds (equal: a duplicate; different:
+/// kept aside). Counting on to the target would leave the new file's first lines unsent and
+/// unflagged.
+#[test]
+fn a_skip_over_a_replaced_transcript_starts_again_from_line_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = format!("{START}\n{MSG}\n{MSG}\n{MSG}\n");
+    let path = file_with(dir.path(), c.as_bytes());
+    let mut reader = LineReader::new(&path);
+    let local = reader.skip_to_line(Watermark::default(), 2).unwrap();
+    assert_eq!(local.next_line, 2);
+    // Replaced by rename with other, longer content.
+    let other = dir.path().join("other.jsonl");
+    std::fs::write(&other, format!("{MSG}\n{SHUTDOWN}\n{MSG}\n{MSG}\n{MSG}\n{MSG}\n")).unwrap();
+    std::fs::rename(&other, &path).unwrap();
+    let w = reader.skip_to_line(local, 5).unwrap();
+    assert_eq!(
+        w,
+        Watermark::default(),
+        "the skip passed over the new file's lines"
+    );
+    // Cut short in place below the local position: the same.
+    let mut reader = LineReader::new(&path);
+    let local = reader.skip_to_line(Watermark::default(), 5).unwrap();
+    std::fs::write(&path, format!("{START}\n")).unwrap();
+    let w = reader.skip_to_line(local, 6).unwrap();
+    assert_eq!(w, Watermark::default(), "the skip passed over a cut-short file");
+}

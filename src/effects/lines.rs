@@ -372,10 +372,15 @@ impl LineReader {
 
     /// Moves from `from` to the start of line `target` (to skip what the server already holds),
     /// counting newlines without copying lines. Stops early at the end of the complete lines.
+    /// A transcript replaced or cut short since `from` is not skipped at all: it is read again
+    /// from line 0, so every line of the new file is compared with what the server holds.
     pub fn skip_to_line(&mut self, from: Watermark, target: u64) -> io::Result<Watermark> {
         let Some(start) = self.settle(from)? else {
             return Ok(from);
         };
+        if start != from {
+            return Ok(start);
+        }
         let reader = &mut self.open.as_mut().expect("settled above").0;
         let mut w = start;
         let mut partial = 0u64; // bytes of a line whose newline has not been seen yet

@@ -4,6 +4,7 @@
 
 pub mod chaos;
 pub mod postgres;
+pub mod replace;
 pub mod rng;
 
 use std::borrow::Cow;
