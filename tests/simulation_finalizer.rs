@@ -1113,8 +1113,10 @@ async fn the_checks_catch_a_server_that_loses_an_acknowledged_line() {
     assert!(caught >= 10, "only {caught} of 20 lossy worlds were caught");
 }
 
-/// The negative control under faults: a client that takes a batch lost before the server's
-/// commit for acknowledged moves the position over lines the server never got. A calm world
+/// The negative control under faults (it tests the checks, not production code: the planted
+/// bug is a simulated server that answers success for a batch it did not commit, as a client
+/// that took a lost batch for acknowledged would): the position then moves over lines the
+/// server never got. A calm world
 /// loses nothing, so only the faults can show this bug, in the clean runs and the crash
 /// schedules alike; the checks must, unless the lost lines were sent again anyway (the
 /// transcript was cut or replaced and read from line 0 since).
