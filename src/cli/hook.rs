@@ -18,6 +18,7 @@ use crate::effects::blocking;
 use crate::effects::detach::spawn_detached;
 use crate::effects::interpreter::Delivery;
 use crate::effects::outbox::{self, Flush};
+use crate::effects::runs;
 use crate::effects::watcher::{self, Role, Watcher};
 use crate::ids::SessionId;
 use crate::store::{NoticeKind, Store, StoreError};
@@ -108,15 +109,14 @@ pub async fn hook(store: Store, args: HookArgs, delivery_opts: &DeliveryOpts, ti
             session_end(&hook, &path, &payload, timing, args.drain_cap).await;
         }
         HookEvent::SessionStart => {
-            outbox::session_runs(&store, session);
+            runs::start(store.home(), session);
             let body = lifecycle_body(HookEvent::SessionStart, &payload);
             hook.notice(NoticeKind::SessionStart, body).await;
             ensure_watcher(&store, session, &path);
         }
-        HookEvent::AgentStop => {
-            outbox::session_runs(&store, session);
-            ensure_watcher(&store, session, &path)
-        }
+        // Not a new run: a late agentStop of a run that has ended must not make a repeated
+        // end of that run look new.
+        HookEvent::AgentStop => ensure_watcher(&store, session, &path),
         HookEvent::Notification => {
             let mut body = payload.raw.clone();
             body["session_id"] = session.dashless().into();
@@ -197,6 +197,8 @@ async fn session_end(
     // (the shutdown already written) finds it and posts it after the lines. No network here.
     let mut body = lifecycle_body(HookEvent::SessionEnd, payload);
     body["ended_at"] = crate::cli::status::iso_time(now_ms()).into();
+    // Which run ends: kept with the notice (never posted), so the server gets one end per run.
+    body[runs::RUN_KEY] = runs::current(store.home(), session).into();
     let queued = hook.store_ok
         && {
             let (store, n) = (
@@ -282,8 +284,13 @@ async fn session_end(
         }
     } else {
         let notice_path = outbox::notice(NoticeKind::SessionEnd, serde_json::Value::Null).path;
-        let posted =
-            tokio::time::timeout(post_cap, hook.delivery.client.post_json(&notice_path, &body)).await;
+        let posted = tokio::time::timeout(
+            post_cap,
+            hook.delivery
+                .client
+                .post_json(&notice_path, &runs::wire_body(&body)),
+        )
+        .await;
         if !matches!(posted, Ok(Ok(()))) {
             eprintln!(
                 "kcap hook sessionEnd: the session-end notice was not delivered and the store cannot keep it"

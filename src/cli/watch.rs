@@ -12,6 +12,7 @@ use crate::cli::options::{DeliveryOpts, TimingOpts};
 use crate::config::now_ms;
 use crate::effects::agent::AgentWatch;
 use crate::effects::outbox;
+use crate::effects::runs::{wire_body, RunId, RUN_KEY};
 use crate::effects::watcher::{claim, Ended, Endings, Watcher};
 use crate::ids::SessionId;
 use crate::store::{Holder, NoticeKind, Store};
@@ -97,15 +98,22 @@ pub async fn watch(store: Store, args: WatchArgs, delivery: &DeliveryOpts, timin
         Ended::AgentGone { .. } => "agent_exited",
         Ended::Idle { .. } => "idle",
     };
-    hand_off(&store, &watcher, ended, reason, timing).await;
+    hand_off(&store, &watcher, ended, reason, _lock.run, timing).await;
     0
 }
 
 /// The session ended without a sessionEnd hook: a session-end notice goes to the outbox and a
 /// finalizer takes over (it delivers the tail, then the notice).
-async fn hand_off(store: &Store, watcher: &Watcher, ended: Ended, reason: &str, timing: &TimingOpts) {
+async fn hand_off(
+    store: &Store,
+    watcher: &Watcher,
+    ended: Ended,
+    reason: &str,
+    run: RunId,
+    timing: &TimingOpts,
+) {
     let session = watcher.session;
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "hook_event_name": "sessionEnd",
         "session_id": session.dashless(),
         "reason": reason,
@@ -114,10 +122,17 @@ async fn hand_off(store: &Store, watcher: &Watcher, ended: Ended, reason: &str, 
         "home_dir": std::env::var("HOME").ok(),
         "ended_at": crate::cli::status::iso_time(now_ms()),
     });
+    // The run this watcher watched: its end, and no other run's.
+    body[RUN_KEY] = run.into();
     let notice = outbox::notice(NoticeKind::SessionEnd, body.clone());
     if let Err(e) = store.queue_notice(session, &notice) {
         tracing::warn!(error = %e, "cannot queue the session-end; posting it now");
-        if let Err(e) = watcher.delivery.client.post_json(&notice.path, &body).await {
+        if let Err(e) = watcher
+            .delivery
+            .client
+            .post_json(&notice.path, &wire_body(&body))
+            .await
+        {
             tracing::error!(error = %e.message(), "session-end not delivered");
         }
     }

@@ -7,13 +7,15 @@
 //! A session's end is posted only while its flusher holds the session's watcher lock: the
 //! watcher and a sessionEnd hook's inline drain hold that lock while they post lines, so no
 //! batch of theirs (even a redundant one, already delivered by the finalizer) can reach the
-//! server after the end. A flusher that finds the lock taken leaves the end queued. Under the
-//! same lock, a session's end is posted once per run: a second one (a repeated sessionEnd
-//! hook) is dropped until a sessionStart or agentStop says the session runs again.
+//! server after the end. A flusher that finds the lock taken leaves the end queued, unless the
+//! holder works for a later run of the session (resumed at once): that run's lines come after
+//! this end anyway. Under the same lock, a session's end is posted once per run
+//! ([`crate::effects::runs`]): a second one (a repeated sessionEnd hook) is dropped.
 
 use crate::effects::blocking;
 use crate::effects::client::{Client, SendError};
-use crate::effects::watcher::{self, Role, WatcherLock};
+use crate::effects::runs::{self, RunId};
+use crate::effects::watcher::{self, LockHolder, Role, WatcherLock};
 use crate::ids::SessionId;
 use crate::store::{Holder, Notice, NoticeKind, Store};
 use std::time::{Duration, Instant};
@@ -103,9 +105,10 @@ async fn flush_with(
         let _end_guard: Option<WatcherLock> = if item.notice.kind == NoticeKind::SessionEnd
             && end_lock == EndLock::Take
         {
-            match watcher::claim_as(store.home(), item.session, Role::Drain) {
-                Ok(Some(lock)) => Some(lock),
-                Ok(None) => {
+            match end_guard(store, item.session, runs::of_body(&item.notice.body)) {
+                EndGuard::Locked(lock) => Some(lock),
+                EndGuard::Unneeded => None,
+                EndGuard::Busy(_) => {
                     tracing::info!(session = %item.session, "the session's lines are still being delivered by another kcap process; its end stays queued");
                     stopped.push(item.session);
                     out.busy = true;
@@ -113,24 +116,19 @@ async fn flush_with(
                         .get_or_insert_with(|| "the session's lines are still being delivered".into());
                     continue;
                 }
-                // No lock can exist (an unwritable home): no watcher or hook drain can
-                // hold it either.
-                Err(e) => {
-                    tracing::debug!(error = %e, "no watcher lock for the session-end");
-                    None
-                }
             }
         } else {
             None
         };
-        if item.notice.kind == NoticeKind::SessionEnd && end_posted(store, item.session) {
+        let run = runs::of_body(&item.notice.body);
+        if item.notice.kind == NoticeKind::SessionEnd && runs::end_posted(store.home(), item.session, run) {
             // A second sessionEnd hook, or a watcher's hand-over end followed by the real one:
             // the server already has this run's end.
             let (store, session, seq) = (store.clone(), item.session, item.seq);
             if let Err(e) = blocking(move || store.remove_notice(session, seq)).await {
                 tracing::warn!(%session, error = %e, "cannot drop the extra session-end");
             }
-            tracing::info!(session = %item.session, "the session's end is already on the server; this one is dropped (one end per session run)");
+            tracing::info!(session = %item.session, run, "the run's end is already on the server; this one is dropped (one end per session run)");
             continue;
         }
         // Claimed first, so two flushers (a hook and the sweep) never post one notice twice.
@@ -150,11 +148,14 @@ async fn flush_with(
             }
             Err(e) => tracing::warn!(error = %e, "cannot claim the notice; posting it anyway"),
         }
-        match client.post_json(&item.notice.path, &item.notice.body).await {
+        match client
+            .post_json(&item.notice.path, &runs::wire_body(&item.notice.body))
+            .await
+        {
             Ok(()) => {
                 out.delivered += 1;
                 if item.notice.kind == NoticeKind::SessionEnd {
-                    mark_end_posted(store, item.session);
+                    runs::mark_end_posted(store.home(), item.session, run);
                 }
                 let (store, session, seq) = (store.clone(), item.session, item.seq);
                 if let Err(e) = blocking(move || store.remove_notice(session, seq)).await {
@@ -194,34 +195,47 @@ fn refused_for_good(e: &SendError) -> bool {
     }
 }
 
-/// Where a session's posted end is remembered: a file, written and read only under the
-/// session's watcher lock (which every end poster holds), removed when the session runs again.
-fn end_marker(store: &Store, session: SessionId) -> std::path::PathBuf {
-    store.home().join("ended").join(session.dashed())
+/// May a session-end of `run` be posted now, and under which lock.
+enum EndGuard {
+    /// The session's watcher lock, held while the end is posted.
+    Locked(WatcherLock),
+    /// No lock is needed: its holder works for a later run (whose lines follow this end
+    /// anyway), or no lock can exist (an unwritable home, where no watcher or hook drain can
+    /// hold one either).
+    Unneeded,
+    /// Another process still delivers this run's lines.
+    Busy(Option<LockHolder>),
 }
 
-fn end_posted(store: &Store, session: SessionId) -> bool {
-    end_marker(store, session).exists()
-}
-
-fn mark_end_posted(store: &Store, session: SessionId) {
-    let path = end_marker(store, session);
-    let written = path
-        .parent()
-        .map_or(Ok(()), std::fs::create_dir_all)
-        .and_then(|()| std::fs::write(&path, crate::config::now_ms().to_string()));
-    if let Err(e) = written {
-        tracing::warn!(%session, error = %e, "cannot remember that the session's end was posted; a second end may follow");
+fn end_guard(store: &Store, session: SessionId, run: RunId) -> EndGuard {
+    match watcher::claim_as(store.home(), session, Role::Drain) {
+        Ok(Some(lock)) => EndGuard::Locked(lock),
+        Ok(None) => match watcher::holder(store.home(), session) {
+            // A holder's run is later than the end's only if the session was started again
+            // since: runs are named by their start's time.
+            Some(h) if h.run > run => EndGuard::Unneeded,
+            h => EndGuard::Busy(h),
+        },
+        Err(e) => {
+            tracing::debug!(error = %e, "no watcher lock for the session-end");
+            EndGuard::Unneeded
+        }
     }
 }
 
-/// The session runs (again): its next sessionEnd is a new end, not a repeat of the last one.
-pub fn session_runs(store: &Store, session: SessionId) {
-    match std::fs::remove_file(end_marker(store, session)) {
-        Ok(()) => tracing::info!(%session, "the session runs again after its end"),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => tracing::warn!(%session, error = %e, "cannot clear the session's posted end"),
-    }
+/// The run of the first session-end queued for `session` (0 if none or unknown).
+async fn first_end_run(store: &Store, session: SessionId) -> RunId {
+    let store = store.clone();
+    blocking(move || store.pending_notices(Some(session)))
+        .await
+        .ok()
+        .and_then(|pending| {
+            pending
+                .into_iter()
+                .find(|p| p.notice.kind == NoticeKind::SessionEnd)
+                .map(|p| runs::of_body(&p.notice.body))
+        })
+        .unwrap_or(0)
 }
 
 /// Posts the session's pending notices, its end included, once no other process delivers its
@@ -237,32 +251,33 @@ pub async fn deliver_end_after_lines(
     wait: Duration,
 ) -> Flushed {
     let deadline = Instant::now() + wait;
+    let run = match direct {
+        Some(body) => runs::of_body(body),
+        None => first_end_run(store, session).await,
+    };
     let mut told = false;
     let lock = loop {
-        match watcher::claim_as(store.home(), session, Role::Drain) {
-            Ok(Some(lock)) => break Some(lock),
-            Ok(None) if Instant::now() < deadline => {
-                // A watcher that started just as the sessionEnd hook looked for one was never
-                // told to stop: the session has ended, so it is told now (it drains, then
-                // leaves). A hook draining inline is only waited for.
+        match end_guard(store, session, run) {
+            EndGuard::Locked(lock) => break Some(lock),
+            EndGuard::Unneeded => break None,
+            EndGuard::Busy(_) if Instant::now() < deadline => {
+                // A watcher of this run that started just as the sessionEnd hook looked for
+                // one was never told to stop: the run has ended, so it is told now (it drains,
+                // then leaves). A hook draining inline, or a later run's watcher, is not.
                 if !told {
                     told = true;
-                    if let Some(pid) = watcher::stop(store.home(), session) {
+                    if let Some(pid) = watcher::stop_run(store.home(), session, run) {
                         tracing::info!(pid, "a watcher still ran after the session's end; told to stop");
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(25)).await
             }
-            Ok(None) => {
-                let pid = watcher::holder(store.home(), session).map(|h| h.process.pid);
+            EndGuard::Busy(holder) => {
+                let pid = holder.map(|h| h.process.pid);
                 tracing::warn!(
                     ?pid,
                     "the session's lines are still being delivered by another kcap process; its end waits"
                 );
-                break None;
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "no watcher lock (an unwritable home): nothing else can deliver lines");
                 break None;
             }
         }
@@ -273,12 +288,12 @@ pub async fn deliver_end_after_lines(
         // Leaves a queued end in place when the lock is busy.
         flush_with(store, client, Some(session), Flush::All, EndLock::Take).await
     };
-    if let Some(body) = direct.filter(|_| !end_posted(store, session)) {
+    if let Some(body) = direct.filter(|b| !runs::end_posted(store.home(), session, runs::of_body(b))) {
         let path = notice(NoticeKind::SessionEnd, serde_json::Value::Null).path;
-        match client.post_json(&path, body).await {
+        match client.post_json(&path, &runs::wire_body(body)).await {
             Ok(()) => {
                 out.delivered += 1;
-                mark_end_posted(store, session);
+                runs::mark_end_posted(store.home(), session, runs::of_body(body));
                 tracing::info!("session-end delivered (handed over by the hook)");
             }
             Err(e) => {

@@ -1,0 +1,139 @@
+//! Session runs: a session runs once from its sessionStart to its sessionEnd, and again each
+//! time it is resumed. The server gets one end per run, so what kcap remembers is keyed by the
+//! run, not the session: a late hook of one run never clears or replaces what another run did.
+//!
+//! A run is named by when its sessionStart hook ran (epoch ms; 0 for a run whose start kcap
+//! never saw, e.g. kcap installed mid-session). `runs/<session>` holds the current run;
+//! `ended/<session>` the run whose end the server has. The end marker is read and written only
+//! under the session's watcher lock (which every end poster holds), so two posters never both
+//! see "not posted".
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::config::now_ms;
+use crate::ids::SessionId;
+
+/// A run's name: its sessionStart's time in epoch ms; 0 when no start was seen.
+pub type RunId = u64;
+
+/// The key under which a queued session-end names its run. Kept in the store only: it is
+/// removed before the notice is posted ([`wire_body`]).
+pub const RUN_KEY: &str = "kcap_run";
+
+/// How long the run and end files of a session outlive their last write. A repeated end comes
+/// within seconds; a queued one is never expired from under ([`expire`] checks).
+pub const KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
+
+fn run_file(home: &Path, session: SessionId) -> PathBuf {
+    home.join("runs").join(session.dashed())
+}
+
+fn end_file(home: &Path, session: SessionId) -> PathBuf {
+    home.join("ended").join(session.dashed())
+}
+
+/// Reads a number from `path`; `None` if absent or not a number (a hostile or torn file).
+fn read_number(path: &Path) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Writes `value` in full to a file of its own, then renames it over `path`: a reader sees the
+/// old value or the new one, never a torn one.
+fn write_number(path: &Path, value: u64) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+    std::fs::write(&tmp, value.to_string()).and_then(|()| std::fs::rename(&tmp, path))
+}
+
+/// The session's current run (0 if its start was never seen or cannot be read).
+pub fn current(home: &Path, session: SessionId) -> RunId {
+    read_number(&run_file(home, session)).unwrap_or(0)
+}
+
+/// A sessionStart: a new run begins; its end is a new end. Returns the run.
+pub fn start(home: &Path, session: SessionId) -> RunId {
+    // Never equal to the run it follows, even for two starts in one millisecond.
+    let run = now_ms().max(current(home, session) + 1);
+    match write_number(&run_file(home, session), run) {
+        Ok(()) => tracing::info!(%session, run, "session run starts"),
+        Err(e) => {
+            tracing::warn!(%session, error = %e, "cannot record the session's run; its end counts as the previous run's")
+        }
+    }
+    run
+}
+
+/// The run a queued session-end belongs to (0 for one queued without).
+pub fn of_body(body: &serde_json::Value) -> RunId {
+    body.get(RUN_KEY).and_then(|v| v.as_u64()).unwrap_or(0)
+}
+
+/// `body` as the server gets it: without kcap's own run key.
+pub fn wire_body(body: &serde_json::Value) -> std::borrow::Cow<'_, serde_json::Value> {
+    match body.as_object() {
+        Some(map) if map.contains_key(RUN_KEY) => {
+            let mut map = map.clone();
+            map.remove(RUN_KEY);
+            std::borrow::Cow::Owned(serde_json::Value::Object(map))
+        }
+        _ => std::borrow::Cow::Borrowed(body),
+    }
+}
+
+/// Whether the server already has `run`'s end. Call under the session's watcher lock.
+pub fn end_posted(home: &Path, session: SessionId, run: RunId) -> bool {
+    read_number(&end_file(home, session)) == Some(run)
+}
+
+/// Remembers that the server has `run`'s end. Call under the session's watcher lock.
+pub fn mark_end_posted(home: &Path, session: SessionId, run: RunId) {
+    if let Err(e) = write_number(&end_file(home, session), run) {
+        tracing::warn!(%session, run, error = %e, "cannot remember that the run's end was posted; a repeated end may follow");
+    }
+}
+
+/// Sessions with a run or end file last written more than `keep` ago.
+pub fn stale(home: &Path, keep: Duration) -> Vec<SessionId> {
+    let mut out = Vec::new();
+    for dir in ["runs", "ended"] {
+        let Ok(entries) = std::fs::read_dir(home.join(dir)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let old = older_than(&entry.path(), keep);
+            let session = entry.file_name().to_str().and_then(|n| n.parse().ok());
+            if let (true, Some(session)) = (old, session) {
+                if !out.contains(&session) {
+                    out.push(session);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Forgets a session's run and end files that are older than `keep`. The caller holds the
+/// session's watcher lock (so no watcher runs and no end is being posted) and has checked that
+/// no end of it is queued.
+pub fn forget(home: &Path, session: SessionId, keep: Duration) {
+    for path in [run_file(home, session), end_file(home, session)] {
+        if !older_than(&path, keep) {
+            continue;
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => tracing::info!(%session, path = %path.display(), "expired"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(%session, error = %e, "cannot expire the run record"),
+        }
+    }
+}
+
+fn older_than(path: &Path, keep: Duration) -> bool {
+    std::fs::symlink_metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age > keep)
+}

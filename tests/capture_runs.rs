@@ -1,0 +1,219 @@
+//! One session-end per session run, as the server sees it: a late agentStop of a run that has
+//! ended does not make a repeated end look new, and a session resumed at once keeps its new
+//! watcher and gets both ends, in order.
+
+mod capture_support;
+mod common;
+
+use std::time::Duration;
+
+use capture_support::*;
+use common::*;
+use kcap::config::transcript_path;
+use kcap::effects::watcher;
+use kcap::ids::SessionId;
+use serde_json::json;
+
+/// A new session with `content` as its transcript.
+#[track_caller]
+fn session_with(
+    env: &Env,
+    content: impl FnOnce(SessionId) -> Vec<u8>,
+) -> (SessionId, std::path::PathBuf, Vec<u8>) {
+    let sid = SessionId::new_random();
+    let path = transcript_path(&env.copilot_home, sid);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let content = content(sid);
+    std::fs::write(&path, &content).unwrap();
+    (sid, path, content)
+}
+
+/// Kills the watcher a test leaves behind.
+struct Reap<'a>(&'a Env, SessionId);
+
+impl Drop for Reap<'_> {
+    fn drop(&mut self) {
+        if let Some(pid) = watcher::running(&self.0.kcap_home, self.1) {
+            // SAFETY: a watcher this test started.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    }
+}
+
+fn ends(recorder: &Recorder) -> usize {
+    recorder
+        .posts()
+        .iter()
+        .filter(|p| p.starts_with("/hooks/session-end"))
+        .count()
+}
+
+async fn hook_ok(env: &Env, url: &str, event: &str, body: &[u8], extra: &[(&str, &str)]) {
+    let (out, _) = run_hook(env, url, event, body, extra).await;
+    assert!(out.status.success(), "{event}: {out:?}");
+}
+
+/// The finalizer of `generation` drained, and left nothing queued or leased.
+fn finished(env: &Env, sid: SessionId, generation: u32) -> bool {
+    let store = env.store();
+    store
+        .latest_machine(sid)
+        .ok()
+        .flatten()
+        .is_some_and(|r| r.meta.generation == generation)
+        && is_drained(&store, sid)
+        && store.pending_notices(Some(sid)).is_ok_and(|p| p.is_empty())
+        && store.lease(sid).is_ok_and(|l| l.is_none())
+}
+
+/// Copilot's agentStop can come after its sessionEnd (or a user's hook runs late): it is not
+/// a new run, so a repeated sessionEnd after it is still the same run's, and dropped.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_late_agent_stop_does_not_let_a_repeated_end_through() {
+    let (env, server) = (Env::new(), server().await);
+    let recorder = Recorder::start(free_port(), server.url()).await;
+    let (sid, _, content) = session_with(&env, |sid| synthetic_transcript(sid, 20, true));
+    let _reap = Reap(&env, sid);
+    let url = recorder.url();
+    let end = payload(&sid.to_string(), json!({"reason": "complete"}));
+    hook_ok(
+        &env,
+        &url,
+        "sessionStart",
+        &payload(&sid.to_string(), json!({"source": "new"})),
+        &[],
+    )
+    .await;
+    hook_ok(&env, &url, "sessionEnd", &end, &[]).await;
+    assert!(
+        wait_until("the first end", Duration::from_secs(20), || finished(
+            &env, sid, 0
+        ))
+        .await,
+        "{}",
+        env.log_of(sid)
+    );
+    assert_eq!(ends(&recorder), 1, "{:?}", recorder.posts());
+    // Late: after the run's end reached the server.
+    hook_ok(
+        &env,
+        &url,
+        "agentStop",
+        &payload(&sid.to_string(), json!({})),
+        &[],
+    )
+    .await;
+    hook_ok(&env, &url, "sessionEnd", &end, &[]).await;
+    assert!(
+        wait_until("the repeated end's finalizer", Duration::from_secs(20), || {
+            finished(&env, sid, 1)
+        })
+        .await,
+        "{}",
+        env.log_of(sid)
+    );
+    assert_eq!(
+        ends(&recorder),
+        1,
+        "a repeated end went out: {:?}",
+        recorder.posts()
+    );
+    assert_exactly_once(&server, sid, &content);
+}
+
+/// The user resumes a session the moment it ended: run 1's finalizer is still waiting for
+/// run 1's shutdown line while run 2's watcher starts. Run 1's end must neither stop run 2's
+/// watcher nor wait behind it, and run 2's end must not be taken for run 1's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_resumed_at_once_keeps_its_watcher_and_gets_both_ends() {
+    let (env, server) = (Env::new(), server().await);
+    let recorder = Recorder::start(free_port(), server.url()).await;
+    let (sid, path, _) = session_with(&env, |sid| synthetic_transcript(sid, 50, false));
+    let _reap = Reap(&env, sid);
+    let url = recorder.url();
+    let sid_text = sid.to_string();
+    // Room for the resume before run 1's finalizer gives up waiting for its shutdown.
+    let slow = [("KCAP_SHUTDOWN_BUDGET_MS", "20000")];
+    hook_ok(
+        &env,
+        &url,
+        "sessionStart",
+        &payload(&sid_text, json!({"source": "new"})),
+        &[],
+    )
+    .await;
+    assert!(
+        wait_until("run 1's lines", Duration::from_secs(20), || {
+            server.session(sid).lines.len() == 50
+        })
+        .await
+    );
+    let end = payload(&sid_text, json!({"reason": "complete"}));
+    hook_ok(&env, &url, "sessionEnd", &end, &slow).await;
+    // Resumed before run 1's agent wrote its shutdown.
+    hook_ok(
+        &env,
+        &url,
+        "sessionStart",
+        &payload(&sid_text, json!({"source": "resume"})),
+        &slow,
+    )
+    .await;
+    let mut run2_watcher = None;
+    assert!(
+        wait_until("run 2's watcher", Duration::from_secs(10), || {
+            run2_watcher = watcher::running(&env.kcap_home, sid);
+            run2_watcher.is_some()
+        })
+        .await
+    );
+    append(&path, shutdown_line().as_bytes());
+    assert!(
+        wait_until("run 1's end", Duration::from_secs(20), || ends(&recorder) == 1).await,
+        "{:?}\n{}",
+        recorder.posts(),
+        env.log_of(sid)
+    );
+    assert_eq!(
+        watcher::running(&env.kcap_home, sid),
+        run2_watcher,
+        "run 1's end stopped run 2's watcher:\n{}",
+        env.log_of(sid)
+    );
+    // Run 2 writes, its watcher delivers, then run 2 ends.
+    let more: String = (0..10)
+        .map(|i| format!("{{\"type\":\"user.message\",\"data\":{{\"content\":\"run 2 line {i}\"}}}}\n"))
+        .collect();
+    append(&path, more.as_bytes());
+    assert!(
+        wait_until("run 2's lines from its watcher", Duration::from_secs(20), || {
+            server.session(sid).lines.len() == 61
+        })
+        .await
+    );
+    append(&path, shutdown_line().as_bytes());
+    hook_ok(&env, &url, "sessionEnd", &end, &[]).await;
+    assert!(
+        wait_until("run 2's end", Duration::from_secs(20), || ends(&recorder) == 2).await,
+        "run 2's end never came: {:?}\n{}",
+        recorder.posts(),
+        env.log_of(sid)
+    );
+    assert!(
+        wait_until("run 2's finalizer", Duration::from_secs(20), || finished(
+            &env, sid, 1
+        ))
+        .await,
+        "{}",
+        env.log_of(sid)
+    );
+    assert_exactly_once(&server, sid, &std::fs::read(&path).unwrap());
+    let posts = recorder.posts();
+    let last_line = posts.iter().rposition(|p| p == "/hooks/transcript").unwrap();
+    let last_end = posts
+        .iter()
+        .rposition(|p| p.starts_with("/hooks/session-end"))
+        .unwrap();
+    assert!(last_line < last_end, "{posts:?}");
+    assert_eq!(ends(&recorder), 2, "{posts:?}");
+}
