@@ -15,9 +15,14 @@ use crate::ids::SessionId;
 use crate::machine::{Millis, Phase, State};
 use crate::store::{MachineMeta, Store};
 
-/// The environment variable in which a hook that could not queue the session-end (no usable
-/// store) hands it to the finalizer, which posts it after the session's lines.
+/// Set (to [`SESSION_END_ON_STDIN`]) when a hook that could not queue the session-end (no
+/// usable store) hands it to the finalizer on its stdin; the finalizer posts it after the
+/// session's lines.
 pub const SESSION_END_ENV: &str = "KCAP_SESSION_END";
+/// [`SESSION_END_ENV`]'s value: the end is the finalizer's stdin.
+pub const SESSION_END_ON_STDIN: &str = "stdin";
+/// A handed-over end is a hook payload's fields (at most a MiB) and a few of kcap's.
+const HANDED_END_LIMIT: u64 = 2 * 1024 * 1024;
 /// How long a finalizer that has drained waits for a watcher's final drain or a hook's inline
 /// drain (each bounded by its own cap, well below this) before it posts the session's end.
 const END_WAIT: Duration = Duration::from_secs(30);
@@ -64,9 +69,7 @@ pub async fn run_finalizer(
     }
     let log = session_log_path(store.home(), session);
     let timings = timing.timings();
-    let handed_end: Option<serde_json::Value> = std::env::var(SESSION_END_ENV)
-        .ok()
-        .and_then(|text| serde_json::from_str(&text).ok());
+    let handed_end = handed_end();
 
     if !args.foreground && args.spawned_at.is_none() && !is_session_leader() {
         let spawned = spawn_finalizer_with_end(
@@ -141,6 +144,35 @@ pub async fn run_finalizer(
         }
     };
     post_end(&store, &delivery, session, drained, handed_end.as_ref()).await;
+}
+
+/// The session-end a hook handed over on stdin, if [`SESSION_END_ENV`] says it did. Only a
+/// regular file (the memfd the hook wrote) is read: a terminal or a pipe a user left there
+/// must not block the finalizer.
+fn handed_end() -> Option<serde_json::Value> {
+    use std::io::Read;
+    use std::os::fd::AsFd;
+    if std::env::var(SESSION_END_ENV).ok()? != SESSION_END_ON_STDIN {
+        return None;
+    }
+    let stdin = std::io::stdin();
+    let file = std::fs::File::from(stdin.as_fd().try_clone_to_owned().ok()?);
+    if !file.metadata().ok()?.is_file() {
+        tracing::warn!("{SESSION_END_ENV} is set but stdin is not the hook's hand-over; ignored");
+        return None;
+    }
+    let mut text = Vec::new();
+    if let Err(e) = file.take(HANDED_END_LIMIT).read_to_end(&mut text) {
+        tracing::warn!(error = %e, "cannot read the handed-over session-end");
+        return None;
+    }
+    match serde_json::from_slice(&text) {
+        Ok(body) => Some(body),
+        Err(e) => {
+            tracing::warn!(error = %e, "the handed-over session-end is not JSON; ignored");
+            None
+        }
+    }
 }
 
 fn is_drained(outcome: &RunOutcome) -> bool {
@@ -225,11 +257,13 @@ pub async fn spawn_finalizer_with_end(
         child_args.push("--generation".into());
         child_args.push(generation.to_string().into());
     }
-    let env: Vec<(&str, String)> = end
-        .map(|body| (SESSION_END_ENV, body.to_string()))
-        .into_iter()
+    let input = end.map(|body| body.to_string().into_bytes());
+    let env: Vec<(&str, String)> = input
+        .iter()
+        .map(|_| (SESSION_END_ENV, SESSION_END_ON_STDIN.to_string()))
         .collect();
-    let pid = spawn_detached_with_env(&child_args, &session_log_path(store.home(), session), &env)
+    let log = session_log_path(store.home(), session);
+    let pid = spawn_detached_with_env(&child_args, &log, &env, input.as_deref())
         .map_err(|e| format!("cannot detach the finalizer: {e}"));
     Spawned { recorded, pid }
 }

@@ -20,12 +20,18 @@ pub fn is_session_leader() -> bool {
 /// stop delivery; the process says so in its own log fallback). Never to our stderr: the agent
 /// would wait for the pipe to close.
 pub fn spawn_detached(args: &[OsString], log: &Path) -> io::Result<u32> {
-    spawn_detached_with_env(args, log, &[])
+    spawn_detached_with_env(args, log, &[], None)
 }
 
-/// [`spawn_detached`] with `env` added to the child's environment (never its command line,
-/// which every user can read in /proc).
-pub fn spawn_detached_with_env(args: &[OsString], log: &Path, env: &[(&str, String)]) -> io::Result<u32> {
+/// [`spawn_detached`] with `env` added to the child's environment, and `input` (if any) as its
+/// stdin. Data goes in `input`, never in `env` or the command line: every user can read those
+/// in /proc, and the kernel refuses a single string over 128 KiB (E2BIG) at exec.
+pub fn spawn_detached_with_env(
+    args: &[OsString],
+    log: &Path,
+    env: &[(&str, String)],
+    input: Option<&[u8]>,
+) -> io::Result<u32> {
     let out = log
         .parent()
         .map_or(Ok(()), std::fs::create_dir_all)
@@ -36,11 +42,15 @@ pub fn spawn_detached_with_env(args: &[OsString], log: &Path, env: &[(&str, Stri
         })?;
     let err = out.try_clone()?;
     let mut command = Command::new(std::env::current_exe()?);
-    command.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+    let stdin = match input {
+        Some(bytes) => Stdio::from(input_file(bytes)?),
+        None => Stdio::null(),
+    };
+    command.args(args).stdin(stdin).stdout(out).stderr(err);
     for (key, value) in env {
         command.env(key, value);
     }
-    // SAFETY: the closure only calls async-signal-safe functions (setsid, close/close_range).
+    // SAFETY: the closure only calls async-signal-safe functions (setsid, close_range, fcntl).
     unsafe {
         command.pre_exec(|| {
             if libc::setsid() < 0 {
@@ -53,12 +63,34 @@ pub fn spawn_detached_with_env(args: &[OsString], log: &Path, env: &[(&str, Stri
     Ok(command.spawn()?.id())
 }
 
-/// Closes every descriptor above stderr. Rust opens its own files close-on-exec, but the hook's
-/// parent may have handed us descriptors that are not.
+/// A file holding `bytes`, read from the start: memory only (memfd), or an unnamed 0600 file in
+/// the temp directory where memfd is not allowed. Not a pipe: a pipe holds 64 KiB, and writing
+/// more would wait on the child; the file is written in full before the child starts.
+fn input_file(bytes: &[u8]) -> io::Result<std::fs::File> {
+    use std::io::{Seek, Write};
+    use std::os::fd::FromRawFd;
+    // SAFETY: memfd_create takes a NUL-terminated name; a descriptor it returns is ours to own.
+    let fd = unsafe { libc::memfd_create(c"kcap-input".as_ptr(), libc::MFD_CLOEXEC) };
+    let mut file = if fd >= 0 {
+        // SAFETY: `fd` was just created and nothing else owns it.
+        unsafe { std::fs::File::from_raw_fd(fd) }
+    } else {
+        tempfile::tempfile()?
+    };
+    file.write_all(bytes)?;
+    file.rewind()?;
+    Ok(file)
+}
+
+/// Marks every descriptor above stderr close-on-exec, so none reaches the child. Rust opens its
+/// own files close-on-exec, but the hook's parent may have handed us descriptors that are not.
+/// Marked, not closed: std reports a failed exec (E2BIG, ENOENT) to `spawn` through a
+/// close-on-exec pipe of its own, and closing that pipe here made a failed exec look started.
 fn close_inherited_fds() {
-    // SAFETY: plain syscalls on descriptor numbers; a failure only means nothing to close.
+    const CLOSE_RANGE_CLOEXEC: u32 = 1 << 2;
+    // SAFETY: plain syscalls on descriptor numbers; a failure only means nothing to mark.
     unsafe {
-        if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) == 0 {
+        if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) == 0 {
             return;
         }
         let max = match libc::sysconf(libc::_SC_OPEN_MAX) {
@@ -66,7 +98,37 @@ fn close_inherited_fds() {
             _ => 4_096,
         };
         for fd in 3..max {
-            libc::close(fd);
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A command the kernel refuses at exec (one string over 128 KiB) is an error of the
+    /// spawn, not a pid of a child that died at once.
+    #[test]
+    fn a_failed_exec_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let huge: OsString = "x".repeat(200 * 1024).into();
+        let spawned = spawn_detached(&[huge], &dir.path().join("log"));
+        let e = spawned.expect_err("the exec cannot succeed");
+        assert_eq!(e.raw_os_error(), Some(libc::E2BIG), "{e}");
+    }
+
+    /// The child's stdin is the whole input, however large, and the parent never waits on it.
+    #[test]
+    fn input_larger_than_a_pipe_is_handed_over_whole() {
+        use std::io::Read;
+        let bytes: Vec<u8> = (0..300 * 1024).map(|i| (i % 251) as u8).collect();
+        let mut file = input_file(&bytes).unwrap();
+        let mut back = Vec::new();
+        file.read_to_end(&mut back).unwrap();
+        assert_eq!(back, bytes);
     }
 }
