@@ -217,3 +217,75 @@ async fn a_session_resumed_at_once_keeps_its_watcher_and_gets_both_ends() {
     assert!(last_line < last_end, "{posts:?}");
     assert_eq!(ends(&recorder), 2, "{posts:?}");
 }
+
+/// Sets `path`'s modification time `age` back.
+#[track_caller]
+fn age(path: &std::path::Path, age: Duration) {
+    let file = std::fs::File::options().write(true).open(path).unwrap();
+    file.set_modified(std::time::SystemTime::now() - age).unwrap();
+}
+
+/// The sweep forgets the run records of sessions ended long ago, and only those: not a recent
+/// one, not one with an end still queued (its marker drops a repeat), not one whose watcher
+/// lock is held.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sweep_expires_old_run_records_and_only_those() {
+    let (env, server) = (Env::new(), server().await);
+    let url = server.url();
+    let mut sessions = Vec::new();
+    for _ in 0..4 {
+        let (sid, _, _) = session_with(&env, |sid| synthetic_transcript(sid, 5, true));
+        hook_ok(
+            &env,
+            &url,
+            "sessionStart",
+            &payload(&sid.to_string(), json!({"source": "new"})),
+            &[],
+        )
+        .await;
+        hook_ok(
+            &env,
+            &url,
+            "sessionEnd",
+            &payload(&sid.to_string(), json!({"reason": "complete"})),
+            &[],
+        )
+        .await;
+        sessions.push(sid);
+    }
+    let _reap: Vec<Reap> = sessions.iter().map(|s| Reap(&env, *s)).collect();
+    assert!(
+        wait_until("every end", Duration::from_secs(20), || sessions
+            .iter()
+            .all(|s| finished(&env, *s, 0)))
+        .await
+    );
+    let files = |sid: SessionId| ["runs", "ended"].map(|dir| env.kcap_home.join(dir).join(sid.dashed()));
+    let [old, recent, queued, locked] = [sessions[0], sessions[1], sessions[2], sessions[3]];
+    for sid in [old, queued, locked] {
+        for f in files(sid) {
+            assert!(f.exists(), "{}", f.display());
+            age(&f, Duration::from_secs(8 * 24 * 3600));
+        }
+    }
+    let end =
+        kcap::effects::outbox::notice(kcap::store::NoticeKind::SessionEnd, json!({"reason": "complete"}));
+    env.store().queue_notice(queued, &end).unwrap();
+    // The end of `queued` must not be posted by the sweep: the server is gone.
+    drop(server);
+    let _held = watcher::claim_as(&env.kcap_home, locked, watcher::Role::Drain)
+        .unwrap()
+        .unwrap();
+    let out = env
+        .kcap(&format!("http://{}", free_port()))
+        .args(["finalize", "--resume", "--sweep"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let present = |sid: SessionId| files(sid).map(|f| f.exists());
+    assert_eq!(present(old), [false, false], "{out:?}");
+    assert_eq!(present(recent), [true, true]);
+    assert_eq!(present(queued), [true, true]);
+    assert_eq!(present(locked), [true, true]);
+}

@@ -10,6 +10,7 @@ use crate::effects::detach::{is_session_leader, spawn_detached_with_env};
 use crate::effects::interpreter::Delivery;
 use crate::effects::open::{open_transcript, session_of_path, OpenError};
 use crate::effects::outbox::{self, Flush};
+use crate::effects::runs;
 use crate::effects::session::{record_spawn, run_without_store, RunOutcome, SessionRun, Start};
 use crate::ids::SessionId;
 use crate::machine::{Millis, Phase, State};
@@ -315,6 +316,14 @@ pub async fn finalize(
     };
     // Starts (and notifications) first; a session's end only once its lines are delivered.
     let early = outbox::flush(&store, &delivery.client, None, Flush::BeforeLines).await;
+    // Bounded: `runs/` and `ended/` lose what no end can need any more.
+    if sweep {
+        let store = store.clone();
+        let expired = crate::effects::blocking(move || runs::expire(&store, runs::KEEP)).await;
+        if expired > 0 {
+            tracing::info!(expired, "forgot the run records of sessions ended long ago");
+        }
+    }
     if sessions.is_empty() {
         let late = outbox::flush(&store, &delivery.client, None, Flush::All).await;
         report_notices(early.delivered + late.delivered);

@@ -137,3 +137,27 @@ fn older_than(path: &Path, keep: Duration) -> bool {
         .and_then(|t| t.elapsed().ok())
         .is_some_and(|age| age > keep)
 }
+
+/// Forgets the run and end files of sessions last touched more than `keep` ago (the sweep's
+/// job), so `runs/` and `ended/` do not grow for ever. A session is left alone while its
+/// watcher lock is held (it runs, or its end is being posted) or a notice of it is queued (a
+/// repeated end must still find the marker that drops it). Returns how many were expired.
+pub fn expire(store: &crate::store::Store, keep: Duration) -> usize {
+    let home = store.home();
+    let mut expired = 0;
+    for session in stale(home, keep) {
+        // Under the lock: a marker is only read or written under it, so none is in use.
+        let Ok(Some(_lock)) =
+            crate::effects::watcher::claim_as(home, session, crate::effects::watcher::Role::Drain)
+        else {
+            continue;
+        };
+        match store.pending_notices(Some(session)) {
+            Ok(pending) if pending.is_empty() => {}
+            _ => continue,
+        }
+        forget(home, session, keep);
+        expired += 1;
+    }
+    expired
+}
