@@ -289,3 +289,78 @@ async fn the_sweep_expires_old_run_records_and_only_those() {
     assert_eq!(present(queued), [true, true]);
     assert_eq!(present(locked), [true, true]);
 }
+
+/// Run 1's end could not be posted (the server was unreachable when run 1 ended); the user
+/// resumed and ended run 2. Run 2's end must not replace run 1's in the queue: the server
+/// gets both, run 2's last, after every line.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_undelivered_end_of_run_1_is_not_replaced_by_run_2s() {
+    let (env, server) = (Env::new(), server().await);
+    let recorder = Recorder::start(free_port(), server.url()).await;
+    let (sid, path, _) = session_with(&env, |sid| synthetic_transcript(sid, 20, true));
+    let _reap = Reap(&env, sid);
+    let (url, down) = (recorder.url(), format!("http://{}", free_port()));
+    let sid_text = sid.to_string();
+    let end = payload(&sid_text, json!({"reason": "complete"}));
+    hook_ok(
+        &env,
+        &url,
+        "sessionStart",
+        &payload(&sid_text, json!({"source": "new"})),
+        &[],
+    )
+    .await;
+    assert!(
+        wait_until("run 1's lines", Duration::from_secs(20), || {
+            server.session(sid).lines.len() == 20
+        })
+        .await
+    );
+    hook_ok(&env, &down, "sessionEnd", &end, &[]).await;
+    // Run 1's finalizer cannot reach the server: its end stays queued.
+    assert!(
+        wait_until("run 1's finalizer to give up", Duration::from_secs(20), || {
+            env.store().lease(sid).is_ok_and(|l| l.is_none()) && !is_drained(&env.store(), sid)
+        })
+        .await,
+        "{}",
+        env.log_of(sid)
+    );
+    hook_ok(
+        &env,
+        &url,
+        "sessionStart",
+        &payload(&sid_text, json!({"source": "resume"})),
+        &[],
+    )
+    .await;
+    append(
+        &path,
+        b"{\"type\":\"user.message\",\"data\":{\"content\":\"run 2\"}}\n",
+    );
+    append(&path, shutdown_line().as_bytes());
+    hook_ok(&env, &url, "sessionEnd", &end, &[]).await;
+    assert!(
+        wait_until("both ends", Duration::from_secs(20), || ends(&recorder) == 2).await,
+        "run 1's end was lost: {:?}\n{}",
+        recorder.posts(),
+        env.log_of(sid)
+    );
+    assert!(
+        wait_until("run 2's finalizer", Duration::from_secs(20), || finished(
+            &env, sid, 1
+        ))
+        .await,
+        "{}",
+        env.log_of(sid)
+    );
+    assert_exactly_once(&server, sid, &std::fs::read(&path).unwrap());
+    let posts = recorder.posts();
+    let last_line = posts.iter().rposition(|p| p == "/hooks/transcript").unwrap();
+    let last_end = posts
+        .iter()
+        .rposition(|p| p.starts_with("/hooks/session-end"))
+        .unwrap();
+    assert!(last_line < last_end, "{posts:?}");
+    assert_eq!(ends(&recorder), 2, "{posts:?}");
+}

@@ -265,9 +265,15 @@ impl Store {
         self.with(|db| {
             let tree = notices_tree(db)?;
             if notice.kind == NoticeKind::SessionEnd {
+                // A repeated end of the same run replaces the queued one; another run's end
+                // is that run's only end and stays (capture: a session resumed at once).
+                let run = notice.body.get(crate::effects::runs::RUN_KEY);
                 for item in tree.scan_prefix(session.as_bytes()) {
                     let (key, value) = item?;
-                    if records::decode::<Notice>(&value)?.kind == NoticeKind::SessionEnd {
+                    let queued = records::decode::<Notice>(&value)?;
+                    if queued.kind == NoticeKind::SessionEnd
+                        && queued.body.get(crate::effects::runs::RUN_KEY) == run
+                    {
                         tree.remove(key)?;
                     }
                 }
