@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::agent::{Agent, HookEvent, HookPayload};
-use crate::cli::finalize::spawn_finalizer_with_end;
+use crate::cli::finalize::{spawn_finalizer_for_end, SpawnedForEnd};
 use crate::cli::options::{DeliveryOpts, TimingOpts};
 use crate::config::now_ms;
 use crate::effects::blocking;
@@ -193,29 +193,16 @@ async fn session_end(
     drain_cap: Duration,
 ) {
     let (store, session) = (hook.store, hook.session);
-    // The session-end is queued before the finalizer starts, so a finalizer that drains at once
-    // (the shutdown already written) finds it and posts it after the lines. No network here.
     let mut body = lifecycle_body(HookEvent::SessionEnd, payload);
     body["ended_at"] = crate::cli::status::iso_time(now_ms()).into();
     // Which run ends: kept with the notice (never posted), so the server gets one end per run.
     body[runs::RUN_KEY] = runs::current(store.home(), session).into();
-    let queued = hook.store_ok
-        && {
-            let (store, n) = (
-                store.clone(),
-                outbox::notice(NoticeKind::SessionEnd, body.clone()),
-            );
-            match blocking(move || store.queue_notice(session, &n)).await {
-                Ok(_) => true,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot queue the session-end; the finalizer posts it after the lines");
-                    false
-                }
-            }
-        };
+    // The end is queued before the finalizer starts, so a finalizer that drains at once (the
+    // shutdown already written) finds it and posts it after the lines; and after its spawn is
+    // recorded, so a sweep never takes it for the end of a session with nothing left to run.
     let args: Vec<OsString> = vec!["finalizer".into(), session.to_string().into(), path.into()];
-    let handed = (!queued).then_some(&body);
-    let spawned = spawn_finalizer_with_end(store, session, path, timing.timings(), args, handed).await;
+    let SpawnedForEnd { spawned, queued } =
+        spawn_finalizer_for_end(store, session, path, timing.timings(), args, &body, hook.store_ok).await;
     match (&spawned.pid, &spawned.recorded) {
         (Ok(pid), Ok(_)) => tracing::info!(pid, "finalizer spawned"),
         (Ok(pid), Err(e)) => {

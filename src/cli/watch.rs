@@ -7,15 +7,14 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::finalize::{check_transcript_path, spawn_finalizer};
+use crate::cli::finalize::{check_transcript_path, spawn_finalizer_for_end};
 use crate::cli::options::{DeliveryOpts, TimingOpts};
 use crate::config::now_ms;
 use crate::effects::agent::AgentWatch;
-use crate::effects::outbox;
-use crate::effects::runs::{wire_body, RunId, RUN_KEY};
+use crate::effects::runs::{RunId, RUN_KEY};
 use crate::effects::watcher::{claim, Ended, Endings, Watcher};
 use crate::ids::SessionId;
-use crate::store::{Holder, NoticeKind, Store};
+use crate::store::{Holder, Store};
 
 /// Leaves room inside the sessionEnd hook's 8 s cap for its own POST.
 const FINAL_DRAIN: Duration = Duration::from_secs(6);
@@ -124,18 +123,6 @@ async fn hand_off(
     });
     // The run this watcher watched: its end, and no other run's.
     body[RUN_KEY] = run.into();
-    let notice = outbox::notice(NoticeKind::SessionEnd, body.clone());
-    if let Err(e) = store.queue_notice(session, &notice) {
-        tracing::warn!(error = %e, "cannot queue the session-end; posting it now");
-        if let Err(e) = watcher
-            .delivery
-            .client
-            .post_json(&notice.path, &wire_body(&body))
-            .await
-        {
-            tracing::error!(error = %e.message(), "session-end not delivered");
-        }
-    }
     let mut timings = timing.timings();
     if matches!(ended, Ended::AgentGone { .. }) {
         timings.shutdown_budget_ms = timings.shutdown_budget_ms.min(AGENT_GONE_BUDGET_MS);
@@ -145,7 +132,11 @@ async fn hand_off(
         session.to_string().into(),
         watcher.transcript.clone().into(),
     ];
-    let spawned = spawn_finalizer(store, session, &watcher.transcript, timings, args).await;
+    // Queued once the finalizer's spawn is recorded (never before: see
+    // `spawn_finalizer_for_end`), else handed to it.
+    let spawned = spawn_finalizer_for_end(store, session, &watcher.transcript, timings, args, &body, true)
+        .await
+        .spawned;
     match spawned.pid {
         Ok(pid) => tracing::info!(pid, reason, "session handed to a finalizer"),
         Err(e) => {
