@@ -105,6 +105,16 @@ async fn flush_with(
         let _end_guard: Option<WatcherLock> = if item.notice.kind == NoticeKind::SessionEnd
             && end_lock == EndLock::Take
         {
+            // Checked after the queue was read: an end is queued only once the machine that
+            // delivers its tail is recorded, so a queued end seen here has its machine visible.
+            if !machine_done(store, item.session).await {
+                tracing::info!(session = %item.session, "the session's finalizer has not drained; its end stays queued");
+                stopped.push(item.session);
+                out.busy = true;
+                out.failed
+                    .get_or_insert_with(|| "the session's lines are still being delivered".into());
+                continue;
+            }
             match end_guard(store, item.session, runs::of_body(&item.notice.body)) {
                 EndGuard::Locked(lock) => Some(lock),
                 EndGuard::Unneeded => None,
@@ -219,6 +229,20 @@ fn end_guard(store: &Store, session: SessionId, run: RunId) -> EndGuard {
         Err(e) => {
             tracing::debug!(error = %e, "no watcher lock for the session-end");
             EndGuard::Unneeded
+        }
+    }
+}
+
+/// Whether the session's newest finalizer has drained (or it never had one): only then are its
+/// lines known to be on the server. Unknown (an unreadable store) counts as not.
+async fn machine_done(store: &Store, session: SessionId) -> bool {
+    let store = store.clone();
+    match blocking(move || store.latest_machine(session)).await {
+        Ok(None) => true,
+        Ok(Some(record)) => record.state().0.phase.is_terminal(),
+        Err(e) => {
+            tracing::warn!(%session, error = %e, "cannot read the session's finalizer; its end stays queued");
+            false
         }
     }
 }
