@@ -364,3 +364,80 @@ async fn an_undelivered_end_of_run_1_is_not_replaced_by_run_2s() {
     assert!(last_line < last_end, "{posts:?}");
     assert_eq!(ends(&recorder), 2, "{posts:?}");
 }
+
+/// The watcher ended an idle session and its finalizer posted an `idle` end; then the user came
+/// back in the same Copilot process (no sessionStart): agentStop starts a watcher, new lines
+/// arrive, and the real sessionEnd comes. Its end must not be taken for a repeat of the idle
+/// one: the server gets both, the real one after the last line.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_real_end_after_an_idle_hand_off_is_not_dropped() {
+    let (env, server) = (Env::new(), server().await);
+    let recorder = Recorder::start(free_port(), server.url()).await;
+    let (sid, path, _) = session_with(&env, |sid| synthetic_transcript(sid, 20, false));
+    let _reap = Reap(&env, sid);
+    let url = recorder.url();
+    let sid_text = sid.to_string();
+    // The session is still live: the idle finalizer waits for a shutdown that never comes.
+    let idle = [("KCAP_WATCH_IDLE_MS", "800"), ("KCAP_SHUTDOWN_BUDGET_MS", "500")];
+    hook_ok(
+        &env,
+        &url,
+        "sessionStart",
+        &payload(&sid_text, json!({"source": "new"})),
+        &idle,
+    )
+    .await;
+    assert!(
+        wait_until("the idle end", Duration::from_secs(30), || ends(&recorder) == 1
+            && finished(&env, sid, 0))
+        .await,
+        "{:?}\n{}",
+        recorder.posts(),
+        env.log_of(sid)
+    );
+    // The user comes back: a new turn, its agentStop, more lines, then the real exit.
+    let more: String = (0..5)
+        .map(|i| format!("{{\"type\":\"user.message\",\"data\":{{\"content\":\"back {i}\"}}}}\n"))
+        .collect();
+    append(&path, more.as_bytes());
+    hook_ok(&env, &url, "agentStop", &payload(&sid_text, json!({})), &[]).await;
+    assert!(
+        wait_until("the new lines", Duration::from_secs(20), || {
+            server.session(sid).lines.len() == 25
+        })
+        .await,
+        "{}",
+        env.log_of(sid)
+    );
+    append(&path, shutdown_line().as_bytes());
+    hook_ok(
+        &env,
+        &url,
+        "sessionEnd",
+        &payload(&sid_text, json!({"reason": "complete"})),
+        &[],
+    )
+    .await;
+    assert!(
+        wait_until("the real end's finalizer", Duration::from_secs(30), || {
+            finished(&env, sid, 1)
+        })
+        .await,
+        "{}",
+        env.log_of(sid)
+    );
+    let posts = recorder.posts();
+    assert_eq!(
+        ends(&recorder),
+        2,
+        "the real end was dropped: {posts:?}\n{}",
+        env.log_of(sid)
+    );
+    assert_exactly_once(&server, sid, &std::fs::read(&path).unwrap());
+    let last_line = posts.iter().rposition(|p| p == "/hooks/transcript").unwrap();
+    let last_end = posts
+        .iter()
+        .rposition(|p| p.starts_with("/hooks/session-end"))
+        .unwrap();
+    assert!(last_line < last_end, "{posts:?}");
+}

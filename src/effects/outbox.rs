@@ -10,7 +10,8 @@
 //! server after the end. A flusher that finds the lock taken leaves the end queued, unless the
 //! holder works for a later run of the session (resumed at once): that run's lines come after
 //! this end anyway. Under the same lock, a session's end is posted once per run
-//! ([`crate::effects::runs`]): a second one (a repeated sessionEnd hook) is dropped.
+//! ([`crate::effects::runs`]): a second one with no line delivered since (a repeated
+//! sessionEnd hook) is dropped; one after new lines (the run went on) is posted.
 
 use crate::effects::blocking;
 use crate::effects::client::{Client, SendError};
@@ -131,9 +132,15 @@ async fn flush_with(
             None
         };
         let run = runs::of_body(&item.notice.body);
-        if item.notice.kind == NoticeKind::SessionEnd && runs::end_posted(store.home(), item.session, run) {
-            // A second sessionEnd hook, or a watcher's hand-over end followed by the real one:
-            // the server already has this run's end.
+        let delivered = match item.notice.kind {
+            NoticeKind::SessionEnd => delivered_lines(store, item.session).await,
+            _ => None,
+        };
+        if item.notice.kind == NoticeKind::SessionEnd
+            && runs::end_posted(store.home(), item.session, run, delivered)
+        {
+            // A second sessionEnd hook, or a watcher's hand-over end followed by the real one
+            // with no line since: the server already has this run's end.
             let (store, session, seq) = (store.clone(), item.session, item.seq);
             if let Err(e) = blocking(move || store.remove_notice(session, seq)).await {
                 tracing::warn!(%session, error = %e, "cannot drop the extra session-end");
@@ -165,7 +172,7 @@ async fn flush_with(
             Ok(()) => {
                 out.delivered += 1;
                 if item.notice.kind == NoticeKind::SessionEnd {
-                    runs::mark_end_posted(store.home(), item.session, run);
+                    runs::mark_end_posted(store.home(), item.session, run, delivered);
                 }
                 let (store, session, seq) = (store.clone(), item.session, item.seq);
                 if let Err(e) = blocking(move || store.remove_notice(session, seq)).await {
@@ -247,6 +254,19 @@ async fn machine_done(store: &Store, session: SessionId) -> bool {
     }
 }
 
+/// How many of the session's lines are delivered (its watermark), `None` if the store cannot
+/// say: a session-end is a repeat only if no line was delivered since its run's end was posted.
+async fn delivered_lines(store: &Store, session: SessionId) -> Option<u64> {
+    let store = store.clone();
+    match blocking(move || store.position(session)).await {
+        Ok(p) => Some(p.map_or(0, |p| p.watermark.next_line)),
+        Err(e) => {
+            tracing::warn!(%session, error = %e, "cannot read the session's watermark");
+            None
+        }
+    }
+}
+
 /// The run of the first session-end queued for `session` (0 if none or unknown).
 async fn first_end_run(store: &Store, session: SessionId) -> RunId {
     let store = store.clone();
@@ -312,12 +332,15 @@ pub async fn deliver_end_after_lines(
         // Leaves a queued end in place when the lock is busy.
         flush_with(store, client, Some(session), Flush::All, EndLock::Take).await
     };
-    if let Some(body) = direct.filter(|b| !runs::end_posted(store.home(), session, runs::of_body(b))) {
+    let delivered = delivered_lines(store, session).await;
+    if let Some(body) =
+        direct.filter(|b| !runs::end_posted(store.home(), session, runs::of_body(b), delivered))
+    {
         let path = notice(NoticeKind::SessionEnd, serde_json::Value::Null).path;
         match client.post_json(&path, &runs::wire_body(body)).await {
             Ok(()) => {
                 out.delivered += 1;
-                runs::mark_end_posted(store.home(), session, runs::of_body(body));
+                runs::mark_end_posted(store.home(), session, runs::of_body(body), delivered);
                 tracing::info!("session-end delivered (handed over by the hook)");
             }
             Err(e) => {

@@ -4,7 +4,11 @@
 //!
 //! A run is named by when its sessionStart hook ran (epoch ms; 0 for a run whose start kcap
 //! never saw, e.g. kcap installed mid-session). `runs/<session>` holds the current run;
-//! `ended/<session>` the run whose end the server has. The end marker is read and written only
+//! `ended/<session>` the run whose end the server has, and how many of the session's lines were
+//! delivered when it was posted. A run that goes on after its end was posted (the watcher's
+//! idle hand-off, then the user came back in the same Copilot process; a resume whose
+//! sessionStart was missed; Copilot's `-p` mode, one sessionEnd per turn) has delivered lines
+//! since: its next end is a new end, posted after them. The end marker is read and written only
 //! under the session's watcher lock (which every end poster holds), so two posters never both
 //! see "not posted".
 
@@ -41,10 +45,15 @@ fn read_number(path: &Path) -> Option<u64> {
 /// Writes `value` in full to a file of its own, then renames it over `path`: a reader sees the
 /// old value or the new one, never a torn one.
 fn write_number(path: &Path, value: u64) -> std::io::Result<()> {
+    write_text(path, &value.to_string())
+}
+
+/// [`write_number`] for any text.
+fn write_text(path: &Path, text: &str) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
-    std::fs::write(&tmp, value.to_string()).and_then(|()| std::fs::rename(&tmp, path))
+    std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path))
 }
 
 /// The session's current run (0 if its start was never seen or cannot be read).
@@ -82,14 +91,42 @@ pub fn wire_body(body: &serde_json::Value) -> std::borrow::Cow<'_, serde_json::V
     }
 }
 
-/// Whether the server already has `run`'s end. Call under the session's watcher lock.
-pub fn end_posted(home: &Path, session: SessionId, run: RunId) -> bool {
-    read_number(&end_file(home, session)) == Some(run)
+/// What `ended/<session>` says: the run whose end the server has, and the session's delivered
+/// line count when it was posted (`None` in a marker written by an older kcap).
+fn read_marker(home: &Path, session: SessionId) -> Option<(RunId, Option<u64>)> {
+    let text = std::fs::read_to_string(end_file(home, session)).ok()?;
+    let mut fields = text.split_whitespace();
+    let run = fields.next()?.parse().ok()?;
+    let lines = match fields.next() {
+        Some(n) => Some(n.parse().ok()?),
+        None => None,
+    };
+    Some((run, lines))
 }
 
-/// Remembers that the server has `run`'s end. Call under the session's watcher lock.
-pub fn mark_end_posted(home: &Path, session: SessionId, run: RunId) {
-    if let Err(e) = write_number(&end_file(home, session), run) {
+/// Whether the server already has `run`'s end and no line of the session was delivered since
+/// (`delivered`: the session's delivered line count now, `None` if unknown). An end that comes
+/// after lines delivered since is a new end: the run went on after its end was posted. Call
+/// under the session's watcher lock.
+pub fn end_posted(home: &Path, session: SessionId, run: RunId, delivered: Option<u64>) -> bool {
+    match read_marker(home, session) {
+        Some((ended, at)) if ended == run => match (at, delivered) {
+            (Some(at), Some(now)) => at == now,
+            // An older marker, or a store that cannot say: one end per run, as before.
+            _ => true,
+        },
+        _ => false,
+    }
+}
+
+/// Remembers that the server has `run`'s end, posted with `delivered` of the session's lines
+/// delivered. Call under the session's watcher lock.
+pub fn mark_end_posted(home: &Path, session: SessionId, run: RunId, delivered: Option<u64>) {
+    let text = match delivered {
+        Some(n) => format!("{run} {n}"),
+        None => run.to_string(),
+    };
+    if let Err(e) = write_text(&end_file(home, session), &text) {
         tracing::warn!(%session, run, error = %e, "cannot remember that the run's end was posted; a repeated end may follow");
     }
 }
@@ -160,4 +197,29 @@ pub fn expire(store: &crate::store::Store, keep: Duration) -> usize {
         expired += 1;
     }
     expired
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_end_is_a_repeat_only_with_no_line_delivered_since() {
+        let home = tempfile::tempdir().unwrap();
+        let (h, s) = (home.path(), SessionId::new_random());
+        assert!(!end_posted(h, s, 7, Some(20)));
+        mark_end_posted(h, s, 7, Some(20));
+        assert!(end_posted(h, s, 7, Some(20)));
+        assert!(!end_posted(h, s, 7, Some(25)), "lines came after the end");
+        assert!(!end_posted(h, s, 8, Some(20)), "another run");
+        assert!(
+            end_posted(h, s, 7, None),
+            "an unknown count keeps one end per run"
+        );
+        // A marker an older kcap wrote: a bare run.
+        std::fs::write(end_file(h, s), "7").unwrap();
+        assert!(end_posted(h, s, 7, Some(25)));
+        std::fs::write(end_file(h, s), "7 x").unwrap();
+        assert!(!end_posted(h, s, 7, Some(25)), "a torn marker is no marker");
+    }
 }
