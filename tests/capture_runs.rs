@@ -355,14 +355,42 @@ async fn an_undelivered_end_of_run_1_is_not_replaced_by_run_2s() {
         env.log_of(sid)
     );
     assert_exactly_once(&server, sid, &std::fs::read(&path).unwrap());
+    // Each run in order: its start, its lines, its end; run 2's start is not held back behind
+    // run 1's end while run 2's lines go.
+    let requests = recorder.requests();
     let posts = recorder.posts();
-    let last_line = posts.iter().rposition(|p| p == "/hooks/transcript").unwrap();
-    let last_end = posts
+    let at = |prefix: &str| -> Vec<usize> {
+        (0..posts.len())
+            .filter(|&i| posts[i].starts_with(prefix))
+            .collect()
+    };
+    let (starts, lines, ends) = (
+        at("/hooks/session-start"),
+        at("/hooks/transcript"),
+        at("/hooks/session-end"),
+    );
+    assert_eq!((starts.len(), ends.len()), (2, 2), "{posts:?}");
+    let run2_first = *lines
         .iter()
-        .rposition(|p| p.starts_with("/hooks/session-end"))
-        .unwrap();
-    assert!(last_line < last_end, "{posts:?}");
-    assert_eq!(ends(&recorder), 2, "{posts:?}");
+        .find(|&&i| String::from_utf8_lossy(&requests[i].body).contains("run 2"))
+        .expect("run 2's line was posted");
+    let run1_last = *lines.iter().rfind(|&&i| i < run2_first).unwrap();
+    assert!(starts[0] < lines[0], "run 1's start after its lines: {posts:?}");
+    assert!(run1_last < ends[0], "run 1's end before its lines: {posts:?}");
+    assert!(starts[1] < run2_first, "run 2's start after its lines: {posts:?}");
+    assert!(
+        lines.last().unwrap() < &ends[1],
+        "run 2's end before its lines: {posts:?}"
+    );
+    // kcap's own keys stay in the store.
+    for r in &requests {
+        let body = String::from_utf8_lossy(&r.body);
+        assert!(
+            !body.contains("kcap_run") && !body.contains("kcap_gen"),
+            "{}: {body}",
+            r.path
+        );
+    }
 }
 
 /// The watcher ended an idle session and its finalizer posted an `idle` end; then the user came

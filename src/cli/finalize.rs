@@ -280,6 +280,12 @@ pub async fn spawn_finalizer_for_end(
     let recorded = record_spawn(store, session, path, timings, at)
         .await
         .map_err(|e| e.to_string());
+    // The end names its finalizer: it waits for that one's drain, not for a later run's.
+    let mut end = end.clone();
+    if let Ok(generation) = &recorded {
+        end[crate::effects::runs::GEN_KEY] = (*generation).into();
+    }
+    let end = &end;
     let queued = may_queue
         && recorded.is_ok()
         && {

@@ -2,7 +2,9 @@
 //! the store, so a server that is down when a hook runs still gets them, in order: a session's
 //! start and notifications before its lines (the watcher and the finalizer flush them before
 //! their first batch), its end after its lines (the finalizer flushes it once it has drained).
-//! Within a session, a notice that fails stops the flush: nothing overtakes it.
+//! Within a session, a notice that fails stops the flush: nothing overtakes it. An end that
+//! may not go yet (its finalizer has not drained) holds back the session's later ends only:
+//! a later run's start still goes before that run's lines.
 //!
 //! A session's end is posted only while its flusher holds the session's watcher lock: the
 //! watcher and a sessionEnd hook's inline drain hold that lock while they post lines, so no
@@ -26,7 +28,7 @@ pub use crate::protocol::NOTIFICATION_PATH;
 /// Which notices a flush may deliver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flush {
-    /// Those that go before the session's lines: up to its first pending session-end.
+    /// Those that go before the session's lines: all but its session-ends.
     BeforeLines,
     /// Everything: the session's lines are delivered.
     All,
@@ -93,13 +95,20 @@ async fn flush_with(
         }
     };
     let mut out = Flushed::default();
+    // Sessions whose every later notice waits (one failed or is being posted elsewhere).
     let mut stopped: Vec<SessionId> = Vec::new();
+    // Sessions whose later ends wait behind one that may not go yet; their starts and
+    // notifications still go: an earlier run's end never holds back a later run's start
+    // (that run's lines do not wait for it either).
+    let mut ends_held: Vec<SessionId> = Vec::new();
     for item in pending {
         if stopped.contains(&item.session) {
             continue;
         }
-        if which == Flush::BeforeLines && item.notice.kind == NoticeKind::SessionEnd {
-            stopped.push(item.session);
+        if item.notice.kind == NoticeKind::SessionEnd
+            && (which == Flush::BeforeLines || ends_held.contains(&item.session))
+        {
+            ends_held.push(item.session);
             continue;
         }
         // Held until the end is posted: no line of this session is posted meanwhile.
@@ -108,9 +117,9 @@ async fn flush_with(
         {
             // Checked after the queue was read: an end is queued only once the machine that
             // delivers its tail is recorded, so a queued end seen here has its machine visible.
-            if !machine_done(store, item.session).await {
-                tracing::info!(session = %item.session, "the session's finalizer has not drained; its end stays queued");
-                stopped.push(item.session);
+            if !machine_done(store, item.session, runs::gen_of_body(&item.notice.body)).await {
+                tracing::info!(session = %item.session, "the run's finalizer has not drained; its end stays queued");
+                ends_held.push(item.session);
                 out.busy = true;
                 out.failed
                     .get_or_insert_with(|| "the session's lines are still being delivered".into());
@@ -121,7 +130,7 @@ async fn flush_with(
                 EndGuard::Unneeded => None,
                 EndGuard::Busy(_) => {
                     tracing::info!(session = %item.session, "the session's lines are still being delivered by another kcap process; its end stays queued");
-                    stopped.push(item.session);
+                    ends_held.push(item.session);
                     out.busy = true;
                     out.failed
                         .get_or_insert_with(|| "the session's lines are still being delivered".into());
@@ -240,13 +249,30 @@ fn end_guard(store: &Store, session: SessionId, run: RunId) -> EndGuard {
     }
 }
 
-/// Whether the session's newest finalizer has drained (or it never had one): only then are its
-/// lines known to be on the server. Unknown (an unreadable store) counts as not.
-async fn machine_done(store: &Store, session: SessionId) -> bool {
+/// Whether the lines before a session-end are known to be on the server: its own finalizer
+/// (`generation`, when the end names it) or the session's newest one has drained, or the
+/// session never had one. A later run's finalizer still waiting for its shutdown does not hold
+/// back an earlier run's end. Unknown (an unreadable store) counts as not.
+async fn machine_done(store: &Store, session: SessionId, generation: Option<u32>) -> bool {
     let store = store.clone();
-    match blocking(move || store.latest_machine(session)).await {
-        Ok(None) => true,
-        Ok(Some(record)) => record.state().0.phase.is_terminal(),
+    let done = blocking(move || -> Result<bool, crate::store::StoreError> {
+        let Some(latest) = store.latest_machine(session)? else {
+            return Ok(true);
+        };
+        // The newest finalizer drains to the end of the file: every earlier run's lines too.
+        if latest.state().0.phase.is_terminal() {
+            return Ok(true);
+        }
+        match generation {
+            Some(g) if g < latest.meta.generation => Ok(store
+                .machine(session, g)?
+                .is_some_and(|m| m.state().0.phase.is_terminal())),
+            _ => Ok(false),
+        }
+    })
+    .await;
+    match done {
+        Ok(done) => done,
         Err(e) => {
             tracing::warn!(%session, error = %e, "cannot read the session's finalizer; its end stays queued");
             false

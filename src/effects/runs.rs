@@ -25,6 +25,11 @@ pub type RunId = u64;
 /// removed before the notice is posted ([`wire_body`]).
 pub const RUN_KEY: &str = "kcap_run";
 
+/// The key under which a queued session-end names the finalizer generation that delivers its
+/// run's tail: the end waits for that finalizer, not for a later run's. Store-only, like
+/// [`RUN_KEY`].
+pub const GEN_KEY: &str = "kcap_gen";
+
 /// How long the run and end files of a session outlive their last write. A repeated end comes
 /// within seconds; a queued one is never expired from under ([`expire`] checks).
 pub const KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -79,12 +84,20 @@ pub fn of_body(body: &serde_json::Value) -> RunId {
     body.get(RUN_KEY).and_then(|v| v.as_u64()).unwrap_or(0)
 }
 
-/// `body` as the server gets it: without kcap's own run key.
+/// The finalizer generation a queued session-end waits for (`None` for one queued without).
+pub fn gen_of_body(body: &serde_json::Value) -> Option<u32> {
+    body.get(GEN_KEY)
+        .and_then(|v| v.as_u64())
+        .and_then(|g| u32::try_from(g).ok())
+}
+
+/// `body` as the server gets it: without kcap's own keys.
 pub fn wire_body(body: &serde_json::Value) -> std::borrow::Cow<'_, serde_json::Value> {
     match body.as_object() {
-        Some(map) if map.contains_key(RUN_KEY) => {
+        Some(map) if map.contains_key(RUN_KEY) || map.contains_key(GEN_KEY) => {
             let mut map = map.clone();
             map.remove(RUN_KEY);
+            map.remove(GEN_KEY);
             std::borrow::Cow::Owned(serde_json::Value::Object(map))
         }
         _ => std::borrow::Cow::Borrowed(body),

@@ -173,6 +173,17 @@ impl Store {
         })
     }
 
+    /// The machine of `session`'s `generation` with its whole transition log.
+    pub fn machine(&self, session: SessionId, generation: u32) -> Result<Option<MachineRecord>> {
+        self.with(|db| {
+            let machines = db.open_tree(MACHINES)?;
+            match machines.get(records::machine_key(session, generation))? {
+                Some(value) => Ok(Some(load_log(db, records::decode(&value)?)?)),
+                None => Ok(None),
+            }
+        })
+    }
+
     /// The newest machine of every session, oldest session first.
     pub fn all_latest_machines(&self) -> Result<Vec<MachineRecord>> {
         self.with(|db| {
