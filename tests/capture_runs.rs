@@ -192,6 +192,8 @@ async fn a_session_resumed_at_once_keeps_its_watcher_and_gets_both_ends() {
         .await
     );
     append(&path, shutdown_line().as_bytes());
+    // Stamped now, by run 2's agent.
+    let end = payload(&sid_text, json!({"reason": "complete"}));
     hook_ok(&env, &url, "sessionEnd", &end, &[]).await;
     assert!(
         wait_until("run 2's end", Duration::from_secs(20), || ends(&recorder) == 2).await,
@@ -339,6 +341,7 @@ async fn an_undelivered_end_of_run_1_is_not_replaced_by_run_2s() {
         b"{\"type\":\"user.message\",\"data\":{\"content\":\"run 2\"}}\n",
     );
     append(&path, shutdown_line().as_bytes());
+    let end = payload(&sid_text, json!({"reason": "complete"}));
     hook_ok(&env, &url, "sessionEnd", &end, &[]).await;
     assert!(
         wait_until("both ends", Duration::from_secs(20), || ends(&recorder) == 2).await,
@@ -462,6 +465,108 @@ async fn the_real_end_after_an_idle_hand_off_is_not_dropped() {
         env.log_of(sid)
     );
     assert_exactly_once(&server, sid, &std::fs::read(&path).unwrap());
+    let last_line = posts.iter().rposition(|p| p == "/hooks/transcript").unwrap();
+    let last_end = posts
+        .iter()
+        .rposition(|p| p.starts_with("/hooks/session-end"))
+        .unwrap();
+    assert!(last_line < last_end, "{posts:?}");
+}
+
+/// A sessionEnd of run 1 that arrives late (delayed, or repeated) after run 2's sessionStart:
+/// stamped before run 2 started, it is run 1's. It must neither stop run 2's watcher nor be
+/// posted as run 2's end; run 2's own end still comes, after run 2's lines.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_late_end_of_run_1_leaves_run_2_alone() {
+    let (env, server) = (Env::new(), server().await);
+    let recorder = Recorder::start(free_port(), server.url()).await;
+    let (sid, path, _) = session_with(&env, |sid| synthetic_transcript(sid, 20, true));
+    let _reap = Reap(&env, sid);
+    let url = recorder.url();
+    let sid_text = sid.to_string();
+    hook_ok(
+        &env,
+        &url,
+        "sessionStart",
+        &payload(&sid_text, json!({"source": "new"})),
+        &[],
+    )
+    .await;
+    // Stamped by run 1's agent as it exits; delivered twice, the second time late.
+    let end = payload(&sid_text, json!({"reason": "complete"}));
+    hook_ok(&env, &url, "sessionEnd", &end, &[]).await;
+    assert!(
+        wait_until("run 1's end", Duration::from_secs(20), || finished(&env, sid, 0)).await,
+        "{}",
+        env.log_of(sid)
+    );
+    std::thread::sleep(Duration::from_millis(5));
+    hook_ok(
+        &env,
+        &url,
+        "sessionStart",
+        &payload(&sid_text, json!({"source": "resume"})),
+        &[],
+    )
+    .await;
+    let mut run2_watcher = None;
+    assert!(
+        wait_until("run 2's watcher", Duration::from_secs(10), || {
+            run2_watcher = watcher::running(&env.kcap_home, sid);
+            run2_watcher.is_some()
+        })
+        .await
+    );
+    // The late copy of run 1's end. Its finalizer waits little for a shutdown run 2 has not written.
+    hook_ok(
+        &env,
+        &url,
+        "sessionEnd",
+        &end,
+        &[("KCAP_SHUTDOWN_BUDGET_MS", "300")],
+    )
+    .await;
+    assert!(
+        wait_until("the late end's finalizer", Duration::from_secs(20), || finished(
+            &env, sid, 1
+        ))
+        .await,
+        "{}",
+        env.log_of(sid)
+    );
+    assert_eq!(
+        watcher::running(&env.kcap_home, sid),
+        run2_watcher,
+        "run 1's late end stopped run 2's watcher:\n{}",
+        env.log_of(sid)
+    );
+    assert_eq!(
+        ends(&recorder),
+        1,
+        "run 1's late end went out: {:?}",
+        recorder.posts()
+    );
+    append(
+        &path,
+        b"{\"type\":\"user.message\",\"data\":{\"content\":\"run 2\"}}\n",
+    );
+    append(&path, shutdown_line().as_bytes());
+    hook_ok(
+        &env,
+        &url,
+        "sessionEnd",
+        &payload(&sid_text, json!({"reason": "complete"})),
+        &[],
+    )
+    .await;
+    assert!(
+        wait_until("run 2's end", Duration::from_secs(20), || finished(&env, sid, 2)).await,
+        "{}",
+        env.log_of(sid)
+    );
+    assert_exactly_once(&server, sid, &std::fs::read(&path).unwrap());
+    let posts = recorder.posts();
+    assert_eq!(ends(&recorder), 2, "{posts:?}");
     let last_line = posts.iter().rposition(|p| p == "/hooks/transcript").unwrap();
     let last_end = posts
         .iter()

@@ -42,18 +42,8 @@ fn end_file(home: &Path, session: SessionId) -> PathBuf {
     home.join("ended").join(session.dashed())
 }
 
-/// Reads a number from `path`; `None` if absent or not a number (a hostile or torn file).
-fn read_number(path: &Path) -> Option<u64> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
-/// Writes `value` in full to a file of its own, then renames it over `path`: a reader sees the
+/// Writes `text` in full to a file of its own, then renames it over `path`: a reader sees the
 /// old value or the new one, never a torn one.
-fn write_number(path: &Path, value: u64) -> std::io::Result<()> {
-    write_text(path, &value.to_string())
-}
-
-/// [`write_number`] for any text.
 fn write_text(path: &Path, text: &str) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
@@ -61,16 +51,40 @@ fn write_text(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path))
 }
 
+/// `runs/<session>`: the current run and the one before it (0 if none or unknown). A file
+/// written by an older kcap holds the current run only.
+fn read_runs(home: &Path, session: SessionId) -> (RunId, RunId) {
+    let Ok(text) = std::fs::read_to_string(run_file(home, session)) else {
+        return (0, 0);
+    };
+    let mut fields = text.split_whitespace().map(|f| f.parse::<RunId>().ok());
+    let current = fields.next().flatten().unwrap_or(0);
+    let previous = fields.next().flatten().unwrap_or(0);
+    (current, previous.min(current))
+}
+
 /// The session's current run (0 if its start was never seen or cannot be read).
 pub fn current(home: &Path, session: SessionId) -> RunId {
-    read_number(&run_file(home, session)).unwrap_or(0)
+    read_runs(home, session).0
+}
+
+/// The run a hook stamped `at` (epoch ms, by the agent) belongs to: the current run, or the one
+/// before it if the hook was stamped before the current run started (a delayed or repeated
+/// sessionEnd of the previous run, arriving after the next run's sessionStart).
+pub fn at_time(home: &Path, session: SessionId, at: Option<u64>) -> RunId {
+    let (current, previous) = read_runs(home, session);
+    match at {
+        Some(at) if current > 0 && at < current => previous,
+        _ => current,
+    }
 }
 
 /// A sessionStart: a new run begins; its end is a new end. Returns the run.
 pub fn start(home: &Path, session: SessionId) -> RunId {
+    let previous = current(home, session);
     // Never equal to the run it follows, even for two starts in one millisecond.
-    let run = now_ms().max(current(home, session) + 1);
-    match write_number(&run_file(home, session), run) {
+    let run = now_ms().max(previous + 1);
+    match write_text(&run_file(home, session), &format!("{run} {previous}")) {
         Ok(()) => tracing::info!(%session, run, "session run starts"),
         Err(e) => {
             tracing::warn!(%session, error = %e, "cannot record the session's run; its end counts as the previous run's")
@@ -121,11 +135,16 @@ fn read_marker(home: &Path, session: SessionId) -> Option<(RunId, Option<u64>)> 
 /// (`delivered`: the session's delivered line count now, `None` if unknown). An end that comes
 /// after lines delivered since is a new end: the run went on after its end was posted. Call
 /// under the session's watcher lock.
+///
+/// Lines count only for the current run: after a later run started, the lines delivered since
+/// are that run's, and an end of an earlier run is a repeat if that run's end (or a later
+/// run's: a session's ends are posted in order) is on the server.
 pub fn end_posted(home: &Path, session: SessionId, run: RunId, delivered: Option<u64>) -> bool {
     match read_marker(home, session) {
+        Some((ended, _)) if ended > run => true,
         Some((ended, at)) if ended == run => match (at, delivered) {
-            (Some(at), Some(now)) => at == now,
-            // An older marker, or a store that cannot say: one end per run, as before.
+            (Some(at), Some(now)) if run == current(home, session) => at == now,
+            // An earlier run, an older marker, or a store that cannot say: one end per run.
             _ => true,
         },
         _ => false,
@@ -220,6 +239,7 @@ mod tests {
     fn an_end_is_a_repeat_only_with_no_line_delivered_since() {
         let home = tempfile::tempdir().unwrap();
         let (h, s) = (home.path(), SessionId::new_random());
+        write_text(&run_file(h, s), "7").unwrap();
         assert!(!end_posted(h, s, 7, Some(20)));
         mark_end_posted(h, s, 7, Some(20));
         assert!(end_posted(h, s, 7, Some(20)));
@@ -234,5 +254,32 @@ mod tests {
         assert!(end_posted(h, s, 7, Some(25)));
         std::fs::write(end_file(h, s), "7 x").unwrap();
         assert!(!end_posted(h, s, 7, Some(25)), "a torn marker is no marker");
+        // Run 8 started: lines since are its own, not a reason to post run 7's end again.
+        mark_end_posted(h, s, 7, Some(20));
+        write_text(&run_file(h, s), "8 7").unwrap();
+        assert!(end_posted(h, s, 7, Some(25)));
+        assert!(!end_posted(h, s, 8, Some(25)));
+        mark_end_posted(h, s, 8, Some(25));
+        assert!(
+            end_posted(h, s, 7, Some(25)),
+            "a later run's end is on the server"
+        );
+    }
+
+    #[test]
+    fn a_hook_stamped_before_the_current_run_started_belongs_to_the_previous_run() {
+        let home = tempfile::tempdir().unwrap();
+        let (h, s) = (home.path(), SessionId::new_random());
+        assert_eq!(at_time(h, s, Some(5)), 0);
+        let first = start(h, s);
+        let second = start(h, s);
+        assert!(second > first);
+        assert_eq!(current(h, s), second);
+        assert_eq!(at_time(h, s, Some(second - 1)), first);
+        assert_eq!(at_time(h, s, Some(second)), second);
+        assert_eq!(at_time(h, s, None), second);
+        // A file from an older kcap: the current run only.
+        write_text(&run_file(h, s), "9").unwrap();
+        assert_eq!((current(h, s), at_time(h, s, Some(1))), (9, 0));
     }
 }
