@@ -574,3 +574,47 @@ async fn a_late_end_of_run_1_leaves_run_2_alone() {
         .unwrap();
     assert!(last_line < last_end, "{posts:?}");
 }
+
+/// kcap's own keys (`kcap_run`, `kcap_gen`) never reach the server in a session-end; a
+/// notification is forwarded as the agent sent it, even with a field of that name.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_a_session_end_loses_kcaps_own_keys() {
+    use kcap::effects::client::Client;
+    use kcap::effects::outbox::{self, Flush};
+    use kcap::effects::runs;
+    use kcap::store::NoticeKind;
+
+    let (env, server) = (Env::new(), server().await);
+    let recorder = Recorder::start(free_port(), server.url()).await;
+    let store = env.store();
+    let client = Client::new(&recorder.url(), None, Duration::from_secs(5)).unwrap();
+    let sid = SessionId::new_random();
+    let note =
+        json!({"session_id": sid.dashless(), "message": "hi", "notification_type": "idle", "kcap_run": 5});
+    let mut end = json!({"session_id": sid.dashless(), "reason": "complete"});
+    end[runs::RUN_KEY] = 7.into();
+    end[runs::GEN_KEY] = 0.into();
+    store
+        .queue_notice(sid, &outbox::notice(NoticeKind::Notification, note))
+        .unwrap();
+    store
+        .queue_notice(sid, &outbox::notice(NoticeKind::SessionEnd, end))
+        .unwrap();
+    let flushed = outbox::flush(&store, &client, Some(sid), Flush::All).await;
+    assert_eq!(flushed.delivered, 2, "{flushed:?}");
+    let requests = recorder.requests();
+    let body = |prefix: &str| -> serde_json::Value {
+        let r = requests
+            .iter()
+            .find(|r| r.path.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in {requests:?}"));
+        serde_json::from_slice(&r.body).unwrap()
+    };
+    assert_eq!(body("/hooks/notification")["kcap_run"], 5);
+    let end = body("/hooks/session-end");
+    assert_eq!(end["reason"], "complete");
+    assert!(
+        end.get("kcap_run").is_none() && end.get("kcap_gen").is_none(),
+        "{end}"
+    );
+}

@@ -174,10 +174,7 @@ async fn flush_with(
             }
             Err(e) => tracing::warn!(error = %e, "cannot claim the notice; posting it anyway"),
         }
-        match client
-            .post_json(&item.notice.path, &runs::wire_body(&item.notice.body))
-            .await
-        {
+        match client.post_json(&item.notice.path, &wire(&item.notice)).await {
             Ok(()) => {
                 out.delivered += 1;
                 if item.notice.kind == NoticeKind::SessionEnd {
@@ -209,6 +206,16 @@ async fn flush_with(
         }
     }
     out
+}
+
+/// A notice's body as the server gets it: kcap's own keys are taken out of a session-end (the
+/// only notice kcap adds them to); a start or notification goes as the agent sent it, even
+/// with a field of the same name.
+fn wire(notice: &Notice) -> std::borrow::Cow<'_, serde_json::Value> {
+    match notice.kind {
+        NoticeKind::SessionEnd => runs::wire_body(&notice.body),
+        _ => std::borrow::Cow::Borrowed(&notice.body),
+    }
 }
 
 /// A refusal of this notice itself (400, 404, 413, 422, ...), which no retry can change; not
