@@ -93,6 +93,11 @@ fn close_inherited_fds() {
         if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) == 0 {
             return;
         }
+        // Linux before 5.11 has no CLOSE_RANGE_CLOEXEC: mark what is open, not every number
+        // up to OPEN_MAX (65,536 fcntl calls in every spawn).
+        if mark_listed_fds() {
+            return;
+        }
         let max = match libc::sysconf(libc::_SC_OPEN_MAX) {
             n if n > 0 => n.min(65_536) as i32,
             _ => 4_096,
@@ -104,6 +109,65 @@ fn close_inherited_fds() {
             }
         }
     }
+}
+
+/// A buffer for `getdents64`, aligned for its records' 64-bit fields.
+#[repr(C, align(8))]
+struct DirentBuf([u8; 4096]);
+
+/// Marks close-on-exec each descriptor above stderr that /proc/self/fd lists, so the work is
+/// bounded by what is open. Runs between fork and exec, so it allocates nothing: raw `open`,
+/// `getdents64` and `fcntl` on a stack buffer. `false` if /proc cannot be read.
+///
+/// # Safety
+/// Only plain syscalls; safe to call after fork in a multi-threaded process.
+unsafe fn mark_listed_fds() -> bool {
+    // SAFETY: see the function's contract.
+    unsafe {
+        let dir = libc::open(
+            c"/proc/self/fd".as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        );
+        if dir < 0 {
+            return false;
+        }
+        let mut buf = DirentBuf([0; 4096]);
+        let listed = loop {
+            let n = libc::syscall(libc::SYS_getdents64, dir, buf.0.as_mut_ptr(), buf.0.len());
+            if n <= 0 {
+                break n == 0;
+            }
+            let records = &buf.0[..n as usize];
+            let mut at = 0;
+            // struct linux_dirent64 { u64 d_ino; i64 d_off; u16 d_reclen; u8 d_type; char d_name[]; }
+            while at + 19 <= records.len() {
+                let len = u16::from_ne_bytes([records[at + 16], records[at + 17]]) as usize;
+                if len == 0 || at + len > records.len() {
+                    break;
+                }
+                if let Some(fd) = fd_number(&records[at + 19..at + len]) {
+                    if fd > 2 && fd != dir {
+                        let flags = libc::fcntl(fd, libc::F_GETFD);
+                        if flags >= 0 {
+                            libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+                        }
+                    }
+                }
+                at += len;
+            }
+        };
+        libc::close(dir);
+        listed
+    }
+}
+
+/// A directory entry's NUL-terminated name as a descriptor number (`.` and `..` are none).
+fn fd_number(name: &[u8]) -> Option<i32> {
+    let digits = name.split(|&b| b == 0).next()?;
+    if digits.is_empty() || digits.len() > 9 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(digits.iter().fold(0, |n, &d| n * 10 + i32::from(d - b'0')))
 }
 
 #[cfg(test)]
@@ -119,6 +183,25 @@ mod tests {
         let spawned = spawn_detached(&[huge], &dir.path().join("log"));
         let e = spawned.expect_err("the exec cannot succeed");
         assert_eq!(e.raw_os_error(), Some(libc::E2BIG), "{e}");
+    }
+
+    /// The fallback for kernels without CLOSE_RANGE_CLOEXEC finds an inherited descriptor
+    /// (opened without close-on-exec) by listing /proc/self/fd, and marks it.
+    #[test]
+    fn the_fallback_marks_every_listed_descriptor() {
+        // SAFETY: a descriptor this test opens and closes.
+        unsafe {
+            let fd = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
+            assert!(fd > 2);
+            assert_eq!(libc::fcntl(fd, libc::F_GETFD) & libc::FD_CLOEXEC, 0);
+            assert!(mark_listed_fds());
+            assert_ne!(libc::fcntl(fd, libc::F_GETFD) & libc::FD_CLOEXEC, 0);
+            libc::close(fd);
+        }
+        assert_eq!(fd_number(b"12\0\0"), Some(12));
+        assert_eq!(fd_number(b".\0"), None);
+        assert_eq!(fd_number(b"..\0"), None);
+        assert_eq!(fd_number(b"\0"), None);
     }
 
     /// The child's stdin is the whole input, however large, and the parent never waits on it.
