@@ -524,6 +524,8 @@ async fn a_repeated_session_end_is_posted_once_per_session_run() {
         .0
         .status
         .success());
+    // Stamped by the resumed run's agent (the repeated payload above is run 1's).
+    let end = payload(&sid.to_string(), json!({"reason": "complete"}));
     let (out, _) = run_hook(&env, &recorder.url(), "sessionEnd", &end, &[]).await;
     assert!(out.status.success(), "{out:?}");
     assert!(

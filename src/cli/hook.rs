@@ -11,13 +11,14 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::agent::{Agent, HookEvent, HookPayload};
-use crate::cli::finalize::spawn_finalizer_with_end;
+use crate::cli::finalize::{spawn_finalizer_for_end, SpawnedForEnd};
 use crate::cli::options::{DeliveryOpts, TimingOpts};
 use crate::config::now_ms;
 use crate::effects::blocking;
 use crate::effects::detach::spawn_detached;
 use crate::effects::interpreter::Delivery;
 use crate::effects::outbox::{self, Flush};
+use crate::effects::runs;
 use crate::effects::watcher::{self, Role, Watcher};
 use crate::ids::SessionId;
 use crate::store::{NoticeKind, Store, StoreError};
@@ -108,15 +109,14 @@ pub async fn hook(store: Store, args: HookArgs, delivery_opts: &DeliveryOpts, ti
             session_end(&hook, &path, &payload, timing, args.drain_cap).await;
         }
         HookEvent::SessionStart => {
-            outbox::session_runs(&store, session);
+            runs::start(store.home(), session);
             let body = lifecycle_body(HookEvent::SessionStart, &payload);
             hook.notice(NoticeKind::SessionStart, body).await;
             ensure_watcher(&store, session, &path);
         }
-        HookEvent::AgentStop => {
-            outbox::session_runs(&store, session);
-            ensure_watcher(&store, session, &path)
-        }
+        // Not a new run: a late agentStop of a run that has ended must not make a repeated
+        // end of that run look new.
+        HookEvent::AgentStop => ensure_watcher(&store, session, &path),
         HookEvent::Notification => {
             let mut body = payload.raw.clone();
             body["session_id"] = session.dashless().into();
@@ -193,27 +193,18 @@ async fn session_end(
     drain_cap: Duration,
 ) {
     let (store, session) = (hook.store, hook.session);
-    // The session-end is queued before the finalizer starts, so a finalizer that drains at once
-    // (the shutdown already written) finds it and posts it after the lines. No network here.
     let mut body = lifecycle_body(HookEvent::SessionEnd, payload);
     body["ended_at"] = crate::cli::status::iso_time(now_ms()).into();
-    let queued = hook.store_ok
-        && {
-            let (store, n) = (
-                store.clone(),
-                outbox::notice(NoticeKind::SessionEnd, body.clone()),
-            );
-            match blocking(move || store.queue_notice(session, &n)).await {
-                Ok(_) => true,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot queue the session-end; the finalizer posts it after the lines");
-                    false
-                }
-            }
-        };
+    // Which run ends: kept with the notice (never posted), so the server gets one end per run.
+    // A sessionEnd stamped before the current run started is the previous run's, delayed.
+    let run = runs::at_time(store.home(), session, payload_time_ms(&payload.raw));
+    body[runs::RUN_KEY] = run.into();
+    // The end is queued before the finalizer starts, so a finalizer that drains at once (the
+    // shutdown already written) finds it and posts it after the lines; and after its spawn is
+    // recorded, so a sweep never takes it for the end of a session with nothing left to run.
     let args: Vec<OsString> = vec!["finalizer".into(), session.to_string().into(), path.into()];
-    let handed = (!queued).then_some(&body);
-    let spawned = spawn_finalizer_with_end(store, session, path, timing.timings(), args, handed).await;
+    let SpawnedForEnd { spawned, queued } =
+        spawn_finalizer_for_end(store, session, path, timing.timings(), args, &body, hook.store_ok).await;
     match (&spawned.pid, &spawned.recorded) {
         (Ok(pid), Ok(_)) => tracing::info!(pid, "finalizer spawned"),
         (Ok(pid), Err(e)) => {
@@ -232,7 +223,7 @@ async fn session_end(
         }
     }
     let deadline = Instant::now() + drain_cap;
-    stop_watcher(store, session, deadline).await;
+    stop_watcher(store, session, run, deadline).await;
     if !queued && spawned.pid.is_ok() {
         return tracing::info!(
             "session-end handed to the finalizer, which delivers the lines and then posts it"
@@ -282,8 +273,13 @@ async fn session_end(
         }
     } else {
         let notice_path = outbox::notice(NoticeKind::SessionEnd, serde_json::Value::Null).path;
-        let posted =
-            tokio::time::timeout(post_cap, hook.delivery.client.post_json(&notice_path, &body)).await;
+        let posted = tokio::time::timeout(
+            post_cap,
+            hook.delivery
+                .client
+                .post_json(&notice_path, &runs::wire_body(&body)),
+        )
+        .await;
         if !matches!(posted, Ok(Ok(()))) {
             eprintln!(
                 "kcap hook sessionEnd: the session-end notice was not delivered and the store cannot keep it"
@@ -292,18 +288,26 @@ async fn session_end(
     }
 }
 
-/// Stops the session's watcher (SIGTERM to a process that holds the lock *as a watcher*) and
-/// waits for the lock to be free, until `deadline`. A hook draining inline (another sessionEnd)
-/// is waited for, never signalled.
-async fn stop_watcher(store: &Store, session: SessionId, deadline: Instant) {
+/// Stops the session's watcher of `run` (SIGTERM to a process that holds the lock *as a
+/// watcher* of that run) and waits for the lock to be free, until `deadline`. A hook draining
+/// inline (another sessionEnd) is waited for, never signalled; a later run's watcher (the
+/// session was resumed before this end arrived) is neither signalled nor waited for.
+async fn stop_watcher(store: &Store, session: SessionId, run: runs::RunId, deadline: Instant) {
+    let ours = |h: &watcher::LockHolder| h.role == Role::Drain || h.run == 0 || h.run <= run;
     let Some(holder) = watcher::holder(store.home(), session) else {
         return;
     };
     match holder.role {
-        Role::Watch => {
-            if let Some(pid) = watcher::stop(store.home(), session) {
+        Role::Watch if ours(&holder) => {
+            if let Some(pid) = watcher::stop_run(store.home(), session, holder.run) {
                 tracing::info!(pid, "watcher told to stop");
             }
+        }
+        Role::Watch => {
+            return tracing::info!(
+                pid = holder.process.pid,
+                "a later run's watcher runs; this end is an earlier run's and leaves it alone"
+            )
         }
         Role::Drain => {
             tracing::info!(
@@ -312,8 +316,23 @@ async fn stop_watcher(store: &Store, session: SessionId, deadline: Instant) {
             )
         }
     }
-    while watcher::holder(store.home(), session).is_some() && Instant::now() < deadline {
+    while watcher::holder(store.home(), session).is_some_and(|h| ours(&h)) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// When the agent stamped the hook's payload (epoch ms): Copilot sends a number, its
+/// PascalCase variant an RFC 3339 string. `None` if absent or unreadable.
+fn payload_time_ms(raw: &serde_json::Value) -> Option<u64> {
+    match raw.get("timestamp")? {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => humantime::parse_rfc3339_weak(s)
+            .or_else(|_| humantime::parse_rfc3339_weak(s.trim_end_matches('Z')))
+            .ok()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_millis() as u64),
+        _ => None,
     }
 }
 
@@ -387,5 +406,21 @@ pub fn maybe_sweep(store: &Store) {
     let args: Vec<OsString> = vec!["finalize".into(), "--resume".into(), "--sweep".into()];
     if let Err(e) = spawn_detached(&args, &store.home().join("logs").join("sweep.log")) {
         tracing::warn!(error = %e, "cannot start the background sweep");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::payload_time_ms;
+    use serde_json::json;
+
+    #[test]
+    fn a_payload_stamp_is_read_as_a_number_or_an_rfc3339_string() {
+        let t = |v| payload_time_ms(&json!({ "timestamp": v }));
+        assert_eq!(t(json!(1_795_000_000_123u64)), Some(1_795_000_000_123));
+        assert_eq!(t(json!("2026-11-18T11:46:40.123Z")), Some(1_795_002_400_123));
+        assert_eq!(t(json!("yesterday")), None);
+        assert_eq!(t(json!(-5)), None);
+        assert_eq!(payload_time_ms(&json!({})), None);
     }
 }

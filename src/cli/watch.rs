@@ -7,14 +7,14 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::finalize::{check_transcript_path, spawn_finalizer};
+use crate::cli::finalize::{check_transcript_path, spawn_finalizer_for_end};
 use crate::cli::options::{DeliveryOpts, TimingOpts};
 use crate::config::now_ms;
 use crate::effects::agent::AgentWatch;
-use crate::effects::outbox;
+use crate::effects::runs::{RunId, RUN_KEY};
 use crate::effects::watcher::{claim, Ended, Endings, Watcher};
 use crate::ids::SessionId;
-use crate::store::{Holder, NoticeKind, Store};
+use crate::store::{Holder, Store};
 
 /// Leaves room inside the sessionEnd hook's 8 s cap for its own POST.
 const FINAL_DRAIN: Duration = Duration::from_secs(6);
@@ -97,15 +97,22 @@ pub async fn watch(store: Store, args: WatchArgs, delivery: &DeliveryOpts, timin
         Ended::AgentGone { .. } => "agent_exited",
         Ended::Idle { .. } => "idle",
     };
-    hand_off(&store, &watcher, ended, reason, timing).await;
+    hand_off(&store, &watcher, ended, reason, _lock.run, timing).await;
     0
 }
 
 /// The session ended without a sessionEnd hook: a session-end notice goes to the outbox and a
 /// finalizer takes over (it delivers the tail, then the notice).
-async fn hand_off(store: &Store, watcher: &Watcher, ended: Ended, reason: &str, timing: &TimingOpts) {
+async fn hand_off(
+    store: &Store,
+    watcher: &Watcher,
+    ended: Ended,
+    reason: &str,
+    run: RunId,
+    timing: &TimingOpts,
+) {
     let session = watcher.session;
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "hook_event_name": "sessionEnd",
         "session_id": session.dashless(),
         "reason": reason,
@@ -114,13 +121,8 @@ async fn hand_off(store: &Store, watcher: &Watcher, ended: Ended, reason: &str, 
         "home_dir": std::env::var("HOME").ok(),
         "ended_at": crate::cli::status::iso_time(now_ms()),
     });
-    let notice = outbox::notice(NoticeKind::SessionEnd, body.clone());
-    if let Err(e) = store.queue_notice(session, &notice) {
-        tracing::warn!(error = %e, "cannot queue the session-end; posting it now");
-        if let Err(e) = watcher.delivery.client.post_json(&notice.path, &body).await {
-            tracing::error!(error = %e.message(), "session-end not delivered");
-        }
-    }
+    // The run this watcher watched: its end, and no other run's.
+    body[RUN_KEY] = run.into();
     let mut timings = timing.timings();
     if matches!(ended, Ended::AgentGone { .. }) {
         timings.shutdown_budget_ms = timings.shutdown_budget_ms.min(AGENT_GONE_BUDGET_MS);
@@ -130,7 +132,11 @@ async fn hand_off(store: &Store, watcher: &Watcher, ended: Ended, reason: &str, 
         session.to_string().into(),
         watcher.transcript.clone().into(),
     ];
-    let spawned = spawn_finalizer(store, session, &watcher.transcript, timings, args).await;
+    // Queued once the finalizer's spawn is recorded (never before: see
+    // `spawn_finalizer_for_end`), else handed to it.
+    let spawned = spawn_finalizer_for_end(store, session, &watcher.transcript, timings, args, &body, true)
+        .await
+        .spawned;
     match spawned.pid {
         Ok(pid) => tracing::info!(pid, reason, "session handed to a finalizer"),
         Err(e) => {
