@@ -14,6 +14,9 @@ use kcap::effects::watcher;
 use kcap::ids::SessionId;
 use serde_json::json;
 
+/// How long a test waits for background processes (a wait that succeeds returns at once).
+const PATIENCE: Duration = Duration::from_secs(30);
+
 /// A new session with `content` as its transcript.
 #[track_caller]
 fn session_with(
@@ -616,5 +619,179 @@ async fn only_a_session_end_loses_kcaps_own_keys() {
     assert!(
         end.get("kcap_run").is_none() && end.get("kcap_gen").is_none(),
         "{end}"
+    );
+}
+
+/// The session-ends of `sid` the server got.
+fn ends_of(recorder: &Recorder, sid: SessionId) -> usize {
+    recorder
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.path.starts_with("/hooks/session-end")
+                && String::from_utf8_lossy(&r.body).contains(&sid.dashless())
+        })
+        .count()
+}
+
+/// A hook payload of `sid` stamped by the agent's clock `stamp`.
+fn stamped(sid: SessionId, stamp: serde_json::Value, extra: serde_json::Value) -> Vec<u8> {
+    let mut extra = extra;
+    extra["timestamp"] = stamp;
+    payload(&sid.to_string(), extra)
+}
+
+/// An agent's clock: what it stamps a payload with now.
+type Clock = fn() -> serde_json::Value;
+
+/// The agent stamps its payloads with its own clock, which need not be the machine's: an hour
+/// behind, in seconds, or a zone-less local time five hours behind UTC. Whatever it is, each
+/// run's end is that run's (compared with the run's own start stamp): it stops the run's
+/// watcher and reaches the server after the run's lines, never taken for a late end of the
+/// run before.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_clock_unlike_the_machines_never_drops_a_runs_end() {
+    let (env, server) = (Env::new(), server().await);
+    let recorder = Recorder::start(free_port(), server.url()).await;
+    let url = recorder.url();
+    let clocks: [(&str, Clock); 3] = [
+        ("milliseconds an hour behind", || {
+            json!(kcap::config::now_ms() - 3_600_000)
+        }),
+        ("seconds", || json!(kcap::config::now_ms() / 1000)),
+        ("zone-less local time, UTC-5", || {
+            let local = std::time::SystemTime::now() - Duration::from_secs(5 * 3600);
+            let text = humantime::format_rfc3339_millis(local).to_string();
+            json!(text.trim_end_matches('Z'))
+        }),
+    ];
+    for (clock, now) in clocks {
+        let (sid, path, _) = session_with(&env, |sid| synthetic_transcript(sid, 10, true));
+        let _reap = Reap(&env, sid);
+        for (run, source) in [(0, "new"), (1, "resume")] {
+            let start = stamped(sid, now(), json!({"source": source}));
+            hook_ok(&env, &url, "sessionStart", &start, &[]).await;
+            if run == 1 {
+                append(
+                    &path,
+                    b"{\"type\":\"user.message\",\"data\":{\"content\":\"run 2\"}}\n",
+                );
+                append(&path, shutdown_line().as_bytes());
+            }
+            // Never in the same stamp as the start, even counted in seconds.
+            if clock == "seconds" {
+                tokio::time::sleep(Duration::from_millis(1100)).await;
+            }
+            let end = stamped(sid, now(), json!({"reason": "complete"}));
+            hook_ok(&env, &url, "sessionEnd", &end, &[]).await;
+            // Taken for an earlier run's end, it would leave this run's watcher running.
+            assert!(
+                wait_until("the run's watcher to stop", PATIENCE, || {
+                    watcher::running(&env.kcap_home, sid).is_none()
+                })
+                .await,
+                "{clock}: run {}'s end left its watcher running\n{}",
+                run + 1,
+                env.log_of(sid)
+            );
+            assert!(
+                wait_until("the run's finalizer", PATIENCE, || finished(&env, sid, run)).await,
+                "{clock}: {}",
+                env.log_of(sid)
+            );
+            assert_eq!(
+                ends_of(&recorder, sid),
+                run as usize + 1,
+                "{clock}: run {}'s end was dropped\n{}",
+                run + 1,
+                env.log_of(sid)
+            );
+        }
+        assert_exactly_once(&server, sid, &std::fs::read(&path).unwrap());
+    }
+}
+
+/// Run 1 ended idle (the watcher's hand-off end went out), the user came back and ran more
+/// turns, then really exited; before that exit's end was posted (its finalizer was still
+/// waiting for the shutdown line), run 2 started. Run 1's real end follows lines delivered
+/// since its idle end: it is posted, not taken for a repeat because run 2 has started.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_runs_real_end_is_posted_though_the_next_run_started_before_it_went() {
+    let (env, server) = (Env::new(), server().await);
+    let recorder = Recorder::start(free_port(), server.url()).await;
+    let (sid, path, _) = session_with(&env, |sid| synthetic_transcript(sid, 20, false));
+    let _reap = Reap(&env, sid);
+    let url = recorder.url();
+    let sid_text = sid.to_string();
+    let idle = [("KCAP_WATCH_IDLE_MS", "800"), ("KCAP_SHUTDOWN_BUDGET_MS", "500")];
+    hook_ok(
+        &env,
+        &url,
+        "sessionStart",
+        &payload(&sid_text, json!({"source": "new"})),
+        &idle,
+    )
+    .await;
+    assert!(
+        wait_until("the idle end", PATIENCE, || ends(&recorder) == 1
+            && finished(&env, sid, 0))
+        .await,
+        "{:?}\n{}",
+        recorder.posts(),
+        env.log_of(sid)
+    );
+    let more: String = (0..5)
+        .map(|i| format!("{{\"type\":\"user.message\",\"data\":{{\"content\":\"back {i}\"}}}}\n"))
+        .collect();
+    append(&path, more.as_bytes());
+    hook_ok(&env, &url, "agentStop", &payload(&sid_text, json!({})), &[]).await;
+    assert!(
+        wait_until("the new lines", PATIENCE, || server.session(sid).lines.len()
+            == 25)
+        .await,
+        "{}",
+        env.log_of(sid)
+    );
+    // The real exit; its agent writes the shutdown only after run 2 has started.
+    let slow = [("KCAP_SHUTDOWN_BUDGET_MS", "20000")];
+    let end = payload(&sid_text, json!({"reason": "complete"}));
+    hook_ok(&env, &url, "sessionEnd", &end, &slow).await;
+    hook_ok(
+        &env,
+        &url,
+        "sessionStart",
+        &payload(&sid_text, json!({"source": "resume"})),
+        &slow,
+    )
+    .await;
+    append(&path, shutdown_line().as_bytes());
+    assert!(
+        wait_until("run 1's real end", PATIENCE, || ends(&recorder) == 2).await,
+        "run 1's real end was dropped: {:?}\n{}",
+        recorder.posts(),
+        env.log_of(sid)
+    );
+    assert!(
+        wait_until("run 1's finalizer", PATIENCE, || finished(&env, sid, 1)).await,
+        "{}",
+        env.log_of(sid)
+    );
+    assert_exactly_once(&server, sid, &std::fs::read(&path).unwrap());
+    // Run 1's shutdown went before run 1's end. (Run 2's watcher may send it again after the
+    // end: a duplicate, which the server drops.)
+    let requests = recorder.requests();
+    let shutdown = requests.iter().position(|r| {
+        r.path == "/hooks/transcript" && String::from_utf8_lossy(&r.body).contains("session.shutdown")
+    });
+    let real_end = requests
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.path.starts_with("/hooks/session-end"))
+        .nth(1)
+        .map(|(i, _)| i);
+    assert!(
+        matches!((shutdown, real_end), (Some(s), Some(e)) if s < e),
+        "{:?}",
+        recorder.posts()
     );
 }

@@ -109,7 +109,7 @@ pub async fn hook(store: Store, args: HookArgs, delivery_opts: &DeliveryOpts, ti
             session_end(&hook, &path, &payload, timing, args.drain_cap).await;
         }
         HookEvent::SessionStart => {
-            runs::start(store.home(), session);
+            runs::start(store.home(), session, payload.raw.get("timestamp"));
             let body = lifecycle_body(HookEvent::SessionStart, &payload);
             hook.notice(NoticeKind::SessionStart, body).await;
             ensure_watcher(&store, session, &path);
@@ -196,8 +196,9 @@ async fn session_end(
     let mut body = lifecycle_body(HookEvent::SessionEnd, payload);
     body["ended_at"] = crate::cli::status::iso_time(now_ms()).into();
     // Which run ends: kept with the notice (never posted), so the server gets one end per run.
-    // A sessionEnd stamped before the current run started is the previous run's, delayed.
-    let run = runs::at_time(store.home(), session, payload_time_ms(&payload.raw));
+    // A sessionEnd the agent stamped before it stamped the current run's start is the previous
+    // run's, delayed (compared with the agent's own stamps only; in doubt, the current run's).
+    let run = runs::at_stamp(store.home(), session, payload.raw.get("timestamp"));
     body[runs::RUN_KEY] = run.into();
     // The end is queued before the finalizer starts, so a finalizer that drains at once (the
     // shutdown already written) finds it and posts it after the lines; and after its spawn is
@@ -321,21 +322,6 @@ async fn stop_watcher(store: &Store, session: SessionId, run: runs::RunId, deadl
     }
 }
 
-/// When the agent stamped the hook's payload (epoch ms): Copilot sends a number, its
-/// PascalCase variant an RFC 3339 string. `None` if absent or unreadable.
-fn payload_time_ms(raw: &serde_json::Value) -> Option<u64> {
-    match raw.get("timestamp")? {
-        serde_json::Value::Number(n) => n.as_u64(),
-        serde_json::Value::String(s) => humantime::parse_rfc3339_weak(s)
-            .or_else(|_| humantime::parse_rfc3339_weak(s.trim_end_matches('Z')))
-            .ok()?
-            .duration_since(std::time::UNIX_EPOCH)
-            .ok()
-            .map(|d| d.as_millis() as u64),
-        _ => None,
-    }
-}
-
 fn lifecycle_body(event: HookEvent, payload: &HookPayload) -> serde_json::Value {
     serde_json::json!({
         "hook_event_name": event.protocol_name(),
@@ -406,21 +392,5 @@ pub fn maybe_sweep(store: &Store) {
     let args: Vec<OsString> = vec!["finalize".into(), "--resume".into(), "--sweep".into()];
     if let Err(e) = spawn_detached(&args, &store.home().join("logs").join("sweep.log")) {
         tracing::warn!(error = %e, "cannot start the background sweep");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::payload_time_ms;
-    use serde_json::json;
-
-    #[test]
-    fn a_payload_stamp_is_read_as_a_number_or_an_rfc3339_string() {
-        let t = |v| payload_time_ms(&json!({ "timestamp": v }));
-        assert_eq!(t(json!(1_795_000_000_123u64)), Some(1_795_000_000_123));
-        assert_eq!(t(json!("2026-11-18T11:46:40.123Z")), Some(1_795_002_400_123));
-        assert_eq!(t(json!("yesterday")), None);
-        assert_eq!(t(json!(-5)), None);
-        assert_eq!(payload_time_ms(&json!({})), None);
     }
 }

@@ -51,40 +51,103 @@ fn write_text(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path))
 }
 
-/// `runs/<session>`: the current run and the one before it (0 if none or unknown). A file
-/// written by an older kcap holds the current run only.
-fn read_runs(home: &Path, session: SessionId) -> (RunId, RunId) {
+/// What `runs/<session>` says: the current run, the one before it (0 if none or unknown), and
+/// the current run's sessionStart payload stamp as the agent wrote it (`None` if it had none,
+/// or the file predates it).
+struct Runs {
+    current: RunId,
+    previous: RunId,
+    start_stamp: Option<serde_json::Value>,
+}
+
+fn read_runs(home: &Path, session: SessionId) -> Runs {
     let Ok(text) = std::fs::read_to_string(run_file(home, session)) else {
-        return (0, 0);
+        return Runs {
+            current: 0,
+            previous: 0,
+            start_stamp: None,
+        };
     };
-    let mut fields = text.split_whitespace().map(|f| f.parse::<RunId>().ok());
-    let current = fields.next().flatten().unwrap_or(0);
-    let previous = fields.next().flatten().unwrap_or(0);
-    (current, previous.min(current))
+    let mut fields = text.trim().splitn(3, ' ');
+    let mut number = || fields.next().and_then(|f| f.parse::<RunId>().ok()).unwrap_or(0);
+    let (current, previous) = (number(), number());
+    let start_stamp = fields.next().and_then(|f| serde_json::from_str(f).ok());
+    Runs {
+        current,
+        previous: previous.min(current),
+        start_stamp,
+    }
 }
 
 /// The session's current run (0 if its start was never seen or cannot be read).
 pub fn current(home: &Path, session: SessionId) -> RunId {
-    read_runs(home, session).0
+    read_runs(home, session).current
 }
 
-/// The run a hook stamped `at` (epoch ms, by the agent) belongs to: the current run, or the one
-/// before it if the hook was stamped before the current run started (a delayed or repeated
-/// sessionEnd of the previous run, arriving after the next run's sessionStart).
-pub fn at_time(home: &Path, session: SessionId, at: Option<u64>) -> RunId {
-    let (current, previous) = read_runs(home, session);
-    match at {
-        Some(at) if current > 0 && at < current => previous,
-        _ => current,
+/// The run a hook whose payload the agent stamped `stamp` belongs to: the current run, or the
+/// one before it if the agent stamped it before it stamped the current run's sessionStart (a
+/// delayed or repeated sessionEnd of the previous run, arriving after the next run's start).
+///
+/// Only the agent's own stamps are compared, never the machine's clock: the agent may count
+/// in seconds, write a zone-less local time, or run on a clock that steps. When the two stamps
+/// cannot be compared for sure, the hook is the current run's: a real end is never taken for
+/// a repeat of the previous one (a repeated end posted twice is harmless).
+pub fn at_stamp(home: &Path, session: SessionId, stamp: Option<&serde_json::Value>) -> RunId {
+    let runs = read_runs(home, session);
+    let earlier = match (stamp, &runs.start_stamp) {
+        (Some(end), Some(start)) => stamped_before(end, start),
+        _ => None,
+    };
+    match earlier {
+        Some(true) if runs.current > 0 => runs.previous,
+        _ => runs.current,
     }
 }
 
-/// A sessionStart: a new run begins; its end is a new end. Returns the run.
-pub fn start(home: &Path, session: SessionId) -> RunId {
+/// A payload stamp longer than this is not a time: it is not kept.
+const STAMP_LIMIT: usize = 64;
+
+/// Whether `a` was stamped strictly before `b`, both by the agent in one format: two epoch
+/// numbers of the same magnitude (seconds are never compared with milliseconds), or two
+/// RFC 3339 strings of the same shape (both with `Z` or both without: read alike, a zone-less
+/// pair compares right whatever zone it was written in). `None` when that cannot be told.
+pub fn stamped_before(a: &serde_json::Value, b: &serde_json::Value) -> Option<bool> {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Number(a), Value::Number(b)) => {
+            let (a, b) = (a.as_u64()?, b.as_u64()?);
+            (a.checked_ilog10() == b.checked_ilog10()).then_some(a < b)
+        }
+        (Value::String(a), Value::String(b)) => {
+            let ((a, a_zoned), (b, b_zoned)) = (iso_time(a)?, iso_time(b)?);
+            (a_zoned == b_zoned).then_some(a < b)
+        }
+        _ => None,
+    }
+}
+
+/// An RFC 3339 time (`Z` or no zone; an offset is not read), and whether it had the `Z`.
+fn iso_time(text: &str) -> Option<(std::time::SystemTime, bool)> {
+    if text.len() > STAMP_LIMIT {
+        return None;
+    }
+    let bare = text.strip_suffix(['Z', 'z']);
+    let time = humantime::parse_rfc3339_weak(bare.unwrap_or(text)).ok()?;
+    Some((time, bare.is_some()))
+}
+
+/// A sessionStart whose payload the agent stamped `stamp`: a new run begins; its end is a new
+/// end. Returns the run.
+pub fn start(home: &Path, session: SessionId, stamp: Option<&serde_json::Value>) -> RunId {
     let previous = current(home, session);
-    // Never equal to the run it follows, even for two starts in one millisecond.
+    // Never equal to the run it follows, even for two starts in one millisecond, or after the
+    // machine's clock stepped back: runs are ordered by their names.
     let run = now_ms().max(previous + 1);
-    match write_text(&run_file(home, session), &format!("{run} {previous}")) {
+    let stamp = stamp
+        .filter(|s| s.is_number() || s.as_str().is_some_and(|t| t.len() <= STAMP_LIMIT))
+        .map(|s| format!(" {s}"))
+        .unwrap_or_default();
+    match write_text(&run_file(home, session), &format!("{run} {previous}{stamp}")) {
         Ok(()) => tracing::info!(%session, run, "session run starts"),
         Err(e) => {
             tracing::warn!(%session, error = %e, "cannot record the session's run; its end counts as the previous run's")
@@ -133,19 +196,24 @@ fn read_marker(home: &Path, session: SessionId) -> Option<(RunId, Option<u64>)> 
 
 /// Whether the server already has `run`'s end and no line of the session was delivered since
 /// (`delivered`: the session's delivered line count now, `None` if unknown). An end that comes
-/// after lines delivered since is a new end: the run went on after its end was posted. Call
-/// under the session's watcher lock.
+/// after lines delivered since is a new end: the run went on after its end was posted (an idle
+/// hand-off, then the user came back). Call under the session's watcher lock.
 ///
-/// Lines count only for the current run: after a later run started, the lines delivered since
-/// are that run's, and an end of an earlier run is a repeat if that run's end (or a later
-/// run's: a session's ends are posted in order) is on the server.
+/// Whether a later run has started meanwhile does not matter: a run's real end, queued before
+/// the next run started and posted after, must not be taken for a repeat because of it. Lines
+/// of the later run do count, so a late repeat of an earlier run's end after them is posted
+/// again: in doubt the end goes (a second end of one run is harmless; a lost one is not). An
+/// earlier run's end after a later run's is on the server is a repeat: a session's ends are
+/// posted in order.
 pub fn end_posted(home: &Path, session: SessionId, run: RunId, delivered: Option<u64>) -> bool {
     match read_marker(home, session) {
         Some((ended, _)) if ended > run => true,
         Some((ended, at)) if ended == run => match (at, delivered) {
-            (Some(at), Some(now)) if run == current(home, session) => at == now,
-            // An earlier run, an older marker, or a store that cannot say: one end per run.
-            _ => true,
+            (Some(at), Some(now)) => at == now,
+            // A marker without a count (an older kcap's): one end per run.
+            (None, _) => true,
+            // The store cannot say whether lines came since: in doubt, the end goes.
+            (Some(_), None) => false,
         },
         _ => false,
     }
@@ -246,18 +314,20 @@ mod tests {
         assert!(!end_posted(h, s, 7, Some(25)), "lines came after the end");
         assert!(!end_posted(h, s, 8, Some(20)), "another run");
         assert!(
-            end_posted(h, s, 7, None),
-            "an unknown count keeps one end per run"
+            !end_posted(h, s, 7, None),
+            "a store that cannot count lets the end go"
         );
         // A marker an older kcap wrote: a bare run.
         std::fs::write(end_file(h, s), "7").unwrap();
         assert!(end_posted(h, s, 7, Some(25)));
         std::fs::write(end_file(h, s), "7 x").unwrap();
         assert!(!end_posted(h, s, 7, Some(25)), "a torn marker is no marker");
-        // Run 8 started: lines since are its own, not a reason to post run 7's end again.
+        // Run 8 started before run 7's real end (after lines of run 7 delivered since its
+        // idle end) was posted: that end is still new.
         mark_end_posted(h, s, 7, Some(20));
         write_text(&run_file(h, s), "8 7").unwrap();
-        assert!(end_posted(h, s, 7, Some(25)));
+        assert!(!end_posted(h, s, 7, Some(25)), "run 7's real end was dropped");
+        assert!(end_posted(h, s, 7, Some(20)), "a repeat with no line since");
         assert!(!end_posted(h, s, 8, Some(25)));
         mark_end_posted(h, s, 8, Some(25));
         assert!(
@@ -267,19 +337,74 @@ mod tests {
     }
 
     #[test]
-    fn a_hook_stamped_before_the_current_run_started_belongs_to_the_previous_run() {
+    fn a_hook_the_agent_stamped_before_the_current_runs_start_belongs_to_the_previous_run() {
+        use serde_json::json;
         let home = tempfile::tempdir().unwrap();
         let (h, s) = (home.path(), SessionId::new_random());
-        assert_eq!(at_time(h, s, Some(5)), 0);
-        let first = start(h, s);
-        let second = start(h, s);
+        let at = |v: serde_json::Value| at_stamp(h, s, Some(&v));
+        assert_eq!(at(json!(5)), 0);
+        let first = start(h, s, Some(&json!(1_000_000)));
+        let second = start(h, s, Some(&json!(2_000_000)));
         assert!(second > first);
         assert_eq!(current(h, s), second);
-        assert_eq!(at_time(h, s, Some(second - 1)), first);
-        assert_eq!(at_time(h, s, Some(second)), second);
-        assert_eq!(at_time(h, s, None), second);
-        // A file from an older kcap: the current run only.
+        assert_eq!(at(json!(1_999_999)), first);
+        assert_eq!(at(json!(2_000_000)), second);
+        assert_eq!(at_stamp(h, s, None), second);
+        // The agent's clock, not the machine's: an agent an hour behind is still in run 2.
+        let behind = start(h, s, Some(&json!(second - 3_600_000)));
+        assert_eq!(at(json!(behind - 3_600_000 + 10)), behind);
+        // Seconds beside milliseconds, or a number beside a string: in doubt, the current run.
+        assert_eq!(at(json!(1_000)), behind, "seconds are not milliseconds");
+        assert_eq!(at(json!("1970-01-01T00:00:01Z")), behind);
+        // Strings: compared when shaped alike, whatever zone a zone-less pair was written in.
+        let iso = start(h, s, Some(&json!("2026-11-18T11:46:40.123")));
+        assert_eq!(at(json!("2026-11-18T11:46:40.122")), behind);
+        assert_eq!(at(json!("2026-11-18T11:46:40.124")), iso);
+        assert_eq!(at(json!("2026-11-18T06:46:40Z")), iso, "Z beside no zone");
+        assert_eq!(
+            at(json!("2026-11-18T12:46:40+01:00")),
+            iso,
+            "an offset is not read"
+        );
+        assert_eq!(at(json!("yesterday")), iso);
+        // A start without a stamp, or a file an older kcap wrote: the current run.
+        let bare = start(h, s, None);
+        assert_eq!(at(json!(1)), bare);
         write_text(&run_file(h, s), "9").unwrap();
-        assert_eq!((current(h, s), at_time(h, s, Some(1))), (9, 0));
+        assert_eq!((current(h, s), at(json!(1))), (9, 9));
+        // A stamp of any length never makes the file unreadable.
+        let long = "x".repeat(10_000);
+        let after = start(h, s, Some(&json!(long)));
+        assert_eq!((current(h, s), at(json!("2026-11-18T11:46:40Z"))), (after, after));
+    }
+
+    #[test]
+    fn stamps_compare_only_in_one_format() {
+        use serde_json::json;
+        let before = |a, b| stamped_before(&a, &b);
+        assert_eq!(
+            before(json!(1_795_000_000_122u64), json!(1_795_000_000_123u64)),
+            Some(true)
+        );
+        assert_eq!(
+            before(json!(1_795_000_000_123u64), json!(1_795_000_000_123u64)),
+            Some(false)
+        );
+        assert_eq!(before(json!(1_795_000_000u64), json!(1_795_000_000_123u64)), None);
+        assert_eq!(before(json!(-5), json!(7)), None);
+        assert_eq!(before(json!(1.5), json!(7)), None);
+        assert_eq!(
+            before(json!("2026-11-18T11:46:40.123Z"), json!("2026-11-18T11:46:41Z")),
+            Some(true)
+        );
+        assert_eq!(
+            before(json!("2026-11-18 11:46:40"), json!("2026-11-18T11:46:39")),
+            Some(false)
+        );
+        assert_eq!(
+            before(json!("2026-11-18T11:46:40Z"), json!(1_795_000_000_123u64)),
+            None
+        );
+        assert_eq!(before(json!(null), json!(null)), None);
     }
 }
