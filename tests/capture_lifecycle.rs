@@ -537,3 +537,63 @@ async fn a_repeated_session_end_is_posted_once_per_session_run() {
         env.log_of(sid)
     );
 }
+
+/// A sweep, a finalizer posting the session's end, or a sessionEnd hook draining holds the
+/// session's lock as a drain for a moment: a watcher started then waits for it and watches,
+/// instead of leaving its run unwatched. Another watcher holding the lock makes it leave at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_watcher_waits_out_a_drain_and_leaves_only_for_a_watcher() {
+    let (env, server) = (Env::new(), server().await);
+    let (sid, path, content) = session_with(&env, |sid| synthetic_transcript(sid, 10, false));
+    let _reap = Reap(&env, vec![sid]);
+    let drain = watcher::claim_as(&env.kcap_home, sid, watcher::Role::Drain)
+        .unwrap()
+        .expect("the lock is free");
+    let watch = |env: &Env| {
+        let mut c = env.kcap(&server.url());
+        c.args(["watch", &sid.to_string()])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        c
+    };
+    let mut first = watch(&env).spawn().unwrap();
+    let log = env
+        .kcap_home
+        .join("logs")
+        .join(format!("{}.watch.log", sid.dashed()));
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let mut exited = None;
+    assert!(
+        wait_until("the watcher to wait or leave", PATIENCE, || {
+            exited = first.try_wait().unwrap();
+            exited.is_some() || read_log().contains("held by a drain")
+        })
+        .await
+    );
+    assert!(
+        exited.is_none(),
+        "the watcher left while a drain held the lock ({exited:?}):\n{}",
+        read_log()
+    );
+    assert!(server.session(sid).lines.is_empty(), "delivered under a drain");
+    drop(drain);
+    let pid = first.id();
+    assert!(
+        wait_until("the watcher to take the lock and deliver", PATIENCE, || {
+            watcher::running(&env.kcap_home, sid) == pid && server.session(sid).lines.len() == 10
+        })
+        .await,
+        "{}",
+        read_log()
+    );
+    assert_exactly_once(&server, sid, &content);
+    let second = watch(&env).output().await.unwrap();
+    assert!(second.status.success(), "{second:?}");
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("a watcher already runs"),
+        "{second:?}"
+    );
+    assert_eq!(watcher::running(&env.kcap_home, sid), pid);
+    first.kill().await.unwrap();
+}

@@ -12,12 +12,15 @@ use crate::cli::options::{DeliveryOpts, TimingOpts};
 use crate::config::now_ms;
 use crate::effects::agent::AgentWatch;
 use crate::effects::runs::{RunId, RUN_KEY};
-use crate::effects::watcher::{claim, Ended, Endings, Watcher};
+use crate::effects::watcher::{claim_watch, Ended, Endings, WatchClaim, Watcher};
 use crate::ids::SessionId;
 use crate::store::{Holder, Store};
 
 /// Leaves room inside the sessionEnd hook's 8 s cap for its own POST.
 const FINAL_DRAIN: Duration = Duration::from_secs(6);
+/// How long a new watcher waits for a drain holding the session's lock (a sessionEnd hook's
+/// inline drain is capped at 8 s; a posted end takes one request).
+const DRAIN_PATIENCE: Duration = Duration::from_secs(60);
 /// A dead agent writes nothing more: its finalizer need only wait for a write in flight.
 const AGENT_GONE_BUDGET_MS: u64 = 2_000;
 
@@ -53,10 +56,27 @@ pub async fn watch(store: Store, args: WatchArgs, delivery: &DeliveryOpts, timin
             return 2;
         }
     };
-    let _lock = match claim(store.home(), session) {
-        Ok(Some(lock)) => lock,
-        Ok(None) => {
+    // Before the lock: a watcher that waits for a drain, or leaves, says so in the session's log.
+    let _log = crate::cli::logging::to_file(
+        &store
+            .home()
+            .join("logs")
+            .join(format!("{}.watch.log", session.dashed())),
+    );
+    let _lock = match claim_watch(store.home(), session, DRAIN_PATIENCE).await {
+        Ok(WatchClaim::Taken(lock)) => lock,
+        Ok(WatchClaim::Watched(pid)) => {
+            tracing::info!(?pid, "a watcher already runs for the session; leaving");
             eprintln!("kcap watch: a watcher already runs for {session}");
+            return 0;
+        }
+        Ok(WatchClaim::StillHeld(holder)) => {
+            let pid = holder.map(|h| h.process.pid);
+            tracing::warn!(
+                ?pid,
+                "the session's lock stayed held past the watcher's patience; leaving"
+            );
+            eprintln!("kcap watch: the lock of {session} stayed held (pid {pid:?}); not watching");
             return 0;
         }
         Err(e) => {
@@ -64,12 +84,6 @@ pub async fn watch(store: Store, args: WatchArgs, delivery: &DeliveryOpts, timin
             return 2;
         }
     };
-    let _log = crate::cli::logging::to_file(
-        &store
-            .home()
-            .join("logs")
-            .join(format!("{}.watch.log", session.dashed())),
-    );
     let delivery = match delivery.delivery() {
         Ok(d) => d,
         Err(e) => {

@@ -71,6 +71,54 @@ pub fn claim(kcap_home: &Path, session: SessionId) -> std::io::Result<Option<Wat
     claim_as(kcap_home, session, Role::Watch)
 }
 
+/// What [`claim_watch`] found.
+pub enum WatchClaim {
+    /// The lock is ours: we are the session's watcher.
+    Taken(WatcherLock),
+    /// A live watcher holds it (its pid, if its record can be read).
+    Watched(Option<u32>),
+    /// Something else held it for all of the patience given (its holder, if known).
+    StillHeld(Option<LockHolder>),
+}
+
+/// Takes the session's watcher lock as a watcher, waiting while anything but a watcher holds
+/// it: a sessionEnd hook draining inline, a finalizer or a sweep posting the session's end, or
+/// the sweep expiring the session's run records hold it as a drain, for a few seconds at most.
+/// A new watcher that left when it found one of them would leave its run unwatched. Gives up
+/// at once on a live watcher, and after `patience` on a drain that does not end.
+pub async fn claim_watch(
+    kcap_home: &Path,
+    session: SessionId,
+    patience: Duration,
+) -> std::io::Result<WatchClaim> {
+    let started = Instant::now();
+    let mut told = false;
+    loop {
+        let (home, s) = (kcap_home.to_path_buf(), session);
+        let claimed = tokio::task::spawn_blocking(move || claim(&home, s))
+            .await
+            .map_err(std::io::Error::other)??;
+        if let Some(lock) = claimed {
+            return Ok(WatchClaim::Taken(lock));
+        }
+        let held = holder(kcap_home, session);
+        match held {
+            Some(h) if h.role == Role::Watch => return Ok(WatchClaim::Watched(Some(h.process.pid))),
+            _ if started.elapsed() >= patience => return Ok(WatchClaim::StillHeld(held)),
+            Some(h) if !told => {
+                told = true;
+                tracing::info!(
+                    pid = h.process.pid,
+                    "the session's lock is held by a drain; the watcher waits for it"
+                );
+            }
+            // Released since the claim looked: try again at once.
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 /// How long a claim retries a lock it finds taken: [`holder`] probes the lock by taking it for
 /// a few microseconds, and a probe must not make a free lock look held.
 const PROBE_GRACE: Duration = Duration::from_millis(20);
