@@ -597,3 +597,78 @@ async fn a_new_watcher_waits_out_a_drain_and_leaves_only_for_a_watcher() {
     assert_eq!(watcher::running(&env.kcap_home, sid), pid);
     first.kill().await.unwrap();
 }
+
+/// `kcap watchers stop` tells the running watchers (one session's, or all) to drain and exit
+/// and says so; a sessionEnd hook's drain holding another session's lock is left alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn watchers_stop_stops_the_sessions_watchers_and_nothing_else() {
+    let (env, server) = (Env::new(), server().await);
+    let url = server.url();
+    let sessions: Vec<_> = (0..3)
+        .map(|_| session_with(&env, |sid| synthetic_transcript(sid, 5, false)))
+        .collect();
+    let _reap = Reap(&env, sessions.iter().map(|s| s.0).collect());
+    let (a, b, drained) = (sessions[0].0, sessions[1].0, sessions[2].0);
+    let mut children = Vec::new();
+    for (sid, path, _) in &sessions[..2] {
+        let mut c = env.kcap(&url);
+        c.args(["watch", &sid.to_string()])
+            .arg(path)
+            .stderr(Stdio::null());
+        children.push(c.spawn().unwrap());
+    }
+    let drain = watcher::claim_as(&env.kcap_home, drained, watcher::Role::Drain)
+        .unwrap()
+        .unwrap();
+    // Delivering: each has its signal handler in place.
+    assert!(
+        wait_until("both watchers to deliver", PATIENCE, || {
+            [a, b].iter().all(|s| {
+                watcher::running(&env.kcap_home, *s).is_some() && server.session(*s).lines.len() == 5
+            })
+        })
+        .await
+    );
+    let stop = |extra: &[&str]| {
+        let mut c = env.kcap(&url);
+        c.args(["watchers", "stop"]).args(extra);
+        c.output()
+    };
+    let out = stop(&["--session", &a.to_string()]).await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.contains(&a.to_string()) && text.contains("stopped"),
+        "{text}"
+    );
+    assert!(watcher::running(&env.kcap_home, a).is_none(), "{text}");
+    assert!(
+        watcher::running(&env.kcap_home, b).is_some(),
+        "another session's watcher was stopped"
+    );
+    let out = stop(&[]).await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.contains(&b.to_string()) && !text.contains(&drained.to_string()),
+        "{text}"
+    );
+    assert!(watcher::running(&env.kcap_home, b).is_none());
+    let holder = watcher::holder(&env.kcap_home, drained).expect("the drain still holds its lock");
+    assert_eq!(holder.process.pid, std::process::id());
+    // The watchers drained before they left: every line is on the server once.
+    for (sid, _, content) in &sessions[..2] {
+        assert_exactly_once(&server, *sid, content);
+    }
+    for mut child in children {
+        assert!(child.wait().await.unwrap().success());
+    }
+    let out = stop(&[]).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("no watchers running"),
+        "{out:?}"
+    );
+    let out = stop(&["--session", "../etc"]).await.unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    drop(drain);
+}
