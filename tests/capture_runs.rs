@@ -265,7 +265,8 @@ async fn the_sweep_expires_old_run_records_and_only_those() {
             .all(|s| finished(&env, *s, 0)))
         .await
     );
-    let files = |sid: SessionId| ["runs", "ended"].map(|dir| env.kcap_home.join(dir).join(sid.dashed()));
+    let files =
+        |sid: SessionId| ["runs", "run-ends", "ended"].map(|dir| env.kcap_home.join(dir).join(sid.dashed()));
     let [old, recent, queued, locked] = [sessions[0], sessions[1], sessions[2], sessions[3]];
     for sid in [old, queued, locked] {
         for f in files(sid) {
@@ -289,10 +290,10 @@ async fn the_sweep_expires_old_run_records_and_only_those() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let present = |sid: SessionId| files(sid).map(|f| f.exists());
-    assert_eq!(present(old), [false, false], "{out:?}");
-    assert_eq!(present(recent), [true, true]);
-    assert_eq!(present(queued), [true, true]);
-    assert_eq!(present(locked), [true, true]);
+    assert_eq!(present(old), [false; 3], "{out:?}");
+    assert_eq!(present(recent), [true; 3]);
+    assert_eq!(present(queued), [true; 3]);
+    assert_eq!(present(locked), [true; 3]);
 }
 
 /// Run 1's end could not be posted (the server was unreachable when run 1 ended); the user
@@ -794,4 +795,54 @@ async fn a_runs_real_end_is_posted_though_the_next_run_started_before_it_went() 
         "{:?}",
         recorder.posts()
     );
+}
+
+/// Rolling forward and back: the kcap before session runs remembered a posted end as
+/// `ended/<session>` (its content a time), dropped every end while it existed, and removed it
+/// when the session ran again (sessionStart, agentStop). Its marker must not make this kcap drop
+/// an end (it names no run), and this kcap keeps it as that kcap did, so that kcap, rolled back
+/// to, neither drops a real end nor posts a repeat.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_older_kcaps_end_marker_neither_drops_an_end_nor_outlives_a_new_run() {
+    use kcap::effects::client::Client;
+    use kcap::effects::outbox::{self, Flush};
+    use kcap::store::NoticeKind;
+
+    let (env, server) = (Env::new(), server().await);
+    let url = server.url();
+    let (sid, _, _) = session_with(&env, |sid| synthetic_transcript(sid, 3, true));
+    let _reap = Reap(&env, sid);
+    let legacy = env.kcap_home.join("ended").join(sid.dashed());
+    std::fs::create_dir_all(legacy.parent().unwrap()).unwrap();
+    // Written by the older kcap when it posted an idle hand-off end; then it was upgraded.
+    std::fs::write(&legacy, "1795000000000").unwrap();
+    let store = env.store();
+    let client = Client::new(&url, None, Duration::from_secs(5)).unwrap();
+    let end = json!({"session_id": sid.dashless(), "reason": "complete"});
+    store
+        .queue_notice(sid, &outbox::notice(NoticeKind::SessionEnd, end))
+        .unwrap();
+    let flushed = outbox::flush(&store, &client, Some(sid), Flush::All).await;
+    assert_eq!(
+        (flushed.delivered, &flushed.failed),
+        (1, &None),
+        "the older marker dropped the end"
+    );
+    drop(store);
+    assert!(legacy.exists(), "a posted end leaves the older kcap's marker");
+    for event in ["sessionStart", "agentStop"] {
+        std::fs::write(&legacy, "1795000000000").unwrap();
+        hook_ok(
+            &env,
+            &url,
+            event,
+            &payload(&sid.to_string(), json!({"source": "resume"})),
+            &[],
+        )
+        .await;
+        assert!(
+            !legacy.exists(),
+            "after {event} the older kcap would drop the session's next end"
+        );
+    }
 }

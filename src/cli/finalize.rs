@@ -380,7 +380,7 @@ pub async fn finalize(
     };
     // Starts (and notifications) first; a session's end only once its lines are delivered.
     let early = outbox::flush(&store, &delivery.client, None, Flush::BeforeLines).await;
-    // Bounded: `runs/` and `ended/` lose what no end can need any more.
+    // Bounded: `runs/`, `run-ends/` and `ended/` lose what no end can need any more.
     if sweep {
         let store = store.clone();
         let expired = crate::effects::blocking(move || runs::expire(&store, runs::KEEP)).await;

@@ -115,8 +115,11 @@ pub async fn hook(store: Store, args: HookArgs, delivery_opts: &DeliveryOpts, ti
             ensure_watcher(&store, session, &path);
         }
         // Not a new run: a late agentStop of a run that has ended must not make a repeated
-        // end of that run look new.
-        HookEvent::AgentStop => ensure_watcher(&store, session, &path),
+        // end of that run look new. (The older kcap's marker is cleared, as it did.)
+        HookEvent::AgentStop => {
+            runs::runs_again(store.home(), session);
+            ensure_watcher(&store, session, &path)
+        }
         HookEvent::Notification => {
             let mut body = payload.raw.clone();
             body["session_id"] = session.dashless().into();

@@ -4,7 +4,7 @@
 //!
 //! A run is named by when its sessionStart hook ran (epoch ms; 0 for a run whose start kcap
 //! never saw, e.g. kcap installed mid-session). `runs/<session>` holds the current run;
-//! `ended/<session>` the run whose end the server has, and how many of the session's lines were
+//! `run-ends/<session>` the run whose end the server has, and how many of the session's lines were
 //! delivered when it was posted. A run that goes on after its end was posted (the watcher's
 //! idle hand-off, then the user came back in the same Copilot process; a resume whose
 //! sessionStart was missed; Copilot's `-p` mode, one sessionEnd per turn) has delivered lines
@@ -39,7 +39,26 @@ fn run_file(home: &Path, session: SessionId) -> PathBuf {
 }
 
 fn end_file(home: &Path, session: SessionId) -> PathBuf {
+    home.join("run-ends").join(session.dashed())
+}
+
+/// The end marker of kcap before session runs: it exists from a session's posted end until the
+/// session runs again (sessionStart or agentStop), and a session-end is dropped while it
+/// exists. It is kept that way (written with each posted end, removed when the session runs
+/// again) so that a rolled-back kcap neither drops a real end nor posts a repeat; it is never
+/// read here: what it says has no run, and in doubt an end goes.
+fn legacy_end_file(home: &Path, session: SessionId) -> PathBuf {
     home.join("ended").join(session.dashed())
+}
+
+/// The session runs again (a sessionStart, or an agentStop: a turn after an idle hand-off):
+/// removes the older kcap's end marker, as that kcap did, so it would post the next end.
+pub fn runs_again(home: &Path, session: SessionId) {
+    match std::fs::remove_file(legacy_end_file(home, session)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(%session, error = %e, "cannot clear the older end marker"),
+    }
 }
 
 /// Writes `text` in full to a file of its own, then renames it over `path`: a reader sees the
@@ -143,6 +162,7 @@ pub fn start(home: &Path, session: SessionId, stamp: Option<&serde_json::Value>)
     // Never equal to the run it follows, even for two starts in one millisecond, or after the
     // machine's clock stepped back: runs are ordered by their names.
     let run = now_ms().max(previous + 1);
+    runs_again(home, session);
     let stamp = stamp
         .filter(|s| s.is_number() || s.as_str().is_some_and(|t| t.len() <= STAMP_LIMIT))
         .map(|s| format!(" {s}"))
@@ -181,7 +201,7 @@ pub fn wire_body(body: &serde_json::Value) -> std::borrow::Cow<'_, serde_json::V
     }
 }
 
-/// What `ended/<session>` says: the run whose end the server has, and the session's delivered
+/// What `run-ends/<session>` says: the run whose end the server has, and the session's delivered
 /// line count when it was posted (`None` in a marker written by an older kcap).
 fn read_marker(home: &Path, session: SessionId) -> Option<(RunId, Option<u64>)> {
     let text = std::fs::read_to_string(end_file(home, session)).ok()?;
@@ -229,12 +249,14 @@ pub fn mark_end_posted(home: &Path, session: SessionId, run: RunId, delivered: O
     if let Err(e) = write_text(&end_file(home, session), &text) {
         tracing::warn!(%session, run, error = %e, "cannot remember that the run's end was posted; a repeated end may follow");
     }
+    // As the older kcap wrote it (its content is not read).
+    let _ = write_text(&legacy_end_file(home, session), &now_ms().to_string());
 }
 
 /// Sessions with a run or end file last written more than `keep` ago.
 pub fn stale(home: &Path, keep: Duration) -> Vec<SessionId> {
     let mut out = Vec::new();
-    for dir in ["runs", "ended"] {
+    for dir in ["runs", "run-ends", "ended"] {
         let Ok(entries) = std::fs::read_dir(home.join(dir)) else {
             continue;
         };
@@ -255,7 +277,11 @@ pub fn stale(home: &Path, keep: Duration) -> Vec<SessionId> {
 /// session's watcher lock (so no watcher runs and no end is being posted) and has checked that
 /// no end of it is queued.
 pub fn forget(home: &Path, session: SessionId, keep: Duration) {
-    for path in [run_file(home, session), end_file(home, session)] {
+    for path in [
+        run_file(home, session),
+        end_file(home, session),
+        legacy_end_file(home, session),
+    ] {
         if !older_than(&path, keep) {
             continue;
         }
@@ -276,7 +302,7 @@ fn older_than(path: &Path, keep: Duration) -> bool {
 }
 
 /// Forgets the run and end files of sessions last touched more than `keep` ago (the sweep's
-/// job), so `runs/` and `ended/` do not grow for ever. A session is left alone while its
+/// job), so `runs/`, `run-ends/` and `ended/` do not grow for ever. A session is left alone while its
 /// watcher lock is held (it runs, or its end is being posted) or a notice of it is queued (a
 /// repeated end must still find the marker that drops it). Returns how many were expired.
 pub fn expire(store: &crate::store::Store, keep: Duration) -> usize {
