@@ -672,3 +672,76 @@ async fn watchers_stop_stops_the_sessions_watchers_and_nothing_else() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     drop(drain);
 }
+
+/// A watcher killed with SIGKILL leaves its pid file behind: the file names a process that
+/// holds no lock, so nobody takes it for a running watcher, and the next watcher takes it over
+/// (its record replaces the dead one's whole). While a process holds the lock, no claim gets it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_watchers_pid_file_is_taken_over_and_a_held_one_is_not() {
+    let (env, server) = (Env::new(), server().await);
+    let (sid, path, content) = session_with(&env, |sid| synthetic_transcript(sid, 5, false));
+    let _reap = Reap(&env, vec![sid]);
+    let pid_file = watcher::pid_file(&env.kcap_home, sid);
+    // A record longer than the one that replaces it: no tail of it may survive.
+    std::fs::create_dir_all(pid_file.parent().unwrap()).unwrap();
+    std::fs::write(
+        &pid_file,
+        "4194303 99999999999 watch 1795000000000 1795000000000 x y z",
+    )
+    .unwrap();
+    assert!(
+        watcher::holder(&env.kcap_home, sid).is_none(),
+        "an unlocked record is no holder"
+    );
+    let held = watcher::claim(&env.kcap_home, sid)
+        .unwrap()
+        .expect("a stale file is taken over");
+    let me = watcher::holder(&env.kcap_home, sid).expect("the claim's record");
+    assert_eq!(
+        (me.process.pid, me.role),
+        (std::process::id(), watcher::Role::Watch)
+    );
+    assert!(!std::fs::read_to_string(&pid_file).unwrap().contains('x'));
+    for role in [watcher::Role::Watch, watcher::Role::Drain] {
+        assert!(
+            watcher::claim_as(&env.kcap_home, sid, role).unwrap().is_none(),
+            "a held lock was taken as {role:?}"
+        );
+    }
+    drop(held);
+    // A real watcher, killed the hard way, then its successor.
+    let spawn = || {
+        let mut c = env.kcap(&server.url());
+        c.args(["watch", &sid.to_string()])
+            .arg(&path)
+            .stderr(Stdio::null());
+        c.spawn().unwrap()
+    };
+    let mut first = spawn();
+    let first_pid = first.id();
+    assert!(
+        wait_until("the first watcher", PATIENCE, || watcher::running(
+            &env.kcap_home,
+            sid
+        ) == first_pid)
+        .await
+    );
+    first.start_kill().unwrap();
+    first.wait().await.unwrap();
+    assert!(pid_file.exists(), "the killed watcher's pid file stays");
+    assert_eq!(
+        watcher::running(&env.kcap_home, sid),
+        None,
+        "a dead watcher is not running"
+    );
+    let mut second = spawn();
+    let second_pid = second.id();
+    assert!(
+        wait_until("the second watcher to take over and deliver", PATIENCE, || {
+            watcher::running(&env.kcap_home, sid) == second_pid && server.session(sid).lines.len() == 5
+        })
+        .await
+    );
+    assert_exactly_once(&server, sid, &content);
+    second.kill().await.unwrap();
+}
