@@ -253,6 +253,10 @@ async fn session_end(
                 delivery: hook.delivery.clone(),
                 poll: Duration::from_millis(1),
             };
+            // A batch cut by the cap may still reach the server after this hook let the lock
+            // go, even after the finalizer posted the end: it is harmless, since its position
+            // was not persisted, so the finalizer sends those lines again before the end, and
+            // the late copy stores nothing new (same ids, same numbers).
             let stats = inline.run(std::future::ready(()), remaining).await;
             tracing::info!(lines = stats.lines, "inline drain");
         } else {
