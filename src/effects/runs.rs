@@ -224,10 +224,12 @@ fn read_marker(home: &Path, session: SessionId) -> Option<(RunId, Option<u64>)> 
 /// of the later run do count, so a late repeat of an earlier run's end after them is posted
 /// again: in doubt the end goes (a second end of one run is harmless; a lost one is not). An
 /// earlier run's end after a later run's is on the server is a repeat: a session's ends are
-/// posted in order.
+/// posted in order. An end of run 0 (no run known) is never taken for an earlier run's.
 pub fn end_posted(home: &Path, session: SessionId, run: RunId, delivered: Option<u64>) -> bool {
     match read_marker(home, session) {
-        Some((ended, _)) if ended > run => true,
+        // Run 0 is "not known" (a start never seen, a run file lost): it may be any run, so a
+        // marker of a later one says nothing about it.
+        Some((ended, _)) if run > 0 && ended > run => true,
         Some((ended, at)) if ended == run => match (at, delivered) {
             (Some(at), Some(now)) => at == now,
             // A marker without a count (an older kcap's): one end per run.
@@ -253,7 +255,10 @@ pub fn mark_end_posted(home: &Path, session: SessionId, run: RunId, delivered: O
     let _ = write_text(&legacy_end_file(home, session), &now_ms().to_string());
 }
 
-/// Sessions with a run or end file last written more than `keep` ago.
+/// Sessions whose run and end files were all last written more than `keep` ago. A session's
+/// files go together: a session open for weeks has its end marker rewritten at each idle
+/// hand-off while its run file was written only at its start; forgetting the run file alone
+/// would make its next end run 0's, taken for a repeat of the run the marker names.
 pub fn stale(home: &Path, keep: Duration) -> Vec<SessionId> {
     let mut out = Vec::new();
     for dir in ["runs", "run-ends", "ended"] {
@@ -261,10 +266,9 @@ pub fn stale(home: &Path, keep: Duration) -> Vec<SessionId> {
             continue;
         };
         for entry in entries.flatten() {
-            let old = older_than(&entry.path(), keep);
             let session = entry.file_name().to_str().and_then(|n| n.parse().ok());
-            if let (true, Some(session)) = (old, session) {
-                if !out.contains(&session) {
+            if let Some(session) = session {
+                if !out.contains(&session) && all_older_than(home, session, keep) {
                     out.push(session);
                 }
             }
@@ -273,32 +277,41 @@ pub fn stale(home: &Path, keep: Duration) -> Vec<SessionId> {
     out
 }
 
-/// Forgets a session's run and end files that are older than `keep`. The caller holds the
-/// session's watcher lock (so no watcher runs and no end is being posted) and has checked that
-/// no end of it is queued.
-pub fn forget(home: &Path, session: SessionId, keep: Duration) {
-    for path in [
+fn files(home: &Path, session: SessionId) -> [PathBuf; 3] {
+    [
         run_file(home, session),
         end_file(home, session),
         legacy_end_file(home, session),
-    ] {
-        if !older_than(&path, keep) {
-            continue;
-        }
+    ]
+}
+
+/// Whether every run or end file the session has was last written more than `keep` ago (a
+/// missing file counts as old; a file written "in the future", after the clock stepped back,
+/// as recent).
+fn all_older_than(home: &Path, session: SessionId, keep: Duration) -> bool {
+    files(home, session).iter().all(
+        |path| match std::fs::symlink_metadata(path).and_then(|m| m.modified()) {
+            Ok(written) => written.elapsed().is_ok_and(|age| age > keep),
+            Err(_) => true,
+        },
+    )
+}
+
+/// Forgets a session's run and end files, all of them, if the newest is older than `keep`
+/// (checked again here: one may have been written since [`stale`] looked). The caller holds
+/// the session's watcher lock (so no watcher runs and no end is being posted) and has checked
+/// that no end of it is queued.
+pub fn forget(home: &Path, session: SessionId, keep: Duration) {
+    if !all_older_than(home, session, keep) {
+        return;
+    }
+    for path in files(home, session) {
         match std::fs::remove_file(&path) {
             Ok(()) => tracing::info!(%session, path = %path.display(), "expired"),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => tracing::warn!(%session, error = %e, "cannot expire the run record"),
         }
     }
-}
-
-fn older_than(path: &Path, keep: Duration) -> bool {
-    std::fs::symlink_metadata(path)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.elapsed().ok())
-        .is_some_and(|age| age > keep)
 }
 
 /// Forgets the run and end files of sessions last touched more than `keep` ago (the sweep's
@@ -360,6 +373,41 @@ mod tests {
             end_posted(h, s, 7, Some(25)),
             "a later run's end is on the server"
         );
+    }
+
+    /// Sets `path`'s modification time `age` back.
+    #[track_caller]
+    fn age(path: &Path, age: Duration) {
+        let file = std::fs::File::options().write(true).open(path).unwrap();
+        file.set_modified(std::time::SystemTime::now() - age).unwrap();
+    }
+
+    /// A session open for more than a week (tmux): its run file was written at its start, its
+    /// end marker at each idle hand-off since. The sweep must not forget the run alone, or the
+    /// real end, labelled run 0, is dropped as a repeat of the marker's run.
+    #[test]
+    fn a_session_open_for_weeks_keeps_its_run_and_its_real_end() {
+        let home = tempfile::tempdir().unwrap();
+        let (h, s) = (home.path(), SessionId::new_random());
+        let run = start(h, s, None);
+        mark_end_posted(h, s, run, Some(20));
+        let week = Duration::from_secs(8 * 24 * 3600);
+        age(&run_file(h, s), week);
+        assert!(stale(h, KEEP).is_empty(), "its end marker is recent");
+        forget(h, s, KEEP);
+        assert_eq!(at_stamp(h, s, None), run, "the run was forgotten");
+        assert!(!end_posted(h, s, run, Some(30)), "the real end was dropped");
+        // Were the run lost anyway (unwritable, removed by hand): an end of run 0 still goes.
+        std::fs::remove_file(run_file(h, s)).unwrap();
+        assert!(!end_posted(h, s, at_stamp(h, s, None), Some(30)));
+        // Once every file is old, all go together.
+        start(h, s, None);
+        for f in files(h, s).iter().filter(|f| f.exists()) {
+            age(f, week);
+        }
+        assert_eq!(stale(h, KEEP), vec![s]);
+        forget(h, s, KEEP);
+        assert!(files(h, s).iter().all(|f| !f.exists()));
     }
 
     #[test]
