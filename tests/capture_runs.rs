@@ -477,6 +477,82 @@ async fn the_real_end_after_an_idle_hand_off_is_not_dropped() {
     assert!(last_line < last_end, "{posts:?}");
 }
 
+/// As above, but the machine's clock steps back an hour before the real exit: the agent stamps
+/// the real sessionEnd before the run's own sessionStart. With no run before it, it is still
+/// this run's end: it stops this run's watcher and is posted, after the run's last line.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_real_end_stamped_before_its_runs_start_stops_the_watcher_and_is_posted() {
+    let (env, server) = (Env::new(), server().await);
+    let recorder = Recorder::start(free_port(), server.url()).await;
+    let (sid, path, _) = session_with(&env, |sid| synthetic_transcript(sid, 20, false));
+    let _reap = Reap(&env, sid);
+    let url = recorder.url();
+    let idle = [("KCAP_WATCH_IDLE_MS", "800"), ("KCAP_SHUTDOWN_BUDGET_MS", "500")];
+    let start = stamped(sid, json!(kcap::config::now_ms()), json!({"source": "new"}));
+    hook_ok(&env, &url, "sessionStart", &start, &idle).await;
+    assert!(
+        wait_until("the idle end", PATIENCE, || ends(&recorder) == 1
+            && finished(&env, sid, 0))
+        .await,
+        "{:?}\n{}",
+        recorder.posts(),
+        env.log_of(sid)
+    );
+    append(
+        &path,
+        b"{\"type\":\"user.message\",\"data\":{\"content\":\"back\"}}\n",
+    );
+    hook_ok(
+        &env,
+        &url,
+        "agentStop",
+        &payload(&sid.to_string(), json!({})),
+        &[],
+    )
+    .await;
+    assert!(
+        wait_until("the new line", PATIENCE, || server.session(sid).lines.len() == 21).await,
+        "{}",
+        env.log_of(sid)
+    );
+    assert!(
+        watcher::running(&env.kcap_home, sid).is_some(),
+        "{}",
+        env.log_of(sid)
+    );
+    append(&path, shutdown_line().as_bytes());
+    let stepped_back = json!(kcap::config::now_ms() - 3_600_000);
+    let end = stamped(sid, stepped_back, json!({"reason": "complete"}));
+    hook_ok(&env, &url, "sessionEnd", &end, &[]).await;
+    assert!(
+        wait_until("the run's watcher to stop", PATIENCE, || {
+            watcher::running(&env.kcap_home, sid).is_none()
+        })
+        .await,
+        "the real end left its run's watcher running\n{}",
+        env.log_of(sid)
+    );
+    assert!(
+        wait_until("the real end's finalizer", PATIENCE, || finished(&env, sid, 1)).await,
+        "{}",
+        env.log_of(sid)
+    );
+    let posts = recorder.posts();
+    assert_eq!(
+        ends(&recorder),
+        2,
+        "the real end was dropped: {posts:?}\n{}",
+        env.log_of(sid)
+    );
+    assert_exactly_once(&server, sid, &std::fs::read(&path).unwrap());
+    let last_line = posts.iter().rposition(|p| p == "/hooks/transcript").unwrap();
+    let last_end = posts
+        .iter()
+        .rposition(|p| p.starts_with("/hooks/session-end"))
+        .unwrap();
+    assert!(last_line < last_end, "{posts:?}");
+}
+
 /// A sessionEnd of run 1 that arrives late (delayed, or repeated) after run 2's sessionStart:
 /// stamped before run 2 started, it is run 1's. It must neither stop run 2's watcher nor be
 /// posted as run 2's end; run 2's own end still comes, after run 2's lines.

@@ -71,30 +71,29 @@ fn write_text(path: &Path, text: &str) -> std::io::Result<()> {
 }
 
 /// What `runs/<session>` says: the current run, the one before it (0 if none or unknown), and
-/// the current run's sessionStart payload stamp as the agent wrote it (`None` if it had none,
-/// or the file predates it).
+/// the sessionStart payload stamps of both as the agent wrote them (`None` if it had none, or
+/// the file predates it). The file is `<run> <previous>[ <stamp>]`, then on a line of its own
+/// the previous run's stamp, if kept (a JSON stamp has no raw newline).
 struct Runs {
     current: RunId,
     previous: RunId,
     start_stamp: Option<serde_json::Value>,
+    previous_stamp: Option<serde_json::Value>,
 }
 
 fn read_runs(home: &Path, session: SessionId) -> Runs {
-    let Ok(text) = std::fs::read_to_string(run_file(home, session)) else {
-        return Runs {
-            current: 0,
-            previous: 0,
-            start_stamp: None,
-        };
-    };
-    let mut fields = text.trim().splitn(3, ' ');
+    let text = std::fs::read_to_string(run_file(home, session)).unwrap_or_default();
+    let mut lines = text.trim().splitn(2, '\n');
+    let mut fields = lines.next().unwrap_or_default().trim().splitn(3, ' ');
     let mut number = || fields.next().and_then(|f| f.parse::<RunId>().ok()).unwrap_or(0);
     let (current, previous) = (number(), number());
     let start_stamp = fields.next().and_then(|f| serde_json::from_str(f).ok());
+    let previous_stamp = lines.next().and_then(|f| serde_json::from_str(f.trim()).ok());
     Runs {
         current,
         previous: previous.min(current),
         start_stamp,
+        previous_stamp,
     }
 }
 
@@ -104,21 +103,33 @@ pub fn current(home: &Path, session: SessionId) -> RunId {
 }
 
 /// The run a hook whose payload the agent stamped `stamp` belongs to: the current run, or the
-/// one before it if the agent stamped it before it stamped the current run's sessionStart (a
-/// delayed or repeated sessionEnd of the previous run, arriving after the next run's start).
+/// one before it if the agent stamped it before it stamped the current run's sessionStart and
+/// at or after it stamped the previous run's (a delayed or repeated sessionEnd of the previous
+/// run, arriving after the next run's start).
 ///
 /// Only the agent's own stamps are compared, never the machine's clock: the agent may count
-/// in seconds, write a zone-less local time, or run on a clock that steps. When the two stamps
+/// in seconds, write a zone-less local time, or run on a clock that steps. When the stamps
 /// cannot be compared for sure, the hook is the current run's: a real end is never taken for
-/// a repeat of the previous one (a repeated end posted twice is harmless).
+/// a repeat of the previous one (a repeated end posted twice is harmless). So an end stamped
+/// before the current run's start is the previous run's only when that run is known and its
+/// own start stamp is kept and not later: after the clock stepped back, an end stamped before
+/// every start is the current run's, whose watcher it stops.
 pub fn at_stamp(home: &Path, session: SessionId, stamp: Option<&serde_json::Value>) -> RunId {
     let runs = read_runs(home, session);
-    let earlier = match (stamp, &runs.start_stamp) {
-        (Some(end), Some(start)) => stamped_before(end, start),
-        _ => None,
+    let Some(end) = stamp else {
+        return runs.current;
     };
-    match earlier {
-        Some(true) if runs.current > 0 => runs.previous,
+    let before_current = runs
+        .start_stamp
+        .as_ref()
+        .and_then(|start| stamped_before(end, start));
+    let since_previous = runs
+        .previous_stamp
+        .as_ref()
+        .and_then(|start| stamped_before(end, start))
+        .map(|before| !before);
+    match (before_current, since_previous) {
+        (Some(true), Some(true)) if runs.current > 0 && runs.previous > 0 => runs.previous,
         _ => runs.current,
     }
 }
@@ -158,7 +169,11 @@ fn iso_time(text: &str) -> Option<(std::time::SystemTime, bool)> {
 /// A sessionStart whose payload the agent stamped `stamp`: a new run begins; its end is a new
 /// end. Returns the run.
 pub fn start(home: &Path, session: SessionId, stamp: Option<&serde_json::Value>) -> RunId {
-    let previous = current(home, session);
+    let Runs {
+        current: previous,
+        start_stamp: previous_stamp,
+        ..
+    } = read_runs(home, session);
     // Never equal to the run it follows, even for two starts in one millisecond, or after the
     // machine's clock stepped back: runs are ordered by their names.
     let run = now_ms().max(previous + 1);
@@ -167,7 +182,9 @@ pub fn start(home: &Path, session: SessionId, stamp: Option<&serde_json::Value>)
         .filter(|s| s.is_number() || s.as_str().is_some_and(|t| t.len() <= STAMP_LIMIT))
         .map(|s| format!(" {s}"))
         .unwrap_or_default();
-    match write_text(&run_file(home, session), &format!("{run} {previous}{stamp}")) {
+    let previous_stamp = previous_stamp.map(|s| format!("\n{s}")).unwrap_or_default();
+    let text = format!("{run} {previous}{stamp}{previous_stamp}");
+    match write_text(&run_file(home, session), &text) {
         Ok(()) => tracing::info!(%session, run, "session run starts"),
         Err(e) => {
             tracing::warn!(%session, error = %e, "cannot record the session's run; its end counts as the previous run's")
@@ -432,7 +449,11 @@ mod tests {
         assert_eq!(at(json!("1970-01-01T00:00:01Z")), behind);
         // Strings: compared when shaped alike, whatever zone a zone-less pair was written in.
         let iso = start(h, s, Some(&json!("2026-11-18T11:46:40.123")));
-        assert_eq!(at(json!("2026-11-18T11:46:40.122")), behind);
+        assert_eq!(
+            at(json!("2026-11-18T11:46:40.122")),
+            iso,
+            "the previous run's start stamp is a number: not comparable, the current run"
+        );
         assert_eq!(at(json!("2026-11-18T11:46:40.124")), iso);
         assert_eq!(at(json!("2026-11-18T06:46:40Z")), iso, "Z beside no zone");
         assert_eq!(
@@ -441,6 +462,10 @@ mod tests {
             "an offset is not read"
         );
         assert_eq!(at(json!("yesterday")), iso);
+        let iso2 = start(h, s, Some(&json!("2026-11-18T11:46:41")));
+        assert_eq!(at(json!("2026-11-18T11:46:40.5")), iso);
+        assert_eq!(at(json!("2026-11-18T11:46:40.123")), iso);
+        assert_eq!(at(json!("2026-11-18T11:46:40.122")), iso2, "before both starts");
         // A start without a stamp, or a file an older kcap wrote: the current run.
         let bare = start(h, s, None);
         assert_eq!(at(json!(1)), bare);
@@ -450,6 +475,34 @@ mod tests {
         let long = "x".repeat(10_000);
         let after = start(h, s, Some(&json!(long)));
         assert_eq!((current(h, s), at(json!("2026-11-18T11:46:40Z"))), (after, after));
+    }
+
+    /// The wall clock steps back after run R's idle end: R's real sessionEnd is stamped before
+    /// R's own start. It is R's (its end posted, its watcher stopped), not the run before R's.
+    #[test]
+    fn an_end_stamped_before_every_start_is_the_current_runs() {
+        use serde_json::json;
+        let home = tempfile::tempdir().unwrap();
+        let (h, s) = (home.path(), SessionId::new_random());
+        let at = |v: serde_json::Value| at_stamp(h, s, Some(&v));
+        let first = start(h, s, Some(&json!(2_000_000)));
+        mark_end_posted(h, s, first, Some(20));
+        assert_eq!(
+            at(json!(1_000_000)),
+            first,
+            "no run before it: none to give it to"
+        );
+        assert!(
+            !end_posted(h, s, at(json!(1_000_000)), Some(30)),
+            "the end was dropped"
+        );
+        let second = start(h, s, Some(&json!(3_000_000)));
+        assert_eq!(at(json!(2_500_000)), first, "a late end of the first run");
+        assert_eq!(at(json!(2_000_000)), first);
+        assert_eq!(at(json!(1_999_999)), second, "before the first run's start too");
+        // A run file without the previous run's stamp (written by the kcap before this one).
+        write_text(&run_file(h, s), &format!("{second} {first} 3000000")).unwrap();
+        assert_eq!(at(json!(2_500_000)), second);
     }
 
     #[test]
