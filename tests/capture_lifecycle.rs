@@ -673,6 +673,75 @@ async fn watchers_stop_stops_the_sessions_watchers_and_nothing_else() {
     drop(drain);
 }
 
+/// `kcap watchers stop` on a crashed session: its Copilot is gone, so no agentStop or sessionEnd
+/// will ever come. The watcher, told to stop before it noticed (it looks at the agent only
+/// between polls, here ten minutes apart), hands the session off as when it notices itself: the
+/// server still gets every line and the session's end.
+#[tokio::test(flavor = "multi_thread")]
+async fn watchers_stop_on_a_dead_copilots_session_still_delivers_its_end() {
+    let (env, server) = (Env::new(), server().await);
+    let url = server.url();
+    let (sid, path, mut content) = session_with(&env, |sid| synthetic_transcript(sid, 5, false));
+    let _reap = Reap(&env, vec![sid]);
+    let mut copilot = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+    let lock = path
+        .parent()
+        .unwrap()
+        .join(format!("inuse.{}.lock", copilot.id()));
+    std::fs::write(&lock, b"").unwrap();
+    let mut child = env
+        .kcap(&url)
+        .args(["watch", &sid.to_string()])
+        .arg(&path)
+        .env("KCAP_WATCH_POLL_MS", "600000")
+        .env("KCAP_SHUTDOWN_BUDGET_MS", "5000")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Lines wake it (a line written before it watches the file does not): one more until the
+    // server has them all, so it is past a poll with its signal handler in place.
+    for i in 0.. {
+        let line = format!("{{\"type\":\"user.message\",\"data\":{{\"content\":\"{i}\"}}}}\n");
+        append(&path, line.as_bytes());
+        content.extend_from_slice(line.as_bytes());
+        let n = content.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count();
+        if wait_until("the watcher to deliver", Duration::from_secs(2), || {
+            server.session(sid).lines.len() == n
+        })
+        .await
+        {
+            break;
+        }
+        assert!(i < 15, "the watcher never delivered\n{}", env.log_of(sid));
+    }
+    copilot.kill().unwrap();
+    copilot.wait().unwrap();
+    let out = env
+        .kcap(&url)
+        .args(["watchers", "stop", "--session", &sid.to_string()])
+        .args(["--wait", "60"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}\n{}", env.log_of(sid));
+    assert!(child.wait().await.unwrap().success());
+    assert!(
+        wait_until("the session-end", PATIENCE, || {
+            server
+                .storage()
+                .summary(sid)
+                .unwrap()
+                .is_some_and(|s| s.ended.is_some())
+        })
+        .await,
+        "a stopped watcher of a dead Copilot left the session without an end\n{}",
+        env.log_of(sid)
+    );
+    let ended = server.storage().summary(sid).unwrap().unwrap().ended.unwrap();
+    assert_eq!(ended.reason.as_deref(), Some("agent_exited"));
+    assert_exactly_once(&server, sid, &content);
+}
+
 /// A watcher killed with SIGKILL leaves its pid file behind: the file names a process that
 /// holds no lock, so nobody takes it for a running watcher, and the next watcher takes it over
 /// (its record replaces the dead one's whole). While a process holds the lock, no claim gets it.

@@ -1,7 +1,8 @@
 //! `kcap watch <sid> <path>`: the live watcher process. It ends when told to (SIGTERM, by the
 //! sessionEnd hook), or by itself when the session's agent process is gone or the transcript
 //! has been idle past the limit; then it drains and hands the session to a finalizer, with a
-//! session-end notice, so the tail and the end still arrive.
+//! session-end notice, so the tail and the end still arrive. Told to stop, it hands off too if
+//! the agent is gone by then (`kcap watchers stop` on a crashed session).
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -106,6 +107,16 @@ pub async fn watch(store: Store, args: WatchArgs, delivery: &DeliveryOpts, timin
     };
     let (stats, ended) = watcher.run_until(stop_signal(), &endings, FINAL_DRAIN).await;
     tracing::info!(?stats, ?ended, "watcher stopped");
+    // Told to stop (by a sessionEnd hook, whose agent is alive running it, or by `kcap watchers
+    // stop`): if the agent is gone meanwhile, nothing else will ever end the session (no
+    // agentStop, no sessionEnd), so hand it off as when the watcher notices by itself.
+    let ended = match (ended, endings.agent.gone(&session_dir)) {
+        (Ended::Stopped, Some(pid)) => {
+            tracing::warn!(pid, "stopped, and the session's agent process is gone without a sessionEnd; handing the session to a finalizer");
+            Ended::AgentGone { pid }
+        }
+        (ended, _) => ended,
+    };
     let reason = match ended {
         Ended::Stopped => return 0,
         Ended::AgentGone { .. } => "agent_exited",

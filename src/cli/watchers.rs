@@ -88,9 +88,11 @@ fn human_age(ms: u64) -> String {
 
 /// `kcap watchers stop [--session ID]`: tells the running watchers (all, or the session's) to
 /// stop with SIGTERM, as the sessionEnd hook does, and waits up to `wait` for each to drain and
-/// leave. A sessionEnd hook draining inline is never signalled. The sessions' lines and ends are
-/// not lost: a stopped watcher's position is in the store, the next `agentStop` starts a new
-/// one, and the `sessionEnd` finalizer delivers the rest. Returns the report and the exit code
+/// leave. A sessionEnd hook draining inline is never signalled. A stopped watcher's position is
+/// in the store; one whose agent is gone hands the session to a finalizer (the rest, then the
+/// end), else the next `agentStop` starts a new one and the `sessionEnd` finalizer delivers the
+/// rest. (A watcher that knows no agent process cannot tell it is gone: see the command's
+/// help.) Returns the report and the exit code
 /// (1 if a watcher was still running when the wait ran out), or why the session id is bad.
 pub async fn stop(
     store: &Store,
