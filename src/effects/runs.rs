@@ -352,7 +352,39 @@ pub fn expire(store: &crate::store::Store, keep: Duration) -> usize {
         forget(home, session, keep);
         expired += 1;
     }
+    forget_temporaries(home, keep);
     expired
+}
+
+/// Removes the temporary files [`write_text`] left behind when its process died between the
+/// write and the rename (`<session>.<pid>.tmp`), once older than `keep`: no writer holds one
+/// for more than a moment, so an old one is nobody's.
+fn forget_temporaries(home: &Path, keep: Duration) {
+    for dir in ["runs", "run-ends", "ended"] {
+        let Ok(entries) = std::fs::read_dir(home.join(dir)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let temporary = path.extension().is_some_and(|e| e == "tmp");
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > keep);
+            if !(temporary && old) {
+                continue;
+            }
+            match std::fs::remove_file(&path) {
+                Ok(()) => tracing::info!(path = %path.display(), "expired a leftover temporary file"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot expire a leftover temporary file")
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -425,6 +457,30 @@ mod tests {
         assert_eq!(stale(h, KEEP), vec![s]);
         forget(h, s, KEEP);
         assert!(files(h, s).iter().all(|f| !f.exists()));
+    }
+
+    /// A process that died between writing a run record's temporary file and renaming it left
+    /// the file behind: the sweep removes it once old, and leaves a recent one (a writer's).
+    #[test]
+    fn the_sweep_expires_leftover_temporary_files() {
+        let home = tempfile::tempdir().unwrap();
+        let (h, s) = (home.path(), SessionId::new_random());
+        let store = crate::store::Store::new(h);
+        start(h, s, None);
+        let tmp = |dir: &str, pid: u32| h.join(dir).join(format!("{}.{pid}.tmp", s.dashed()));
+        let (old, recent) = (tmp("runs", 4_000_001), tmp("runs", 4_000_002));
+        std::fs::create_dir_all(h.join("run-ends")).unwrap();
+        let old_end = tmp("run-ends", 4_000_003);
+        for f in [&old, &recent, &old_end] {
+            std::fs::write(f, "1").unwrap();
+        }
+        let week = Duration::from_secs(8 * 24 * 3600);
+        age(&old, week);
+        age(&old_end, week);
+        expire(&store, KEEP);
+        assert!(!old.exists() && !old_end.exists(), "a leftover stays for ever");
+        assert!(recent.exists(), "a writer's temporary file was removed");
+        assert!(current(h, s) > 0, "the session's recent run was expired");
     }
 
     #[test]
