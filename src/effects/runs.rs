@@ -317,10 +317,10 @@ fn all_older_than(home: &Path, session: SessionId, keep: Duration) -> bool {
 /// Forgets a session's run and end files, all of them, if the newest is older than `keep`
 /// (checked again here: one may have been written since [`stale`] looked). The caller holds
 /// the session's watcher lock (so no watcher runs and no end is being posted) and has checked
-/// that no end of it is queued.
-pub fn forget(home: &Path, session: SessionId, keep: Duration) {
+/// that no end of it is queued. Returns whether they were forgotten.
+pub fn forget(home: &Path, session: SessionId, keep: Duration) -> bool {
     if !all_older_than(home, session, keep) {
-        return;
+        return false;
     }
     for path in files(home, session) {
         match std::fs::remove_file(&path) {
@@ -329,6 +329,7 @@ pub fn forget(home: &Path, session: SessionId, keep: Duration) {
             Err(e) => tracing::warn!(%session, error = %e, "cannot expire the run record"),
         }
     }
+    true
 }
 
 /// Forgets the run and end files of sessions last touched more than `keep` ago (the sweep's
@@ -349,8 +350,9 @@ pub fn expire(store: &crate::store::Store, keep: Duration) -> usize {
             Ok(pending) if pending.is_empty() => {}
             _ => continue,
         }
-        forget(home, session, keep);
-        expired += 1;
+        if forget(home, session, keep) {
+            expired += 1;
+        }
     }
     forget_temporaries(home, keep);
     expired
@@ -443,7 +445,7 @@ mod tests {
         let week = Duration::from_secs(8 * 24 * 3600);
         age(&run_file(h, s), week);
         assert!(stale(h, KEEP).is_empty(), "its end marker is recent");
-        forget(h, s, KEEP);
+        assert!(!forget(h, s, KEEP));
         assert_eq!(at_stamp(h, s, None), run, "the run was forgotten");
         assert!(!end_posted(h, s, run, Some(30)), "the real end was dropped");
         // Were the run lost anyway (unwritable, removed by hand): an end of run 0 still goes.
@@ -455,7 +457,7 @@ mod tests {
             age(f, week);
         }
         assert_eq!(stale(h, KEEP), vec![s]);
-        forget(h, s, KEEP);
+        assert!(forget(h, s, KEEP));
         assert!(files(h, s).iter().all(|f| !f.exists()));
     }
 
