@@ -524,6 +524,8 @@ async fn a_repeated_session_end_is_posted_once_per_session_run() {
         .0
         .status
         .success());
+    // Stamped by the resumed run's agent (the repeated payload above is run 1's).
+    let end = payload(&sid.to_string(), json!({"reason": "complete"}));
     let (out, _) = run_hook(&env, &recorder.url(), "sessionEnd", &end, &[]).await;
     assert!(out.status.success(), "{out:?}");
     assert!(
@@ -534,4 +536,281 @@ async fn a_repeated_session_end_is_posted_once_per_session_run() {
         recorder.posts(),
         env.log_of(sid)
     );
+}
+
+/// A sweep, a finalizer posting the session's end, or a sessionEnd hook draining holds the
+/// session's lock as a drain for a moment: a watcher started then waits for it and watches,
+/// instead of leaving its run unwatched. Another watcher holding the lock makes it leave at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_watcher_waits_out_a_drain_and_leaves_only_for_a_watcher() {
+    let (env, server) = (Env::new(), server().await);
+    let (sid, path, content) = session_with(&env, |sid| synthetic_transcript(sid, 10, false));
+    let _reap = Reap(&env, vec![sid]);
+    let drain = watcher::claim_as(&env.kcap_home, sid, watcher::Role::Drain)
+        .unwrap()
+        .expect("the lock is free");
+    let watch = |env: &Env| {
+        let mut c = env.kcap(&server.url());
+        c.args(["watch", &sid.to_string()])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        c
+    };
+    let mut first = watch(&env).spawn().unwrap();
+    let log = env
+        .kcap_home
+        .join("logs")
+        .join(format!("{}.watch.log", sid.dashed()));
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let mut exited = None;
+    assert!(
+        wait_until("the watcher to wait or leave", PATIENCE, || {
+            exited = first.try_wait().unwrap();
+            exited.is_some() || read_log().contains("held by a drain")
+        })
+        .await
+    );
+    assert!(
+        exited.is_none(),
+        "the watcher left while a drain held the lock ({exited:?}):\n{}",
+        read_log()
+    );
+    assert!(server.session(sid).lines.is_empty(), "delivered under a drain");
+    drop(drain);
+    let pid = first.id();
+    assert!(
+        wait_until("the watcher to take the lock and deliver", PATIENCE, || {
+            watcher::running(&env.kcap_home, sid) == pid && server.session(sid).lines.len() == 10
+        })
+        .await,
+        "{}",
+        read_log()
+    );
+    assert_exactly_once(&server, sid, &content);
+    let second = watch(&env).output().await.unwrap();
+    assert!(second.status.success(), "{second:?}");
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("a watcher already runs"),
+        "{second:?}"
+    );
+    assert_eq!(watcher::running(&env.kcap_home, sid), pid);
+    first.kill().await.unwrap();
+}
+
+/// `kcap watchers stop` tells the running watchers (one session's, or all) to drain and exit
+/// and says so; a sessionEnd hook's drain holding another session's lock is left alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn watchers_stop_stops_the_sessions_watchers_and_nothing_else() {
+    let (env, server) = (Env::new(), server().await);
+    let url = server.url();
+    let sessions: Vec<_> = (0..3)
+        .map(|_| session_with(&env, |sid| synthetic_transcript(sid, 5, false)))
+        .collect();
+    let _reap = Reap(&env, sessions.iter().map(|s| s.0).collect());
+    let (a, b, drained) = (sessions[0].0, sessions[1].0, sessions[2].0);
+    let mut children = Vec::new();
+    for (sid, path, _) in &sessions[..2] {
+        let mut c = env.kcap(&url);
+        c.args(["watch", &sid.to_string()])
+            .arg(path)
+            .stderr(Stdio::null());
+        children.push(c.spawn().unwrap());
+    }
+    let drain = watcher::claim_as(&env.kcap_home, drained, watcher::Role::Drain)
+        .unwrap()
+        .unwrap();
+    // Delivering: each has its signal handler in place.
+    assert!(
+        wait_until("both watchers to deliver", PATIENCE, || {
+            [a, b].iter().all(|s| {
+                watcher::running(&env.kcap_home, *s).is_some() && server.session(*s).lines.len() == 5
+            })
+        })
+        .await
+    );
+    let stop = |extra: &[&str]| {
+        let mut c = env.kcap(&url);
+        c.args(["watchers", "stop"]).args(extra);
+        c.output()
+    };
+    let out = stop(&["--session", &a.to_string()]).await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.contains(&a.to_string()) && text.contains("stopped"),
+        "{text}"
+    );
+    assert!(watcher::running(&env.kcap_home, a).is_none(), "{text}");
+    assert!(
+        watcher::running(&env.kcap_home, b).is_some(),
+        "another session's watcher was stopped"
+    );
+    let out = stop(&[]).await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.contains(&b.to_string()) && !text.contains(&drained.to_string()),
+        "{text}"
+    );
+    assert!(watcher::running(&env.kcap_home, b).is_none());
+    let holder = watcher::holder(&env.kcap_home, drained).expect("the drain still holds its lock");
+    assert_eq!(holder.process.pid, std::process::id());
+    // The watchers drained before they left: every line is on the server once.
+    for (sid, _, content) in &sessions[..2] {
+        assert_exactly_once(&server, *sid, content);
+    }
+    for mut child in children {
+        assert!(child.wait().await.unwrap().success());
+    }
+    let out = stop(&[]).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("no watchers running"),
+        "{out:?}"
+    );
+    let out = stop(&["--session", "../etc"]).await.unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    drop(drain);
+}
+
+/// `kcap watchers stop` on a crashed session: its Copilot is gone, so no agentStop or sessionEnd
+/// will ever come. The watcher, told to stop before it noticed (it looks at the agent only
+/// between polls, here ten minutes apart), hands the session off as when it notices itself: the
+/// server still gets every line and the session's end.
+#[tokio::test(flavor = "multi_thread")]
+async fn watchers_stop_on_a_dead_copilots_session_still_delivers_its_end() {
+    let (env, server) = (Env::new(), server().await);
+    let url = server.url();
+    let (sid, path, mut content) = session_with(&env, |sid| synthetic_transcript(sid, 5, false));
+    let _reap = Reap(&env, vec![sid]);
+    let mut copilot = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+    let lock = path
+        .parent()
+        .unwrap()
+        .join(format!("inuse.{}.lock", copilot.id()));
+    std::fs::write(&lock, b"").unwrap();
+    let mut child = env
+        .kcap(&url)
+        .args(["watch", &sid.to_string()])
+        .arg(&path)
+        .env("KCAP_WATCH_POLL_MS", "600000")
+        .env("KCAP_SHUTDOWN_BUDGET_MS", "5000")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Lines wake it (a line written before it watches the file does not): one more until the
+    // server has them all, so it is past a poll with its signal handler in place.
+    for i in 0.. {
+        let line = format!("{{\"type\":\"user.message\",\"data\":{{\"content\":\"{i}\"}}}}\n");
+        append(&path, line.as_bytes());
+        content.extend_from_slice(line.as_bytes());
+        let n = content.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count();
+        if wait_until("the watcher to deliver", Duration::from_secs(2), || {
+            server.session(sid).lines.len() == n
+        })
+        .await
+        {
+            break;
+        }
+        assert!(i < 15, "the watcher never delivered\n{}", env.log_of(sid));
+    }
+    copilot.kill().unwrap();
+    copilot.wait().unwrap();
+    let out = env
+        .kcap(&url)
+        .args(["watchers", "stop", "--session", &sid.to_string()])
+        .args(["--wait", "60"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}\n{}", env.log_of(sid));
+    assert!(child.wait().await.unwrap().success());
+    assert!(
+        wait_until("the session-end", PATIENCE, || {
+            server
+                .storage()
+                .summary(sid)
+                .unwrap()
+                .is_some_and(|s| s.ended.is_some())
+        })
+        .await,
+        "a stopped watcher of a dead Copilot left the session without an end\n{}",
+        env.log_of(sid)
+    );
+    let ended = server.storage().summary(sid).unwrap().unwrap().ended.unwrap();
+    assert_eq!(ended.reason.as_deref(), Some("agent_exited"));
+    assert_exactly_once(&server, sid, &content);
+}
+
+/// A watcher killed with SIGKILL leaves its pid file behind: the file names a process that
+/// holds no lock, so nobody takes it for a running watcher, and the next watcher takes it over
+/// (its record replaces the dead one's whole). While a process holds the lock, no claim gets it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_watchers_pid_file_is_taken_over_and_a_held_one_is_not() {
+    let (env, server) = (Env::new(), server().await);
+    let (sid, path, content) = session_with(&env, |sid| synthetic_transcript(sid, 5, false));
+    let _reap = Reap(&env, vec![sid]);
+    let pid_file = watcher::pid_file(&env.kcap_home, sid);
+    // A record longer than the one that replaces it: no tail of it may survive.
+    std::fs::create_dir_all(pid_file.parent().unwrap()).unwrap();
+    std::fs::write(
+        &pid_file,
+        "4194303 99999999999 watch 1795000000000 1795000000000 x y z",
+    )
+    .unwrap();
+    assert!(
+        watcher::holder(&env.kcap_home, sid).is_none(),
+        "an unlocked record is no holder"
+    );
+    let held = watcher::claim(&env.kcap_home, sid)
+        .unwrap()
+        .expect("a stale file is taken over");
+    let me = watcher::holder(&env.kcap_home, sid).expect("the claim's record");
+    assert_eq!(
+        (me.process.pid, me.role),
+        (std::process::id(), watcher::Role::Watch)
+    );
+    assert!(!std::fs::read_to_string(&pid_file).unwrap().contains('x'));
+    for role in [watcher::Role::Watch, watcher::Role::Drain] {
+        assert!(
+            watcher::claim_as(&env.kcap_home, sid, role).unwrap().is_none(),
+            "a held lock was taken as {role:?}"
+        );
+    }
+    drop(held);
+    // A real watcher, killed the hard way, then its successor.
+    let spawn = || {
+        let mut c = env.kcap(&server.url());
+        c.args(["watch", &sid.to_string()])
+            .arg(&path)
+            .stderr(Stdio::null());
+        c.spawn().unwrap()
+    };
+    let mut first = spawn();
+    let first_pid = first.id();
+    assert!(
+        wait_until("the first watcher", PATIENCE, || watcher::running(
+            &env.kcap_home,
+            sid
+        ) == first_pid)
+        .await
+    );
+    first.start_kill().unwrap();
+    first.wait().await.unwrap();
+    assert!(pid_file.exists(), "the killed watcher's pid file stays");
+    assert_eq!(
+        watcher::running(&env.kcap_home, sid),
+        None,
+        "a dead watcher is not running"
+    );
+    let mut second = spawn();
+    let second_pid = second.id();
+    assert!(
+        wait_until("the second watcher to take over and deliver", PATIENCE, || {
+            watcher::running(&env.kcap_home, sid) == second_pid && server.session(sid).lines.len() == 5
+        })
+        .await
+    );
+    assert_exactly_once(&server, sid, &content);
+    second.kill().await.unwrap();
 }

@@ -92,6 +92,11 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// The live watchers (`kcap status` lists them).
+    Watchers {
+        #[command(subcommand)]
+        action: WatchersCmd,
+    },
     /// One session's finalizer: state, watermark and its whole transition log.
     Inspect {
         /// Session id (a UUID, dashed or not).
@@ -236,6 +241,25 @@ enum Cmd {
         spawned_at: Option<u64>,
         #[arg(long, hide = true)]
         generation: Option<u32>,
+    },
+}
+
+#[derive(Subcommand)]
+enum WatchersCmd {
+    /// Tell running watchers to stop (SIGTERM, as the sessionEnd hook does): each drains what
+    /// is written, then exits. If the session's agent is gone (a crashed Copilot), the watcher
+    /// hands the session to a finalizer, which delivers the rest and the session's end; if it
+    /// runs, its next agentStop starts a new watcher and its sessionEnd delivers the rest and
+    /// the end. A watcher that found no agent process to watch cannot tell: for a crashed
+    /// session, `kcap finalize --session ID` delivers the rest, but no end is sent. A sessionEnd
+    /// hook draining is never signalled. Exits 1 if one is still draining when the wait runs out.
+    Stop {
+        /// Only this session's watcher (a UUID, dashed or not); all of them without it.
+        #[arg(long)]
+        session: Option<String>,
+        /// How long to wait for each to drain and exit, in seconds.
+        #[arg(long, value_name = "SECONDS", default_value_t = 15)]
+        wait: u64,
     },
 }
 
@@ -597,6 +621,15 @@ async fn run(
         }
         Cmd::Session { session, json } => print(sessions::session(&cli.delivery, &session, json).await),
         Cmd::Status { json } => print(kcap::cli::watchers::status(&store, json)),
+        Cmd::Watchers {
+            action: WatchersCmd::Stop { session, wait },
+        } => match kcap::cli::watchers::stop(&store, session.as_deref(), Duration::from_secs(wait)).await {
+            Ok((report, code)) => emit(&report).max(code),
+            Err(e) => {
+                eprintln!("kcap watchers stop: {e}");
+                2
+            }
+        },
         Cmd::Inspect { session, json } => print(status::inspect(&store, &session, json)),
         Cmd::Completions { shell } => {
             let shell = match shell {

@@ -10,10 +10,11 @@ use crate::effects::detach::{is_session_leader, spawn_detached_with_env};
 use crate::effects::interpreter::Delivery;
 use crate::effects::open::{open_transcript, session_of_path, OpenError};
 use crate::effects::outbox::{self, Flush};
+use crate::effects::runs;
 use crate::effects::session::{record_spawn, run_without_store, RunOutcome, SessionRun, Start};
 use crate::ids::SessionId;
 use crate::machine::{Millis, Phase, State};
-use crate::store::{MachineMeta, Store};
+use crate::store::{MachineMeta, NoticeKind, Store};
 
 /// Set (to [`SESSION_END_ON_STDIN`]) when a hook that could not queue the session-end (no
 /// usable store) hands it to the finalizer on its stdin; the finalizer posts it after the
@@ -247,13 +248,74 @@ pub async fn spawn_finalizer_with_end(
     end: Option<&serde_json::Value>,
 ) -> Spawned {
     let at = now_ms();
-    let mut child_args = args;
-    child_args.push("--spawned-at".into());
-    child_args.push(at.to_string().into());
     let recorded = record_spawn(store, session, path, timings, at)
         .await
         .map_err(|e| e.to_string());
+    launch(store, session, args, at, &recorded, end).await
+}
+
+/// What [`spawn_finalizer_for_end`] did with the session's end.
+#[derive(Debug)]
+pub struct SpawnedForEnd {
+    pub spawned: Spawned,
+    /// In the store's outbox (else handed to the finalizer, or lost with it).
+    pub queued: bool,
+}
+
+/// [`spawn_finalizer`] for a session that has ended, with its session-end `end`: records the
+/// spawn, then queues the end (when `may_queue`), then launches the finalizer, handing it on
+/// stdin an end that was not queued. Queued only once the spawn is recorded: the sweep posts
+/// the queued end of a session that has no machine left to run, and must not take this end for
+/// one whose lines are all delivered before the machine that delivers its tail is recorded.
+pub async fn spawn_finalizer_for_end(
+    store: &Store,
+    session: SessionId,
+    path: &Path,
+    timings: crate::machine::Timings,
+    args: Vec<OsString>,
+    end: &serde_json::Value,
+    may_queue: bool,
+) -> SpawnedForEnd {
+    let at = now_ms();
+    let recorded = record_spawn(store, session, path, timings, at)
+        .await
+        .map_err(|e| e.to_string());
+    // The end names its finalizer: it waits for that one's drain, not for a later run's.
+    let mut end = end.clone();
     if let Ok(generation) = &recorded {
+        end[crate::effects::runs::GEN_KEY] = (*generation).into();
+    }
+    let end = &end;
+    let queued = may_queue
+        && recorded.is_ok()
+        && {
+            let (store, notice) = (store.clone(), outbox::notice(NoticeKind::SessionEnd, end.clone()));
+            match crate::effects::blocking(move || store.queue_notice(session, &notice)).await {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot queue the session-end; the finalizer posts it after the lines");
+                    false
+                }
+            }
+        };
+    let handed = (!queued).then_some(end);
+    let spawned = launch(store, session, args, at, &recorded, handed).await;
+    SpawnedForEnd { spawned, queued }
+}
+
+/// Launches `kcap <args> --spawned-at T [--generation G]` detached, `end` on its stdin.
+async fn launch(
+    store: &Store,
+    session: SessionId,
+    args: Vec<OsString>,
+    at: Millis,
+    recorded: &Result<u32, String>,
+    end: Option<&serde_json::Value>,
+) -> Spawned {
+    let mut child_args = args;
+    child_args.push("--spawned-at".into());
+    child_args.push(at.to_string().into());
+    if let Ok(generation) = recorded {
         child_args.push("--generation".into());
         child_args.push(generation.to_string().into());
     }
@@ -265,7 +327,10 @@ pub async fn spawn_finalizer_with_end(
     let log = session_log_path(store.home(), session);
     let pid = spawn_detached_with_env(&child_args, &log, &env, input.as_deref())
         .map_err(|e| format!("cannot detach the finalizer: {e}"));
-    Spawned { recorded, pid }
+    Spawned {
+        recorded: recorded.clone(),
+        pid,
+    }
 }
 
 /// `kcap finalize --resume` / `--session`: returns the process exit code.
@@ -315,6 +380,14 @@ pub async fn finalize(
     };
     // Starts (and notifications) first; a session's end only once its lines are delivered.
     let early = outbox::flush(&store, &delivery.client, None, Flush::BeforeLines).await;
+    // Bounded: `runs/`, `run-ends/` and `ended/` lose what no end can need any more.
+    if sweep {
+        let store = store.clone();
+        let expired = crate::effects::blocking(move || runs::expire(&store, runs::KEEP)).await;
+        if expired > 0 {
+            tracing::info!(expired, "forgot the run records of sessions ended long ago");
+        }
+    }
     if sessions.is_empty() {
         let late = outbox::flush(&store, &delivery.client, None, Flush::All).await;
         report_notices(early.delivered + late.delivered);

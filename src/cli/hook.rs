@@ -11,13 +11,14 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::agent::{Agent, HookEvent, HookPayload};
-use crate::cli::finalize::spawn_finalizer_with_end;
+use crate::cli::finalize::{spawn_finalizer_for_end, SpawnedForEnd};
 use crate::cli::options::{DeliveryOpts, TimingOpts};
 use crate::config::now_ms;
 use crate::effects::blocking;
 use crate::effects::detach::spawn_detached;
 use crate::effects::interpreter::Delivery;
 use crate::effects::outbox::{self, Flush};
+use crate::effects::runs;
 use crate::effects::watcher::{self, Role, Watcher};
 use crate::ids::SessionId;
 use crate::store::{NoticeKind, Store, StoreError};
@@ -108,13 +109,15 @@ pub async fn hook(store: Store, args: HookArgs, delivery_opts: &DeliveryOpts, ti
             session_end(&hook, &path, &payload, timing, args.drain_cap).await;
         }
         HookEvent::SessionStart => {
-            outbox::session_runs(&store, session);
+            runs::start(store.home(), session, payload.raw.get("timestamp"));
             let body = lifecycle_body(HookEvent::SessionStart, &payload);
             hook.notice(NoticeKind::SessionStart, body).await;
             ensure_watcher(&store, session, &path);
         }
+        // Not a new run: a late agentStop of a run that has ended must not make a repeated
+        // end of that run look new. (The older kcap's marker is cleared, as it did.)
         HookEvent::AgentStop => {
-            outbox::session_runs(&store, session);
+            runs::runs_again(store.home(), session);
             ensure_watcher(&store, session, &path)
         }
         HookEvent::Notification => {
@@ -193,27 +196,19 @@ async fn session_end(
     drain_cap: Duration,
 ) {
     let (store, session) = (hook.store, hook.session);
-    // The session-end is queued before the finalizer starts, so a finalizer that drains at once
-    // (the shutdown already written) finds it and posts it after the lines. No network here.
     let mut body = lifecycle_body(HookEvent::SessionEnd, payload);
     body["ended_at"] = crate::cli::status::iso_time(now_ms()).into();
-    let queued = hook.store_ok
-        && {
-            let (store, n) = (
-                store.clone(),
-                outbox::notice(NoticeKind::SessionEnd, body.clone()),
-            );
-            match blocking(move || store.queue_notice(session, &n)).await {
-                Ok(_) => true,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot queue the session-end; the finalizer posts it after the lines");
-                    false
-                }
-            }
-        };
+    // Which run ends: kept with the notice (never posted), so the server gets one end per run.
+    // A sessionEnd the agent stamped before it stamped the current run's start is the previous
+    // run's, delayed (compared with the agent's own stamps only; in doubt, the current run's).
+    let run = runs::at_stamp(store.home(), session, payload.raw.get("timestamp"));
+    body[runs::RUN_KEY] = run.into();
+    // The end is queued before the finalizer starts, so a finalizer that drains at once (the
+    // shutdown already written) finds it and posts it after the lines; and after its spawn is
+    // recorded, so a sweep never takes it for the end of a session with nothing left to run.
     let args: Vec<OsString> = vec!["finalizer".into(), session.to_string().into(), path.into()];
-    let handed = (!queued).then_some(&body);
-    let spawned = spawn_finalizer_with_end(store, session, path, timing.timings(), args, handed).await;
+    let SpawnedForEnd { spawned, queued } =
+        spawn_finalizer_for_end(store, session, path, timing.timings(), args, &body, hook.store_ok).await;
     match (&spawned.pid, &spawned.recorded) {
         (Ok(pid), Ok(_)) => tracing::info!(pid, "finalizer spawned"),
         (Ok(pid), Err(e)) => {
@@ -232,7 +227,7 @@ async fn session_end(
         }
     }
     let deadline = Instant::now() + drain_cap;
-    stop_watcher(store, session, deadline).await;
+    stop_watcher(store, session, run, deadline).await;
     if !queued && spawned.pid.is_ok() {
         return tracing::info!(
             "session-end handed to the finalizer, which delivers the lines and then posts it"
@@ -258,6 +253,10 @@ async fn session_end(
                 delivery: hook.delivery.clone(),
                 poll: Duration::from_millis(1),
             };
+            // A batch cut by the cap may still reach the server after this hook let the lock
+            // go, even after the finalizer posted the end: it is harmless, since its position
+            // was not persisted, so the finalizer sends those lines again before the end, and
+            // the late copy stores nothing new (same ids, same numbers).
             let stats = inline.run(std::future::ready(()), remaining).await;
             tracing::info!(lines = stats.lines, "inline drain");
         } else {
@@ -282,8 +281,13 @@ async fn session_end(
         }
     } else {
         let notice_path = outbox::notice(NoticeKind::SessionEnd, serde_json::Value::Null).path;
-        let posted =
-            tokio::time::timeout(post_cap, hook.delivery.client.post_json(&notice_path, &body)).await;
+        let posted = tokio::time::timeout(
+            post_cap,
+            hook.delivery
+                .client
+                .post_json(&notice_path, &runs::wire_body(&body)),
+        )
+        .await;
         if !matches!(posted, Ok(Ok(()))) {
             eprintln!(
                 "kcap hook sessionEnd: the session-end notice was not delivered and the store cannot keep it"
@@ -292,18 +296,26 @@ async fn session_end(
     }
 }
 
-/// Stops the session's watcher (SIGTERM to a process that holds the lock *as a watcher*) and
-/// waits for the lock to be free, until `deadline`. A hook draining inline (another sessionEnd)
-/// is waited for, never signalled.
-async fn stop_watcher(store: &Store, session: SessionId, deadline: Instant) {
+/// Stops the session's watcher of `run` (SIGTERM to a process that holds the lock *as a
+/// watcher* of that run) and waits for the lock to be free, until `deadline`. A hook draining
+/// inline (another sessionEnd) is waited for, never signalled; a later run's watcher (the
+/// session was resumed before this end arrived) is neither signalled nor waited for.
+async fn stop_watcher(store: &Store, session: SessionId, run: runs::RunId, deadline: Instant) {
+    let ours = |h: &watcher::LockHolder| h.role == Role::Drain || h.run == 0 || h.run <= run;
     let Some(holder) = watcher::holder(store.home(), session) else {
         return;
     };
     match holder.role {
-        Role::Watch => {
-            if let Some(pid) = watcher::stop(store.home(), session) {
+        Role::Watch if ours(&holder) => {
+            if let Some(pid) = watcher::stop_run(store.home(), session, holder.run) {
                 tracing::info!(pid, "watcher told to stop");
             }
+        }
+        Role::Watch => {
+            return tracing::info!(
+                pid = holder.process.pid,
+                "a later run's watcher runs; this end is an earlier run's and leaves it alone"
+            )
         }
         Role::Drain => {
             tracing::info!(
@@ -312,7 +324,7 @@ async fn stop_watcher(store: &Store, session: SessionId, deadline: Instant) {
             )
         }
     }
-    while watcher::holder(store.home(), session).is_some() && Instant::now() < deadline {
+    while watcher::holder(store.home(), session).is_some_and(|h| ours(&h)) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -1,23 +1,27 @@
 //! `kcap watch <sid> <path>`: the live watcher process. It ends when told to (SIGTERM, by the
 //! sessionEnd hook), or by itself when the session's agent process is gone or the transcript
 //! has been idle past the limit; then it drains and hands the session to a finalizer, with a
-//! session-end notice, so the tail and the end still arrive.
+//! session-end notice, so the tail and the end still arrive. Told to stop, it hands off too if
+//! the agent is gone by then (`kcap watchers stop` on a crashed session).
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::finalize::{check_transcript_path, spawn_finalizer};
+use crate::cli::finalize::{check_transcript_path, spawn_finalizer_for_end};
 use crate::cli::options::{DeliveryOpts, TimingOpts};
 use crate::config::now_ms;
 use crate::effects::agent::AgentWatch;
-use crate::effects::outbox;
-use crate::effects::watcher::{claim, Ended, Endings, Watcher};
+use crate::effects::runs::{RunId, RUN_KEY};
+use crate::effects::watcher::{claim_watch, Ended, Endings, WatchClaim, Watcher};
 use crate::ids::SessionId;
-use crate::store::{Holder, NoticeKind, Store};
+use crate::store::{Holder, Store};
 
 /// Leaves room inside the sessionEnd hook's 8 s cap for its own POST.
 const FINAL_DRAIN: Duration = Duration::from_secs(6);
+/// How long a new watcher waits for a drain holding the session's lock (a sessionEnd hook's
+/// inline drain is capped at 8 s; a posted end takes one request).
+const DRAIN_PATIENCE: Duration = Duration::from_secs(60);
 /// A dead agent writes nothing more: its finalizer need only wait for a write in flight.
 const AGENT_GONE_BUDGET_MS: u64 = 2_000;
 
@@ -53,10 +57,27 @@ pub async fn watch(store: Store, args: WatchArgs, delivery: &DeliveryOpts, timin
             return 2;
         }
     };
-    let _lock = match claim(store.home(), session) {
-        Ok(Some(lock)) => lock,
-        Ok(None) => {
+    // Before the lock: a watcher that waits for a drain, or leaves, says so in the session's log.
+    let _log = crate::cli::logging::to_file(
+        &store
+            .home()
+            .join("logs")
+            .join(format!("{}.watch.log", session.dashed())),
+    );
+    let _lock = match claim_watch(store.home(), session, DRAIN_PATIENCE).await {
+        Ok(WatchClaim::Taken(lock)) => lock,
+        Ok(WatchClaim::Watched(pid)) => {
+            tracing::info!(?pid, "a watcher already runs for the session; leaving");
             eprintln!("kcap watch: a watcher already runs for {session}");
+            return 0;
+        }
+        Ok(WatchClaim::StillHeld(holder)) => {
+            let pid = holder.map(|h| h.process.pid);
+            tracing::warn!(
+                ?pid,
+                "the session's lock stayed held past the watcher's patience; leaving"
+            );
+            eprintln!("kcap watch: the lock of {session} stayed held (pid {pid:?}); not watching");
             return 0;
         }
         Err(e) => {
@@ -64,12 +85,6 @@ pub async fn watch(store: Store, args: WatchArgs, delivery: &DeliveryOpts, timin
             return 2;
         }
     };
-    let _log = crate::cli::logging::to_file(
-        &store
-            .home()
-            .join("logs")
-            .join(format!("{}.watch.log", session.dashed())),
-    );
     let delivery = match delivery.delivery() {
         Ok(d) => d,
         Err(e) => {
@@ -92,20 +107,37 @@ pub async fn watch(store: Store, args: WatchArgs, delivery: &DeliveryOpts, timin
     };
     let (stats, ended) = watcher.run_until(stop_signal(), &endings, FINAL_DRAIN).await;
     tracing::info!(?stats, ?ended, "watcher stopped");
+    // Told to stop (by a sessionEnd hook, whose agent is alive running it, or by `kcap watchers
+    // stop`): if the agent is gone meanwhile, nothing else will ever end the session (no
+    // agentStop, no sessionEnd), so hand it off as when the watcher notices by itself.
+    let ended = match (ended, endings.agent.gone(&session_dir)) {
+        (Ended::Stopped, Some(pid)) => {
+            tracing::warn!(pid, "stopped, and the session's agent process is gone without a sessionEnd; handing the session to a finalizer");
+            Ended::AgentGone { pid }
+        }
+        (ended, _) => ended,
+    };
     let reason = match ended {
         Ended::Stopped => return 0,
         Ended::AgentGone { .. } => "agent_exited",
         Ended::Idle { .. } => "idle",
     };
-    hand_off(&store, &watcher, ended, reason, timing).await;
+    hand_off(&store, &watcher, ended, reason, _lock.run, timing).await;
     0
 }
 
 /// The session ended without a sessionEnd hook: a session-end notice goes to the outbox and a
 /// finalizer takes over (it delivers the tail, then the notice).
-async fn hand_off(store: &Store, watcher: &Watcher, ended: Ended, reason: &str, timing: &TimingOpts) {
+async fn hand_off(
+    store: &Store,
+    watcher: &Watcher,
+    ended: Ended,
+    reason: &str,
+    run: RunId,
+    timing: &TimingOpts,
+) {
     let session = watcher.session;
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "hook_event_name": "sessionEnd",
         "session_id": session.dashless(),
         "reason": reason,
@@ -114,13 +146,8 @@ async fn hand_off(store: &Store, watcher: &Watcher, ended: Ended, reason: &str, 
         "home_dir": std::env::var("HOME").ok(),
         "ended_at": crate::cli::status::iso_time(now_ms()),
     });
-    let notice = outbox::notice(NoticeKind::SessionEnd, body.clone());
-    if let Err(e) = store.queue_notice(session, &notice) {
-        tracing::warn!(error = %e, "cannot queue the session-end; posting it now");
-        if let Err(e) = watcher.delivery.client.post_json(&notice.path, &body).await {
-            tracing::error!(error = %e.message(), "session-end not delivered");
-        }
-    }
+    // The run this watcher watched: its end, and no other run's.
+    body[RUN_KEY] = run.into();
     let mut timings = timing.timings();
     if matches!(ended, Ended::AgentGone { .. }) {
         timings.shutdown_budget_ms = timings.shutdown_budget_ms.min(AGENT_GONE_BUDGET_MS);
@@ -130,7 +157,11 @@ async fn hand_off(store: &Store, watcher: &Watcher, ended: Ended, reason: &str, 
         session.to_string().into(),
         watcher.transcript.clone().into(),
     ];
-    let spawned = spawn_finalizer(store, session, &watcher.transcript, timings, args).await;
+    // Queued once the finalizer's spawn is recorded (never before: see
+    // `spawn_finalizer_for_end`), else handed to it.
+    let spawned = spawn_finalizer_for_end(store, session, &watcher.transcript, timings, args, &body, true)
+        .await
+        .spawned;
     match spawned.pid {
         Ok(pid) => tracing::info!(pid, reason, "session handed to a finalizer"),
         Err(e) => {

@@ -85,3 +85,62 @@ fn human_age(ms: u64) -> String {
         _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
     }
 }
+
+/// `kcap watchers stop [--session ID]`: tells the running watchers (all, or the session's) to
+/// stop with SIGTERM, as the sessionEnd hook does, and waits up to `wait` for each to drain and
+/// leave. A sessionEnd hook draining inline is never signalled. A stopped watcher's position is
+/// in the store; one whose agent is gone hands the session to a finalizer (the rest, then the
+/// end), else the next `agentStop` starts a new one and the `sessionEnd` finalizer delivers the
+/// rest. (A watcher that knows no agent process cannot tell it is gone: see the command's
+/// help.) Returns the report and the exit code
+/// (1 if a watcher was still running when the wait ran out), or why the session id is bad.
+pub async fn stop(
+    store: &Store,
+    session: Option<&str>,
+    wait: std::time::Duration,
+) -> Result<(String, i32), String> {
+    let only = match session.map(str::parse::<crate::ids::SessionId>) {
+        None => None,
+        Some(Ok(s)) => Some(s),
+        Some(Err(e)) => return Err(e.to_string()),
+    };
+    let home = store.home();
+    let running: Vec<_> = watcher::all_running(home)
+        .into_iter()
+        .filter(|h| h.role == Role::Watch && only.is_none_or(|s| s == h.session))
+        .collect();
+    if running.is_empty() {
+        let text = match only {
+            Some(s) => format!("no watcher runs for {s}\n"),
+            None => "no watchers running\n".into(),
+        };
+        return Ok((text, 0));
+    }
+    let mut signalled = Vec::new();
+    for h in &running {
+        if let Some(pid) = watcher::stop(home, h.session) {
+            signalled.push((h.session, pid));
+        }
+    }
+    let deadline = std::time::Instant::now() + wait;
+    let still = |session, pid| watcher::running(home, session) == Some(pid);
+    while signalled.iter().any(|&(s, p)| still(s, p)) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    if signalled.is_empty() {
+        return Ok(("no watchers running\n".into(), 0));
+    }
+    let (mut out, mut code) = (String::new(), 0);
+    for (session, pid) in signalled {
+        if still(session, pid) {
+            code = 1;
+            out.push_str(&format!(
+                "{session}  watcher pid {pid} told to stop, still draining after {}s\n",
+                wait.as_secs()
+            ));
+        } else {
+            out.push_str(&format!("{session}  watcher pid {pid} stopped\n"));
+        }
+    }
+    Ok((out, code))
+}

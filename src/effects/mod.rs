@@ -12,6 +12,7 @@ pub mod outbox;
 /// Redaction moved to [`crate::redact`] (a pure text transform); re-exported so callers that
 /// still name `effects::redact` keep building until every branch has moved.
 pub use crate::redact;
+pub mod runs;
 pub mod session;
 pub mod tail;
 pub mod watcher;

@@ -19,6 +19,7 @@ use crate::effects::follow::Follower;
 use crate::effects::interpreter::Delivery;
 use crate::effects::open::{open_transcript, probe, OpenError};
 use crate::effects::outbox::{self, Flush};
+use crate::effects::runs::{self, RunId};
 use crate::ids::SessionId;
 use crate::machine::{backoff_ms, Millis, Timings};
 use crate::store::{Holder, Store};
@@ -54,16 +55,68 @@ pub struct LockHolder {
     pub role: Role,
     /// When it took the lock (epoch ms; 0 if the file predates this field).
     pub since: Millis,
+    /// The session's run when it took the lock ([`runs::current`]; 0 if unknown).
+    pub run: RunId,
 }
 
 /// The lock that makes a watcher the only one of its session, held until dropped.
 pub struct WatcherLock {
     _file: File,
+    /// The session's run when the lock was taken: a watcher's hand-over end is this run's.
+    pub run: RunId,
 }
 
 /// Takes the session's watcher lock as a watcher and writes who we are, or `None` if it is held.
 pub fn claim(kcap_home: &Path, session: SessionId) -> std::io::Result<Option<WatcherLock>> {
     claim_as(kcap_home, session, Role::Watch)
+}
+
+/// What [`claim_watch`] found.
+pub enum WatchClaim {
+    /// The lock is ours: we are the session's watcher.
+    Taken(WatcherLock),
+    /// A live watcher holds it (its pid, if its record can be read).
+    Watched(Option<u32>),
+    /// Something else held it for all of the patience given (its holder, if known).
+    StillHeld(Option<LockHolder>),
+}
+
+/// Takes the session's watcher lock as a watcher, waiting while anything but a watcher holds
+/// it: a sessionEnd hook draining inline, a finalizer or a sweep posting the session's end, or
+/// the sweep expiring the session's run records hold it as a drain, for a few seconds at most.
+/// A new watcher that left when it found one of them would leave its run unwatched. Gives up
+/// at once on a live watcher, and after `patience` on a drain that does not end.
+pub async fn claim_watch(
+    kcap_home: &Path,
+    session: SessionId,
+    patience: Duration,
+) -> std::io::Result<WatchClaim> {
+    let started = Instant::now();
+    let mut told = false;
+    loop {
+        let (home, s) = (kcap_home.to_path_buf(), session);
+        let claimed = tokio::task::spawn_blocking(move || claim(&home, s))
+            .await
+            .map_err(std::io::Error::other)??;
+        if let Some(lock) = claimed {
+            return Ok(WatchClaim::Taken(lock));
+        }
+        let held = holder(kcap_home, session);
+        match held {
+            Some(h) if h.role == Role::Watch => return Ok(WatchClaim::Watched(Some(h.process.pid))),
+            _ if started.elapsed() >= patience => return Ok(WatchClaim::StillHeld(held)),
+            Some(h) if !told => {
+                told = true;
+                tracing::info!(
+                    pid = h.process.pid,
+                    "the session's lock is held by a drain; the watcher waits for it"
+                );
+            }
+            // Released since the claim looked: try again at once.
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }
 
 /// How long a claim retries a lock it finds taken: [`holder`] probes the lock by taking it for
@@ -83,7 +136,8 @@ pub fn claim_as(kcap_home: &Path, session: SessionId, role: Role) -> std::io::Re
         std::fs::create_dir_all(dir)?;
     }
     let me = Holder::current();
-    let record = format!("{} {} {} {}", me.pid, me.start_ticks, role.name(), now_ms());
+    let run = runs::current(kcap_home, session);
+    let record = format!("{} {} {} {} {run}", me.pid, me.start_ticks, role.name(), now_ms());
     // A round repeats only when another claimer replaced the file meanwhile.
     for _ in 0..8 {
         let current = OpenOptions::new()
@@ -112,7 +166,7 @@ pub fn claim_as(kcap_home: &Path, session: SessionId, role: Role) -> std::io::Re
             let _ = std::fs::remove_file(&tmp);
             return Err(e);
         }
-        return Ok(Some(WatcherLock { _file: file }));
+        return Ok(Some(WatcherLock { _file: file, run }));
     }
     Ok(None)
 }
@@ -185,11 +239,13 @@ pub fn holder(kcap_home: &Path, session: SessionId) -> Option<LockHolder> {
         _ => Role::Watch,
     };
     let since = fields.next().and_then(|t| t.parse().ok()).unwrap_or(0);
+    let run = fields.next().and_then(|t| t.parse().ok()).unwrap_or(0);
     Some(LockHolder {
         session,
         process: Holder { pid, start_ticks },
         role,
         since,
+        run,
     })
 }
 
@@ -220,8 +276,18 @@ pub fn all_running(kcap_home: &Path) -> Vec<LockHolder> {
 /// Sends SIGTERM to the session's watcher, if the lock holder is a watcher and is the process
 /// that took the lock (never a hook, never a recycled pid). Returns its pid.
 pub fn stop(kcap_home: &Path, session: SessionId) -> Option<u32> {
+    stop_if(kcap_home, session, |_| true)
+}
+
+/// [`stop`], only if the watcher watches `run` (or its run is unknown): the end of one run
+/// never stops the watcher of the run resumed after it.
+pub fn stop_run(kcap_home: &Path, session: SessionId, run: RunId) -> Option<u32> {
+    stop_if(kcap_home, session, |h| h.run == 0 || h.run == run)
+}
+
+fn stop_if(kcap_home: &Path, session: SessionId, which: impl Fn(&LockHolder) -> bool) -> Option<u32> {
     let h = holder(kcap_home, session)?;
-    if h.role != Role::Watch || !h.process.is_alive() || h.process.pid == std::process::id() {
+    if h.role != Role::Watch || !which(&h) || !h.process.is_alive() || h.process.pid == std::process::id() {
         return None;
     }
     // SAFETY: signalling the process that holds this session's watcher lock as its watcher.

@@ -173,6 +173,17 @@ impl Store {
         })
     }
 
+    /// The machine of `session`'s `generation` with its whole transition log.
+    pub fn machine(&self, session: SessionId, generation: u32) -> Result<Option<MachineRecord>> {
+        self.with(|db| {
+            let machines = db.open_tree(MACHINES)?;
+            match machines.get(records::machine_key(session, generation))? {
+                Some(value) => Ok(Some(load_log(db, records::decode(&value)?)?)),
+                None => Ok(None),
+            }
+        })
+    }
+
     /// The newest machine of every session, oldest session first.
     pub fn all_latest_machines(&self) -> Result<Vec<MachineRecord>> {
         self.with(|db| {
@@ -255,9 +266,15 @@ impl Store {
         self.with(|db| {
             let tree = notices_tree(db)?;
             if notice.kind == NoticeKind::SessionEnd {
+                // A repeated end of the same run replaces the queued one; another run's end
+                // is that run's only end and stays (capture: a session resumed at once).
+                let run = notice.body.get(crate::effects::runs::RUN_KEY);
                 for item in tree.scan_prefix(session.as_bytes()) {
                     let (key, value) = item?;
-                    if records::decode::<Notice>(&value)?.kind == NoticeKind::SessionEnd {
+                    let queued = records::decode::<Notice>(&value)?;
+                    if queued.kind == NoticeKind::SessionEnd
+                        && queued.body.get(crate::effects::runs::RUN_KEY) == run
+                    {
                         tree.remove(key)?;
                     }
                 }

@@ -76,6 +76,8 @@ pub async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> b
 pub struct Seen {
     pub path: String,
     pub status: u16,
+    /// The request body as kcap sent it.
+    pub body: Vec<u8>,
 }
 
 /// A loopback HTTP proxy in front of a kcap server that records every request (path and the
@@ -99,6 +101,7 @@ impl Recorder {
                 let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
                 let path = parts.uri.path().to_string();
                 let url = format!("{upstream}{}", parts.uri);
+                let sent = bytes.to_vec();
                 let mut forward = http.request(parts.method.clone(), url).body(bytes.to_vec());
                 for (k, v) in &parts.headers {
                     if k != "host" && k != "content-length" {
@@ -109,7 +112,11 @@ impl Recorder {
                     Ok(r) => (r.status().as_u16(), r.bytes().await.unwrap_or_default().to_vec()),
                     Err(_) => (502, Vec::new()),
                 };
-                log.lock().unwrap().push(Seen { path, status });
+                log.lock().unwrap().push(Seen {
+                    path,
+                    status,
+                    body: sent,
+                });
                 axum::response::Response::builder()
                     .status(status)
                     .header("content-type", "application/json")
@@ -130,12 +137,17 @@ impl Recorder {
 
     /// The successful protocol POSTs so far, in order.
     pub fn posts(&self) -> Vec<String> {
+        self.requests().into_iter().map(|s| s.path).collect()
+    }
+
+    /// The successful protocol POSTs so far, with their bodies, in order.
+    pub fn requests(&self) -> Vec<Seen> {
         self.seen
             .lock()
             .unwrap()
             .iter()
             .filter(|s| (200..300).contains(&s.status) && s.path.starts_with("/hooks/"))
-            .map(|s| s.path.clone())
+            .cloned()
             .collect()
     }
 }

@@ -252,8 +252,12 @@ pub async fn run_hook(
 
 /// A hook payload for `sid`, with `extra` fields.
 pub fn payload(sid: &str, extra: serde_json::Value) -> Vec<u8> {
-    let mut p =
-        serde_json::json!({"sessionId": sid, "timestamp": 1_795_000_000_000u64, "cwd": "/work/project"});
+    // Stamped now, as Copilot stamps its payloads (kcap reads it to tell a late hook's run).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let mut p = serde_json::json!({"sessionId": sid, "timestamp": now, "cwd": "/work/project"});
     for (k, v) in extra.as_object().unwrap() {
         p[k] = v.clone();
     }

@@ -1,0 +1,924 @@
+//! One session-end per session run, as the server sees it: a late agentStop of a run that has
+//! ended does not make a repeated end look new, and a session resumed at once keeps its new
+//! watcher and gets both ends, in order.
+
+mod capture_support;
+mod common;
+
+use std::time::Duration;
+
+use capture_support::*;
+use common::*;
+use kcap::config::transcript_path;
+use kcap::effects::watcher;
+use kcap::ids::SessionId;
+use serde_json::json;
+
+/// How long a test waits for background processes (a wait that succeeds returns at once).
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A new session with `content` as its transcript.
+#[track_caller]
+fn session_with(
+    env: &Env,
+    content: impl FnOnce(SessionId) -> Vec<u8>,
+) -> (SessionId, std::path::PathBuf, Vec<u8>) {
+    let sid = SessionId::new_random();
+    let path = transcript_path(&env.copilot_home, sid);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let content = content(sid);
+    std::fs::write(&path, &content).unwrap();
+    (sid, path, content)
+}
+
+/// Kills the watcher a test leaves behind.
+struct Reap<'a>(&'a Env, SessionId);
+
+impl Drop for Reap<'_> {
+    fn drop(&mut self) {
+        if let Some(pid) = watcher::running(&self.0.kcap_home, self.1) {
+            // SAFETY: a watcher this test started.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    }
+}
+
+fn ends(recorder: &Recorder) -> usize {
+    recorder
+        .posts()
+        .iter()
+        .filter(|p| p.starts_with("/hooks/session-end"))
+        .count()
+}
+
+async fn hook_ok(env: &Env, url: &str, event: &str, body: &[u8], extra: &[(&str, &str)]) {
+    let (out, _) = run_hook(env, url, event, body, extra).await;
+    assert!(out.status.success(), "{event}: {out:?}");
+}
+
+/// The finalizer of `generation` drained, and left nothing queued or leased.
+fn finished(env: &Env, sid: SessionId, generation: u32) -> bool {
+    let store = env.store();
+    store
+        .latest_machine(sid)
+        .ok()
+        .flatten()
+        .is_some_and(|r| r.meta.generation == generation)
+        && is_drained(&store, sid)
+        && store.pending_notices(Some(sid)).is_ok_and(|p| p.is_empty())
+        && store.lease(sid).is_ok_and(|l| l.is_none())
+}
+
+/// Copilot's agentStop can come after its sessionEnd (or a user's hook runs late): it is not
+/// a new run, so a repeated sessionEnd after it is still the same run's, and dropped.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_late_agent_stop_does_not_let_a_repeated_end_through() {
+    let (env, server) = (Env::new(), server().await);
+    let recorder = Recorder::start(free_port(), server.url()).await;
+    let (sid, _, content) = session_with(&env, |sid| synthetic_transcript(sid, 20, true));
+    let _reap = Reap(&env, sid);
+    let url = recorder.url();
+    let end = payload(&sid.to_string(), json!({"reason": "complete"}));
+    hook_ok(
+        &env,
+        &url,
+        "sessionStart",
+        &payload(&sid.to_string(), json!({"source": "new"})),
+        &[],
+    )
+    .await;
+    hook_ok(&env, &url, "sessionEnd", &end, &[]).await;
+    assert!(
+        wait_until("the first end", Duration::from_secs(20), || finished(
+            &env, sid, 0
+        ))
+        .await,
+        "{}",
+        env.log_of(sid)
+    );
+    assert_eq!(ends(&recorder), 1, "{:?}", recorder.posts());
+    // Late: after the run's end reached the server.
+    hook_ok(
+        &env,
+        &url,
+        "agentStop",
+        &payload(&sid.to_string(), json!({})),
+        &[],
+    )
+    .await;
+    hook_ok(&env, &url, "sessionEnd", &end, &[]).await;
+    assert!(
+        wait_until("the repeated end's finalizer", Duration::from_secs(20), || {
+            finished(&env, sid, 1)
+        })
+        .await,
+        "{}",
+        env.log_of(sid)
+    );
+    assert_eq!(
+        ends(&recorder),
+        1,
+        "a repeated end went out: {:?}",
+        recorder.posts()
+    );
+    assert_exactly_once(&server, sid, &content);
+}
+
+/// The user resumes a session the moment it ended: run 1's finalizer is still waiting for
+/// run 1's shutdown line while run 2's watcher starts. Run 1's end must neither stop run 2's
+/// watcher nor wait behind it, and run 2's end must not be taken for run 1's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_resumed_at_once_keeps_its_watcher_and_gets_both_ends() {
+    let (env, server) = (Env::new(), server().await);
+    let recorder = Recorder::start(free_port(), server.url()).await;
+    let (sid, path, _) = session_with(&env, |sid| synthetic_transcript(sid, 50, false));
+    let _reap = Reap(&env, sid);
+    let url = recorder.url();
+    let sid_text = sid.to_string();
+    // Room for the resume before run 1's finalizer gives up waiting for its shutdown.
+    let slow = [("KCAP_SHUTDOWN_BUDGET_MS", "20000")];
+    hook_ok(
+        &env,
+        &url,
+        "sessionStart",
+        &payload(&sid_text, json!({"source": "new"})),
+        &[],
+    )
+    .await;
+    assert!(
+        wait_until("run 1's lines", Duration::from_secs(20), || {
+            server.session(sid).lines.len() == 50
+        })
+        .await
+    );
+    let end = payload(&sid_text, json!({"reason": "complete"}));
+    hook_ok(&env, &url, "sessionEnd", &end, &slow).await;
+    // Resumed before run 1's agent wrote its shutdown.
+    hook_ok(
+        &env,
+        &url,
+        "sessionStart",
+        &payload(&sid_text, json!({"source": "resume"})),
+        &slow,
+    )
+    .await;
+    let mut run2_watcher = None;
+    assert!(
+        wait_until("run 2's watcher", Duration::from_secs(10), || {
+            run2_watcher = watcher::running(&env.kcap_home, sid);
+            run2_watcher.is_some()
+        })
+        .await
+    );
+    append(&path, shutdown_line().as_bytes());
+    assert!(
+        wait_until("run 1's end", Duration::from_secs(20), || ends(&recorder) == 1).await,
+        "{:?}\n{}",
+        recorder.posts(),
+        env.log_of(sid)
+    );
+    assert_eq!(
+        watcher::running(&env.kcap_home, sid),
+        run2_watcher,
+        "run 1's end stopped run 2's watcher:\n{}",
+        env.log_of(sid)
+    );
+    // Run 2 writes, its watcher delivers, then run 2 ends.
+    let more: String = (0..10)
+        .map(|i| format!("{{\"type\":\"user.message\",\"data\":{{\"content\":\"run 2 line {i}\"}}}}\n"))
+        .collect();
+    append(&path, more.as_bytes());
+    assert!(
+        wait_until("run 2's lines from its watcher", Duration::from_secs(20), || {
+            server.session(sid).lines.len() == 61
+        })
+        .await
+    );
+    append(&path, shutdown_line().as_bytes());
+    // Stamped now, by run 2's agent.
+    let end = payload(&sid_text, json!({"reason": "complete"}));
+    hook_ok(&env, &url, "sessionEnd", &end, &[]).await;
+    assert!(
+        wait_until("run 2's end", Duration::from_secs(20), || ends(&recorder) == 2).await,
+        "run 2's end never came: {:?}\n{}",
+        recorder.posts(),
+        env.log_of(sid)
+    );
+    assert!(
+        wait_until("run 2's finalizer", Duration::from_secs(20), || finished(
+            &env, sid, 1
+        ))
+        .await,
+        "{}",
+        env.log_of(sid)
+    );
+    assert_exactly_once(&server, sid, &std::fs::read(&path).unwrap());
+    let posts = recorder.posts();
+    let last_line = posts.iter().rposition(|p| p == "/hooks/transcript").unwrap();
+    let last_end = posts
+        .iter()
+        .rposition(|p| p.starts_with("/hooks/session-end"))
+        .unwrap();
+    assert!(last_line < last_end, "{posts:?}");
+    assert_eq!(ends(&recorder), 2, "{posts:?}");
+}
+
+/// Sets `path`'s modification time `age` back.
+#[track_caller]
+fn age(path: &std::path::Path, age: Duration) {
+    let file = std::fs::File::options().write(true).open(path).unwrap();
+    file.set_modified(std::time::SystemTime::now() - age).unwrap();
+}
+
+/// The sweep forgets the run records of sessions ended long ago, and only those: not a recent
+/// one, not one with an end still queued (its marker drops a repeat), not one whose watcher
+/// lock is held.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sweep_expires_old_run_records_and_only_those() {
+    let (env, server) = (Env::new(), server().await);
+    let url = server.url();
+    let mut sessions = Vec::new();
+    for _ in 0..4 {
+        let (sid, _, _) = session_with(&env, |sid| synthetic_transcript(sid, 5, true));
+        hook_ok(
+            &env,
+            &url,
+            "sessionStart",
+            &payload(&sid.to_string(), json!({"source": "new"})),
+            &[],
+        )
+        .await;
+        hook_ok(
+            &env,
+            &url,
+            "sessionEnd",
+            &payload(&sid.to_string(), json!({"reason": "complete"})),
+            &[],
+        )
+        .await;
+        sessions.push(sid);
+    }
+    let _reap: Vec<Reap> = sessions.iter().map(|s| Reap(&env, *s)).collect();
+    assert!(
+        wait_until("every end", Duration::from_secs(20), || sessions
+            .iter()
+            .all(|s| finished(&env, *s, 0)))
+        .await
+    );
+    let files =
+        |sid: SessionId| ["runs", "run-ends", "ended"].map(|dir| env.kcap_home.join(dir).join(sid.dashed()));
+    let [old, recent, queued, locked] = [sessions[0], sessions[1], sessions[2], sessions[3]];
+    for sid in [old, queued, locked] {
+        for f in files(sid) {
+            assert!(f.exists(), "{}", f.display());
+            age(&f, Duration::from_secs(8 * 24 * 3600));
+        }
+    }
+    let end =
+        kcap::effects::outbox::notice(kcap::store::NoticeKind::SessionEnd, json!({"reason": "complete"}));
+    env.store().queue_notice(queued, &end).unwrap();
+    // The end of `queued` must not be posted by the sweep: the server is gone.
+    drop(server);
+    let _held = watcher::claim_as(&env.kcap_home, locked, watcher::Role::Drain)
+        .unwrap()
+        .unwrap();
+    let out = env
+        .kcap(&format!("http://{}", free_port()))
+        .args(["finalize", "--resume", "--sweep"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let present = |sid: SessionId| files(sid).map(|f| f.exists());
+    assert_eq!(present(old), [false; 3], "{out:?}");
+    assert_eq!(present(recent), [true; 3]);
+    assert_eq!(present(queued), [true; 3]);
+    assert_eq!(present(locked), [true; 3]);
+}
+
+/// Run 1's end could not be posted (the server was unreachable when run 1 ended); the user
+/// resumed and ended run 2. Run 2's end must not replace run 1's in the queue: the server
+/// gets both, run 2's last, after every line.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_undelivered_end_of_run_1_is_not_replaced_by_run_2s() {
+    let (env, server) = (Env::new(), server().await);
+    let recorder = Recorder::start(free_port(), server.url()).await;
+    let (sid, path, _) = session_with(&env, |sid| synthetic_transcript(sid, 20, true));
+    let _reap = Reap(&env, sid);
+    let (url, down) = (recorder.url(), format!("http://{}", free_port()));
+    let sid_text = sid.to_string();
+    let end = payload(&sid_text, json!({"reason": "complete"}));
+    hook_ok(
+        &env,
+        &url,
+        "sessionStart",
+        &payload(&sid_text, json!({"source": "new"})),
+        &[],
+    )
+    .await;
+    assert!(
+        wait_until("run 1's lines", Duration::from_secs(20), || {
+            server.session(sid).lines.len() == 20
+        })
+        .await
+    );
+    hook_ok(&env, &down, "sessionEnd", &end, &[]).await;
+    // Run 1's finalizer cannot reach the server: its end stays queued.
+    assert!(
+        wait_until("run 1's finalizer to give up", Duration::from_secs(20), || {
+            env.store().lease(sid).is_ok_and(|l| l.is_none()) && !is_drained(&env.store(), sid)
+        })
+        .await,
+        "{}",
+        env.log_of(sid)
+    );
+    hook_ok(
+        &env,
+        &url,
+        "sessionStart",
+        &payload(&sid_text, json!({"source": "resume"})),
+        &[],
+    )
+    .await;
+    append(
+        &path,
+        b"{\"type\":\"user.message\",\"data\":{\"content\":\"run 2\"}}\n",
+    );
+    append(&path, shutdown_line().as_bytes());
+    let end = payload(&sid_text, json!({"reason": "complete"}));
+    hook_ok(&env, &url, "sessionEnd", &end, &[]).await;
+    assert!(
+        wait_until("both ends", Duration::from_secs(20), || ends(&recorder) == 2).await,
+        "run 1's end was lost: {:?}\n{}",
+        recorder.posts(),
+        env.log_of(sid)
+    );
+    assert!(
+        wait_until("run 2's finalizer", Duration::from_secs(20), || finished(
+            &env, sid, 1
+        ))
+        .await,
+        "{}",
+        env.log_of(sid)
+    );
+    assert_exactly_once(&server, sid, &std::fs::read(&path).unwrap());
+    // Each run in order: its start, its lines, its end; run 2's start is not held back behind
+    // run 1's end while run 2's lines go.
+    let requests = recorder.requests();
+    let posts = recorder.posts();
+    let at = |prefix: &str| -> Vec<usize> {
+        (0..posts.len())
+            .filter(|&i| posts[i].starts_with(prefix))
+            .collect()
+    };
+    let (starts, lines, ends) = (
+        at("/hooks/session-start"),
+        at("/hooks/transcript"),
+        at("/hooks/session-end"),
+    );
+    assert_eq!((starts.len(), ends.len()), (2, 2), "{posts:?}");
+    let run2_first = *lines
+        .iter()
+        .find(|&&i| String::from_utf8_lossy(&requests[i].body).contains("run 2"))
+        .expect("run 2's line was posted");
+    let run1_last = *lines.iter().rfind(|&&i| i < run2_first).unwrap();
+    assert!(starts[0] < lines[0], "run 1's start after its lines: {posts:?}");
+    assert!(run1_last < ends[0], "run 1's end before its lines: {posts:?}");
+    assert!(starts[1] < run2_first, "run 2's start after its lines: {posts:?}");
+    assert!(
+        lines.last().unwrap() < &ends[1],
+        "run 2's end before its lines: {posts:?}"
+    );
+    // kcap's own keys stay in the store.
+    for r in &requests {
+        let body = String::from_utf8_lossy(&r.body);
+        assert!(
+            !body.contains("kcap_run") && !body.contains("kcap_gen"),
+            "{}: {body}",
+            r.path
+        );
+    }
+}
+
+/// The watcher ended an idle session and its finalizer posted an `idle` end; then the user came
+/// back in the same Copilot process (no sessionStart): agentStop starts a watcher, new lines
+/// arrive, and the real sessionEnd comes. Its end must not be taken for a repeat of the idle
+/// one: the server gets both, the real one after the last line.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_real_end_after_an_idle_hand_off_is_not_dropped() {
+    let (env, server) = (Env::new(), server().await);
+    let recorder = Recorder::start(free_port(), server.url()).await;
+    let (sid, path, _) = session_with(&env, |sid| synthetic_transcript(sid, 20, false));
+    let _reap = Reap(&env, sid);
+    let url = recorder.url();
+    let sid_text = sid.to_string();
+    // The session is still live: the idle finalizer waits for a shutdown that never comes.
+    let idle = [("KCAP_WATCH_IDLE_MS", "800"), ("KCAP_SHUTDOWN_BUDGET_MS", "500")];
+    hook_ok(
+        &env,
+        &url,
+        "sessionStart",
+        &payload(&sid_text, json!({"source": "new"})),
+        &idle,
+    )
+    .await;
+    assert!(
+        wait_until("the idle end", Duration::from_secs(30), || ends(&recorder) == 1
+            && finished(&env, sid, 0))
+        .await,
+        "{:?}\n{}",
+        recorder.posts(),
+        env.log_of(sid)
+    );
+    // The user comes back: a new turn, its agentStop, more lines, then the real exit.
+    let more: String = (0..5)
+        .map(|i| format!("{{\"type\":\"user.message\",\"data\":{{\"content\":\"back {i}\"}}}}\n"))
+        .collect();
+    append(&path, more.as_bytes());
+    hook_ok(&env, &url, "agentStop", &payload(&sid_text, json!({})), &[]).await;
+    assert!(
+        wait_until("the new lines", Duration::from_secs(20), || {
+            server.session(sid).lines.len() == 25
+        })
+        .await,
+        "{}",
+        env.log_of(sid)
+    );
+    append(&path, shutdown_line().as_bytes());
+    hook_ok(
+        &env,
+        &url,
+        "sessionEnd",
+        &payload(&sid_text, json!({"reason": "complete"})),
+        &[],
+    )
+    .await;
+    assert!(
+        wait_until("the real end's finalizer", Duration::from_secs(30), || {
+            finished(&env, sid, 1)
+        })
+        .await,
+        "{}",
+        env.log_of(sid)
+    );
+    let posts = recorder.posts();
+    assert_eq!(
+        ends(&recorder),
+        2,
+        "the real end was dropped: {posts:?}\n{}",
+        env.log_of(sid)
+    );
+    assert_exactly_once(&server, sid, &std::fs::read(&path).unwrap());
+    let last_line = posts.iter().rposition(|p| p == "/hooks/transcript").unwrap();
+    let last_end = posts
+        .iter()
+        .rposition(|p| p.starts_with("/hooks/session-end"))
+        .unwrap();
+    assert!(last_line < last_end, "{posts:?}");
+}
+
+/// As above, but the machine's clock steps back an hour before the real exit: the agent stamps
+/// the real sessionEnd before the run's own sessionStart. With no run before it, it is still
+/// this run's end: it stops this run's watcher and is posted, after the run's last line.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_real_end_stamped_before_its_runs_start_stops_the_watcher_and_is_posted() {
+    let (env, server) = (Env::new(), server().await);
+    let recorder = Recorder::start(free_port(), server.url()).await;
+    let (sid, path, _) = session_with(&env, |sid| synthetic_transcript(sid, 20, false));
+    let _reap = Reap(&env, sid);
+    let url = recorder.url();
+    let idle = [("KCAP_WATCH_IDLE_MS", "800"), ("KCAP_SHUTDOWN_BUDGET_MS", "500")];
+    let start = stamped(sid, json!(kcap::config::now_ms()), json!({"source": "new"}));
+    hook_ok(&env, &url, "sessionStart", &start, &idle).await;
+    assert!(
+        wait_until("the idle end", PATIENCE, || ends(&recorder) == 1
+            && finished(&env, sid, 0))
+        .await,
+        "{:?}\n{}",
+        recorder.posts(),
+        env.log_of(sid)
+    );
+    append(
+        &path,
+        b"{\"type\":\"user.message\",\"data\":{\"content\":\"back\"}}\n",
+    );
+    hook_ok(
+        &env,
+        &url,
+        "agentStop",
+        &payload(&sid.to_string(), json!({})),
+        &[],
+    )
+    .await;
+    assert!(
+        wait_until("the new line", PATIENCE, || server.session(sid).lines.len() == 21).await,
+        "{}",
+        env.log_of(sid)
+    );
+    assert!(
+        watcher::running(&env.kcap_home, sid).is_some(),
+        "{}",
+        env.log_of(sid)
+    );
+    append(&path, shutdown_line().as_bytes());
+    let stepped_back = json!(kcap::config::now_ms() - 3_600_000);
+    let end = stamped(sid, stepped_back, json!({"reason": "complete"}));
+    hook_ok(&env, &url, "sessionEnd", &end, &[]).await;
+    assert!(
+        wait_until("the run's watcher to stop", PATIENCE, || {
+            watcher::running(&env.kcap_home, sid).is_none()
+        })
+        .await,
+        "the real end left its run's watcher running\n{}",
+        env.log_of(sid)
+    );
+    assert!(
+        wait_until("the real end's finalizer", PATIENCE, || finished(&env, sid, 1)).await,
+        "{}",
+        env.log_of(sid)
+    );
+    let posts = recorder.posts();
+    assert_eq!(
+        ends(&recorder),
+        2,
+        "the real end was dropped: {posts:?}\n{}",
+        env.log_of(sid)
+    );
+    assert_exactly_once(&server, sid, &std::fs::read(&path).unwrap());
+    let last_line = posts.iter().rposition(|p| p == "/hooks/transcript").unwrap();
+    let last_end = posts
+        .iter()
+        .rposition(|p| p.starts_with("/hooks/session-end"))
+        .unwrap();
+    assert!(last_line < last_end, "{posts:?}");
+}
+
+/// A sessionEnd of run 1 that arrives late (delayed, or repeated) after run 2's sessionStart:
+/// stamped before run 2 started, it is run 1's. It must neither stop run 2's watcher nor be
+/// posted as run 2's end; run 2's own end still comes, after run 2's lines.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_late_end_of_run_1_leaves_run_2_alone() {
+    let (env, server) = (Env::new(), server().await);
+    let recorder = Recorder::start(free_port(), server.url()).await;
+    let (sid, path, _) = session_with(&env, |sid| synthetic_transcript(sid, 20, true));
+    let _reap = Reap(&env, sid);
+    let url = recorder.url();
+    let sid_text = sid.to_string();
+    hook_ok(
+        &env,
+        &url,
+        "sessionStart",
+        &payload(&sid_text, json!({"source": "new"})),
+        &[],
+    )
+    .await;
+    // Stamped by run 1's agent as it exits; delivered twice, the second time late.
+    let end = payload(&sid_text, json!({"reason": "complete"}));
+    hook_ok(&env, &url, "sessionEnd", &end, &[]).await;
+    assert!(
+        wait_until("run 1's end", Duration::from_secs(20), || finished(&env, sid, 0)).await,
+        "{}",
+        env.log_of(sid)
+    );
+    std::thread::sleep(Duration::from_millis(5));
+    hook_ok(
+        &env,
+        &url,
+        "sessionStart",
+        &payload(&sid_text, json!({"source": "resume"})),
+        &[],
+    )
+    .await;
+    let mut run2_watcher = None;
+    assert!(
+        wait_until("run 2's watcher", Duration::from_secs(10), || {
+            run2_watcher = watcher::running(&env.kcap_home, sid);
+            run2_watcher.is_some()
+        })
+        .await
+    );
+    // The late copy of run 1's end. Its finalizer waits little for a shutdown run 2 has not written.
+    hook_ok(
+        &env,
+        &url,
+        "sessionEnd",
+        &end,
+        &[("KCAP_SHUTDOWN_BUDGET_MS", "300")],
+    )
+    .await;
+    assert!(
+        wait_until("the late end's finalizer", Duration::from_secs(20), || finished(
+            &env, sid, 1
+        ))
+        .await,
+        "{}",
+        env.log_of(sid)
+    );
+    assert_eq!(
+        watcher::running(&env.kcap_home, sid),
+        run2_watcher,
+        "run 1's late end stopped run 2's watcher:\n{}",
+        env.log_of(sid)
+    );
+    assert_eq!(
+        ends(&recorder),
+        1,
+        "run 1's late end went out: {:?}",
+        recorder.posts()
+    );
+    append(
+        &path,
+        b"{\"type\":\"user.message\",\"data\":{\"content\":\"run 2\"}}\n",
+    );
+    append(&path, shutdown_line().as_bytes());
+    hook_ok(
+        &env,
+        &url,
+        "sessionEnd",
+        &payload(&sid_text, json!({"reason": "complete"})),
+        &[],
+    )
+    .await;
+    assert!(
+        wait_until("run 2's end", Duration::from_secs(20), || finished(&env, sid, 2)).await,
+        "{}",
+        env.log_of(sid)
+    );
+    assert_exactly_once(&server, sid, &std::fs::read(&path).unwrap());
+    let posts = recorder.posts();
+    assert_eq!(ends(&recorder), 2, "{posts:?}");
+    let last_line = posts.iter().rposition(|p| p == "/hooks/transcript").unwrap();
+    let last_end = posts
+        .iter()
+        .rposition(|p| p.starts_with("/hooks/session-end"))
+        .unwrap();
+    assert!(last_line < last_end, "{posts:?}");
+}
+
+/// kcap's own keys (`kcap_run`, `kcap_gen`) never reach the server in a session-end; a
+/// notification is forwarded as the agent sent it, even with a field of that name.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_a_session_end_loses_kcaps_own_keys() {
+    use kcap::effects::client::Client;
+    use kcap::effects::outbox::{self, Flush};
+    use kcap::effects::runs;
+    use kcap::store::NoticeKind;
+
+    let (env, server) = (Env::new(), server().await);
+    let recorder = Recorder::start(free_port(), server.url()).await;
+    let store = env.store();
+    let client = Client::new(&recorder.url(), None, Duration::from_secs(5)).unwrap();
+    let sid = SessionId::new_random();
+    let note =
+        json!({"session_id": sid.dashless(), "message": "hi", "notification_type": "idle", "kcap_run": 5});
+    let mut end = json!({"session_id": sid.dashless(), "reason": "complete"});
+    end[runs::RUN_KEY] = 7.into();
+    end[runs::GEN_KEY] = 0.into();
+    store
+        .queue_notice(sid, &outbox::notice(NoticeKind::Notification, note))
+        .unwrap();
+    store
+        .queue_notice(sid, &outbox::notice(NoticeKind::SessionEnd, end))
+        .unwrap();
+    let flushed = outbox::flush(&store, &client, Some(sid), Flush::All).await;
+    assert_eq!(flushed.delivered, 2, "{flushed:?}");
+    let requests = recorder.requests();
+    let body = |prefix: &str| -> serde_json::Value {
+        let r = requests
+            .iter()
+            .find(|r| r.path.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in {requests:?}"));
+        serde_json::from_slice(&r.body).unwrap()
+    };
+    assert_eq!(body("/hooks/notification")["kcap_run"], 5);
+    let end = body("/hooks/session-end");
+    assert_eq!(end["reason"], "complete");
+    assert!(
+        end.get("kcap_run").is_none() && end.get("kcap_gen").is_none(),
+        "{end}"
+    );
+}
+
+/// The session-ends of `sid` the server got.
+fn ends_of(recorder: &Recorder, sid: SessionId) -> usize {
+    recorder
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.path.starts_with("/hooks/session-end")
+                && String::from_utf8_lossy(&r.body).contains(&sid.dashless())
+        })
+        .count()
+}
+
+/// A hook payload of `sid` stamped by the agent's clock `stamp`.
+fn stamped(sid: SessionId, stamp: serde_json::Value, extra: serde_json::Value) -> Vec<u8> {
+    let mut extra = extra;
+    extra["timestamp"] = stamp;
+    payload(&sid.to_string(), extra)
+}
+
+/// An agent's clock: what it stamps a payload with now.
+type Clock = fn() -> serde_json::Value;
+
+/// The agent stamps its payloads with its own clock, which need not be the machine's: an hour
+/// behind, in seconds, or a zone-less local time five hours behind UTC. Whatever it is, each
+/// run's end is that run's (compared with the run's own start stamp): it stops the run's
+/// watcher and reaches the server after the run's lines, never taken for a late end of the
+/// run before.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_clock_unlike_the_machines_never_drops_a_runs_end() {
+    let (env, server) = (Env::new(), server().await);
+    let recorder = Recorder::start(free_port(), server.url()).await;
+    let url = recorder.url();
+    let clocks: [(&str, Clock); 3] = [
+        ("milliseconds an hour behind", || {
+            json!(kcap::config::now_ms() - 3_600_000)
+        }),
+        ("seconds", || json!(kcap::config::now_ms() / 1000)),
+        ("zone-less local time, UTC-5", || {
+            let local = std::time::SystemTime::now() - Duration::from_secs(5 * 3600);
+            let text = humantime::format_rfc3339_millis(local).to_string();
+            json!(text.trim_end_matches('Z'))
+        }),
+    ];
+    for (clock, now) in clocks {
+        let (sid, path, _) = session_with(&env, |sid| synthetic_transcript(sid, 10, true));
+        let _reap = Reap(&env, sid);
+        for (run, source) in [(0, "new"), (1, "resume")] {
+            let start = stamped(sid, now(), json!({"source": source}));
+            hook_ok(&env, &url, "sessionStart", &start, &[]).await;
+            if run == 1 {
+                append(
+                    &path,
+                    b"{\"type\":\"user.message\",\"data\":{\"content\":\"run 2\"}}\n",
+                );
+                append(&path, shutdown_line().as_bytes());
+            }
+            // Never in the same stamp as the start, even counted in seconds.
+            if clock == "seconds" {
+                tokio::time::sleep(Duration::from_millis(1100)).await;
+            }
+            let end = stamped(sid, now(), json!({"reason": "complete"}));
+            hook_ok(&env, &url, "sessionEnd", &end, &[]).await;
+            // Taken for an earlier run's end, it would leave this run's watcher running.
+            assert!(
+                wait_until("the run's watcher to stop", PATIENCE, || {
+                    watcher::running(&env.kcap_home, sid).is_none()
+                })
+                .await,
+                "{clock}: run {}'s end left its watcher running\n{}",
+                run + 1,
+                env.log_of(sid)
+            );
+            assert!(
+                wait_until("the run's finalizer", PATIENCE, || finished(&env, sid, run)).await,
+                "{clock}: {}",
+                env.log_of(sid)
+            );
+            assert_eq!(
+                ends_of(&recorder, sid),
+                run as usize + 1,
+                "{clock}: run {}'s end was dropped\n{}",
+                run + 1,
+                env.log_of(sid)
+            );
+        }
+        assert_exactly_once(&server, sid, &std::fs::read(&path).unwrap());
+    }
+}
+
+/// Run 1 ended idle (the watcher's hand-off end went out), the user came back and ran more
+/// turns, then really exited; before that exit's end was posted (its finalizer was still
+/// waiting for the shutdown line), run 2 started. Run 1's real end follows lines delivered
+/// since its idle end: it is posted, not taken for a repeat because run 2 has started.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_runs_real_end_is_posted_though_the_next_run_started_before_it_went() {
+    let (env, server) = (Env::new(), server().await);
+    let recorder = Recorder::start(free_port(), server.url()).await;
+    let (sid, path, _) = session_with(&env, |sid| synthetic_transcript(sid, 20, false));
+    let _reap = Reap(&env, sid);
+    let url = recorder.url();
+    let sid_text = sid.to_string();
+    let idle = [("KCAP_WATCH_IDLE_MS", "800"), ("KCAP_SHUTDOWN_BUDGET_MS", "500")];
+    hook_ok(
+        &env,
+        &url,
+        "sessionStart",
+        &payload(&sid_text, json!({"source": "new"})),
+        &idle,
+    )
+    .await;
+    assert!(
+        wait_until("the idle end", PATIENCE, || ends(&recorder) == 1
+            && finished(&env, sid, 0))
+        .await,
+        "{:?}\n{}",
+        recorder.posts(),
+        env.log_of(sid)
+    );
+    let more: String = (0..5)
+        .map(|i| format!("{{\"type\":\"user.message\",\"data\":{{\"content\":\"back {i}\"}}}}\n"))
+        .collect();
+    append(&path, more.as_bytes());
+    hook_ok(&env, &url, "agentStop", &payload(&sid_text, json!({})), &[]).await;
+    assert!(
+        wait_until("the new lines", PATIENCE, || server.session(sid).lines.len()
+            == 25)
+        .await,
+        "{}",
+        env.log_of(sid)
+    );
+    // The real exit; its agent writes the shutdown only after run 2 has started.
+    let slow = [("KCAP_SHUTDOWN_BUDGET_MS", "20000")];
+    let end = payload(&sid_text, json!({"reason": "complete"}));
+    hook_ok(&env, &url, "sessionEnd", &end, &slow).await;
+    hook_ok(
+        &env,
+        &url,
+        "sessionStart",
+        &payload(&sid_text, json!({"source": "resume"})),
+        &slow,
+    )
+    .await;
+    append(&path, shutdown_line().as_bytes());
+    assert!(
+        wait_until("run 1's real end", PATIENCE, || ends(&recorder) == 2).await,
+        "run 1's real end was dropped: {:?}\n{}",
+        recorder.posts(),
+        env.log_of(sid)
+    );
+    assert!(
+        wait_until("run 1's finalizer", PATIENCE, || finished(&env, sid, 1)).await,
+        "{}",
+        env.log_of(sid)
+    );
+    assert_exactly_once(&server, sid, &std::fs::read(&path).unwrap());
+    // Run 1's shutdown went before run 1's end. (Run 2's watcher may send it again after the
+    // end: a duplicate, which the server drops.)
+    let requests = recorder.requests();
+    let shutdown = requests.iter().position(|r| {
+        r.path == "/hooks/transcript" && String::from_utf8_lossy(&r.body).contains("session.shutdown")
+    });
+    let real_end = requests
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.path.starts_with("/hooks/session-end"))
+        .nth(1)
+        .map(|(i, _)| i);
+    assert!(
+        matches!((shutdown, real_end), (Some(s), Some(e)) if s < e),
+        "{:?}",
+        recorder.posts()
+    );
+}
+
+/// Rolling forward and back: the kcap before session runs remembered a posted end as
+/// `ended/<session>` (its content a time), dropped every end while it existed, and removed it
+/// when the session ran again (sessionStart, agentStop). Its marker must not make this kcap drop
+/// an end (it names no run), and this kcap keeps it as that kcap did, so that kcap, rolled back
+/// to, neither drops a real end nor posts a repeat.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_older_kcaps_end_marker_neither_drops_an_end_nor_outlives_a_new_run() {
+    use kcap::effects::client::Client;
+    use kcap::effects::outbox::{self, Flush};
+    use kcap::store::NoticeKind;
+
+    let (env, server) = (Env::new(), server().await);
+    let url = server.url();
+    let (sid, _, _) = session_with(&env, |sid| synthetic_transcript(sid, 3, true));
+    let _reap = Reap(&env, sid);
+    let legacy = env.kcap_home.join("ended").join(sid.dashed());
+    std::fs::create_dir_all(legacy.parent().unwrap()).unwrap();
+    // Written by the older kcap when it posted an idle hand-off end; then it was upgraded.
+    std::fs::write(&legacy, "1795000000000").unwrap();
+    let store = env.store();
+    let client = Client::new(&url, None, Duration::from_secs(5)).unwrap();
+    let end = json!({"session_id": sid.dashless(), "reason": "complete"});
+    store
+        .queue_notice(sid, &outbox::notice(NoticeKind::SessionEnd, end))
+        .unwrap();
+    let flushed = outbox::flush(&store, &client, Some(sid), Flush::All).await;
+    assert_eq!(
+        (flushed.delivered, &flushed.failed),
+        (1, &None),
+        "the older marker dropped the end"
+    );
+    drop(store);
+    assert!(legacy.exists(), "a posted end leaves the older kcap's marker");
+    for event in ["sessionStart", "agentStop"] {
+        std::fs::write(&legacy, "1795000000000").unwrap();
+        hook_ok(
+            &env,
+            &url,
+            event,
+            &payload(&sid.to_string(), json!({"source": "resume"})),
+            &[],
+        )
+        .await;
+        assert!(
+            !legacy.exists(),
+            "after {event} the older kcap would drop the session's next end"
+        );
+    }
+}
