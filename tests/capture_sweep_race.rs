@@ -50,15 +50,16 @@ fn drain(store: &Store, sid: SessionId, generation: u32) {
     for input in inputs {
         let (next, _) = step(&state, &input).unwrap();
         store
-            .record_step(
-                &record.meta,
-                &input,
-                &next.phase,
-                None,
-                None,
-                &holder,
-                input.now(),
-            )
+            .record_step(&kcap::store::Step {
+                session: record.meta.session,
+                generation: record.meta.generation,
+                input: input.clone(),
+                phase_after: next.phase.clone(),
+                watermark: None,
+                identity: None,
+                holder,
+                at: input.now(),
+            })
             .unwrap();
         state = next;
     }
