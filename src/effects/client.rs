@@ -196,8 +196,7 @@ impl Client {
     /// POSTs a JSON document (lifecycle hooks, notifications), redacted like every line: a
     /// notification's message or a cwd can hold secrets too.
     pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> Result<(), SendError> {
-        let text = body.to_string();
-        let redacted = redact::line(std::borrow::Cow::Borrowed(&text)).into_owned();
+        let redacted = wire_json(body);
         let resp = self
             .request(reqwest::Method::POST, path)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -255,4 +254,50 @@ async fn check(resp: reqwest::Response) -> Result<reqwest::Response, SendError> 
         s if s >= 500 => SendError::Retryable(message),
         _ => SendError::Refused(message),
     })
+}
+
+/// A JSON document as it is sent: redacted like every line, except the `session_id` kcap put
+/// there itself. That one is a parsed UUID the server files the document under, and written
+/// dashless it reads as a random session token to the redactor: the server then refused every
+/// lifecycle notice with 400 and dropped it for good.
+fn wire_json(body: &serde_json::Value) -> String {
+    let text = body.to_string();
+    let std::borrow::Cow::Owned(redacted) = redact::line(std::borrow::Cow::Borrowed(&text)) else {
+        return text;
+    };
+    let own_id = body
+        .get("session_id")
+        .and_then(serde_json::Value::as_str)
+        .filter(|id| id.parse::<SessionId>().is_ok());
+    match (own_id, serde_json::from_str::<serde_json::Value>(&redacted)) {
+        (Some(id), Ok(mut sent)) if sent.get("session_id").and_then(|v| v.as_str()) != Some(id) => {
+            sent["session_id"] = id.into();
+            sent.to_string()
+        }
+        _ => redacted,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kcaps_own_session_id_survives_redaction_and_the_rest_is_redacted() {
+        for _ in 0..200 {
+            let id = SessionId::new_random();
+            let body = serde_json::json!({
+                "session_id": id.dashless(),
+                "cwd": "/work/p",
+                "note": "export GITHUB_TOKEN=ghp_R8x2mQ9vL4kT7wZ1pN6sB3cF5hJ0dY2aE8uK",
+            });
+            let sent: serde_json::Value = serde_json::from_str(&wire_json(&body)).unwrap();
+            assert_eq!(sent["session_id"], id.dashless(), "{sent}");
+            assert!(!sent["note"].as_str().unwrap().contains("ghp_R8x2"), "{sent}");
+            assert_eq!(sent["cwd"], "/work/p");
+        }
+        // A value there that is no session id is redacted like any other.
+        let body = serde_json::json!({ "session_id": "Xk9mQ2zP7w9rT4vBq8Lr3NfYc6Hd" });
+        assert_ne!(wire_json(&body), body.to_string());
+    }
 }
