@@ -28,8 +28,6 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 const AUTOCHECKPOINT_PAGES: i64 = 4096;
 /// Longest an index step waits for queued durable writes to go first.
 const INDEX_YIELD_MAX: Duration = Duration::from_millis(200);
-/// A durable write this recent means batches are arriving (see [`Sqlite::storing_batches`]).
-const BUSY_WINDOW: Duration = Duration::from_millis(250);
 
 /// The single write connection, and whether its last transaction was a relaxed one.
 struct Writer {
@@ -44,9 +42,6 @@ pub struct Sqlite {
     readers: Mutex<Vec<Connection>>,
     /// Durable writes waiting for the write connection (index steps let them go first).
     queued: AtomicUsize,
-    /// When the last durable write committed, in ms after `opened`.
-    last_durable_ms: AtomicU64,
-    opened: std::time::Instant,
     checkpointer: Option<Checkpointer>,
     _temporary: Option<tempfile::TempDir>,
 }
@@ -251,8 +246,6 @@ impl Sqlite {
             }),
             readers: Mutex::new(Vec::new()),
             queued: AtomicUsize::new(0),
-            last_durable_ms: AtomicU64::new(0),
-            opened: std::time::Instant::now(),
             checkpointer: Some(Checkpointer::start(path, wait)?),
             _temporary: temporary,
         })
@@ -296,19 +289,7 @@ impl Sqlite {
         if let Some(c) = &self.checkpointer {
             c.commits.fetch_add(1, Ordering::Release);
         }
-        self.last_durable_ms
-            .store(self.opened.elapsed().as_millis() as u64, Ordering::Release);
         Ok(out)
-    }
-
-    /// Whether batches are being stored now (a durable write committed within
-    /// [`BUSY_WINDOW`], or one is waiting): background writers then take small steps.
-    pub(crate) fn storing_batches(&self) -> bool {
-        if self.queued.load(Ordering::Acquire) > 0 {
-            return true;
-        }
-        let last = self.last_durable_ms.load(Ordering::Acquire);
-        last > 0 && self.opened.elapsed().as_millis() as u64 <= last + BUSY_WINDOW.as_millis() as u64
     }
 
     /// Runs `f` in one write transaction whose loss on power failure costs nothing (the search

@@ -22,10 +22,6 @@ use crate::server::usage::Shutdown;
 
 /// Lines the indexer takes per transaction (short, so ingest never waits long for the writer).
 const INDEX_STEP: i64 = 500;
-/// Lines per index step while batches are being stored: a step holds the single write
-/// connection, and a 500-line step (~1.5 MB of text to tokenize) kept each waiting batch of a
-/// busy client tens of milliseconds; small steps let it in between them.
-const INDEX_STEP_BUSY: i64 = 32;
 
 /// The readable text of `lines.text` (see [`search::search_text`]; the same fields, in SQL).
 const SEARCH_TEXT: &str = "substr(CASE WHEN json_valid(text) THEN concat_ws(char(10), \
@@ -286,11 +282,6 @@ impl ReadModel for Sqlite {
     }
 
     fn index_pending(&self) -> Result<usize, ReadError> {
-        let step = if self.storing_batches() {
-            INDEX_STEP_BUSY
-        } else {
-            INDEX_STEP
-        };
         self.write_relaxed(|tx| {
             let db = |e: rusqlite::Error| StorageError::Database(e.to_string());
             let last: i64 = tx
@@ -299,7 +290,7 @@ impl ReadModel for Sqlite {
             let (upto, seen): (Option<i64>, i64) = tx
                 .query_row(
                     "SELECT max(rowid), count(*) FROM (SELECT rowid FROM lines WHERE rowid > ?1 ORDER BY rowid LIMIT ?2)",
-                    rusqlite::params![last, step],
+                    rusqlite::params![last, INDEX_STEP],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .map_err(db)?;

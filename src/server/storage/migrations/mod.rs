@@ -30,11 +30,6 @@ pub const SQLITE: &[Migration] = &[
         name: "tokens can be revoked",
         sql: include_str!("sqlite/0003_token_revocation.sql"),
     },
-    Migration {
-        version: 4,
-        name: "search: a full-text index without token positions, rebuilt in the background",
-        sql: include_str!("sqlite/0004_search_without_positions.sql"),
-    },
 ];
 
 /// PostgreSQL's migrations (its version lives in the `kcap_schema` table).
