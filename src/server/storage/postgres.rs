@@ -69,6 +69,13 @@ fn stale_plan(e: &postgres::Error) -> bool {
             .is_some_and(|d| d.message().contains("cached plan must not change result type"))
 }
 
+/// Whether the server no longer knows a statement this connection cached (SQLSTATE 26000,
+/// "prepared statement does not exist"): behind a transaction pooler the cache may name
+/// statements prepared on another server connection, and an operator may `DEALLOCATE` them.
+fn lost_statement(e: &postgres::Error) -> bool {
+    e.code() == Some(&postgres::error::SqlState::INVALID_SQL_STATEMENT_NAME)
+}
+
 /// Whether a failed connection attempt at start is worth repeating: the server is not
 /// accepting connections yet (refused, reset, or SQLSTATE 57P03 "the database system is
 /// starting up"), by error kind and SQLSTATE, never by message text.
@@ -109,7 +116,7 @@ impl Tx<'_> {
     /// Notes a stale cached plan on the way out, so [`Postgres::write`] can start again.
     fn noted<T>(&mut self, r: Result<T, postgres::Error>) -> Result<T, postgres::Error> {
         if let Err(e) = &r {
-            self.stale |= stale_plan(e);
+            self.stale |= stale_plan(e) || lost_statement(e);
         }
         r
     }
@@ -314,7 +321,7 @@ impl Postgres {
         let mut conn = self.checkout()?;
         let mut out = self.attempt(&mut conn, &mut f);
         if let Err((_, true)) = &out {
-            tracing::warn!("PostgreSQL: a cached statement's result type changed (schema changed by another replica?); statements prepared again");
+            tracing::warn!("PostgreSQL: a cached statement went stale (schema changed by another replica, or the statement is gone from the server connection); statements prepared again");
             conn.prepared.clear();
             out = self.attempt(&mut conn, &mut f);
         }
@@ -334,15 +341,14 @@ impl Postgres {
             prepared,
             stale: false,
         };
-        let out = match f(&mut tx) {
-            Ok(out) => out,
-            Err(e) => return Err((e, tx.stale)),
-        };
+        let out = f(&mut tx);
         if self.options.transaction_pooling {
-            // Close every statement before the commit hands the server connection back to the
-            // proxy: none may outlive its transaction.
+            // Close every statement before the commit or rollback hands the server connection
+            // back to the proxy, on every path: none may outlive its transaction, and one kept
+            // here would name a statement the next server connection never saw.
             tx.prepared.clear();
         }
+        let out = out.map_err(|e| (e, tx.stale))?;
         tx.tx.commit().map_err(|e| (db(e), false))?;
         Ok(out)
     }
@@ -926,6 +932,62 @@ mod tests {
             assert_eq!(ingest_kept, !pooling, "pooling {pooling}: {kept:?}");
             assert_eq!(pg.last_line(sid).unwrap(), 2);
         }
+    }
+
+    /// What the only pooled connection's server session still holds prepared (besides this
+    /// very query, prepared to ask).
+    #[track_caller]
+    fn prepared_on_server(pg: &Postgres) -> Vec<String> {
+        pg.with(|c| {
+            Ok(c.query(
+                "SELECT statement FROM pg_prepared_statements WHERE statement NOT LIKE '%pg_prepared%'",
+                &[],
+            )
+            .map_err(db)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn behind_a_transaction_pooler_a_failed_write_keeps_no_statement_either() {
+        let Some(cluster) = pg_cluster::Cluster::start("postgres::pooling failed write") else {
+            return;
+        };
+        let options = PostgresOptions {
+            transaction_pooling: true,
+            ..PostgresOptions::default()
+        };
+        let pg = Postgres::connect_with(&cluster.database(), options).unwrap();
+        let failed = pg.write(|tx| {
+            tx.query_one("SELECT 41 + 1", &[]).map_err(db)?;
+            tx.query_one("SELECT 1 / 0", &[]).map_err(db)
+        });
+        assert!(failed.is_err());
+        assert!(pg
+            .write(|_| Err::<(), _>(StorageError::Invalid("refused".into())))
+            .is_err());
+        let kept = prepared_on_server(&pg);
+        assert!(kept.is_empty(), "{kept:?}");
+        let sid = SessionId::new_random();
+        assert_eq!(pg.ingest(&batch(sid, 0..3)).unwrap().new, 3);
+    }
+
+    #[test]
+    fn a_cached_statement_gone_from_the_server_is_prepared_again() {
+        let Some(cluster) = pg_cluster::Cluster::start("postgres::statement gone") else {
+            return;
+        };
+        let pg = Postgres::connect(&cluster.database()).unwrap();
+        let sid = SessionId::new_random();
+        assert_eq!(pg.ingest(&batch(sid, 0..3)).unwrap().new, 3);
+        // What a transaction pooler does to a cache: the server connection no longer has them.
+        pg.with(|c| c.batch_execute("DEALLOCATE ALL").map_err(db))
+            .unwrap();
+        assert_eq!(pg.ingest(&batch(sid, 3..6)).map(|r| r.new), Ok(3));
+        assert_eq!(pg.last_line(sid).unwrap(), 5);
     }
 
     #[test]
