@@ -69,6 +69,69 @@ fn stale_plan(e: &postgres::Error) -> bool {
             .is_some_and(|d| d.message().contains("cached plan must not change result type"))
 }
 
+/// How long a pool checkout waits for a new connection to answer when the URL sets no
+/// `connect_timeout`: a database that accepts and never answers must not hang a request forever.
+const CHECKOUT_CONNECT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Why a connection could not be made.
+enum ConnectFailure {
+    /// The client library's error.
+    Refused(postgres::Error),
+    /// Nothing answered within the limit (the peer accepted, or the packets went nowhere).
+    Silent(std::time::Duration),
+}
+
+/// Connects with `config`, giving up after `limit`. The client's own `connect_timeout` covers
+/// only the TCP connect, not the start-up exchange after it, so a peer that accepts and never
+/// answers would hang the caller forever: the attempt runs on a thread of its own, which is
+/// left to end by itself (its socket times out or closes) when the limit passes.
+fn connect_within(config: &postgres::Config, limit: std::time::Duration) -> Result<Client, ConnectFailure> {
+    let mut config = config.clone();
+    if config.get_connect_timeout().is_none_or(|t| *t > limit) {
+        config.connect_timeout(limit);
+    }
+    let (send, receive) = std::sync::mpsc::sync_channel(1);
+    let spawned = std::thread::Builder::new()
+        .name("kcap-pg-connect".into())
+        .spawn(move || {
+            // A client that arrives after the caller gave up is dropped here, closing it.
+            let _ = send.send(config.connect(NoTls));
+        });
+    if spawned.is_err() {
+        return Err(ConnectFailure::Silent(std::time::Duration::ZERO));
+    }
+    match receive.recv_timeout(limit) {
+        Ok(connected) => connected.map_err(ConnectFailure::Refused),
+        Err(_) => Err(ConnectFailure::Silent(limit)),
+    }
+}
+
+/// A connection error with its underlying causes ("db error" alone says nothing: the cause is
+/// "connection refused", "password authentication failed", …).
+fn explain(e: &postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+impl std::fmt::Display for ConnectFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectFailure::Refused(e) => f.write_str(&explain(e)),
+            ConnectFailure::Silent(limit) => write!(
+                f,
+                "no answer within {:.1} s (something accepts connections there but does not speak PostgreSQL, or the network drops them)",
+                limit.as_secs_f64()
+            ),
+        }
+    }
+}
+
 /// Whether the server no longer knows a statement this connection cached (SQLSTATE 26000,
 /// "prepared statement does not exist"): behind a transaction pooler the cache may name
 /// statements prepared on another server connection, and an operator may `DEALLOCATE` them.
@@ -159,9 +222,12 @@ impl Postgres {
     }
 
     fn connect_here(url: &str, options: super::PostgresOptions) -> Result<Postgres, StorageError> {
-        let config: postgres::Config = url
+        let mut config: postgres::Config = url
             .parse()
             .map_err(|e| StorageError::Invalid(format!("bad PostgreSQL URL: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CHECKOUT_CONNECT);
+        }
         let described = format!(
             "PostgreSQL database {:?} at {}",
             config.get_dbname().unwrap_or("(default)"),
@@ -193,10 +259,21 @@ impl Postgres {
     /// The first connection, tried again while the server is not up yet, for up to
     /// [`PostgresOptions::start_wait`](super::PostgresOptions::start_wait).
     fn first_connection(&self) -> Result<Conn, StorageError> {
-        let deadline = std::time::Instant::now() + self.options.start_wait;
+        use std::time::{Duration, Instant};
+        let deadline = Instant::now() + self.options.start_wait;
+        let waited = || {
+            format!(
+                " (waited {} s; see --database-wait)",
+                self.options.start_wait.as_secs_f64()
+            )
+        };
         let mut logged = false;
         loop {
-            match self.config.connect(NoTls) {
+            // Each attempt gets the time left (at least a second, so a zero wait still tries).
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_secs(1));
+            match connect_within(&self.config, left) {
                 Ok(client) => {
                     *lock(&self.open) += 1;
                     return Ok(Conn {
@@ -204,24 +281,21 @@ impl Postgres {
                         prepared: HashMap::new(),
                     });
                 }
-                Err(e) if not_up_yet(&e) && std::time::Instant::now() < deadline => {
+                Err(ConnectFailure::Refused(e)) if not_up_yet(&e) && Instant::now() < deadline => {
                     if !logged {
-                        tracing::warn!(error = %e, wait_s = self.options.start_wait.as_secs_f64(), "PostgreSQL is not accepting connections yet; waiting");
+                        tracing::warn!(error = %explain(&e), wait_s = self.options.start_wait.as_secs_f64(), "PostgreSQL is not accepting connections yet; waiting");
                         logged = true;
                     }
-                    std::thread::sleep(std::time::Duration::from_millis(200));
+                    std::thread::sleep(Duration::from_millis(200));
                 }
-                Err(e) => {
-                    let waited = if not_up_yet(&e) {
-                        format!(
-                            " (waited {} s; see --database-wait)",
-                            self.options.start_wait.as_secs_f64()
-                        )
-                    } else {
-                        String::new()
+                Err(failure) => {
+                    let waited = match &failure {
+                        ConnectFailure::Refused(e) if !not_up_yet(e) => String::new(),
+                        _ => waited(),
                     };
                     return Err(StorageError::Database(format!(
-                        "cannot connect to PostgreSQL: {e}{waited}"
+                        "cannot connect to {}: {failure}{waited}",
+                        self.described
                     )));
                 }
             }
@@ -241,16 +315,22 @@ impl Postgres {
             if *open < POOL {
                 *open += 1;
                 drop(open);
-                return match self.config.connect(NoTls) {
+                let limit = self
+                    .config
+                    .get_connect_timeout()
+                    .copied()
+                    .unwrap_or(CHECKOUT_CONNECT);
+                return match connect_within(&self.config, limit) {
                     Ok(client) => Ok(Conn {
                         client,
                         prepared: HashMap::new(),
                     }),
-                    Err(e) => {
+                    Err(failure) => {
                         *lock(&self.open) -= 1;
                         self.freed.notify_one();
                         Err(StorageError::Database(format!(
-                            "cannot connect to PostgreSQL: {e}"
+                            "cannot connect to {}: {failure}",
+                            self.described
                         )))
                     }
                 };
@@ -991,6 +1071,33 @@ mod tests {
     }
 
     #[test]
+    fn a_listener_that_never_answers_fails_the_start_within_the_wait() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // Accepts, keeps every connection open, never says a word.
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for c in listener.incoming() {
+                held.push(c);
+            }
+        });
+        let options = PostgresOptions {
+            start_wait: Duration::from_secs(2),
+            ..PostgresOptions::default()
+        };
+        let url = format!("postgres://kcap@127.0.0.1:{port}/kcap");
+        let started = Instant::now();
+        let err = Postgres::connect_with(&url, options)
+            .err()
+            .expect("nothing answers");
+        let waited = started.elapsed();
+        assert!(waited < Duration::from_secs(8), "waited {waited:?}: {err}");
+        let text = err.to_string();
+        assert!(text.contains("no answer within"), "{text}");
+        assert!(text.contains("--database-wait"), "{text}");
+    }
+
+    #[test]
     fn a_server_not_up_yet_is_waited_for_as_long_as_the_setting_says() {
         let options = PostgresOptions {
             start_wait: Duration::from_secs(1),
@@ -1007,6 +1114,7 @@ mod tests {
             "waited {waited:?}"
         );
         assert!(err.to_string().contains("--database-wait"), "{err}");
+        assert!(err.to_string().contains("refused"), "the cause is named: {err}");
         // A server that answers with another error (no such database) fails at once.
         let Some(cluster) = pg_cluster::Cluster::start("postgres::start wait") else {
             return;
