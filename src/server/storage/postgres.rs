@@ -62,11 +62,16 @@ pub(crate) struct Tx<'a> {
 
 /// Whether PostgreSQL refused a prepared statement whose result columns changed since it was
 /// prepared ("cached plan must not change result type", SQLSTATE 0A000): another replica (or an
-/// operator) changed the schema under this connection's statement cache.
+/// operator) changed the schema under this connection's statement cache. Told apart from other
+/// 0A000 errors by the server function that raised it, which does not change with the server's
+/// `lc_messages` language as the message does; the English text only when a server (or proxy)
+/// sends no routine.
 fn stale_plan(e: &postgres::Error) -> bool {
     e.code() == Some(&postgres::error::SqlState::FEATURE_NOT_SUPPORTED)
-        && e.as_db_error()
-            .is_some_and(|d| d.message().contains("cached plan must not change result type"))
+        && e.as_db_error().is_some_and(|d| match d.routine() {
+            Some(routine) => routine == "RevalidateCachedQuery",
+            None => d.message().contains("cached plan must not change result type"),
+        })
 }
 
 /// How long a pool checkout waits for a new connection to answer when the URL sets no
