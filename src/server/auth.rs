@@ -59,7 +59,17 @@ pub struct Gate {
     tokens_exist: AtomicBool,
     /// Recent named-token lookups by hash, each behind its own lock so that concurrent checks
     /// of one token wait for a single query.
-    lookups: Mutex<HashMap<[u8; 32], Arc<Lookup>>>,
+    lookups: Mutex<Lookups>,
+}
+
+/// The token cache. It holds tokens that were found (and lookups in flight) only: a token that
+/// names nothing is dropped as soon as its lookup ends, so random tokens cannot crowd real ones
+/// out, and the full-cache sweep runs at most once per [`TOKEN_RECHECK`], not on every miss.
+#[derive(Default)]
+struct Lookups {
+    by_hash: HashMap<[u8; 32], Arc<Lookup>>,
+    /// When the cache may next be swept for stale entries while full.
+    next_sweep: Option<Instant>,
 }
 
 /// One token's last lookup: when it was made and the name it found (`None`: no such token).
@@ -77,7 +87,7 @@ impl Gate {
         Gate {
             admin,
             tokens_exist: AtomicBool::new(false),
-            lookups: Mutex::new(HashMap::new()),
+            lookups: Mutex::new(Lookups::default()),
         }
     }
 
@@ -157,29 +167,54 @@ impl Gate {
             }
         }
         // A failed lookup is not kept: the next check asks again.
-        let name = storage.run(move |b| b.token_name(&digest)).await?;
+        let name = storage.run(move |b| b.token_name(&digest)).await;
+        let name = match name {
+            Ok(name) => name,
+            Err(e) => {
+                self.forget(digest, &slot);
+                return Err(e);
+            }
+        };
+        // Checks waiting on this slot share the answer either way; only a found token stays.
         *last = Some((Instant::now(), name.clone()));
+        if name.is_none() {
+            self.forget(digest, &slot);
+        }
         Ok(name)
+    }
+
+    /// Drops `digest`'s cache entry if it is still `slot` (a newer one is left alone).
+    fn forget(&self, digest: [u8; 32], slot: &Arc<Lookup>) {
+        let mut lookups = self.lookups.lock().unwrap_or_else(|p| p.into_inner());
+        if lookups.by_hash.get(&digest).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+            lookups.by_hash.remove(&digest);
+        }
     }
 
     /// The shared lookup of `digest`, `None` when the cache is full of fresh or busy entries.
     fn slot(&self, digest: [u8; 32]) -> Option<Arc<Lookup>> {
         let mut lookups = self.lookups.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(slot) = lookups.get(&digest) {
+        let lookups = &mut *lookups;
+        if let Some(slot) = lookups.by_hash.get(&digest) {
             return Some(slot.clone());
         }
-        if lookups.len() >= TOKEN_CACHE_MAX {
+        if lookups.by_hash.len() >= TOKEN_CACHE_MAX {
+            let now = Instant::now();
+            if lookups.next_sweep.is_some_and(|at| now < at) {
+                return None;
+            }
+            lookups.next_sweep = Some(now + TOKEN_RECHECK);
             // Keep entries in use (locked) or still fresh; drop the rest.
-            lookups.retain(|_, slot| {
+            lookups.by_hash.retain(|_, slot| {
                 slot.try_lock().map_or(true, |l| {
                     l.as_ref().is_some_and(|(at, _)| at.elapsed() < TOKEN_RECHECK)
                 })
             });
-            if lookups.len() >= TOKEN_CACHE_MAX {
+            if lookups.by_hash.len() >= TOKEN_CACHE_MAX {
                 return None;
             }
         }
-        Some(lookups.entry(digest).or_default().clone())
+        Some(lookups.by_hash.entry(digest).or_default().clone())
     }
 }
 
@@ -314,13 +349,18 @@ mod tests {
             ));
         }
         assert_eq!(asked.load(Ordering::SeqCst), 1, "one store lookup for 500 checks");
-        // A wrong token is never admitted from the cache of a right one.
-        let wrong = format!("Bearer {}", generate());
-        assert!(matches!(
-            gate.check_shared(&storage, Some(&wrong)).await.unwrap(),
-            Verdict::Denied
-        ));
-        // Revoked: denied once the interval has passed, after one more lookup.
+        // A wrong token is never admitted from the cache of a right one, and wrong tokens
+        // are not kept: they cannot crowd the right one out.
+        for _ in 0..10 {
+            let wrong = format!("Bearer {}", generate());
+            assert!(matches!(
+                gate.check_shared(&storage, Some(&wrong)).await.unwrap(),
+                Verdict::Denied
+            ));
+        }
+        let cached = gate.lookups.lock().unwrap().by_hash.len();
+        assert_eq!(cached, 1, "only the found token is cached");
+        // Revoked: denied once the interval has passed.
         storage.run(|b| b.revoke_token("alice", 2)).await.unwrap();
         let before = asked.load(Ordering::SeqCst);
         tokio::time::sleep(TOKEN_RECHECK + Duration::from_millis(50)).await;
@@ -332,7 +372,8 @@ mod tests {
             gate.check_shared(&storage, Some(&header)).await.unwrap(),
             Verdict::Denied
         ));
-        assert_eq!(asked.load(Ordering::SeqCst), before + 1);
+        // A token that names nothing is not cached: each later check asks again.
+        assert_eq!(asked.load(Ordering::SeqCst), before + 2);
         // Protocol requests ask every time: a revocation counts from the next one on.
         let unshared = asked.load(Ordering::SeqCst);
         assert!(matches!(
@@ -354,6 +395,6 @@ mod tests {
         }
         // Full of fresh entries: a new token is looked up unshared, not added.
         assert!(gate.slot([0xff; 32]).is_none());
-        assert_eq!(gate.lookups.lock().unwrap().len(), TOKEN_CACHE_MAX);
+        assert_eq!(gate.lookups.lock().unwrap().by_hash.len(), TOKEN_CACHE_MAX);
     }
 }
