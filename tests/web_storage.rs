@@ -478,3 +478,156 @@ fn postgres_search_finds_lines_stored_before_the_stored_vector_migration() {
     assert_eq!(hits("late"), vec![1]);
     assert!(hits("nowhere").is_empty());
 }
+
+/// Two replicas' search indexers on one PostgreSQL database, running at once while a third
+/// handle keeps storing lines: neither fails (a deadlock would be SQLSTATE 40P01), the lines
+/// they fill add up to exactly the lines stored (none filled twice, none left), and search then
+/// finds every line by its own word.
+#[test]
+fn two_postgres_indexers_at_once_fill_each_line_once_and_search_finds_every_line() {
+    use kcap::ids::event_id;
+    use kcap::server::storage::{Batch, IncomingLine, Principal};
+    use kcap::server::web::model::Paging;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let Some(cluster) = Cluster::start("web_storage::two_postgres_indexers") else {
+        return;
+    };
+    let url = cluster.database();
+    let (writer, a, b) = (
+        Storage::postgres(&url).unwrap(),
+        Storage::postgres(&url).unwrap(),
+        Storage::postgres(&url).unwrap(),
+    );
+    const SESSIONS: u64 = 12;
+    const LINES: u64 = 60;
+    let word = |s: u64, n: u64| format!("w{s}x{n}q");
+    let sessions: Vec<SessionId> = (0..SESSIONS).map(|_| SessionId::new_random()).collect();
+    let store = |s: u64, range: std::ops::Range<u64>| {
+        let sid = sessions[s as usize];
+        let lines = range
+            .map(|n| {
+                let text = ev("user.message", serde_json::json!({ "content": word(s, n) }));
+                IncomingLine {
+                    number: n,
+                    id: event_id(&sid, n, text.as_bytes()),
+                    text,
+                }
+            })
+            .collect();
+        let batch = Batch {
+            session: sid,
+            lines,
+            blanks: Vec::new(),
+            vendor: None,
+            repository: None,
+            writer: Principal::Anonymous,
+            now: 1_000 + s,
+        };
+        assert_eq!(
+            writer.backend().ingest(&batch).unwrap().new,
+            batch.lines.len() as u64
+        );
+    };
+    // Half the lines are waiting before the indexers start; the rest arrive while they run.
+    for s in 0..SESSIONS {
+        store(s, 0..LINES / 2);
+    }
+    let storing = AtomicBool::new(true);
+    let filled: Vec<usize> = std::thread::scope(|scope| {
+        let indexers: Vec<_> = [&a, &b]
+            .into_iter()
+            .map(|storage| {
+                let storing = &storing;
+                scope.spawn(move || {
+                    let reads = storage.reads();
+                    let mut total = 0;
+                    loop {
+                        let n = reads.index_pending().expect("an index step failed");
+                        total += n;
+                        if n == 0 && !storing.load(Ordering::Acquire) {
+                            return total;
+                        }
+                    }
+                })
+            })
+            .collect();
+        for s in 0..SESSIONS {
+            store(s, LINES / 2..LINES);
+        }
+        storing.store(false, Ordering::Release);
+        indexers.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let left = indexer::catch_up(&*a.reads()).unwrap();
+    assert_eq!(
+        filled.iter().sum::<usize>() + left,
+        (SESSIONS * LINES) as usize,
+        "lines filled by the two indexers {filled:?}, then {left} left over"
+    );
+    let reads = b.reads();
+    for s in 0..SESSIONS {
+        for n in 0..LINES {
+            let hits = reads.search_lines(&word(s, n), Paging::new(0, 10)).unwrap();
+            let found: Vec<(SessionId, u64)> = hits.iter().map(|h| (h.session_id, h.n)).collect();
+            assert_eq!(
+                found,
+                vec![(sessions[s as usize], n)],
+                "search for {}",
+                word(s, n)
+            );
+        }
+    }
+}
+
+/// Words in scripts with combining marks (Devanagari vowel signs, Arabic harakat) are split
+/// by FTS5's tokenizer into several tokens, so a query for one becomes a phrase: search must
+/// still find them (an index without token positions answered 500 here).
+async fn search_finds_words_with_combining_marks(storage: Storage) {
+    let ui = Ui::start(storage).await;
+    let sid = SessionId::new_random();
+    let lines = vec![
+        ev(
+            "user.message",
+            serde_json::json!({ "content": "मेरी किताब कहाँ है" }),
+        ),
+        ev(
+            "assistant.message",
+            serde_json::json!({ "content": "هو كَتَبَ الدرس" }),
+        ),
+        ev("user.message", serde_json::json!({ "content": "ordinary words" })),
+    ];
+    ui.post(sid, "org/scripts", 0, &lines).await;
+    ui.index();
+    for (word, n) in [("किताब", 0), ("كَتَبَ", 1)] {
+        let q: String = url_escape(word);
+        let r = ui.get(&format!("/api/search?q={q}")).await;
+        assert_eq!(r.status(), 200, "search for {word}: {}", r.text().await.unwrap());
+        let hits: serde_json::Value = r.json().await.unwrap();
+        let ns: Vec<u64> = hits["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["n"].as_u64().unwrap())
+            .collect();
+        assert_eq!(ns, vec![n], "search for {word}: {hits}");
+    }
+    ui.server.stop().await;
+}
+
+/// Percent-encodes every byte of a query word (the test words are all non-ASCII).
+fn url_escape(word: &str) -> String {
+    word.bytes().map(|b| format!("%{b:02X}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn search_finds_combining_mark_words_on_sqlite() {
+    search_finds_words_with_combining_marks(Storage::temporary().unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn search_finds_combining_mark_words_on_postgres() {
+    let Some(cluster) = Cluster::start("web_storage::combining_marks") else {
+        return;
+    };
+    let storage = Storage::postgres(&cluster.database()).unwrap();
+    search_finds_words_with_combining_marks(storage).await;
+}

@@ -32,6 +32,17 @@ pub struct ServeArgs {
     /// locally, so any number of replicas can share the database. Default: SQLite in --data-dir.
     #[arg(long, env = "KCAP_DATABASE_URL", hide_env_values = true, global = true)]
     pub database: Option<String>,
+    /// Seconds to wait at start for the database: PostgreSQL not accepting connections yet
+    /// (refused, or starting up), or SQLite locked by another process. Other errors fail at once.
+    #[arg(long, env = "KCAP_DATABASE_WAIT", default_value = "30", value_parser = seconds, value_name = "SECONDS", global = true)]
+    pub database_wait: Duration,
+    /// PostgreSQL is reached through a transaction-pooling proxy (PgBouncer
+    /// pool_mode=transaction): keep no prepared statement past its transaction and run every
+    /// read in a transaction, so each statement meets the server connection that prepared it.
+    /// Not needed for session pooling or PgBouncer 1.21+ with max_prepared_statements set.
+    #[arg(long, env = "KCAP_PG_TRANSACTION_POOLING", global = true,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub pg_transaction_pooling: bool,
     /// Directory of the embedded SQLite database (kcap.db). Default: <KCAP_HOME>/server.
     #[arg(long, global = true)]
     pub data_dir: Option<PathBuf>,
@@ -131,7 +142,12 @@ fn open(args: &ServeArgs, home: &Path) -> Result<Storage, String> {
                 url.split(':').next().unwrap_or_default()
             ));
         }
-        return Storage::postgres(url).map_err(|e| format!("cannot use the PostgreSQL database: {e}"));
+        let options = crate::server::storage::PostgresOptions {
+            start_wait: args.database_wait,
+            transaction_pooling: args.pg_transaction_pooling,
+        };
+        return Storage::postgres_with(url, options)
+            .map_err(|e| format!("cannot use the PostgreSQL database: {e}"));
     }
     let dir = args.data_dir.clone().unwrap_or_else(|| home.join("server"));
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -145,7 +161,8 @@ fn open(args: &ServeArgs, home: &Path) -> Result<Storage, String> {
             sled_era.display()
         );
     }
-    Storage::sqlite(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))
+    Storage::sqlite_waiting(&path, args.database_wait)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))
 }
 
 /// `kcap serve [token add NAME]`.

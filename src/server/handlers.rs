@@ -79,7 +79,8 @@ fn web_ui(shared: Arc<Shared>) -> super::web::Web {
         let shared = shared.clone();
         Box::pin(async move {
             let header = token.map(|t| format!("Bearer {t}"));
-            match shared.gate.check(&shared.storage, header.as_deref()).await {
+            // Shared lookups: every open live page re-checks its token each second.
+            match shared.gate.check_shared(&shared.storage, header.as_deref()).await {
                 Ok(Verdict::Allowed(Principal::Anonymous)) => Access::Open,
                 Ok(Verdict::Allowed(_)) => Access::Allowed,
                 Ok(Verdict::Denied) => Access::Denied,

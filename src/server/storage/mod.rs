@@ -234,6 +234,32 @@ pub trait Backend: Send + Sync + 'static {
     fn describe(&self) -> String;
 }
 
+/// How long `kcap serve` waits at start for its database by default (see
+/// [`PostgresOptions::start_wait`] and [`sqlite::Sqlite::open_waiting`]).
+pub const DEFAULT_START_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How the PostgreSQL backend reaches its database.
+#[derive(Debug, Clone, Copy)]
+pub struct PostgresOptions {
+    /// How long to keep trying at start while the server is not accepting connections yet
+    /// (refused, or SQLSTATE 57P03 "starting up"); other errors fail at once.
+    pub start_wait: std::time::Duration,
+    /// The database is reached through a transaction-pooling proxy (PgBouncer
+    /// `pool_mode = transaction`): no prepared statement outlives its transaction and every
+    /// read runs in a transaction of its own, so each statement meets the server connection
+    /// that prepared it. Costs a prepare round trip per statement per transaction.
+    pub transaction_pooling: bool,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        PostgresOptions {
+            start_wait: DEFAULT_START_WAIT,
+            transaction_pooling: false,
+        }
+    }
+}
+
 /// A shared handle on a backend (and on its web UI reads, for the backends that have them).
 #[derive(Clone)]
 pub struct Storage(Arc<dyn Backend>, Option<Arc<dyn ReadModel>>);
@@ -255,6 +281,11 @@ impl Storage {
         Ok(Storage::with_reads(sqlite::Sqlite::open(path)?))
     }
 
+    /// SQLite at `path`, waiting up to `wait` at start while another process holds it locked.
+    pub fn sqlite_waiting(path: &Path, wait: std::time::Duration) -> Result<Storage, StorageError> {
+        Ok(Storage::with_reads(sqlite::Sqlite::open_waiting(path, wait)?))
+    }
+
     /// A SQLite store in a temporary directory, removed when the last handle goes (the demo,
     /// tests, the benchmarks).
     pub fn temporary() -> Result<Storage, StorageError> {
@@ -264,6 +295,13 @@ impl Storage {
     /// PostgreSQL at `url` (`postgres://user@host:port/db`), migrated if needed.
     pub fn postgres(url: &str) -> Result<Storage, StorageError> {
         Ok(Storage::with_reads(postgres::Postgres::connect(url)?))
+    }
+
+    /// PostgreSQL at `url` with these options.
+    pub fn postgres_with(url: &str, options: PostgresOptions) -> Result<Storage, StorageError> {
+        Ok(Storage::with_reads(postgres::Postgres::connect_with(
+            url, options,
+        )?))
     }
 
     /// The web UI's reads of this store (for a backend without them, reads that fail with a

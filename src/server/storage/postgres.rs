@@ -29,6 +29,7 @@ const MIGRATION_LOCK: i64 = 0x6b63_6170_6d69_6772; // "kcapmigr"
 /// The PostgreSQL backend.
 pub struct Postgres {
     config: postgres::Config,
+    options: super::PostgresOptions,
     described: String,
     idle: Mutex<Vec<Conn>>,
     open: Mutex<usize>,
@@ -55,6 +56,117 @@ struct Conn {
 pub(crate) struct Tx<'a> {
     tx: Transaction<'a>,
     prepared: &'a mut HashMap<&'static str, Statement>,
+    /// Whether a statement failed because its cached plan went stale (see [`stale_plan`]).
+    stale: bool,
+}
+
+/// Whether PostgreSQL refused a prepared statement whose result columns changed since it was
+/// prepared ("cached plan must not change result type", SQLSTATE 0A000): another replica (or an
+/// operator) changed the schema under this connection's statement cache. Told apart from other
+/// 0A000 errors by the server function that raised it, which does not change with the server's
+/// `lc_messages` language as the message does; the English text only when a server (or proxy)
+/// sends no routine.
+fn stale_plan(e: &postgres::Error) -> bool {
+    e.code() == Some(&postgres::error::SqlState::FEATURE_NOT_SUPPORTED)
+        && e.as_db_error().is_some_and(|d| match d.routine() {
+            Some(routine) => routine == "RevalidateCachedQuery",
+            None => d.message().contains("cached plan must not change result type"),
+        })
+}
+
+/// How long a pool checkout waits for a new connection to answer when the URL sets no
+/// `connect_timeout`: a database that accepts and never answers must not hang a request forever.
+const CHECKOUT_CONNECT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Why a connection could not be made.
+enum ConnectFailure {
+    /// The client library's error.
+    Refused(postgres::Error),
+    /// Nothing answered within the limit (the peer accepted, or the packets went nowhere).
+    Silent(std::time::Duration),
+}
+
+/// Connects with `config`, giving up after `limit`. The client's own `connect_timeout` covers
+/// only the TCP connect, not the start-up exchange after it, so a peer that accepts and never
+/// answers would hang the caller forever: the attempt runs on a thread of its own, which is
+/// left to end by itself (its socket times out or closes) when the limit passes.
+fn connect_within(config: &postgres::Config, limit: std::time::Duration) -> Result<Client, ConnectFailure> {
+    let mut config = config.clone();
+    if config.get_connect_timeout().is_none_or(|t| *t > limit) {
+        config.connect_timeout(limit);
+    }
+    let (send, receive) = std::sync::mpsc::sync_channel(1);
+    let spawned = std::thread::Builder::new()
+        .name("kcap-pg-connect".into())
+        .spawn(move || {
+            // A client that arrives after the caller gave up is dropped here, closing it.
+            let _ = send.send(config.connect(NoTls));
+        });
+    if spawned.is_err() {
+        return Err(ConnectFailure::Silent(std::time::Duration::ZERO));
+    }
+    match receive.recv_timeout(limit) {
+        Ok(connected) => connected.map_err(ConnectFailure::Refused),
+        Err(_) => Err(ConnectFailure::Silent(limit)),
+    }
+}
+
+/// A connection error with its underlying causes ("db error" alone says nothing: the cause is
+/// "connection refused", "password authentication failed", …).
+fn explain(e: &postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+impl std::fmt::Display for ConnectFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectFailure::Refused(e) => f.write_str(&explain(e)),
+            ConnectFailure::Silent(limit) => write!(
+                f,
+                "no answer within {:.1} s (something accepts connections there but does not speak PostgreSQL, or the network drops them)",
+                limit.as_secs_f64()
+            ),
+        }
+    }
+}
+
+/// Whether the server no longer knows a statement this connection cached (SQLSTATE 26000,
+/// "prepared statement does not exist"): behind a transaction pooler the cache may name
+/// statements prepared on another server connection, and an operator may `DEALLOCATE` them.
+fn lost_statement(e: &postgres::Error) -> bool {
+    e.code() == Some(&postgres::error::SqlState::INVALID_SQL_STATEMENT_NAME)
+}
+
+/// Whether a failed connection attempt at start is worth repeating: the server is not
+/// accepting connections yet (refused, reset, or SQLSTATE 57P03 "the database system is
+/// starting up"), by error kind and SQLSTATE, never by message text.
+fn not_up_yet(e: &postgres::Error) -> bool {
+    use std::io::ErrorKind;
+    if e.code() == Some(&postgres::error::SqlState::CANNOT_CONNECT_NOW) {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::NotFound
+                    | ErrorKind::TimedOut
+            );
+        }
+        source = s.source();
+    }
+    false
 }
 
 type Params<'p> = [&'p (dyn ToSql + Sync)];
@@ -69,24 +181,32 @@ impl Tx<'_> {
         Ok(s)
     }
 
+    /// Notes a stale cached plan on the way out, so [`Postgres::write`] can start again.
+    fn noted<T>(&mut self, r: Result<T, postgres::Error>) -> Result<T, postgres::Error> {
+        if let Err(e) = &r {
+            self.stale |= stale_plan(e) || lost_statement(e);
+        }
+        r
+    }
+
     fn execute(&mut self, sql: &'static str, params: &Params<'_>) -> Result<u64, postgres::Error> {
-        let s = self.statement(sql)?;
-        self.tx.execute(&s, params)
+        let r = self.statement(sql).and_then(|s| self.tx.execute(&s, params));
+        self.noted(r)
     }
 
     fn query(&mut self, sql: &'static str, params: &Params<'_>) -> Result<Vec<Row>, postgres::Error> {
-        let s = self.statement(sql)?;
-        self.tx.query(&s, params)
+        let r = self.statement(sql).and_then(|s| self.tx.query(&s, params));
+        self.noted(r)
     }
 
     fn query_one(&mut self, sql: &'static str, params: &Params<'_>) -> Result<Row, postgres::Error> {
-        let s = self.statement(sql)?;
-        self.tx.query_one(&s, params)
+        let r = self.statement(sql).and_then(|s| self.tx.query_one(&s, params));
+        self.noted(r)
     }
 
     fn query_opt(&mut self, sql: &'static str, params: &Params<'_>) -> Result<Option<Row>, postgres::Error> {
-        let s = self.statement(sql)?;
-        self.tx.query_opt(&s, params)
+        let r = self.statement(sql).and_then(|s| self.tx.query_opt(&s, params));
+        self.noted(r)
     }
 }
 
@@ -94,17 +214,25 @@ impl Postgres {
     /// Connects to `url` and applies pending migrations. Callable from async code too: the
     /// synchronous client runs a runtime of its own, so this works on a thread of its own.
     pub fn connect(url: &str) -> Result<Postgres, StorageError> {
+        Self::connect_with(url, super::PostgresOptions::default())
+    }
+
+    /// Like [`Postgres::connect`], with these options.
+    pub fn connect_with(url: &str, options: super::PostgresOptions) -> Result<Postgres, StorageError> {
         std::thread::scope(|s| {
-            s.spawn(|| Self::connect_here(url))
+            s.spawn(|| Self::connect_here(url, options))
                 .join()
                 .unwrap_or_else(|_| Err(StorageError::Database("connecting panicked".into())))
         })
     }
 
-    fn connect_here(url: &str) -> Result<Postgres, StorageError> {
-        let config: postgres::Config = url
+    fn connect_here(url: &str, options: super::PostgresOptions) -> Result<Postgres, StorageError> {
+        let mut config: postgres::Config = url
             .parse()
             .map_err(|e| StorageError::Invalid(format!("bad PostgreSQL URL: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CHECKOUT_CONNECT);
+        }
         let described = format!(
             "PostgreSQL database {:?} at {}",
             config.get_dbname().unwrap_or("(default)"),
@@ -120,16 +248,63 @@ impl Postgres {
         );
         let pg = Postgres {
             config,
+            options,
             described,
             idle: Mutex::new(Vec::new()),
             open: Mutex::new(0),
             freed: Condvar::new(),
         };
-        let mut conn = pg.checkout()?;
+        let mut conn = pg.first_connection()?;
         let migrated = migrate(&mut conn.client);
         pg.checkin(conn);
         migrated?;
         Ok(pg)
+    }
+
+    /// The first connection, tried again while the server is not up yet, for up to
+    /// [`PostgresOptions::start_wait`](super::PostgresOptions::start_wait).
+    fn first_connection(&self) -> Result<Conn, StorageError> {
+        use std::time::{Duration, Instant};
+        let deadline = Instant::now() + self.options.start_wait;
+        let waited = || {
+            format!(
+                " (waited {} s; see --database-wait)",
+                self.options.start_wait.as_secs_f64()
+            )
+        };
+        let mut logged = false;
+        loop {
+            // Each attempt gets the time left (at least a second, so a zero wait still tries).
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_secs(1));
+            match connect_within(&self.config, left) {
+                Ok(client) => {
+                    *lock(&self.open) += 1;
+                    return Ok(Conn {
+                        client,
+                        prepared: HashMap::new(),
+                    });
+                }
+                Err(ConnectFailure::Refused(e)) if not_up_yet(&e) && Instant::now() < deadline => {
+                    if !logged {
+                        tracing::warn!(error = %explain(&e), wait_s = self.options.start_wait.as_secs_f64(), "PostgreSQL is not accepting connections yet; waiting");
+                        logged = true;
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(failure) => {
+                    let waited = match &failure {
+                        ConnectFailure::Refused(e) if !not_up_yet(e) => String::new(),
+                        _ => waited(),
+                    };
+                    return Err(StorageError::Database(format!(
+                        "cannot connect to {}: {failure}{waited}",
+                        self.described
+                    )));
+                }
+            }
+        }
     }
 
     fn checkout(&self) -> Result<Conn, StorageError> {
@@ -145,16 +320,22 @@ impl Postgres {
             if *open < POOL {
                 *open += 1;
                 drop(open);
-                return match self.config.connect(NoTls) {
+                let limit = self
+                    .config
+                    .get_connect_timeout()
+                    .copied()
+                    .unwrap_or(CHECKOUT_CONNECT);
+                return match connect_within(&self.config, limit) {
                     Ok(client) => Ok(Conn {
                         client,
                         prepared: HashMap::new(),
                     }),
-                    Err(e) => {
+                    Err(failure) => {
                         *lock(&self.open) -= 1;
                         self.freed.notify_one();
                         Err(StorageError::Database(format!(
-                            "cannot connect to PostgreSQL: {e}"
+                            "cannot connect to {}: {failure}",
+                            self.described
                         )))
                     }
                 };
@@ -176,30 +357,85 @@ impl Postgres {
         self.freed.notify_one();
     }
 
+    /// Runs `f` on a pooled connection. Behind a transaction-pooling proxy, inside a
+    /// transaction of its own, so its statements (prepared, run and closed by the client
+    /// library) all reach the same server connection.
     pub(crate) fn with<T>(
         &self,
         f: impl FnOnce(&mut Client) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
         let mut conn = self.checkout()?;
-        let out = f(&mut conn.client);
+        let pooled = self.options.transaction_pooling;
+        let out = (|| {
+            if pooled {
+                conn.client.batch_execute("BEGIN").map_err(db)?;
+            }
+            let out = f(&mut conn.client);
+            if pooled {
+                let end = if out.is_ok() { "COMMIT" } else { "ROLLBACK" };
+                conn.client.batch_execute(end).map_err(db)?;
+            }
+            out
+        })();
         self.checkin(conn);
         out
     }
 
-    fn write<T>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<T, StorageError>) -> Result<T, StorageError> {
+    /// Runs `f` in one transaction on a pooled connection (its own `BEGIN … COMMIT`, whatever
+    /// the proxy mode).
+    pub(crate) fn transaction<T>(
+        &self,
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
         let mut conn = self.checkout()?;
-        let Conn { client, prepared } = &mut conn;
         let out = (|| {
-            let mut tx = Tx {
-                tx: client.transaction().map_err(db)?,
-                prepared,
-            };
+            let mut tx = conn.client.transaction().map_err(db)?;
             let out = f(&mut tx)?;
-            tx.tx.commit().map_err(db)?;
+            tx.commit().map_err(db)?;
             Ok(out)
         })();
         self.checkin(conn);
         out
+    }
+
+    /// Runs `f` in one write transaction with this connection's prepared statements. If a
+    /// cached statement's plan went stale (the schema changed under it), the cache is emptied
+    /// and `f` runs once more in a new transaction: the first one rolled back, so nothing is
+    /// applied twice.
+    fn write<T>(&self, mut f: impl FnMut(&mut Tx<'_>) -> Result<T, StorageError>) -> Result<T, StorageError> {
+        let mut conn = self.checkout()?;
+        let mut out = self.attempt(&mut conn, &mut f);
+        if let Err((_, true)) = &out {
+            tracing::warn!("PostgreSQL: a cached statement went stale (schema changed by another replica, or the statement is gone from the server connection); statements prepared again");
+            conn.prepared.clear();
+            out = self.attempt(&mut conn, &mut f);
+        }
+        self.checkin(conn);
+        out.map_err(|(e, _)| e)
+    }
+
+    /// One try of [`Postgres::write`]; an error says whether a stale plan caused it.
+    fn attempt<T>(
+        &self,
+        conn: &mut Conn,
+        f: &mut impl FnMut(&mut Tx<'_>) -> Result<T, StorageError>,
+    ) -> Result<T, (StorageError, bool)> {
+        let Conn { client, prepared } = conn;
+        let mut tx = Tx {
+            tx: client.transaction().map_err(|e| (db(e), false))?,
+            prepared,
+            stale: false,
+        };
+        let out = f(&mut tx);
+        if self.options.transaction_pooling {
+            // Close every statement before the commit or rollback hands the server connection
+            // back to the proxy, on every path: none may outlive its transaction, and one kept
+            // here would name a statement the next server connection never saw.
+            tx.prepared.clear();
+        }
+        let out = out.map_err(|e| (e, tx.stale))?;
+        tx.tx.commit().map_err(|e| (db(e), false))?;
+        Ok(out)
     }
 }
 
@@ -215,43 +451,42 @@ impl Drop for Postgres {
 }
 
 fn migrate(client: &mut Client) -> Result<(), StorageError> {
-    client
-        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
-        .map_err(db)?;
-    let result = (|| {
-        client
-            .batch_execute(
-                "CREATE TABLE IF NOT EXISTS kcap_schema (version BIGINT PRIMARY KEY, name TEXT NOT NULL, \
-                 applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
-            )
+    // One step per transaction, under a transaction-level advisory lock (a session-level lock
+    // would not survive a transaction-pooling proxy): replicas starting together take turns, and
+    // each reads the version under the lock before applying the next step.
+    loop {
+        let mut tx = client.transaction().map_err(db)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
             .map_err(db)?;
-        let current: i64 = client
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS kcap_schema (version BIGINT PRIMARY KEY, name TEXT NOT NULL, \
+             applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+        )
+        .map_err(db)?;
+        let current: i64 = tx
             .query_one("SELECT coalesce(max(version), 0) FROM kcap_schema", &[])
             .map_err(db)?
             .get(0);
-        let pending = pending(POSTGRES, current).map_err(StorageError::Database)?;
-        if !pending.is_empty() {
-            let server: i32 = client
-                .query_one("SELECT current_setting('server_version_num')::int", &[])
-                .map_err(db)?
-                .get(0);
-            supported(server)?;
-        }
-        for m in pending {
-            let mut tx = client.transaction().map_err(db)?;
-            tx.batch_execute(m.sql).map_err(db)?;
-            tx.execute(
-                "INSERT INTO kcap_schema (version, name) VALUES ($1, $2)",
-                &[&m.version, &m.name],
-            )
-            .map_err(db)?;
-            tx.commit().map_err(db)?;
-            tracing::info!(version = m.version, name = m.name, "PostgreSQL schema migrated");
-        }
-        Ok(())
-    })();
-    let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
-    result
+        let Some(m) = pending(POSTGRES, current)
+            .map_err(StorageError::Database)?
+            .first()
+        else {
+            return tx.commit().map_err(db);
+        };
+        let server: i32 = tx
+            .query_one("SELECT current_setting('server_version_num')::int", &[])
+            .map_err(db)?
+            .get(0);
+        supported(server)?;
+        tx.batch_execute(m.sql).map_err(db)?;
+        tx.execute(
+            "INSERT INTO kcap_schema (version, name) VALUES ($1, $2)",
+            &[&m.version, &m.name],
+        )
+        .map_err(db)?;
+        tx.commit().map_err(db)?;
+        tracing::info!(version = m.version, name = m.name, "PostgreSQL schema migrated");
+    }
 }
 
 /// The oldest PostgreSQL the migrations run on (`ALTER COLUMN … DROP EXPRESSION` in migration 6
@@ -695,8 +930,211 @@ impl Backend for Postgres {
 }
 
 #[cfg(test)]
+#[path = "../../../tests/common/postgres.rs"]
+#[allow(dead_code)]
+mod pg_cluster;
+
+/// A loopback port with nothing listening (for [`pg_cluster`]).
+#[cfg(test)]
+fn free_port() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::storage::{IncomingLine, PostgresOptions};
+    use std::time::{Duration, Instant};
+
+    fn batch(session: SessionId, numbers: std::ops::Range<u64>) -> Batch {
+        Batch {
+            session,
+            lines: numbers
+                .map(|n| {
+                    let text = format!(r#"{{"type":"x","n":{n}}}"#);
+                    IncomingLine {
+                        number: n,
+                        id: crate::ids::event_id(&session, n, text.as_bytes()),
+                        text,
+                    }
+                })
+                .collect(),
+            blanks: Vec::new(),
+            vendor: None,
+            repository: None,
+            writer: Principal::Anonymous,
+            now: 1,
+        }
+    }
+
+    #[test]
+    fn a_cached_plan_made_stale_by_another_replicas_migration_is_prepared_again() {
+        let Some(cluster) = pg_cluster::Cluster::start("postgres::stale cached plan") else {
+            return;
+        };
+        let url = cluster.database();
+        let pg = Postgres::connect(&url).unwrap();
+        let sid = SessionId::new_random();
+        assert_eq!(pg.ingest(&batch(sid, 0..3)).unwrap().new, 3);
+        // Another replica changes a column type read by a statement this connection cached.
+        let mut other = Client::connect(&url, NoTls).unwrap();
+        other
+            .batch_execute("ALTER TABLE sessions ALTER COLUMN owner TYPE VARCHAR(200)")
+            .unwrap();
+        let again = pg.ingest(&batch(sid, 3..6));
+        assert_eq!(again.map(|r| r.new), Ok(3));
+        assert_eq!(pg.last_line(sid).unwrap(), 5);
+        assert_eq!(pg.lines(sid).unwrap().lines.len(), 6);
+    }
+
+    #[test]
+    fn behind_a_transaction_pooler_no_prepared_statement_outlives_its_transaction() {
+        let Some(cluster) = pg_cluster::Cluster::start("postgres::transaction pooling") else {
+            return;
+        };
+        let url = cluster.database();
+        for pooling in [false, true] {
+            let options = PostgresOptions {
+                transaction_pooling: pooling,
+                ..PostgresOptions::default()
+            };
+            let pg = Postgres::connect_with(&url, options).unwrap();
+            let sid = SessionId::new_random();
+            assert_eq!(pg.ingest(&batch(sid, 0..3)).unwrap().new, 3);
+            // The same (only) pooled connection: what does its server session still hold?
+            let kept: Vec<String> = pg
+                .with(|c| {
+                    Ok(c.query("SELECT statement FROM pg_prepared_statements", &[])
+                        .map_err(db)?
+                        .iter()
+                        .map(|r| r.get(0))
+                        .collect())
+                })
+                .unwrap();
+            let ingest_kept = kept.iter().any(|s| s.contains("INSERT INTO lines"));
+            assert_eq!(ingest_kept, !pooling, "pooling {pooling}: {kept:?}");
+            assert_eq!(pg.last_line(sid).unwrap(), 2);
+        }
+    }
+
+    /// What the only pooled connection's server session still holds prepared (besides this
+    /// very query, prepared to ask).
+    #[track_caller]
+    fn prepared_on_server(pg: &Postgres) -> Vec<String> {
+        pg.with(|c| {
+            Ok(c.query(
+                "SELECT statement FROM pg_prepared_statements WHERE statement NOT LIKE '%pg_prepared%'",
+                &[],
+            )
+            .map_err(db)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn behind_a_transaction_pooler_a_failed_write_keeps_no_statement_either() {
+        let Some(cluster) = pg_cluster::Cluster::start("postgres::pooling failed write") else {
+            return;
+        };
+        let options = PostgresOptions {
+            transaction_pooling: true,
+            ..PostgresOptions::default()
+        };
+        let pg = Postgres::connect_with(&cluster.database(), options).unwrap();
+        let failed = pg.write(|tx| {
+            tx.query_one("SELECT 41 + 1", &[]).map_err(db)?;
+            tx.query_one("SELECT 1 / 0", &[]).map_err(db)
+        });
+        assert!(failed.is_err());
+        assert!(pg
+            .write(|_| Err::<(), _>(StorageError::Invalid("refused".into())))
+            .is_err());
+        let kept = prepared_on_server(&pg);
+        assert!(kept.is_empty(), "{kept:?}");
+        let sid = SessionId::new_random();
+        assert_eq!(pg.ingest(&batch(sid, 0..3)).unwrap().new, 3);
+    }
+
+    #[test]
+    fn a_cached_statement_gone_from_the_server_is_prepared_again() {
+        let Some(cluster) = pg_cluster::Cluster::start("postgres::statement gone") else {
+            return;
+        };
+        let pg = Postgres::connect(&cluster.database()).unwrap();
+        let sid = SessionId::new_random();
+        assert_eq!(pg.ingest(&batch(sid, 0..3)).unwrap().new, 3);
+        // What a transaction pooler does to a cache: the server connection no longer has them.
+        pg.with(|c| c.batch_execute("DEALLOCATE ALL").map_err(db))
+            .unwrap();
+        assert_eq!(pg.ingest(&batch(sid, 3..6)).map(|r| r.new), Ok(3));
+        assert_eq!(pg.last_line(sid).unwrap(), 5);
+    }
+
+    #[test]
+    fn a_listener_that_never_answers_fails_the_start_within_the_wait() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // Accepts, keeps every connection open, never says a word.
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for c in listener.incoming() {
+                held.push(c);
+            }
+        });
+        let options = PostgresOptions {
+            start_wait: Duration::from_secs(2),
+            ..PostgresOptions::default()
+        };
+        let url = format!("postgres://kcap@127.0.0.1:{port}/kcap");
+        let started = Instant::now();
+        let err = Postgres::connect_with(&url, options)
+            .err()
+            .expect("nothing answers");
+        let waited = started.elapsed();
+        assert!(waited < Duration::from_secs(8), "waited {waited:?}: {err}");
+        let text = err.to_string();
+        assert!(text.contains("no answer within"), "{text}");
+        assert!(text.contains("--database-wait"), "{text}");
+    }
+
+    #[test]
+    fn a_server_not_up_yet_is_waited_for_as_long_as_the_setting_says() {
+        let options = PostgresOptions {
+            start_wait: Duration::from_secs(1),
+            ..PostgresOptions::default()
+        };
+        let closed = format!("postgres://kcap@127.0.0.1:{}/kcap", free_port().port());
+        let started = Instant::now();
+        let err = Postgres::connect_with(&closed, options)
+            .err()
+            .expect("nothing listens");
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_secs(1) && waited < Duration::from_secs(10),
+            "waited {waited:?}"
+        );
+        assert!(err.to_string().contains("--database-wait"), "{err}");
+        assert!(err.to_string().contains("refused"), "the cause is named: {err}");
+        // A server that answers with another error (no such database) fails at once.
+        let Some(cluster) = pg_cluster::Cluster::start("postgres::start wait") else {
+            return;
+        };
+        let patient = PostgresOptions {
+            start_wait: Duration::from_secs(20),
+            ..PostgresOptions::default()
+        };
+        let started = Instant::now();
+        let err = Postgres::connect_with(&cluster.url("no_such_database"), patient)
+            .err()
+            .expect("no such database");
+        assert!(started.elapsed() < Duration::from_secs(5), "{err}");
+        assert!(!err.to_string().contains("--database-wait"), "{err}");
+    }
 
     #[test]
     fn a_server_older_than_13_is_refused_by_name() {

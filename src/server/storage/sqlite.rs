@@ -58,8 +58,12 @@ struct Checkpointer {
 }
 
 impl Checkpointer {
-    fn start(path: &Path) -> Result<Checkpointer, StorageError> {
-        let conn = retry_busy(|| connection(path))?;
+    fn start(path: &Path, wait: Duration) -> Result<Checkpointer, StorageError> {
+        let conn = retry_busy(wait, |busy| {
+            let conn = connection_waiting(path, busy)?;
+            conn.busy_timeout(BUSY)?;
+            Ok(conn)
+        })?;
         let commits = Arc::new(AtomicU64::new(0));
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let (seen, halt) = (commits.clone(), stop.clone());
@@ -120,28 +124,75 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Runs a step of opening the database again while SQLite answers "database is locked". Where
-/// waiting could deadlock (connections racing to set up a fresh file: its page size, WAL mode,
-/// first schema), SQLite answers at once without calling its busy handler; at start, trying the
-/// step again is the way through. Gives up after about 30 s, like the busy timeout.
-fn retry_busy<T>(mut step: impl FnMut() -> Result<T, StorageError>) -> Result<T, StorageError> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+/// How long a connection waits for a lock another connection holds (SQLite's busy handler).
+const BUSY: Duration = Duration::from_secs(30);
+
+/// Whether SQLite refused because another connection holds a lock (by its result code, never
+/// its message text).
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+/// Why opening failed: SQLite's own error (its code decides a retry), or ours.
+enum OpenError {
+    Sqlite(rusqlite::Error),
+    Storage(StorageError),
+}
+
+impl From<rusqlite::Error> for OpenError {
+    fn from(e: rusqlite::Error) -> Self {
+        OpenError::Sqlite(e)
+    }
+}
+
+impl From<OpenError> for StorageError {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::Sqlite(e) => db(e),
+            OpenError::Storage(e) => e,
+        }
+    }
+}
+
+/// Runs a step of opening the database (given the busy timeout left) again while SQLite
+/// answers busy or locked, until `wait` has passed. Where waiting could deadlock (connections
+/// racing to set up a fresh file: its page size, WAL mode, first schema), SQLite answers at once
+/// without calling its busy handler; at start, trying the step again is the way through. Each
+/// step's own busy waits count against the same `wait`, so opening gives up after about `wait`
+/// in all.
+fn retry_busy<T>(
+    wait: Duration,
+    mut step: impl FnMut(Duration) -> Result<T, OpenError>,
+) -> Result<T, StorageError> {
+    let deadline = std::time::Instant::now() + wait;
     loop {
-        match step() {
-            Err(StorageError::Database(m))
-                if m.contains("database is locked") && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(Duration::from_millis(10));
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match step(left.min(BUSY)) {
+            Err(OpenError::Sqlite(e)) if is_busy(&e) && !left.is_zero() => {
+                std::thread::sleep(Duration::from_millis(10).min(left));
             }
-            other => return other,
+            Err(OpenError::Sqlite(e)) if is_busy(&e) => {
+                return Err(StorageError::Database(format!(
+                    "{e} (still locked by another connection after {} s; see --database-wait)",
+                    wait.as_secs_f64()
+                )))
+            }
+            other => return other.map_err(StorageError::from),
         }
     }
 }
 
 fn connection(path: &Path) -> Result<Connection, StorageError> {
-    let conn = Connection::open(path).map_err(db)?;
-    conn.busy_timeout(std::time::Duration::from_secs(30))
-        .map_err(db)?;
+    connection_waiting(path, BUSY).map_err(db)
+}
+
+/// A configured connection whose busy handler waits up to `busy`.
+fn connection_waiting(path: &Path, busy: Duration) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(busy)?;
     // FULL: in WAL mode NORMAL may lose the last commits on power loss; an acknowledgement must
     // not be one of them. 64 KiB pages (new databases only): transcript lines average a few KB,
     // and with 4 KiB pages nearly every line spilled into overflow pages; one client's ingest went
@@ -149,30 +200,41 @@ fn connection(path: &Path) -> Result<Connection, StorageError> {
     conn.execute_batch(
         "PRAGMA page_size = 65536; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
          PRAGMA cache_size = -16000;",
-    )
-    .map_err(db)?;
+    )?;
     Ok(conn)
 }
 
 impl Sqlite {
-    /// Opens (creating and migrating) the database at `path`.
+    /// Opens (creating and migrating) the database at `path`, waiting up to
+    /// [`DEFAULT_START_WAIT`](super::DEFAULT_START_WAIT) for a lock another process holds.
     pub fn open(path: &Path) -> Result<Sqlite, StorageError> {
-        Self::open_in(path, None)
+        Self::open_waiting(path, super::DEFAULT_START_WAIT)
+    }
+
+    /// Like [`Sqlite::open`], waiting up to `wait` in all while another connection holds the
+    /// database locked (another server setting up the same fresh file, a long write).
+    pub fn open_waiting(path: &Path, wait: Duration) -> Result<Sqlite, StorageError> {
+        Self::open_in(path, None, wait)
     }
 
     /// A database in a fresh temporary directory, deleted on drop.
     pub fn temporary() -> Result<Sqlite, StorageError> {
         let dir = tempfile::tempdir().map_err(|e| StorageError::Database(e.to_string()))?;
         let path = dir.path().join("kcap.db");
-        Self::open_in(&path, Some(dir))
+        Self::open_in(&path, Some(dir), super::DEFAULT_START_WAIT)
     }
 
-    fn open_in(path: &Path, temporary: Option<tempfile::TempDir>) -> Result<Sqlite, StorageError> {
-        let writer = retry_busy(|| {
-            let mut writer = connection(path)?;
+    fn open_in(
+        path: &Path,
+        temporary: Option<tempfile::TempDir>,
+        wait: Duration,
+    ) -> Result<Sqlite, StorageError> {
+        let writer = retry_busy(wait, |busy| {
+            let mut writer = connection_waiting(path, busy)?;
             migrate(&mut writer)?;
             Ok(writer)
         })?;
+        writer.busy_timeout(BUSY).map_err(db)?;
         writer
             .pragma_update(None, "wal_autocheckpoint", AUTOCHECKPOINT_PAGES)
             .map_err(db)?;
@@ -184,7 +246,7 @@ impl Sqlite {
             }),
             readers: Mutex::new(Vec::new()),
             queued: AtomicUsize::new(0),
-            checkpointer: Some(Checkpointer::start(path)?),
+            checkpointer: Some(Checkpointer::start(path, wait)?),
             _temporary: temporary,
         })
     }
@@ -280,24 +342,22 @@ impl Drop for Sqlite {
     }
 }
 
-fn migrate(conn: &mut Connection) -> Result<(), StorageError> {
+fn migrate(conn: &mut Connection) -> Result<(), OpenError> {
     loop {
         // The version is read under the exclusive lock that applies the step: two servers
         // starting at once on a fresh database both read 0 before either held the lock, and the
         // second then failed creating tables that already existed.
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Exclusive)
-            .map_err(db)?;
-        let current: i64 = tx
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(db)?;
-        let Some(m) = pending(SQLITE, current).map_err(StorageError::Database)?.first() else {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+        let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let Some(m) = pending(SQLITE, current)
+            .map_err(|e| OpenError::Storage(StorageError::Database(e)))?
+            .first()
+        else {
             return Ok(());
         };
-        tx.execute_batch(m.sql).map_err(db)?;
-        tx.execute_batch(&format!("PRAGMA user_version = {}", m.version))
-            .map_err(db)?;
-        tx.commit().map_err(db)?;
+        tx.execute_batch(m.sql)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", m.version))?;
+        tx.commit()?;
         tracing::info!(version = m.version, name = m.name, "SQLite schema migrated");
     }
 }
@@ -689,6 +749,49 @@ impl Backend for Sqlite {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn opening_waits_for_a_lock_as_long_as_the_setting_says_and_no_longer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kcap.db");
+        drop(Sqlite::open(&path).unwrap());
+        let holder = Connection::open(&path).unwrap();
+        holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let started = std::time::Instant::now();
+        let err = Sqlite::open_waiting(&path, Duration::from_secs(1))
+            .err()
+            .expect("the database is locked");
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_secs(1) && waited < Duration::from_secs(10),
+            "waited {waited:?}"
+        );
+        assert!(err.to_string().contains("--database-wait"), "{err}");
+        // Released while it waits: opening goes through.
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                std::thread::sleep(Duration::from_millis(300));
+                holder.execute_batch("COMMIT").unwrap();
+            });
+            Sqlite::open_waiting(&path, Duration::from_secs(20)).unwrap();
+        });
+    }
+
+    #[test]
+    fn only_busy_and_locked_codes_count_as_busy() {
+        let failure = |code| {
+            rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), Some("whatever the text".into()))
+        };
+        assert!(is_busy(&failure(rusqlite::ffi::SQLITE_BUSY)));
+        assert!(is_busy(&failure(rusqlite::ffi::SQLITE_LOCKED)));
+        assert!(!is_busy(&failure(rusqlite::ffi::SQLITE_CORRUPT)));
+        // A message that merely says "database is locked" is not the code.
+        let text = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+            Some("database is locked".into()),
+        );
+        assert!(!is_busy(&text));
+    }
 
     fn synchronous(tx: &Transaction<'_>) -> Result<i64, StorageError> {
         tx.query_row("PRAGMA synchronous", [], |r| r.get(0)).map_err(db)

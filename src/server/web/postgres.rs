@@ -122,8 +122,7 @@ impl Postgres {
 
     /// One indexing step; `locking` says what to do with rows another indexer holds.
     fn index_step(&self, locking: &str) -> Result<usize, ReadError> {
-        self.with(|c| {
-            let mut tx = c.transaction().map_err(db)?;
+        self.transaction(|tx| {
             tx.batch_execute("SET LOCAL synchronous_commit = off")
                 .map_err(db)?;
             let filled = tx
@@ -136,7 +135,6 @@ impl Postgres {
                     &[&INDEX_STEP],
                 )
                 .map_err(db)?;
-            tx.commit().map_err(db)?;
             Ok(filled as usize)
         })
         .map_err(ReadError::from)
