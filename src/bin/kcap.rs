@@ -247,7 +247,7 @@ enum Cmd {
 #[derive(Subcommand)]
 enum WatchersCmd {
     /// Tell running watchers to stop (SIGTERM, as the sessionEnd hook does): each drains what
-    /// is written, then exits. If the session's agent is gone (a crashed Copilot), the watcher
+    /// is written, then exits. If the session's agent is gone (a crashed agent), the watcher
     /// hands the session to a finalizer, which delivers the rest and the session's end; if it
     /// runs, its next agentStop starts a new watcher and its sessionEnd delivers the rest and
     /// the end. A watcher that found no agent process to watch cannot tell: for a crashed

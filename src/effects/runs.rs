@@ -6,11 +6,11 @@
 //! never saw, e.g. kcap installed mid-session). `runs/<session>` holds the current run;
 //! `run-ends/<session>` the run whose end the server has, and how many of the session's lines were
 //! delivered when it was posted. A run that goes on after its end was posted (the watcher's
-//! idle hand-off, then the user came back in the same Copilot process; a resume whose
-//! sessionStart was missed; Copilot's `-p` mode, one sessionEnd per turn) has delivered lines
-//! since: its next end is a new end, posted after them. The end marker is read and written only
-//! under the session's watcher lock (which every end poster holds), so two posters never both
-//! see "not posted".
+//! idle hand-off, then the user came back in the same agent process; a resume whose
+//! sessionStart was missed; an agent run once per prompt (`-p`), one sessionEnd per turn) has
+//! delivered lines since: its next end is a new end, posted after them. The end marker is read
+//! and written only under the session's watcher lock (which every end poster holds), so two
+//! posters never both see "not posted".
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
