@@ -280,3 +280,40 @@ fn look_alikes_in_code_are_kept() {
         assert_kept(kept);
     }
 }
+
+#[test]
+fn a_token_inside_a_quoted_command_keeps_the_command() {
+    const T: &str = "Xk9mQ2zP7w9rT4vB";
+    for (case, text, keep) in [
+        (
+            "sh -c",
+            "{\"c\":\"sh -c \\\"API_TOKEN=Xk9mQ2zP7w9rT4vB ./deploy.sh\\\"\"}",
+            " ./deploy.sh",
+        ),
+        (
+            "ssh",
+            "ssh host \"AUTH_TOKEN=Xk9mQ2zP7w9rT4vB systemctl restart app\"",
+            " systemctl restart app\"",
+        ),
+        ("argv list", "[\"API_KEY=Xk9mQ2zP7w9rT4vB --flag\"]", " --flag\"]"),
+        (
+            "Dockerfile RUN",
+            "RUN \"NPM_TOKEN=Xk9mQ2zP7w9rT4vB npm publish\"",
+            " npm publish\"",
+        ),
+        (
+            "compose cmd",
+            "cmd: [\"sh\",\"-c\",\"GITHUB_TOKEN=Xk9mQ2zP7w9rT4vB gh release create\"]",
+            " gh release create\"]",
+        ),
+        ("docker -e", "docker run -e 'API_TOKEN=Xk9mQ2zP7w9rT4vB x'", " x'"),
+        // A strong name: the first word is the password, the command after it is kept.
+        (
+            "strong name",
+            "sh -c \"DB_PASSWORD=Xk9mQ2zP7w9rT4vB ./run --verbose\"",
+            " ./run --verbose\"",
+        ),
+    ] {
+        assert_gone(case, text, T, keep);
+    }
+}
