@@ -273,7 +273,10 @@ fn look_alikes_in_code_are_kept() {
         "SECRET_KEY = DEFAULT_SECRET_KEY_FROM_ENV",
         "assert_eq!(encode(b\"foobar\"), \"Zm9vYmFy\");",
         "(\"fooba\", \"Zm9vYmE=\"),",
-        "const KEY: &str = \"dGhlIHNhbXBsZSBub25jZQ==\"; // RFC 6455's sample nonce",
+        // Under a secret's name (`const KEY`) base64 of text is redacted: an encoded password
+        // reads as text too. Without one, a test vector stays.
+        "const SAMPLE_NONCE: &str = \"dGhlIHNhbXBsZSBub25jZQ==\"; // RFC 6455's",
+        "assert_eq!(decode(\"dGhlIHNhbXBsZSBub25jZQ==\"), b\"the sample nonce\");",
         "x-amz-id-2: q8ZtR3nV7mK2pL9xW4bC6dF1hJ5sG0aEq8ZtR3nV7mK2pL9xW4bC6dF1hJ5sG0aE=",
         "x-amz-request-id: 4442587FB7D0A2F9",
     ] {
@@ -315,5 +318,24 @@ fn a_token_inside_a_quoted_command_keeps_the_command() {
         ),
     ] {
         assert_gone(case, text, T, keep);
+    }
+}
+
+#[test]
+fn base64_of_credentials_after_a_name_is_redacted() {
+    for (case, text, secret, keep) in [
+        ("basic, passphrase", "Authorization: Basic Ym9iOmNvcnJlY3QgaG9yc2UgYmF0dGVyeSBzdGFwbGU=", "Ym9iOmNvcnJlY3Qg", "Authorization: Basic "),
+        ("basic, words", "Authorization: Basic YWRtaW46YWRtaW4gc2VjcmV0", "YWRtaW46YWRtaW4g", "Authorization: Basic "),
+        ("user:pass words", "AUTH_B64=Ym9iOm15IHBhc3Mgd29yZA==", "Ym9iOm15IHBhc3Mg", "AUTH_B64="),
+        (
+            "docker auth JSON",
+            "DOCKER_AUTH_CONFIG=eyJhdXRocyI6IHsici5pbyI6IHsidXNlcm5hbWUiOiAiYm9iIiwgInBhc3N3b3JkIjogIkh4OSFrUTJ6UCJ9fX0=",
+            "eyJhdXRocyI6IHsici5pbyI6",
+            "DOCKER_AUTH_CONFIG=",
+        ),
+        ("lower-case word", "api_key=c3VwZXJzZWNyZXR2YWx1ZQ==", "c3VwZXJzZWNyZXR2YWx1ZQ", "api_key="),
+        ("header", "X-Api-Key: YWJjZGVmZ2hpamtsbW5vcA==", "YWJjZGVmZ2hpamtsbW5vcA", "X-Api-Key: "),
+    ] {
+        assert_gone(case, text, secret, keep);
     }
 }

@@ -393,7 +393,8 @@ pub(crate) fn has_sequence(v: &[u8]) -> bool {
 
 /// Base64 of text (`dGhlIHNhbXBsZSBub25jZQ==` is `the sample nonce`, `Zm9vYmFy` is `foobar`):
 /// a test vector or an encoded word, not a key. Decoded, it must be printable with a blank in
-/// it, or lower-case letters only; `user:password` (HTTP Basic) has neither and stays a secret.
+/// it, or lower-case letters only. Never `user:password` (HTTP Basic, whatever the password's
+/// words) or JSON (a Docker auth config): those are credentials however readable.
 pub(crate) fn encodes_text(v: &[u8]) -> bool {
     let body = v
         .strip_suffix(b"==")
@@ -421,13 +422,17 @@ pub(crate) fn encodes_text(v: &[u8]) -> bool {
         }
     }
     decoded.iter().all(|c| (0x20..0x7f).contains(c))
+        && !decoded.contains(&b':')
+        && !matches!(decoded.first(), Some(b'{' | b'['))
         && (decoded.contains(&b' ') || decoded.iter().all(u8::is_ascii_lowercase))
 }
 
 /// A credential rather than words: no run of word-like pieces (`my-cache-key`, `v1.2.3`,
 /// `user:123:session`), and enough entropy.
 fn looks_random(v: &[u8]) -> bool {
-    if has_sequence(v) || encodes_text(v) {
+    // No text-keep here: after a secret's name, base64 of words is an encoded password
+    // (`api_key=c3VwZXJzZWNyZXR2YWx1ZQ==`); only the nameless generic rule keeps it.
+    if has_sequence(v) {
         return false;
     }
     let pieces = v.split(|b| matches!(b, b'-' | b'_' | b'.' | b':' | b'/' | b'@'));
@@ -563,6 +568,11 @@ mod tests {
             "user:password123 is a credential"
         );
         assert!(!encodes_text(b"q8ZtR3nV7mK2pL9xW4bC6dF1"));
+        assert!(
+            !encodes_text(b"Ym9iOmNvcnJlY3QgaG9yc2UgYmF0dGVyeSBzdGFwbGU="),
+            "bob:correct horse battery staple"
+        );
+        assert!(!encodes_text(b"eyJhdXRocyI6IHt9fQ=="), "{{\"auths\": {{}}}}");
         assert!(is_constant_name(b"MAX_CONNECTIONS_PER_HOST"));
         assert!(is_constant_name(b"DEFAULT_SECRET_KEY2"));
         assert!(!is_constant_name(b"DB_PASSWORD"));
