@@ -339,3 +339,17 @@ fn base64_of_credentials_after_a_name_is_redacted() {
         assert_gone(case, text, secret, keep);
     }
 }
+
+#[test]
+fn constant_style_passwords_under_strong_names() {
+    for (case, text, secret) in [
+        ("words and a digit", "DB_PASSWORD=PROD_DB_PASS1", "PROD_DB_PASS1"),
+        (
+            "random groups",
+            "API_TOKEN=XKQZ_MWPT_RVBN_LQ42",
+            "XKQZ_MWPT_RVBN_LQ42",
+        ),
+    ] {
+        assert_gone(case, text, secret, "=");
+    }
+}

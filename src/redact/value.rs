@@ -32,7 +32,7 @@ pub(crate) fn is_secret(value: &str, strength: Strength, quoted: bool) -> bool {
     }
     let v = value.as_bytes();
     let has_alnum = v.iter().any(|b| b.is_ascii_alphanumeric() || !b.is_ascii());
-    if v.is_empty() || !has_alnum || is_placeholder(value) || is_constant_name(v) {
+    if v.is_empty() || !has_alnum || is_placeholder(value) {
         return false;
     }
     // Unquoted, these start code, not a literal: `&str`, `@Value(…)`, `*ptr`, `{a, b}`, `[x]`.
@@ -55,7 +55,15 @@ pub(crate) fn is_secret(value: &str, strength: Strength, quoted: bool) -> bool {
             !sentence || value.split_whitespace().any(credential_like) || passphrase(value)
         }
         Strength::Weak => {
-            if v.len() < 8 || digits_only || is_code(value) || is_uuid(v) || v.contains(&b' ') {
+            // A constant's name is kept only here: under a strong name (`DB_PASSWORD=`) a
+            // value written like one (`PROD_DB_PASS1`) is the password.
+            if v.len() < 8
+                || digits_only
+                || is_code(value)
+                || is_uuid(v)
+                || v.contains(&b' ')
+                || is_constant_name(v)
+            {
                 return false;
             }
             looks_random(v)
@@ -364,7 +372,7 @@ pub(crate) fn is_uuid(v: &[u8]) -> bool {
 
 /// A constant's name, not a value: upper-case words joined by `_`, three or more
 /// (`MAX_CONNECTIONS_PER_HOST`, `DEFAULT_SECRET_KEY2`). Generated secrets are not made of
-/// words; a password written this way is rare beside the code that names constants so.
+/// words: groups of random letters (`XKQZ_MWPT_RVBN`) are no name (see [`vowelless_groups`]).
 pub(crate) fn is_constant_name(v: &[u8]) -> bool {
     let mut parts = 0;
     for part in v.split(|c| *c == b'_') {
@@ -374,7 +382,21 @@ pub(crate) fn is_constant_name(v: &[u8]) -> bool {
         }
         parts += 1;
     }
-    parts >= 3
+    parts >= 3 && vowelless_groups(v) < 2
+}
+
+/// The upper-case letter groups of three or more with no vowel in them (`XKQZ`, `HTTP`),
+/// between `_`, `-` or `.`. One is an acronym (`MAX_HTTP_CONNECTIONS`); two or more are
+/// groups of random letters, which words are not made of.
+fn vowelless_groups(v: &[u8]) -> usize {
+    v.split(|c| matches!(c, b'_' | b'-' | b'.'))
+        .filter(|part| {
+            let letters = part.iter().take_while(|c| c.is_ascii_uppercase()).count();
+            letters >= 3
+                && part[letters..].iter().all(u8::is_ascii_digit)
+                && !part[..letters].iter().any(|c| b"AEIOUY".contains(c))
+        })
+        .count()
 }
 
 /// Made by a table, not a generator: a run of ten bytes in sequence (`ABCDEFGHIJ`,
@@ -439,7 +461,7 @@ fn looks_random(v: &[u8]) -> bool {
     let wordy = pieces
         .into_iter()
         .all(|p| p.len() <= 12 && (is_word(p) || p.iter().all(u8::is_ascii_digit) || (p.len() <= 4)));
-    if wordy {
+    if wordy && vowelless_groups(v) < 2 {
         return false;
     }
     let classes = [
@@ -577,6 +599,11 @@ mod tests {
         assert!(is_constant_name(b"DEFAULT_SECRET_KEY2"));
         assert!(!is_constant_name(b"DB_PASSWORD"));
         assert!(!is_constant_name(b"Q8ZT_R3NV_7MK2"));
+        assert!(!is_constant_name(b"XKQZ_MWPT_RVBN_LQ42"));
+        assert!(is_secret("PROD_DB_PASS1", Strength::Strong, false));
+        assert!(!is_secret("MAX_CONNECTIONS_PER_HOST", Strength::Weak, false));
+        assert!(!is_secret("MAX_HTTP_CONNECTIONS", Strength::Weak, false));
+        assert!(is_secret("XKQZ_MWPT_RVBN_LQ42", Strength::Weak, false));
         assert!(has_sequence(b"xABCDEFGHIJKLMNOPx"));
         assert!(!has_sequence(b"Xy12345678"));
     }
