@@ -353,3 +353,13 @@ fn constant_style_passwords_under_strong_names() {
         assert_gone(case, text, secret, "=");
     }
 }
+
+#[test]
+fn an_alphabet_run_in_part_of_a_token() {
+    assert_gone(
+        "token with an alphabet tail",
+        "token=Xk9mQ2zP7w9rT4vBabcdefghijkl",
+        "Xk9mQ2zP7w9rT4vB",
+        "token=",
+    );
+}

@@ -399,18 +399,25 @@ fn vowelless_groups(v: &[u8]) -> usize {
         .count()
 }
 
-/// Made by a table, not a generator: a run of ten bytes in sequence (`ABCDEFGHIJ`,
-/// `0123456789`: an alphabet constant). Shorter runs are left to the other tests: made-up
-/// values in examples (`Xy12345678`, `Zx9abcdef1`) are still redacted.
+/// Made by a table, not a generator: runs of bytes in sequence (`ABCDEFGHIJ`, `0123456789`)
+/// that make up most of the value (an alphabet constant), one of them ten long. Shorter runs
+/// are left to the other tests (made-up values in examples, `Xy12345678`, `Zx9abcdef1`, are
+/// still redacted), and so is a random value with a run in part of it
+/// (`Xk9mQ2zP7w9rT4vBabcdefghijkl`).
 pub(crate) fn has_sequence(v: &[u8]) -> bool {
-    let mut run = 1;
-    for w in v.windows(2) {
-        run = if w[1] == w[0].wrapping_add(1) { run + 1 } else { 1 };
-        if run >= 10 {
-            return true;
+    let (mut run, mut longest, mut covered) = (1, 1, 0);
+    for i in 1..=v.len() {
+        if i < v.len() && v[i] == v[i - 1].wrapping_add(1) {
+            run += 1;
+            continue;
         }
+        longest = longest.max(run);
+        if run >= 4 {
+            covered += run;
+        }
+        run = 1;
     }
-    false
+    longest >= 10 && covered * 4 >= v.len() * 3
 }
 
 /// Base64 of text (`dGhlIHNhbXBsZSBub25jZQ==` is `the sample nonce`, `Zm9vYmFy` is `foobar`):
@@ -606,6 +613,10 @@ mod tests {
         assert!(is_secret("XKQZ_MWPT_RVBN_LQ42", Strength::Weak, false));
         assert!(has_sequence(b"xABCDEFGHIJKLMNOPx"));
         assert!(!has_sequence(b"Xy12345678"));
+        assert!(!has_sequence(b"Xk9mQ2zP7w9rT4vBabcdefghijkl"));
+        assert!(has_sequence(
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+        ));
     }
 
     #[test]
