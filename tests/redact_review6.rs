@@ -363,3 +363,21 @@ fn an_alphabet_run_in_part_of_a_token() {
         "token=",
     );
 }
+
+#[test]
+fn a_secret_data_block_across_blank_lines_and_lower_case_kind() {
+    assert_gone(
+        "blank line inside data",
+        "kind: Secret\ndata:\n  conn: Xk9mQ2zP7w9rT4vB\n\n  conn2: Y29ycmVjdCBob3JzZSBiYXR0ZXJ5\n",
+        "Y29ycmVjdCBob3JzZSBiYXR0ZXJ5",
+        "conn2: ",
+    );
+    assert_gone(
+        "lower-case kind",
+        "kind: secret\ndata:\n  conn: Y29ycmVjdCBob3JzZSBiYXR0ZXJ5\n",
+        "Y29ycmVjdCBob3JzZSBiYXR0ZXJ5",
+        "conn: ",
+    );
+    // The block still ends at a line indented no deeper than `data:`.
+    assert_kept("kind: Secret\ndata:\n\nmetadata:\n  name: Y29ycmVjdCBob3JzZSBiYXR0ZXJ5\n");
+}
