@@ -381,3 +381,19 @@ fn a_secret_data_block_across_blank_lines_and_lower_case_kind() {
     // The block still ends at a line indented no deeper than `data:`.
     assert_kept("kind: Secret\ndata:\n\nmetadata:\n  name: Y29ycmVjdCBob3JzZSBiYXR0ZXJ5\n");
 }
+
+#[test]
+fn a_jar_line_after_a_long_line_of_jar_flags() {
+    // A line of `\tTRUE\t/` back to back is judged once, and skipped to its end: the jar
+    // line after it is still read (its linearity is measured by kcap-bench).
+    let text = format!(
+        "{}\n.example.com\tTRUE\t/\tTRUE\t0\tsid\tq8ZtR3nV7mK2pL9xW4bC6dF1\n",
+        "\tTRUE\t/".repeat(20_000)
+    );
+    assert_gone(
+        "jar line after flags",
+        &text,
+        "q8ZtR3nV7mK2pL9xW4bC6dF1",
+        "\tsid\t",
+    );
+}
