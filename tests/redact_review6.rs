@@ -397,3 +397,13 @@ fn a_jar_line_after_a_long_line_of_jar_flags() {
         "\tsid\t",
     );
 }
+
+#[test]
+fn smbclient_long_user_flag() {
+    for text in [
+        "smbclient //h/s --user=bob%Xk9mQ2zPw",
+        "smbclient //h/s --user bob%Xk9mQ2zPw",
+    ] {
+        assert_gone("smbclient --user", text, "Xk9mQ2zPw", "bob%");
+    }
+}
