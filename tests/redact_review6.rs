@@ -407,3 +407,33 @@ fn smbclient_long_user_flag() {
         assert_gone("smbclient --user", text, "Xk9mQ2zPw", "bob%");
     }
 }
+
+#[test]
+fn kubernetes_secrets_in_diffs_and_grep_output() {
+    const B64: &str = "Y29ycmVjdCBob3JzZSBiYXR0ZXJ5";
+    let plain = format!("kind: Secret\ndata:\n  conn: {B64}\n");
+    let diff: String = plain.lines().map(|l| format!("+{l}\n")).collect();
+    let grep: String = plain
+        .lines()
+        .enumerate()
+        .map(|(i, l)| format!("{}:{l}\n", i + 5))
+        .collect();
+    let grep_context: String = plain
+        .lines()
+        .enumerate()
+        .map(|(i, l)| format!("{}-{l}\n", i + 5))
+        .collect();
+    let grep_files: String = plain
+        .lines()
+        .enumerate()
+        .map(|(i, l)| format!("k8s/app.yaml:{}:{l}\n", i + 5))
+        .collect();
+    for (case, text) in [
+        ("diff", diff),
+        ("grep -n", grep),
+        ("grep -n context", grep_context),
+        ("grep -n files", grep_files),
+    ] {
+        assert_gone(case, &text, B64, "conn: ");
+    }
+}
