@@ -121,11 +121,14 @@ pub(crate) fn scan(b: &[u8], out: &mut Vec<Hit>) {
         }
     }
     if has(b, b"smbclient") || has(b, b"rpcclient") {
-        // `-U bob%pw` and the attached `-Ubob%pw`.
-        for p in memchr::memmem::find_iter(b, b" -U") {
-            let (s, e) = arg_at(b, p + 3 + usize::from(b.get(p + 3) == Some(&b' ')));
-            if let Some(pc) = memchr::memchr(b'%', &b[s..e]) {
-                push(b, (s + pc + 1, e), "smbclient-user-password", out);
+        // `-U bob%pw`, the attached `-Ubob%pw`, and the long `--user=bob%pw` / `--user bob%pw`.
+        for flag in [&b" -U"[..], b" --user=", b" --user"] {
+            for p in memchr::memmem::find_iter(b, flag) {
+                let at = p + flag.len();
+                let (s, e) = arg_at(b, at + usize::from(b.get(at) == Some(&b' ')));
+                if let Some(pc) = memchr::memchr(b'%', &b[s..e]) {
+                    push(b, (s + pc + 1, e), "smbclient-user-password", out);
+                }
             }
         }
     }

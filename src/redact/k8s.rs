@@ -1,7 +1,7 @@
 //! A Kubernetes Secret as `kubectl get secret -o yaml` / `-o json` prints it: every value under
 //! `data:` (base64) and `stringData:` (plain) is a secret, whatever its key is named
 //! (`database-url: cG9zdGdyZXM6Ly8…`), in block style, block scalars (`key: |`) and flow style
-//! (`data: {k: v}`). Only a document that says `kind: Secret` (quoted or not) is read this way:
+//! (`data: {k: v}`). Only a document that says `kind: Secret` (quoted or not, any case) is read this way:
 //! a ConfigMap stays, also beside a Secret in a multi-document stream. kubectl sorts `data`
 //! before `kind`, so a whole document is looked at once its kind is known. A file shown with a
 //! line-number gutter (`12. `) reads the same.
@@ -58,7 +58,9 @@ fn is_secret_document(doc: &[u8]) -> bool {
         p = skip_blanks(doc, p + 1);
         let quote = doc.get(p).copied().filter(|c| matches!(c, b'"' | b'\''));
         p += usize::from(quote.is_some());
-        doc[p..].starts_with(b"Secret")
+        // Kubernetes itself wants `Secret`; a hand-written `secret` is still meant as one.
+        doc.get(p..p + 6)
+            .is_some_and(|k| k.eq_ignore_ascii_case(b"Secret"))
             && doc
                 .get(p + 6)
                 .is_none_or(|c| !c.is_ascii_alphanumeric() && *c != b'_' && *c != b'-')
@@ -189,7 +191,13 @@ fn yaml_block(b: &[u8], indent: usize, mut p: usize, out: &mut Vec<Hit>) -> usiz
             }
             scalar = None;
         }
-        if deeper <= indent || blank {
+        // A blank line does not end the block (kubectl never prints one, a hand-written
+        // manifest may); the next line indented no deeper than `data:` does.
+        if blank {
+            p = line + len;
+            continue;
+        }
+        if deeper <= indent {
             return p;
         }
         if let Some(colon) = memchr::memmem::find(text, b": ") {

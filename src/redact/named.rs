@@ -619,9 +619,16 @@ pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
     if colon && !value.quoted && !loose {
         yaml_words(b, ns, ne, &mut value);
     }
-    if quoted_name && !name_closed && sep.is_some() && !value.quoted {
+    if quoted_name
+        && !name_closed
+        && sep.is_some()
+        && !value.quoted
+        && !first_word_is_secret(b, ns, ne, &value)
+    {
         // `["DB_PASSWORD=hunter 2x"]`: the whole assignment is one string, and the value runs
-        // to that string's closing quote, blanks and all.
+        // to that string's closing quote, blanks and all. Not when its first word is a secret
+        // by itself: then the string is a command (`sh -c "API_TOKEN=Xk9m… ./deploy.sh"`),
+        // whose words after the value must be kept and must not dilute the value's judgment.
         if let Some(close) = closing_quote(b, value.end, before) {
             value.end = close;
             value.quoted = true;
@@ -634,6 +641,17 @@ pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
         }
     }
     (value.end > value.start).then_some(value)
+}
+
+/// The value as read up to its first blank is a secret under the name at `[ns, ne)`.
+fn first_word_is_secret(b: &[u8], ns: usize, ne: usize, value: &Value) -> bool {
+    let (Ok(name), Ok(word)) = (
+        std::str::from_utf8(&b[ns..ne]),
+        std::str::from_utf8(&b[value.start..value.end]),
+    ) else {
+        return false;
+    };
+    classify(name).is_some_and(|s| is_secret(word, s, false))
 }
 
 /// `passphrase: my secret words` first on a YAML line: an unquoted scalar runs to the line's

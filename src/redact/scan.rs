@@ -31,6 +31,8 @@ pub(crate) fn scan_text(text: &str, user: &UserRules, out: &mut Vec<Hit>) -> boo
     let mut names: Vec<(usize, usize, Target)> = Vec::new();
     let mut searched: Vec<u16> = Vec::new();
     let mut pem_until = 0;
+    // Where the cookie jar line last judged ends: one jar entry a line.
+    let mut cookie_until = 0;
     let mut command = false;
     let mut k8s_secret = false;
     // Per anchored format tried in this text: where its last match attempt ran to. A keyword
@@ -102,7 +104,13 @@ pub(crate) fn scan_text(text: &str, user: &UserRules, out: &mut Vec<Hit>) -> boo
                 }
                 Target::Command => command = true,
                 Target::K8sSecret => k8s_secret = true,
-                Target::CookieJar => out.extend(cookies::value(text, s)),
+                Target::CookieJar => {
+                    if s >= cookie_until {
+                        let (hit, until) = cookies::value(text, s);
+                        out.extend(hit);
+                        cookie_until = until;
+                    }
+                }
                 Target::Putty => {
                     if let Some(e) = pem::putty_private_end(b, s) {
                         // The header stays; the key lines after it go.

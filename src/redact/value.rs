@@ -32,7 +32,7 @@ pub(crate) fn is_secret(value: &str, strength: Strength, quoted: bool) -> bool {
     }
     let v = value.as_bytes();
     let has_alnum = v.iter().any(|b| b.is_ascii_alphanumeric() || !b.is_ascii());
-    if v.is_empty() || !has_alnum || is_placeholder(value) || is_constant_name(v) {
+    if v.is_empty() || !has_alnum || is_placeholder(value) {
         return false;
     }
     // Unquoted, these start code, not a literal: `&str`, `@Value(…)`, `*ptr`, `{a, b}`, `[x]`.
@@ -55,7 +55,15 @@ pub(crate) fn is_secret(value: &str, strength: Strength, quoted: bool) -> bool {
             !sentence || value.split_whitespace().any(credential_like) || passphrase(value)
         }
         Strength::Weak => {
-            if v.len() < 8 || digits_only || is_code(value) || is_uuid(v) || v.contains(&b' ') {
+            // A constant's name is kept only here: under a strong name (`DB_PASSWORD=`) a
+            // value written like one (`PROD_DB_PASS1`) is the password.
+            if v.len() < 8
+                || digits_only
+                || is_code(value)
+                || is_uuid(v)
+                || v.contains(&b' ')
+                || is_constant_name(v)
+            {
                 return false;
             }
             looks_random(v)
@@ -364,7 +372,7 @@ pub(crate) fn is_uuid(v: &[u8]) -> bool {
 
 /// A constant's name, not a value: upper-case words joined by `_`, three or more
 /// (`MAX_CONNECTIONS_PER_HOST`, `DEFAULT_SECRET_KEY2`). Generated secrets are not made of
-/// words; a password written this way is rare beside the code that names constants so.
+/// words: groups of random letters (`XKQZ_MWPT_RVBN`) are no name (see [`vowelless_groups`]).
 pub(crate) fn is_constant_name(v: &[u8]) -> bool {
     let mut parts = 0;
     for part in v.split(|c| *c == b'_') {
@@ -374,26 +382,48 @@ pub(crate) fn is_constant_name(v: &[u8]) -> bool {
         }
         parts += 1;
     }
-    parts >= 3
+    parts >= 3 && vowelless_groups(v) < 2
 }
 
-/// Made by a table, not a generator: a run of ten bytes in sequence (`ABCDEFGHIJ`,
-/// `0123456789`: an alphabet constant). Shorter runs are left to the other tests: made-up
-/// values in examples (`Xy12345678`, `Zx9abcdef1`) are still redacted.
+/// The upper-case letter groups of three or more with no vowel in them (`XKQZ`, `HTTP`),
+/// between `_`, `-` or `.`. One is an acronym (`MAX_HTTP_CONNECTIONS`); two or more are
+/// groups of random letters, which words are not made of.
+fn vowelless_groups(v: &[u8]) -> usize {
+    v.split(|c| matches!(c, b'_' | b'-' | b'.'))
+        .filter(|part| {
+            let letters = part.iter().take_while(|c| c.is_ascii_uppercase()).count();
+            letters >= 3
+                && part[letters..].iter().all(u8::is_ascii_digit)
+                && !part[..letters].iter().any(|c| b"AEIOUY".contains(c))
+        })
+        .count()
+}
+
+/// Made by a table, not a generator: runs of bytes in sequence (`ABCDEFGHIJ`, `0123456789`)
+/// that make up most of the value (an alphabet constant), one of them ten long. Shorter runs
+/// are left to the other tests (made-up values in examples, `Xy12345678`, `Zx9abcdef1`, are
+/// still redacted), and so is a random value with a run in part of it
+/// (`Xk9mQ2zP7w9rT4vBabcdefghijkl`).
 pub(crate) fn has_sequence(v: &[u8]) -> bool {
-    let mut run = 1;
-    for w in v.windows(2) {
-        run = if w[1] == w[0].wrapping_add(1) { run + 1 } else { 1 };
-        if run >= 10 {
-            return true;
+    let (mut run, mut longest, mut covered) = (1, 1, 0);
+    for i in 1..=v.len() {
+        if i < v.len() && v[i] == v[i - 1].wrapping_add(1) {
+            run += 1;
+            continue;
         }
+        longest = longest.max(run);
+        if run >= 4 {
+            covered += run;
+        }
+        run = 1;
     }
-    false
+    longest >= 10 && covered * 4 >= v.len() * 3
 }
 
 /// Base64 of text (`dGhlIHNhbXBsZSBub25jZQ==` is `the sample nonce`, `Zm9vYmFy` is `foobar`):
 /// a test vector or an encoded word, not a key. Decoded, it must be printable with a blank in
-/// it, or lower-case letters only; `user:password` (HTTP Basic) has neither and stays a secret.
+/// it, or lower-case letters only. Never `user:password` (HTTP Basic, whatever the password's
+/// words) or JSON (a Docker auth config): those are credentials however readable.
 pub(crate) fn encodes_text(v: &[u8]) -> bool {
     let body = v
         .strip_suffix(b"==")
@@ -421,20 +451,24 @@ pub(crate) fn encodes_text(v: &[u8]) -> bool {
         }
     }
     decoded.iter().all(|c| (0x20..0x7f).contains(c))
+        && !decoded.contains(&b':')
+        && !matches!(decoded.first(), Some(b'{' | b'['))
         && (decoded.contains(&b' ') || decoded.iter().all(u8::is_ascii_lowercase))
 }
 
 /// A credential rather than words: no run of word-like pieces (`my-cache-key`, `v1.2.3`,
 /// `user:123:session`), and enough entropy.
 fn looks_random(v: &[u8]) -> bool {
-    if has_sequence(v) || encodes_text(v) {
+    // No text-keep here: after a secret's name, base64 of words is an encoded password
+    // (`api_key=c3VwZXJzZWNyZXR2YWx1ZQ==`); only the nameless generic rule keeps it.
+    if has_sequence(v) {
         return false;
     }
     let pieces = v.split(|b| matches!(b, b'-' | b'_' | b'.' | b':' | b'/' | b'@'));
     let wordy = pieces
         .into_iter()
         .all(|p| p.len() <= 12 && (is_word(p) || p.iter().all(u8::is_ascii_digit) || (p.len() <= 4)));
-    if wordy {
+    if wordy && vowelless_groups(v) < 2 {
         return false;
     }
     let classes = [
@@ -563,12 +597,26 @@ mod tests {
             "user:password123 is a credential"
         );
         assert!(!encodes_text(b"q8ZtR3nV7mK2pL9xW4bC6dF1"));
+        assert!(
+            !encodes_text(b"Ym9iOmNvcnJlY3QgaG9yc2UgYmF0dGVyeSBzdGFwbGU="),
+            "bob:correct horse battery staple"
+        );
+        assert!(!encodes_text(b"eyJhdXRocyI6IHt9fQ=="), "{{\"auths\": {{}}}}");
         assert!(is_constant_name(b"MAX_CONNECTIONS_PER_HOST"));
         assert!(is_constant_name(b"DEFAULT_SECRET_KEY2"));
         assert!(!is_constant_name(b"DB_PASSWORD"));
         assert!(!is_constant_name(b"Q8ZT_R3NV_7MK2"));
+        assert!(!is_constant_name(b"XKQZ_MWPT_RVBN_LQ42"));
+        assert!(is_secret("PROD_DB_PASS1", Strength::Strong, false));
+        assert!(!is_secret("MAX_CONNECTIONS_PER_HOST", Strength::Weak, false));
+        assert!(!is_secret("MAX_HTTP_CONNECTIONS", Strength::Weak, false));
+        assert!(is_secret("XKQZ_MWPT_RVBN_LQ42", Strength::Weak, false));
         assert!(has_sequence(b"xABCDEFGHIJKLMNOPx"));
         assert!(!has_sequence(b"Xy12345678"));
+        assert!(!has_sequence(b"Xk9mQ2zP7w9rT4vBabcdefghijkl"));
+        assert!(has_sequence(
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+        ));
     }
 
     #[test]

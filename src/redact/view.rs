@@ -4,8 +4,36 @@
 //! viewed this way would hide what the same file printed by `cat` shows.
 
 /// The length of the gutter at the start of `line` (0 when it has none): blanks, 1 to 7
-/// digits, then `. `, ` | ` (or `|`), `→` or a tab.
+/// digits, then `. `, ` | ` (or `|`), `→` or a tab; `grep -n`'s `6:` / `6-`, also behind a
+/// file name (`app.yaml:6:`); or a unified diff's `+` / `-` (not `---` / `+++`).
 pub(crate) fn gutter(line: &[u8]) -> usize {
+    if matches!(line.first(), Some(b'+' | b'-')) && !matches!(line.get(1), Some(b'+' | b'-')) {
+        return 1;
+    }
+    numbered(line).or_else(|| grep_file(line)).unwrap_or(0)
+}
+
+/// `grep -n` over files: `path:6:` (or `path-6-` for a context line); the path has no blank.
+fn grep_file(line: &[u8]) -> Option<usize> {
+    let path = line
+        .iter()
+        .take(256)
+        .take_while(|c| !matches!(c, b':' | b' ' | b'\t' | b'"' | b'\''))
+        .count();
+    let sep = *line.get(path)?;
+    if path == 0 || sep != b':' {
+        return None;
+    }
+    let digits = line[path + 1..]
+        .iter()
+        .take(8)
+        .take_while(|c| c.is_ascii_digit())
+        .count();
+    let mark = line.get(path + 1 + digits)?;
+    ((1..=7).contains(&digits) && matches!(mark, b':' | b'-')).then_some(path + digits + 2)
+}
+
+fn numbered(line: &[u8]) -> Option<usize> {
     let blanks = line.iter().take(8).take_while(|c| **c == b' ').count();
     let digits = line[blanks..]
         .iter()
@@ -13,7 +41,7 @@ pub(crate) fn gutter(line: &[u8]) -> usize {
         .take_while(|c| c.is_ascii_digit())
         .count();
     if digits == 0 || digits > 7 {
-        return 0;
+        return None;
     }
     let p = blanks + digits;
     let rest = &line[p..];
@@ -27,14 +55,12 @@ pub(crate) fn gutter(line: &[u8]) -> usize {
         1
     } else if rest.starts_with("→".as_bytes()) {
         "→".len()
+    } else if rest.starts_with(b":") || rest.starts_with(b"-") {
+        1
     } else {
         0
     };
-    if mark == 0 {
-        0
-    } else {
-        p + mark
-    }
+    (mark > 0).then_some(p + mark)
 }
 
 #[cfg(test)]
@@ -53,6 +79,13 @@ mod tests {
             ("1.5 is a number", 0),
             ("2024 was a year", 0),
             ("12345678. x", 0),
+            ("6:  conn: x", 2),
+            ("6-  conn: x", 2),
+            ("app.yaml:6:data:", 11),
+            ("+  conn: x", 1),
+            ("---", 0),
+            ("+++ b/x", 0),
+            ("kind: Secret", 0),
         ] {
             assert_eq!(gutter(line.as_bytes()), want, "{line}");
         }

@@ -97,7 +97,7 @@ const CONTEXTS: &[(Kind, &str, &str)] = &[
     ),
 ];
 
-const HOSTILE: [(&str, &str); 18] = [
+const HOSTILE: [(&str, &str); 19] = [
     (
         "token prefixes, no token",
         "ghp_x sk-ant- xoxb-1 AKIA npm_ AIza eyJ glpat- ",
@@ -132,6 +132,8 @@ const HOSTILE: [(&str, &str); 18] = [
     ("URLs with a slashed password, back to back", "s://a:b/"),
     ("mongo -p back to back", "mongo -p"),
     ("session= back to back", "session=\""),
+    // Attack round 6: each flag looked back to the line's start.
+    ("cookie-jar flags back to back", "\tTRUE\t/"),
 ];
 
 /// Runs every redaction measure; true when all targets are met.
