@@ -81,6 +81,10 @@ struct Runs {
     previous_stamp: Option<serde_json::Value>,
 }
 
+/// How far ahead of the machine's clock a recorded run may be (the clock stepped back) before it
+/// counts as garbage.
+const FUTURE_SLACK_MS: u64 = 24 * 3600 * 1000;
+
 fn read_runs(home: &Path, session: SessionId) -> Runs {
     let text = std::fs::read_to_string(run_file(home, session)).unwrap_or_default();
     let mut lines = text.trim().splitn(2, '\n');
@@ -89,6 +93,17 @@ fn read_runs(home: &Path, session: SessionId) -> Runs {
     let (current, previous) = (number(), number());
     let start_stamp = fields.next().and_then(|f| serde_json::from_str(f).ok());
     let previous_stamp = lines.next().and_then(|f| serde_json::from_str(f.trim()).ok());
+    // Runs are named by the machine's clock: one more than a day ahead of it is a garbled
+    // file, not a run; start afresh rather than number every later run after it.
+    if current > now_ms().saturating_add(FUTURE_SLACK_MS) {
+        tracing::warn!(%session, current, "the session's run record is garbled; starting afresh");
+        return Runs {
+            current: 0,
+            previous: 0,
+            start_stamp: None,
+            previous_stamp: None,
+        };
+    }
     Runs {
         current,
         previous: previous.min(current),
@@ -176,7 +191,7 @@ pub fn start(home: &Path, session: SessionId, stamp: Option<&serde_json::Value>)
     } = read_runs(home, session);
     // Never equal to the run it follows, even for two starts in one millisecond, or after the
     // machine's clock stepped back: runs are ordered by their names.
-    let run = now_ms().max(previous + 1);
+    let run = now_ms().max(previous.saturating_add(1));
     runs_again(home, session);
     let stamp = stamp
         .filter(|s| s.is_number() || s.as_str().is_some_and(|t| t.len() <= STAMP_LIMIT))
@@ -243,7 +258,10 @@ fn read_marker(home: &Path, session: SessionId) -> Option<(RunId, Option<u64>)> 
 /// earlier run's end after a later run's is on the server is a repeat: a session's ends are
 /// posted in order. An end of run 0 (no run known) is never taken for an earlier run's.
 pub fn end_posted(home: &Path, session: SessionId, run: RunId, delivered: Option<u64>) -> bool {
-    match read_marker(home, session) {
+    // A marker of a run later than the current one names no run that started: a garbled file.
+    // Trusted, it would make every later end a repeat; in doubt the end goes.
+    let marker = read_marker(home, session).filter(|&(ended, _)| ended <= current(home, session));
+    match marker {
         // Run 0 is "not known" (a start never seen, a run file lost): it may be any run, so a
         // marker of a later one says nothing about it.
         Some((ended, _)) if run > 0 && ended > run => true,
@@ -424,6 +442,32 @@ mod tests {
             end_posted(h, s, 7, Some(25)),
             "a later run's end is on the server"
         );
+    }
+
+    /// A garbled `runs/` file holding the largest number, or one far in the future, must not
+    /// make the next start panic (`previous + 1`) or name runs after it; a garbled huge end
+    /// marker must not make every later end a repeat.
+    #[test]
+    fn garbled_huge_run_numbers_are_garbage() {
+        let home = tempfile::tempdir().unwrap();
+        let (h, s) = (home.path(), SessionId::new_random());
+        for garbage in [u64::MAX, now_ms() + 3 * 24 * 3600 * 1000] {
+            write_text(&run_file(h, s), &format!("{garbage} 5")).unwrap();
+            assert_eq!(current(h, s), 0, "{garbage} is no run");
+            let run = start(h, s, None);
+            assert!(run <= now_ms(), "the next run is named after garbage: {run}");
+        }
+        let run = current(h, s);
+        write_text(&end_file(h, s), &format!("{} 20", u64::MAX)).unwrap();
+        assert!(
+            !end_posted(h, s, run, Some(20)),
+            "a garbled marker drops the real end"
+        );
+        // A run that clock slack allows (a clock stepped back an hour) is still a run.
+        let ahead = now_ms() + 3_600_000;
+        write_text(&run_file(h, s), &format!("{ahead} 5")).unwrap();
+        assert_eq!(current(h, s), ahead);
+        assert_eq!(start(h, s, None), ahead + 1);
     }
 
     /// Sets `path`'s modification time `age` back.
