@@ -134,6 +134,12 @@ pub fn at_stamp(home: &Path, session: SessionId, stamp: Option<&serde_json::Valu
     let Some(end) = stamp else {
         return runs.current;
     };
+    // The current run is named by the machine's clock at its start: a clock now behind it has
+    // stepped back since, and the agent's stamps (likely from the same clock) cannot place a
+    // hook between two starts.
+    if now_ms() < runs.current {
+        return runs.current;
+    }
     let before_current = runs
         .start_stamp
         .as_ref()
@@ -255,8 +261,9 @@ fn read_marker(home: &Path, session: SessionId) -> Option<(RunId, Option<u64>)> 
 /// the next run started and posted after, must not be taken for a repeat because of it. Lines
 /// of the later run do count, so a late repeat of an earlier run's end after them is posted
 /// again: in doubt the end goes (a second end of one run is harmless; a lost one is not). An
-/// earlier run's end after a later run's is on the server is a repeat: a session's ends are
-/// posted in order. An end of run 0 (no run known) is never taken for an earlier run's.
+/// earlier run's end after a later run's is on the server is a repeat (a session's ends are
+/// posted in order) only if no line was delivered since that later end: the stamps that named
+/// the earlier run may be wrong after the clock stepped. An end of run 0 (no run known) is never taken for an earlier run's.
 pub fn end_posted(home: &Path, session: SessionId, run: RunId, delivered: Option<u64>) -> bool {
     // A marker of a run later than the current one names no run that started: a garbled file.
     // Trusted, it would make every later end a repeat; in doubt the end goes.
@@ -264,7 +271,14 @@ pub fn end_posted(home: &Path, session: SessionId, run: RunId, delivered: Option
     match marker {
         // Run 0 is "not known" (a start never seen, a run file lost): it may be any run, so a
         // marker of a later one says nothing about it.
-        Some((ended, _)) if run > 0 && ended > run => true,
+        // A later run's end is on the server: this one's is a repeat, unless lines were
+        // delivered since that end (this run went on, e.g. its watcher's idle hand-off was
+        // the later-named run's and the clock stepped): then in doubt the end goes.
+        Some((ended, at)) if run > 0 && ended > run => match (at, delivered) {
+            (Some(at), Some(now)) => at == now,
+            (None, _) => true,
+            (Some(_), None) => false,
+        },
         Some((ended, at)) if ended == run => match (at, delivered) {
             (Some(at), Some(now)) => at == now,
             // A marker without a count (an older kcap's): one end per run.
@@ -605,6 +619,28 @@ mod tests {
         // A run file without the previous run's stamp (written by the kcap before this one).
         write_text(&run_file(h, s), &format!("{second} {first} 3000000")).unwrap();
         assert_eq!(at(json!(2_500_000)), second);
+    }
+
+    /// Run A yesterday, run B now; B's idle hand-off end is posted with 20 lines delivered, 25
+    /// are by now; the clock steps back an hour, and B's real end is stamped after A's start
+    /// but before B's. It is B's end, and a new one: it must not be dropped as a repeat of A's.
+    #[test]
+    fn a_real_end_after_the_clock_stepped_back_between_two_starts_goes() {
+        use serde_json::json;
+        let home = tempfile::tempdir().unwrap();
+        let (h, s) = (home.path(), SessionId::new_random());
+        let now = now_ms();
+        let (a, b) = (now - 24 * 3_600_000, now + 3_600_000);
+        write_text(&run_file(h, s), &format!("{b} {a} {b}\n{a}")).unwrap();
+        mark_end_posted(h, s, b, Some(20));
+        let end = json!(now);
+        assert_eq!(at_stamp(h, s, Some(&end)), b, "the clock is behind run B's start");
+        assert!(
+            !end_posted(h, s, a, Some(25)),
+            "lines came since B's marker: not a repeat"
+        );
+        assert!(end_posted(h, s, a, Some(20)), "no line since: a repeat");
+        assert!(!end_posted(h, s, at_stamp(h, s, Some(&end)), Some(25)));
     }
 
     #[test]
