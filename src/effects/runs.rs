@@ -136,8 +136,9 @@ pub fn at_stamp(home: &Path, session: SessionId, stamp: Option<&serde_json::Valu
     };
     // The current run is named by the machine's clock at its start: a clock now behind it has
     // stepped back since, and the agent's stamps (likely from the same clock) cannot place a
-    // hook between two starts.
-    if now_ms() < runs.current {
+    // hook between two starts. A second's slack: starts within one millisecond name their runs
+    // one apart, ahead of the clock (a smaller step is left to `end_posted`'s line count).
+    if now_ms().saturating_add(STEP_SLACK_MS) < runs.current {
         return runs.current;
     }
     let before_current = runs
@@ -154,6 +155,10 @@ pub fn at_stamp(home: &Path, session: SessionId, stamp: Option<&serde_json::Valu
         _ => runs.current,
     }
 }
+
+/// How far the machine's clock may be behind the current run's name before [`at_stamp`] takes
+/// it for a clock that stepped back.
+const STEP_SLACK_MS: u64 = 1000;
 
 /// A payload stamp longer than this is not a time: it is not kept.
 const STAMP_LIMIT: usize = 64;
