@@ -81,6 +81,10 @@ struct Runs {
     previous_stamp: Option<serde_json::Value>,
 }
 
+/// How far ahead of the machine's clock a recorded run may be (the clock stepped back) before it
+/// counts as garbage.
+const FUTURE_SLACK_MS: u64 = 24 * 3600 * 1000;
+
 fn read_runs(home: &Path, session: SessionId) -> Runs {
     let text = std::fs::read_to_string(run_file(home, session)).unwrap_or_default();
     let mut lines = text.trim().splitn(2, '\n');
@@ -89,6 +93,17 @@ fn read_runs(home: &Path, session: SessionId) -> Runs {
     let (current, previous) = (number(), number());
     let start_stamp = fields.next().and_then(|f| serde_json::from_str(f).ok());
     let previous_stamp = lines.next().and_then(|f| serde_json::from_str(f.trim()).ok());
+    // Runs are named by the machine's clock: one more than a day ahead of it is a garbled
+    // file, not a run; start afresh rather than number every later run after it.
+    if current > now_ms().saturating_add(FUTURE_SLACK_MS) {
+        tracing::warn!(%session, current, "the session's run record is garbled; starting afresh");
+        return Runs {
+            current: 0,
+            previous: 0,
+            start_stamp: None,
+            previous_stamp: None,
+        };
+    }
     Runs {
         current,
         previous: previous.min(current),
@@ -119,6 +134,13 @@ pub fn at_stamp(home: &Path, session: SessionId, stamp: Option<&serde_json::Valu
     let Some(end) = stamp else {
         return runs.current;
     };
+    // The current run is named by the machine's clock at its start: a clock now behind it has
+    // stepped back since, and the agent's stamps (likely from the same clock) cannot place a
+    // hook between two starts. A second's slack: starts within one millisecond name their runs
+    // one apart, ahead of the clock (a smaller step is left to `end_posted`'s line count).
+    if now_ms().saturating_add(STEP_SLACK_MS) < runs.current {
+        return runs.current;
+    }
     let before_current = runs
         .start_stamp
         .as_ref()
@@ -133,6 +155,10 @@ pub fn at_stamp(home: &Path, session: SessionId, stamp: Option<&serde_json::Valu
         _ => runs.current,
     }
 }
+
+/// How far the machine's clock may be behind the current run's name before [`at_stamp`] takes
+/// it for a clock that stepped back.
+const STEP_SLACK_MS: u64 = 1000;
 
 /// A payload stamp longer than this is not a time: it is not kept.
 const STAMP_LIMIT: usize = 64;
@@ -176,7 +202,7 @@ pub fn start(home: &Path, session: SessionId, stamp: Option<&serde_json::Value>)
     } = read_runs(home, session);
     // Never equal to the run it follows, even for two starts in one millisecond, or after the
     // machine's clock stepped back: runs are ordered by their names.
-    let run = now_ms().max(previous + 1);
+    let run = now_ms().max(previous.saturating_add(1));
     runs_again(home, session);
     let stamp = stamp
         .filter(|s| s.is_number() || s.as_str().is_some_and(|t| t.len() <= STAMP_LIMIT))
@@ -240,13 +266,24 @@ fn read_marker(home: &Path, session: SessionId) -> Option<(RunId, Option<u64>)> 
 /// the next run started and posted after, must not be taken for a repeat because of it. Lines
 /// of the later run do count, so a late repeat of an earlier run's end after them is posted
 /// again: in doubt the end goes (a second end of one run is harmless; a lost one is not). An
-/// earlier run's end after a later run's is on the server is a repeat: a session's ends are
-/// posted in order. An end of run 0 (no run known) is never taken for an earlier run's.
+/// earlier run's end after a later run's is on the server is a repeat (a session's ends are
+/// posted in order) only if no line was delivered since that later end: the stamps that named
+/// the earlier run may be wrong after the clock stepped. An end of run 0 (no run known) is never taken for an earlier run's.
 pub fn end_posted(home: &Path, session: SessionId, run: RunId, delivered: Option<u64>) -> bool {
-    match read_marker(home, session) {
+    // A marker of a run later than the current one names no run that started: a garbled file.
+    // Trusted, it would make every later end a repeat; in doubt the end goes.
+    let marker = read_marker(home, session).filter(|&(ended, _)| ended <= current(home, session));
+    match marker {
         // Run 0 is "not known" (a start never seen, a run file lost): it may be any run, so a
         // marker of a later one says nothing about it.
-        Some((ended, _)) if run > 0 && ended > run => true,
+        // A later run's end is on the server: this one's is a repeat, unless lines were
+        // delivered since that end (this run went on, e.g. its watcher's idle hand-off was
+        // the later-named run's and the clock stepped): then in doubt the end goes.
+        Some((ended, at)) if run > 0 && ended > run => match (at, delivered) {
+            (Some(at), Some(now)) => at == now,
+            (None, _) => true,
+            (Some(_), None) => false,
+        },
         Some((ended, at)) if ended == run => match (at, delivered) {
             (Some(at), Some(now)) => at == now,
             // A marker without a count (an older kcap's): one end per run.
@@ -426,6 +463,32 @@ mod tests {
         );
     }
 
+    /// A garbled `runs/` file holding the largest number, or one far in the future, must not
+    /// make the next start panic (`previous + 1`) or name runs after it; a garbled huge end
+    /// marker must not make every later end a repeat.
+    #[test]
+    fn garbled_huge_run_numbers_are_garbage() {
+        let home = tempfile::tempdir().unwrap();
+        let (h, s) = (home.path(), SessionId::new_random());
+        for garbage in [u64::MAX, now_ms() + 3 * 24 * 3600 * 1000] {
+            write_text(&run_file(h, s), &format!("{garbage} 5")).unwrap();
+            assert_eq!(current(h, s), 0, "{garbage} is no run");
+            let run = start(h, s, None);
+            assert!(run <= now_ms(), "the next run is named after garbage: {run}");
+        }
+        let run = current(h, s);
+        write_text(&end_file(h, s), &format!("{} 20", u64::MAX)).unwrap();
+        assert!(
+            !end_posted(h, s, run, Some(20)),
+            "a garbled marker drops the real end"
+        );
+        // A run that clock slack allows (a clock stepped back an hour) is still a run.
+        let ahead = now_ms() + 3_600_000;
+        write_text(&run_file(h, s), &format!("{ahead} 5")).unwrap();
+        assert_eq!(current(h, s), ahead);
+        assert_eq!(start(h, s, None), ahead + 1);
+    }
+
     /// Sets `path`'s modification time `age` back.
     #[track_caller]
     fn age(path: &Path, age: Duration) {
@@ -561,6 +624,28 @@ mod tests {
         // A run file without the previous run's stamp (written by the kcap before this one).
         write_text(&run_file(h, s), &format!("{second} {first} 3000000")).unwrap();
         assert_eq!(at(json!(2_500_000)), second);
+    }
+
+    /// Run A yesterday, run B now; B's idle hand-off end is posted with 20 lines delivered, 25
+    /// are by now; the clock steps back an hour, and B's real end is stamped after A's start
+    /// but before B's. It is B's end, and a new one: it must not be dropped as a repeat of A's.
+    #[test]
+    fn a_real_end_after_the_clock_stepped_back_between_two_starts_goes() {
+        use serde_json::json;
+        let home = tempfile::tempdir().unwrap();
+        let (h, s) = (home.path(), SessionId::new_random());
+        let now = now_ms();
+        let (a, b) = (now - 24 * 3_600_000, now + 3_600_000);
+        write_text(&run_file(h, s), &format!("{b} {a} {b}\n{a}")).unwrap();
+        mark_end_posted(h, s, b, Some(20));
+        let end = json!(now);
+        assert_eq!(at_stamp(h, s, Some(&end)), b, "the clock is behind run B's start");
+        assert!(
+            !end_posted(h, s, a, Some(25)),
+            "lines came since B's marker: not a repeat"
+        );
+        assert!(end_posted(h, s, a, Some(20)), "no line since: a repeat");
+        assert!(!end_posted(h, s, at_stamp(h, s, Some(&end)), Some(25)));
     }
 
     #[test]
