@@ -112,7 +112,7 @@ pub async fn watch(store: Store, args: WatchArgs, delivery: &DeliveryOpts, timin
     // agentStop, no sessionEnd), so hand it off as when the watcher notices by itself.
     let ended = match (ended, endings.agent.gone(&session_dir)) {
         // A sessionEnd hook queued (or its drain posted) this run's real end, then stopped the
-        // watcher, and Copilot exited meanwhile: that end is the session's, with its reason,
+        // watcher, and the agent exited meanwhile: that end is the session's, with its reason,
         // and the hook started its finalizer. A hand-off would replace the queued end.
         (Ended::Stopped, Some(pid)) if run_end_known(&store, session, _lock.run) => {
             tracing::info!(pid, "stopped, the session's agent is gone, and this run's end is already queued or posted; nothing to hand off");
