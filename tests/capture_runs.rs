@@ -12,6 +12,7 @@ use common::*;
 use kcap::config::transcript_path;
 use kcap::effects::watcher;
 use kcap::ids::SessionId;
+use kcap::server::Server;
 use serde_json::json;
 
 /// How long a test waits for background processes (a wait that succeeds returns at once).
@@ -212,15 +213,33 @@ async fn a_session_resumed_at_once_keeps_its_watcher_and_gets_both_ends() {
         "{}",
         env.log_of(sid)
     );
-    assert_exactly_once(&server, sid, &std::fs::read(&path).unwrap());
+    assert_two_ends_after_every_line(&env, &server, &recorder, sid, &path);
+}
+
+/// The server holds every line of `path` once and two session-ends (one per run), and the last
+/// end came after the last line.
+#[track_caller]
+fn assert_two_ends_after_every_line(
+    env: &Env,
+    server: &Server,
+    recorder: &Recorder,
+    sid: SessionId,
+    path: &std::path::Path,
+) {
     let posts = recorder.posts();
+    assert_eq!(
+        ends(recorder),
+        2,
+        "a real end was dropped or repeated: {posts:?}\n{}",
+        env.log_of(sid)
+    );
+    assert_exactly_once(server, sid, &std::fs::read(path).unwrap());
     let last_line = posts.iter().rposition(|p| p == "/hooks/transcript").unwrap();
     let last_end = posts
         .iter()
         .rposition(|p| p.starts_with("/hooks/session-end"))
         .unwrap();
     assert!(last_line < last_end, "{posts:?}");
-    assert_eq!(ends(&recorder), 2, "{posts:?}");
 }
 
 /// Sets `path`'s modification time `age` back.
@@ -461,20 +480,7 @@ async fn the_real_end_after_an_idle_hand_off_is_not_dropped() {
         "{}",
         env.log_of(sid)
     );
-    let posts = recorder.posts();
-    assert_eq!(
-        ends(&recorder),
-        2,
-        "the real end was dropped: {posts:?}\n{}",
-        env.log_of(sid)
-    );
-    assert_exactly_once(&server, sid, &std::fs::read(&path).unwrap());
-    let last_line = posts.iter().rposition(|p| p == "/hooks/transcript").unwrap();
-    let last_end = posts
-        .iter()
-        .rposition(|p| p.starts_with("/hooks/session-end"))
-        .unwrap();
-    assert!(last_line < last_end, "{posts:?}");
+    assert_two_ends_after_every_line(&env, &server, &recorder, sid, &path);
 }
 
 /// As above, but the machine's clock steps back an hour before the real exit: the agent stamps
@@ -537,20 +543,7 @@ async fn a_real_end_stamped_before_its_runs_start_stops_the_watcher_and_is_poste
         "{}",
         env.log_of(sid)
     );
-    let posts = recorder.posts();
-    assert_eq!(
-        ends(&recorder),
-        2,
-        "the real end was dropped: {posts:?}\n{}",
-        env.log_of(sid)
-    );
-    assert_exactly_once(&server, sid, &std::fs::read(&path).unwrap());
-    let last_line = posts.iter().rposition(|p| p == "/hooks/transcript").unwrap();
-    let last_end = posts
-        .iter()
-        .rposition(|p| p.starts_with("/hooks/session-end"))
-        .unwrap();
-    assert!(last_line < last_end, "{posts:?}");
+    assert_two_ends_after_every_line(&env, &server, &recorder, sid, &path);
 }
 
 /// A sessionEnd of run 1 that arrives late (delayed, or repeated) after run 2's sessionStart:
@@ -644,15 +637,7 @@ async fn a_late_end_of_run_1_leaves_run_2_alone() {
         "{}",
         env.log_of(sid)
     );
-    assert_exactly_once(&server, sid, &std::fs::read(&path).unwrap());
-    let posts = recorder.posts();
-    assert_eq!(ends(&recorder), 2, "{posts:?}");
-    let last_line = posts.iter().rposition(|p| p == "/hooks/transcript").unwrap();
-    let last_end = posts
-        .iter()
-        .rposition(|p| p.starts_with("/hooks/session-end"))
-        .unwrap();
-    assert!(last_line < last_end, "{posts:?}");
+    assert_two_ends_after_every_line(&env, &server, &recorder, sid, &path);
 }
 
 /// kcap's own keys (`kcap_run`, `kcap_gen`) never reach the server in a session-end; a
