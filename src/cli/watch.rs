@@ -12,10 +12,10 @@ use crate::cli::finalize::{check_transcript_path, spawn_finalizer_for_end};
 use crate::cli::options::{DeliveryOpts, TimingOpts};
 use crate::config::now_ms;
 use crate::effects::agent::AgentWatch;
-use crate::effects::runs::{self, RunId, RUN_KEY};
+use crate::effects::runs::{RunId, RUN_KEY};
 use crate::effects::watcher::{claim_watch, Ended, Endings, WatchClaim, Watcher};
 use crate::ids::SessionId;
-use crate::store::{Holder, NoticeKind, Store};
+use crate::store::{Holder, Store};
 
 /// Leaves room inside the sessionEnd hook's 8 s cap for its own POST.
 const FINAL_DRAIN: Duration = Duration::from_secs(6);
@@ -110,14 +110,11 @@ pub async fn watch(store: Store, args: WatchArgs, delivery: &DeliveryOpts, timin
     // Told to stop (by a sessionEnd hook, whose agent is alive running it, or by `kcap watchers
     // stop`): if the agent is gone meanwhile, nothing else will ever end the session (no
     // agentStop, no sessionEnd), so hand it off as when the watcher notices by itself.
+    // A sessionEnd hook may have queued this run's real end before it stopped us; the
+    // hand-off's end then replaces it (the reason becomes agent_exited) and a second finalizer
+    // runs. That costs a reason, never a line: a check that skipped the hand-off when an end
+    // was known lost the lines its final drain could not deliver (review of this stop).
     let ended = match (ended, endings.agent.gone(&session_dir)) {
-        // A sessionEnd hook queued (or its drain posted) this run's real end, then stopped the
-        // watcher, and the agent exited meanwhile: that end is the session's, with its reason,
-        // and the hook started its finalizer. A hand-off would replace the queued end.
-        (Ended::Stopped, Some(pid)) if run_end_known(&store, session, _lock.run) => {
-            tracing::info!(pid, "stopped, the session's agent is gone, and this run's end is already queued or posted; nothing to hand off");
-            Ended::Stopped
-        }
         (Ended::Stopped, Some(pid)) => {
             tracing::warn!(pid, "stopped, and the session's agent process is gone without a sessionEnd; handing the session to a finalizer");
             Ended::AgentGone { pid }
@@ -131,22 +128,6 @@ pub async fn watch(store: Store, args: WatchArgs, delivery: &DeliveryOpts, timin
     };
     hand_off(&store, &watcher, ended, reason, _lock.run, timing).await;
     0
-}
-
-/// Whether an end of `run` is queued in the outbox or already on the server with no line
-/// delivered since. Called under the session's watcher lock, which every end poster holds, so
-/// neither changes before the hand-off would queue its own.
-fn run_end_known(store: &Store, session: SessionId, run: RunId) -> bool {
-    let queued = store.pending_notices(Some(session)).is_ok_and(|pending| {
-        pending
-            .iter()
-            .any(|p| p.notice.kind == NoticeKind::SessionEnd && runs::of_body(&p.notice.body) == run)
-    });
-    let delivered = store
-        .position(session)
-        .ok()
-        .map(|p| p.map_or(0, |p| p.watermark.next_line));
-    queued || runs::end_posted(store.home(), session, run, delivered)
 }
 
 /// The session ended without a sessionEnd hook: a session-end notice goes to the outbox and a
