@@ -119,7 +119,8 @@ fn short_name_word(key: &[u8]) -> bool {
             .any(|w| w.eq_ignore_ascii_case(b"pin") || w.eq_ignore_ascii_case(b"sig"))
 }
 
-fn skip_ws(b: &[u8], mut p: usize) -> usize {
+/// The first position at or after `p` that is not ASCII whitespace.
+pub(super) fn skip_ws(b: &[u8], mut p: usize) -> usize {
     while p < b.len() && b[p].is_ascii_whitespace() {
         p += 1;
     }

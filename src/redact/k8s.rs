@@ -9,6 +9,7 @@
 //! Linear: each document is split off once, each `data` block is read once, to its end, and the
 //! next search starts after it.
 
+use super::json::skip_ws;
 use super::scan::{Hit, Rule};
 use super::view::gutter;
 
@@ -261,13 +262,6 @@ fn push(b: &[u8], s: usize, e: usize, out: &mut Vec<Hit>) {
             rule: Rule::Builtin("kubernetes-secret-data"),
         });
     }
-}
-
-fn skip_ws(b: &[u8], mut p: usize) -> usize {
-    while p < b.len() && b[p].is_ascii_whitespace() {
-        p += 1;
-    }
-    p
 }
 
 #[cfg(test)]
