@@ -585,8 +585,66 @@ async fn a_symlinked_transcript_is_refused_not_retried() {
         matches!(err, DeliveryError::TranscriptRefused(_)) && !err.retryable(),
         "a symlinked transcript gave {err:?}"
     );
+    // The log line (and the transition log) must say why: the message, shown through Display.
+    let shown = err.to_string();
+    assert!(
+        shown.contains("symlink") && shown.contains("events.jsonl"),
+        "the refusal does not say what was refused: {shown:?}"
+    );
     assert!(
         server.0.lock().unwrap().copies.is_empty(),
         "a line was read through the symlink"
     );
+}
+
+/// The deliverer's counts are what the server acknowledged: batches, lines and raw bytes sent,
+/// and the server's own tally of new, duplicate and conflicting lines (the watcher's and the
+/// finalizer's statistics are differences of these counts).
+#[tokio::test(flavor = "current_thread")]
+async fn counts_tally_what_the_server_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut t, server, positions, limits) = small_world(13, dir.path(), 10, 10);
+    {
+        // Line 6 already held as sent (a duplicate), line 8 under another content (a
+        // conflict); line 0 is not held, so the server's resume point skips nothing.
+        let mut held = server.0.lock().unwrap();
+        let six = &t.lines[6];
+        held.copies
+            .insert(6, vec![(event_id(&session(), 6, six.as_bytes()), six.clone())]);
+        held.copies.insert(8, vec![(uuid::Uuid::nil(), "other".into())]);
+    }
+    let (mut d, _) = start(&mut t, &server, &positions, limits);
+    let sent = d.deliver_available(false).await.unwrap();
+    assert!(sent.drained && !sent.missing);
+    let bytes: usize = t.lines.iter().map(String::len).sum();
+    assert_eq!(
+        d.counts,
+        kcap::effects::delivery::Counts {
+            batches: 3, // 4 + 4 + 2 lines
+            lines: 10,
+            bytes: bytes as u64,
+            new: 8,
+            duplicates: 1,
+            conflicts: 1,
+        }
+    );
+}
+
+/// The store as a deliverer's [`Positions`]: what `advance` wrote is what `position` reads back,
+/// with the file it refers to (a restarted watcher or import resumes there).
+#[test]
+fn the_store_reads_back_the_position_a_deliverer_advanced() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = kcap::store::Store::new(dir.path());
+    assert_eq!(Positions::position(&store, session()).unwrap(), None);
+    let w = Watermark {
+        next_line: 7,
+        offset: 120,
+        open_line: false,
+    };
+    Positions::advance(&store, session(), w, Some((3, 9))).unwrap();
+    let p = Positions::position(&store, session())
+        .unwrap()
+        .expect("the advanced position");
+    assert_eq!((p.watermark, p.identity), (w, Some((3, 9))));
 }
