@@ -648,3 +648,34 @@ fn the_store_reads_back_the_position_a_deliverer_advanced() {
         .expect("the advanced position");
     assert_eq!((p.watermark, p.identity), (w, Some((3, 9))));
 }
+
+/// A transcript replaced by one with other lines while the server holds more than the local
+/// position (a process acknowledged lines, then died before it persisted them): the restarted
+/// deliverer reads the new file from line 0, so the server sees its changed lines (and keeps
+/// them aside as conflicts), instead of skipping to the server's `last-line` past lines it
+/// never compared. The simulation's replacements keep the same lines, so they cannot see this.
+#[tokio::test(flavor = "current_thread")]
+async fn a_replaced_transcript_is_read_from_line_0_even_when_the_server_is_ahead() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut t, server, positions, limits) = small_world(17, dir.path(), 10, 10);
+    let (mut d, _) = start(&mut t, &server, &positions, limits);
+    let first = d.next_batch(false).await.unwrap();
+    positions
+        .advance(session(), first.upto.unwrap(), d.position().1)
+        .unwrap();
+    while !d.next_batch(false).await.unwrap().drained {}
+    assert_eq!(server.0.lock().unwrap().last_line(), Some(9));
+    drop(d);
+    for n in 4..10 {
+        t.lines[n] = format!(r#"{{"type":"y","n":{n}}}"#);
+    }
+    t.write_prefix(10, true);
+    let (mut d, _) = start(&mut t, &server, &positions, limits);
+    d.deliver_available(false).await.unwrap();
+    let held = server.0.lock().unwrap();
+    let copies = &held.copies[&7];
+    assert!(
+        copies.iter().any(|(_, text)| *text == t.lines[7]),
+        "the replaced file's line 7 never reached the server: {copies:?}"
+    );
+}
