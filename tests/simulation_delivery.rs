@@ -679,3 +679,54 @@ async fn a_replaced_transcript_is_read_from_line_0_even_when_the_server_is_ahead
         "the replaced file's line 7 never reached the server: {copies:?}"
     );
 }
+
+/// Counts the reads made through it.
+struct CountingLines {
+    inner: Box<dyn kcap::effects::delivery::LineSource>,
+    reads: Arc<Mutex<Vec<u64>>>,
+}
+
+impl kcap::effects::delivery::LineSource for CountingLines {
+    fn read_batch_at(
+        &mut self,
+        from: Watermark,
+        identity: Option<(u64, u64)>,
+        limits: Limits,
+        take_unterminated: bool,
+    ) -> std::io::Result<Option<kcap::effects::lines::Batch>> {
+        self.reads.lock().unwrap().push(from.next_line);
+        self.inner
+            .read_batch_at(from, identity, limits, take_unterminated)
+    }
+
+    fn skip_to_line(&mut self, from: Watermark, target: u64) -> std::io::Result<Watermark> {
+        self.inner.skip_to_line(from, target)
+    }
+
+    fn identity(&self) -> Option<(u64, u64)> {
+        self.inner.identity()
+    }
+
+    fn current(&self) -> Option<(u64, u64)> {
+        self.inner.current()
+    }
+}
+
+/// With read-ahead on, the batch read while the previous one was in flight is the one sent
+/// next: every batch start is read once, none is read again (a read-ahead that is never
+/// reused costs a second read of every batch, and nothing else would show it).
+#[tokio::test(flavor = "current_thread")]
+async fn each_batch_is_read_once_when_the_read_ahead_is_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut t, server, positions, limits) = small_world(19, dir.path(), 10, 10);
+    let (d, _) = start(&mut t, &server, &positions, limits);
+    let reads = Arc::new(Mutex::new(Vec::new()));
+    let mut d = d.wrap_lines(|inner| CountingLines {
+        inner,
+        reads: reads.clone(),
+    });
+    assert!(d.deliver_available(false).await.unwrap().drained);
+    check_server(19, &server, &t).unwrap();
+    // Batches of 4: lines 0-3, 4-7 (read ahead), 8-9 (read ahead, at the end: no more).
+    assert_eq!(*reads.lock().unwrap(), vec![0, 4, 8], "batch starts read");
+}
