@@ -23,6 +23,8 @@
 //!   max(local, server last-line + 1) or below a batch acknowledged in that run, unless the
 //!   transcript was cut or replaced meanwhile). So copies come only from cut replies and crashes;
 //! - a position is persisted only over lines the server holds;
+//! - each run flushes the session's start before it asks the server anything (unless its store
+//!   failed), and once only (not again after the server's resume point is known);
 //! - the persisted log replays to the phases it recorded, and the machine drains in a bounded
 //!   number of runs;
 //! - a sweep before `retry_at` neither logs nor sends.
@@ -198,6 +200,12 @@ struct World {
     floor: Option<u64>,
     acked_upto: u64,
     disturbed: bool,
+    /// This run flushed the session's start (which must reach the server before its lines),
+    /// asked the server's `last-line` (after which it must not flush again), or lost its store
+    /// (it then sends without flushing: the outbox is in the store).
+    run_flushed: bool,
+    run_resumed: bool,
+    run_store_failed: bool,
     violations: Vec<String>,
     /// What happened, so the suite can show that each fault was exercised.
     seen: Seen,
@@ -468,6 +476,11 @@ impl Server for Sim {
                     Some(Err(SendError::Retryable("simulated outage".into())))
                 } else {
                     let last = w.last_line();
+                    if !w.run_flushed && !w.run_store_failed {
+                        w.violations
+                            .push("lines asked for before the session's start was flushed".into());
+                    }
+                    w.run_resumed = true;
                     let floor = w.resume_floor(last);
                     w.floor = Some(floor);
                     (!self.performed(&mut w, format_args!("last-line {last:?}, floor {floor}")))
@@ -621,6 +634,7 @@ impl Journal for Sim {
         if w.rng.chance(fails) {
             w.trace("store failure");
             w.seen.store_failures += 1;
+            w.run_store_failed = true;
             return Err("simulated store failure".into());
         }
         let seq = w.log.len() as u64;
@@ -644,7 +658,18 @@ impl Journal for Sim {
     }
 
     async fn flush_before_lines(&self, _session: SessionId) -> Result<(), String> {
-        let crashed = self.is_dead(&self.lock());
+        let crashed = {
+            let mut w = self.lock();
+            let dead = self.is_dead(&w);
+            if !dead {
+                if w.run_resumed {
+                    w.violations
+                        .push("the session's start flushed again after the resume point was known".into());
+                }
+                w.run_flushed = true;
+            }
+            dead
+        };
         if crashed {
             dead::<()>().await
         }
@@ -757,6 +782,9 @@ fn world(seed: u64, crash_at: Option<usize>, kind: Kind) -> (Sim, MachineMeta, L
         floor: None,
         acked_upto: 0,
         disturbed: false,
+        run_flushed: false,
+        run_resumed: false,
+        run_store_failed: false,
         violations: Vec::new(),
         seen: Seen::default(),
         rng: Rng::new(seed ^ 0x51_f1a1),
@@ -906,6 +934,7 @@ async fn run_once(sim: &Sim, meta: &MachineMeta, rebuilt: Rebuilt, limits: Limit
             identity: rebuilt.identity,
         });
         (w.floor, w.acked_upto, w.disturbed) = (None, 0, false);
+        (w.run_flushed, w.run_resumed, w.run_store_failed) = (false, false, false);
         w.trace(format_args!(
             "run: {} from {}",
             rebuilt.state.phase.name(),
