@@ -730,3 +730,60 @@ async fn each_batch_is_read_once_when_the_read_ahead_is_reused() {
     // Batches of 4: lines 0-3, 4-7 (read ahead), 8-9 (read ahead, at the end: no more).
     assert_eq!(*reads.lock().unwrap(), vec![0, 4, 8], "batch starts read");
 }
+
+/// Fails its first read with an ordinary IO error, then reads through.
+struct FailsOnce {
+    inner: Box<dyn kcap::effects::delivery::LineSource>,
+    failed: bool,
+}
+
+impl kcap::effects::delivery::LineSource for FailsOnce {
+    fn read_batch_at(
+        &mut self,
+        from: Watermark,
+        identity: Option<(u64, u64)>,
+        limits: Limits,
+        take_unterminated: bool,
+    ) -> std::io::Result<Option<kcap::effects::lines::Batch>> {
+        if !std::mem::replace(&mut self.failed, true) {
+            return Err(std::io::Error::other("simulated disk error"));
+        }
+        self.inner
+            .read_batch_at(from, identity, limits, take_unterminated)
+    }
+
+    fn skip_to_line(&mut self, from: Watermark, target: u64) -> std::io::Result<Watermark> {
+        self.inner.skip_to_line(from, target)
+    }
+
+    fn identity(&self) -> Option<(u64, u64)> {
+        self.inner.identity()
+    }
+
+    fn current(&self) -> Option<(u64, u64)> {
+        self.inner.current()
+    }
+}
+
+/// A read that fails for an ordinary reason (not a refused file) is worth another try: the
+/// machine backs off instead of parking, and the next step delivers.
+#[tokio::test(flavor = "current_thread")]
+async fn a_failed_read_is_retryable_and_the_next_step_delivers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut t, server, positions, limits) = small_world(23, dir.path(), 3, 3);
+    let (d, _) = start(&mut t, &server, &positions, limits);
+    let mut d = d
+        .sequential()
+        .wrap_lines(|inner| FailsOnce { inner, failed: false });
+    let err = d.next_batch(false).await.unwrap_err();
+    assert!(
+        matches!(err, DeliveryError::Read(_)) && err.retryable(),
+        "an IO error gave {err:?}"
+    );
+    assert!(
+        err.to_string().contains("simulated disk error"),
+        "the cause is not shown: {err}"
+    );
+    assert!(d.deliver_available(false).await.unwrap().drained);
+    check_server(23, &server, &t).unwrap();
+}
