@@ -787,3 +787,29 @@ async fn a_failed_read_is_retryable_and_the_next_step_delivers() {
     assert!(d.deliver_available(false).await.unwrap().drained);
     check_server(23, &server, &t).unwrap();
 }
+
+/// A batch of blank lines only sends nothing but still moves the position past them (the
+/// caller persists `upto`), and a step that finds nothing new reports no move.
+#[tokio::test(flavor = "current_thread")]
+async fn a_blank_only_batch_moves_the_position_and_an_empty_step_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut t, server, positions, limits) = small_world(29, dir.path(), 8, 0);
+    for line in &mut t.lines[4..] {
+        line.clear();
+    }
+    t.written = 8;
+    t.write_prefix(8, false);
+    let (d, _) = start(&mut t, &server, &positions, limits);
+    let mut d = d.sequential();
+    let first = d.next_batch(false).await.unwrap();
+    assert_eq!(first.upto.map(|w| w.next_line), Some(4), "{first:?}");
+    let blanks = d.next_batch(false).await.unwrap();
+    assert_eq!(
+        (blanks.upto.map(|w| w.next_line), blanks.drained),
+        (Some(8), true),
+        "the blank lines 4..8: {blanks:?}"
+    );
+    let idle = d.next_batch(false).await.unwrap();
+    assert_eq!(idle.upto, None, "nothing new, yet a move: {idle:?}");
+    check_server(29, &server, &t).unwrap();
+}
