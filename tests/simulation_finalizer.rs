@@ -22,7 +22,8 @@
 //!   the sender could have known was held (a batch never starts below its run's resume point
 //!   max(local, server last-line + 1) or below a batch acknowledged in that run, unless the
 //!   transcript was cut or replaced meanwhile). So copies come only from cut replies and crashes;
-//! - a position is persisted only over lines the server holds;
+//! - a position is persisted only over lines the server holds, and never by a run after its
+//!   store failed;
 //! - each run flushes the session's start before it asks the server anything (unless its store
 //!   failed), and once only (not again after the server's resume point is known);
 //! - the persisted log replays to the phases it recorded, and the machine drains in a bounded
@@ -617,6 +618,12 @@ impl Positions for Sim {
         let mut w = self.lock();
         if self.is_dead(&w) {
             return Err("process is dead".into());
+        }
+        if w.run_store_failed {
+            // The run goes on without its store once a write failed (the server's last-line
+            // is its resume point): it must not keep writing positions there.
+            w.violations
+                .push("a position written after the run lost its store".into());
         }
         w.advance(wm, identity);
         self.performed(&mut w, format_args!("position to {}", wm.next_line));
