@@ -357,6 +357,99 @@ fn the_sqlite_search_index_resumes_where_it_stopped_after_a_restart() {
     assert_eq!(store(2, &["omega"]), (1, 2, 1));
 }
 
+/// A batch of `words` (one user message each) from line `first`, with `blanks`.
+#[track_caller]
+fn store_words(storage: &Storage, sid: SessionId, first: u64, words: &[&str], blanks: &[u64]) {
+    use kcap::ids::event_id;
+    use kcap::server::storage::{Batch, IncomingLine, Principal};
+    let lines = words
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let text = ev("user.message", serde_json::json!({ "content": w }));
+            let number = first + i as u64;
+            IncomingLine {
+                number,
+                id: event_id(&sid, number, text.as_bytes()),
+                text,
+            }
+        })
+        .collect();
+    let batch = Batch {
+        session: sid,
+        lines,
+        blanks: blanks.to_vec(),
+        vendor: None,
+        repository: None,
+        writer: Principal::Anonymous,
+        now: 1,
+    };
+    storage.backend().ingest(&batch).unwrap();
+}
+
+/// Line numbers of the hits for `q`, after the index caught up.
+#[track_caller]
+fn hits_after_catch_up(storage: &Storage, q: &str) -> Vec<u64> {
+    use kcap::server::web::model::Paging;
+    let reads = storage.reads();
+    indexer::catch_up(&*reads).unwrap();
+    let mut ns: Vec<u64> = reads
+        .search_lines(q, Paging::new(0, 10))
+        .unwrap()
+        .iter()
+        .map(|h| h.n)
+        .collect();
+    ns.sort();
+    ns
+}
+
+/// A line stored blank and filled in after the indexer passed it keeps its row: it must still
+/// become searchable (the store queues it for the indexer in the filling transaction).
+#[test]
+fn a_blank_line_filled_in_after_indexing_becomes_searchable_on_sqlite() {
+    let storage = Storage::temporary().unwrap();
+    let sid = SessionId::new_random();
+    store_words(&storage, sid, 0, &["first"], &[]);
+    store_words(&storage, sid, 2, &["third"], &[1]);
+    assert_eq!(hits_after_catch_up(&storage, "third"), vec![2]);
+    store_words(&storage, sid, 1, &["filledword"], &[]);
+    assert_eq!(hits_after_catch_up(&storage, "filledword"), vec![1]);
+    // Indexed once: the next steps leave it alone.
+    assert_eq!(hits_after_catch_up(&storage, "filledword"), vec![1]);
+    assert_eq!(hits_after_catch_up(&storage, "first"), vec![0]);
+}
+
+/// The search index is a file beside the store: deleted, it is rebuilt; one left from another
+/// store (its rowids name other lines) is not trusted but rebuilt.
+#[test]
+fn the_sqlite_search_index_is_rebuilt_when_missing_or_built_for_another_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kcap.db");
+    let sid = SessionId::new_random();
+    {
+        let storage = Storage::sqlite(&path).unwrap();
+        store_words(&storage, sid, 0, &["apple", "banana"], &[]);
+        assert_eq!(hits_after_catch_up(&storage, "banana"), vec![1]);
+    }
+    let index = kcap::server::storage::sqlite_search::path_for(&path);
+    assert!(index.exists(), "{}", index.display());
+    std::fs::remove_file(&index).unwrap();
+    let _ = std::fs::remove_file(index.with_extension("db-wal"));
+    let _ = std::fs::remove_file(index.with_extension("db-shm"));
+    {
+        let storage = Storage::sqlite(&path).unwrap();
+        assert_eq!(hits_after_catch_up(&storage, "banana"), vec![1], "rebuilt");
+    }
+    // Another store in the same place, with the old index beside it.
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    let storage = Storage::sqlite(&path).unwrap();
+    store_words(&storage, sid, 0, &["cherry"], &[]);
+    assert_eq!(hits_after_catch_up(&storage, "banana"), Vec::<u64>::new());
+    assert_eq!(hits_after_catch_up(&storage, "cherry"), vec![0]);
+}
+
 /// Search pages on PostgreSQL are a total order: with many sessions starting in the same
 /// millisecond (their lines tie on start and number), pages of every size, taken one after
 /// another, list each matching line exactly once.
