@@ -357,6 +357,61 @@ fn the_sqlite_search_index_resumes_where_it_stopped_after_a_restart() {
     assert_eq!(store(2, &["omega"]), (1, 2, 1));
 }
 
+/// The server's own indexer (no catch-up call) makes the newest lines searchable: it gives way
+/// to batches being stored only for a bounded time, and once they stop it catches up.
+async fn the_running_indexer_makes_the_newest_lines_searchable(storage: Storage) {
+    let ui = Ui::start(storage).await;
+    let sid = SessionId::new_random();
+    for batch in 0..5u64 {
+        let lines: Vec<String> = (0..20)
+            .map(|i| {
+                ev(
+                    "user.message",
+                    serde_json::json!({ "content": format!("filler {batch} {i}") }),
+                )
+            })
+            .collect();
+        ui.post(sid, "org/r", batch * 20, &lines).await;
+    }
+    ui.post(
+        sid,
+        "org/r",
+        100,
+        &[ev("user.message", serde_json::json!({ "content": "newestword" }))],
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let hits = ui.json("/api/search?q=newestword").await;
+        let ns: Vec<u64> = hits["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["n"].as_u64().unwrap())
+            .collect();
+        if ns == vec![100] {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never searchable: {hits}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ui.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_running_indexer_makes_the_newest_lines_searchable_on_sqlite() {
+    the_running_indexer_makes_the_newest_lines_searchable(Storage::temporary().unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_running_indexer_makes_the_newest_lines_searchable_on_postgres() {
+    let Some(cluster) = Cluster::start("web_storage::running_indexer") else {
+        return;
+    };
+    the_running_indexer_makes_the_newest_lines_searchable(Storage::postgres(&cluster.database()).unwrap())
+        .await;
+}
+
 /// A batch of `words` (one user message each) from line `first`, with `blanks`.
 #[track_caller]
 fn store_words(storage: &Storage, sid: SessionId, first: u64, words: &[&str], blanks: &[u64]) {
