@@ -25,7 +25,8 @@ use crate::server::usage::Shutdown;
 /// Lines the indexer looks at per step, at most.
 const INDEX_STEP: i64 = 500;
 /// Readable text an index step holds in memory, at most (a line contributes up to 256 KiB).
-const INDEX_STEP_BYTES: usize = 8 * 1024 * 1024;
+/// FTS5 keeps a step's tokens in memory until its commit, so this also bounds that.
+const INDEX_STEP_BYTES: usize = 2 * 1024 * 1024;
 
 /// The readable text of `lines.text` (see [`search::search_text`]; the same fields, in SQL).
 const SEARCH_TEXT: &str = "substr(CASE WHEN json_valid(text) THEN concat_ws(char(10), \
