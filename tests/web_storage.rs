@@ -316,37 +316,13 @@ async fn postgres() {
 
 #[test]
 fn the_sqlite_search_index_resumes_where_it_stopped_after_a_restart() {
-    use kcap::ids::event_id;
-    use kcap::server::storage::{Batch, IncomingLine, Principal};
     use kcap::server::web::model::Paging;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kcap.db");
     let sid = SessionId::new_random();
     let store = |first: u64, words: &[&str]| {
         let storage = Storage::sqlite(&path).unwrap();
-        let lines = words
-            .iter()
-            .enumerate()
-            .map(|(i, w)| {
-                let text = ev("user.message", serde_json::json!({ "content": w }));
-                let number = first + i as u64;
-                IncomingLine {
-                    number,
-                    id: event_id(&sid, number, text.as_bytes()),
-                    text,
-                }
-            })
-            .collect();
-        let batch = Batch {
-            session: sid,
-            lines,
-            blanks: Vec::new(),
-            vendor: None,
-            repository: None,
-            writer: Principal::Anonymous,
-            now: 1,
-        };
-        storage.backend().ingest(&batch).unwrap();
+        store_words(&storage, sid, first, words, &[]);
         let reads = storage.reads();
         let indexed = indexer::catch_up(&*reads).unwrap();
         let hits = |q: &str| reads.search_lines(q, Paging::new(0, 10)).unwrap().len();
@@ -412,16 +388,24 @@ async fn the_running_indexer_makes_the_newest_lines_searchable_on_postgres() {
         .await;
 }
 
-/// A batch of `words` (one user message each) from line `first`, with `blanks`.
+/// Stores a batch of `words` (one user message each) from line `first`, with `blanks`, written
+/// at `now`; returns how many lines were new.
 #[track_caller]
-fn store_words(storage: &Storage, sid: SessionId, first: u64, words: &[&str], blanks: &[u64]) {
+fn store_words_at(
+    storage: &Storage,
+    sid: SessionId,
+    first: u64,
+    words: &[impl AsRef<str>],
+    blanks: &[u64],
+    now: u64,
+) -> u64 {
     use kcap::ids::event_id;
     use kcap::server::storage::{Batch, IncomingLine, Principal};
     let lines = words
         .iter()
         .enumerate()
         .map(|(i, w)| {
-            let text = ev("user.message", serde_json::json!({ "content": w }));
+            let text = ev("user.message", serde_json::json!({ "content": w.as_ref() }));
             let number = first + i as u64;
             IncomingLine {
                 number,
@@ -437,9 +421,15 @@ fn store_words(storage: &Storage, sid: SessionId, first: u64, words: &[&str], bl
         vendor: None,
         repository: None,
         writer: Principal::Anonymous,
-        now: 1,
+        now,
     };
-    storage.backend().ingest(&batch).unwrap();
+    // On a thread of its own: PostgreSQL's blocking client must not run on an async worker.
+    storage.run_detached(|b| b.ingest(&batch)).unwrap().new
+}
+
+#[track_caller]
+fn store_words(storage: &Storage, sid: SessionId, first: u64, words: &[&str], blanks: &[u64]) {
+    store_words_at(storage, sid, first, words, blanks, 1);
 }
 
 /// Line numbers of the hits for `q`, after the index caught up.
@@ -510,8 +500,6 @@ fn the_sqlite_search_index_is_rebuilt_when_missing_or_built_for_another_store() 
 /// another, list each matching line exactly once.
 #[test]
 fn postgres_search_pages_never_repeat_or_skip_lines_that_tie() {
-    use kcap::ids::event_id;
-    use kcap::server::storage::{Batch, IncomingLine, Principal};
     use kcap::server::web::model::Paging;
     let Some(cluster) = Cluster::start("web_storage::postgres_search_ties") else {
         return;
@@ -520,29 +508,8 @@ fn postgres_search_pages_never_repeat_or_skip_lines_that_tie() {
     let mut expected = std::collections::BTreeSet::new();
     for _ in 0..12 {
         let sid = SessionId::new_random();
-        let lines = (0..6u64)
-            .map(|n| {
-                let text = ev(
-                    "user.message",
-                    serde_json::json!({ "content": format!("tie {n}") }),
-                );
-                IncomingLine {
-                    number: n,
-                    id: event_id(&sid, n, text.as_bytes()),
-                    text,
-                }
-            })
-            .collect();
-        let batch = Batch {
-            session: sid,
-            lines,
-            blanks: Vec::new(),
-            vendor: None,
-            repository: None,
-            writer: Principal::Anonymous,
-            now: 1_000,
-        };
-        storage.run_detached(|b| b.ingest(&batch)).unwrap();
+        let words: Vec<String> = (0..6u64).map(|n| format!("tie {n}")).collect();
+        store_words_at(&storage, sid, 0, &words, &[], 1_000);
         expected.extend((0..6u64).map(|n| (sid, n)));
     }
     let reads = storage.reads();
@@ -633,8 +600,6 @@ fn postgres_search_finds_lines_stored_before_the_stored_vector_migration() {
 /// finds every line by its own word.
 #[test]
 fn two_postgres_indexers_at_once_fill_each_line_once_and_search_finds_every_line() {
-    use kcap::ids::event_id;
-    use kcap::server::storage::{Batch, IncomingLine, Principal};
     use kcap::server::web::model::Paging;
     use std::sync::atomic::{AtomicBool, Ordering};
     let Some(cluster) = Cluster::start("web_storage::two_postgres_indexers") else {
@@ -652,28 +617,10 @@ fn two_postgres_indexers_at_once_fill_each_line_once_and_search_finds_every_line
     let sessions: Vec<SessionId> = (0..SESSIONS).map(|_| SessionId::new_random()).collect();
     let store = |s: u64, range: std::ops::Range<u64>| {
         let sid = sessions[s as usize];
-        let lines = range
-            .map(|n| {
-                let text = ev("user.message", serde_json::json!({ "content": word(s, n) }));
-                IncomingLine {
-                    number: n,
-                    id: event_id(&sid, n, text.as_bytes()),
-                    text,
-                }
-            })
-            .collect();
-        let batch = Batch {
-            session: sid,
-            lines,
-            blanks: Vec::new(),
-            vendor: None,
-            repository: None,
-            writer: Principal::Anonymous,
-            now: 1_000 + s,
-        };
+        let words: Vec<String> = range.clone().map(|n| word(s, n)).collect();
         assert_eq!(
-            writer.backend().ingest(&batch).unwrap().new,
-            batch.lines.len() as u64
+            store_words_at(&writer, sid, range.start, &words, &[], 1_000 + s),
+            words.len() as u64
         );
     };
     // Half the lines are waiting before the indexers start; the rest arrive while they run.
