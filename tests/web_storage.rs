@@ -16,6 +16,25 @@ use kcap::server::{Options, Server};
 
 const ADMIN: &str = "admin-token-for-tests";
 
+/// Two tests of one async check: on a temporary SQLite store, and on PostgreSQL in a throwaway
+/// cluster (which says it skipped where PostgreSQL is missing, and fails in CI).
+macro_rules! on_both_backends {
+    ($check:ident, $on_sqlite:ident, $on_postgres:ident) => {
+        #[tokio::test(flavor = "multi_thread")]
+        async fn $on_sqlite() {
+            $check(Storage::temporary().unwrap()).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread")]
+        async fn $on_postgres() {
+            let Some(cluster) = Cluster::start(concat!("web_storage::", stringify!($on_postgres))) else {
+                return;
+            };
+            $check(Storage::postgres(&cluster.database()).unwrap()).await;
+        }
+    };
+}
+
 fn ev(kind: &str, data: serde_json::Value) -> String {
     serde_json::json!({ "type": kind, "data": data, "timestamp": "2026-09-21T10:00:00.000Z" }).to_string()
 }
@@ -285,34 +304,12 @@ async fn a_revoked_token_ends_an_open_live_stream(storage: Storage) {
     ui.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn revocation_ends_live_streams_on_sqlite() {
-    a_revoked_token_ends_an_open_live_stream(Storage::temporary().unwrap()).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn revocation_ends_live_streams_on_postgres() {
-    let Some(cluster) = Cluster::start("web_storage::revocation_ends_live_streams_on_postgres") else {
-        return;
-    };
-    let storage = Storage::postgres(&cluster.database()).unwrap();
-    a_revoked_token_ends_an_open_live_stream(storage).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn sqlite() {
-    the_web_ui_reads_what_was_stored(Storage::temporary().unwrap()).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn postgres() {
-    let Some(cluster) = Cluster::start("web_storage::postgres") else {
-        return;
-    };
-    let url = cluster.database();
-    let storage = Storage::postgres(&url).unwrap();
-    the_web_ui_reads_what_was_stored(storage).await;
-}
+on_both_backends!(
+    a_revoked_token_ends_an_open_live_stream,
+    revocation_ends_live_streams_on_sqlite,
+    revocation_ends_live_streams_on_postgres
+);
+on_both_backends!(the_web_ui_reads_what_was_stored, sqlite, postgres);
 
 #[test]
 fn the_sqlite_search_index_resumes_where_it_stopped_after_a_restart() {
@@ -374,19 +371,11 @@ async fn the_running_indexer_makes_the_newest_lines_searchable(storage: Storage)
     ui.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_running_indexer_makes_the_newest_lines_searchable_on_sqlite() {
-    the_running_indexer_makes_the_newest_lines_searchable(Storage::temporary().unwrap()).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn the_running_indexer_makes_the_newest_lines_searchable_on_postgres() {
-    let Some(cluster) = Cluster::start("web_storage::running_indexer") else {
-        return;
-    };
-    the_running_indexer_makes_the_newest_lines_searchable(Storage::postgres(&cluster.database()).unwrap())
-        .await;
-}
+on_both_backends!(
+    the_running_indexer_makes_the_newest_lines_searchable,
+    the_running_indexer_makes_the_newest_lines_searchable_on_sqlite,
+    the_running_indexer_makes_the_newest_lines_searchable_on_postgres
+);
 
 /// Stores a batch of `words` (one user message each) from line `first`, with `blanks`, written
 /// at `now`; returns how many lines were new.
@@ -713,16 +702,8 @@ fn url_escape(word: &str) -> String {
     word.bytes().map(|b| format!("%{b:02X}")).collect()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn search_finds_combining_mark_words_on_sqlite() {
-    search_finds_words_with_combining_marks(Storage::temporary().unwrap()).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn search_finds_combining_mark_words_on_postgres() {
-    let Some(cluster) = Cluster::start("web_storage::combining_marks") else {
-        return;
-    };
-    let storage = Storage::postgres(&cluster.database()).unwrap();
-    search_finds_words_with_combining_marks(storage).await;
-}
+on_both_backends!(
+    search_finds_words_with_combining_marks,
+    search_finds_combining_mark_words_on_sqlite,
+    search_finds_combining_mark_words_on_postgres
+);
