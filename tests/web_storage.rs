@@ -16,6 +16,25 @@ use kcap::server::{Options, Server};
 
 const ADMIN: &str = "admin-token-for-tests";
 
+/// Two tests of one async check: on a temporary SQLite store, and on PostgreSQL in a throwaway
+/// cluster (which says it skipped where PostgreSQL is missing, and fails in CI).
+macro_rules! on_both_backends {
+    ($check:ident, $on_sqlite:ident, $on_postgres:ident) => {
+        #[tokio::test(flavor = "multi_thread")]
+        async fn $on_sqlite() {
+            $check(Storage::temporary().unwrap()).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread")]
+        async fn $on_postgres() {
+            let Some(cluster) = Cluster::start(concat!("web_storage::", stringify!($on_postgres))) else {
+                return;
+            };
+            $check(Storage::postgres(&cluster.database()).unwrap()).await;
+        }
+    };
+}
+
 fn ev(kind: &str, data: serde_json::Value) -> String {
     serde_json::json!({ "type": kind, "data": data, "timestamp": "2026-09-21T10:00:00.000Z" }).to_string()
 }
@@ -285,68 +304,22 @@ async fn a_revoked_token_ends_an_open_live_stream(storage: Storage) {
     ui.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn revocation_ends_live_streams_on_sqlite() {
-    a_revoked_token_ends_an_open_live_stream(Storage::temporary().unwrap()).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn revocation_ends_live_streams_on_postgres() {
-    let Some(cluster) = Cluster::start("web_storage::revocation_ends_live_streams_on_postgres") else {
-        return;
-    };
-    let storage = Storage::postgres(&cluster.database()).unwrap();
-    a_revoked_token_ends_an_open_live_stream(storage).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn sqlite() {
-    the_web_ui_reads_what_was_stored(Storage::temporary().unwrap()).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn postgres() {
-    let Some(cluster) = Cluster::start("web_storage::postgres") else {
-        return;
-    };
-    let url = cluster.database();
-    let storage = Storage::postgres(&url).unwrap();
-    the_web_ui_reads_what_was_stored(storage).await;
-}
+on_both_backends!(
+    a_revoked_token_ends_an_open_live_stream,
+    revocation_ends_live_streams_on_sqlite,
+    revocation_ends_live_streams_on_postgres
+);
+on_both_backends!(the_web_ui_reads_what_was_stored, sqlite, postgres);
 
 #[test]
 fn the_sqlite_search_index_resumes_where_it_stopped_after_a_restart() {
-    use kcap::ids::event_id;
-    use kcap::server::storage::{Batch, IncomingLine, Principal};
     use kcap::server::web::model::Paging;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kcap.db");
     let sid = SessionId::new_random();
     let store = |first: u64, words: &[&str]| {
         let storage = Storage::sqlite(&path).unwrap();
-        let lines = words
-            .iter()
-            .enumerate()
-            .map(|(i, w)| {
-                let text = ev("user.message", serde_json::json!({ "content": w }));
-                let number = first + i as u64;
-                IncomingLine {
-                    number,
-                    id: event_id(&sid, number, text.as_bytes()),
-                    text,
-                }
-            })
-            .collect();
-        let batch = Batch {
-            session: sid,
-            lines,
-            blanks: Vec::new(),
-            vendor: None,
-            repository: None,
-            writer: Principal::Anonymous,
-            now: 1,
-        };
-        storage.backend().ingest(&batch).unwrap();
+        store_words(&storage, sid, first, words, &[]);
         let reads = storage.reads();
         let indexed = indexer::catch_up(&*reads).unwrap();
         let hits = |q: &str| reads.search_lines(q, Paging::new(0, 10)).unwrap().len();
@@ -357,13 +330,165 @@ fn the_sqlite_search_index_resumes_where_it_stopped_after_a_restart() {
     assert_eq!(store(2, &["omega"]), (1, 2, 1));
 }
 
+/// The server's own indexer (no catch-up call) makes the newest lines searchable: it gives way
+/// to batches being stored only for a bounded time, and once they stop it catches up.
+async fn the_running_indexer_makes_the_newest_lines_searchable(storage: Storage) {
+    let ui = Ui::start(storage).await;
+    let sid = SessionId::new_random();
+    for batch in 0..5u64 {
+        let lines: Vec<String> = (0..20)
+            .map(|i| {
+                ev(
+                    "user.message",
+                    serde_json::json!({ "content": format!("filler {batch} {i}") }),
+                )
+            })
+            .collect();
+        ui.post(sid, "org/r", batch * 20, &lines).await;
+    }
+    ui.post(
+        sid,
+        "org/r",
+        100,
+        &[ev("user.message", serde_json::json!({ "content": "newestword" }))],
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let hits = ui.json("/api/search?q=newestword").await;
+        let ns: Vec<u64> = hits["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["n"].as_u64().unwrap())
+            .collect();
+        if ns == vec![100] {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never searchable: {hits}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ui.server.stop().await;
+}
+
+on_both_backends!(
+    the_running_indexer_makes_the_newest_lines_searchable,
+    the_running_indexer_makes_the_newest_lines_searchable_on_sqlite,
+    the_running_indexer_makes_the_newest_lines_searchable_on_postgres
+);
+
+/// Stores a batch of `words` (one user message each) from line `first`, with `blanks`, written
+/// at `now`; returns how many lines were new.
+#[track_caller]
+fn store_words_at(
+    storage: &Storage,
+    sid: SessionId,
+    first: u64,
+    words: &[impl AsRef<str>],
+    blanks: &[u64],
+    now: u64,
+) -> u64 {
+    use kcap::ids::event_id;
+    use kcap::server::storage::{Batch, IncomingLine, Principal};
+    let lines = words
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let text = ev("user.message", serde_json::json!({ "content": w.as_ref() }));
+            let number = first + i as u64;
+            IncomingLine {
+                number,
+                id: event_id(&sid, number, text.as_bytes()),
+                text,
+            }
+        })
+        .collect();
+    let batch = Batch {
+        session: sid,
+        lines,
+        blanks: blanks.to_vec(),
+        vendor: None,
+        repository: None,
+        writer: Principal::Anonymous,
+        now,
+    };
+    // On a thread of its own: PostgreSQL's blocking client must not run on an async worker.
+    storage.run_detached(|b| b.ingest(&batch)).unwrap().new
+}
+
+#[track_caller]
+fn store_words(storage: &Storage, sid: SessionId, first: u64, words: &[&str], blanks: &[u64]) {
+    store_words_at(storage, sid, first, words, blanks, 1);
+}
+
+/// Line numbers of the hits for `q`, after the index caught up.
+#[track_caller]
+fn hits_after_catch_up(storage: &Storage, q: &str) -> Vec<u64> {
+    use kcap::server::web::model::Paging;
+    let reads = storage.reads();
+    indexer::catch_up(&*reads).unwrap();
+    let mut ns: Vec<u64> = reads
+        .search_lines(q, Paging::new(0, 10))
+        .unwrap()
+        .iter()
+        .map(|h| h.n)
+        .collect();
+    ns.sort();
+    ns
+}
+
+/// A line stored blank and filled in after the indexer passed it keeps its row: it must still
+/// become searchable (the store queues it for the indexer in the filling transaction).
+#[test]
+fn a_blank_line_filled_in_after_indexing_becomes_searchable_on_sqlite() {
+    let storage = Storage::temporary().unwrap();
+    let sid = SessionId::new_random();
+    store_words(&storage, sid, 0, &["first"], &[]);
+    store_words(&storage, sid, 2, &["third"], &[1]);
+    assert_eq!(hits_after_catch_up(&storage, "third"), vec![2]);
+    store_words(&storage, sid, 1, &["filledword"], &[]);
+    assert_eq!(hits_after_catch_up(&storage, "filledword"), vec![1]);
+    // Indexed once: the next steps leave it alone.
+    assert_eq!(hits_after_catch_up(&storage, "filledword"), vec![1]);
+    assert_eq!(hits_after_catch_up(&storage, "first"), vec![0]);
+}
+
+/// The search index is a file beside the store: deleted, it is rebuilt; one left from another
+/// store (its rowids name other lines) is not trusted but rebuilt.
+#[test]
+fn the_sqlite_search_index_is_rebuilt_when_missing_or_built_for_another_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kcap.db");
+    let sid = SessionId::new_random();
+    {
+        let storage = Storage::sqlite(&path).unwrap();
+        store_words(&storage, sid, 0, &["apple", "banana"], &[]);
+        assert_eq!(hits_after_catch_up(&storage, "banana"), vec![1]);
+    }
+    let index = kcap::server::storage::sqlite_search::path_for(&path);
+    assert!(index.exists(), "{}", index.display());
+    std::fs::remove_file(&index).unwrap();
+    let _ = std::fs::remove_file(index.with_extension("db-wal"));
+    let _ = std::fs::remove_file(index.with_extension("db-shm"));
+    {
+        let storage = Storage::sqlite(&path).unwrap();
+        assert_eq!(hits_after_catch_up(&storage, "banana"), vec![1], "rebuilt");
+    }
+    // Another store in the same place, with the old index beside it.
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    let storage = Storage::sqlite(&path).unwrap();
+    store_words(&storage, sid, 0, &["cherry"], &[]);
+    assert_eq!(hits_after_catch_up(&storage, "banana"), Vec::<u64>::new());
+    assert_eq!(hits_after_catch_up(&storage, "cherry"), vec![0]);
+}
+
 /// Search pages on PostgreSQL are a total order: with many sessions starting in the same
 /// millisecond (their lines tie on start and number), pages of every size, taken one after
 /// another, list each matching line exactly once.
 #[test]
 fn postgres_search_pages_never_repeat_or_skip_lines_that_tie() {
-    use kcap::ids::event_id;
-    use kcap::server::storage::{Batch, IncomingLine, Principal};
     use kcap::server::web::model::Paging;
     let Some(cluster) = Cluster::start("web_storage::postgres_search_ties") else {
         return;
@@ -372,29 +497,8 @@ fn postgres_search_pages_never_repeat_or_skip_lines_that_tie() {
     let mut expected = std::collections::BTreeSet::new();
     for _ in 0..12 {
         let sid = SessionId::new_random();
-        let lines = (0..6u64)
-            .map(|n| {
-                let text = ev(
-                    "user.message",
-                    serde_json::json!({ "content": format!("tie {n}") }),
-                );
-                IncomingLine {
-                    number: n,
-                    id: event_id(&sid, n, text.as_bytes()),
-                    text,
-                }
-            })
-            .collect();
-        let batch = Batch {
-            session: sid,
-            lines,
-            blanks: Vec::new(),
-            vendor: None,
-            repository: None,
-            writer: Principal::Anonymous,
-            now: 1_000,
-        };
-        storage.run_detached(|b| b.ingest(&batch)).unwrap();
+        let words: Vec<String> = (0..6u64).map(|n| format!("tie {n}")).collect();
+        store_words_at(&storage, sid, 0, &words, &[], 1_000);
         expected.extend((0..6u64).map(|n| (sid, n)));
     }
     let reads = storage.reads();
@@ -485,8 +589,6 @@ fn postgres_search_finds_lines_stored_before_the_stored_vector_migration() {
 /// finds every line by its own word.
 #[test]
 fn two_postgres_indexers_at_once_fill_each_line_once_and_search_finds_every_line() {
-    use kcap::ids::event_id;
-    use kcap::server::storage::{Batch, IncomingLine, Principal};
     use kcap::server::web::model::Paging;
     use std::sync::atomic::{AtomicBool, Ordering};
     let Some(cluster) = Cluster::start("web_storage::two_postgres_indexers") else {
@@ -504,28 +606,10 @@ fn two_postgres_indexers_at_once_fill_each_line_once_and_search_finds_every_line
     let sessions: Vec<SessionId> = (0..SESSIONS).map(|_| SessionId::new_random()).collect();
     let store = |s: u64, range: std::ops::Range<u64>| {
         let sid = sessions[s as usize];
-        let lines = range
-            .map(|n| {
-                let text = ev("user.message", serde_json::json!({ "content": word(s, n) }));
-                IncomingLine {
-                    number: n,
-                    id: event_id(&sid, n, text.as_bytes()),
-                    text,
-                }
-            })
-            .collect();
-        let batch = Batch {
-            session: sid,
-            lines,
-            blanks: Vec::new(),
-            vendor: None,
-            repository: None,
-            writer: Principal::Anonymous,
-            now: 1_000 + s,
-        };
+        let words: Vec<String> = range.clone().map(|n| word(s, n)).collect();
         assert_eq!(
-            writer.backend().ingest(&batch).unwrap().new,
-            batch.lines.len() as u64
+            store_words_at(&writer, sid, range.start, &words, &[], 1_000 + s),
+            words.len() as u64
         );
     };
     // Half the lines are waiting before the indexers start; the rest arrive while they run.
@@ -618,16 +702,8 @@ fn url_escape(word: &str) -> String {
     word.bytes().map(|b| format!("%{b:02X}")).collect()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn search_finds_combining_mark_words_on_sqlite() {
-    search_finds_words_with_combining_marks(Storage::temporary().unwrap()).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn search_finds_combining_mark_words_on_postgres() {
-    let Some(cluster) = Cluster::start("web_storage::combining_marks") else {
-        return;
-    };
-    let storage = Storage::postgres(&cluster.database()).unwrap();
-    search_finds_words_with_combining_marks(storage).await;
-}
+on_both_backends!(
+    search_finds_words_with_combining_marks,
+    search_finds_combining_mark_words_on_sqlite,
+    search_finds_combining_mark_words_on_postgres
+);

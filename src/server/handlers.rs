@@ -322,6 +322,8 @@ async fn transcript(
     request: Request,
 ) -> Response {
     let limits = &shared.limits;
+    // The search indexer gives way while batches are being stored (its CPU is theirs).
+    let _ingesting = shared.live.ingesting();
     let declared = declared_length(&request);
     let body = request.into_body();
     if let Some(declared) = declared.filter(|d| *d > limits.max_body) {

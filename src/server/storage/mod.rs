@@ -12,6 +12,7 @@ pub mod postgres;
 pub mod rules;
 pub mod sled_import;
 pub mod sqlite;
+pub mod sqlite_search;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -1,9 +1,11 @@
 //! The embedded backend: one SQLite file in WAL mode with `synchronous = FULL`, so a commit is
 //! on disk when it returns. Writes go through one connection (SQLite has one writer anyway);
-//! reads use a small pool of their own connections and never wait for a writer (WAL).
+//! reads use a small pool of their own connections and never wait for a writer (WAL). The search
+//! index lives in a file of its own with its own writer ([`super::sqlite_search`]), so indexing
+//! never holds the lock a batch needs.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -11,6 +13,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 
 use super::migrations::{pending, SQLITE};
 use super::rules::{self, LineOutcome, Slot};
+use super::sqlite_search;
 use super::{
     Backend, Batch, Lifecycle, LifecycleKind, Principal, SessionLines, SessionRow, SessionSummary,
     StorageError, StoredLine, TokenInfo,
@@ -26,22 +29,15 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 /// WAL pages (64 KiB each) past which a commit checkpoints by itself: only reached when the
 /// checkpointer cannot keep up (a reader holding old frames), so the WAL stays bounded.
 const AUTOCHECKPOINT_PAGES: i64 = 4096;
-/// Longest an index step waits for queued durable writes to go first.
-const INDEX_YIELD_MAX: Duration = Duration::from_millis(200);
-
-/// The single write connection, and whether its last transaction was a relaxed one.
-struct Writer {
-    conn: Connection,
-    relaxed: bool,
-}
 
 /// The SQLite backend.
 pub struct Sqlite {
     path: PathBuf,
-    writer: Mutex<Writer>,
+    writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
-    /// Durable writes waiting for the write connection (index steps let them go first).
-    queued: AtomicUsize,
+    /// The search index's own write connection (see [`sqlite_search`]).
+    search: Mutex<Connection>,
+    search_path: PathBuf,
     checkpointer: Option<Checkpointer>,
     _temporary: Option<tempfile::TempDir>,
 }
@@ -185,8 +181,11 @@ fn retry_busy<T>(
     }
 }
 
-fn connection(path: &Path) -> Result<Connection, StorageError> {
-    connection_waiting(path, BUSY).map_err(db)
+/// A read connection: the store, with the search index attached as `search`.
+fn reader(path: &Path, search: &Path) -> Result<Connection, StorageError> {
+    let conn = connection_waiting(path, BUSY).map_err(db)?;
+    sqlite_search::attach(&conn, search).map_err(db)?;
+    Ok(conn)
 }
 
 /// A configured connection whose busy handler waits up to `busy`.
@@ -238,14 +237,16 @@ impl Sqlite {
         writer
             .pragma_update(None, "wal_autocheckpoint", AUTOCHECKPOINT_PAGES)
             .map_err(db)?;
+        let search_path = sqlite_search::path_for(path);
+        let token = sqlite_search::store_token(&writer).map_err(db)?;
+        let search = retry_busy(wait, |busy| Ok(sqlite_search::open(&search_path, &token, busy)?))?;
+        search.busy_timeout(BUSY).map_err(db)?;
         Ok(Sqlite {
             path: path.to_path_buf(),
-            writer: Mutex::new(Writer {
-                conn: writer,
-                relaxed: false,
-            }),
+            writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
-            queued: AtomicUsize::new(0),
+            search: Mutex::new(search),
+            search_path,
             checkpointer: Some(Checkpointer::start(path, wait)?),
             _temporary: temporary,
         })
@@ -259,7 +260,7 @@ impl Sqlite {
         let conn = lock(&self.readers).pop();
         let conn = match conn {
             Some(c) => c,
-            None => connection(&self.path)?,
+            None => reader(&self.path, &self.search_path)?,
         };
         let out = f(&conn).map_err(db);
         let mut pool = lock(&self.readers);
@@ -274,52 +275,20 @@ impl Sqlite {
         &self,
         f: impl FnOnce(&Transaction<'_>) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
-        self.queued.fetch_add(1, Ordering::AcqRel);
-        let mut writer = lock(&self.writer);
-        self.queued.fetch_sub(1, Ordering::AcqRel);
-        if writer.relaxed {
-            // Back to FULL before anything durable is committed on this connection.
-            writer
-                .conn
-                .pragma_update(None, "synchronous", "FULL")
-                .map_err(db)?;
-            writer.relaxed = false;
-        }
-        let out = commit(&mut writer.conn, f)?;
+        let out = commit(&mut lock(&self.writer), f)?;
         if let Some(c) = &self.checkpointer {
             c.commits.fetch_add(1, Ordering::Release);
         }
         Ok(out)
     }
 
-    /// Runs `f` in one write transaction whose loss on power failure costs nothing (the search
-    /// index, rebuilt from stored lines by its progress row in the same transaction): committed
-    /// without an fsync of its own (WAL `synchronous = NORMAL`), so it holds the write
-    /// connection for its work only; the next durable commit syncs it along. Durable writes
-    /// queued for the connection go first (the lock is not fair), up to [`INDEX_YIELD_MAX`].
-    pub(crate) fn write_relaxed<T>(
+    /// Runs `f` in one transaction on the search index's own connection (see
+    /// [`sqlite_search`]): it never takes the store's write lock.
+    pub(crate) fn write_search<T>(
         &self,
         f: impl FnOnce(&Transaction<'_>) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
-        let waited = std::time::Instant::now();
-        while self.queued.load(Ordering::Acquire) > 0 && waited.elapsed() < INDEX_YIELD_MAX {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let mut writer = lock(&self.writer);
-        if !writer.relaxed {
-            writer
-                .conn
-                .pragma_update(None, "synchronous", "NORMAL")
-                .map_err(db)?;
-            writer.relaxed = true;
-        }
-        let out = commit(&mut writer.conn, f)?;
-        // An index backlog worked through with no ingest still grows the WAL: the checkpointer
-        // copies it too, rather than leaving it to SQLite's autocheckpoint on the writer.
-        if let Some(c) = &self.checkpointer {
-            c.commits.fetch_add(1, Ordering::Release);
-        }
-        Ok(out)
+        commit(&mut lock(&self.search), f)
     }
 }
 
@@ -797,21 +766,60 @@ mod tests {
         tx.query_row("PRAGMA synchronous", [], |r| r.get(0)).map_err(db)
     }
 
-    /// An index step relaxes the write connection; the durable write after it must commit at
-    /// FULL again, or an acknowledged batch could be lost on power failure.
+    /// Acknowledged batches survive power loss: every store write commits with a full sync.
     #[test]
-    fn a_durable_write_after_an_index_step_commits_with_a_full_sync() {
+    fn store_writes_commit_with_a_full_sync() {
         let store = Sqlite::temporary().unwrap();
-        assert_eq!(store.write(synchronous).unwrap(), 2, "FULL from the start");
-        assert_eq!(
-            store.write_relaxed(synchronous).unwrap(),
-            1,
-            "NORMAL for index steps"
-        );
-        assert_eq!(
-            store.write(synchronous).unwrap(),
-            2,
-            "FULL again for a durable write"
-        );
+        assert_eq!(store.write(synchronous).unwrap(), 2, "FULL");
+    }
+
+    /// The search index has a writer of its own: a batch commits while an index step holds the
+    /// index (here, for as long as the test likes), which it could not when both shared one file.
+    #[test]
+    fn a_batch_commits_while_an_index_step_holds_the_search_index() {
+        let store = Sqlite::temporary().unwrap();
+        let session = SessionId::new_random();
+        let batch = |first: u64| Batch {
+            session,
+            lines: (first..first + 3)
+                .map(|n| super::super::IncomingLine {
+                    number: n,
+                    id: crate::ids::event_id(&session, n, b"line"),
+                    text: "line".into(),
+                })
+                .collect(),
+            blanks: Vec::new(),
+            vendor: None,
+            repository: None,
+            writer: Principal::Anonymous,
+            now: 1,
+        };
+        store.ingest(&batch(0)).unwrap();
+        let (held, release) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                store
+                    .write_search(|tx| {
+                        tx.execute("UPDATE progress SET last_rowid = last_rowid", [])
+                            .map_err(db)?;
+                        held.wait();
+                        release.wait();
+                        Ok(())
+                    })
+                    .unwrap()
+            });
+            held.wait();
+            let (done_tx, done) = std::sync::mpsc::channel();
+            let (store, batch) = (&store, &batch);
+            s.spawn(move || {
+                let reply = store.ingest(&batch(3));
+                let _ = done_tx.send(reply);
+            });
+            let reply = done.recv_timeout(Duration::from_secs(20));
+            release.wait();
+            let reply = reply.expect("the batch waited for the index step").unwrap();
+            assert_eq!(reply.new, 3);
+        });
+        assert_eq!(store.last_line(session).unwrap(), 5);
     }
 }

@@ -1,5 +1,9 @@
 //! Keeps the search index up to date off the ingest path: after lines are stored (the live hub
 //! says so) or every few seconds, it runs [`ReadModel::index_pending`] until nothing is left.
+//! Before each step it gives way to batches being stored, for at most [`GIVE_WAY_MAX`]: on a
+//! 2-core machine a step (hundreds of lines tokenized) otherwise takes the CPU a batch's parse
+//! and commit need. Search then lags by at most one step per [`GIVE_WAY_MAX`] while ingest never
+//! pauses, and catches up as soon as it does.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +17,17 @@ use super::model::ReadModel;
 const IDLE: Duration = Duration::from_secs(5);
 /// After an error, how long it waits before trying again.
 const BACKOFF: Duration = Duration::from_secs(2);
+/// Longest an index step waits for batches being stored to finish.
+pub const GIVE_WAY_MAX: Duration = Duration::from_millis(200);
+
+/// Waits while `hub` counts batches being stored, at most `max`; returns how long it waited.
+pub async fn give_way(hub: &LiveHub, max: Duration) -> Duration {
+    let started = tokio::time::Instant::now();
+    while hub.busy() && started.elapsed() < max {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    started.elapsed()
+}
 
 /// Runs until `stop` turns true.
 pub async fn run(reads: Arc<dyn ReadModel>, hub: LiveHub, mut stop: watch::Receiver<bool>) {
@@ -20,6 +35,7 @@ pub async fn run(reads: Arc<dyn ReadModel>, hub: LiveHub, mut stop: watch::Recei
     loop {
         wake.borrow_and_update();
         loop {
+            give_way(&hub, GIVE_WAY_MAX).await;
             let r = reads.clone();
             match tokio::task::spawn_blocking(move || r.index_pending()).await {
                 Ok(Ok(0)) => break,
@@ -60,5 +76,38 @@ pub fn catch_up(reads: &dyn ReadModel) -> Result<usize, super::model::ReadError>
             0 => return Ok(total),
             n => total += n,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_index_step_gives_way_to_batches_being_stored_for_a_bounded_time() {
+        let hub = LiveHub::new();
+        let max = Duration::from_millis(300);
+        assert!(
+            give_way(&hub, max).await < max,
+            "nothing is being stored: no wait"
+        );
+        let batch = hub.ingesting();
+        assert!(hub.busy());
+        assert!(
+            give_way(&hub, max).await >= max,
+            "waits while a batch is stored, up to max"
+        );
+        let hub2 = hub.clone();
+        let ends = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            drop(batch);
+            hub2.busy()
+        });
+        let waited = give_way(&hub, Duration::from_secs(30)).await;
+        assert!(!ends.await.unwrap(), "the guard counted the batch out");
+        assert!(
+            waited >= Duration::from_millis(50) && waited < Duration::from_secs(30),
+            "waited for the batch to end, not for max: {waited:?}"
+        );
     }
 }

@@ -9,6 +9,7 @@
 //! stream opened with a token revoked since then closes (a browser's reconnect then gets 401).
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,23 +36,50 @@ const BATCH: u32 = 200;
 /// arrives after the end hook).
 pub const END_QUIET_MS: Millis = 30_000;
 
-/// Wakes open streams when lines are stored.
+/// Wakes open streams when lines are stored, and counts batches being stored (the search
+/// indexer gives way to them).
 #[derive(Clone)]
-pub struct LiveHub(Arc<watch::Sender<u64>>);
+pub struct LiveHub {
+    changes: Arc<watch::Sender<u64>>,
+    ingesting: Arc<AtomicUsize>,
+}
+
+/// Counts one batch as being stored until dropped (see [`LiveHub::ingesting`]).
+pub struct Ingesting(Arc<AtomicUsize>);
+
+impl Drop for Ingesting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 impl LiveHub {
     /// A hub nobody listens to yet.
     pub fn new() -> LiveHub {
-        LiveHub(Arc::new(watch::channel(0).0))
+        LiveHub {
+            changes: Arc::new(watch::channel(0).0),
+            ingesting: Arc::new(AtomicUsize::new(0)),
+        }
     }
 
     /// Tells every open stream that lines may have been stored.
     pub fn notify(&self) {
-        self.0.send_modify(|n| *n = n.wrapping_add(1));
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Counts a batch as being stored (read, parsed, committed) until the guard is dropped.
+    pub fn ingesting(&self) -> Ingesting {
+        self.ingesting.fetch_add(1, Ordering::AcqRel);
+        Ingesting(self.ingesting.clone())
+    }
+
+    /// Whether any batch is being stored now.
+    pub fn busy(&self) -> bool {
+        self.ingesting.load(Ordering::Acquire) > 0
     }
 
     pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
-        self.0.subscribe()
+        self.changes.subscribe()
     }
 }
 

@@ -2,7 +2,9 @@
 //!
 //! The search index is filled off the ingest path ([`ReadModel::index_pending`], driven by
 //! [`super::indexer`]) so that storing lines never pays for tokenizing them; search sees a line
-//! a moment after it is stored.
+//! a moment after it is stored. The index is a database file of its own (attached to read
+//! connections as `search`, see [`crate::server::storage::sqlite_search`]): an index step reads
+//! lines on a read connection and writes only that file, so batches never wait for it.
 
 use std::collections::HashMap;
 
@@ -20,8 +22,11 @@ use crate::server::storage::sqlite::{row, sid, summary_of, Sqlite, ROW};
 use crate::server::storage::StorageError;
 use crate::server::usage::Shutdown;
 
-/// Lines the indexer takes per transaction (short, so ingest never waits long for the writer).
+/// Lines the indexer looks at per step, at most.
 const INDEX_STEP: i64 = 500;
+/// Readable text an index step holds in memory, at most (a line contributes up to 256 KiB).
+/// FTS5 keeps a step's tokens in memory until its commit, so this also bounds that.
+const INDEX_STEP_BYTES: usize = 2 * 1024 * 1024;
 
 /// The readable text of `lines.text` (see [`search::search_text`]; the same fields, in SQL).
 const SEARCH_TEXT: &str = "substr(CASE WHEN json_valid(text) THEN concat_ws(char(10), \
@@ -195,9 +200,9 @@ impl ReadModel for Sqlite {
             // hits costs the page, not every match.
             c.prepare_cached(
                 "SELECT l.session, l.n, l.text, s.first_seen, coalesce(s.repository, s.cwd) \
-                 FROM line_search f CROSS JOIN lines l ON l.rowid = f.rowid \
+                 FROM search.line_search f CROSS JOIN lines l ON l.rowid = f.rowid \
                  CROSS JOIN sessions s ON s.id = l.session \
-                 WHERE line_search MATCH ?1 ORDER BY f.rowid DESC LIMIT ?2 OFFSET ?3",
+                 WHERE f.line_search MATCH ?1 ORDER BY f.rowid DESC LIMIT ?2 OFFSET ?3",
             )?
             .query_map(
                 rusqlite::params![fts, i64::from(paging.limit), clamp(paging.offset)],
@@ -282,37 +287,93 @@ impl ReadModel for Sqlite {
     }
 
     fn index_pending(&self) -> Result<usize, ReadError> {
-        self.write_relaxed(|tx| {
-            let db = |e: rusqlite::Error| StorageError::Database(e.to_string());
+        let db = |e: rusqlite::Error| StorageError::Database(e.to_string());
+        let redone = self.write_search(|tx| {
             let last: i64 = tx
-                .query_row("SELECT last_rowid FROM line_search_progress WHERE id = 0", [], |r| r.get(0))
+                .query_row("SELECT last_rowid FROM progress WHERE id = 0", [], |r| r.get(0))
                 .map_err(db)?;
-            let (upto, seen): (Option<i64>, i64) = tx
-                .query_row(
-                    "SELECT max(rowid), count(*) FROM (SELECT rowid FROM lines WHERE rowid > ?1 ORDER BY rowid LIMIT ?2)",
-                    rusqlite::params![last, INDEX_STEP],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
+            // Lines filled in after the indexer passed them (their rowid is at or below `last`):
+            // indexed again. Those above `last` are taken by the scan below, text and all.
+            let redo: Vec<(i64, Option<String>)> = self.read(|c| {
+                c.prepare_cached(&format!(
+                    "SELECT r.line, CASE WHEN r.line <= ?1 AND l.blank = 0 THEN {SEARCH_TEXT} END \
+                     FROM line_search_redo r LEFT JOIN lines l ON l.rowid = r.line \
+                     ORDER BY r.line LIMIT ?2"
+                ))?
+                .query_map(rusqlite::params![last, INDEX_STEP], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?
+                .collect()
+            })?;
+            for (rowid, body) in &redo {
+                if *rowid > last {
+                    continue;
+                }
+                tx.execute("DELETE FROM line_search WHERE rowid = ?1", [rowid])
+                    .map_err(db)?;
+                if let Some(body) = body {
+                    tx.execute(
+                        "INSERT INTO line_search (rowid, body) VALUES (?1, ?2)",
+                        rusqlite::params![rowid, body],
+                    )
+                    .map_err(db)?;
+                }
+            }
+            Ok(redo.into_iter().map(|(rowid, _)| rowid).collect::<Vec<_>>())
+        })?;
+        if !redone.is_empty() {
+            // Only once their new text is in the index: a crash in between indexes them again.
+            self.write(|tx| {
+                let mut gone = tx
+                    .prepare_cached("DELETE FROM line_search_redo WHERE line = ?1")
+                    .map_err(db)?;
+                for rowid in &redone {
+                    gone.execute([rowid]).map_err(db)?;
+                }
+                Ok(())
+            })?;
+        }
+        let scanned = self.write_search(|tx| {
+            let last: i64 = tx
+                .query_row("SELECT last_rowid FROM progress WHERE id = 0", [], |r| r.get(0))
                 .map_err(db)?;
-            let Some(upto) = upto else {
+            // Read on a read connection (the JSON work included), so the store's writer is never
+            // taken. Rowids only grow (lines are never deleted), so a snapshot sees every line
+            // below the newest rowid it holds.
+            let (upto, seen, bodies) = self.read(|c| {
+                let mut stmt = c.prepare_cached(&format!(
+                    "SELECT rowid, CASE WHEN blank = 0 AND text IS NOT NULL THEN {SEARCH_TEXT} END \
+                     FROM lines WHERE rowid > ?1 ORDER BY rowid LIMIT ?2"
+                ))?;
+                let mut rows = stmt.query(rusqlite::params![last, INDEX_STEP])?;
+                let (mut upto, mut seen, mut bytes, mut bodies) = (last, 0usize, 0usize, Vec::new());
+                while let Some(r) = rows.next()? {
+                    upto = r.get::<_, i64>(0)?;
+                    seen += 1;
+                    if let Some(body) = r.get::<_, Option<String>>(1)? {
+                        bytes += body.len();
+                        bodies.push((upto, body));
+                    }
+                    if bytes >= INDEX_STEP_BYTES {
+                        break;
+                    }
+                }
+                Ok((upto, seen, bodies))
+            })?;
+            if seen == 0 {
                 return Ok(0);
-            };
-            tx.execute(
-                &format!(
-                    "INSERT INTO line_search (rowid, body) SELECT rowid, {SEARCH_TEXT} FROM lines \
-                     WHERE rowid > ?1 AND rowid <= ?2 AND blank = 0 AND text IS NOT NULL"
-                ),
-                rusqlite::params![last, upto],
-            )
-            .map_err(db)?;
-            tx.execute(
-                "UPDATE line_search_progress SET last_rowid = ?1 WHERE id = 0",
-                [upto],
-            )
-            .map_err(db)?;
-            Ok(seen.max(0) as usize)
-        })
-        .map_err(ReadError::from)
+            }
+            let mut insert = tx
+                .prepare_cached("INSERT INTO line_search (rowid, body) VALUES (?1, ?2)")
+                .map_err(db)?;
+            for (rowid, body) in &bodies {
+                insert.execute(rusqlite::params![rowid, body]).map_err(db)?;
+            }
+            tx.execute("UPDATE progress SET last_rowid = ?1 WHERE id = 0", [upto])
+                .map_err(db)?;
+            Ok(seen)
+        })?;
+        Ok(scanned + redone.len())
     }
 }
 

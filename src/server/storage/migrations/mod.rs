@@ -30,6 +30,11 @@ pub const SQLITE: &[Migration] = &[
         name: "tokens can be revoked",
         sql: include_str!("sqlite/0003_token_revocation.sql"),
     },
+    Migration {
+        version: 4,
+        name: "search index in a database file of its own",
+        sql: include_str!("sqlite/0004_search_index_apart.sql"),
+    },
 ];
 
 /// PostgreSQL's migrations (its version lives in the `kcap_schema` table).
