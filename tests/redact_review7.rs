@@ -1,0 +1,46 @@
+//! Leaks and over-redaction found by an independent attack on redaction (round 7), as named
+//! cases: each secret must be gone in plain text and inside a JSON line of tool output alike,
+//! and each look-alike that is no secret must come through unchanged.
+
+#[path = "common/redaction.rs"]
+mod redaction;
+use redaction::{assert_gone, assert_kept};
+
+const SECRET_YAML: &str = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\ndata:\n  database-url: cG9zdGdyZXM6Ly91c2VyOnBhc3NAaG9zdC9kYg==\n";
+const KEY_BLOCK: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\nQyNTUxOQAAACBq8ZtR3nV7mK2pL9xW4bC6dF1hJ5sG0aEq8ZtR3nV7mKAAAAJgAAAAAAAAA\n-----END OPENSSH PRIVATE KEY-----\n";
+
+/// `text` behind bat's gutter (`   1   │ `) or `cat -n`'s (`     1\t`).
+fn guttered(text: &str, bat: bool) -> String {
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| {
+            if bat {
+                format!("{:>4}   │ {l}\n", i + 1)
+            } else {
+                format!("{:>6}\t{l}\n", i + 1)
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn gutters_of_bat_and_cat_n_in_front_of_secrets_and_keys() {
+    for bat in [true, false] {
+        assert_gone(
+            &format!("k8s Secret behind a gutter (bat: {bat})"),
+            &guttered(SECRET_YAML, bat),
+            "cG9zdGdyZXM6Ly91c2VyOnBhc3NAaG9zdC9kYg",
+            "name: db",
+        );
+        assert_gone(
+            &format!("key block behind a gutter (bat: {bat})"),
+            &guttered(KEY_BLOCK, bat),
+            "QyNTUxOQAAACBq8ZtR3nV7mK2pL9xW4bC6dF1hJ5sG0aE",
+            "1",
+        );
+        assert_kept(&guttered(
+            "apiVersion: v1\nkind: ConfigMap\ndata:\n  log-level: ZGVidWc=\n",
+            bat,
+        ));
+    }
+}
