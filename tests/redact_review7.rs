@@ -6,6 +6,30 @@
 mod redaction;
 use redaction::{assert_gone, assert_kept};
 
+const PW: &str = "S3cretPw9x";
+
+#[test]
+fn unbraced_expect_then_send_on_the_next_line() {
+    for (case, text) in [
+        (
+            "expect then send",
+            format!("spawn ssh bob@h\nexpect \"assword:\"\nsend \"{PW}\\r\"\ninteract\n"),
+        ),
+        (
+            "indented",
+            format!("  expect \"Password: \"\n  send \"{PW}\\n\"\n"),
+        ),
+        (
+            "send -- form",
+            format!("expect \"password:\"\nsend -- \"{PW}\\r\"\n"),
+        ),
+    ] {
+        assert_gone(case, &text, PW, "send");
+    }
+    assert_kept("expect \"assword:\"\nsend \"$env(PW)\\r\"\n");
+    assert_kept("expect \"$ \"\nsend \"ls -la\\r\"\n");
+}
+
 const SECRET_YAML: &str = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\ndata:\n  database-url: cG9zdGdyZXM6Ly91c2VyOnBhc3NAaG9zdC9kYg==\n";
 const KEY_BLOCK: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\nQyNTUxOQAAACBq8ZtR3nV7mK2pL9xW4bC6dF1hJ5sG0aEq8ZtR3nV7mKAAAAJgAAAAAAAAA\n-----END OPENSSH PRIVATE KEY-----\n";
 

@@ -23,6 +23,8 @@ fn is_name_byte(b: u8) -> bool {
 /// Words that, as a part of a name, make its value a secret whatever it looks like.
 const STRONG: &[&str] = &[
     "password",
+    // An expect script's prompt pattern (`expect "assword:"`), cut to match `Password` too.
+    "assword",
     "passwd",
     "pwd",
     "pass",
