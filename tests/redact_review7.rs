@@ -4,9 +4,23 @@
 
 #[path = "common/redaction.rs"]
 mod redaction;
-use redaction::{assert_gone, assert_kept};
+use redaction::{assert_gone, assert_kept, content, in_json, redact};
 
 const PW: &str = "S3cretPw9x";
+
+#[test]
+fn a_one_word_secret_in_a_quoted_assignment_takes_only_its_word() {
+    for text in [
+        format!("\"DB_PASSWORD={PW} more words\""),
+        format!("sh -c \"DB_PASSWORD={PW} more words\""),
+        format!("[\"DB_PASSWORD={PW} more words\"]"),
+    ] {
+        for out in [redact(&text), content(&redact(&in_json(&text)))] {
+            assert!(!out.contains(PW), "{text:?} -> {out:?}");
+            assert!(out.contains(" more words"), "over-redacted: {text:?} -> {out:?}");
+        }
+    }
+}
 
 #[test]
 fn unbraced_expect_then_send_on_the_next_line() {
@@ -66,5 +80,18 @@ fn gutters_of_bat_and_cat_n_in_front_of_secrets_and_keys() {
             "apiVersion: v1\nkind: ConfigMap\ndata:\n  log-level: ZGVidWc=\n",
             bat,
         ));
+    }
+}
+
+#[test]
+fn prose_after_a_password_label_stays() {
+    for kept in [
+        "password: TODO fix later\n",
+        "password: see the vault\n",
+        "  password: TODO\n",
+        "# password: ask Bob for it\n",
+        "password: set via env\n",
+    ] {
+        assert_kept(kept);
     }
 }

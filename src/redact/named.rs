@@ -700,6 +700,16 @@ fn yaml_words(b: &[u8], ns: usize, ne: usize, value: &mut Value) {
         "set",
         "by",
         "as",
+        // Notes left where a password goes (`password: TODO fix later`, `set via env`).
+        "todo",
+        "fixme",
+        "tbd",
+        "later",
+        "via",
+        "ask",
+        "vault",
+        "env",
+        "here",
     ];
     let line_start = memchr::memrchr(b'\n', &b[..ns]).map_or(0, |i| i + 1);
     let first = b[line_start..ns].iter().all(|c| matches!(c, b' ' | b'\t' | b'-'));
