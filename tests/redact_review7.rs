@@ -84,6 +84,46 @@ fn gutters_of_bat_and_cat_n_in_front_of_secrets_and_keys() {
 }
 
 #[test]
+fn yaml_anchors_next_line_values_and_flow_mappings() {
+    for (case, text, keep) in [
+        (
+            "anchor",
+            format!("db:\n  password: &pw {PW}\n  replica: *pw\n"),
+            "&pw",
+        ),
+        (
+            "anchor, quoted",
+            format!("db:\n  password: &pw \"{PW}\"\n"),
+            "&pw",
+        ),
+        (
+            "value on the next line",
+            format!("db:\n  password:\n    {PW}\n  port: 5432\n"),
+            "port: 5432",
+        ),
+        (
+            "folded value",
+            format!("db:\n  password: >-\n    {PW}\n  port: 5432\n"),
+            "port: 5432",
+        ),
+        (
+            "multi-line flow mapping",
+            format!("db: {{ user: bob,\n  password: {PW},\n  port: 5432 }}\n"),
+            "port: 5432",
+        ),
+        (
+            "flow mapping, value last",
+            format!("db: {{user: bob,\n      password: {PW}}}\n"),
+            "user: bob",
+        ),
+    ] {
+        assert_gone(case, &text, PW, keep);
+    }
+    assert_kept("defaults: &defaults\n  password: *default_pw\n");
+    assert_kept("db:\n  password:\n  port: 5432\n");
+}
+
+#[test]
 fn prose_after_a_password_label_stays() {
     for kept in [
         "password: TODO fix later\n",

@@ -610,6 +610,10 @@ pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
         if let Some(q) = typed_assignment(b, p) {
             p = skip_blanks(b, q);
         }
+        p = skip_yaml_anchor(b, p);
+        if let Some(value) = next_line_value(b, ns, p) {
+            return Some(value);
+        }
     }
     if matches!(b.get(p), Some(b'(' | b'[')) && is_auth_name(&b[ns..ne]) {
         // `auth=("bob", "…")` (requests, httpx), `auth: ['bob', '…']`.
@@ -643,6 +647,71 @@ pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
         }
     }
     (value.end > value.start).then_some(value)
+}
+
+/// `&pw ` before a YAML value (an anchor, which names the value for `*pw` elsewhere): where
+/// the value starts.
+fn skip_yaml_anchor(b: &[u8], p: usize) -> usize {
+    if b.get(p) != Some(&b'&') {
+        return p;
+    }
+    let len = b[p + 1..]
+        .iter()
+        .take(64)
+        .take_while(|c| is_name_byte(**c))
+        .count();
+    if len > 0 && matches!(b.get(p + 1 + len), Some(b' ' | b'\t')) {
+        skip_blanks(b, p + 1 + len)
+    } else {
+        p
+    }
+}
+
+/// A YAML value on the line after its key (`password:` or `password: >-`, then the value
+/// indented deeper on the next line): that line's scalar when it looks like a credential. The
+/// key must be first on its line; a next line that is a key, a list item or a comment is no
+/// value (`password:` left empty above `port: 5432`).
+fn next_line_value(b: &[u8], ns: usize, mut p: usize) -> Option<Value> {
+    if matches!(b.get(p), Some(b'|' | b'>')) {
+        p += 1;
+        if matches!(b.get(p), Some(b'-' | b'+')) {
+            p += 1;
+        }
+        p = skip_blanks(b, p);
+    }
+    p += usize::from(b.get(p) == Some(&b'\r'));
+    if b.get(p) != Some(&b'\n') {
+        return None;
+    }
+    let from = ns.saturating_sub(256);
+    let line_start = memchr::memrchr(b'\n', &b[from..ns]).map_or(from, |i| from + i + 1);
+    let before = &b[line_start..ns];
+    if from > 0 && line_start == from || !before.iter().all(|c| matches!(c, b' ' | b'\t' | b'-')) {
+        return None;
+    }
+    let q = p + 1;
+    let indent = b[q..]
+        .iter()
+        .take(256)
+        .take_while(|c| matches!(c, b' ' | b'\t'))
+        .count();
+    if indent <= before.len() {
+        return None;
+    }
+    let start = q + indent;
+    let len = b[start..]
+        .iter()
+        .take(MAX_VALUE)
+        .take_while(|c| !matches!(c, b'\n' | b'\r'))
+        .count();
+    let line = &b[start..start + len];
+    let structural = matches!(line.first(), None | Some(b'-' | b'#' | b'&' | b'*' | b'{' | b'['));
+    if structural || line.ends_with(b":") || memchr::memmem::find(line, b": ").is_some() {
+        return None;
+    }
+    let value = read_value(b, start)?;
+    let text = std::str::from_utf8(&b[value.start..value.end]).ok()?;
+    credential_looking(text).then_some(value)
 }
 
 /// The value as read up to its first blank is a secret under the name at `[ns, ne)`.
