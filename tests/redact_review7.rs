@@ -7,6 +7,51 @@ mod redaction;
 use redaction::{assert_gone, assert_kept, content, in_json, redact};
 
 const PW: &str = "S3cretPw9x";
+const TOKEN: &str = "q8ZtR3nV7mK2pL9xW4bC6dF1hJ5sG0aE";
+
+#[test]
+fn url_encoded_tokens_and_passwords_in_queries() {
+    for (case, text, secret, keep) in [
+        (
+            "token%3D in a query",
+            format!("GET https://api.example.com/cb?state=token%3D{TOKEN}%26user%3Dbob"),
+            TOKEN,
+            "user%3Dbob",
+        ),
+        (
+            "password%3D in an encoded redirect",
+            format!("https://x.io/login?next=%2Fhome%3Fpassword%3D{PW}%26lang%3Den"),
+            PW,
+            "lang%3Den",
+        ),
+        (
+            "password%3D at the end",
+            format!("curl 'https://x.io/api?data=user%3Dbob%26password%3D{PW}'"),
+            PW,
+            "user%3Dbob",
+        ),
+        (
+            "lower-case %3d and a form body",
+            format!("body: grant_type=password&username=bob&client_secret%3d{TOKEN}"),
+            TOKEN,
+            "username=bob",
+        ),
+        (
+            "access_token%3D",
+            format!("Location: https://app.io/#state%3Daccess_token%3D{TOKEN}%26expires_in%3D3600"),
+            TOKEN,
+            "expires_in%3D3600",
+        ),
+    ] {
+        assert_gone(case, &text, secret, keep);
+    }
+    for kept in [
+        "GET /api?token%3D%24TOKEN%26x%3D1",
+        "https://x.io/cb?state%3Dtoken%3Dshort%26x%3D1",
+    ] {
+        assert_kept(kept);
+    }
+}
 
 #[test]
 fn a_one_word_secret_in_a_quoted_assignment_takes_only_its_word() {

@@ -619,9 +619,21 @@ pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
         // `auth=("bob", "…")` (requests, httpx), `auth: ['bob', '…']`.
         return auth_pair(b, p);
     }
+    let encoded = sep == Some(3) && b[p - 3] == b'%';
     p = skip_scheme(b, p);
     let mut value = read_value(b, p)?;
     value.loose = loose;
+    if encoded && !value.quoted {
+        value.end = encoded_end(b, value);
+        // An encoded placeholder: `%24TOKEN` (`$TOKEN`), `%7B…` (`{…}`), `%3C…` (`<…>`).
+        let v = &b[value.start..value.end];
+        if [&b"%24"[..], b"%7b", b"%3c"]
+            .iter()
+            .any(|p| v.len() >= 3 && v[..3].eq_ignore_ascii_case(p))
+        {
+            return None;
+        }
+    }
     if colon && !value.quoted && !loose {
         yaml_words(b, ns, ne, &mut value);
     }
@@ -647,6 +659,19 @@ pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
         }
     }
     (value.end > value.start).then_some(value)
+}
+
+/// The end of a URL-encoded value: its first encoded `&`, blank, quote or `;` (`%26`, `%20`,
+/// `%22`, `%27`, `%3B`).
+fn encoded_end(b: &[u8], value: Value) -> usize {
+    let v = &b[value.start..value.end];
+    let cut = memchr::memchr_iter(b'%', v).find(|&i| {
+        matches!(
+            (v.get(i + 1), v.get(i + 2)),
+            (Some(b'2'), Some(b'6' | b'0' | b'2' | b'7')) | (Some(b'3'), Some(b'B' | b'b'))
+        )
+    });
+    value.start + cut.unwrap_or(v.len())
 }
 
 /// `&pw ` before a YAML value (an anchor, which names the value for `*pw` elsewhere): where
@@ -992,6 +1017,8 @@ fn separator(b: &[u8], p: usize) -> Option<usize> {
         (b':', b':', _) => None,
         (b':', b'/', b'/') => None,
         (b':', _, _) => Some(1),
+        // URL-encoded `=` (`token%3D…` in an encoded query or redirect).
+        (b'%', b'3', b'D' | b'd') => Some(3),
         _ => None,
     }
 }
