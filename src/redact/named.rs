@@ -651,10 +651,15 @@ pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
     }
     let encoded = sep == Some(3) && b[p - 3] == b'%';
     p = skip_scheme(b, p);
-    let mut value = read_value(b, p)?;
+    let mut value = if encoded {
+        // Read only to the encoded value's end: read past it, each `token%3D` of a long
+        // encoded query would read the whole rest (up to the cap) again.
+        read_value(&b[..encoded_end(b, p)], p)?
+    } else {
+        read_value(b, p)?
+    };
     value.loose = loose;
     if encoded && !value.quoted {
-        value.end = encoded_end(b, value);
         // An encoded placeholder: `%24TOKEN` (`$TOKEN`), `%7B…` (`{…}`), `%3C…` (`<…>`).
         let v = &b[value.start..value.end];
         if [&b"%24"[..], b"%7b", b"%3c"]
@@ -691,17 +696,29 @@ pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
     (value.end > value.start).then_some(value)
 }
 
-/// The end of a URL-encoded value: its first encoded `&`, blank, quote or `;` (`%26`, `%20`,
-/// `%22`, `%27`, `%3B`).
-fn encoded_end(b: &[u8], value: Value) -> usize {
-    let v = &b[value.start..value.end];
-    let cut = memchr::memchr_iter(b'%', v).find(|&i| {
-        matches!(
-            (v.get(i + 1), v.get(i + 2)),
-            (Some(b'2'), Some(b'6' | b'0' | b'2' | b'7')) | (Some(b'3'), Some(b'B' | b'b'))
-        )
-    });
-    value.start + cut.unwrap_or(v.len())
+/// The end of a URL-encoded value starting at `p`: its first encoded `&`, `=`, blank, quote or
+/// `;` (`%26`, `%3D`, `%20`, `%22`, `%27`, `%3B`), a real blank, quote or `<`, or the cap; a
+/// quoted value is read as usual. An encoded `=` ends it too: base64 padding (`%3D%3D`) is no
+/// secret, and a next pair starts there.
+fn encoded_end(b: &[u8], p: usize) -> usize {
+    if b.get(p).is_some_and(|c| is_quote(*c)) {
+        return b.len();
+    }
+    let mut k = p;
+    while k < b.len() && k - p < MAX_VALUE {
+        match b[k] {
+            b' ' | b'\t' | b'\n' | b'\r' | b'"' | b'\'' | b'`' | b'<' => break,
+            b'%' if matches!(
+                (b.get(k + 1), b.get(k + 2)),
+                (Some(b'2'), Some(b'6' | b'0' | b'2' | b'7')) | (Some(b'3'), Some(b'B' | b'b' | b'D' | b'd'))
+            ) =>
+            {
+                break
+            }
+            _ => k += 1,
+        }
+    }
+    k
 }
 
 /// `&pw ` before a YAML value (an anchor, which names the value for `*pw` elsewhere): where
