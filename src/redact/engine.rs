@@ -41,6 +41,8 @@ pub(crate) enum Target {
 /// assignment.
 const NAME_WORDS: &[&str] = &[
     "pass",
+    // `expect "assword:"`: the prompt pattern of an expect script, without its first letter.
+    "assword",
     "pwd",
     "secret",
     "token",

@@ -26,8 +26,35 @@ pub(crate) struct RawHit {
 #[derive(Default)]
 struct Decoded {
     text: String,
-    /// Raw offset of each decoded byte, plus one past the end.
-    map: Vec<u32>,
+    /// Where each decoded byte came from in the line.
+    map: Offsets,
+}
+
+/// Decoded offsets back to raw ones, piecewise: one piece per run copied as it is and one per
+/// escape. A table entry per decoded byte cost more than the decoding itself (big tool outputs
+/// are mostly runs between `\n`s), and only findings, which are rare, are looked up.
+#[derive(Default)]
+struct Offsets {
+    /// (decoded start, raw start, a copied run rather than one escape), in order; the last
+    /// piece starts at the decoded text's end and maps it to the raw content's end.
+    pieces: Vec<(u32, u32, bool)>,
+}
+
+impl Offsets {
+    fn clear(&mut self) {
+        self.pieces.clear();
+    }
+
+    /// The raw offset of decoded offset `p`: inside a run, the same byte; inside the
+    /// character an escape decoded to, the escape's start.
+    fn raw(&self, p: usize) -> usize {
+        let i = self.pieces.partition_point(|piece| piece.0 as usize <= p).max(1) - 1;
+        match self.pieces.get(i) {
+            Some(&(dec, raw, true)) => raw as usize + (p - dec as usize),
+            Some(&(_, raw, false)) => raw as usize,
+            None => p,
+        }
+    }
 }
 
 /// Appends the findings of `line` to `out`.
@@ -153,15 +180,15 @@ fn decode(raw: &[u8], base: usize, d: &mut Decoded) {
         // The run up to the next escape is copied as it is.
         let run = memchr::memchr(b'\\', &raw[k..]).unwrap_or(raw.len() - k);
         if run > 0 {
+            d.map.pieces.push((bytes.len() as u32, (base + k) as u32, true));
             bytes.extend_from_slice(&raw[k..k + run]);
-            d.map.extend((base + k) as u32..(base + k + run) as u32);
             k += run;
             continue;
         }
         let at = (base + k) as u32;
         if k + 1 >= raw.len() {
+            d.map.pieces.push((bytes.len() as u32, at, true));
             bytes.push(raw[k]);
-            d.map.push(at);
             k += 1;
             continue;
         }
@@ -174,14 +201,14 @@ fn decode(raw: &[u8], base: usize, d: &mut Decoded) {
             b'u' => unicode_escape(&raw[k..]),
             c => (c as char, 2),
         };
+        d.map.pieces.push((bytes.len() as u32, at, false));
         let mut buf = [0u8; 4];
-        for byte in ch.encode_utf8(&mut buf).bytes() {
-            bytes.push(byte);
-            d.map.push(at);
-        }
+        bytes.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
         k += len;
     }
-    d.map.push((base + raw.len()) as u32);
+    d.map
+        .pieces
+        .push((bytes.len() as u32, (base + raw.len()) as u32, true));
     // Every escape decodes to a whole char and other bytes are copied from valid UTF-8 between
     // escapes, so this holds; a lossy fallback keeps the offsets if it ever did not.
     d.text = String::from_utf8(bytes).unwrap_or_else(|e| {
@@ -236,8 +263,8 @@ fn scan_string(
     decode(&line.as_bytes()[s..e], s, d);
     let named = scan_nested(&d.text, user, 1, hits);
     out.extend(hits.iter().map(|h| RawHit {
-        start: d.map[h.start] as usize,
-        end: d.map[h.end] as usize,
+        start: d.map.raw(h.start),
+        end: d.map.raw(h.end),
         rule: h.rule,
         quote: false,
     }));
@@ -272,12 +299,10 @@ fn scan_nested(text: &str, user: &UserRules, depth: usize, hits: &mut Vec<Hit>) 
         }
         decode(&b[s..e], s, &mut d);
         inner.clear();
-        let text = std::mem::take(&mut d.text);
-        let map = std::mem::take(&mut d.map);
-        scan_nested(&text, user, depth + 1, &mut inner);
+        scan_nested(&d.text, user, depth + 1, &mut inner);
         hits.extend(inner.iter().map(|h| Hit {
-            start: map[h.start] as usize,
-            end: map[h.end] as usize,
+            start: d.map.raw(h.start),
+            end: d.map.raw(h.end),
             rule: h.rule,
         }));
     }
@@ -311,7 +336,7 @@ fn pair(line: &str, (s, e, escaped): (usize, usize, bool), v: usize, d: &mut Dec
         Some(b'"') => {
             let vs = v + 1;
             let (ve, vesc) = string_end(b, vs);
-            let (text, map): (&str, Option<&[u32]>) = if vesc {
+            let (text, map): (&str, Option<&Offsets>) = if vesc {
                 decode(&b[vs..ve], vs, d);
                 (&d.text, Some(&d.map))
             } else {
@@ -329,7 +354,7 @@ fn pair(line: &str, (s, e, escaped): (usize, usize, bool), v: usize, d: &mut Dec
                         .map(|_| Rule::Builtin("secret-named-value"))
                 });
             if let Some(rule) = rule {
-                let raw = |p: usize| map.map_or(vs + p, |m| m[p] as usize);
+                let raw = |p: usize| map.map_or(vs + p, |m| m.raw(p));
                 out.push(RawHit {
                     start: raw(skip),
                     end: raw(text.len()),

@@ -23,6 +23,8 @@ fn is_name_byte(b: u8) -> bool {
 /// Words that, as a part of a name, make its value a secret whatever it looks like.
 const STRONG: &[&str] = &[
     "password",
+    // An expect script's prompt pattern (`expect "assword:"`), cut to match `Password` too.
+    "assword",
     "passwd",
     "pwd",
     "pass",
@@ -304,7 +306,37 @@ fn parts(name: &str) -> Vec<String> {
 }
 
 /// How strongly `name` says its value is a secret (`None`: it does not).
+///
+/// Transcripts repeat the same few names on every line (`outputTokens`, `toolCallId`), and
+/// judging one splits and lower-cases it into fresh strings (about a tenth of redaction's time
+/// was spent here): answers for short names are kept per thread, at most [`CACHED_NAMES`].
 pub(crate) fn classify(name: &str) -> Option<Strength> {
+    if name.len() > 64 {
+        return judge_name(name);
+    }
+    CLASSIFIED.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some(known) = cache.get(name) {
+            return *known;
+        }
+        let judged = judge_name(name);
+        if cache.len() >= CACHED_NAMES {
+            cache.clear();
+        }
+        cache.insert(name.into(), judged);
+        judged
+    })
+}
+
+/// How many names' answers a thread keeps (a few hundred KB at most).
+const CACHED_NAMES: usize = 4096;
+
+thread_local! {
+    static CLASSIFIED: std::cell::RefCell<std::collections::HashMap<Box<str>, Option<Strength>>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+fn judge_name(name: &str) -> Option<Strength> {
     let name = name.trim_start_matches('-');
     let lower = name.to_ascii_lowercase();
     // `$PWD` is the working directory.
@@ -608,14 +640,35 @@ pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
         if let Some(q) = typed_assignment(b, p) {
             p = skip_blanks(b, q);
         }
+        p = skip_yaml_anchor(b, p);
+        if let Some(value) = next_line_value(b, ns, p) {
+            return Some(value);
+        }
     }
     if matches!(b.get(p), Some(b'(' | b'[')) && is_auth_name(&b[ns..ne]) {
         // `auth=("bob", "…")` (requests, httpx), `auth: ['bob', '…']`.
         return auth_pair(b, p);
     }
+    let encoded = sep == Some(3) && b[p - 3] == b'%';
     p = skip_scheme(b, p);
-    let mut value = read_value(b, p)?;
+    let mut value = if encoded {
+        // Read only to the encoded value's end: read past it, each `token%3D` of a long
+        // encoded query would read the whole rest (up to the cap) again.
+        read_value(&b[..encoded_end(b, p)], p)?
+    } else {
+        read_value(b, p)?
+    };
     value.loose = loose;
+    if encoded && !value.quoted {
+        // An encoded placeholder: `%24TOKEN` (`$TOKEN`), `%7B…` (`{…}`), `%3C…` (`<…>`).
+        let v = &b[value.start..value.end];
+        if [&b"%24"[..], b"%7b", b"%3c"]
+            .iter()
+            .any(|p| v.len() >= 3 && v[..3].eq_ignore_ascii_case(p))
+        {
+            return None;
+        }
+    }
     if colon && !value.quoted && !loose {
         yaml_words(b, ns, ne, &mut value);
     }
@@ -641,6 +694,96 @@ pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
         }
     }
     (value.end > value.start).then_some(value)
+}
+
+/// The end of a URL-encoded value starting at `p`: its first encoded `&`, `=`, blank, quote or
+/// `;` (`%26`, `%3D`, `%20`, `%22`, `%27`, `%3B`), a real blank, quote or `<`, or the cap; a
+/// quoted value is read as usual. An encoded `=` ends it too: base64 padding (`%3D%3D`) is no
+/// secret, and a next pair starts there.
+fn encoded_end(b: &[u8], p: usize) -> usize {
+    if b.get(p).is_some_and(|c| is_quote(*c)) {
+        return b.len();
+    }
+    let mut k = p;
+    while k < b.len() && k - p < MAX_VALUE {
+        match b[k] {
+            b' ' | b'\t' | b'\n' | b'\r' | b'"' | b'\'' | b'`' | b'<' => break,
+            b'%' if matches!(
+                (b.get(k + 1), b.get(k + 2)),
+                (Some(b'2'), Some(b'6' | b'0' | b'2' | b'7')) | (Some(b'3'), Some(b'B' | b'b' | b'D' | b'd'))
+            ) =>
+            {
+                break
+            }
+            _ => k += 1,
+        }
+    }
+    k
+}
+
+/// `&pw ` before a YAML value (an anchor, which names the value for `*pw` elsewhere): where
+/// the value starts.
+fn skip_yaml_anchor(b: &[u8], p: usize) -> usize {
+    if b.get(p) != Some(&b'&') {
+        return p;
+    }
+    let len = b[p + 1..]
+        .iter()
+        .take(64)
+        .take_while(|c| is_name_byte(**c))
+        .count();
+    if len > 0 && matches!(b.get(p + 1 + len), Some(b' ' | b'\t')) {
+        skip_blanks(b, p + 1 + len)
+    } else {
+        p
+    }
+}
+
+/// A YAML value on the line after its key (`password:` or `password: >-`, then the value
+/// indented deeper on the next line): that line's scalar when it looks like a credential. The
+/// key must be first on its line; a next line that is a key, a list item or a comment is no
+/// value (`password:` left empty above `port: 5432`).
+fn next_line_value(b: &[u8], ns: usize, mut p: usize) -> Option<Value> {
+    if matches!(b.get(p), Some(b'|' | b'>')) {
+        p += 1;
+        if matches!(b.get(p), Some(b'-' | b'+')) {
+            p += 1;
+        }
+        p = skip_blanks(b, p);
+    }
+    p += usize::from(b.get(p) == Some(&b'\r'));
+    if b.get(p) != Some(&b'\n') {
+        return None;
+    }
+    let from = ns.saturating_sub(256);
+    let line_start = memchr::memrchr(b'\n', &b[from..ns]).map_or(from, |i| from + i + 1);
+    let before = &b[line_start..ns];
+    if from > 0 && line_start == from || !before.iter().all(|c| matches!(c, b' ' | b'\t' | b'-')) {
+        return None;
+    }
+    let q = p + 1;
+    let indent = b[q..]
+        .iter()
+        .take(256)
+        .take_while(|c| matches!(c, b' ' | b'\t'))
+        .count();
+    if indent <= before.len() {
+        return None;
+    }
+    let start = q + indent;
+    let len = b[start..]
+        .iter()
+        .take(MAX_VALUE)
+        .take_while(|c| !matches!(c, b'\n' | b'\r'))
+        .count();
+    let line = &b[start..start + len];
+    let structural = matches!(line.first(), None | Some(b'-' | b'#' | b'&' | b'*' | b'{' | b'['));
+    if structural || line.ends_with(b":") || memchr::memmem::find(line, b": ").is_some() {
+        return None;
+    }
+    let value = read_value(b, start)?;
+    let text = std::str::from_utf8(&b[value.start..value.end]).ok()?;
+    credential_looking(text).then_some(value)
 }
 
 /// The value as read up to its first blank is a secret under the name at `[ns, ne)`.
@@ -698,6 +841,16 @@ fn yaml_words(b: &[u8], ns: usize, ne: usize, value: &mut Value) {
         "set",
         "by",
         "as",
+        // Notes left where a password goes (`password: TODO fix later`, `set via env`).
+        "todo",
+        "fixme",
+        "tbd",
+        "later",
+        "via",
+        "ask",
+        "vault",
+        "env",
+        "here",
     ];
     let line_start = memchr::memrchr(b'\n', &b[..ns]).map_or(0, |i| i + 1);
     let first = b[line_start..ns].iter().all(|c| matches!(c, b' ' | b'\t' | b'-'));
@@ -911,6 +1064,8 @@ fn separator(b: &[u8], p: usize) -> Option<usize> {
         (b':', b':', _) => None,
         (b':', b'/', b'/') => None,
         (b':', _, _) => Some(1),
+        // URL-encoded `=` (`token%3D…` in an encoded query or redirect).
+        (b'%', b'3', b'D' | b'd') => Some(3),
         _ => None,
     }
 }

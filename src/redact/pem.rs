@@ -56,6 +56,8 @@ fn body_end(b: &[u8], body: usize) -> Option<usize> {
             Some([b'\\', b'n' | b'r', ..]) => line_end + 2,
             _ => break,
         };
+        // A key file shown by a viewer has a line number before each line (`cat -n`, bat).
+        p += super::view::gutter(&b[p..]);
     }
     last_key_line
 }

@@ -1,5 +1,6 @@
 //! Line-number gutters: a file shown by a coding agent's `view` tool has each line behind its
-//! number (`12. `), and other viewers print `  12 | `, `12→` or `cat -n`'s `    12\t`. Rules
+//! number (`12. `), and other viewers print `  12 | `, `12→`, bat's `   12   │ ` or `cat -n`'s
+//! `    12\t`. Rules
 //! that read a line's indentation (YAML blocks, key files) look past the gutter, or a file
 //! viewed this way would hide what the same file printed by `cat` shows.
 
@@ -55,12 +56,23 @@ fn numbered(line: &[u8]) -> Option<usize> {
         1
     } else if rest.starts_with("→".as_bytes()) {
         "→".len()
+    } else if let Some(bar) = bat_bar(rest) {
+        bar
     } else if rest.starts_with(b":") || rest.starts_with(b"-") {
         1
     } else {
         0
     };
     (mark > 0).then_some(p + mark)
+}
+
+/// bat's gutter after the number: blanks, `│`, and one blank.
+fn bat_bar(rest: &[u8]) -> Option<usize> {
+    let blanks = rest.iter().take(8).take_while(|c| **c == b' ').count();
+    let bar = "│".as_bytes();
+    rest[blanks..]
+        .starts_with(bar)
+        .then(|| blanks + bar.len() + usize::from(rest.get(blanks + bar.len()) == Some(&b' ')))
 }
 
 #[cfg(test)]
@@ -75,6 +87,8 @@ mod tests {
             ("  12 |", 6),
             ("    12\tdata:", 7),
             ("12→data:", 5),
+            ("   3   │   data:", 11),
+            ("  12 │ data:", 9),
             ("data:", 0),
             ("1.5 is a number", 0),
             ("2024 was a year", 0),

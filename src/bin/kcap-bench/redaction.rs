@@ -97,7 +97,7 @@ const CONTEXTS: &[(Kind, &str, &str)] = &[
     ),
 ];
 
-const HOSTILE: [(&str, &str); 19] = [
+const HOSTILE: [(&str, &str); 23] = [
     (
         "token prefixes, no token",
         "ghp_x sk-ant- xoxb-1 AKIA npm_ AIza eyJ glpat- ",
@@ -134,6 +134,11 @@ const HOSTILE: [(&str, &str); 19] = [
     ("session= back to back", "session=\""),
     // Attack round 6: each flag looked back to the line's start.
     ("cookie-jar flags back to back", "\tTRUE\t/"),
+    // Round 7: each looks at the next line, an encoded query, a prompt's next `send`, a gutter.
+    ("YAML keys, values on the next line", "password: >-\n  pw1234"),
+    ("URL-encoded pairs", "token%3Dq8ZtR3nV7mK2%26"),
+    ("expect prompts", "expect \"assword:\"\nsend \""),
+    ("bat gutters", "   1   │ kind: Secret\n"),
 ];
 
 /// Runs every redaction measure; true when all targets are met.

@@ -1,0 +1,182 @@
+//! Leaks and over-redaction found by an independent attack on redaction (round 7), as named
+//! cases: each secret must be gone in plain text and inside a JSON line of tool output alike,
+//! and each look-alike that is no secret must come through unchanged.
+
+#[path = "common/redaction.rs"]
+mod redaction;
+use redaction::{assert_gone, assert_kept, content, in_json, redact};
+
+const PW: &str = "S3cretPw9x";
+const TOKEN: &str = "q8ZtR3nV7mK2pL9xW4bC6dF1hJ5sG0aE";
+
+#[test]
+fn url_encoded_tokens_and_passwords_in_queries() {
+    for (case, text, secret, keep) in [
+        (
+            "token%3D in a query",
+            format!("GET https://api.example.com/cb?state=token%3D{TOKEN}%26user%3Dbob"),
+            TOKEN,
+            "user%3Dbob",
+        ),
+        (
+            "password%3D in an encoded redirect",
+            format!("https://x.io/login?next=%2Fhome%3Fpassword%3D{PW}%26lang%3Den"),
+            PW,
+            "lang%3Den",
+        ),
+        (
+            "password%3D at the end",
+            format!("curl 'https://x.io/api?data=user%3Dbob%26password%3D{PW}'"),
+            PW,
+            "user%3Dbob",
+        ),
+        (
+            "lower-case %3d and a form body",
+            format!("body: grant_type=password&username=bob&client_secret%3d{TOKEN}"),
+            TOKEN,
+            "username=bob",
+        ),
+        (
+            "access_token%3D",
+            format!("Location: https://app.io/#state%3Daccess_token%3D{TOKEN}%26expires_in%3D3600"),
+            TOKEN,
+            "expires_in%3D3600",
+        ),
+    ] {
+        assert_gone(case, &text, secret, keep);
+    }
+    for kept in [
+        "GET /api?token%3D%24TOKEN%26x%3D1",
+        "https://x.io/cb?state%3Dtoken%3Dshort%26x%3D1",
+    ] {
+        assert_kept(kept);
+    }
+}
+
+#[test]
+fn a_one_word_secret_in_a_quoted_assignment_takes_only_its_word() {
+    for text in [
+        format!("\"DB_PASSWORD={PW} more words\""),
+        format!("sh -c \"DB_PASSWORD={PW} more words\""),
+        format!("[\"DB_PASSWORD={PW} more words\"]"),
+    ] {
+        for out in [redact(&text), content(&redact(&in_json(&text)))] {
+            assert!(!out.contains(PW), "{text:?} -> {out:?}");
+            assert!(out.contains(" more words"), "over-redacted: {text:?} -> {out:?}");
+        }
+    }
+}
+
+#[test]
+fn unbraced_expect_then_send_on_the_next_line() {
+    for (case, text) in [
+        (
+            "expect then send",
+            format!("spawn ssh bob@h\nexpect \"assword:\"\nsend \"{PW}\\r\"\ninteract\n"),
+        ),
+        (
+            "indented",
+            format!("  expect \"Password: \"\n  send \"{PW}\\n\"\n"),
+        ),
+        (
+            "send -- form",
+            format!("expect \"password:\"\nsend -- \"{PW}\\r\"\n"),
+        ),
+    ] {
+        assert_gone(case, &text, PW, "send");
+    }
+    assert_kept("expect \"assword:\"\nsend \"$env(PW)\\r\"\n");
+    assert_kept("expect \"$ \"\nsend \"ls -la\\r\"\n");
+}
+
+const SECRET_YAML: &str = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\ndata:\n  database-url: cG9zdGdyZXM6Ly91c2VyOnBhc3NAaG9zdC9kYg==\n";
+const KEY_BLOCK: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\nQyNTUxOQAAACBq8ZtR3nV7mK2pL9xW4bC6dF1hJ5sG0aEq8ZtR3nV7mKAAAAJgAAAAAAAAA\n-----END OPENSSH PRIVATE KEY-----\n";
+
+/// `text` behind bat's gutter (`   1   │ `) or `cat -n`'s (`     1\t`).
+fn guttered(text: &str, bat: bool) -> String {
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| {
+            if bat {
+                format!("{:>4}   │ {l}\n", i + 1)
+            } else {
+                format!("{:>6}\t{l}\n", i + 1)
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn gutters_of_bat_and_cat_n_in_front_of_secrets_and_keys() {
+    for bat in [true, false] {
+        assert_gone(
+            &format!("k8s Secret behind a gutter (bat: {bat})"),
+            &guttered(SECRET_YAML, bat),
+            "cG9zdGdyZXM6Ly91c2VyOnBhc3NAaG9zdC9kYg",
+            "name: db",
+        );
+        assert_gone(
+            &format!("key block behind a gutter (bat: {bat})"),
+            &guttered(KEY_BLOCK, bat),
+            "QyNTUxOQAAACBq8ZtR3nV7mK2pL9xW4bC6dF1hJ5sG0aE",
+            "1",
+        );
+        assert_kept(&guttered(
+            "apiVersion: v1\nkind: ConfigMap\ndata:\n  log-level: ZGVidWc=\n",
+            bat,
+        ));
+    }
+}
+
+#[test]
+fn yaml_anchors_next_line_values_and_flow_mappings() {
+    for (case, text, keep) in [
+        (
+            "anchor",
+            format!("db:\n  password: &pw {PW}\n  replica: *pw\n"),
+            "&pw",
+        ),
+        (
+            "anchor, quoted",
+            format!("db:\n  password: &pw \"{PW}\"\n"),
+            "&pw",
+        ),
+        (
+            "value on the next line",
+            format!("db:\n  password:\n    {PW}\n  port: 5432\n"),
+            "port: 5432",
+        ),
+        (
+            "folded value",
+            format!("db:\n  password: >-\n    {PW}\n  port: 5432\n"),
+            "port: 5432",
+        ),
+        (
+            "multi-line flow mapping",
+            format!("db: {{ user: bob,\n  password: {PW},\n  port: 5432 }}\n"),
+            "port: 5432",
+        ),
+        (
+            "flow mapping, value last",
+            format!("db: {{user: bob,\n      password: {PW}}}\n"),
+            "user: bob",
+        ),
+    ] {
+        assert_gone(case, &text, PW, keep);
+    }
+    assert_kept("defaults: &defaults\n  password: *default_pw\n");
+    assert_kept("db:\n  password:\n  port: 5432\n");
+}
+
+#[test]
+fn prose_after_a_password_label_stays() {
+    for kept in [
+        "password: TODO fix later\n",
+        "password: see the vault\n",
+        "  password: TODO\n",
+        "# password: ask Bob for it\n",
+        "password: set via env\n",
+    ] {
+        assert_kept(kept);
+    }
+}
