@@ -742,6 +742,85 @@ async fn watchers_stop_on_a_dead_copilots_session_still_delivers_its_end() {
     assert_exactly_once(&server, sid, &content);
 }
 
+/// The sessionEnd hook queues the run's real end, then stops the watcher; the agent exits while
+/// the watcher drains, so the stopped watcher finds its agent gone and hands off. The end already
+/// queued is the session's end: the hand-off must not replace it with its own `agent_exited`
+/// one. It still starts a finalizer (lines its final drain could not deliver need one), and
+/// every line arrives once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_real_end_queued_before_the_stop_keeps_its_reason_when_the_agent_is_gone() {
+    let (env, server) = (Env::new(), server().await);
+    let url = server.url();
+    let (sid, path, mut content) = session_with(&env, |sid| synthetic_transcript(sid, 5, false));
+    let _reap = Reap(&env, vec![sid]);
+    let mut agent = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+    let lock = path.parent().unwrap().join(format!("inuse.{}.lock", agent.id()));
+    std::fs::write(&lock, b"").unwrap();
+    let mut child = env
+        .kcap(&url)
+        .args(["watch", &sid.to_string()])
+        .arg(&path)
+        .env("KCAP_WATCH_POLL_MS", "600000")
+        .env("KCAP_SHUTDOWN_BUDGET_MS", "5000")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for i in 0.. {
+        let line = format!("{{\"type\":\"user.message\",\"data\":{{\"content\":\"{i}\"}}}}\n");
+        append(&path, line.as_bytes());
+        content.extend_from_slice(line.as_bytes());
+        let n = count_lines(&content);
+        if wait_until("the watcher to deliver", Duration::from_secs(2), || {
+            server.session(sid).lines.len() == n
+        })
+        .await
+        {
+            break;
+        }
+        assert!(i < 15, "the watcher never delivered\n{}", env.log_of(sid));
+    }
+    // The agent is gone by the time the watcher, stopped by the hook, looks at it.
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    let end = payload(&sid.to_string(), json!({"reason": "user_exit"}));
+    let (out, _) = run_hook(&env, &url, "sessionEnd", &end, &[]).await;
+    assert!(out.status.success(), "{out:?}\n{}", env.log_of(sid));
+    assert!(child.wait().await.unwrap().success());
+    // A line the agent wrote last, after the hook's drain: the hand-off's finalizer has it.
+    let last = "{\"type\":\"assistant.message\",\"data\":{\"content\":\"last\"}}\n";
+    append(&path, last.as_bytes());
+    content.extend_from_slice(last.as_bytes());
+    let n = count_lines(&content);
+    assert!(
+        wait_until("the session-end after every line", PATIENCE, || {
+            server.session(sid).lines.len() == n
+                && server
+                    .storage()
+                    .summary(sid)
+                    .unwrap()
+                    .is_some_and(|s| s.ended.is_some())
+        })
+        .await,
+        "no end, or a line missing\n{}",
+        env.log_of(sid)
+    );
+    let ended = server.storage().summary(sid).unwrap().unwrap().ended.unwrap();
+    let watch_log = std::fs::read_to_string(
+        env.kcap_home
+            .join("logs")
+            .join(format!("{}.watch.log", sid.dashed())),
+    )
+    .unwrap_or_default();
+    assert_eq!(
+        ended.reason.as_deref(),
+        Some("user_exit"),
+        "the real end was replaced\n{watch_log}\n{}",
+        env.log_of(sid)
+    );
+    assert!(watch_log.contains("session handed to a finalizer"), "{watch_log}");
+    assert_exactly_once(&server, sid, &content);
+}
+
 /// A watcher killed with SIGKILL leaves its pid file behind: the file names a process that
 /// holds no lock, so nobody takes it for a running watcher, and the next watcher takes it over
 /// (its record replaces the dead one's whole). While a process holds the lock, no claim gets it.

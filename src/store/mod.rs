@@ -263,28 +263,35 @@ impl Store {
     /// end). A session-end replaces one still pending for the same session (one end per
     /// session); other notices queue up. Returns the notice's sequence number.
     pub fn queue_notice(&self, session: SessionId, notice: &Notice) -> Result<u64> {
+        self.with(|db| insert_notice(&notices_tree(db)?, session, notice))
+    }
+
+    /// Queues a session-end that yields to an end of its own run already queued: that one
+    /// stays, in its place (it is the run's real end, with its reason and usage), and takes
+    /// this one's finalizer generation (`runs::GEN_KEY`), so it still waits for the newest
+    /// finalizer's drain. With none queued, `notice` is queued as [`Store::queue_notice`]
+    /// does. One store access: an end of the run queued by another process (a sessionEnd
+    /// hook, which queues without the watcher lock) lands either before this, and stays, or
+    /// after, and replaces this one. Returns whether a queued end was kept.
+    pub fn queue_end_yielding(&self, session: SessionId, notice: &Notice) -> Result<bool> {
+        use crate::effects::runs::{GEN_KEY, RUN_KEY};
         self.with(|db| {
             let tree = notices_tree(db)?;
-            if notice.kind == NoticeKind::SessionEnd {
-                // A repeated end of the same run replaces the queued one; another run's end
-                // is that run's only end and stays (capture: a session resumed at once).
-                let run = notice.body.get(crate::effects::runs::RUN_KEY);
-                for item in tree.scan_prefix(session.as_bytes()) {
-                    let (key, value) = item?;
-                    let queued = records::decode::<Notice>(&value)?;
-                    if queued.kind == NoticeKind::SessionEnd
-                        && queued.body.get(crate::effects::runs::RUN_KEY) == run
+            let run = notice.body.get(RUN_KEY);
+            for item in tree.scan_prefix(session.as_bytes()) {
+                let (key, value) = item?;
+                let mut queued = records::decode::<Notice>(&value)?;
+                if queued.kind == NoticeKind::SessionEnd && queued.body.get(RUN_KEY) == run {
+                    if let (Some(generation), Some(map)) =
+                        (notice.body.get(GEN_KEY), queued.body.as_object_mut())
                     {
-                        tree.remove(key)?;
+                        map.insert(GEN_KEY.into(), generation.clone());
                     }
+                    tree.insert(key, records::encode(&queued)?)?;
+                    return Ok(true);
                 }
             }
-            let seq = match tree.scan_prefix(session.as_bytes()).keys().next_back() {
-                Some(key) => records::notice_seq(&key?)? + 1,
-                None => 0,
-            };
-            tree.insert(records::notice_key(session, seq), records::encode(notice)?)?;
-            Ok(seq)
+            insert_notice(&tree, session, notice).map(|_| false)
         })
     }
 
@@ -365,6 +372,30 @@ impl Store {
 
 /// The notices tree, with session-end notices a previous version kept in its `outbox` tree
 /// (one per session, keyed by the session alone) moved in first.
+/// Queues `notice` last in its session's queue; a session-end first removes one of the same
+/// run still queued. Returns its sequence number.
+fn insert_notice(tree: &sled::Tree, session: SessionId, notice: &Notice) -> Result<u64> {
+    if notice.kind == NoticeKind::SessionEnd {
+        // A repeated end of the same run replaces the queued one; another run's end
+        // is that run's only end and stays (capture: a session resumed at once).
+        let run = notice.body.get(crate::effects::runs::RUN_KEY);
+        for item in tree.scan_prefix(session.as_bytes()) {
+            let (key, value) = item?;
+            let queued = records::decode::<Notice>(&value)?;
+            if queued.kind == NoticeKind::SessionEnd && queued.body.get(crate::effects::runs::RUN_KEY) == run
+            {
+                tree.remove(key)?;
+            }
+        }
+    }
+    let seq = match tree.scan_prefix(session.as_bytes()).keys().next_back() {
+        Some(key) => records::notice_seq(&key?)? + 1,
+        None => 0,
+    };
+    tree.insert(records::notice_key(session, seq), records::encode(notice)?)?;
+    Ok(seq)
+}
+
 fn notices_tree(db: &sled::Db) -> Result<sled::Tree> {
     let tree = db.open_tree(NOTICES)?;
     let legacy = db.open_tree(LEGACY_OUTBOX)?;
