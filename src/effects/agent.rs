@@ -39,6 +39,34 @@ fn parent_of(pid: u32) -> Option<u32> {
     after_name.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// How much later than its marker file a process may seem to have started and still be the one
+/// that wrote it: the start time is read in clock ticks, the file's time in the wall clock.
+const MARKER_SLACK_MS: u64 = 2_000;
+
+/// The process `pid` as the writer of the marker file `marker` (an agent's `inuse.<pid>.lock`):
+/// `None` if it does not run, or started after the file was last written. A writer starts
+/// before it writes; a process that started after is another one under the recycled pid of a
+/// writer that crashed, and must not keep the crashed session looking alive.
+pub fn marker_owner(pid: u32, marker: &Path) -> Option<Holder> {
+    let holder = Holder::of(pid).filter(Holder::is_alive)?;
+    let written_ago = std::fs::symlink_metadata(marker)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok());
+    match (written_ago, holder.age_ms()) {
+        (Some(ago), Some(age)) if age.saturating_add(MARKER_SLACK_MS) < ago.as_millis() as u64 => {
+            tracing::debug!(
+                pid,
+                "a marker's pid runs, but started after the marker was written: a recycled pid"
+            );
+            None
+        }
+        // A marker written "in the future" (the clock stepped back), or no age known: the
+        // process is taken for its writer, as before.
+        _ => Some(holder),
+    }
+}
+
 /// What a watcher keeps an eye on to know its session's agent is still running.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AgentWatch {
@@ -99,6 +127,26 @@ mod tests {
         child.kill().unwrap();
         child.wait().unwrap();
         assert_eq!(watch.gone(dir.path()), Some(child.id()));
+    }
+
+    /// An agent wrote its marker and crashed; its pid now names a process that started later.
+    #[test]
+    fn a_process_started_after_a_marker_was_written_is_not_its_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let marker = dir.path().join(format!("inuse.{}.lock", child.id()));
+        std::fs::write(&marker, b"").unwrap();
+        assert_eq!(marker_owner(child.id(), &marker).map(|h| h.pid), Some(child.id()));
+        let file = std::fs::File::options().write(true).open(&marker).unwrap();
+        file.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600))
+            .unwrap();
+        assert_eq!(
+            marker_owner(child.id(), &marker),
+            None,
+            "a recycled pid looks alive"
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 
     #[test]
