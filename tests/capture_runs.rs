@@ -907,3 +907,53 @@ async fn an_older_kcaps_end_marker_neither_drops_an_end_nor_outlives_a_new_run()
         );
     }
 }
+
+/// The sessionEnd hook queues its end without the watcher lock (the watcher holds it until the
+/// hook stops it), while a watcher that found its agent gone may be queueing its hand-off end
+/// of the same run. Either order keeps the hook's real end (its reason), in one queue entry,
+/// waiting for the newest finalizer; another run's end is untouched.
+#[test]
+fn the_hooks_real_end_and_a_hand_off_end_of_its_run_keep_the_real_one_in_either_order() {
+    use kcap::effects::outbox;
+    use kcap::effects::runs::{GEN_KEY, RUN_KEY};
+    use kcap::store::NoticeKind;
+
+    let env = Env::new();
+    let store = env.store();
+    let end = |run: u64, reason: &str, generation: u32| {
+        outbox::notice(
+            NoticeKind::SessionEnd,
+            json!({"reason": reason, RUN_KEY: run, GEN_KEY: generation}),
+        )
+    };
+    let ends = |sid: SessionId| -> Vec<(u64, String, u64)> {
+        store
+            .pending_notices(Some(sid))
+            .unwrap()
+            .into_iter()
+            .map(|p| {
+                let b = &p.notice.body;
+                (
+                    b[RUN_KEY].as_u64().unwrap(),
+                    b["reason"].as_str().unwrap().to_string(),
+                    b[GEN_KEY].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    // The hook first, then the hand-off: the real end stays, and waits for the hand-off's finalizer.
+    let sid = SessionId::new_random();
+    store.queue_notice(sid, &end(5, "earlier_run", 0)).unwrap();
+    store.queue_notice(sid, &end(7, "user_exit", 1)).unwrap();
+    assert!(store.queue_end_yielding(sid, &end(7, "agent_exited", 2)).unwrap());
+    assert_eq!(
+        ends(sid),
+        vec![(5, "earlier_run".into(), 0), (7, "user_exit".into(), 2)],
+        "the hand-off replaced the real end"
+    );
+    // The hand-off first, then the hook: the hook's end replaces it.
+    let sid = SessionId::new_random();
+    assert!(!store.queue_end_yielding(sid, &end(7, "agent_exited", 1)).unwrap());
+    store.queue_notice(sid, &end(7, "user_exit", 2)).unwrap();
+    assert_eq!(ends(sid), vec![(7, "user_exit".into(), 2)]);
+}
