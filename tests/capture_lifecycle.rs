@@ -742,6 +742,70 @@ async fn watchers_stop_on_a_dead_copilots_session_still_delivers_its_end() {
     assert_exactly_once(&server, sid, &content);
 }
 
+/// A watcher that found no agent process to watch (none marked the session, no hook's agent)
+/// cannot tell a crashed session: `kcap watchers stop` is taken for the session's end, so a
+/// finalizer delivers the rest and an end with reason `stopped` (else the session never gets one).
+#[tokio::test(flavor = "multi_thread")]
+async fn watchers_stop_without_a_known_agent_still_delivers_an_end() {
+    let (env, server) = (Env::new(), server().await);
+    let url = server.url();
+    let (sid, path, mut content) = session_with(&env, |sid| synthetic_transcript(sid, 5, false));
+    let _reap = Reap(&env, vec![sid]);
+    let mut child = env
+        .kcap(&url)
+        .args(["watch", &sid.to_string()])
+        .arg(&path)
+        .env("KCAP_WATCH_POLL_MS", "600000")
+        .env("KCAP_SHUTDOWN_BUDGET_MS", "2000")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for i in 0.. {
+        let line = format!("{{\"type\":\"user.message\",\"data\":{{\"content\":\"{i}\"}}}}\n");
+        append(&path, line.as_bytes());
+        content.extend_from_slice(line.as_bytes());
+        let n = count_lines(&content);
+        if wait_until("the watcher to deliver", Duration::from_secs(2), || {
+            server.session(sid).lines.len() == n
+        })
+        .await
+        {
+            break;
+        }
+        assert!(i < 15, "the watcher never delivered\n{}", env.log_of(sid));
+    }
+    let out = env
+        .kcap(&url)
+        .args(["watchers", "stop", "--session", &sid.to_string()])
+        .args(["--wait", "60"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}\n{}", env.log_of(sid));
+    assert!(child.wait().await.unwrap().success());
+    // Written after the stop: the finalizer delivers it.
+    let last = "{\"type\":\"assistant.message\",\"data\":{\"content\":\"last\"}}\n";
+    append(&path, last.as_bytes());
+    content.extend_from_slice(last.as_bytes());
+    let n = count_lines(&content);
+    assert!(
+        wait_until("the session-end after every line", PATIENCE, || {
+            server.session(sid).lines.len() == n
+                && server
+                    .storage()
+                    .summary(sid)
+                    .unwrap()
+                    .is_some_and(|s| s.ended.is_some())
+        })
+        .await,
+        "a stopped watcher with no known agent left the session without an end\n{}",
+        env.log_of(sid)
+    );
+    let ended = server.storage().summary(sid).unwrap().unwrap().ended.unwrap();
+    assert_eq!(ended.reason.as_deref(), Some("stopped"));
+    assert_exactly_once(&server, sid, &content);
+}
+
 /// The sessionEnd hook queues the run's real end, then stops the watcher; the agent exits while
 /// the watcher drains, so the stopped watcher finds its agent gone and hands off. The end already
 /// queued is the session's end: the hand-off must not replace it with its own `agent_exited`

@@ -114,6 +114,11 @@ pub async fn watch(store: Store, args: WatchArgs, delivery: &DeliveryOpts, timin
     // hand-off keeps it (reason, usage) rather than queue its own, but still starts a
     // finalizer: lines the final drain could not deliver (the server down) need one, and
     // skipping the hand-off lost them once (5cff7a4, reverted).
+    // Stopped by a user (`kcap watchers stop`: SIGINT) with no agent process to watch, the
+    // watcher cannot tell a crashed session from a live one: nothing else would ever end a
+    // crashed one, so the stop is taken for its end (a live one's later lines and real end
+    // still follow it: an end after new lines is a new end).
+    let by_user = STOPPED_BY_USER.load(std::sync::atomic::Ordering::Relaxed);
     let ended = match (ended, endings.agent.gone(&session_dir)) {
         (Ended::Stopped, Some(pid)) => {
             tracing::warn!(pid, "stopped, and the session's agent process is gone without a sessionEnd; handing the session to a finalizer");
@@ -122,6 +127,10 @@ pub async fn watch(store: Store, args: WatchArgs, delivery: &DeliveryOpts, timin
         (ended, _) => ended,
     };
     let reason = match ended {
+        Ended::Stopped if by_user && endings.agent == AgentWatch::Unknown => {
+            tracing::warn!("stopped by the user, with no agent process known to watch; handing the session to a finalizer");
+            "stopped"
+        }
         Ended::Stopped => return 0,
         Ended::AgentGone { .. } => "agent_exited",
         Ended::Idle { .. } => "idle",
@@ -213,13 +222,17 @@ fn parse_agent(text: &str) -> Option<Holder> {
     })
 }
 
+/// Set when the watcher was stopped with SIGINT (a user: `kcap watchers stop`, or Ctrl-C), not
+/// the sessionEnd hook's SIGTERM.
+static STOPPED_BY_USER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 async fn stop_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}
-                _ = int.recv() => {}
+                _ = int.recv() => STOPPED_BY_USER.store(true, std::sync::atomic::Ordering::Relaxed),
             }
         }
         _ => std::future::pending().await,
