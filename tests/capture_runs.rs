@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use capture_support::*;
 use common::*;
-use kcap::config::transcript_path;
 use kcap::effects::watcher;
 use kcap::ids::SessionId;
 use kcap::server::Server;
@@ -17,20 +16,6 @@ use serde_json::json;
 
 /// How long a test waits for background processes (a wait that succeeds returns at once).
 const PATIENCE: Duration = Duration::from_secs(30);
-
-/// A new session with `content` as its transcript.
-#[track_caller]
-fn session_with(
-    env: &Env,
-    content: impl FnOnce(SessionId) -> Vec<u8>,
-) -> (SessionId, std::path::PathBuf, Vec<u8>) {
-    let sid = SessionId::new_random();
-    let path = transcript_path(&env.copilot_home, sid);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let content = content(sid);
-    std::fs::write(&path, &content).unwrap();
-    (sid, path, content)
-}
 
 /// Kills the watcher a test leaves behind.
 struct Reap<'a>(&'a Env, SessionId);
@@ -419,6 +404,43 @@ async fn an_undelivered_end_of_run_1_is_not_replaced_by_run_2s() {
     }
 }
 
+/// A session of 20 lines starts (through `recorder`) with a watcher that ends it idle: the
+/// hand-off's `idle` end is posted (the session is still live: that finalizer waits for a
+/// shutdown that never comes, then drains). Then the user comes back in the same agent process:
+/// 5 more lines and an agentStop, whose new watcher delivers them.
+async fn idle_end_then_back(
+    env: &Env,
+    server: &Server,
+    recorder: &Recorder,
+    sid: SessionId,
+    path: &std::path::Path,
+) {
+    let (url, sid_text) = (recorder.url(), sid.to_string());
+    let idle = [("KCAP_WATCH_IDLE_MS", "800"), ("KCAP_SHUTDOWN_BUDGET_MS", "500")];
+    let start = payload(&sid_text, json!({"source": "new"}));
+    hook_ok(env, &url, "sessionStart", &start, &idle).await;
+    assert!(
+        wait_until("the idle end", PATIENCE, || ends(recorder) == 1
+            && finished(env, sid, 0))
+        .await,
+        "{:?}\n{}",
+        recorder.posts(),
+        env.log_of(sid)
+    );
+    let more: String = (0..5)
+        .map(|i| format!("{{\"type\":\"user.message\",\"data\":{{\"content\":\"back {i}\"}}}}\n"))
+        .collect();
+    append(path, more.as_bytes());
+    hook_ok(env, &url, "agentStop", &payload(&sid_text, json!({})), &[]).await;
+    assert!(
+        wait_until("the new lines", PATIENCE, || server.session(sid).lines.len()
+            == 25)
+        .await,
+        "{}",
+        env.log_of(sid)
+    );
+}
+
 /// The watcher ended an idle session and its finalizer posted an `idle` end; then the user came
 /// back in the same Copilot process (no sessionStart): agentStop starts a watcher, new lines
 /// arrive, and the real sessionEnd comes. Its end must not be taken for a repeat of the idle
@@ -431,38 +453,7 @@ async fn the_real_end_after_an_idle_hand_off_is_not_dropped() {
     let _reap = Reap(&env, sid);
     let url = recorder.url();
     let sid_text = sid.to_string();
-    // The session is still live: the idle finalizer waits for a shutdown that never comes.
-    let idle = [("KCAP_WATCH_IDLE_MS", "800"), ("KCAP_SHUTDOWN_BUDGET_MS", "500")];
-    hook_ok(
-        &env,
-        &url,
-        "sessionStart",
-        &payload(&sid_text, json!({"source": "new"})),
-        &idle,
-    )
-    .await;
-    assert!(
-        wait_until("the idle end", Duration::from_secs(30), || ends(&recorder) == 1
-            && finished(&env, sid, 0))
-        .await,
-        "{:?}\n{}",
-        recorder.posts(),
-        env.log_of(sid)
-    );
-    // The user comes back: a new turn, its agentStop, more lines, then the real exit.
-    let more: String = (0..5)
-        .map(|i| format!("{{\"type\":\"user.message\",\"data\":{{\"content\":\"back {i}\"}}}}\n"))
-        .collect();
-    append(&path, more.as_bytes());
-    hook_ok(&env, &url, "agentStop", &payload(&sid_text, json!({})), &[]).await;
-    assert!(
-        wait_until("the new lines", Duration::from_secs(20), || {
-            server.session(sid).lines.len() == 25
-        })
-        .await,
-        "{}",
-        env.log_of(sid)
-    );
+    idle_end_then_back(&env, &server, &recorder, sid, &path).await;
     append(&path, shutdown_line().as_bytes());
     hook_ok(
         &env,
@@ -785,35 +776,7 @@ async fn a_runs_real_end_is_posted_though_the_next_run_started_before_it_went() 
     let _reap = Reap(&env, sid);
     let url = recorder.url();
     let sid_text = sid.to_string();
-    let idle = [("KCAP_WATCH_IDLE_MS", "800"), ("KCAP_SHUTDOWN_BUDGET_MS", "500")];
-    hook_ok(
-        &env,
-        &url,
-        "sessionStart",
-        &payload(&sid_text, json!({"source": "new"})),
-        &idle,
-    )
-    .await;
-    assert!(
-        wait_until("the idle end", PATIENCE, || ends(&recorder) == 1
-            && finished(&env, sid, 0))
-        .await,
-        "{:?}\n{}",
-        recorder.posts(),
-        env.log_of(sid)
-    );
-    let more: String = (0..5)
-        .map(|i| format!("{{\"type\":\"user.message\",\"data\":{{\"content\":\"back {i}\"}}}}\n"))
-        .collect();
-    append(&path, more.as_bytes());
-    hook_ok(&env, &url, "agentStop", &payload(&sid_text, json!({})), &[]).await;
-    assert!(
-        wait_until("the new lines", PATIENCE, || server.session(sid).lines.len()
-            == 25)
-        .await,
-        "{}",
-        env.log_of(sid)
-    );
+    idle_end_then_back(&env, &server, &recorder, sid, &path).await;
     // The real exit; its agent writes the shutdown only after run 2 has started.
     let slow = [("KCAP_SHUTDOWN_BUDGET_MS", "20000")];
     let end = payload(&sid_text, json!({"reason": "complete"}));
