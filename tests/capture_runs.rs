@@ -914,6 +914,16 @@ fn the_hooks_real_end_and_a_hand_off_end_of_its_run_keep_the_real_one_in_either_
         vec![(5, "earlier_run".into(), 0), (7, "user_exit".into(), 2)],
         "the hand-off replaced the real end"
     );
+    // The hand-off recorded its finalizer first but queues after the hook: the real end keeps
+    // the hook's newer finalizer, which delivers `session.shutdown`.
+    let sid = SessionId::new_random();
+    store.queue_notice(sid, &end(7, "user_exit", 2)).unwrap();
+    assert!(store.queue_end_yielding(sid, &end(7, "agent_exited", 1)).unwrap());
+    assert_eq!(
+        ends(sid),
+        vec![(7, "user_exit".into(), 2)],
+        "the real end was moved to the older finalizer"
+    );
     // The hand-off first, then the hook: the hook's end replaces it.
     let sid = SessionId::new_random();
     assert!(!store.queue_end_yielding(sid, &end(7, "agent_exited", 1)).unwrap());

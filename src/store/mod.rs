@@ -267,9 +267,9 @@ impl Store {
     }
 
     /// Queues a session-end that yields to an end of its own run already queued: that one
-    /// stays, in its place (it is the run's real end, with its reason and usage), and takes
-    /// this one's finalizer generation (`runs::GEN_KEY`), so it still waits for the newest
-    /// finalizer's drain. With none queued, `notice` is queued as [`Store::queue_notice`]
+    /// stays, in its place (it is the run's real end, with its reason), and takes this one's
+    /// finalizer generation (`runs::GEN_KEY`) if that is the newer, so it still waits for the
+    /// newest finalizer's drain. With none queued, `notice` is queued as [`Store::queue_notice`]
     /// does. One store access: an end of the run queued by another process (a sessionEnd
     /// hook, which queues without the watcher lock) lands either before this, and stays, or
     /// after, and replaces this one. Returns whether a queued end was kept.
@@ -282,10 +282,15 @@ impl Store {
                 let (key, value) = item?;
                 let mut queued = records::decode::<Notice>(&value)?;
                 if queued.kind == NoticeKind::SessionEnd && queued.body.get(RUN_KEY) == run {
-                    if let (Some(generation), Some(map)) =
-                        (notice.body.get(GEN_KEY), queued.body.as_object_mut())
-                    {
-                        map.insert(GEN_KEY.into(), generation.clone());
+                    // The newer finalizer of the two: the hand-off may have recorded its
+                    // finalizer before the hook's and queue after it; moved to the older one,
+                    // the end could go before the hook's finalizer delivered the shutdown line.
+                    let ours = notice.body.get(GEN_KEY).and_then(serde_json::Value::as_u64);
+                    let kept = queued.body.get(GEN_KEY).and_then(serde_json::Value::as_u64);
+                    if let (Some(ours), Some(map)) = (ours, queued.body.as_object_mut()) {
+                        if kept.is_none_or(|kept| kept < ours) {
+                            map.insert(GEN_KEY.into(), ours.into());
+                        }
                     }
                     tree.insert(key, records::encode(&queued)?)?;
                     return Ok(true);
