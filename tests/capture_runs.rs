@@ -930,3 +930,74 @@ fn the_hooks_real_end_and_a_hand_off_end_of_its_run_keep_the_real_one_in_either_
     store.queue_notice(sid, &end(7, "user_exit", 2)).unwrap();
     assert_eq!(ends(sid), vec![(7, "user_exit".into(), 2)]);
 }
+
+/// An idle session's `idle` end is on the server after its 5 lines; 3 more lines come while
+/// the server is down, and a second watcher idles out. Its hand-off looks at the end marker
+/// before those lines are delivered: "no line since" then, but not once they arrive. When the
+/// server is back, `finalize --resume` delivers all 8 lines, and an end must follow them.
+#[tokio::test(flavor = "multi_thread")]
+async fn lines_delivered_after_a_hand_off_was_queued_still_get_an_end_after_them() {
+    let (env, server) = (Env::new(), server().await);
+    let recorder = Recorder::start(free_port(), server.url()).await;
+    let (sid, path, _) = session_with(&env, |sid| synthetic_transcript(sid, 5, false));
+    let _reap = Reap(&env, sid);
+    let sid_text = sid.to_string();
+    let idle = [("KCAP_WATCH_IDLE_MS", "800"), ("KCAP_SHUTDOWN_BUDGET_MS", "500")];
+    let start = payload(&sid_text, json!({"source": "new"}));
+    hook_ok(&env, &recorder.url(), "sessionStart", &start, &idle).await;
+    assert!(
+        wait_until("the idle end", PATIENCE, || ends(&recorder) == 1
+            && finished(&env, sid, 0))
+        .await,
+        "{:?}\n{}",
+        recorder.posts(),
+        env.log_of(sid)
+    );
+    let more: String = (0..3)
+        .map(|i| format!("{{\"type\":\"user.message\",\"data\":{{\"content\":\"back {i}\"}}}}\n"))
+        .collect();
+    append(&path, more.as_bytes());
+    // The server is down: a second watcher idles out, and its finalizer parks.
+    let down = format!("http://{}", free_port());
+    let watch = env
+        .kcap(&down)
+        .args(["watch", &sid_text])
+        .arg(&path)
+        .env("KCAP_WATCH_IDLE_MS", "800")
+        .env("KCAP_SHUTDOWN_BUDGET_MS", "500")
+        .env("KCAP_DELIVERY_BUDGET_MS", "1000")
+        .stderr(std::process::Stdio::null())
+        .status();
+    let status = tokio::time::timeout(PATIENCE, watch).await.unwrap().unwrap();
+    assert!(status.success(), "{status:?}\n{}", env.log_of(sid));
+    assert!(
+        wait_until("the finalizer to park", PATIENCE, || {
+            let store = env.store();
+            matches!(store.latest_machine(sid), Ok(Some(r))
+                if r.meta.generation == 1 && matches!(r.state().0.phase, kcap::machine::Phase::Parked { .. }))
+                && store.lease(sid).is_ok_and(|l| l.is_none())
+        })
+        .await,
+        "{}",
+        env.log_of(sid)
+    );
+    // The server is back.
+    let out = env
+        .kcap(&recorder.url())
+        .args(["finalize", "--resume"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}\n{}", env.log_of(sid));
+    assert!(
+        wait_until("every line and the outbox empty", PATIENCE, || {
+            server.session(sid).lines.len() == 8
+                && env.store().pending_notices(Some(sid)).is_ok_and(|p| p.is_empty())
+        })
+        .await,
+        "{:?}\n{}",
+        recorder.posts(),
+        env.log_of(sid)
+    );
+    assert_two_ends_after_every_line(&env, &server, &recorder, sid, &path);
+}

@@ -8,11 +8,11 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::finalize::{check_transcript_path, spawn_finalizer, spawn_finalizer_for_end, EndQueue};
+use crate::cli::finalize::{check_transcript_path, spawn_finalizer_for_end, EndQueue};
 use crate::cli::options::{DeliveryOpts, TimingOpts};
 use crate::config::now_ms;
 use crate::effects::agent::AgentWatch;
-use crate::effects::runs::{self, RunId, RUN_KEY};
+use crate::effects::runs::{RunId, RUN_KEY};
 use crate::effects::watcher::{claim_watch, Ended, Endings, WatchClaim, Watcher};
 use crate::ids::SessionId;
 use crate::store::{Holder, Store};
@@ -111,7 +111,7 @@ pub async fn watch(store: Store, args: WatchArgs, delivery: &DeliveryOpts, timin
     // stop`): if the agent is gone meanwhile, nothing else will ever end the session (no
     // agentStop, no sessionEnd), so hand it off as when the watcher notices by itself.
     // A sessionEnd hook may have queued this run's real end before it stopped us: the
-    // hand-off keeps it (reason, usage) rather than queue its own, but still starts a
+    // hand-off keeps it (its reason) rather than queue its own, but still starts a
     // finalizer: lines the final drain could not deliver (the server down) need one, and
     // skipping the hand-off lost them once (5cff7a4, reverted).
     // Stopped by a user (`kcap watchers stop`: SIGINT) with no agent process to watch, the
@@ -141,8 +141,9 @@ pub async fn watch(store: Store, args: WatchArgs, delivery: &DeliveryOpts, timin
 
 /// The session ended without a sessionEnd hook: a session-end notice goes to the outbox and a
 /// finalizer takes over (it delivers the tail, then the notice). An end of the run already
-/// queued (the hook's real one) stays, and waits for this finalizer; one already on the server
-/// with no line delivered since gets no repeat. The finalizer is started in every case.
+/// queued (the hook's real one) stays, and waits for this finalizer; the outbox drops this one
+/// as a repeat if the run's end is on the server with no line delivered since when it posts.
+/// The finalizer is started in every case.
 async fn hand_off(
     store: &Store,
     watcher: &Watcher,
@@ -172,40 +173,22 @@ async fn hand_off(
         session.to_string().into(),
         watcher.transcript.clone().into(),
     ];
-    // Under the watcher lock, which every end poster holds: the run's end cannot be posted
-    // between this look and the queueing below.
-    let posted = {
-        let store = store.clone();
-        crate::effects::blocking(move || {
-            let delivered = store
-                .position(session)
-                .ok()
-                .map(|p| p.map_or(0, |p| p.watermark.next_line));
-            runs::end_posted(store.home(), session, run, delivered)
-        })
-        .await
-    };
-    let spawned = if posted {
-        tracing::info!(
-            run,
-            "this run's end is on the server with no line since; no second end"
-        );
-        spawn_finalizer(store, session, &watcher.transcript, timings, args).await
-    } else {
-        // Queued once the finalizer's spawn is recorded (never before: see
-        // `spawn_finalizer_for_end`), else handed to it.
-        spawn_finalizer_for_end(
-            store,
-            session,
-            &watcher.transcript,
-            timings,
-            args,
-            &body,
-            EndQueue::Yield,
-        )
-        .await
-        .spawned
-    };
+    // Always queued, even when this run's end is on the server with no line since: the
+    // lines this finalizer delivers may come after that end, and need one after them. The
+    // outbox drops the end as a repeat if none did (it counts the lines when it posts).
+    // Queued once the finalizer's spawn is recorded (never before: see
+    // `spawn_finalizer_for_end`), else handed to it.
+    let spawned = spawn_finalizer_for_end(
+        store,
+        session,
+        &watcher.transcript,
+        timings,
+        args,
+        &body,
+        EndQueue::Yield,
+    )
+    .await
+    .spawned;
     match spawned.pid {
         Ok(pid) => tracing::info!(pid, reason, "session handed to a finalizer"),
         Err(e) => {
