@@ -790,6 +790,25 @@ async fn watchers_stop_without_a_known_agent_still_delivers_an_end() {
     watchers_stop(&env, &server, sid).await;
     assert!(child.wait().await.unwrap().success());
     assert_the_rest_and_an_end(&env, &server, sid, &path, content, "stopped").await;
+    // The session was live after all: its real end comes with no line since. The `stopped`
+    // end was kcap's guess, so the real one is no repeat: the server ends with its reason.
+    let end = payload(&sid.to_string(), json!({"reason": "user_exit"}));
+    let budget = [("KCAP_SHUTDOWN_BUDGET_MS", "500")];
+    let (out, _) = run_hook(&env, &server.url(), "sessionEnd", &end, &budget).await;
+    assert!(out.status.success(), "{out:?}\n{}", env.log_of(sid));
+    assert!(
+        wait_until("the real end", PATIENCE, || {
+            server
+                .storage()
+                .summary(sid)
+                .unwrap()
+                .and_then(|s| s.ended)
+                .is_some_and(|e| e.reason.as_deref() == Some("user_exit"))
+        })
+        .await,
+        "the real end was dropped after the `stopped` one\n{}",
+        env.log_of(sid)
+    );
 }
 
 /// The sessionEnd hook queues the run's real end, then stops the watcher; the agent exits while

@@ -924,6 +924,23 @@ fn the_hooks_real_end_and_a_hand_off_end_of_its_run_keep_the_real_one_in_either_
         vec![(7, "user_exit".into(), 2)],
         "the real end was moved to the older finalizer"
     );
+    // An interim end of the watcher's, held back by a down server, does not keep its place:
+    // a later hand-off end replaces it (the hook's real end, after it, replaces either).
+    let sid = SessionId::new_random();
+    let interim = |reason: &str, generation: u32| {
+        let mut notice = end(7, reason, generation);
+        notice.body["source"] = json!(kcap::effects::runs::WATCHER_SOURCE);
+        notice
+    };
+    assert!(!store.queue_end_yielding(sid, &interim("idle", 1)).unwrap());
+    assert!(!store
+        .queue_end_yielding(sid, &interim("agent_exited", 2))
+        .unwrap());
+    assert_eq!(
+        ends(sid),
+        vec![(7, "agent_exited".into(), 2)],
+        "an interim end was kept over a later one"
+    );
     // The hand-off first, then the hook: the hook's end replaces it.
     let sid = SessionId::new_random();
     assert!(!store.queue_end_yielding(sid, &end(7, "agent_exited", 1)).unwrap());

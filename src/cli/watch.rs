@@ -12,7 +12,7 @@ use crate::cli::finalize::{check_transcript_path, spawn_finalizer_for_end, EndQu
 use crate::cli::options::{DeliveryOpts, TimingOpts};
 use crate::config::now_ms;
 use crate::effects::agent::AgentWatch;
-use crate::effects::runs::{RunId, RUN_KEY};
+use crate::effects::runs::{self, RunId, RUN_KEY};
 use crate::effects::watcher::{claim_watch, Ended, Endings, WatchClaim, Watcher};
 use crate::ids::SessionId;
 use crate::store::{Holder, Store};
@@ -157,7 +157,7 @@ async fn hand_off(
         "hook_event_name": "sessionEnd",
         "session_id": session.dashless(),
         "reason": reason,
-        "source": "kcap-watcher",
+        "source": runs::WATCHER_SOURCE,
         "cwd": null,
         "home_dir": std::env::var("HOME").ok(),
         "ended_at": crate::cli::status::iso_time(now_ms()),

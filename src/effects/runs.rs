@@ -274,17 +274,50 @@ pub fn wire_body(body: &serde_json::Value) -> std::borrow::Cow<'_, serde_json::V
     }
 }
 
-/// What `run-ends/<session>` says: the run whose end the server has, and the session's delivered
-/// line count when it was posted (`None` in a marker written by an older kcap).
-fn read_marker(home: &Path, session: SessionId) -> Option<(RunId, Option<u64>)> {
+/// Who sent a session-end: the agent's sessionEnd hook (the run's real end, with its reason),
+/// or kcap's own watcher (an interim end: `idle`, `agent_exited`, `stopped`), which the run's
+/// real end may still follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndFrom {
+    Hook,
+    Watcher,
+}
+
+/// The `source` a watcher's hand-off end carries (on the wire too).
+pub const WATCHER_SOURCE: &str = "kcap-watcher";
+
+impl EndFrom {
+    /// Of a session-end's body: a watcher's says so in its `source`; anything else (a hook's
+    /// payload, an end queued by an older kcap) is taken for the real end, as before.
+    pub fn of_body(body: &serde_json::Value) -> EndFrom {
+        match body.get("source").and_then(|v| v.as_str()) {
+            Some(WATCHER_SOURCE) => EndFrom::Watcher,
+            _ => EndFrom::Hook,
+        }
+    }
+}
+
+/// The run-ends marker's third field for an end from the watcher. An older kcap reads the first
+/// two fields only; a marker without it is a real end's, as that kcap meant it.
+const WATCHER_MARK: &str = "watcher";
+
+/// What `run-ends/<session>` says: the run whose end the server has, the session's delivered
+/// line count when it was posted (`None` in a marker written by an older kcap, or `-`), and
+/// who sent that end.
+fn read_marker(home: &Path, session: SessionId) -> Option<(RunId, Option<u64>, EndFrom)> {
     let text = std::fs::read_to_string(end_file(home, session)).ok()?;
     let mut fields = text.split_whitespace();
     let run = fields.next()?.parse().ok()?;
     let lines = match fields.next() {
+        Some("-") => None,
         Some(n) => Some(n.parse().ok()?),
         None => None,
     };
-    Some((run, lines))
+    let from = match fields.next() {
+        Some(WATCHER_MARK) => EndFrom::Watcher,
+        _ => EndFrom::Hook,
+    };
+    Some((run, lines, from))
 }
 
 /// Whether the server already has `run`'s end and no line of the session was delivered since
@@ -299,10 +332,22 @@ fn read_marker(home: &Path, session: SessionId) -> Option<(RunId, Option<u64>)> 
 /// earlier run's end after a later run's is on the server is a repeat (a session's ends are
 /// posted in order) only if no line was delivered since that later end: the stamps that named
 /// the earlier run may be wrong after the clock stepped. An end of run 0 (no run known) is never taken for an earlier run's.
-pub fn end_posted(home: &Path, session: SessionId, run: RunId, delivered: Option<u64>) -> bool {
+///
+/// An end from the agent's hook after one from kcap's watcher is never a repeat: the watcher's
+/// was interim (its reason `idle` or `stopped`), and the server should end with the real one.
+pub fn end_posted(
+    home: &Path,
+    session: SessionId,
+    run: RunId,
+    delivered: Option<u64>,
+    from: EndFrom,
+) -> bool {
     // A marker of a run later than the current one names no run that started: a garbled file.
     // Trusted, it would make every later end a repeat; in doubt the end goes.
-    let marker = read_marker(home, session).filter(|&(ended, _)| ended <= current(home, session));
+    let marker = read_marker(home, session)
+        .filter(|&(ended, _, _)| ended <= current(home, session))
+        .filter(|&(_, _, posted)| !(posted == EndFrom::Watcher && from == EndFrom::Hook))
+        .map(|(ended, at, _)| (ended, at));
     match marker {
         // Run 0 is "not known" (a start never seen, a run file lost): it may be any run, so a
         // marker of a later one says nothing about it.
@@ -325,12 +370,14 @@ pub fn end_posted(home: &Path, session: SessionId, run: RunId, delivered: Option
     }
 }
 
-/// Remembers that the server has `run`'s end, posted with `delivered` of the session's lines
-/// delivered. Call under the session's watcher lock.
-pub fn mark_end_posted(home: &Path, session: SessionId, run: RunId, delivered: Option<u64>) {
-    let text = match delivered {
-        Some(n) => format!("{run} {n}"),
-        None => run.to_string(),
+/// Remembers that the server has `run`'s end from `from`, posted with `delivered` of the
+/// session's lines delivered. Call under the session's watcher lock.
+pub fn mark_end_posted(home: &Path, session: SessionId, run: RunId, delivered: Option<u64>, from: EndFrom) {
+    let text = match (delivered, from) {
+        (Some(n), EndFrom::Hook) => format!("{run} {n}"),
+        (None, EndFrom::Hook) => run.to_string(),
+        (Some(n), EndFrom::Watcher) => format!("{run} {n} {WATCHER_MARK}"),
+        (None, EndFrom::Watcher) => format!("{run} - {WATCHER_MARK}"),
     };
     if let Err(e) = write_text(&end_file(home, session), &text) {
         tracing::warn!(%session, run, error = %e, "cannot remember that the run's end was posted; a repeated end may follow");
@@ -459,6 +506,39 @@ fn forget_temporaries(home: &Path, keep: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`super::end_posted`] for the agent's real end.
+    fn end_posted(h: &Path, s: SessionId, run: RunId, delivered: Option<u64>) -> bool {
+        super::end_posted(h, s, run, delivered, EndFrom::Hook)
+    }
+
+    /// [`super::mark_end_posted`] for the agent's real end.
+    fn mark_end_posted(h: &Path, s: SessionId, run: RunId, delivered: Option<u64>) {
+        super::mark_end_posted(h, s, run, delivered, EndFrom::Hook)
+    }
+
+    /// A real end after the watcher's interim one is posted, lines or not; a watcher's end
+    /// after either, with no line since, is a repeat; markers of the previous version (two
+    /// fields) are read as before.
+    #[test]
+    fn a_real_end_after_the_watchers_end_is_never_a_repeat() {
+        let home = tempfile::tempdir().unwrap();
+        let (h, s) = (home.path(), SessionId::new_random());
+        write_text(&run_file(h, s), "7").unwrap();
+        super::mark_end_posted(h, s, 7, Some(20), EndFrom::Watcher);
+        assert!(
+            !super::end_posted(h, s, 7, Some(20), EndFrom::Hook),
+            "the real end was dropped after a `stopped` one"
+        );
+        assert!(super::end_posted(h, s, 7, Some(20), EndFrom::Watcher));
+        super::mark_end_posted(h, s, 7, None, EndFrom::Watcher);
+        assert!(!super::end_posted(h, s, 7, Some(20), EndFrom::Hook));
+        mark_end_posted(h, s, 7, Some(20));
+        assert!(end_posted(h, s, 7, Some(20)), "a repeated real end");
+        assert!(super::end_posted(h, s, 7, Some(20), EndFrom::Watcher));
+        std::fs::write(end_file(h, s), "7 20").unwrap();
+        assert!(end_posted(h, s, 7, Some(20)), "the previous version's marker");
+    }
 
     #[test]
     fn an_end_is_a_repeat_only_with_no_line_delivered_since() {

@@ -266,7 +266,8 @@ impl Store {
         self.with(|db| insert_notice(&notices_tree(db)?, session, notice))
     }
 
-    /// Queues a session-end that yields to an end of its own run already queued: that one
+    /// Queues a session-end that yields to the real end of its own run already queued (one from
+    /// the agent's hook, not a watcher's interim end, which it replaces): that one
     /// stays, in its place (it is the run's real end, with its reason), and takes this one's
     /// finalizer generation (`runs::GEN_KEY`) if that is the newer, so it still waits for the
     /// newest finalizer's drain. With none queued, `notice` is queued as [`Store::queue_notice`]
@@ -274,14 +275,19 @@ impl Store {
     /// hook, which queues without the watcher lock) lands either before this, and stays, or
     /// after, and replaces this one. Returns whether a queued end was kept.
     pub fn queue_end_yielding(&self, session: SessionId, notice: &Notice) -> Result<bool> {
-        use crate::effects::runs::{GEN_KEY, RUN_KEY};
+        use crate::effects::runs::{EndFrom, GEN_KEY, RUN_KEY};
         self.with(|db| {
             let tree = notices_tree(db)?;
             let run = notice.body.get(RUN_KEY);
             for item in tree.scan_prefix(session.as_bytes()) {
                 let (key, value) = item?;
                 let mut queued = records::decode::<Notice>(&value)?;
-                if queued.kind == NoticeKind::SessionEnd && queued.body.get(RUN_KEY) == run {
+                // Only the agent's real end is kept; a watcher's interim end (an `idle` or
+                // `stopped` one held back by a down server) is replaced, like any repeat.
+                if queued.kind == NoticeKind::SessionEnd
+                    && queued.body.get(RUN_KEY) == run
+                    && EndFrom::of_body(&queued.body) == EndFrom::Hook
+                {
                     // The newer finalizer of the two: the hand-off may have recorded its
                     // finalizer before the hook's and queue after it; moved to the older one,
                     // the end could go before the hook's finalizer delivered the shutdown line.
