@@ -811,6 +811,27 @@ async fn watchers_stop_without_a_known_agent_still_delivers_an_end() {
     );
 }
 
+/// The sessionEnd hook's SIGTERM is not a user's stop: a watcher with no agent process known
+/// to watch just drains and exits, and hands nothing off (the hook's finalizer delivers the
+/// rest and the real end).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_hooks_stop_of_a_watcher_without_a_known_agent_hands_nothing_off() {
+    let (env, server) = (Env::new(), server().await);
+    let (sid, path, mut content) = session_with(&env, |sid| synthetic_transcript(sid, 5, false));
+    let _reap = Reap(&env, vec![sid]);
+    let mut child = watch_until_delivered(&env, &server, sid, &path, &mut content).await;
+    let end = payload(&sid.to_string(), json!({"reason": "user_exit"}));
+    let budget = [("KCAP_SHUTDOWN_BUDGET_MS", "500")];
+    let (out, _) = run_hook(&env, &server.url(), "sessionEnd", &end, &budget).await;
+    assert!(out.status.success(), "{out:?}\n{}", env.log_of(sid));
+    assert!(child.wait().await.unwrap().success());
+    let watch_log = assert_the_rest_and_an_end(&env, &server, sid, &path, content, "user_exit").await;
+    assert!(
+        watch_log.contains("watcher stopped") && !watch_log.contains("handed to a finalizer"),
+        "the hook's stop was taken for a user's:\n{watch_log}"
+    );
+}
+
 /// The sessionEnd hook queues the run's real end, then stops the watcher; the agent exits while
 /// the watcher drains, so the stopped watcher finds its agent gone and hands off. The end already
 /// queued is the session's end: the hand-off must not replace it with its own `agent_exited`

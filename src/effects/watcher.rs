@@ -273,20 +273,17 @@ pub fn all_running(kcap_home: &Path) -> Vec<LockHolder> {
     out
 }
 
-/// Sends SIGTERM to the session's watcher, if the lock holder is a watcher and is the process
-/// that took the lock (never a hook, never a recycled pid). Returns its pid.
-pub fn stop(kcap_home: &Path, session: SessionId) -> Option<u32> {
-    stop_if(kcap_home, session, |_| true, libc::SIGTERM)
-}
-
-/// [`stop`] for a user (`kcap watchers stop`), with SIGINT: a watcher that knows no agent
-/// process to watch takes it for the session's end (see `kcap watch`), never the hook's SIGTERM.
+/// Sends SIGINT to the session's watcher, for a user (`kcap watchers stop`), if the lock holder
+/// is a watcher and is the process that took the lock (never a hook, never a recycled pid).
+/// A watcher that knows no agent process to watch takes it for the session's end (see `kcap
+/// watch`), never the hook's SIGTERM ([`stop_run`]). Returns its pid.
 pub fn stop_by_user(kcap_home: &Path, session: SessionId) -> Option<u32> {
     stop_if(kcap_home, session, |_| true, libc::SIGINT)
 }
 
-/// [`stop`], only if the watcher watches `run` (or its run is unknown): the end of one run
-/// never stops the watcher of the run resumed after it.
+/// Sends SIGTERM (the sessionEnd hook's stop) to the session's watcher, as [`stop_by_user`]
+/// picks it, only if it watches `run` (or its run is unknown): the end of one run never stops
+/// the watcher of the run resumed after it.
 pub fn stop_run(kcap_home: &Path, session: SessionId, run: RunId) -> Option<u32> {
     stop_if(kcap_home, session, |h| h.run == 0 || h.run == run, libc::SIGTERM)
 }

@@ -381,8 +381,6 @@ impl Store {
     }
 }
 
-/// The notices tree, with session-end notices a previous version kept in its `outbox` tree
-/// (one per session, keyed by the session alone) moved in first.
 /// Queues `notice` last in its session's queue; a session-end first removes one of the same
 /// run still queued. Returns its sequence number.
 fn insert_notice(tree: &sled::Tree, session: SessionId, notice: &Notice) -> Result<u64> {
@@ -407,6 +405,8 @@ fn insert_notice(tree: &sled::Tree, session: SessionId, notice: &Notice) -> Resu
     Ok(seq)
 }
 
+/// The notices tree, with session-end notices a previous version kept in its `outbox` tree
+/// (one per session, keyed by the session alone) moved in first.
 fn notices_tree(db: &sled::Db) -> Result<sled::Tree> {
     let tree = db.open_tree(NOTICES)?;
     let legacy = db.open_tree(LEGACY_OUTBOX)?;
