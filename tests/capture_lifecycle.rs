@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use capture_support::*;
 use common::*;
-use kcap::config::transcript_path;
 use kcap::effects::watcher;
 use kcap::ids::SessionId;
 use kcap::machine::{Outcome, Phase};
@@ -21,19 +20,6 @@ use serde_json::json;
 /// How long a wait for a background process may take before the test fails: generous, since a
 /// wait that succeeds returns at once and CI's two cores may be busy with the rest of the suite.
 const PATIENCE: Duration = Duration::from_secs(30);
-
-/// A new session with `content` as its transcript.
-fn session_with(
-    env: &Env,
-    content: impl FnOnce(SessionId) -> Vec<u8>,
-) -> (SessionId, std::path::PathBuf, Vec<u8>) {
-    let sid = SessionId::new_random();
-    let path = transcript_path(&env.copilot_home, sid);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let content = content(sid);
-    std::fs::write(&path, &content).unwrap();
-    (sid, path, content)
-}
 
 /// Kills the watchers a test leaves behind.
 struct Reap<'a>(&'a Env, Vec<SessionId>);
@@ -677,34 +663,30 @@ async fn watchers_stop_stops_the_sessions_watchers_and_nothing_else() {
 /// will ever come. The watcher, told to stop before it noticed (it looks at the agent only
 /// between polls, here ten minutes apart), hands the session off as when it notices itself: the
 /// server still gets every line and the session's end.
-#[tokio::test(flavor = "multi_thread")]
-async fn watchers_stop_on_a_dead_copilots_session_still_delivers_its_end() {
-    let (env, server) = (Env::new(), server().await);
-    let url = server.url();
-    let (sid, path, mut content) = session_with(&env, |sid| synthetic_transcript(sid, 5, false));
-    let _reap = Reap(&env, vec![sid]);
-    let mut copilot = std::process::Command::new("sleep").arg("60").spawn().unwrap();
-    let lock = path
-        .parent()
-        .unwrap()
-        .join(format!("inuse.{}.lock", copilot.id()));
-    std::fs::write(&lock, b"").unwrap();
-    let mut child = env
-        .kcap(&url)
+/// Starts `kcap watch` on the session (polling only every 10 min: lines wake it) and appends a
+/// line at a time to `content` until the server has them all, so the watcher is past a poll
+/// with its signal handler in place (a line written before it watches the file does not wake it).
+async fn watch_until_delivered(
+    env: &Env,
+    server: &kcap::server::Server,
+    sid: SessionId,
+    path: &std::path::Path,
+    content: &mut Vec<u8>,
+) -> tokio::process::Child {
+    let child = env
+        .kcap(&server.url())
         .args(["watch", &sid.to_string()])
-        .arg(&path)
+        .arg(path)
         .env("KCAP_WATCH_POLL_MS", "600000")
         .env("KCAP_SHUTDOWN_BUDGET_MS", "5000")
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Lines wake it (a line written before it watches the file does not): one more until the
-    // server has them all, so it is past a poll with its signal handler in place.
     for i in 0.. {
         let line = format!("{{\"type\":\"user.message\",\"data\":{{\"content\":\"{i}\"}}}}\n");
-        append(&path, line.as_bytes());
+        append(path, line.as_bytes());
         content.extend_from_slice(line.as_bytes());
-        let n = content.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count();
+        let n = count_lines(content);
         if wait_until("the watcher to deliver", Duration::from_secs(2), || {
             server.session(sid).lines.len() == n
         })
@@ -714,32 +696,163 @@ async fn watchers_stop_on_a_dead_copilots_session_still_delivers_its_end() {
         }
         assert!(i < 15, "the watcher never delivered\n{}", env.log_of(sid));
     }
-    copilot.kill().unwrap();
-    copilot.wait().unwrap();
+    child
+}
+
+/// Appends one more line (written after the watcher left: only a finalizer can deliver it),
+/// then checks that the server gets every line once and an end with `reason`. Returns the
+/// watcher's log.
+async fn assert_the_rest_and_an_end(
+    env: &Env,
+    server: &kcap::server::Server,
+    sid: SessionId,
+    path: &std::path::Path,
+    mut content: Vec<u8>,
+    reason: &str,
+) -> String {
+    let last = "{\"type\":\"assistant.message\",\"data\":{\"content\":\"last\"}}\n";
+    append(path, last.as_bytes());
+    content.extend_from_slice(last.as_bytes());
+    let n = count_lines(&content);
+    assert!(
+        wait_until("the session-end after every line", PATIENCE, || {
+            server.session(sid).lines.len() == n
+                && server
+                    .storage()
+                    .summary(sid)
+                    .unwrap()
+                    .is_some_and(|s| s.ended.is_some())
+        })
+        .await,
+        "no end, or a line missing\n{}",
+        env.log_of(sid)
+    );
+    let ended = server.storage().summary(sid).unwrap().unwrap().ended.unwrap();
+    let watch_log = std::fs::read_to_string(
+        env.kcap_home
+            .join("logs")
+            .join(format!("{}.watch.log", sid.dashed())),
+    )
+    .unwrap_or_default();
+    assert_eq!(
+        ended.reason.as_deref(),
+        Some(reason),
+        "{watch_log}\n{}",
+        env.log_of(sid)
+    );
+    assert_exactly_once(server, sid, &content);
+    watch_log
+}
+
+/// `kcap watchers stop` on the session, which must succeed.
+async fn watchers_stop(env: &Env, server: &kcap::server::Server, sid: SessionId) {
     let out = env
-        .kcap(&url)
+        .kcap(&server.url())
         .args(["watchers", "stop", "--session", &sid.to_string()])
         .args(["--wait", "60"])
         .output()
         .await
         .unwrap();
     assert!(out.status.success(), "{out:?}\n{}", env.log_of(sid));
+}
+
+/// A stand-in for the agent: a process holding the session's in-use lock.
+fn agent_holding(path: &std::path::Path) -> std::process::Child {
+    let agent = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+    let lock = path.parent().unwrap().join(format!("inuse.{}.lock", agent.id()));
+    std::fs::write(&lock, b"").unwrap();
+    agent
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watchers_stop_on_a_dead_copilots_session_still_delivers_its_end() {
+    let (env, server) = (Env::new(), server().await);
+    let (sid, path, mut content) = session_with(&env, |sid| synthetic_transcript(sid, 5, false));
+    let _reap = Reap(&env, vec![sid]);
+    let mut agent = agent_holding(&path);
+    let mut child = watch_until_delivered(&env, &server, sid, &path, &mut content).await;
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    watchers_stop(&env, &server, sid).await;
     assert!(child.wait().await.unwrap().success());
+    assert_the_rest_and_an_end(&env, &server, sid, &path, content, "agent_exited").await;
+}
+
+/// A watcher that found no agent process to watch (none marked the session, no hook's agent)
+/// cannot tell a crashed session: `kcap watchers stop` is taken for the session's end, so a
+/// finalizer delivers the rest and an end with reason `stopped` (else the session never gets one).
+#[tokio::test(flavor = "multi_thread")]
+async fn watchers_stop_without_a_known_agent_still_delivers_an_end() {
+    let (env, server) = (Env::new(), server().await);
+    let (sid, path, mut content) = session_with(&env, |sid| synthetic_transcript(sid, 5, false));
+    let _reap = Reap(&env, vec![sid]);
+    let mut child = watch_until_delivered(&env, &server, sid, &path, &mut content).await;
+    watchers_stop(&env, &server, sid).await;
+    assert!(child.wait().await.unwrap().success());
+    assert_the_rest_and_an_end(&env, &server, sid, &path, content, "stopped").await;
+    // The session was live after all: its real end comes with no line since. The `stopped`
+    // end was kcap's guess, so the real one is no repeat: the server ends with its reason.
+    let end = payload(&sid.to_string(), json!({"reason": "user_exit"}));
+    let budget = [("KCAP_SHUTDOWN_BUDGET_MS", "500")];
+    let (out, _) = run_hook(&env, &server.url(), "sessionEnd", &end, &budget).await;
+    assert!(out.status.success(), "{out:?}\n{}", env.log_of(sid));
     assert!(
-        wait_until("the session-end", PATIENCE, || {
+        wait_until("the real end", PATIENCE, || {
             server
                 .storage()
                 .summary(sid)
                 .unwrap()
-                .is_some_and(|s| s.ended.is_some())
+                .and_then(|s| s.ended)
+                .is_some_and(|e| e.reason.as_deref() == Some("user_exit"))
         })
         .await,
-        "a stopped watcher of a dead Copilot left the session without an end\n{}",
+        "the real end was dropped after the `stopped` one\n{}",
         env.log_of(sid)
     );
-    let ended = server.storage().summary(sid).unwrap().unwrap().ended.unwrap();
-    assert_eq!(ended.reason.as_deref(), Some("agent_exited"));
-    assert_exactly_once(&server, sid, &content);
+}
+
+/// The sessionEnd hook's SIGTERM is not a user's stop: a watcher with no agent process known
+/// to watch just drains and exits, and hands nothing off (the hook's finalizer delivers the
+/// rest and the real end).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_hooks_stop_of_a_watcher_without_a_known_agent_hands_nothing_off() {
+    let (env, server) = (Env::new(), server().await);
+    let (sid, path, mut content) = session_with(&env, |sid| synthetic_transcript(sid, 5, false));
+    let _reap = Reap(&env, vec![sid]);
+    let mut child = watch_until_delivered(&env, &server, sid, &path, &mut content).await;
+    let end = payload(&sid.to_string(), json!({"reason": "user_exit"}));
+    let budget = [("KCAP_SHUTDOWN_BUDGET_MS", "500")];
+    let (out, _) = run_hook(&env, &server.url(), "sessionEnd", &end, &budget).await;
+    assert!(out.status.success(), "{out:?}\n{}", env.log_of(sid));
+    assert!(child.wait().await.unwrap().success());
+    let watch_log = assert_the_rest_and_an_end(&env, &server, sid, &path, content, "user_exit").await;
+    assert!(
+        watch_log.contains("watcher stopped") && !watch_log.contains("handed to a finalizer"),
+        "the hook's stop was taken for a user's:\n{watch_log}"
+    );
+}
+
+/// The sessionEnd hook queues the run's real end, then stops the watcher; the agent exits while
+/// the watcher drains, so the stopped watcher finds its agent gone and hands off. The end already
+/// queued is the session's end: the hand-off must not replace it with its own `agent_exited`
+/// one. It still starts a finalizer (lines its final drain could not deliver need one), and
+/// every line arrives once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_real_end_queued_before_the_stop_keeps_its_reason_when_the_agent_is_gone() {
+    let (env, server) = (Env::new(), server().await);
+    let (sid, path, mut content) = session_with(&env, |sid| synthetic_transcript(sid, 5, false));
+    let _reap = Reap(&env, vec![sid]);
+    let mut agent = agent_holding(&path);
+    let mut child = watch_until_delivered(&env, &server, sid, &path, &mut content).await;
+    // The agent is gone by the time the watcher, stopped by the hook, looks at it.
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    let end = payload(&sid.to_string(), json!({"reason": "user_exit"}));
+    let (out, _) = run_hook(&env, &server.url(), "sessionEnd", &end, &[]).await;
+    assert!(out.status.success(), "{out:?}\n{}", env.log_of(sid));
+    assert!(child.wait().await.unwrap().success());
+    let watch_log = assert_the_rest_and_an_end(&env, &server, sid, &path, content, "user_exit").await;
+    assert!(watch_log.contains("session handed to a finalizer"), "{watch_log}");
 }
 
 /// A watcher killed with SIGKILL leaves its pid file behind: the file names a process that

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use capture_support::*;
 use common::*;
-use kcap::config::transcript_path;
 use kcap::effects::watcher;
 use kcap::ids::SessionId;
 use kcap::server::Server;
@@ -17,20 +16,6 @@ use serde_json::json;
 
 /// How long a test waits for background processes (a wait that succeeds returns at once).
 const PATIENCE: Duration = Duration::from_secs(30);
-
-/// A new session with `content` as its transcript.
-#[track_caller]
-fn session_with(
-    env: &Env,
-    content: impl FnOnce(SessionId) -> Vec<u8>,
-) -> (SessionId, std::path::PathBuf, Vec<u8>) {
-    let sid = SessionId::new_random();
-    let path = transcript_path(&env.copilot_home, sid);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let content = content(sid);
-    std::fs::write(&path, &content).unwrap();
-    (sid, path, content)
-}
 
 /// Kills the watcher a test leaves behind.
 struct Reap<'a>(&'a Env, SessionId);
@@ -419,6 +404,43 @@ async fn an_undelivered_end_of_run_1_is_not_replaced_by_run_2s() {
     }
 }
 
+/// A session of 20 lines starts (through `recorder`) with a watcher that ends it idle: the
+/// hand-off's `idle` end is posted (the session is still live: that finalizer waits for a
+/// shutdown that never comes, then drains). Then the user comes back in the same agent process:
+/// 5 more lines and an agentStop, whose new watcher delivers them.
+async fn idle_end_then_back(
+    env: &Env,
+    server: &Server,
+    recorder: &Recorder,
+    sid: SessionId,
+    path: &std::path::Path,
+) {
+    let (url, sid_text) = (recorder.url(), sid.to_string());
+    let idle = [("KCAP_WATCH_IDLE_MS", "800"), ("KCAP_SHUTDOWN_BUDGET_MS", "500")];
+    let start = payload(&sid_text, json!({"source": "new"}));
+    hook_ok(env, &url, "sessionStart", &start, &idle).await;
+    assert!(
+        wait_until("the idle end", PATIENCE, || ends(recorder) == 1
+            && finished(env, sid, 0))
+        .await,
+        "{:?}\n{}",
+        recorder.posts(),
+        env.log_of(sid)
+    );
+    let more: String = (0..5)
+        .map(|i| format!("{{\"type\":\"user.message\",\"data\":{{\"content\":\"back {i}\"}}}}\n"))
+        .collect();
+    append(path, more.as_bytes());
+    hook_ok(env, &url, "agentStop", &payload(&sid_text, json!({})), &[]).await;
+    assert!(
+        wait_until("the new lines", PATIENCE, || server.session(sid).lines.len()
+            == 25)
+        .await,
+        "{}",
+        env.log_of(sid)
+    );
+}
+
 /// The watcher ended an idle session and its finalizer posted an `idle` end; then the user came
 /// back in the same Copilot process (no sessionStart): agentStop starts a watcher, new lines
 /// arrive, and the real sessionEnd comes. Its end must not be taken for a repeat of the idle
@@ -431,38 +453,7 @@ async fn the_real_end_after_an_idle_hand_off_is_not_dropped() {
     let _reap = Reap(&env, sid);
     let url = recorder.url();
     let sid_text = sid.to_string();
-    // The session is still live: the idle finalizer waits for a shutdown that never comes.
-    let idle = [("KCAP_WATCH_IDLE_MS", "800"), ("KCAP_SHUTDOWN_BUDGET_MS", "500")];
-    hook_ok(
-        &env,
-        &url,
-        "sessionStart",
-        &payload(&sid_text, json!({"source": "new"})),
-        &idle,
-    )
-    .await;
-    assert!(
-        wait_until("the idle end", Duration::from_secs(30), || ends(&recorder) == 1
-            && finished(&env, sid, 0))
-        .await,
-        "{:?}\n{}",
-        recorder.posts(),
-        env.log_of(sid)
-    );
-    // The user comes back: a new turn, its agentStop, more lines, then the real exit.
-    let more: String = (0..5)
-        .map(|i| format!("{{\"type\":\"user.message\",\"data\":{{\"content\":\"back {i}\"}}}}\n"))
-        .collect();
-    append(&path, more.as_bytes());
-    hook_ok(&env, &url, "agentStop", &payload(&sid_text, json!({})), &[]).await;
-    assert!(
-        wait_until("the new lines", Duration::from_secs(20), || {
-            server.session(sid).lines.len() == 25
-        })
-        .await,
-        "{}",
-        env.log_of(sid)
-    );
+    idle_end_then_back(&env, &server, &recorder, sid, &path).await;
     append(&path, shutdown_line().as_bytes());
     hook_ok(
         &env,
@@ -785,35 +776,7 @@ async fn a_runs_real_end_is_posted_though_the_next_run_started_before_it_went() 
     let _reap = Reap(&env, sid);
     let url = recorder.url();
     let sid_text = sid.to_string();
-    let idle = [("KCAP_WATCH_IDLE_MS", "800"), ("KCAP_SHUTDOWN_BUDGET_MS", "500")];
-    hook_ok(
-        &env,
-        &url,
-        "sessionStart",
-        &payload(&sid_text, json!({"source": "new"})),
-        &idle,
-    )
-    .await;
-    assert!(
-        wait_until("the idle end", PATIENCE, || ends(&recorder) == 1
-            && finished(&env, sid, 0))
-        .await,
-        "{:?}\n{}",
-        recorder.posts(),
-        env.log_of(sid)
-    );
-    let more: String = (0..5)
-        .map(|i| format!("{{\"type\":\"user.message\",\"data\":{{\"content\":\"back {i}\"}}}}\n"))
-        .collect();
-    append(&path, more.as_bytes());
-    hook_ok(&env, &url, "agentStop", &payload(&sid_text, json!({})), &[]).await;
-    assert!(
-        wait_until("the new lines", PATIENCE, || server.session(sid).lines.len()
-            == 25)
-        .await,
-        "{}",
-        env.log_of(sid)
-    );
+    idle_end_then_back(&env, &server, &recorder, sid, &path).await;
     // The real exit; its agent writes the shutdown only after run 2 has started.
     let slow = [("KCAP_SHUTDOWN_BUDGET_MS", "20000")];
     let end = payload(&sid_text, json!({"reason": "complete"}));
@@ -906,4 +869,152 @@ async fn an_older_kcaps_end_marker_neither_drops_an_end_nor_outlives_a_new_run()
             "after {event} the older kcap would drop the session's next end"
         );
     }
+}
+
+/// The sessionEnd hook queues its end without the watcher lock (the watcher holds it until the
+/// hook stops it), while a watcher that found its agent gone may be queueing its hand-off end
+/// of the same run. Either order keeps the hook's real end (its reason), in one queue entry,
+/// waiting for the newest finalizer; another run's end is untouched.
+#[test]
+fn the_hooks_real_end_and_a_hand_off_end_of_its_run_keep_the_real_one_in_either_order() {
+    use kcap::effects::outbox;
+    use kcap::effects::runs::{GEN_KEY, RUN_KEY};
+    use kcap::store::NoticeKind;
+
+    let env = Env::new();
+    let store = env.store();
+    let end = |run: u64, reason: &str, generation: u32| {
+        outbox::notice(
+            NoticeKind::SessionEnd,
+            json!({"reason": reason, RUN_KEY: run, GEN_KEY: generation}),
+        )
+    };
+    let ends = |sid: SessionId| -> Vec<(u64, String, u64)> {
+        store
+            .pending_notices(Some(sid))
+            .unwrap()
+            .into_iter()
+            .map(|p| {
+                let b = &p.notice.body;
+                (
+                    b[RUN_KEY].as_u64().unwrap(),
+                    b["reason"].as_str().unwrap().to_string(),
+                    b[GEN_KEY].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    // The hook first, then the hand-off: the real end stays, and waits for the hand-off's finalizer.
+    let sid = SessionId::new_random();
+    store.queue_notice(sid, &end(5, "earlier_run", 0)).unwrap();
+    store.queue_notice(sid, &end(7, "user_exit", 1)).unwrap();
+    assert!(store.queue_end_yielding(sid, &end(7, "agent_exited", 2)).unwrap());
+    assert_eq!(
+        ends(sid),
+        vec![(5, "earlier_run".into(), 0), (7, "user_exit".into(), 2)],
+        "the hand-off replaced the real end"
+    );
+    // The hand-off recorded its finalizer first but queues after the hook: the real end keeps
+    // the hook's newer finalizer, which delivers `session.shutdown`.
+    let sid = SessionId::new_random();
+    store.queue_notice(sid, &end(7, "user_exit", 2)).unwrap();
+    assert!(store.queue_end_yielding(sid, &end(7, "agent_exited", 1)).unwrap());
+    assert_eq!(
+        ends(sid),
+        vec![(7, "user_exit".into(), 2)],
+        "the real end was moved to the older finalizer"
+    );
+    // An interim end of the watcher's, held back by a down server, does not keep its place:
+    // a later hand-off end replaces it (the hook's real end, after it, replaces either).
+    let sid = SessionId::new_random();
+    let interim = |reason: &str, generation: u32| {
+        let mut notice = end(7, reason, generation);
+        notice.body["source"] = json!(kcap::effects::runs::WATCHER_SOURCE);
+        notice
+    };
+    assert!(!store.queue_end_yielding(sid, &interim("idle", 1)).unwrap());
+    assert!(!store
+        .queue_end_yielding(sid, &interim("agent_exited", 2))
+        .unwrap());
+    assert_eq!(
+        ends(sid),
+        vec![(7, "agent_exited".into(), 2)],
+        "an interim end was kept over a later one"
+    );
+    // The hand-off first, then the hook: the hook's end replaces it.
+    let sid = SessionId::new_random();
+    assert!(!store.queue_end_yielding(sid, &end(7, "agent_exited", 1)).unwrap());
+    store.queue_notice(sid, &end(7, "user_exit", 2)).unwrap();
+    assert_eq!(ends(sid), vec![(7, "user_exit".into(), 2)]);
+}
+
+/// An idle session's `idle` end is on the server after its 5 lines; 3 more lines come while
+/// the server is down, and a second watcher idles out. Its hand-off looks at the end marker
+/// before those lines are delivered: "no line since" then, but not once they arrive. When the
+/// server is back, `finalize --resume` delivers all 8 lines, and an end must follow them.
+#[tokio::test(flavor = "multi_thread")]
+async fn lines_delivered_after_a_hand_off_was_queued_still_get_an_end_after_them() {
+    let (env, server) = (Env::new(), server().await);
+    let recorder = Recorder::start(free_port(), server.url()).await;
+    let (sid, path, _) = session_with(&env, |sid| synthetic_transcript(sid, 5, false));
+    let _reap = Reap(&env, sid);
+    let sid_text = sid.to_string();
+    let idle = [("KCAP_WATCH_IDLE_MS", "800"), ("KCAP_SHUTDOWN_BUDGET_MS", "500")];
+    let start = payload(&sid_text, json!({"source": "new"}));
+    hook_ok(&env, &recorder.url(), "sessionStart", &start, &idle).await;
+    assert!(
+        wait_until("the idle end", PATIENCE, || ends(&recorder) == 1
+            && finished(&env, sid, 0))
+        .await,
+        "{:?}\n{}",
+        recorder.posts(),
+        env.log_of(sid)
+    );
+    let more: String = (0..3)
+        .map(|i| format!("{{\"type\":\"user.message\",\"data\":{{\"content\":\"back {i}\"}}}}\n"))
+        .collect();
+    append(&path, more.as_bytes());
+    // The server is down: a second watcher idles out, and its finalizer parks.
+    let down = format!("http://{}", free_port());
+    let watch = env
+        .kcap(&down)
+        .args(["watch", &sid_text])
+        .arg(&path)
+        .env("KCAP_WATCH_IDLE_MS", "800")
+        .env("KCAP_SHUTDOWN_BUDGET_MS", "500")
+        .env("KCAP_DELIVERY_BUDGET_MS", "1000")
+        .stderr(std::process::Stdio::null())
+        .status();
+    let status = tokio::time::timeout(PATIENCE, watch).await.unwrap().unwrap();
+    assert!(status.success(), "{status:?}\n{}", env.log_of(sid));
+    assert!(
+        wait_until("the finalizer to park", PATIENCE, || {
+            let store = env.store();
+            matches!(store.latest_machine(sid), Ok(Some(r))
+                if r.meta.generation == 1 && matches!(r.state().0.phase, kcap::machine::Phase::Parked { .. }))
+                && store.lease(sid).is_ok_and(|l| l.is_none())
+        })
+        .await,
+        "{}",
+        env.log_of(sid)
+    );
+    // The server is back.
+    let out = env
+        .kcap(&recorder.url())
+        .args(["finalize", "--resume"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}\n{}", env.log_of(sid));
+    assert!(
+        wait_until("every line and the outbox empty", PATIENCE, || {
+            server.session(sid).lines.len() == 8
+                && env.store().pending_notices(Some(sid)).is_ok_and(|p| p.is_empty())
+        })
+        .await,
+        "{:?}\n{}",
+        recorder.posts(),
+        env.log_of(sid)
+    );
+    assert_two_ends_after_every_line(&env, &server, &recorder, sid, &path);
 }

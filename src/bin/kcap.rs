@@ -246,13 +246,14 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum WatchersCmd {
-    /// Tell running watchers to stop (SIGTERM, as the sessionEnd hook does): each drains what
-    /// is written, then exits. If the session's agent is gone (a crashed agent), the watcher
-    /// hands the session to a finalizer, which delivers the rest and the session's end; if it
-    /// runs, its next agentStop starts a new watcher and its sessionEnd delivers the rest and
-    /// the end. A watcher that found no agent process to watch cannot tell: for a crashed
-    /// session, `kcap finalize --session ID` delivers the rest, but no end is sent. A sessionEnd
-    /// hook draining is never signalled. Exits 1 if one is still draining when the wait runs out.
+    /// Tell running watchers to stop (SIGINT): each drains what is written, then exits. If the
+    /// session's agent is gone (a crashed agent), the watcher hands the session to a finalizer,
+    /// which delivers the rest and the session's end; if it runs, its next agentStop starts a
+    /// new watcher and its sessionEnd delivers the rest and the end. A watcher that found no
+    /// agent process to watch cannot tell, so it takes the stop for the session's end: a
+    /// finalizer delivers the rest and an end with reason `stopped` (should the session go on,
+    /// its later lines and its real end still follow). A sessionEnd hook draining is never
+    /// signalled. Exits 1 if one is still draining when the wait runs out.
     Stop {
         /// Only this session's watcher (a UUID, dashed or not); all of them without it.
         #[arg(long)]

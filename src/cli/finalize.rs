@@ -262,8 +262,20 @@ pub struct SpawnedForEnd {
     pub queued: bool,
 }
 
+/// How [`spawn_finalizer_for_end`] queues the session's end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndQueue {
+    /// Not at all (no usable store): the end is handed to the finalizer on its stdin.
+    No,
+    /// It replaces an end of its run still queued: the sessionEnd hook's real end.
+    Replace,
+    /// An end of its run already queued stays, and waits for this finalizer instead: the
+    /// watcher's hand-off end, which must never replace the run's real end.
+    Yield,
+}
+
 /// [`spawn_finalizer`] for a session that has ended, with its session-end `end`: records the
-/// spawn, then queues the end (when `may_queue`), then launches the finalizer, handing it on
+/// spawn, then queues the end (as `queue` says), then launches the finalizer, handing it on
 /// stdin an end that was not queued. Queued only once the spawn is recorded: the sweep posts
 /// the queued end of a session that has no machine left to run, and must not take this end for
 /// one whose lines are all delivered before the machine that delivers its tail is recorded.
@@ -274,7 +286,7 @@ pub async fn spawn_finalizer_for_end(
     timings: crate::machine::Timings,
     args: Vec<OsString>,
     end: &serde_json::Value,
-    may_queue: bool,
+    queue: EndQueue,
 ) -> SpawnedForEnd {
     let at = now_ms();
     let recorded = record_spawn(store, session, path, timings, at)
@@ -286,12 +298,22 @@ pub async fn spawn_finalizer_for_end(
         end[crate::effects::runs::GEN_KEY] = (*generation).into();
     }
     let end = &end;
-    let queued = may_queue
+    let queued = queue != EndQueue::No
         && recorded.is_ok()
         && {
             let (store, notice) = (store.clone(), outbox::notice(NoticeKind::SessionEnd, end.clone()));
-            match crate::effects::blocking(move || store.queue_notice(session, &notice)).await {
-                Ok(_) => true,
+            let queueing = move || {
+                match queue {
+                EndQueue::Yield => store.queue_end_yielding(session, &notice).map(|kept| {
+                    if kept {
+                        tracing::info!(%session, "an end of this run is already queued: it stays, and waits for this finalizer");
+                    }
+                }),
+                _ => store.queue_notice(session, &notice).map(drop),
+            }
+            };
+            match crate::effects::blocking(queueing).await {
+                Ok(()) => true,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot queue the session-end; the finalizer posts it after the lines");
                     false

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::agent::{Agent, HookEvent, HookPayload};
-use crate::cli::finalize::{spawn_finalizer_for_end, SpawnedForEnd};
+use crate::cli::finalize::{spawn_finalizer_for_end, EndQueue, SpawnedForEnd};
 use crate::cli::options::{DeliveryOpts, TimingOpts};
 use crate::config::now_ms;
 use crate::effects::blocking;
@@ -207,8 +207,16 @@ async fn session_end(
     // shutdown already written) finds it and posts it after the lines; and after its spawn is
     // recorded, so a sweep never takes it for the end of a session with nothing left to run.
     let args: Vec<OsString> = vec!["finalizer".into(), session.to_string().into(), path.into()];
+    // Queued without the watcher lock (the watcher holds it until it is stopped, below): a
+    // watcher's hand-off end of this run queued meanwhile is replaced by this real one, and a
+    // hand-off after this leaves it queued ([`EndQueue::Yield`]); one store access each.
+    let queue = if hook.store_ok {
+        EndQueue::Replace
+    } else {
+        EndQueue::No
+    };
     let SpawnedForEnd { spawned, queued } =
-        spawn_finalizer_for_end(store, session, path, timing.timings(), args, &body, hook.store_ok).await;
+        spawn_finalizer_for_end(store, session, path, timing.timings(), args, &body, queue).await;
     match (&spawned.pid, &spawned.recorded) {
         (Ok(pid), Ok(_)) => tracing::info!(pid, "finalizer spawned"),
         (Ok(pid), Err(e)) => {

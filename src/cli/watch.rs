@@ -8,11 +8,11 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::finalize::{check_transcript_path, spawn_finalizer_for_end};
+use crate::cli::finalize::{check_transcript_path, spawn_finalizer_for_end, EndQueue};
 use crate::cli::options::{DeliveryOpts, TimingOpts};
 use crate::config::now_ms;
 use crate::effects::agent::AgentWatch;
-use crate::effects::runs::{RunId, RUN_KEY};
+use crate::effects::runs::{self, RunId, RUN_KEY};
 use crate::effects::watcher::{claim_watch, Ended, Endings, WatchClaim, Watcher};
 use crate::ids::SessionId;
 use crate::store::{Holder, Store};
@@ -110,10 +110,15 @@ pub async fn watch(store: Store, args: WatchArgs, delivery: &DeliveryOpts, timin
     // Told to stop (by a sessionEnd hook, whose agent is alive running it, or by `kcap watchers
     // stop`): if the agent is gone meanwhile, nothing else will ever end the session (no
     // agentStop, no sessionEnd), so hand it off as when the watcher notices by itself.
-    // A sessionEnd hook may have queued this run's real end before it stopped us; the
-    // hand-off's end then replaces it (the reason becomes agent_exited) and a second finalizer
-    // runs. That costs a reason, never a line: a check that skipped the hand-off when an end
-    // was known lost the lines its final drain could not deliver (review of this stop).
+    // A sessionEnd hook may have queued this run's real end before it stopped us: the
+    // hand-off keeps it (its reason) rather than queue its own, but still starts a
+    // finalizer: lines the final drain could not deliver (the server down) need one, and
+    // skipping the hand-off lost them once (5cff7a4, reverted).
+    // Stopped by a user (`kcap watchers stop`: SIGINT) with no agent process to watch, the
+    // watcher cannot tell a crashed session from a live one: nothing else would ever end a
+    // crashed one, so the stop is taken for its end (a live one's later lines and real end
+    // still follow it: an end after new lines is a new end).
+    let by_user = STOPPED_BY_USER.load(std::sync::atomic::Ordering::Relaxed);
     let ended = match (ended, endings.agent.gone(&session_dir)) {
         (Ended::Stopped, Some(pid)) => {
             tracing::warn!(pid, "stopped, and the session's agent process is gone without a sessionEnd; handing the session to a finalizer");
@@ -122,6 +127,10 @@ pub async fn watch(store: Store, args: WatchArgs, delivery: &DeliveryOpts, timin
         (ended, _) => ended,
     };
     let reason = match ended {
+        Ended::Stopped if by_user && endings.agent == AgentWatch::Unknown => {
+            tracing::warn!("stopped by the user, with no agent process known to watch; handing the session to a finalizer");
+            "stopped"
+        }
         Ended::Stopped => return 0,
         Ended::AgentGone { .. } => "agent_exited",
         Ended::Idle { .. } => "idle",
@@ -131,7 +140,10 @@ pub async fn watch(store: Store, args: WatchArgs, delivery: &DeliveryOpts, timin
 }
 
 /// The session ended without a sessionEnd hook: a session-end notice goes to the outbox and a
-/// finalizer takes over (it delivers the tail, then the notice).
+/// finalizer takes over (it delivers the tail, then the notice). An end of the run already
+/// queued (the hook's real one) stays, and waits for this finalizer; the outbox drops this one
+/// as a repeat if the run's end is on the server with no line delivered since when it posts.
+/// The finalizer is started in every case.
 async fn hand_off(
     store: &Store,
     watcher: &Watcher,
@@ -145,7 +157,7 @@ async fn hand_off(
         "hook_event_name": "sessionEnd",
         "session_id": session.dashless(),
         "reason": reason,
-        "source": "kcap-watcher",
+        "source": runs::WATCHER_SOURCE,
         "cwd": null,
         "home_dir": std::env::var("HOME").ok(),
         "ended_at": crate::cli::status::iso_time(now_ms()),
@@ -161,11 +173,22 @@ async fn hand_off(
         session.to_string().into(),
         watcher.transcript.clone().into(),
     ];
+    // Always queued, even when this run's end is on the server with no line since: the
+    // lines this finalizer delivers may come after that end, and need one after them. The
+    // outbox drops the end as a repeat if none did (it counts the lines when it posts).
     // Queued once the finalizer's spawn is recorded (never before: see
     // `spawn_finalizer_for_end`), else handed to it.
-    let spawned = spawn_finalizer_for_end(store, session, &watcher.transcript, timings, args, &body, true)
-        .await
-        .spawned;
+    let spawned = spawn_finalizer_for_end(
+        store,
+        session,
+        &watcher.transcript,
+        timings,
+        args,
+        &body,
+        EndQueue::Yield,
+    )
+    .await
+    .spawned;
     match spawned.pid {
         Ok(pid) => tracing::info!(pid, reason, "session handed to a finalizer"),
         Err(e) => {
@@ -182,13 +205,17 @@ fn parse_agent(text: &str) -> Option<Holder> {
     })
 }
 
+/// Set when the watcher was stopped with SIGINT (a user: `kcap watchers stop`, or Ctrl-C), not
+/// the sessionEnd hook's SIGTERM.
+static STOPPED_BY_USER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 async fn stop_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}
-                _ = int.recv() => {}
+                _ = int.recv() => STOPPED_BY_USER.store(true, std::sync::atomic::Ordering::Relaxed),
             }
         }
         _ => std::future::pending().await,

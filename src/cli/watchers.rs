@@ -87,12 +87,11 @@ fn human_age(ms: u64) -> String {
 }
 
 /// `kcap watchers stop [--session ID]`: tells the running watchers (all, or the session's) to
-/// stop with SIGTERM, as the sessionEnd hook does, and waits up to `wait` for each to drain and
-/// leave. A sessionEnd hook draining inline is never signalled. A stopped watcher's position is
-/// in the store; one whose agent is gone hands the session to a finalizer (the rest, then the
-/// end), else the next `agentStop` starts a new one and the `sessionEnd` finalizer delivers the
-/// rest. (A watcher that knows no agent process cannot tell it is gone: see the command's
-/// help.) Returns the report and the exit code
+/// stop with SIGINT (the sessionEnd hook uses SIGTERM), and waits up to `wait` for each to drain
+/// and leave. A sessionEnd hook draining inline is never signalled. A stopped watcher's position
+/// is in the store; one whose agent is gone, or that knows no agent process to tell, hands the
+/// session to a finalizer (the rest, then the end), else the next `agentStop` starts a new one
+/// and the `sessionEnd` finalizer delivers the rest. Returns the report and the exit code
 /// (1 if a watcher was still running when the wait ran out), or why the session id is bad.
 pub async fn stop(
     store: &Store,
@@ -118,7 +117,7 @@ pub async fn stop(
     }
     let mut signalled = Vec::new();
     for h in &running {
-        if let Some(pid) = watcher::stop(home, h.session) {
+        if let Some(pid) = watcher::stop_by_user(home, h.session) {
             signalled.push((h.session, pid));
         }
     }

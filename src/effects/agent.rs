@@ -39,6 +39,69 @@ fn parent_of(pid: u32) -> Option<u32> {
     after_name.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// How much later than its marker file a process may seem to have started and still be the one
+/// that wrote it: the start time is read in clock ticks since boot, the file's time in the wall
+/// clock, and a forward step of the wall clock (an NTP correction after a suspend) makes a live
+/// writer's marker look older than it is. A recycled pid is hours or days younger than a crashed
+/// writer's marker as a rule; a minute of doubt keeps a live agent from being taken for gone.
+const MARKER_SLACK_MS: u64 = 60_000;
+
+/// The process `pid` as the writer of the marker file `marker` (an agent's `inuse.<pid>.lock`):
+/// `None` if it does not run, or started well after the file was last written. A writer starts
+/// before it writes; a process that started after is another one under the recycled pid of a
+/// writer that crashed, and must not keep the crashed session looking alive.
+pub fn marker_owner(pid: u32, marker: &Path) -> Option<Holder> {
+    let holder = Holder::of(pid).filter(Holder::is_alive)?;
+    let written_ago_ms = std::fs::symlink_metadata(marker)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .map(|d| d.as_millis() as u64);
+    let started_ms = (holder.start_ticks > 0).then(|| ticks_to_ms(holder.start_ticks));
+    match started_after(written_ago_ms, uptime_ms(), started_ms) {
+        Some((written_ago_ms, age_ms)) => {
+            tracing::info!(
+                pid,
+                written_ago_ms,
+                age_ms,
+                slack_ms = MARKER_SLACK_MS,
+                "a marker's pid runs, but started after the marker was written: a recycled pid"
+            );
+            None
+        }
+        None => Some(holder),
+    }
+}
+
+/// `Some((marker written ago, process age))`, both in ms, when the process surely started after
+/// the marker was written (by more than [`MARKER_SLACK_MS`]). Any reading missing, or
+/// impossible (an uptime shorter than the process's start, as under a container's own
+/// `/proc/uptime`), cannot tell: `None`, and the process is taken for the writer, as is a
+/// marker written "in the future" (the clock stepped back).
+fn started_after(
+    written_ago_ms: Option<u64>,
+    uptime_ms: Option<u64>,
+    started_ms: Option<u64>,
+) -> Option<(u64, u64)> {
+    let written_ago_ms = written_ago_ms?;
+    let age_ms = uptime_ms?.checked_sub(started_ms?)?;
+    (age_ms.saturating_add(MARKER_SLACK_MS) < written_ago_ms).then_some((written_ago_ms, age_ms))
+}
+
+/// Milliseconds since boot (`/proc/uptime`).
+fn uptime_ms() -> Option<u64> {
+    let uptime = std::fs::read_to_string("/proc/uptime").ok()?;
+    let seconds: f64 = uptime.split_whitespace().next()?.parse().ok()?;
+    (seconds.is_finite() && seconds >= 0.0).then_some((seconds * 1000.0) as u64)
+}
+
+fn ticks_to_ms(ticks: u64) -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = if hz > 0 { hz as u64 } else { 100 };
+    ticks.saturating_mul(1000) / hz
+}
+
 /// What a watcher keeps an eye on to know its session's agent is still running.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AgentWatch {
@@ -99,6 +162,53 @@ mod tests {
         child.kill().unwrap();
         child.wait().unwrap();
         assert_eq!(watch.gone(dir.path()), Some(child.id()));
+    }
+
+    /// An agent wrote its marker and crashed; its pid now names a process that started later.
+    /// A forward step of the wall clock makes a live writer's marker look older than the
+    /// writer; an uptime below the process's start (a container's own `/proc/uptime`) or a
+    /// reading missing cannot tell. Only a marker written well before the process started
+    /// names a recycled pid.
+    #[test]
+    fn a_marker_is_judged_recycled_only_on_sound_readings() {
+        let minute = 60_000;
+        // Started 10 s after boot, up 100 s: 90 s old.
+        assert_eq!(
+            started_after(Some(90_000 + 30_000), Some(100_000), Some(10_000)),
+            None,
+            "a clock stepped 30 s forward made a live agent's marker too old"
+        );
+        assert_eq!(
+            started_after(Some(90_000 + 2 * minute), Some(100_000), Some(10_000)),
+            Some((90_000 + 2 * minute, 90_000))
+        );
+        assert_eq!(
+            started_after(Some(3_600_000), Some(5_000), Some(10_000)),
+            None,
+            "an uptime below the process's start is no reading"
+        );
+        assert_eq!(started_after(None, Some(100_000), Some(10_000)), None);
+        assert_eq!(started_after(Some(3_600_000), None, Some(10_000)), None);
+        assert_eq!(started_after(Some(3_600_000), Some(100_000), None), None);
+    }
+
+    #[test]
+    fn a_process_started_after_a_marker_was_written_is_not_its_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let marker = dir.path().join(format!("inuse.{}.lock", child.id()));
+        std::fs::write(&marker, b"").unwrap();
+        assert_eq!(marker_owner(child.id(), &marker).map(|h| h.pid), Some(child.id()));
+        let file = std::fs::File::options().write(true).open(&marker).unwrap();
+        file.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600))
+            .unwrap();
+        assert_eq!(
+            marker_owner(child.id(), &marker),
+            None,
+            "a recycled pid looks alive"
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 
     #[test]

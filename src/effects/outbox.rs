@@ -141,12 +141,13 @@ async fn flush_with(
             None
         };
         let run = runs::of_body(&item.notice.body);
+        let from = runs::EndFrom::of_body(&item.notice.body);
         let delivered = match item.notice.kind {
             NoticeKind::SessionEnd => delivered_lines(store, item.session).await,
             _ => None,
         };
         if item.notice.kind == NoticeKind::SessionEnd
-            && runs::end_posted(store.home(), item.session, run, delivered)
+            && runs::end_posted(store.home(), item.session, run, delivered, from)
         {
             // A second sessionEnd hook, or a watcher's hand-over end followed by the real one
             // with no line since: the server already has this run's end.
@@ -178,7 +179,7 @@ async fn flush_with(
             Ok(()) => {
                 out.delivered += 1;
                 if item.notice.kind == NoticeKind::SessionEnd {
-                    runs::mark_end_posted(store.home(), item.session, run, delivered);
+                    runs::mark_end_posted(store.home(), item.session, run, delivered, from);
                 }
                 let (store, session, seq) = (store.clone(), item.session, item.seq);
                 if let Err(e) = blocking(move || store.remove_notice(session, seq)).await {
@@ -366,14 +367,16 @@ pub async fn deliver_end_after_lines(
         flush_with(store, client, Some(session), Flush::All, EndLock::Take).await
     };
     let delivered = delivered_lines(store, session).await;
-    if let Some(body) =
-        direct.filter(|b| !runs::end_posted(store.home(), session, runs::of_body(b), delivered))
-    {
+    if let Some(body) = direct.filter(|b| {
+        let from = runs::EndFrom::of_body(b);
+        !runs::end_posted(store.home(), session, runs::of_body(b), delivered, from)
+    }) {
         let path = notice(NoticeKind::SessionEnd, serde_json::Value::Null).path;
         match client.post_json(&path, &runs::wire_body(body)).await {
             Ok(()) => {
                 out.delivered += 1;
-                runs::mark_end_posted(store.home(), session, runs::of_body(body), delivered);
+                let from = runs::EndFrom::of_body(body);
+                runs::mark_end_posted(store.home(), session, runs::of_body(body), delivered, from);
                 tracing::info!("session-end delivered (handed over by the hook)");
             }
             Err(e) => {

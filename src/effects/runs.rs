@@ -81,9 +81,10 @@ struct Runs {
     previous_stamp: Option<serde_json::Value>,
 }
 
-/// How far ahead of the machine's clock a recorded run may be (the clock stepped back) before it
-/// counts as garbage.
-const FUTURE_SLACK_MS: u64 = 24 * 3600 * 1000;
+/// The largest plausible run name: epoch ms with 13 digits (until the year 2286). A fixed bound,
+/// not one relative to the machine's clock: a clock stepped back by days must not turn the
+/// current run into garbage, and a garbled number must not pass once the clock moves on.
+const MAX_RUN: RunId = 9_999_999_999_999;
 
 fn read_runs(home: &Path, session: SessionId) -> Runs {
     let text = std::fs::read_to_string(run_file(home, session)).unwrap_or_default();
@@ -93,9 +94,9 @@ fn read_runs(home: &Path, session: SessionId) -> Runs {
     let (current, previous) = (number(), number());
     let start_stamp = fields.next().and_then(|f| serde_json::from_str(f).ok());
     let previous_stamp = lines.next().and_then(|f| serde_json::from_str(f.trim()).ok());
-    // Runs are named by the machine's clock: one more than a day ahead of it is a garbled
-    // file, not a run; start afresh rather than number every later run after it.
-    if current > now_ms().saturating_add(FUTURE_SLACK_MS) {
+    // Runs are named in epoch ms: a larger number is a garbled file, not a run; start afresh
+    // rather than number every later run after it.
+    if current > MAX_RUN {
         tracing::warn!(%session, current, "the session's run record is garbled; starting afresh");
         return Runs {
             current: 0,
@@ -136,9 +137,15 @@ pub fn at_stamp(home: &Path, session: SessionId, stamp: Option<&serde_json::Valu
     };
     // The current run is named by the machine's clock at its start: a clock now behind it has
     // stepped back since, and the agent's stamps (likely from the same clock) cannot place a
-    // hook between two starts. A second's slack: starts within one millisecond name their runs
-    // one apart, ahead of the clock (a smaller step is left to `end_posted`'s line count).
-    if now_ms().saturating_add(STEP_SLACK_MS) < runs.current {
+    // hook stamped after the step between two starts stamped before it. A second's slack:
+    // starts within one millisecond name their runs one apart, ahead of the clock (a smaller
+    // step is left to `end_posted`'s line count). A hook stamped ahead of the clock now was
+    // stamped before the step, like the starts: its stamp still places it (a delayed end of
+    // the previous run is not the current run's for as long as the step lasts).
+    let now = now_ms();
+    if now.saturating_add(STEP_SLACK_MS) < runs.current
+        && epoch_ms(end).is_none_or(|at| at <= now.saturating_add(STEP_SLACK_MS))
+    {
         return runs.current;
     }
     let before_current = runs
@@ -159,6 +166,29 @@ pub fn at_stamp(home: &Path, session: SessionId, stamp: Option<&serde_json::Valu
 /// How far the machine's clock may be behind the current run's name before [`at_stamp`] takes
 /// it for a clock that stepped back.
 const STEP_SLACK_MS: u64 = 1000;
+
+/// A payload stamp as epoch ms, when it surely is one: a 13-digit number (ms), a 10-digit one
+/// (s), or an RFC 3339 time with `Z`. `None` otherwise (a zone-less time is in no known zone).
+fn epoch_ms(stamp: &serde_json::Value) -> Option<u64> {
+    match stamp {
+        serde_json::Value::Number(n) => {
+            let n = n.as_u64()?;
+            match n.checked_ilog10()? {
+                12 => Some(n),
+                9 => Some(n * 1000),
+                _ => None,
+            }
+        }
+        serde_json::Value::String(text) => match iso_time(text)? {
+            (time, true) => time
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()
+                .map(|d| d.as_millis() as u64),
+            (_, false) => None,
+        },
+        _ => None,
+    }
+}
 
 /// A payload stamp longer than this is not a time: it is not kept.
 const STAMP_LIMIT: usize = 64;
@@ -244,17 +274,50 @@ pub fn wire_body(body: &serde_json::Value) -> std::borrow::Cow<'_, serde_json::V
     }
 }
 
-/// What `run-ends/<session>` says: the run whose end the server has, and the session's delivered
-/// line count when it was posted (`None` in a marker written by an older kcap).
-fn read_marker(home: &Path, session: SessionId) -> Option<(RunId, Option<u64>)> {
+/// Who sent a session-end: the agent's sessionEnd hook (the run's real end, with its reason),
+/// or kcap's own watcher (an interim end: `idle`, `agent_exited`, `stopped`), which the run's
+/// real end may still follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndFrom {
+    Hook,
+    Watcher,
+}
+
+/// The `source` a watcher's hand-off end carries (on the wire too).
+pub const WATCHER_SOURCE: &str = "kcap-watcher";
+
+impl EndFrom {
+    /// Of a session-end's body: a watcher's says so in its `source`; anything else (a hook's
+    /// payload, an end queued by an older kcap) is taken for the real end, as before.
+    pub fn of_body(body: &serde_json::Value) -> EndFrom {
+        match body.get("source").and_then(|v| v.as_str()) {
+            Some(WATCHER_SOURCE) => EndFrom::Watcher,
+            _ => EndFrom::Hook,
+        }
+    }
+}
+
+/// The run-ends marker's third field for an end from the watcher. An older kcap reads the first
+/// two fields only; a marker without it is a real end's, as that kcap meant it.
+const WATCHER_MARK: &str = "watcher";
+
+/// What `run-ends/<session>` says: the run whose end the server has, the session's delivered
+/// line count when it was posted (`None` in a marker written by an older kcap, or `-`), and
+/// who sent that end.
+fn read_marker(home: &Path, session: SessionId) -> Option<(RunId, Option<u64>, EndFrom)> {
     let text = std::fs::read_to_string(end_file(home, session)).ok()?;
     let mut fields = text.split_whitespace();
     let run = fields.next()?.parse().ok()?;
     let lines = match fields.next() {
+        Some("-") => None,
         Some(n) => Some(n.parse().ok()?),
         None => None,
     };
-    Some((run, lines))
+    let from = match fields.next() {
+        Some(WATCHER_MARK) => EndFrom::Watcher,
+        _ => EndFrom::Hook,
+    };
+    Some((run, lines, from))
 }
 
 /// Whether the server already has `run`'s end and no line of the session was delivered since
@@ -269,10 +332,22 @@ fn read_marker(home: &Path, session: SessionId) -> Option<(RunId, Option<u64>)> 
 /// earlier run's end after a later run's is on the server is a repeat (a session's ends are
 /// posted in order) only if no line was delivered since that later end: the stamps that named
 /// the earlier run may be wrong after the clock stepped. An end of run 0 (no run known) is never taken for an earlier run's.
-pub fn end_posted(home: &Path, session: SessionId, run: RunId, delivered: Option<u64>) -> bool {
+///
+/// An end from the agent's hook after one from kcap's watcher is never a repeat: the watcher's
+/// was interim (its reason `idle` or `stopped`), and the server should end with the real one.
+pub fn end_posted(
+    home: &Path,
+    session: SessionId,
+    run: RunId,
+    delivered: Option<u64>,
+    from: EndFrom,
+) -> bool {
     // A marker of a run later than the current one names no run that started: a garbled file.
     // Trusted, it would make every later end a repeat; in doubt the end goes.
-    let marker = read_marker(home, session).filter(|&(ended, _)| ended <= current(home, session));
+    let marker = read_marker(home, session)
+        .filter(|&(ended, _, _)| ended <= current(home, session))
+        .filter(|&(_, _, posted)| !(posted == EndFrom::Watcher && from == EndFrom::Hook))
+        .map(|(ended, at, _)| (ended, at));
     match marker {
         // Run 0 is "not known" (a start never seen, a run file lost): it may be any run, so a
         // marker of a later one says nothing about it.
@@ -295,12 +370,14 @@ pub fn end_posted(home: &Path, session: SessionId, run: RunId, delivered: Option
     }
 }
 
-/// Remembers that the server has `run`'s end, posted with `delivered` of the session's lines
-/// delivered. Call under the session's watcher lock.
-pub fn mark_end_posted(home: &Path, session: SessionId, run: RunId, delivered: Option<u64>) {
-    let text = match delivered {
-        Some(n) => format!("{run} {n}"),
-        None => run.to_string(),
+/// Remembers that the server has `run`'s end from `from`, posted with `delivered` of the
+/// session's lines delivered. Call under the session's watcher lock.
+pub fn mark_end_posted(home: &Path, session: SessionId, run: RunId, delivered: Option<u64>, from: EndFrom) {
+    let text = match (delivered, from) {
+        (Some(n), EndFrom::Hook) => format!("{run} {n}"),
+        (None, EndFrom::Hook) => run.to_string(),
+        (Some(n), EndFrom::Watcher) => format!("{run} {n} {WATCHER_MARK}"),
+        (None, EndFrom::Watcher) => format!("{run} - {WATCHER_MARK}"),
     };
     if let Err(e) = write_text(&end_file(home, session), &text) {
         tracing::warn!(%session, run, error = %e, "cannot remember that the run's end was posted; a repeated end may follow");
@@ -430,6 +507,39 @@ fn forget_temporaries(home: &Path, keep: Duration) {
 mod tests {
     use super::*;
 
+    /// [`super::end_posted`] for the agent's real end.
+    fn end_posted(h: &Path, s: SessionId, run: RunId, delivered: Option<u64>) -> bool {
+        super::end_posted(h, s, run, delivered, EndFrom::Hook)
+    }
+
+    /// [`super::mark_end_posted`] for the agent's real end.
+    fn mark_end_posted(h: &Path, s: SessionId, run: RunId, delivered: Option<u64>) {
+        super::mark_end_posted(h, s, run, delivered, EndFrom::Hook)
+    }
+
+    /// A real end after the watcher's interim one is posted, lines or not; a watcher's end
+    /// after either, with no line since, is a repeat; markers of the previous version (two
+    /// fields) are read as before.
+    #[test]
+    fn a_real_end_after_the_watchers_end_is_never_a_repeat() {
+        let home = tempfile::tempdir().unwrap();
+        let (h, s) = (home.path(), SessionId::new_random());
+        write_text(&run_file(h, s), "7").unwrap();
+        super::mark_end_posted(h, s, 7, Some(20), EndFrom::Watcher);
+        assert!(
+            !super::end_posted(h, s, 7, Some(20), EndFrom::Hook),
+            "the real end was dropped after a `stopped` one"
+        );
+        assert!(super::end_posted(h, s, 7, Some(20), EndFrom::Watcher));
+        super::mark_end_posted(h, s, 7, None, EndFrom::Watcher);
+        assert!(!super::end_posted(h, s, 7, Some(20), EndFrom::Hook));
+        mark_end_posted(h, s, 7, Some(20));
+        assert!(end_posted(h, s, 7, Some(20)), "a repeated real end");
+        assert!(super::end_posted(h, s, 7, Some(20), EndFrom::Watcher));
+        std::fs::write(end_file(h, s), "7 20").unwrap();
+        assert!(end_posted(h, s, 7, Some(20)), "the previous version's marker");
+    }
+
     #[test]
     fn an_end_is_a_repeat_only_with_no_line_delivered_since() {
         let home = tempfile::tempdir().unwrap();
@@ -470,7 +580,7 @@ mod tests {
     fn garbled_huge_run_numbers_are_garbage() {
         let home = tempfile::tempdir().unwrap();
         let (h, s) = (home.path(), SessionId::new_random());
-        for garbage in [u64::MAX, now_ms() + 3 * 24 * 3600 * 1000] {
+        for garbage in [u64::MAX, MAX_RUN + 1] {
             write_text(&run_file(h, s), &format!("{garbage} 5")).unwrap();
             assert_eq!(current(h, s), 0, "{garbage} is no run");
             let run = start(h, s, None);
@@ -482,11 +592,43 @@ mod tests {
             !end_posted(h, s, run, Some(20)),
             "a garbled marker drops the real end"
         );
-        // A run that clock slack allows (a clock stepped back an hour) is still a run.
-        let ahead = now_ms() + 3_600_000;
-        write_text(&run_file(h, s), &format!("{ahead} 5")).unwrap();
-        assert_eq!(current(h, s), ahead);
-        assert_eq!(start(h, s, None), ahead + 1);
+        // A run named before the clock stepped back, an hour or three days, is still a run:
+        // the bound does not move with the clock.
+        for ahead in [now_ms() + 3_600_000, now_ms() + 3 * 24 * 3_600_000] {
+            write_text(&run_file(h, s), &format!("{ahead} 5")).unwrap();
+            assert_eq!(current(h, s), ahead, "a run after a clock step is garbage");
+            assert_eq!(start(h, s, None), ahead + 1);
+        }
+    }
+
+    /// The clock stepped back an hour after run B started; run A's end, delayed, arrives now,
+    /// stamped (before the step) between A's start and B's. It is A's, though the clock is
+    /// still behind B's name; an end stamped after the step (behind B's start) stays B's.
+    #[test]
+    fn a_delayed_end_of_the_previous_run_is_its_own_while_the_clock_is_stepped_back() {
+        use serde_json::json;
+        let home = tempfile::tempdir().unwrap();
+        let (h, s) = (home.path(), SessionId::new_random());
+        let now = now_ms();
+        let (a, b) = (now - 24 * 3_600_000, now + 3_600_000);
+        write_text(&run_file(h, s), &format!("{b} {a} {b}\n{a}")).unwrap();
+        let delayed = json!(b - 60_000);
+        assert_eq!(at_stamp(h, s, Some(&delayed)), a, "A's end given to B");
+        let seconds = json!((b - 60_000) / 1000);
+        let iso = json!(crate::cli::status::iso_time(b - 60_000));
+        for stamp in [&seconds, &iso] {
+            assert_eq!(
+                epoch_ms(stamp).map(|t| t / 1000),
+                Some((b - 60_000) / 1000),
+                "{stamp}"
+            );
+        }
+        assert_eq!(
+            at_stamp(h, s, Some(&json!(now))),
+            b,
+            "B's real end after the step"
+        );
+        assert_eq!(at_stamp(h, s, Some(&json!("a while ago"))), b);
     }
 
     /// Sets `path`'s modification time `age` back.

@@ -273,25 +273,33 @@ pub fn all_running(kcap_home: &Path) -> Vec<LockHolder> {
     out
 }
 
-/// Sends SIGTERM to the session's watcher, if the lock holder is a watcher and is the process
-/// that took the lock (never a hook, never a recycled pid). Returns its pid.
-pub fn stop(kcap_home: &Path, session: SessionId) -> Option<u32> {
-    stop_if(kcap_home, session, |_| true)
+/// Sends SIGINT to the session's watcher, for a user (`kcap watchers stop`), if the lock holder
+/// is a watcher and is the process that took the lock (never a hook, never a recycled pid).
+/// A watcher that knows no agent process to watch takes it for the session's end (see `kcap
+/// watch`), never the hook's SIGTERM ([`stop_run`]). Returns its pid.
+pub fn stop_by_user(kcap_home: &Path, session: SessionId) -> Option<u32> {
+    stop_if(kcap_home, session, |_| true, libc::SIGINT)
 }
 
-/// [`stop`], only if the watcher watches `run` (or its run is unknown): the end of one run
-/// never stops the watcher of the run resumed after it.
+/// Sends SIGTERM (the sessionEnd hook's stop) to the session's watcher, as [`stop_by_user`]
+/// picks it, only if it watches `run` (or its run is unknown): the end of one run never stops
+/// the watcher of the run resumed after it.
 pub fn stop_run(kcap_home: &Path, session: SessionId, run: RunId) -> Option<u32> {
-    stop_if(kcap_home, session, |h| h.run == 0 || h.run == run)
+    stop_if(kcap_home, session, |h| h.run == 0 || h.run == run, libc::SIGTERM)
 }
 
-fn stop_if(kcap_home: &Path, session: SessionId, which: impl Fn(&LockHolder) -> bool) -> Option<u32> {
+fn stop_if(
+    kcap_home: &Path,
+    session: SessionId,
+    which: impl Fn(&LockHolder) -> bool,
+    signal: libc::c_int,
+) -> Option<u32> {
     let h = holder(kcap_home, session)?;
     if h.role != Role::Watch || !which(&h) || !h.process.is_alive() || h.process.pid == std::process::id() {
         return None;
     }
     // SAFETY: signalling the process that holds this session's watcher lock as its watcher.
-    unsafe { libc::kill(h.process.pid as libc::pid_t, libc::SIGTERM) };
+    unsafe { libc::kill(h.process.pid as libc::pid_t, signal) };
     Some(h.process.pid)
 }
 

@@ -263,28 +263,46 @@ impl Store {
     /// end). A session-end replaces one still pending for the same session (one end per
     /// session); other notices queue up. Returns the notice's sequence number.
     pub fn queue_notice(&self, session: SessionId, notice: &Notice) -> Result<u64> {
+        self.with(|db| insert_notice(&notices_tree(db)?, session, notice))
+    }
+
+    /// Queues a session-end that yields to the real end of its own run already queued (one from
+    /// the agent's hook, not a watcher's interim end, which it replaces): that one
+    /// stays, in its place (it is the run's real end, with its reason), and takes this one's
+    /// finalizer generation (`runs::GEN_KEY`) if that is the newer, so it still waits for the
+    /// newest finalizer's drain. With none queued, `notice` is queued as [`Store::queue_notice`]
+    /// does. One store access: an end of the run queued by another process (a sessionEnd
+    /// hook, which queues without the watcher lock) lands either before this, and stays, or
+    /// after, and replaces this one. Returns whether a queued end was kept.
+    pub fn queue_end_yielding(&self, session: SessionId, notice: &Notice) -> Result<bool> {
+        use crate::effects::runs::{EndFrom, GEN_KEY, RUN_KEY};
         self.with(|db| {
             let tree = notices_tree(db)?;
-            if notice.kind == NoticeKind::SessionEnd {
-                // A repeated end of the same run replaces the queued one; another run's end
-                // is that run's only end and stays (capture: a session resumed at once).
-                let run = notice.body.get(crate::effects::runs::RUN_KEY);
-                for item in tree.scan_prefix(session.as_bytes()) {
-                    let (key, value) = item?;
-                    let queued = records::decode::<Notice>(&value)?;
-                    if queued.kind == NoticeKind::SessionEnd
-                        && queued.body.get(crate::effects::runs::RUN_KEY) == run
-                    {
-                        tree.remove(key)?;
+            let run = notice.body.get(RUN_KEY);
+            for item in tree.scan_prefix(session.as_bytes()) {
+                let (key, value) = item?;
+                let mut queued = records::decode::<Notice>(&value)?;
+                // Only the agent's real end is kept; a watcher's interim end (an `idle` or
+                // `stopped` one held back by a down server) is replaced, like any repeat.
+                if queued.kind == NoticeKind::SessionEnd
+                    && queued.body.get(RUN_KEY) == run
+                    && EndFrom::of_body(&queued.body) == EndFrom::Hook
+                {
+                    // The newer finalizer of the two: the hand-off may have recorded its
+                    // finalizer before the hook's and queue after it; moved to the older one,
+                    // the end could go before the hook's finalizer delivered the shutdown line.
+                    let ours = notice.body.get(GEN_KEY).and_then(serde_json::Value::as_u64);
+                    let kept = queued.body.get(GEN_KEY).and_then(serde_json::Value::as_u64);
+                    if let (Some(ours), Some(map)) = (ours, queued.body.as_object_mut()) {
+                        if kept.is_none_or(|kept| kept < ours) {
+                            map.insert(GEN_KEY.into(), ours.into());
+                        }
                     }
+                    tree.insert(key, records::encode(&queued)?)?;
+                    return Ok(true);
                 }
             }
-            let seq = match tree.scan_prefix(session.as_bytes()).keys().next_back() {
-                Some(key) => records::notice_seq(&key?)? + 1,
-                None => 0,
-            };
-            tree.insert(records::notice_key(session, seq), records::encode(notice)?)?;
-            Ok(seq)
+            insert_notice(&tree, session, notice).map(|_| false)
         })
     }
 
@@ -361,6 +379,30 @@ impl Store {
     pub fn lease(&self, session: SessionId) -> Result<Option<Lease>> {
         self.with(|db| lease::read(&db.open_tree(LEASES)?, session))
     }
+}
+
+/// Queues `notice` last in its session's queue; a session-end first removes one of the same
+/// run still queued. Returns its sequence number.
+fn insert_notice(tree: &sled::Tree, session: SessionId, notice: &Notice) -> Result<u64> {
+    if notice.kind == NoticeKind::SessionEnd {
+        // A repeated end of the same run replaces the queued one; another run's end
+        // is that run's only end and stays (capture: a session resumed at once).
+        let run = notice.body.get(crate::effects::runs::RUN_KEY);
+        for item in tree.scan_prefix(session.as_bytes()) {
+            let (key, value) = item?;
+            let queued = records::decode::<Notice>(&value)?;
+            if queued.kind == NoticeKind::SessionEnd && queued.body.get(crate::effects::runs::RUN_KEY) == run
+            {
+                tree.remove(key)?;
+            }
+        }
+    }
+    let seq = match tree.scan_prefix(session.as_bytes()).keys().next_back() {
+        Some(key) => records::notice_seq(&key?)? + 1,
+        None => 0,
+    };
+    tree.insert(records::notice_key(session, seq), records::encode(notice)?)?;
+    Ok(seq)
 }
 
 /// The notices tree, with session-end notices a previous version kept in its `outbox` tree

@@ -11,6 +11,20 @@ use std::time::{Duration, Instant};
 use kcap::ids::SessionId;
 use kcap::server::Server;
 
+/// A new session of `env` with `content` as its transcript.
+#[track_caller]
+pub fn session_with(
+    env: &crate::common::Env,
+    content: impl FnOnce(SessionId) -> Vec<u8>,
+) -> (SessionId, PathBuf, Vec<u8>) {
+    let sid = SessionId::new_random();
+    let path = kcap::config::transcript_path(&env.copilot_home, sid);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let content = content(sid);
+    std::fs::write(&path, &content).unwrap();
+    (sid, path, content)
+}
+
 /// A Copilot-shaped transcript of `lines` lines: a session.start, assistant messages, and a
 /// session.shutdown as the last line (when `shutdown`).
 pub fn synthetic_transcript(sid: SessionId, lines: usize, shutdown: bool) -> Vec<u8> {

@@ -42,7 +42,8 @@ pub fn session_of_path(path: &Path) -> Result<SessionId, String> {
 }
 
 /// The live owners of `inuse.<pid>.lock` files in `session_dir` (Copilot holds one while a
-/// process uses the session). A lock named after a pid that does not run is no witness.
+/// process uses the session). A lock named after a pid that does not run, or that runs a
+/// process started after the lock was written (a recycled pid), is no witness.
 pub fn lock_owners(session_dir: &Path) -> Vec<Holder> {
     let Ok(entries) = std::fs::read_dir(session_dir) else {
         return Vec::new();
@@ -53,8 +54,7 @@ pub fn lock_owners(session_dir: &Path) -> Vec<Holder> {
             let name = e.file_name();
             let name = name.to_str()?;
             let pid: u32 = name.strip_prefix("inuse.")?.strip_suffix(".lock")?.parse().ok()?;
-            let holder = Holder::of(pid)?;
-            holder.is_alive().then_some(holder)
+            crate::effects::agent::marker_owner(pid, &e.path())
         })
         .collect()
 }
@@ -92,5 +92,21 @@ mod tests {
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(lock_owners(dir.path()).is_empty());
+    }
+
+    /// The session's process crashed and its pid went to a process started later: its lock
+    /// (written before that process started) no longer keeps the session alive.
+    #[test]
+    fn a_lock_whose_pid_was_recycled_has_no_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let lock = dir.path().join(format!("inuse.{}.lock", child.id()));
+        std::fs::write(&lock, b"").unwrap();
+        let file = std::fs::File::options().write(true).open(&lock).unwrap();
+        file.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600))
+            .unwrap();
+        assert!(lock_owners(dir.path()).is_empty(), "a recycled pid looks alive");
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 }
