@@ -680,13 +680,16 @@ async fn a_replaced_transcript_is_read_from_line_0_even_when_the_server_is_ahead
     );
 }
 
-/// Counts the reads made through it.
-struct CountingLines {
+/// A line source that tells `before_read` where each read starts; a read fails with the error
+/// it returns.
+struct Observed<F> {
     inner: Box<dyn kcap::effects::delivery::LineSource>,
-    reads: Arc<Mutex<Vec<u64>>>,
+    before_read: F,
 }
 
-impl kcap::effects::delivery::LineSource for CountingLines {
+impl<F: FnMut(u64) -> Option<std::io::Error> + Send + Sync + 'static> kcap::effects::delivery::LineSource
+    for Observed<F>
+{
     fn read_batch_at(
         &mut self,
         from: Watermark,
@@ -694,7 +697,9 @@ impl kcap::effects::delivery::LineSource for CountingLines {
         limits: Limits,
         take_unterminated: bool,
     ) -> std::io::Result<Option<kcap::effects::lines::Batch>> {
-        self.reads.lock().unwrap().push(from.next_line);
+        if let Some(e) = (self.before_read)(from.next_line) {
+            return Err(e);
+        }
         self.inner
             .read_batch_at(from, identity, limits, take_unterminated)
     }
@@ -721,48 +726,18 @@ async fn each_batch_is_read_once_when_the_read_ahead_is_reused() {
     let (mut t, server, positions, limits) = small_world(19, dir.path(), 10, 10);
     let (d, _) = start(&mut t, &server, &positions, limits);
     let reads = Arc::new(Mutex::new(Vec::new()));
-    let mut d = d.wrap_lines(|inner| CountingLines {
+    let seen = reads.clone();
+    let mut d = d.wrap_lines(|inner| Observed {
         inner,
-        reads: reads.clone(),
+        before_read: move |from| {
+            seen.lock().unwrap().push(from);
+            None
+        },
     });
     assert!(d.deliver_available(false).await.unwrap().drained);
     check_server(19, &server, &t).unwrap();
     // Batches of 4: lines 0-3, 4-7 (read ahead), 8-9 (read ahead, at the end: no more).
     assert_eq!(*reads.lock().unwrap(), vec![0, 4, 8], "batch starts read");
-}
-
-/// Fails its first read with an ordinary IO error, then reads through.
-struct FailsOnce {
-    inner: Box<dyn kcap::effects::delivery::LineSource>,
-    failed: bool,
-}
-
-impl kcap::effects::delivery::LineSource for FailsOnce {
-    fn read_batch_at(
-        &mut self,
-        from: Watermark,
-        identity: Option<(u64, u64)>,
-        limits: Limits,
-        take_unterminated: bool,
-    ) -> std::io::Result<Option<kcap::effects::lines::Batch>> {
-        if !std::mem::replace(&mut self.failed, true) {
-            return Err(std::io::Error::other("simulated disk error"));
-        }
-        self.inner
-            .read_batch_at(from, identity, limits, take_unterminated)
-    }
-
-    fn skip_to_line(&mut self, from: Watermark, target: u64) -> std::io::Result<Watermark> {
-        self.inner.skip_to_line(from, target)
-    }
-
-    fn identity(&self) -> Option<(u64, u64)> {
-        self.inner.identity()
-    }
-
-    fn current(&self) -> Option<(u64, u64)> {
-        self.inner.current()
-    }
 }
 
 /// A read that fails for an ordinary reason (not a refused file) is worth another try: the
@@ -772,9 +747,16 @@ async fn a_failed_read_is_retryable_and_the_next_step_delivers() {
     let dir = tempfile::tempdir().unwrap();
     let (mut t, server, positions, limits) = small_world(23, dir.path(), 3, 3);
     let (d, _) = start(&mut t, &server, &positions, limits);
-    let mut d = d
-        .sequential()
-        .wrap_lines(|inner| FailsOnce { inner, failed: false });
+    let mut d = d.sequential().wrap_lines(|inner| {
+        let mut failed = false;
+        Observed {
+            inner,
+            // The first read fails with an ordinary IO error; the rest read through.
+            before_read: move |_| {
+                (!std::mem::replace(&mut failed, true)).then(|| std::io::Error::other("simulated disk error"))
+            },
+        }
+    });
     let err = d.next_batch(false).await.unwrap_err();
     assert!(
         matches!(err, DeliveryError::Read(_)) && err.retryable(),
