@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use crate::agent::Agent;
-use crate::store::Holder;
+use crate::store::{since_boot_ms, ticks_to_ms, Holder};
 
 /// Shells and wrappers between an agent and a hook command; the agent is above them.
 const WRAPPERS: [&str; 10] = [
@@ -58,7 +58,7 @@ pub fn marker_owner(pid: u32, marker: &Path) -> Option<Holder> {
         .and_then(|t| t.elapsed().ok())
         .map(|d| d.as_millis() as u64);
     let started_ms = (holder.start_ticks > 0).then(|| ticks_to_ms(holder.start_ticks));
-    match started_after(written_ago_ms, uptime_ms(), started_ms) {
+    match started_after(written_ago_ms, since_boot_ms(), started_ms) {
         Some((written_ago_ms, age_ms)) => {
             tracing::info!(
                 pid,
@@ -75,31 +75,16 @@ pub fn marker_owner(pid: u32, marker: &Path) -> Option<Holder> {
 
 /// `Some((marker written ago, process age))`, both in ms, when the process surely started after
 /// the marker was written (by more than [`MARKER_SLACK_MS`]). Any reading missing, or
-/// impossible (an uptime shorter than the process's start, as under a container's own
-/// `/proc/uptime`), cannot tell: `None`, and the process is taken for the writer, as is a
+/// impossible (a time since boot shorter than the process's start), cannot tell: `None`, and the process is taken for the writer, as is a
 /// marker written "in the future" (the clock stepped back).
 fn started_after(
     written_ago_ms: Option<u64>,
-    uptime_ms: Option<u64>,
+    since_boot_ms: Option<u64>,
     started_ms: Option<u64>,
 ) -> Option<(u64, u64)> {
     let written_ago_ms = written_ago_ms?;
-    let age_ms = uptime_ms?.checked_sub(started_ms?)?;
+    let age_ms = since_boot_ms?.checked_sub(started_ms?)?;
     (age_ms.saturating_add(MARKER_SLACK_MS) < written_ago_ms).then_some((written_ago_ms, age_ms))
-}
-
-/// Milliseconds since boot (`/proc/uptime`).
-fn uptime_ms() -> Option<u64> {
-    let uptime = std::fs::read_to_string("/proc/uptime").ok()?;
-    let seconds: f64 = uptime.split_whitespace().next()?.parse().ok()?;
-    (seconds.is_finite() && seconds >= 0.0).then_some((seconds * 1000.0) as u64)
-}
-
-fn ticks_to_ms(ticks: u64) -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    let hz = if hz > 0 { hz as u64 } else { 100 };
-    ticks.saturating_mul(1000) / hz
 }
 
 /// What a watcher keeps an eye on to know its session's agent is still running.
@@ -166,8 +151,8 @@ mod tests {
 
     /// An agent wrote its marker and crashed; its pid now names a process that started later.
     /// A forward step of the wall clock makes a live writer's marker look older than the
-    /// writer; an uptime below the process's start (a container's own `/proc/uptime`) or a
-    /// reading missing cannot tell. Only a marker written well before the process started
+    /// writer; a time since boot below the process's start or a reading missing
+    /// cannot tell. Only a marker written well before the process started
     /// names a recycled pid.
     #[test]
     fn a_marker_is_judged_recycled_only_on_sound_readings() {
@@ -185,7 +170,7 @@ mod tests {
         assert_eq!(
             started_after(Some(3_600_000), Some(5_000), Some(10_000)),
             None,
-            "an uptime below the process's start is no reading"
+            "a time since boot below the process's start is no reading"
         );
         assert_eq!(started_after(None, Some(100_000), Some(10_000)), None);
         assert_eq!(started_after(Some(3_600_000), None, Some(10_000)), None);

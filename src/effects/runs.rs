@@ -346,7 +346,11 @@ pub fn end_posted(
     // Trusted, it would make every later end a repeat; in doubt the end goes.
     let marker = read_marker(home, session)
         .filter(|&(ended, _, _)| ended <= current(home, session))
-        .filter(|&(_, _, posted)| !(posted == EndFrom::Watcher && from == EndFrom::Hook))
+        // A real end is never a repeat of its own run's interim end; a watcher's end of a later
+        // run still makes an earlier run's late end a repeat.
+        .filter(|&(ended, _, posted)| {
+            !(posted == EndFrom::Watcher && from == EndFrom::Hook && (ended == run || run == 0))
+        })
         .map(|(ended, at, _)| (ended, at));
     match marker {
         // Run 0 is "not known" (a start never seen, a run file lost): it may be any run, so a
@@ -531,6 +535,10 @@ mod tests {
             "the real end was dropped after a `stopped` one"
         );
         assert!(super::end_posted(h, s, 7, Some(20), EndFrom::Watcher));
+        assert!(
+            super::end_posted(h, s, 6, Some(20), EndFrom::Hook),
+            "a late real end of an earlier run, after a later run's interim end, is a repeat"
+        );
         super::mark_end_posted(h, s, 7, None, EndFrom::Watcher);
         assert!(!super::end_posted(h, s, 7, Some(20), EndFrom::Hook));
         mark_end_posted(h, s, 7, Some(20));

@@ -40,12 +40,7 @@ impl Holder {
 
     /// How long ago the process started, in milliseconds, if known.
     pub fn age_ms(&self) -> Option<u64> {
-        let uptime = std::fs::read_to_string("/proc/uptime").ok()?;
-        let up_ms = (uptime.split_whitespace().next()?.parse::<f64>().ok()? * 1000.0) as u64;
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-        let hz = if hz > 0 { hz as u64 } else { 100 };
-        Some(up_ms.saturating_sub(self.start_ticks.saturating_mul(1000) / hz))
+        since_boot_ms()?.checked_sub(ticks_to_ms(self.start_ticks))
     }
 
     /// The process still runs, and is the same one (not a recycled pid).
@@ -125,4 +120,41 @@ fn write(tree: &sled::Tree, session: SessionId, holder: &Holder, now: Millis) ->
     };
     tree.insert(session.as_bytes(), encode(&lease)?)?;
     Ok(())
+}
+
+/// Milliseconds since boot on `CLOCK_BOOTTIME`, the clock process start times in
+/// `/proc/<pid>/stat` count on. Not `/proc/uptime`: container file systems (lxcfs) show the
+/// container's own uptime there, which would make every process look younger than it is.
+pub fn since_boot_ms() -> Option<u64> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call's duration.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    (rc == 0 && ts.tv_sec >= 0)
+        .then(|| (ts.tv_sec as u64).saturating_mul(1000) + ts.tv_nsec as u64 / 1_000_000)
+}
+
+/// Clock ticks (as in `/proc/<pid>/stat`) to milliseconds.
+pub fn ticks_to_ms(ticks: u64) -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = if hz > 0 { hz as u64 } else { 100 };
+    ticks.saturating_mul(1000) / hz
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This test process started after boot and moments ago: a clock in the wrong unit, or
+    /// one that is not the start times' own, gives no age or an absurd one.
+    #[test]
+    fn the_current_process_is_moments_old() {
+        let age = Holder::current().age_ms().expect("an age for this process");
+        assert!(age < 3_600_000, "this test process is {age} ms old");
+        let boot = since_boot_ms().unwrap();
+        assert!(boot >= age, "booted {boot} ms ago, process {age} ms old");
+    }
 }
