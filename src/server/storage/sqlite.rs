@@ -239,8 +239,9 @@ impl Sqlite {
             .map_err(db)?;
         let search_path = sqlite_search::path_for(path);
         let token = sqlite_search::store_token(&writer).map_err(db)?;
-        let search = retry_busy(wait, |busy| Ok(sqlite_search::open(&search_path, &token, busy)?))?;
+        let mut search = retry_busy(wait, |busy| Ok(sqlite_search::open(&search_path, &token, busy)?))?;
         search.busy_timeout(BUSY).map_err(db)?;
+        commit(&mut search, |tx| sqlite_search::verify(tx, &writer).map_err(db))?;
         Ok(Sqlite {
             path: path.to_path_buf(),
             writer: Mutex::new(writer),

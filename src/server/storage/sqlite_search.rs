@@ -11,10 +11,15 @@
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 
-/// The schema, created if missing. `progress` says which store the index was built for and the
-/// highest `lines` rowid the indexer has looked at.
+/// The schema's version (`PRAGMA user_version` of the index file): an index file of another
+/// version is emptied and rebuilt, which is always safe for derived data.
+const VERSION: i64 = 2;
+
+/// The schema, created if missing. `progress` says which store the index was built for, the
+/// highest `lines` rowid the indexer has looked at, and which line (session, number, event id)
+/// held that rowid: a store restored from a backup may have reused the rowid for another line since.
 const SCHEMA: &str = "
 CREATE VIRTUAL TABLE IF NOT EXISTS line_search USING fts5(
     body,
@@ -25,7 +30,10 @@ CREATE VIRTUAL TABLE IF NOT EXISTS line_search USING fts5(
 CREATE TABLE IF NOT EXISTS progress (
     id INTEGER PRIMARY KEY CHECK (id = 0),
     store BLOB NOT NULL,
-    last_rowid INTEGER NOT NULL
+    last_rowid INTEGER NOT NULL,
+    last_session BLOB,
+    last_n INTEGER,
+    last_event BLOB
 );";
 
 /// Where the search index of the store at `store` lives.
@@ -40,6 +48,12 @@ pub fn open(path: &Path, store: &[u8], busy: std::time::Duration) -> rusqlite::R
     conn.busy_timeout(busy)?;
     conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -4000;")?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version != VERSION {
+        tx.execute_batch(&format!(
+            "DROP TABLE IF EXISTS line_search; DROP TABLE IF EXISTS progress; PRAGMA user_version = {VERSION};"
+        ))?;
+    }
     tx.execute_batch(SCHEMA)?;
     let built_for: Option<Vec<u8>> = tx
         .query_row("SELECT store FROM progress WHERE id = 0", [], |r| r.get(0))
@@ -51,12 +65,67 @@ pub fn open(path: &Path, store: &[u8], busy: std::time::Duration) -> rusqlite::R
         tx.execute("INSERT INTO line_search (line_search) VALUES ('delete-all')", [])?;
         tx.execute(
             "INSERT INTO progress (id, store, last_rowid) VALUES (0, ?1, 0) \
-             ON CONFLICT (id) DO UPDATE SET store = excluded.store, last_rowid = 0",
+             ON CONFLICT (id) DO UPDATE SET store = excluded.store, last_rowid = 0, \
+             last_session = NULL, last_n = NULL, last_event = NULL",
             [store],
         )?;
     }
     tx.commit()?;
     Ok(conn)
+}
+
+/// Checks, in the index transaction `index`, that the index still describes the store read on
+/// `store`, and empties it for a rebuild when it does not; returns whether it did. A store
+/// restored from a backup keeps its identity, so the identity check in [`open`] trusts an index
+/// built further: its progress may be past the store's newest line (rowids it passed would be
+/// reused by new lines, never indexed, while its entries name the old lines), or new lines may
+/// already have taken those rowids, which the line recorded at the progress point reveals. Two
+/// indexed lookups: cheap enough for every step.
+pub fn verify(index: &Transaction<'_>, store: &Connection) -> rusqlite::Result<bool> {
+    type Progress = (i64, Option<Vec<u8>>, Option<i64>, Option<Vec<u8>>);
+    let (last, session, n, event): Progress = index.query_row(
+        "SELECT last_rowid, last_session, last_n, last_event FROM progress WHERE id = 0",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+    )?;
+    if last == 0 {
+        return Ok(false);
+    }
+    let newest: i64 = store.query_row("SELECT coalesce(max(rowid), 0) FROM lines", [], |r| r.get(0))?;
+    let at: Option<(Vec<u8>, i64, Option<Vec<u8>>)> = store
+        .query_row("SELECT session, n, id FROM lines WHERE rowid = ?1", [last], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?;
+    // The same session and line number can come back at the same rowid with other content (the
+    // client resends after a restore): the event id tells them apart. A line that was blank when
+    // indexed has no event id yet (it may be filled in since), so its place has to do.
+    let same = match (&at, session, n) {
+        (Some((s, k, id)), Some(session), Some(n)) => {
+            *s == session && *k == n && (event.is_none() || *id == event)
+        }
+        _ => false,
+    };
+    if last <= newest && same {
+        return Ok(false);
+    }
+    tracing::warn!(
+        indexed_upto = last,
+        store_newest = newest,
+        "the search index is ahead of the store or names other lines (a store restored from a backup?); rebuilding it"
+    );
+    reset(index)?;
+    Ok(true)
+}
+
+/// Empties the index and its progress (the store it was built for stays).
+fn reset(index: &Transaction<'_>) -> rusqlite::Result<()> {
+    index.execute("INSERT INTO line_search (line_search) VALUES ('delete-all')", [])?;
+    index.execute(
+        "UPDATE progress SET last_rowid = 0, last_session = NULL, last_n = NULL, last_event = NULL WHERE id = 0",
+        [],
+    )?;
+    Ok(())
 }
 
 /// The store's identity token (made by its migration 4).

@@ -19,7 +19,7 @@ use super::model::{
 use super::search;
 use crate::ids::SessionId;
 use crate::server::storage::sqlite::{row, sid, summary_of, Sqlite, ROW};
-use crate::server::storage::StorageError;
+use crate::server::storage::{sqlite_search, StorageError};
 use crate::server::usage::Shutdown;
 
 /// Lines the indexer looks at per step, at most.
@@ -288,6 +288,7 @@ impl ReadModel for Sqlite {
 
     fn index_pending(&self) -> Result<usize, ReadError> {
         let db = |e: rusqlite::Error| StorageError::Database(e.to_string());
+        self.write_search(|tx| self.read(|c| sqlite_search::verify(tx, c)))?;
         let redone = self.write_search(|tx| {
             let last: i64 = tx
                 .query_row("SELECT last_rowid FROM progress WHERE id = 0", [], |r| r.get(0))
@@ -340,15 +341,17 @@ impl ReadModel for Sqlite {
             // Read on a read connection (the JSON work included), so the store's writer is never
             // taken. Rowids only grow (lines are never deleted), so a snapshot sees every line
             // below the newest rowid it holds.
-            let (upto, seen, bodies) = self.read(|c| {
+            let (upto, seen, bodies, at) = self.read(|c| {
                 let mut stmt = c.prepare_cached(&format!(
-                    "SELECT rowid, CASE WHEN blank = 0 AND text IS NOT NULL THEN {SEARCH_TEXT} END \
+                    "SELECT rowid, CASE WHEN blank = 0 AND text IS NOT NULL THEN {SEARCH_TEXT} END, session, n, id \
                      FROM lines WHERE rowid > ?1 ORDER BY rowid LIMIT ?2"
                 ))?;
                 let mut rows = stmt.query(rusqlite::params![last, INDEX_STEP])?;
                 let (mut upto, mut seen, mut bytes, mut bodies) = (last, 0usize, 0usize, Vec::new());
+                let mut at: Option<(Vec<u8>, i64, Option<Vec<u8>>)> = None;
                 while let Some(r) = rows.next()? {
                     upto = r.get::<_, i64>(0)?;
+                    at = Some((r.get(2)?, r.get(3)?, r.get(4)?));
                     seen += 1;
                     if let Some(body) = r.get::<_, Option<String>>(1)? {
                         bytes += body.len();
@@ -358,7 +361,7 @@ impl ReadModel for Sqlite {
                         break;
                     }
                 }
-                Ok((upto, seen, bodies))
+                Ok((upto, seen, bodies, at))
             })?;
             if seen == 0 {
                 return Ok(0);
@@ -369,8 +372,15 @@ impl ReadModel for Sqlite {
             for (rowid, body) in &bodies {
                 insert.execute(rusqlite::params![rowid, body]).map_err(db)?;
             }
-            tx.execute("UPDATE progress SET last_rowid = ?1 WHERE id = 0", [upto])
-                .map_err(db)?;
+            let (session, n, event) = match at {
+                Some((s, n, e)) => (Some(s), Some(n), e),
+                None => (None, None, None),
+            };
+            tx.execute(
+                "UPDATE progress SET last_rowid = ?1, last_session = ?2, last_n = ?3, last_event = ?4 WHERE id = 0",
+                rusqlite::params![upto, session, n, event],
+            )
+            .map_err(db)?;
             Ok(seen)
         })?;
         Ok(scanned + redone.len())
