@@ -453,6 +453,33 @@ fn a_blank_line_filled_in_after_indexing_becomes_searchable_on_sqlite() {
     assert_eq!(hits_after_catch_up(&storage, "first"), vec![0]);
 }
 
+/// A filled-in line's queue entry is deleted only once the index holds it durably: an index
+/// file that lost its last commits (here: an older copy put back) still finds the line.
+#[test]
+fn a_filled_in_line_stays_searchable_when_the_index_loses_its_last_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kcap.db");
+    let index = kcap::server::storage::sqlite_search::path_for(&path);
+    let older = dir.path().join("older-index");
+    let sid = SessionId::new_random();
+    {
+        let storage = Storage::sqlite(&path).unwrap();
+        store_words(&storage, sid, 0, &["first"], &[]);
+        store_words(&storage, sid, 2, &["third"], &[1]);
+        assert_eq!(hits_after_catch_up(&storage, "third"), vec![2]);
+    }
+    std::fs::copy(&index, &older).unwrap();
+    {
+        let storage = Storage::sqlite(&path).unwrap();
+        store_words(&storage, sid, 1, &["filledword"], &[]);
+        assert_eq!(hits_after_catch_up(&storage, "filledword"), vec![1]);
+    }
+    std::fs::copy(&older, &index).unwrap();
+    let storage = Storage::sqlite(&path).unwrap();
+    assert_eq!(hits_after_catch_up(&storage, "filledword"), vec![1]);
+    assert_eq!(hits_after_catch_up(&storage, "third"), vec![2]);
+}
+
 /// The search index is a file beside the store: deleted, it is rebuilt; one left from another
 /// store (its rowids name other lines) is not trusted but rebuilt.
 #[test]

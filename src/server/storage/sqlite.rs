@@ -283,6 +283,17 @@ impl Sqlite {
         Ok(out)
     }
 
+    /// Copies the search index's WAL into its file, which syncs both: true when every commit is
+    /// now durable (none was left behind for a reader still holding old frames).
+    pub(crate) fn sync_search(&self) -> Result<bool, StorageError> {
+        let (busy, log, done): (i64, i64, i64) = lock(&self.search)
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(db)?;
+        Ok(busy == 0 && log == done)
+    }
+
     /// Runs `f` in one transaction on the search index's own connection (see
     /// [`sqlite_search`]): it never takes the store's write lock.
     pub(crate) fn write_search<T>(

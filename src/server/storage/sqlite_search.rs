@@ -15,11 +15,12 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 /// The schema's version (`PRAGMA user_version` of the index file): an index file of another
 /// version is emptied and rebuilt, which is always safe for derived data.
-const VERSION: i64 = 2;
+const VERSION: i64 = 3;
 
 /// The schema, created if missing. `progress` says which store the index was built for, the
 /// highest `lines` rowid the indexer has looked at, and which line (session, number, event id)
 /// held that rowid: a store restored from a backup may have reused the rowid for another line since.
+/// `redo_seq` is the last entry of the store's `line_search_redo` queue applied.
 const SCHEMA: &str = "
 CREATE VIRTUAL TABLE IF NOT EXISTS line_search USING fts5(
     body,
@@ -33,7 +34,8 @@ CREATE TABLE IF NOT EXISTS progress (
     last_rowid INTEGER NOT NULL,
     last_session BLOB,
     last_n INTEGER,
-    last_event BLOB
+    last_event BLOB,
+    redo_seq INTEGER NOT NULL DEFAULT 0
 );";
 
 /// Where the search index of the store at `store` lives.
@@ -88,6 +90,30 @@ pub fn verify(index: &Transaction<'_>, store: &Connection) -> rusqlite::Result<b
         [],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
     )?;
+    let (applied, pruned, issued): (i64, i64, i64) = (
+        index.query_row("SELECT redo_seq FROM progress WHERE id = 0", [], |r| r.get(0))?,
+        store.query_row("SELECT seq FROM line_search_redo_pruned WHERE id = 0", [], |r| {
+            r.get(0)
+        })?,
+        store.query_row(
+            "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'line_search_redo'), 0)",
+            [],
+            |r| r.get(0),
+        )?,
+    );
+    // Queue entries the index never applied were deleted (an older index file), or the index
+    // applied entries this store never issued (a restored store): either way it cannot be
+    // trusted.
+    if applied < pruned || applied > issued.max(pruned) {
+        tracing::warn!(
+            applied,
+            pruned,
+            issued,
+            "the search index missed filled-in lines; rebuilding it"
+        );
+        reset(index, pruned)?;
+        return Ok(true);
+    }
     if last == 0 {
         return Ok(false);
     }
@@ -114,16 +140,18 @@ pub fn verify(index: &Transaction<'_>, store: &Connection) -> rusqlite::Result<b
         store_newest = newest,
         "the search index is ahead of the store or names other lines (a store restored from a backup?); rebuilding it"
     );
-    reset(index)?;
+    reset(index, pruned)?;
     Ok(true)
 }
 
-/// Empties the index and its progress (the store it was built for stays).
-fn reset(index: &Transaction<'_>) -> rusqlite::Result<()> {
+/// Empties the index and its progress (the store it was built for stays). Queue entries up to
+/// `pruned` count as applied: the rebuild reads every line's current text.
+fn reset(index: &Transaction<'_>, pruned: i64) -> rusqlite::Result<()> {
     index.execute("INSERT INTO line_search (line_search) VALUES ('delete-all')", [])?;
     index.execute(
-        "UPDATE progress SET last_rowid = 0, last_session = NULL, last_n = NULL, last_event = NULL WHERE id = 0",
-        [],
+        "UPDATE progress SET last_rowid = 0, last_session = NULL, last_n = NULL, last_event = NULL, \
+         redo_seq = ?1 WHERE id = 0",
+        [pruned],
     )?;
     Ok(())
 }

@@ -290,23 +290,27 @@ impl ReadModel for Sqlite {
         let db = |e: rusqlite::Error| StorageError::Database(e.to_string());
         self.write_search(|tx| self.read(|c| sqlite_search::verify(tx, c)))?;
         let redone = self.write_search(|tx| {
-            let last: i64 = tx
-                .query_row("SELECT last_rowid FROM progress WHERE id = 0", [], |r| r.get(0))
+            let (last, applied): (i64, i64) = tx
+                .query_row(
+                    "SELECT last_rowid, redo_seq FROM progress WHERE id = 0",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
                 .map_err(db)?;
             // Lines filled in after the indexer passed them (their rowid is at or below `last`):
             // indexed again. Those above `last` are taken by the scan below, text and all.
-            let redo: Vec<(i64, Option<String>)> = self.read(|c| {
+            let redo: Vec<(i64, i64, Option<String>)> = self.read(|c| {
                 c.prepare_cached(&format!(
-                    "SELECT r.line, CASE WHEN r.line <= ?1 AND l.blank = 0 THEN {SEARCH_TEXT} END \
+                    "SELECT r.seq, r.line, CASE WHEN r.line <= ?1 AND l.blank = 0 THEN {SEARCH_TEXT} END \
                      FROM line_search_redo r LEFT JOIN lines l ON l.rowid = r.line \
-                     ORDER BY r.line LIMIT ?2"
+                     WHERE r.seq > ?2 ORDER BY r.seq LIMIT ?3"
                 ))?
-                .query_map(rusqlite::params![last, INDEX_STEP], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
+                .query_map(rusqlite::params![last, applied, INDEX_STEP], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                 })?
                 .collect()
             })?;
-            for (rowid, body) in &redo {
+            for (_, rowid, body) in &redo {
                 if *rowid > last {
                     continue;
                 }
@@ -320,20 +324,13 @@ impl ReadModel for Sqlite {
                     .map_err(db)?;
                 }
             }
-            Ok(redo.into_iter().map(|(rowid, _)| rowid).collect::<Vec<_>>())
+            let applied = redo.last().map_or(applied, |(seq, _, _)| *seq);
+            tx.execute("UPDATE progress SET redo_seq = ?1 WHERE id = 0", [applied])
+                .map_err(db)?;
+            Ok((redo.len(), applied))
         })?;
-        if !redone.is_empty() {
-            // Only once their new text is in the index: a crash in between indexes them again.
-            self.write(|tx| {
-                let mut gone = tx
-                    .prepare_cached("DELETE FROM line_search_redo WHERE line = ?1")
-                    .map_err(db)?;
-                for rowid in &redone {
-                    gone.execute([rowid]).map_err(db)?;
-                }
-                Ok(())
-            })?;
-        }
+        self.prune_redo(redone.1)?;
+        let redone = redone.0;
         let scanned = self.write_search(|tx| {
             let last: i64 = tx
                 .query_row("SELECT last_rowid FROM progress WHERE id = 0", [], |r| r.get(0))
@@ -383,7 +380,37 @@ impl ReadModel for Sqlite {
             .map_err(db)?;
             Ok(seen)
         })?;
-        Ok(scanned + redone.len())
+        Ok(scanned + redone)
+    }
+}
+
+impl Sqlite {
+    /// Deletes the redo queue's entries up to `applied` once the index holds them durably (its
+    /// file is written without an fsync per commit): lazily, when a checkpoint of the index
+    /// completes; until then they stay, and an index that lost its last commits applies them
+    /// again. How far it went is recorded, so an index file recording less is rebuilt.
+    fn prune_redo(&self, applied: i64) -> Result<(), StorageError> {
+        let db = |e: rusqlite::Error| StorageError::Database(e.to_string());
+        let waiting = self.read(|c| {
+            c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM line_search_redo WHERE seq <= ?1)",
+                [applied],
+                |r| r.get::<_, bool>(0),
+            )
+        })?;
+        if !waiting || !self.sync_search()? {
+            return Ok(());
+        }
+        self.write(|tx| {
+            tx.execute("DELETE FROM line_search_redo WHERE seq <= ?1", [applied])
+                .map_err(db)?;
+            tx.execute(
+                "UPDATE line_search_redo_pruned SET seq = max(seq, ?1) WHERE id = 0",
+                [applied],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
     }
 }
 
