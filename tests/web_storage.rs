@@ -583,6 +583,68 @@ fn a_store_restored_from_a_backup_gets_its_search_index_rebuilt() {
     assert_eq!(hits_after_catch_up(&storage, "elder"), vec![2]);
 }
 
+/// An unusable search index never keeps the server from starting, nor points at the store: a
+/// regular file that is not a database is set aside and rebuilt; a directory or a symlink (never
+/// followed, even to a file) is refused with an error naming the index as rebuildable.
+#[test]
+fn an_unusable_search_index_is_set_aside_or_named_in_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kcap.db");
+    let index = kcap::server::storage::sqlite_search::path_for(&path);
+    let sid = SessionId::new_random();
+    {
+        let storage = Storage::sqlite(&path).unwrap();
+        store_words(&storage, sid, 0, &["apple"], &[]);
+    }
+    let garbage = vec![0x5a_u8; 8192];
+    std::fs::write(&index, &garbage).unwrap();
+    {
+        let storage = Storage::sqlite(&path).unwrap();
+        assert_eq!(hits_after_catch_up(&storage, "apple"), vec![0], "rebuilt");
+    }
+    let aside: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("kcap.search.db.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "set aside: {aside:?}");
+    let target = dir.path().join("elsewhere");
+    std::fs::write(&target, &garbage).unwrap();
+    let refused = |what: &str| {
+        let err = Storage::sqlite(&path)
+            .err()
+            .unwrap_or_else(|| panic!("{what}: opened"))
+            .to_string();
+        assert!(
+            err.contains("kcap.search.db") && err.contains("rebuildable"),
+            "{what}: {err}"
+        );
+        assert!(!err.contains("kcap.db:"), "{what}: {err}");
+    };
+    for (what, make) in [
+        (
+            "a directory",
+            &(|| std::fs::create_dir(&index).unwrap()) as &dyn Fn(),
+        ),
+        ("a symlink to a file", &|| {
+            std::os::unix::fs::symlink(&target, &index).unwrap()
+        }),
+        ("a broken symlink", &|| {
+            std::os::unix::fs::symlink(dir.path().join("none"), &index).unwrap()
+        }),
+    ] {
+        let _ = std::fs::remove_file(&index);
+        let _ = std::fs::remove_dir(&index);
+        make();
+        refused(what);
+    }
+    assert_eq!(
+        std::fs::read(&target).unwrap(),
+        garbage,
+        "a link's target is left alone"
+    );
+}
+
 /// Search pages on PostgreSQL are a total order: with many sessions starting in the same
 /// millisecond (their lines tie on start and number), pages of every size, taken one after
 /// another, list each matching line exactly once.

@@ -239,7 +239,22 @@ impl Sqlite {
             .map_err(db)?;
         let search_path = sqlite_search::path_for(path);
         let token = sqlite_search::store_token(&writer).map_err(db)?;
-        let mut search = retry_busy(wait, |busy| Ok(sqlite_search::open(&search_path, &token, busy)?))?;
+        sqlite_search::check_kind(&search_path).map_err(StorageError::Database)?;
+        let mut search = retry_busy(wait, |busy| {
+            match sqlite_search::open(&search_path, &token, busy) {
+                Err(e) if sqlite_search::is_unusable(&e) => {
+                    sqlite_search::set_aside(&search_path).map_err(|e| {
+                        OpenError::Storage(StorageError::Database(format!(
+                            "the search index {} is not a usable database and cannot be set aside ({e}); \
+                         it is a rebuildable index: delete it",
+                            search_path.display()
+                        )))
+                    })?;
+                    Ok(sqlite_search::open(&search_path, &token, busy)?)
+                }
+                other => Ok(other?),
+            }
+        })?;
         search.busy_timeout(BUSY).map_err(db)?;
         commit(&mut search, |tx| sqlite_search::verify(tx, &writer).map_err(db))?;
         Ok(Sqlite {

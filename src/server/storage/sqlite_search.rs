@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
 
 /// The schema's version (`PRAGMA user_version` of the index file): an index file of another
 /// version is emptied and rebuilt, which is always safe for derived data.
@@ -46,7 +46,9 @@ pub fn path_for(store: &Path) -> PathBuf {
 /// Opens (creating if needed) the search index for the store whose `store_identity` token is
 /// `store`, emptied if it was built for another store.
 pub fn open(path: &Path, store: &[u8], busy: std::time::Duration) -> rusqlite::Result<Connection> {
-    let mut conn = Connection::open(path)?;
+    // Never through a symlink: the index file may be replaced or set aside, and that must not
+    // happen to whatever a link points at (`check_kind` refused links before; this closes the race).
+    let mut conn = Connection::open_with_flags(path, OpenFlags::default() | OpenFlags::SQLITE_OPEN_NOFOLLOW)?;
     conn.busy_timeout(busy)?;
     conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -4000;")?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -154,6 +156,59 @@ fn reset(index: &Transaction<'_>, pruned: i64) -> rusqlite::Result<()> {
         [pruned],
     )?;
     Ok(())
+}
+
+/// Refuses an index path that is not a regular file (a directory, a symlink, even a broken one,
+/// a device), with an error that names it and says it may be deleted: the store beside it is what
+/// must never be deleted, and an error naming only the store once led that way.
+pub fn check_kind(path: &Path) -> Result<(), String> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_file() => Ok(()),
+        Ok(m) => Err(format!(
+            "the search index {} is not a regular file ({}); it is a rebuildable index, not the \
+             store: delete it and kcap serve rebuilds it from the stored lines",
+            path.display(),
+            if m.file_type().is_dir() {
+                "a directory"
+            } else if m.file_type().is_symlink() {
+                "a symlink"
+            } else {
+                "a special file"
+            }
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!(
+            "cannot inspect the search index {}: {e}; it is a rebuildable index and may be deleted",
+            path.display()
+        )),
+    }
+}
+
+/// Whether `e`, from [`open`], says the index file is not a usable database.
+pub fn is_unusable(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
+    )
+}
+
+/// Renames an unusable index file (and its WAL and shared-memory files) aside as
+/// `<name>.corrupt-<unix seconds>`, so that a new one is built; kept rather than deleted for
+/// whoever wants to look at it.
+pub fn set_aside(path: &Path) -> std::io::Result<PathBuf> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let aside = PathBuf::from(format!("{}.corrupt-{secs}", path.display()));
+    std::fs::rename(path, &aside)?;
+    for suffix in ["-wal", "-shm"] {
+        let from = PathBuf::from(format!("{}{suffix}", path.display()));
+        if std::fs::symlink_metadata(&from).is_ok() {
+            std::fs::rename(&from, format!("{}{suffix}", aside.display()))?;
+        }
+    }
+    tracing::warn!(path = %path.display(), aside = %aside.display(), "the search index is not a usable database; set aside, rebuilding it");
+    Ok(aside)
 }
 
 /// The store's identity token (made by its migration 4).
