@@ -286,6 +286,19 @@ impl ReadModel for Sqlite {
         })
     }
 
+    fn index_backlog(&self) -> Result<u64, ReadError> {
+        // Rowids of lines that exist are dense (lines are never deleted): the difference is the
+        // number of lines the indexer has not reached.
+        Ok(self.read(|c| {
+            c.query_row(
+                "SELECT max(0, coalesce((SELECT max(rowid) FROM lines), 0) - \
+                 (SELECT last_rowid FROM search.progress WHERE id = 0))",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+        })? as u64)
+    }
+
     fn index_pending(&self) -> Result<usize, ReadError> {
         let db = |e: rusqlite::Error| StorageError::Database(e.to_string());
         self.write_search(|tx| self.read(|c| sqlite_search::verify(tx, c)))?;
