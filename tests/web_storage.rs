@@ -480,6 +480,27 @@ fn a_filled_in_line_stays_searchable_when_the_index_loses_its_last_commits() {
     assert_eq!(hits_after_catch_up(&storage, "third"), vec![2]);
 }
 
+/// An index step holds at most 2 MB of readable text in memory (FTS5 keeps a step's tokens until
+/// its commit): with lines of 1 MB (each contributes its first 256 KiB), a step stops early, and
+/// the next steps take the rest.
+#[test]
+fn an_index_step_stops_at_its_byte_cap() {
+    let storage = Storage::temporary().unwrap();
+    let sid = SessionId::new_random();
+    let words: Vec<String> = (0..10)
+        .map(|i| format!("bigword{i} {}", "filler ".repeat(150_000)))
+        .collect();
+    store_words_at(&storage, sid, 0, &words, &[], 1);
+    let reads = storage.reads();
+    let first = reads.index_pending().unwrap();
+    assert!(
+        first > 0 && first < 10,
+        "one step took {first} of 10 lines of 1 MB"
+    );
+    assert_eq!(hits_after_catch_up(&storage, "bigword9"), vec![9]);
+    assert_eq!(hits_after_catch_up(&storage, "bigword0"), vec![0]);
+}
+
 /// The search index is a file beside the store: deleted, it is rebuilt; one left from another
 /// store (its rowids name other lines) is not trusted but rebuilt.
 #[test]
