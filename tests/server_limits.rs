@@ -116,6 +116,37 @@ async fn half_open_and_slow_header_connections_do_not_lock_others_out() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_transcript_request_counts_as_ingest_while_its_body_arrives() {
+    let server = Server::start(SocketAddr::from(([127, 0, 0, 1], 0)), None)
+        .await
+        .unwrap();
+    assert!(!server.ingesting());
+    let mut s = TcpStream::connect(server.addr()).await.unwrap();
+    s.write_all(
+        b"POST /hooks/transcript HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{",
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.ingesting() {
+        assert!(
+            Instant::now() < deadline,
+            "a body being received never counted as ingest"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drop(s);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.ingesting() {
+        assert!(
+            Instant::now() < deadline,
+            "still counted after the client went away"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
 async fn a_held_body_times_out_and_others_are_served_meanwhile() {
     let limits = Limits {
         body_timeout: Duration::from_secs(1),

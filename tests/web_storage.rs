@@ -453,6 +453,54 @@ fn a_blank_line_filled_in_after_indexing_becomes_searchable_on_sqlite() {
     assert_eq!(hits_after_catch_up(&storage, "first"), vec![0]);
 }
 
+/// A filled-in line's queue entry is deleted only once the index holds it durably: an index
+/// file that lost its last commits (here: an older copy put back) still finds the line.
+#[test]
+fn a_filled_in_line_stays_searchable_when_the_index_loses_its_last_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kcap.db");
+    let index = kcap::server::storage::sqlite_search::path_for(&path);
+    let older = dir.path().join("older-index");
+    let sid = SessionId::new_random();
+    {
+        let storage = Storage::sqlite(&path).unwrap();
+        store_words(&storage, sid, 0, &["first"], &[]);
+        store_words(&storage, sid, 2, &["third"], &[1]);
+        assert_eq!(hits_after_catch_up(&storage, "third"), vec![2]);
+    }
+    std::fs::copy(&index, &older).unwrap();
+    {
+        let storage = Storage::sqlite(&path).unwrap();
+        store_words(&storage, sid, 1, &["filledword"], &[]);
+        assert_eq!(hits_after_catch_up(&storage, "filledword"), vec![1]);
+    }
+    std::fs::copy(&older, &index).unwrap();
+    let storage = Storage::sqlite(&path).unwrap();
+    assert_eq!(hits_after_catch_up(&storage, "filledword"), vec![1]);
+    assert_eq!(hits_after_catch_up(&storage, "third"), vec![2]);
+}
+
+/// An index step holds at most 2 MB of readable text in memory (FTS5 keeps a step's tokens until
+/// its commit): with lines of 1 MB (each contributes its first 256 KiB), a step stops early, and
+/// the next steps take the rest.
+#[test]
+fn an_index_step_stops_at_its_byte_cap() {
+    let storage = Storage::temporary().unwrap();
+    let sid = SessionId::new_random();
+    let words: Vec<String> = (0..10)
+        .map(|i| format!("bigword{i} {}", "filler ".repeat(150_000)))
+        .collect();
+    store_words_at(&storage, sid, 0, &words, &[], 1);
+    let reads = storage.reads();
+    let first = reads.index_pending().unwrap();
+    assert!(
+        first > 0 && first < 10,
+        "one step took {first} of 10 lines of 1 MB"
+    );
+    assert_eq!(hits_after_catch_up(&storage, "bigword9"), vec![9]);
+    assert_eq!(hits_after_catch_up(&storage, "bigword0"), vec![0]);
+}
+
 /// The search index is a file beside the store: deleted, it is rebuilt; one left from another
 /// store (its rowids name other lines) is not trusted but rebuilt.
 #[test]
@@ -482,6 +530,140 @@ fn the_sqlite_search_index_is_rebuilt_when_missing_or_built_for_another_store() 
     store_words(&storage, sid, 0, &["cherry"], &[]);
     assert_eq!(hits_after_catch_up(&storage, "banana"), Vec::<u64>::new());
     assert_eq!(hits_after_catch_up(&storage, "cherry"), vec![0]);
+}
+
+/// Copies the store at `path` (its WAL too) to `to`, or back: a backup or a restore, with the
+/// search index left where it is.
+#[track_caller]
+fn copy_store(from: &std::path::Path, to: &std::path::Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let (f, t) = (
+            format!("{}{suffix}", from.display()),
+            format!("{}{suffix}", to.display()),
+        );
+        let _ = std::fs::remove_file(&t);
+        if std::path::Path::new(&f).exists() {
+            std::fs::copy(&f, &t).unwrap();
+        }
+    }
+}
+
+/// A store restored from a backup keeps its identity, while the search index beside it went on
+/// further. Trusted, that index would skip the new lines that reuse its rowids and point its
+/// old entries at them: it is rebuilt, whether the restored store is still behind the index or
+/// new lines already took the rowids the index passed.
+#[test]
+fn a_store_restored_from_a_backup_gets_its_search_index_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kcap.db");
+    let backup = dir.path().join("backup.db");
+    let index = kcap::server::storage::sqlite_search::path_for(&path);
+    let aside = dir.path().join("index-aside");
+    let sid = SessionId::new_random();
+    drop(Storage::sqlite(&path).unwrap());
+    {
+        let storage = Storage::sqlite(&path).unwrap();
+        store_words(&storage, sid, 0, &["apple"], &[]);
+        assert_eq!(hits_after_catch_up(&storage, "apple"), vec![0]);
+    }
+    copy_store(&path, &backup);
+    {
+        let storage = Storage::sqlite(&path).unwrap();
+        store_words(&storage, sid, 1, &["banana", "cherry"], &[]);
+        assert_eq!(hits_after_catch_up(&storage, "banana"), vec![1]);
+    }
+    std::fs::copy(&index, &aside).unwrap();
+    // Restored, still behind the index.
+    copy_store(&backup, &path);
+    {
+        let storage = Storage::sqlite(&path).unwrap();
+        assert_eq!(
+            hits_after_catch_up(&storage, "banana"),
+            Vec::<u64>::new(),
+            "behind"
+        );
+        store_words(&storage, sid, 1, &["durian"], &[]);
+        assert_eq!(hits_after_catch_up(&storage, "durian"), vec![1]);
+    }
+    // Restored, and new lines took the index's rowids before it was opened with the store.
+    copy_store(&backup, &path);
+    std::fs::remove_file(&index).unwrap();
+    {
+        let storage = Storage::sqlite(&path).unwrap();
+        store_words(&storage, sid, 1, &["durian", "elder"], &[]);
+    }
+    std::fs::copy(&aside, &index).unwrap();
+    let storage = Storage::sqlite(&path).unwrap();
+    assert_eq!(
+        hits_after_catch_up(&storage, "banana"),
+        Vec::<u64>::new(),
+        "overtaken"
+    );
+    assert_eq!(hits_after_catch_up(&storage, "cherry"), Vec::<u64>::new());
+    assert_eq!(hits_after_catch_up(&storage, "durian"), vec![1]);
+    assert_eq!(hits_after_catch_up(&storage, "elder"), vec![2]);
+}
+
+/// An unusable search index never keeps the server from starting, nor points at the store: a
+/// regular file that is not a database is set aside and rebuilt; a directory or a symlink (never
+/// followed, even to a file) is refused with an error naming the index as rebuildable.
+#[test]
+fn an_unusable_search_index_is_set_aside_or_named_in_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kcap.db");
+    let index = kcap::server::storage::sqlite_search::path_for(&path);
+    let sid = SessionId::new_random();
+    {
+        let storage = Storage::sqlite(&path).unwrap();
+        store_words(&storage, sid, 0, &["apple"], &[]);
+    }
+    let garbage = vec![0x5a_u8; 8192];
+    std::fs::write(&index, &garbage).unwrap();
+    {
+        let storage = Storage::sqlite(&path).unwrap();
+        assert_eq!(hits_after_catch_up(&storage, "apple"), vec![0], "rebuilt");
+    }
+    let aside: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("kcap.search.db.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "set aside: {aside:?}");
+    let target = dir.path().join("elsewhere");
+    std::fs::write(&target, &garbage).unwrap();
+    let refused = |what: &str| {
+        let err = Storage::sqlite(&path)
+            .err()
+            .unwrap_or_else(|| panic!("{what}: opened"))
+            .to_string();
+        assert!(
+            err.contains("kcap.search.db") && err.contains("rebuildable"),
+            "{what}: {err}"
+        );
+        assert!(!err.contains("kcap.db:"), "{what}: {err}");
+    };
+    for (what, make) in [
+        (
+            "a directory",
+            &(|| std::fs::create_dir(&index).unwrap()) as &dyn Fn(),
+        ),
+        ("a symlink to a file", &|| {
+            std::os::unix::fs::symlink(&target, &index).unwrap()
+        }),
+        ("a broken symlink", &|| {
+            std::os::unix::fs::symlink(dir.path().join("none"), &index).unwrap()
+        }),
+    ] {
+        let _ = std::fs::remove_file(&index);
+        let _ = std::fs::remove_dir(&index);
+        make();
+        refused(what);
+    }
+    assert_eq!(
+        std::fs::read(&target).unwrap(),
+        garbage,
+        "a link's target is left alone"
+    );
 }
 
 /// Search pages on PostgreSQL are a total order: with many sessions starting in the same

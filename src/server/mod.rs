@@ -216,6 +216,12 @@ impl Server {
             .unwrap_or_default()
     }
 
+    /// Whether a transcript request is being received or stored right now (the search indexer
+    /// gives way meanwhile).
+    pub fn ingesting(&self) -> bool {
+        self.shared.live.busy()
+    }
+
     /// Protocol requests answered so far (faulted ones included).
     pub fn requests(&self) -> u64 {
         *lock(&self.shared.requests)

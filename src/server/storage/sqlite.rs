@@ -239,8 +239,24 @@ impl Sqlite {
             .map_err(db)?;
         let search_path = sqlite_search::path_for(path);
         let token = sqlite_search::store_token(&writer).map_err(db)?;
-        let search = retry_busy(wait, |busy| Ok(sqlite_search::open(&search_path, &token, busy)?))?;
+        sqlite_search::check_kind(&search_path).map_err(StorageError::Database)?;
+        let mut search = retry_busy(wait, |busy| {
+            match sqlite_search::open(&search_path, &token, busy) {
+                Err(e) if sqlite_search::is_unusable(&e) => {
+                    sqlite_search::set_aside(&search_path).map_err(|e| {
+                        OpenError::Storage(StorageError::Database(format!(
+                            "the search index {} is not a usable database and cannot be set aside ({e}); \
+                         it is a rebuildable index: delete it",
+                            search_path.display()
+                        )))
+                    })?;
+                    Ok(sqlite_search::open(&search_path, &token, busy)?)
+                }
+                other => Ok(other?),
+            }
+        })?;
         search.busy_timeout(BUSY).map_err(db)?;
+        commit(&mut search, |tx| sqlite_search::verify(tx, &writer).map_err(db))?;
         Ok(Sqlite {
             path: path.to_path_buf(),
             writer: Mutex::new(writer),
@@ -280,6 +296,17 @@ impl Sqlite {
             c.commits.fetch_add(1, Ordering::Release);
         }
         Ok(out)
+    }
+
+    /// Copies the search index's WAL into its file, which syncs both: true when every commit is
+    /// now durable (none was left behind for a reader still holding old frames).
+    pub(crate) fn sync_search(&self) -> Result<bool, StorageError> {
+        let (busy, log, done): (i64, i64, i64) = lock(&self.search)
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(db)?;
+        Ok(busy == 0 && log == done)
     }
 
     /// Runs `f` in one transaction on the search index's own connection (see

@@ -2,8 +2,11 @@
 //! says so) or every few seconds, it runs [`ReadModel::index_pending`] until nothing is left.
 //! Before each step it gives way to batches being stored, for at most [`GIVE_WAY_MAX`]: on a
 //! 2-core machine a step (hundreds of lines tokenized) otherwise takes the CPU a batch's parse
-//! and commit need. Search then lags by at most one step per [`GIVE_WAY_MAX`] while ingest never
-//! pauses, and catches up as soon as it does.
+//! and commit need. While requests keep arriving, the indexer then runs about one step per
+//! [`GIVE_WAY_MAX`] (about 5 steps a second), which sustained ingest can outpace: search falls
+//! behind. Once it is more than [`BACKLOG_NO_PAUSE`] lines behind, the indexer stops giving way
+//! and runs at full speed alongside ingest, so that the lag stays bounded; it catches up fully
+//! as soon as ingest pauses.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +23,16 @@ const BACKOFF: Duration = Duration::from_secs(2);
 /// Longest an index step waits for batches being stored to finish.
 pub const GIVE_WAY_MAX: Duration = Duration::from_millis(200);
 
+/// Lines behind past which the indexer no longer gives way to ingest: beyond it, search would
+/// fall further behind for as long as ingest lasts.
+pub const BACKLOG_NO_PAUSE: u64 = 20_000;
+
+/// Whether an index step should first give way to batches being stored, with the index
+/// `backlog` lines behind (unknown counts as small: giving way is the safe default for ingest).
+pub fn gives_way(backlog: Option<u64>) -> bool {
+    backlog.is_none_or(|b| b <= BACKLOG_NO_PAUSE)
+}
+
 /// Waits while `hub` counts batches being stored, at most `max`; returns how long it waited.
 pub async fn give_way(hub: &LiveHub, max: Duration) -> Duration {
     let started = tokio::time::Instant::now();
@@ -35,7 +48,14 @@ pub async fn run(reads: Arc<dyn ReadModel>, hub: LiveHub, mut stop: watch::Recei
     loop {
         wake.borrow_and_update();
         loop {
-            give_way(&hub, GIVE_WAY_MAX).await;
+            let r = reads.clone();
+            let backlog = tokio::task::spawn_blocking(move || r.index_backlog().ok())
+                .await
+                .ok()
+                .flatten();
+            if gives_way(backlog) {
+                give_way(&hub, GIVE_WAY_MAX).await;
+            }
             let r = reads.clone();
             match tokio::task::spawn_blocking(move || r.index_pending()).await {
                 Ok(Ok(0)) => break,
@@ -82,6 +102,15 @@ pub fn catch_up(reads: &dyn ReadModel) -> Result<usize, super::model::ReadError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_indexer_stops_giving_way_once_far_behind() {
+        assert!(gives_way(Some(0)));
+        assert!(gives_way(Some(BACKLOG_NO_PAUSE)));
+        assert!(!gives_way(Some(BACKLOG_NO_PAUSE + 1)));
+        assert!(!gives_way(Some(u64::MAX)));
+        assert!(gives_way(None), "unknown: ingest first");
+    }
 
     #[tokio::test]
     async fn an_index_step_gives_way_to_batches_being_stored_for_a_bounded_time() {

@@ -289,6 +289,11 @@ pub trait ReadModel: Send + Sync + 'static {
     fn index_pending_waiting(&self) -> Result<usize, ReadError> {
         self.index_pending()
     }
+    /// About how many stored lines the search index has not looked at yet (cheap; 0 where the
+    /// backend cannot tell or indexes as it stores).
+    fn index_backlog(&self) -> Result<u64, ReadError> {
+        Ok(0)
+    }
 }
 
 impl From<SessionSummary> for SessionItem {

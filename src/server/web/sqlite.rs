@@ -19,7 +19,7 @@ use super::model::{
 use super::search;
 use crate::ids::SessionId;
 use crate::server::storage::sqlite::{row, sid, summary_of, Sqlite, ROW};
-use crate::server::storage::StorageError;
+use crate::server::storage::{sqlite_search, StorageError};
 use crate::server::usage::Shutdown;
 
 /// Lines the indexer looks at per step, at most.
@@ -286,26 +286,44 @@ impl ReadModel for Sqlite {
         })
     }
 
+    fn index_backlog(&self) -> Result<u64, ReadError> {
+        // Rowids of lines that exist are dense (lines are never deleted): the difference is the
+        // number of lines the indexer has not reached.
+        Ok(self.read(|c| {
+            c.query_row(
+                "SELECT max(0, coalesce((SELECT max(rowid) FROM lines), 0) - \
+                 (SELECT last_rowid FROM search.progress WHERE id = 0))",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+        })? as u64)
+    }
+
     fn index_pending(&self) -> Result<usize, ReadError> {
         let db = |e: rusqlite::Error| StorageError::Database(e.to_string());
+        self.write_search(|tx| self.read(|c| sqlite_search::verify(tx, c)))?;
         let redone = self.write_search(|tx| {
-            let last: i64 = tx
-                .query_row("SELECT last_rowid FROM progress WHERE id = 0", [], |r| r.get(0))
+            let (last, applied): (i64, i64) = tx
+                .query_row(
+                    "SELECT last_rowid, redo_seq FROM progress WHERE id = 0",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
                 .map_err(db)?;
             // Lines filled in after the indexer passed them (their rowid is at or below `last`):
             // indexed again. Those above `last` are taken by the scan below, text and all.
-            let redo: Vec<(i64, Option<String>)> = self.read(|c| {
+            let redo: Vec<(i64, i64, Option<String>)> = self.read(|c| {
                 c.prepare_cached(&format!(
-                    "SELECT r.line, CASE WHEN r.line <= ?1 AND l.blank = 0 THEN {SEARCH_TEXT} END \
+                    "SELECT r.seq, r.line, CASE WHEN r.line <= ?1 AND l.blank = 0 THEN {SEARCH_TEXT} END \
                      FROM line_search_redo r LEFT JOIN lines l ON l.rowid = r.line \
-                     ORDER BY r.line LIMIT ?2"
+                     WHERE r.seq > ?2 ORDER BY r.seq LIMIT ?3"
                 ))?
-                .query_map(rusqlite::params![last, INDEX_STEP], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
+                .query_map(rusqlite::params![last, applied, INDEX_STEP], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                 })?
                 .collect()
             })?;
-            for (rowid, body) in &redo {
+            for (_, rowid, body) in &redo {
                 if *rowid > last {
                     continue;
                 }
@@ -319,20 +337,13 @@ impl ReadModel for Sqlite {
                     .map_err(db)?;
                 }
             }
-            Ok(redo.into_iter().map(|(rowid, _)| rowid).collect::<Vec<_>>())
+            let applied = redo.last().map_or(applied, |(seq, _, _)| *seq);
+            tx.execute("UPDATE progress SET redo_seq = ?1 WHERE id = 0", [applied])
+                .map_err(db)?;
+            Ok((redo.len(), applied))
         })?;
-        if !redone.is_empty() {
-            // Only once their new text is in the index: a crash in between indexes them again.
-            self.write(|tx| {
-                let mut gone = tx
-                    .prepare_cached("DELETE FROM line_search_redo WHERE line = ?1")
-                    .map_err(db)?;
-                for rowid in &redone {
-                    gone.execute([rowid]).map_err(db)?;
-                }
-                Ok(())
-            })?;
-        }
+        self.prune_redo(redone.1)?;
+        let redone = redone.0;
         let scanned = self.write_search(|tx| {
             let last: i64 = tx
                 .query_row("SELECT last_rowid FROM progress WHERE id = 0", [], |r| r.get(0))
@@ -340,15 +351,17 @@ impl ReadModel for Sqlite {
             // Read on a read connection (the JSON work included), so the store's writer is never
             // taken. Rowids only grow (lines are never deleted), so a snapshot sees every line
             // below the newest rowid it holds.
-            let (upto, seen, bodies) = self.read(|c| {
+            let (upto, seen, bodies, at) = self.read(|c| {
                 let mut stmt = c.prepare_cached(&format!(
-                    "SELECT rowid, CASE WHEN blank = 0 AND text IS NOT NULL THEN {SEARCH_TEXT} END \
+                    "SELECT rowid, CASE WHEN blank = 0 AND text IS NOT NULL THEN {SEARCH_TEXT} END, session, n, id \
                      FROM lines WHERE rowid > ?1 ORDER BY rowid LIMIT ?2"
                 ))?;
                 let mut rows = stmt.query(rusqlite::params![last, INDEX_STEP])?;
                 let (mut upto, mut seen, mut bytes, mut bodies) = (last, 0usize, 0usize, Vec::new());
+                let mut at: Option<(Vec<u8>, i64, Option<Vec<u8>>)> = None;
                 while let Some(r) = rows.next()? {
                     upto = r.get::<_, i64>(0)?;
+                    at = Some((r.get(2)?, r.get(3)?, r.get(4)?));
                     seen += 1;
                     if let Some(body) = r.get::<_, Option<String>>(1)? {
                         bytes += body.len();
@@ -358,7 +371,7 @@ impl ReadModel for Sqlite {
                         break;
                     }
                 }
-                Ok((upto, seen, bodies))
+                Ok((upto, seen, bodies, at))
             })?;
             if seen == 0 {
                 return Ok(0);
@@ -369,11 +382,48 @@ impl ReadModel for Sqlite {
             for (rowid, body) in &bodies {
                 insert.execute(rusqlite::params![rowid, body]).map_err(db)?;
             }
-            tx.execute("UPDATE progress SET last_rowid = ?1 WHERE id = 0", [upto])
-                .map_err(db)?;
+            let (session, n, event) = match at {
+                Some((s, n, e)) => (Some(s), Some(n), e),
+                None => (None, None, None),
+            };
+            tx.execute(
+                "UPDATE progress SET last_rowid = ?1, last_session = ?2, last_n = ?3, last_event = ?4 WHERE id = 0",
+                rusqlite::params![upto, session, n, event],
+            )
+            .map_err(db)?;
             Ok(seen)
         })?;
-        Ok(scanned + redone.len())
+        Ok(scanned + redone)
+    }
+}
+
+impl Sqlite {
+    /// Deletes the redo queue's entries up to `applied` once the index holds them durably (its
+    /// file is written without an fsync per commit): lazily, when a checkpoint of the index
+    /// completes; until then they stay, and an index that lost its last commits applies them
+    /// again. How far it went is recorded, so an index file recording less is rebuilt.
+    fn prune_redo(&self, applied: i64) -> Result<(), StorageError> {
+        let db = |e: rusqlite::Error| StorageError::Database(e.to_string());
+        let waiting = self.read(|c| {
+            c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM line_search_redo WHERE seq <= ?1)",
+                [applied],
+                |r| r.get::<_, bool>(0),
+            )
+        })?;
+        if !waiting || !self.sync_search()? {
+            return Ok(());
+        }
+        self.write(|tx| {
+            tx.execute("DELETE FROM line_search_redo WHERE seq <= ?1", [applied])
+                .map_err(db)?;
+            tx.execute(
+                "UPDATE line_search_redo_pruned SET seq = max(seq, ?1) WHERE id = 0",
+                [applied],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
     }
 }
 

@@ -35,6 +35,11 @@ pub const SQLITE: &[Migration] = &[
         name: "search index in a database file of its own",
         sql: include_str!("sqlite/0004_search_index_apart.sql"),
     },
+    Migration {
+        version: 5,
+        name: "search redo queue with a sequence",
+        sql: include_str!("sqlite/0005_search_redo_sequence.sql"),
+    },
 ];
 
 /// PostgreSQL's migrations (its version lives in the `kcap_schema` table).
