@@ -852,8 +852,13 @@ fn yaml_words(b: &[u8], ns: usize, ne: usize, value: &mut Value) {
         "env",
         "here",
     ];
-    let line_start = memchr::memrchr(b'\n', &b[..ns]).map_or(0, |i| i + 1);
-    let first = b[line_start..ns].iter().all(|c| matches!(c, b' ' | b'\t' | b'-'));
+    // Bounded like the other look-backs: a line of `password: x ` repeated would otherwise
+    // search back to the line's start from every name (quadratic). A key more than 256 bytes
+    // into its line is not first on it anyway.
+    let from = ns.saturating_sub(256);
+    let line_start = memchr::memrchr(b'\n', &b[from..ns]).map(|i| from + i + 1);
+    let line_start = line_start.or((from == 0).then_some(0));
+    let first = line_start.is_some_and(|l| b[l..ns].iter().all(|c| matches!(c, b' ' | b'\t' | b'-')));
     let strong = std::str::from_utf8(&b[ns..ne]).is_ok_and(|n| classify(n) == Some(Strength::Strong));
     if !strong || !first || !b.get(value.start).is_some_and(u8::is_ascii_alphanumeric) {
         return;
