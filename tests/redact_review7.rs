@@ -180,3 +180,30 @@ fn prose_after_a_password_label_stays() {
         assert_kept(kept);
     }
 }
+
+/// Round 8: a note word (`here`, `later`, `ask`, `env`) after the first word made a whole
+/// passphrase look like a note and kept it; a note starts with its note word.
+#[test]
+fn passphrases_with_a_note_word_inside_are_redacted() {
+    for (text, secret) in [
+        ("password: welcome here\n", "welcome here"),
+        ("password: letmein later\n", "letmein later"),
+        ("password: dragon ask\n", "dragon ask"),
+        ("password: correct horse env staple\n", "horse env staple"),
+        (
+            "password: purple monkey dishwasher here\n",
+            "monkey dishwasher here",
+        ),
+        ("passphrase: correct horse here staple\n", "horse here staple"),
+    ] {
+        assert_gone(text, text, secret, "pass");
+    }
+    for kept in [
+        "password: ask Bob\n",
+        "password: later\n",
+        "password: via env\n",
+        "password: vault here\n",
+    ] {
+        assert_kept(kept);
+    }
+}

@@ -841,16 +841,12 @@ fn yaml_words(b: &[u8], ns: usize, ne: usize, value: &mut Value) {
         "set",
         "by",
         "as",
-        // Notes left where a password goes (`password: TODO fix later`, `set via env`).
-        "todo",
-        "fixme",
-        "tbd",
-        "later",
-        "via",
-        "ask",
-        "vault",
-        "env",
-        "here",
+    ];
+    // Notes left where a password goes (`password: TODO fix later`, `via env`, `ask Bob`): a
+    // note starts with one, or is made of them only. Anywhere else they are words of a
+    // passphrase (`correct horse env staple`, `welcome here`).
+    const NOTE: &[&str] = &[
+        "todo", "fixme", "tbd", "later", "via", "ask", "vault", "env", "here",
     ];
     // Bounded like the other look-backs: a line of `password: x ` repeated would otherwise
     // search back to the line's start from every name (quadratic). A key more than 256 bytes
@@ -877,10 +873,12 @@ fn yaml_words(b: &[u8], ns: usize, ne: usize, value: &mut Value) {
     let plain = line
         .iter()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, b' ' | b'-' | b'_' | b'.' | b'!' | b'\'' | b'?'));
-    let message = words.iter().any(|w| {
+    let is_in = |list: &[&str], w: &[u8]| {
         let w = String::from_utf8_lossy(w).to_ascii_lowercase();
-        MESSAGE.contains(&w.trim_end_matches(|c: char| c.is_ascii_punctuation()))
-    });
+        list.contains(&w.trim_end_matches(|c: char| c.is_ascii_punctuation()))
+    };
+    let note = words.first().is_some_and(|w| is_in(NOTE, w)) || words.iter().all(|w| is_in(NOTE, w));
+    let message = note || words.iter().any(|w| is_in(MESSAGE, w));
     if (2..=8).contains(&words.len()) && plain && !message {
         value.end = value.start + line.len();
         value.password = true;
