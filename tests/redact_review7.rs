@@ -207,3 +207,25 @@ fn passphrases_with_a_note_word_inside_are_redacted() {
         assert_kept(kept);
     }
 }
+
+/// Round 8: Rust references (`&dyn`, `&mut`, `&impl`, `&'a`) after a strong name were read
+/// as YAML anchors, and the type behind them as the value.
+#[test]
+fn rust_references_after_a_secret_name_are_no_yaml_anchors() {
+    for kept in [
+        "    key: &dyn HandshakeTokenKey,\n",
+        "        key_schedule: &mut KeyScheduleHandshakeStart,\n",
+        "    secret: &mut SecretKeyMaterial,\n",
+        "fn set(password: &impl AsRef<str>, token: &mut TokenStore) {}\n",
+        "fn f<'a>(secret: &'a SecretKeyMaterial) {}\n",
+        "let x = Config { password: &mut PasswordHolder };\n",
+    ] {
+        assert_kept(kept);
+    }
+    assert_gone(
+        "anchor after a gutter",
+        &format!("  12. password: &pw {PW}\n"),
+        PW,
+        "&pw",
+    );
+}

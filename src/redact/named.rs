@@ -11,6 +11,7 @@
 use super::engine::{engine, Target};
 use super::scan::{Hit, Rule};
 use super::value::{is_secret, Strength};
+use super::view::gutter;
 
 /// Longest name or value considered (a longer run is cut there).
 const MAX_NAME: usize = 128;
@@ -640,7 +641,7 @@ pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
         if let Some(q) = typed_assignment(b, p) {
             p = skip_blanks(b, q);
         }
-        p = skip_yaml_anchor(b, p);
+        p = skip_yaml_anchor(b, ns, p);
         if let Some(value) = next_line_value(b, ns, p) {
             return Some(value);
         }
@@ -723,8 +724,8 @@ fn encoded_end(b: &[u8], p: usize) -> usize {
 
 /// `&pw ` before a YAML value (an anchor, which names the value for `*pw` elsewhere): where
 /// the value starts.
-fn skip_yaml_anchor(b: &[u8], p: usize) -> usize {
-    if b.get(p) != Some(&b'&') {
+fn skip_yaml_anchor(b: &[u8], ns: usize, p: usize) -> usize {
+    if b.get(p) != Some(&b'&') || key_indent(b, ns).is_none() {
         return p;
     }
     let len = b[p + 1..]
@@ -732,11 +733,32 @@ fn skip_yaml_anchor(b: &[u8], p: usize) -> usize {
         .take(64)
         .take_while(|c| is_name_byte(**c))
         .count();
-    if len > 0 && matches!(b.get(p + 1 + len), Some(b' ' | b'\t')) {
+    // Rust's `&dyn T`, `&mut T`, `&impl T` are references, not anchors.
+    let rust = matches!(&b[p + 1..p + 1 + len], b"dyn" | b"mut" | b"impl");
+    if len > 0 && !rust && matches!(b.get(p + 1 + len), Some(b' ' | b'\t')) {
         skip_blanks(b, p + 1 + len)
     } else {
         p
     }
+}
+
+/// The key at `ns` is first on its line: only blanks or a list's `-` between it and the line's
+/// start or a viewer's gutter (`12. `, `   3   │ `, `cat -n`'s tab). Its indentation (the bytes
+/// between gutter and key), or `None`. The look-back is bounded (256 bytes): a key deeper than
+/// that is not first on its line, and an unbounded search would be quadratic on a long line.
+fn key_indent(b: &[u8], ns: usize) -> Option<usize> {
+    let from = ns.saturating_sub(256);
+    let line_start = match memchr::memrchr(b'\n', &b[from..ns]) {
+        Some(i) => from + i + 1,
+        None if from == 0 => 0,
+        None => return None,
+    };
+    let content = line_start + gutter(&b[line_start..ns]);
+    let before = &b[content.min(ns)..ns];
+    before
+        .iter()
+        .all(|c| matches!(c, b' ' | b'\t' | b'-'))
+        .then_some(before.len())
 }
 
 /// A YAML value on the line after its key (`password:` or `password: >-`, then the value
