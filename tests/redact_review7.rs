@@ -229,3 +229,45 @@ fn rust_references_after_a_secret_name_are_no_yaml_anchors() {
         "&pw",
     );
 }
+
+/// Round 8: a value on the line after its key, behind a viewer's gutter (bat, `cat -n`, the
+/// view tool), as a passphrase, or over several lines of a block scalar.
+#[test]
+fn next_line_values_behind_gutters_phrases_and_block_scalars() {
+    for (case, text, secret, keep) in [
+        (
+            "bat gutter",
+            format!("   1   │ db:\n   2   │   password:\n   3   │     {PW}\n   4   │   port: 5432\n"),
+            PW,
+            "port: 5432",
+        ),
+        (
+            "cat -n gutter",
+            format!("     1\tdb:\n     2\t  password:\n     3\t    {PW}\n"),
+            PW,
+            "db:",
+        ),
+        (
+            "view tool gutter, folded",
+            format!("1. db:\n2.   password: >-\n3.     {PW}\n4.   port: 5432\n"),
+            PW,
+            "port: 5432",
+        ),
+        (
+            "passphrase on the next line",
+            "password:\n    correct horse battery staple\nport: 5432\n".to_string(),
+            "horse battery staple",
+            "port: 5432",
+        ),
+        (
+            "second line of a block scalar",
+            format!("db:\n  password: |-\n    {PW}\n    Pw9xLine2\n  port: 5432\n"),
+            "Pw9xLine2",
+            "port: 5432",
+        ),
+    ] {
+        assert_gone(case, &text, secret, keep);
+    }
+    assert_kept("   1   │ db:\n   2   │   password:\n   3   │   port: 5432\n");
+    assert_kept("password:\n    see the vault\n");
+}

@@ -642,7 +642,7 @@ pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
             p = skip_blanks(b, q);
         }
         p = skip_yaml_anchor(b, ns, p);
-        if let Some(value) = next_line_value(b, ns, p) {
+        if let Some(value) = next_line_value(b, ns, ne, p) {
             return Some(value);
         }
     }
@@ -744,29 +744,32 @@ fn skip_yaml_anchor(b: &[u8], ns: usize, p: usize) -> usize {
 
 /// The key at `ns` is first on its line: only blanks or a list's `-` between it and the line's
 /// start or a viewer's gutter (`12. `, `   3   │ `, `cat -n`'s tab). Its indentation (the bytes
-/// between gutter and key), or `None`. The look-back is bounded (256 bytes): a key deeper than
+/// between gutter and key) and the gutter's length, or `None`. The look-back is bounded (256 bytes): a key deeper than
 /// that is not first on its line, and an unbounded search would be quadratic on a long line.
-fn key_indent(b: &[u8], ns: usize) -> Option<usize> {
+fn key_indent(b: &[u8], ns: usize) -> Option<(usize, usize)> {
     let from = ns.saturating_sub(256);
     let line_start = match memchr::memrchr(b'\n', &b[from..ns]) {
         Some(i) => from + i + 1,
         None if from == 0 => 0,
         None => return None,
     };
-    let content = line_start + gutter(&b[line_start..ns]);
-    let before = &b[content.min(ns)..ns];
+    let content = (line_start + gutter(&b[line_start..ns])).min(ns);
+    let before = &b[content..ns];
     before
         .iter()
         .all(|c| matches!(c, b' ' | b'\t' | b'-'))
-        .then_some(before.len())
+        .then_some((content - line_start, before.len()))
 }
 
 /// A YAML value on the line after its key (`password:` or `password: >-`, then the value
-/// indented deeper on the next line): that line's scalar when it looks like a credential. The
-/// key must be first on its line; a next line that is a key, a list item or a comment is no
+/// indented deeper on the next line): that line's scalar when it looks like a credential, or
+/// its words when they make a passphrase; under a strong name, every line of a block scalar
+/// (`|` / `>`). The key must be first on its line (behind a viewer's gutter too, then each next
+/// line is read behind its own); a next line that is a key, a list item or a comment is no
 /// value (`password:` left empty above `port: 5432`).
-fn next_line_value(b: &[u8], ns: usize, mut p: usize) -> Option<Value> {
-    if matches!(b.get(p), Some(b'|' | b'>')) {
+fn next_line_value(b: &[u8], ns: usize, ne: usize, mut p: usize) -> Option<Value> {
+    let block = matches!(b.get(p), Some(b'|' | b'>'));
+    if block {
         p += 1;
         if matches!(b.get(p), Some(b'-' | b'+')) {
             p += 1;
@@ -777,34 +780,74 @@ fn next_line_value(b: &[u8], ns: usize, mut p: usize) -> Option<Value> {
     if b.get(p) != Some(&b'\n') {
         return None;
     }
-    let from = ns.saturating_sub(256);
-    let line_start = memchr::memrchr(b'\n', &b[from..ns]).map_or(from, |i| from + i + 1);
-    let before = &b[line_start..ns];
-    if from > 0 && line_start == from || !before.iter().all(|c| matches!(c, b' ' | b'\t' | b'-')) {
+    let (guttered, key_indent) = key_indent(b, ns)?;
+    let line_end = |s: usize| {
+        s + b[s..]
+            .iter()
+            .take(MAX_VALUE)
+            .take_while(|c| !matches!(c, b'\n' | b'\r'))
+            .count()
+    };
+    // Where the line at `q` has its content, and how deep it is indented behind its gutter.
+    let content = |q: usize| {
+        let g = if guttered > 0 {
+            gutter(&b[q..line_end(q)])
+        } else {
+            0
+        };
+        let indent = b[q + g..]
+            .iter()
+            .take(256)
+            .take_while(|c| matches!(c, b' ' | b'\t'))
+            .count();
+        (q + g + indent, indent)
+    };
+    let (start, indent) = content(p + 1);
+    if indent <= key_indent {
         return None;
     }
-    let q = p + 1;
-    let indent = b[q..]
-        .iter()
-        .take(256)
-        .take_while(|c| matches!(c, b' ' | b'\t'))
-        .count();
-    if indent <= before.len() {
-        return None;
-    }
-    let start = q + indent;
-    let len = b[start..]
-        .iter()
-        .take(MAX_VALUE)
-        .take_while(|c| !matches!(c, b'\n' | b'\r'))
-        .count();
-    let line = &b[start..start + len];
+    let line = &b[start..line_end(start)];
     let structural = matches!(line.first(), None | Some(b'-' | b'#' | b'&' | b'*' | b'{' | b'['));
     if structural || line.ends_with(b":") || memchr::memmem::find(line, b": ").is_some() {
         return None;
     }
+    let strong = std::str::from_utf8(&b[ns..ne]).is_ok_and(|n| classify(n) == Some(Strength::Strong));
     let value = read_value(b, start)?;
     let text = std::str::from_utf8(&b[value.start..value.end]).ok()?;
+    if strong && block && (credential_looking(text) || is_secret(text, Strength::Strong, false)) {
+        // Every line of the block scalar: those indented at least as deep as its first.
+        let mut end = start + line.len();
+        while end - start < MAX_VALUE {
+            let q = end + usize::from(b.get(end) == Some(&b'\r'));
+            if b.get(q) != Some(&b'\n') {
+                break;
+            }
+            let (next, deep) = content(q + 1);
+            let next_end = line_end(next);
+            if deep < indent || next_end == next {
+                break;
+            }
+            end = next_end;
+        }
+        return Some(Value {
+            start,
+            end,
+            quoted: true,
+            loose: false,
+            password: true,
+        });
+    }
+    if strong {
+        if let Some(len) = phrase_len(line) {
+            return Some(Value {
+                start,
+                end: start + len,
+                quoted: false,
+                loose: false,
+                password: true,
+            });
+        }
+    }
     credential_looking(text).then_some(value)
 }
 
@@ -824,6 +867,22 @@ fn first_word_is_secret(b: &[u8], ns: usize, ne: usize, value: &Value) -> bool {
 /// (`must be at least 12 characters`, `the user's password`) leave the value as read (its first
 /// word, which the strength rules then judge); otherwise the words are the password.
 fn yaml_words(b: &[u8], ns: usize, ne: usize, value: &mut Value) {
+    // key_indent's look-back is bounded: unbounded, a line of `password: x ` repeated would
+    // search back to the line's start from every name (quadratic).
+    let first = key_indent(b, ns).is_some();
+    let strong = std::str::from_utf8(&b[ns..ne]).is_ok_and(|n| classify(n) == Some(Strength::Strong));
+    if !strong || !first || !b.get(value.start).is_some_and(u8::is_ascii_alphanumeric) {
+        return;
+    }
+    if let Some(len) = phrase_len(&b[value.start..]) {
+        value.end = value.start + len;
+        value.password = true;
+    }
+}
+
+/// The length of the passphrase that `rest` starts with: 2 to 8 plain words to the line's end
+/// (or a ` #` comment) that make no message and no note.
+fn phrase_len(rest: &[u8]) -> Option<usize> {
     const MESSAGE: &[&str] = &[
         "a",
         "an",
@@ -870,23 +929,12 @@ fn yaml_words(b: &[u8], ns: usize, ne: usize, value: &mut Value) {
     const NOTE: &[&str] = &[
         "todo", "fixme", "tbd", "later", "via", "ask", "vault", "env", "here",
     ];
-    // Bounded like the other look-backs: a line of `password: x ` repeated would otherwise
-    // search back to the line's start from every name (quadratic). A key more than 256 bytes
-    // into its line is not first on it anyway.
-    let from = ns.saturating_sub(256);
-    let line_start = memchr::memrchr(b'\n', &b[from..ns]).map(|i| from + i + 1);
-    let line_start = line_start.or((from == 0).then_some(0));
-    let first = line_start.is_some_and(|l| b[l..ns].iter().all(|c| matches!(c, b' ' | b'\t' | b'-')));
-    let strong = std::str::from_utf8(&b[ns..ne]).is_ok_and(|n| classify(n) == Some(Strength::Strong));
-    if !strong || !first || !b.get(value.start).is_some_and(u8::is_ascii_alphanumeric) {
-        return;
-    }
-    let len = b[value.start..]
+    let len = rest
         .iter()
         .take(256)
         .take_while(|c| !matches!(c, b'\n' | b'\r' | b'\\'))
         .count();
-    let mut line = &b[value.start..value.start + len];
+    let mut line = &rest[..len];
     if let Some(c) = memchr::memmem::find(line, b" #") {
         line = &line[..c];
     }
@@ -901,10 +949,7 @@ fn yaml_words(b: &[u8], ns: usize, ne: usize, value: &mut Value) {
     };
     let note = words.first().is_some_and(|w| is_in(NOTE, w)) || words.iter().all(|w| is_in(NOTE, w));
     let message = note || words.iter().any(|w| is_in(MESSAGE, w));
-    if (2..=8).contains(&words.len()) && plain && !message {
-        value.end = value.start + line.len();
-        value.password = true;
-    }
+    ((2..=8).contains(&words.len()) && plain && !message).then_some(line.len())
 }
 
 /// The quote `q` that closes a string at or after `p`, on the same line and within
