@@ -271,3 +271,32 @@ fn next_line_values_behind_gutters_phrases_and_block_scalars() {
     assert_kept("   1   │ db:\n   2   │   password:\n   3   │   port: 5432\n");
     assert_kept("password:\n    see the vault\n");
 }
+
+/// Round 8: URL-encoded pairs encoded twice (`%253D`, `%2526`), with an encoded quote
+/// around the value (`%22…%22`), or with an encoded `;` inside it; an encoded mask stays.
+#[test]
+fn double_encoded_and_quoted_encoded_passwords() {
+    for (case, text, secret, keep) in [
+        (
+            "double-encoded redirect",
+            format!("?next=%2Fhome%3Fpassword%253D{PW}%2526lang%253Den"),
+            PW,
+            "lang%253Den",
+        ),
+        (
+            "encoded quotes",
+            format!("?q=password%3D%22{PW}%22%26x%3D1"),
+            PW,
+            "x%3D1",
+        ),
+        (
+            "encoded ; inside",
+            "?q=password%3DS3cret%3BPw9x%26x%3D1".to_string(),
+            "Pw9x",
+            "x%3D1",
+        ),
+    ] {
+        assert_gone(case, &text, secret, keep);
+    }
+    assert_kept("?q=password%3D%2A%2A%2A%2A%26x%3D1");
+}

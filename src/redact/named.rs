@@ -650,7 +650,14 @@ pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
         // `auth=("bob", "…")` (requests, httpx), `auth: ['bob', '…']`.
         return auth_pair(b, p);
     }
-    let encoded = sep == Some(3) && b[p - 3] == b'%';
+    let encoded = matches!(sep, Some(3 | 5)) && b[p - sep.unwrap_or(0)] == b'%';
+    if encoded {
+        // `password%3D%22…%22`: an encoded quote opens the value; encoded_end stops at the
+        // closing one.
+        if let Some(q) = encoded_quote(&b[p..]) {
+            p += q;
+        }
+    }
     p = skip_scheme(b, p);
     let mut value = if encoded {
         // Read only to the encoded value's end: read past it, each `token%3D` of a long
@@ -667,6 +674,10 @@ pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
             .iter()
             .any(|p| v.len() >= 3 && v[..3].eq_ignore_ascii_case(p))
         {
+            return None;
+        }
+        // An encoded mask: `%2A%2A%2A%2A` (`****`).
+        if v.len() >= 3 && v.chunks(3).all(|c| c.eq_ignore_ascii_case(b"%2a")) {
             return None;
         }
     }
@@ -697,22 +708,27 @@ pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
     (value.end > value.start).then_some(value)
 }
 
-/// The end of a URL-encoded value starting at `p`: its first encoded `&`, `=`, blank, quote or
-/// `;` (`%26`, `%3D`, `%20`, `%22`, `%27`, `%3B`), a real blank, quote or `<`, or the cap; a
-/// quoted value is read as usual. An encoded `=` ends it too: base64 padding (`%3D%3D`) is no
-/// secret, and a next pair starts there.
+/// The end of a URL-encoded value starting at `p`: its first encoded `&`, `=`, blank or quote
+/// (`%26`, `%3D`, `%20`, `%22`, `%27`; encoded once or twice: `%2526`), a real blank, quote or
+/// `<`, or the cap; a quoted value is read as usual. An encoded `=` ends it too: base64
+/// padding (`%3D%3D`) is no part of a password worth the risk of reading the next pair. An
+/// encoded `;` (`%3B`) does not: it is a character of the password, not a separator of queries.
 fn encoded_end(b: &[u8], p: usize) -> usize {
     if b.get(p).is_some_and(|c| is_quote(*c)) {
         return b.len();
     }
+    let ends = |k: usize| {
+        matches!(
+            (b.get(k + 1), b.get(k + 2)),
+            (Some(b'2'), Some(b'6' | b'0' | b'2' | b'7')) | (Some(b'3'), Some(b'D' | b'd'))
+        )
+    };
     let mut k = p;
     while k < b.len() && k - p < MAX_VALUE {
         match b[k] {
             b' ' | b'\t' | b'\n' | b'\r' | b'"' | b'\'' | b'`' | b'<' => break,
-            b'%' if matches!(
-                (b.get(k + 1), b.get(k + 2)),
-                (Some(b'2'), Some(b'6' | b'0' | b'2' | b'7')) | (Some(b'3'), Some(b'B' | b'b' | b'D' | b'd'))
-            ) =>
+            b'%' if ends(k)
+                || (b.get(k + 1) == Some(&b'2') && b.get(k + 2) == Some(&b'5') && ends(k + 2)) =>
             {
                 break
             }
@@ -720,6 +736,15 @@ fn encoded_end(b: &[u8], p: usize) -> usize {
         }
     }
     k
+}
+
+/// The length of an encoded quote (`%22`, `%27`, or `%2522` encoded twice) that `rest` starts
+/// with.
+fn encoded_quote(rest: &[u8]) -> Option<usize> {
+    [&b"%22"[..], b"%27", b"%2522", b"%2527"]
+        .iter()
+        .find(|q| rest.starts_with(q))
+        .map(|q| q.len())
 }
 
 /// `&pw ` before a YAML value (an anchor, which names the value for `*pw` elsewhere): where
@@ -1134,8 +1159,10 @@ fn separator(b: &[u8], p: usize) -> Option<usize> {
         (b':', b':', _) => None,
         (b':', b'/', b'/') => None,
         (b':', _, _) => Some(1),
-        // URL-encoded `=` (`token%3D…` in an encoded query or redirect).
+        // URL-encoded `=` (`token%3D…` in an encoded query or redirect), or encoded twice
+        // (`%253D`, a query inside an encoded redirect inside a query).
         (b'%', b'3', b'D' | b'd') => Some(3),
+        (b'%', b'2', b'5') if matches!((at(3), at(4)), (b'3', b'D' | b'd')) => Some(5),
         _ => None,
     }
 }

@@ -97,7 +97,7 @@ const CONTEXTS: &[(Kind, &str, &str)] = &[
     ),
 ];
 
-const HOSTILE: [(&str, &str); 30] = [
+const HOSTILE: [(&str, &str); 31] = [
     (
         "token prefixes, no token",
         "ghp_x sk-ant- xoxb-1 AKIA npm_ AIza eyJ glpat- ",
@@ -146,6 +146,7 @@ const HOSTILE: [(&str, &str); 30] = [
     ("encoded separators after a strong name", "password: %3D "),
     ("phrases after a strong name", "password: correct horse here "),
     ("Secret data keys on one line", "kind: Secret data: "),
+    ("double-encoded pairs, encoded quotes", "password%253D%2522"),
     (
         "block scalars under strong names",
         "password: |-\n    S3cretPw9x\n    ab12cd34\n",
