@@ -305,3 +305,22 @@ fn double_encoded_and_quoted_encoded_passwords() {
     }
     assert_kept("?q=password%3D%2A%2A%2A%2A%26x%3D1");
 }
+
+/// Round 8: a line between an expect prompt and its answer (`sleep 1`, a comment).
+#[test]
+fn expect_then_send_with_a_line_between() {
+    for (case, text) in [
+        (
+            "sleep between",
+            format!("expect \"password:\"\nsleep 1\nsend \"{PW}\\r\"\n"),
+        ),
+        (
+            "sleep and a comment between",
+            format!("  expect \"Password: \"\n  # answer it\n  sleep 1\n  send \"{PW}\\r\"\n"),
+        ),
+    ] {
+        assert_gone(case, &text, PW, "sleep 1");
+    }
+    assert_kept("expect \"password:\"\nexpect \"$ \"\nsend \"ls -la\\r\"\n");
+    assert_kept("expect \"password:\"\nsleep 1\nsend \"$env(PW)\\r\"\n");
+}

@@ -1078,7 +1078,7 @@ fn sibling_value(b: &[u8], ns: usize, ne: usize, quoted_name: bool) -> Option<us
 }
 
 /// An expect script's password prompt (`expect "password:"` then `send "…\r"`, on the next
-/// line or in a `{ send … }` block): the position of the string sent.
+/// line, a line or two further, or in a `{ send … }` block): the position of the string sent.
 fn expect_send(b: &[u8], ns: usize, ne: usize) -> Option<usize> {
     let from = ns.saturating_sub(48);
     let line_start = memchr::memrchr(b'\n', &b[from..ns]).map_or(from, |i| from + i + 1);
@@ -1101,12 +1101,22 @@ fn expect_send(b: &[u8], ns: usize, ne: usize) -> Option<usize> {
         return None;
     }
     let mut p = close + 1;
-    let start = p;
-    while p < b.len() && p - start < 64 && (b[p].is_ascii_whitespace() || matches!(b[p], b'{' | b';')) {
-        p += 1;
-    }
-    if !b[p..].starts_with(b"send ") {
-        return None;
+    // Up to two lines between prompt and answer (`sleep 1`, a comment), each read at most
+    // 128 bytes far; another `expect` means the answer is not this prompt's.
+    let mut between = 0;
+    loop {
+        let start = p;
+        while p < b.len() && p - start < 64 && (b[p].is_ascii_whitespace() || matches!(b[p], b'{' | b';')) {
+            p += 1;
+        }
+        if b[p..].starts_with(b"send ") {
+            break;
+        }
+        if between == 2 || b[p..].starts_with(b"expect") {
+            return None;
+        }
+        between += 1;
+        p += memchr::memchr(b'\n', &b[p..(p + 128).min(b.len())])?;
     }
     p = skip_blanks(b, p + 5);
     if b[p..].starts_with(b"-- ") {

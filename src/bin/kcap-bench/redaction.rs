@@ -97,7 +97,7 @@ const CONTEXTS: &[(Kind, &str, &str)] = &[
     ),
 ];
 
-const HOSTILE: [(&str, &str); 31] = [
+const HOSTILE: [(&str, &str); 32] = [
     (
         "token prefixes, no token",
         "ghp_x sk-ant- xoxb-1 AKIA npm_ AIza eyJ glpat- ",
@@ -147,6 +147,7 @@ const HOSTILE: [(&str, &str); 31] = [
     ("phrases after a strong name", "password: correct horse here "),
     ("Secret data keys on one line", "kind: Secret data: "),
     ("double-encoded pairs, encoded quotes", "password%253D%2522"),
+    ("expect prompts, a line between", "expect \"assword:\"\nsleep 1\n"),
     (
         "block scalars under strong names",
         "password: |-\n    S3cretPw9x\n    ab12cd34\n",
