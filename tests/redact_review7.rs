@@ -324,3 +324,23 @@ fn expect_then_send_with_a_line_between() {
     assert_kept("expect \"password:\"\nexpect \"$ \"\nsend \"ls -la\\r\"\n");
     assert_kept("expect \"password:\"\nsleep 1\nsend \"$env(PW)\\r\"\n");
 }
+
+/// Round 8: more viewers' gutters: `   1   | `, a heavy bar `┃`, a no-break space before `│`.
+#[test]
+fn more_gutters_in_front_of_keys() {
+    for bar in ["|", "┃", "\u{a0}│"] {
+        let text: String = SECRET_YAML
+            .lines()
+            .enumerate()
+            .map(|(i, l)| format!("{:>4}  {bar} {l}\n", i + 1))
+            .collect();
+        assert_gone(
+            &format!("k8s Secret behind `{bar}`"),
+            &text,
+            "cG9zdGdyZXM6Ly91c2VyOnBhc3NAaG9zdC9kYg",
+            "name: db",
+        );
+        let text = format!("   1  {bar} db:\n   2  {bar}   password:\n   3  {bar}     {PW}\n");
+        assert_gone(&format!("next-line value behind `{bar}`"), &text, PW, "db:");
+    }
+}
