@@ -53,6 +53,8 @@ fn url_encoded_tokens_and_passwords_in_queries() {
     }
 }
 
+/// Guards existing behaviour (main already passes it; no fix behind it): a quoted command's
+/// one-word secret is redacted alone, and its words after the value are kept.
 #[test]
 fn a_one_word_secret_in_a_quoted_assignment_takes_only_its_word() {
     for text in [
@@ -115,6 +117,8 @@ fn gutters_of_bat_and_cat_n_in_front_of_secrets_and_keys() {
             "cG9zdGdyZXM6Ly91c2VyOnBhc3NAaG9zdC9kYg",
             "name: db",
         );
+        // With `cat -n`'s gutter (bat: false) this guards existing behaviour: main already
+        // redacts it; the bat gutter is the fix.
         assert_gone(
             &format!("key block behind a gutter (bat: {bat})"),
             &guttered(KEY_BLOCK, bat),
@@ -151,6 +155,7 @@ fn yaml_anchors_next_line_values_and_flow_mappings() {
             format!("db:\n  password: >-\n    {PW}\n  port: 5432\n"),
             "port: 5432",
         ),
+        // The two flow-mapping cases guard existing behaviour (main already redacts them).
         (
             "multi-line flow mapping",
             format!("db: {{ user: bob,\n  password: {PW},\n  port: 5432 }}\n"),
@@ -178,5 +183,164 @@ fn prose_after_a_password_label_stays() {
         "password: set via env\n",
     ] {
         assert_kept(kept);
+    }
+}
+
+/// Round 8: a note word (`here`, `later`, `ask`, `env`) after the first word made a whole
+/// passphrase look like a note and kept it; a note starts with its note word.
+#[test]
+fn passphrases_with_a_note_word_inside_are_redacted() {
+    for (text, secret) in [
+        ("password: welcome here\n", "welcome here"),
+        ("password: letmein later\n", "letmein later"),
+        ("password: dragon ask\n", "dragon ask"),
+        ("password: correct horse env staple\n", "horse env staple"),
+        (
+            "password: purple monkey dishwasher here\n",
+            "monkey dishwasher here",
+        ),
+        ("passphrase: correct horse here staple\n", "horse here staple"),
+    ] {
+        assert_gone(text, text, secret, "pass");
+    }
+    for kept in [
+        "password: ask Bob\n",
+        "password: later\n",
+        "password: via env\n",
+        "password: vault here\n",
+    ] {
+        assert_kept(kept);
+    }
+}
+
+/// Round 8: Rust references (`&dyn`, `&mut`, `&impl`, `&'a`) after a strong name were read
+/// as YAML anchors, and the type behind them as the value.
+#[test]
+fn rust_references_after_a_secret_name_are_no_yaml_anchors() {
+    for kept in [
+        "    key: &dyn HandshakeTokenKey,\n",
+        "        key_schedule: &mut KeyScheduleHandshakeStart,\n",
+        "    secret: &mut SecretKeyMaterial,\n",
+        "fn set(password: &impl AsRef<str>, token: &mut TokenStore) {}\n",
+        "fn f<'a>(secret: &'a SecretKeyMaterial) {}\n",
+        "let x = Config { password: &mut PasswordHolder };\n",
+    ] {
+        assert_kept(kept);
+    }
+    assert_gone(
+        "anchor after a gutter",
+        &format!("  12. password: &pw {PW}\n"),
+        PW,
+        "&pw",
+    );
+}
+
+/// Round 8: a value on the line after its key, behind a viewer's gutter (bat, `cat -n`, the
+/// view tool), as a passphrase, or over several lines of a block scalar.
+#[test]
+fn next_line_values_behind_gutters_phrases_and_block_scalars() {
+    for (case, text, secret, keep) in [
+        (
+            "bat gutter",
+            format!("   1   │ db:\n   2   │   password:\n   3   │     {PW}\n   4   │   port: 5432\n"),
+            PW,
+            "port: 5432",
+        ),
+        (
+            "cat -n gutter",
+            format!("     1\tdb:\n     2\t  password:\n     3\t    {PW}\n"),
+            PW,
+            "db:",
+        ),
+        (
+            "view tool gutter, folded",
+            format!("1. db:\n2.   password: >-\n3.     {PW}\n4.   port: 5432\n"),
+            PW,
+            "port: 5432",
+        ),
+        (
+            "passphrase on the next line",
+            "password:\n    correct horse battery staple\nport: 5432\n".to_string(),
+            "horse battery staple",
+            "port: 5432",
+        ),
+        (
+            "second line of a block scalar",
+            format!("db:\n  password: |-\n    {PW}\n    Pw9xLine2\n  port: 5432\n"),
+            "Pw9xLine2",
+            "port: 5432",
+        ),
+    ] {
+        assert_gone(case, &text, secret, keep);
+    }
+    assert_kept("   1   │ db:\n   2   │   password:\n   3   │   port: 5432\n");
+    assert_kept("password:\n    see the vault\n");
+}
+
+/// Round 8: URL-encoded pairs encoded twice (`%253D`, `%2526`), with an encoded quote
+/// around the value (`%22…%22`), or with an encoded `;` inside it; an encoded mask stays.
+#[test]
+fn double_encoded_and_quoted_encoded_passwords() {
+    for (case, text, secret, keep) in [
+        (
+            "double-encoded redirect",
+            format!("?next=%2Fhome%3Fpassword%253D{PW}%2526lang%253Den"),
+            PW,
+            "lang%253Den",
+        ),
+        (
+            "encoded quotes",
+            format!("?q=password%3D%22{PW}%22%26x%3D1"),
+            PW,
+            "x%3D1",
+        ),
+        (
+            "encoded ; inside",
+            "?q=password%3DS3cret%3BPw9x%26x%3D1".to_string(),
+            "Pw9x",
+            "x%3D1",
+        ),
+    ] {
+        assert_gone(case, &text, secret, keep);
+    }
+    assert_kept("?q=password%3D%2A%2A%2A%2A%26x%3D1");
+}
+
+/// Round 8: a line between an expect prompt and its answer (`sleep 1`, a comment).
+#[test]
+fn expect_then_send_with_a_line_between() {
+    for (case, text) in [
+        (
+            "sleep between",
+            format!("expect \"password:\"\nsleep 1\nsend \"{PW}\\r\"\n"),
+        ),
+        (
+            "sleep and a comment between",
+            format!("  expect \"Password: \"\n  # answer it\n  sleep 1\n  send \"{PW}\\r\"\n"),
+        ),
+    ] {
+        assert_gone(case, &text, PW, "sleep 1");
+    }
+    assert_kept("expect \"password:\"\nexpect \"$ \"\nsend \"ls -la\\r\"\n");
+    assert_kept("expect \"password:\"\nsleep 1\nsend \"$env(PW)\\r\"\n");
+}
+
+/// Round 8: more viewers' gutters: `   1   | `, a heavy bar `┃`, a no-break space before `│`.
+#[test]
+fn more_gutters_in_front_of_keys() {
+    for bar in ["|", "┃", "\u{a0}│"] {
+        let text: String = SECRET_YAML
+            .lines()
+            .enumerate()
+            .map(|(i, l)| format!("{:>4}  {bar} {l}\n", i + 1))
+            .collect();
+        assert_gone(
+            &format!("k8s Secret behind `{bar}`"),
+            &text,
+            "cG9zdGdyZXM6Ly91c2VyOnBhc3NAaG9zdC9kYg",
+            "name: db",
+        );
+        let text = format!("   1  {bar} db:\n   2  {bar}   password:\n   3  {bar}     {PW}\n");
+        assert_gone(&format!("next-line value behind `{bar}`"), &text, PW, "db:");
     }
 }

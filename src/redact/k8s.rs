@@ -92,7 +92,13 @@ fn scan_document(b: &[u8], from: usize, to: usize, out: &mut Vec<Hit>) {
         if quoted && b.get(at + 3) == Some(&b'"') {
             from = json_block(b, at + 4, out).max(from);
         } else if !quoted && b.get(at + 3) == Some(&b':') {
-            let line_start = memchr::memrchr(b'\n', &b[..name_start]).map_or(0, |i| i + 1);
+            // Bounded: `kind: Secret data: ` repeated on one line would otherwise search back
+            // to the line's start from every `data:` (quadratic). A key that deep is no block.
+            let back = name_start.saturating_sub(256);
+            let found = memchr::memrchr(b'\n', &b[back..name_start]).map(|i| back + i + 1);
+            let Some(line_start) = found.or((back == 0).then_some(0)) else {
+                continue;
+            };
             let content = line_start + gutter(&b[line_start..name_start]);
             if b[content..name_start].iter().all(|c| *c == b' ') {
                 from = yaml_block(b, name_start - content, at + 4, out).max(from).min(to);

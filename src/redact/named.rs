@@ -11,6 +11,7 @@
 use super::engine::{engine, Target};
 use super::scan::{Hit, Rule};
 use super::value::{is_secret, Strength};
+use super::view::gutter;
 
 /// Longest name or value considered (a longer run is cut there).
 const MAX_NAME: usize = 128;
@@ -640,8 +641,8 @@ pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
         if let Some(q) = typed_assignment(b, p) {
             p = skip_blanks(b, q);
         }
-        p = skip_yaml_anchor(b, p);
-        if let Some(value) = next_line_value(b, ns, p) {
+        p = skip_yaml_anchor(b, ns, p);
+        if let Some(value) = next_line_value(b, ns, ne, p) {
             return Some(value);
         }
     }
@@ -649,7 +650,14 @@ pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
         // `auth=("bob", "…")` (requests, httpx), `auth: ['bob', '…']`.
         return auth_pair(b, p);
     }
-    let encoded = sep == Some(3) && b[p - 3] == b'%';
+    let encoded = matches!(sep, Some(3 | 5)) && b[p - sep.unwrap_or(0)] == b'%';
+    if encoded {
+        // `password%3D%22…%22`: an encoded quote opens the value; encoded_end stops at the
+        // closing one.
+        if let Some(q) = encoded_quote(&b[p..]) {
+            p += q;
+        }
+    }
     p = skip_scheme(b, p);
     let mut value = if encoded {
         // Read only to the encoded value's end: read past it, each `token%3D` of a long
@@ -666,6 +674,10 @@ pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
             .iter()
             .any(|p| v.len() >= 3 && v[..3].eq_ignore_ascii_case(p))
         {
+            return None;
+        }
+        // An encoded mask: `%2A%2A%2A%2A` (`****`).
+        if v.len() >= 3 && v.chunks(3).all(|c| c.eq_ignore_ascii_case(b"%2a")) {
             return None;
         }
     }
@@ -696,22 +708,27 @@ pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
     (value.end > value.start).then_some(value)
 }
 
-/// The end of a URL-encoded value starting at `p`: its first encoded `&`, `=`, blank, quote or
-/// `;` (`%26`, `%3D`, `%20`, `%22`, `%27`, `%3B`), a real blank, quote or `<`, or the cap; a
-/// quoted value is read as usual. An encoded `=` ends it too: base64 padding (`%3D%3D`) is no
-/// secret, and a next pair starts there.
+/// The end of a URL-encoded value starting at `p`: its first encoded `&`, `=`, blank or quote
+/// (`%26`, `%3D`, `%20`, `%22`, `%27`; encoded once or twice: `%2526`), a real blank, quote or
+/// `<`, or the cap; a quoted value is read as usual. An encoded `=` ends it too: base64
+/// padding (`%3D%3D`) is no part of a password worth the risk of reading the next pair. An
+/// encoded `;` (`%3B`) does not: it is a character of the password, not a separator of queries.
 fn encoded_end(b: &[u8], p: usize) -> usize {
     if b.get(p).is_some_and(|c| is_quote(*c)) {
         return b.len();
     }
+    let ends = |k: usize| {
+        matches!(
+            (b.get(k + 1), b.get(k + 2)),
+            (Some(b'2'), Some(b'6' | b'0' | b'2' | b'7')) | (Some(b'3'), Some(b'D' | b'd'))
+        )
+    };
     let mut k = p;
     while k < b.len() && k - p < MAX_VALUE {
         match b[k] {
             b' ' | b'\t' | b'\n' | b'\r' | b'"' | b'\'' | b'`' | b'<' => break,
-            b'%' if matches!(
-                (b.get(k + 1), b.get(k + 2)),
-                (Some(b'2'), Some(b'6' | b'0' | b'2' | b'7')) | (Some(b'3'), Some(b'B' | b'b' | b'D' | b'd'))
-            ) =>
+            b'%' if ends(k)
+                || (b.get(k + 1) == Some(&b'2') && b.get(k + 2) == Some(&b'5') && ends(k + 2)) =>
             {
                 break
             }
@@ -721,10 +738,19 @@ fn encoded_end(b: &[u8], p: usize) -> usize {
     k
 }
 
+/// The length of an encoded quote (`%22`, `%27`, or `%2522` encoded twice) that `rest` starts
+/// with.
+fn encoded_quote(rest: &[u8]) -> Option<usize> {
+    [&b"%22"[..], b"%27", b"%2522", b"%2527"]
+        .iter()
+        .find(|q| rest.starts_with(q))
+        .map(|q| q.len())
+}
+
 /// `&pw ` before a YAML value (an anchor, which names the value for `*pw` elsewhere): where
 /// the value starts.
-fn skip_yaml_anchor(b: &[u8], p: usize) -> usize {
-    if b.get(p) != Some(&b'&') {
+fn skip_yaml_anchor(b: &[u8], ns: usize, p: usize) -> usize {
+    if b.get(p) != Some(&b'&') || key_indent(b, ns).is_none() {
         return p;
     }
     let len = b[p + 1..]
@@ -732,19 +758,43 @@ fn skip_yaml_anchor(b: &[u8], p: usize) -> usize {
         .take(64)
         .take_while(|c| is_name_byte(**c))
         .count();
-    if len > 0 && matches!(b.get(p + 1 + len), Some(b' ' | b'\t')) {
+    // Rust's `&dyn T`, `&mut T`, `&impl T` are references, not anchors.
+    let rust = matches!(&b[p + 1..p + 1 + len], b"dyn" | b"mut" | b"impl");
+    if len > 0 && !rust && matches!(b.get(p + 1 + len), Some(b' ' | b'\t')) {
         skip_blanks(b, p + 1 + len)
     } else {
         p
     }
 }
 
+/// The key at `ns` is first on its line: only blanks or a list's `-` between it and the line's
+/// start or a viewer's gutter (`12. `, `   3   │ `, `cat -n`'s tab). Its indentation (the bytes
+/// between gutter and key) and the gutter's length, or `None`. The look-back is bounded (256 bytes): a key deeper than
+/// that is not first on its line, and an unbounded search would be quadratic on a long line.
+fn key_indent(b: &[u8], ns: usize) -> Option<(usize, usize)> {
+    let from = ns.saturating_sub(256);
+    let line_start = match memchr::memrchr(b'\n', &b[from..ns]) {
+        Some(i) => from + i + 1,
+        None if from == 0 => 0,
+        None => return None,
+    };
+    let content = (line_start + gutter(&b[line_start..ns])).min(ns);
+    let before = &b[content..ns];
+    before
+        .iter()
+        .all(|c| matches!(c, b' ' | b'\t' | b'-'))
+        .then_some((content - line_start, before.len()))
+}
+
 /// A YAML value on the line after its key (`password:` or `password: >-`, then the value
-/// indented deeper on the next line): that line's scalar when it looks like a credential. The
-/// key must be first on its line; a next line that is a key, a list item or a comment is no
+/// indented deeper on the next line): that line's scalar when it looks like a credential, or
+/// its words when they make a passphrase; under a strong name, every line of a block scalar
+/// (`|` / `>`). The key must be first on its line (behind a viewer's gutter too, then each next
+/// line is read behind its own); a next line that is a key, a list item or a comment is no
 /// value (`password:` left empty above `port: 5432`).
-fn next_line_value(b: &[u8], ns: usize, mut p: usize) -> Option<Value> {
-    if matches!(b.get(p), Some(b'|' | b'>')) {
+fn next_line_value(b: &[u8], ns: usize, ne: usize, mut p: usize) -> Option<Value> {
+    let block = matches!(b.get(p), Some(b'|' | b'>'));
+    if block {
         p += 1;
         if matches!(b.get(p), Some(b'-' | b'+')) {
             p += 1;
@@ -755,34 +805,74 @@ fn next_line_value(b: &[u8], ns: usize, mut p: usize) -> Option<Value> {
     if b.get(p) != Some(&b'\n') {
         return None;
     }
-    let from = ns.saturating_sub(256);
-    let line_start = memchr::memrchr(b'\n', &b[from..ns]).map_or(from, |i| from + i + 1);
-    let before = &b[line_start..ns];
-    if from > 0 && line_start == from || !before.iter().all(|c| matches!(c, b' ' | b'\t' | b'-')) {
+    let (guttered, key_indent) = key_indent(b, ns)?;
+    let line_end = |s: usize| {
+        s + b[s..]
+            .iter()
+            .take(MAX_VALUE)
+            .take_while(|c| !matches!(c, b'\n' | b'\r'))
+            .count()
+    };
+    // Where the line at `q` has its content, and how deep it is indented behind its gutter.
+    let content = |q: usize| {
+        let g = if guttered > 0 {
+            gutter(&b[q..line_end(q)])
+        } else {
+            0
+        };
+        let indent = b[q + g..]
+            .iter()
+            .take(256)
+            .take_while(|c| matches!(c, b' ' | b'\t'))
+            .count();
+        (q + g + indent, indent)
+    };
+    let (start, indent) = content(p + 1);
+    if indent <= key_indent {
         return None;
     }
-    let q = p + 1;
-    let indent = b[q..]
-        .iter()
-        .take(256)
-        .take_while(|c| matches!(c, b' ' | b'\t'))
-        .count();
-    if indent <= before.len() {
-        return None;
-    }
-    let start = q + indent;
-    let len = b[start..]
-        .iter()
-        .take(MAX_VALUE)
-        .take_while(|c| !matches!(c, b'\n' | b'\r'))
-        .count();
-    let line = &b[start..start + len];
+    let line = &b[start..line_end(start)];
     let structural = matches!(line.first(), None | Some(b'-' | b'#' | b'&' | b'*' | b'{' | b'['));
     if structural || line.ends_with(b":") || memchr::memmem::find(line, b": ").is_some() {
         return None;
     }
+    let strong = std::str::from_utf8(&b[ns..ne]).is_ok_and(|n| classify(n) == Some(Strength::Strong));
     let value = read_value(b, start)?;
     let text = std::str::from_utf8(&b[value.start..value.end]).ok()?;
+    if strong && block && (credential_looking(text) || is_secret(text, Strength::Strong, false)) {
+        // Every line of the block scalar: those indented at least as deep as its first.
+        let mut end = start + line.len();
+        while end - start < MAX_VALUE {
+            let q = end + usize::from(b.get(end) == Some(&b'\r'));
+            if b.get(q) != Some(&b'\n') {
+                break;
+            }
+            let (next, deep) = content(q + 1);
+            let next_end = line_end(next);
+            if deep < indent || next_end == next {
+                break;
+            }
+            end = next_end;
+        }
+        return Some(Value {
+            start,
+            end,
+            quoted: true,
+            loose: false,
+            password: true,
+        });
+    }
+    if strong {
+        if let Some(len) = phrase_len(line) {
+            return Some(Value {
+                start,
+                end: start + len,
+                quoted: false,
+                loose: false,
+                password: true,
+            });
+        }
+    }
     credential_looking(text).then_some(value)
 }
 
@@ -802,6 +892,22 @@ fn first_word_is_secret(b: &[u8], ns: usize, ne: usize, value: &Value) -> bool {
 /// (`must be at least 12 characters`, `the user's password`) leave the value as read (its first
 /// word, which the strength rules then judge); otherwise the words are the password.
 fn yaml_words(b: &[u8], ns: usize, ne: usize, value: &mut Value) {
+    // key_indent's look-back is bounded: unbounded, a line of `password: x ` repeated would
+    // search back to the line's start from every name (quadratic).
+    let first = key_indent(b, ns).is_some();
+    let strong = std::str::from_utf8(&b[ns..ne]).is_ok_and(|n| classify(n) == Some(Strength::Strong));
+    if !strong || !first || !b.get(value.start).is_some_and(u8::is_ascii_alphanumeric) {
+        return;
+    }
+    if let Some(len) = phrase_len(&b[value.start..]) {
+        value.end = value.start + len;
+        value.password = true;
+    }
+}
+
+/// The length of the passphrase that `rest` starts with: 2 to 8 plain words to the line's end
+/// (or a ` #` comment) that make no message and no note.
+fn phrase_len(rest: &[u8]) -> Option<usize> {
     const MESSAGE: &[&str] = &[
         "a",
         "an",
@@ -841,29 +947,19 @@ fn yaml_words(b: &[u8], ns: usize, ne: usize, value: &mut Value) {
         "set",
         "by",
         "as",
-        // Notes left where a password goes (`password: TODO fix later`, `set via env`).
-        "todo",
-        "fixme",
-        "tbd",
-        "later",
-        "via",
-        "ask",
-        "vault",
-        "env",
-        "here",
     ];
-    let line_start = memchr::memrchr(b'\n', &b[..ns]).map_or(0, |i| i + 1);
-    let first = b[line_start..ns].iter().all(|c| matches!(c, b' ' | b'\t' | b'-'));
-    let strong = std::str::from_utf8(&b[ns..ne]).is_ok_and(|n| classify(n) == Some(Strength::Strong));
-    if !strong || !first || !b.get(value.start).is_some_and(u8::is_ascii_alphanumeric) {
-        return;
-    }
-    let len = b[value.start..]
+    // Notes left where a password goes (`password: TODO fix later`, `via env`, `ask Bob`): a
+    // note starts with one, or is made of them only. Anywhere else they are words of a
+    // passphrase (`correct horse env staple`, `welcome here`).
+    const NOTE: &[&str] = &[
+        "todo", "fixme", "tbd", "later", "via", "ask", "vault", "env", "here",
+    ];
+    let len = rest
         .iter()
         .take(256)
         .take_while(|c| !matches!(c, b'\n' | b'\r' | b'\\'))
         .count();
-    let mut line = &b[value.start..value.start + len];
+    let mut line = &rest[..len];
     if let Some(c) = memchr::memmem::find(line, b" #") {
         line = &line[..c];
     }
@@ -872,14 +968,13 @@ fn yaml_words(b: &[u8], ns: usize, ne: usize, value: &mut Value) {
     let plain = line
         .iter()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, b' ' | b'-' | b'_' | b'.' | b'!' | b'\'' | b'?'));
-    let message = words.iter().any(|w| {
+    let is_in = |list: &[&str], w: &[u8]| {
         let w = String::from_utf8_lossy(w).to_ascii_lowercase();
-        MESSAGE.contains(&w.trim_end_matches(|c: char| c.is_ascii_punctuation()))
-    });
-    if (2..=8).contains(&words.len()) && plain && !message {
-        value.end = value.start + line.len();
-        value.password = true;
-    }
+        list.contains(&w.trim_end_matches(|c: char| c.is_ascii_punctuation()))
+    };
+    let note = words.first().is_some_and(|w| is_in(NOTE, w)) || words.iter().all(|w| is_in(NOTE, w));
+    let message = note || words.iter().any(|w| is_in(MESSAGE, w));
+    ((2..=8).contains(&words.len()) && plain && !message).then_some(line.len())
 }
 
 /// The quote `q` that closes a string at or after `p`, on the same line and within
@@ -983,7 +1078,7 @@ fn sibling_value(b: &[u8], ns: usize, ne: usize, quoted_name: bool) -> Option<us
 }
 
 /// An expect script's password prompt (`expect "password:"` then `send "…\r"`, on the next
-/// line or in a `{ send … }` block): the position of the string sent.
+/// line, a line or two further, or in a `{ send … }` block): the position of the string sent.
 fn expect_send(b: &[u8], ns: usize, ne: usize) -> Option<usize> {
     let from = ns.saturating_sub(48);
     let line_start = memchr::memrchr(b'\n', &b[from..ns]).map_or(from, |i| from + i + 1);
@@ -1006,12 +1101,22 @@ fn expect_send(b: &[u8], ns: usize, ne: usize) -> Option<usize> {
         return None;
     }
     let mut p = close + 1;
-    let start = p;
-    while p < b.len() && p - start < 64 && (b[p].is_ascii_whitespace() || matches!(b[p], b'{' | b';')) {
-        p += 1;
-    }
-    if !b[p..].starts_with(b"send ") {
-        return None;
+    // Up to two lines between prompt and answer (`sleep 1`, a comment), each read at most
+    // 128 bytes far; another `expect` means the answer is not this prompt's.
+    let mut between = 0;
+    loop {
+        let start = p;
+        while p < b.len() && p - start < 64 && (b[p].is_ascii_whitespace() || matches!(b[p], b'{' | b';')) {
+            p += 1;
+        }
+        if b[p..].starts_with(b"send ") {
+            break;
+        }
+        if between == 2 || b[p..].starts_with(b"expect") {
+            return None;
+        }
+        between += 1;
+        p += memchr::memchr(b'\n', &b[p..(p + 128).min(b.len())])?;
     }
     p = skip_blanks(b, p + 5);
     if b[p..].starts_with(b"-- ") {
@@ -1064,8 +1169,10 @@ fn separator(b: &[u8], p: usize) -> Option<usize> {
         (b':', b':', _) => None,
         (b':', b'/', b'/') => None,
         (b':', _, _) => Some(1),
-        // URL-encoded `=` (`token%3D…` in an encoded query or redirect).
+        // URL-encoded `=` (`token%3D…` in an encoded query or redirect), or encoded twice
+        // (`%253D`, a query inside an encoded redirect inside a query).
         (b'%', b'3', b'D' | b'd') => Some(3),
+        (b'%', b'2', b'5') if matches!((at(3), at(4)), (b'3', b'D' | b'd')) => Some(5),
         _ => None,
     }
 }

@@ -66,13 +66,25 @@ fn numbered(line: &[u8]) -> Option<usize> {
     (mark > 0).then_some(p + mark)
 }
 
-/// bat's gutter after the number: blanks, `│`, and one blank.
+/// bat's gutter after the number: blanks (a no-break space among them too, as some terminals
+/// copy it), a bar (`│`, `┃`, or `|` when other tools imitate it), and one blank.
 fn bat_bar(rest: &[u8]) -> Option<usize> {
-    let blanks = rest.iter().take(8).take_while(|c| **c == b' ').count();
-    let bar = "│".as_bytes();
-    rest[blanks..]
-        .starts_with(bar)
-        .then(|| blanks + bar.len() + usize::from(rest.get(blanks + bar.len()) == Some(&b' ')))
+    let nbsp = "\u{a0}".as_bytes();
+    let mut blanks = 0;
+    while blanks < 16 {
+        if rest.get(blanks) == Some(&b' ') {
+            blanks += 1;
+        } else if rest[blanks..].starts_with(nbsp) {
+            blanks += nbsp.len();
+        } else {
+            break;
+        }
+    }
+    let bar = ["│", "┃", "|"]
+        .iter()
+        .map(|b| b.as_bytes())
+        .find(|b| rest[blanks..].starts_with(b))?;
+    Some(blanks + bar.len() + usize::from(rest.get(blanks + bar.len()) == Some(&b' ')))
 }
 
 #[cfg(test)]
@@ -89,6 +101,9 @@ mod tests {
             ("12→data:", 5),
             ("   3   │   data:", 11),
             ("  12 │ data:", 9),
+            ("   1   | data:", 9),
+            ("   1   ┃ data:", 11),
+            ("   1  \u{a0}│ data:", 12),
             ("data:", 0),
             ("1.5 is a number", 0),
             ("2024 was a year", 0),

@@ -97,7 +97,7 @@ const CONTEXTS: &[(Kind, &str, &str)] = &[
     ),
 ];
 
-const HOSTILE: [(&str, &str); 23] = [
+const HOSTILE: [(&str, &str); 32] = [
     (
         "token prefixes, no token",
         "ghp_x sk-ant- xoxb-1 AKIA npm_ AIza eyJ glpat- ",
@@ -139,6 +139,19 @@ const HOSTILE: [(&str, &str); 23] = [
     ("URL-encoded pairs", "token%3Dq8ZtR3nV7mK2%26"),
     ("expect prompts", "expect \"assword:\"\nsend \""),
     ("bat gutters", "   1   │ kind: Secret\n"),
+    // Attack round 8: each strong name (or `data:`) looked back to its line's start.
+    ("YAML anchors after a strong name", "password: &pw "),
+    ("passwords on one line", "password: S3cretPw9x "),
+    ("notes after a strong name", "password: todo "),
+    ("encoded separators after a strong name", "password: %3D "),
+    ("phrases after a strong name", "password: correct horse here "),
+    ("Secret data keys on one line", "kind: Secret data: "),
+    ("double-encoded pairs, encoded quotes", "password%253D%2522"),
+    ("expect prompts, a line between", "expect \"assword:\"\nsleep 1\n"),
+    (
+        "block scalars under strong names",
+        "password: |-\n    S3cretPw9x\n    ab12cd34\n",
+    ),
 ];
 
 /// Runs every redaction measure; true when all targets are met.
