@@ -300,6 +300,19 @@ fn double_encoded_and_quoted_encoded_passwords() {
             "Pw9x",
             "x%3D1",
         ),
+        (
+            // Behind a single `%3D`, `%2526` is the password's own `&`, encoded twice.
+            "an encoded-twice & inside a once-encoded value",
+            "next=%2Flogin%3Fpassword%3DHunter2LongHead9%2526TailSecret9x%26x%3D1".to_string(),
+            "TailSecret9x",
+            "x%3D1",
+        ),
+        (
+            "a short head before an encoded-twice &",
+            "next=%2Flogin%3Fpassword%3DAb%2526Cd9xyzQ%26x%3D1".to_string(),
+            "Cd9xyzQ",
+            "x%3D1",
+        ),
     ] {
         assert_gone(case, &text, secret, keep);
     }

@@ -662,7 +662,7 @@ pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
     let mut value = if encoded {
         // Read only to the encoded value's end: read past it, each `token%3D` of a long
         // encoded query would read the whole rest (up to the cap) again.
-        read_value(&b[..encoded_end(b, p)], p)?
+        read_value(&b[..encoded_end(b, p, sep == Some(5))], p)?
     } else {
         read_value(b, p)?
     };
@@ -713,7 +713,7 @@ pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
 /// `<`, or the cap; a quoted value is read as usual. An encoded `=` ends it too: base64
 /// padding (`%3D%3D`) is no part of a password worth the risk of reading the next pair. An
 /// encoded `;` (`%3B`) does not: it is a character of the password, not a separator of queries.
-fn encoded_end(b: &[u8], p: usize) -> usize {
+fn encoded_end(b: &[u8], p: usize, twice: bool) -> usize {
     if b.get(p).is_some_and(|c| is_quote(*c)) {
         return b.len();
     }
@@ -727,8 +727,10 @@ fn encoded_end(b: &[u8], p: usize) -> usize {
     while k < b.len() && k - p < MAX_VALUE {
         match b[k] {
             b' ' | b'\t' | b'\n' | b'\r' | b'"' | b'\'' | b'`' | b'<' => break,
+            // Behind a single `%3D`, `%2526` is the value's own `&`, encoded with the rest of
+            // a redirect: only a value whose separator was encoded twice ends there.
             b'%' if ends(k)
-                || (b.get(k + 1) == Some(&b'2') && b.get(k + 2) == Some(&b'5') && ends(k + 2)) =>
+                || (twice && b.get(k + 1) == Some(&b'2') && b.get(k + 2) == Some(&b'5') && ends(k + 2)) =>
             {
                 break
             }
