@@ -275,6 +275,8 @@ fn next_line_values_behind_gutters_phrases_and_block_scalars() {
     }
     assert_kept("   1   │ db:\n   2   │   password:\n   3   │   port: 5432\n");
     assert_kept("password:\n    see the vault\n");
+    // A description of the value under its key, naming the key's own word.
+    assert_kept("secret:\n  Kubernetes secret name holding keys\n");
 }
 
 /// Round 8: URL-encoded pairs encoded twice (`%253D`, `%2526`), with an encoded quote

@@ -865,7 +865,7 @@ fn next_line_value(b: &[u8], ns: usize, ne: usize, mut p: usize) -> Option<Value
         });
     }
     if strong {
-        if let Some(len) = phrase_len(line) {
+        if let Some(len) = phrase_len(line).filter(|&len| !names_itself(&line[..len], &b[ns..ne])) {
             return Some(Value {
                 start,
                 end: start + len,
@@ -876,6 +876,19 @@ fn next_line_value(b: &[u8], ns: usize, ne: usize, mut p: usize) -> Option<Value
         }
     }
     credential_looking(text).then_some(value)
+}
+
+/// A phrase that says its key's own word (`secret:` / `Kubernetes secret holding keys`)
+/// describes the value rather than being it.
+fn names_itself(phrase: &[u8], name: &[u8]) -> bool {
+    let words = |t: &[u8]| -> Vec<String> {
+        t.split(|c| !c.is_ascii_alphanumeric())
+            .filter(|w| w.len() > 2)
+            .map(|w| String::from_utf8_lossy(w).to_ascii_lowercase())
+            .collect()
+    };
+    let phrase = words(phrase);
+    words(name).iter().any(|n| phrase.contains(n))
 }
 
 /// The value as read up to its first blank is a secret under the name at `[ns, ne)`.
