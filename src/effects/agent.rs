@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use crate::agent::Agent;
-use crate::store::{since_boot_ms, ticks_to_ms, Holder};
+use crate::store::Holder;
 
 /// Shells and wrappers between an agent and a hook command; the agent is above them.
 const WRAPPERS: [&str; 10] = [
@@ -57,8 +57,7 @@ pub fn marker_owner(pid: u32, marker: &Path) -> Option<Holder> {
         .ok()
         .and_then(|t| t.elapsed().ok())
         .map(|d| d.as_millis() as u64);
-    let started_ms = (holder.start_ticks > 0).then(|| ticks_to_ms(holder.start_ticks));
-    match started_after(written_ago_ms, since_boot_ms(), started_ms) {
+    match started_after(written_ago_ms, holder.age_ms()) {
         Some((written_ago_ms, age_ms)) => {
             tracing::info!(
                 pid,
@@ -74,16 +73,11 @@ pub fn marker_owner(pid: u32, marker: &Path) -> Option<Holder> {
 }
 
 /// `Some((marker written ago, process age))`, both in ms, when the process surely started after
-/// the marker was written (by more than [`MARKER_SLACK_MS`]). Any reading missing, or
-/// impossible (a time since boot shorter than the process's start), cannot tell: `None`, and the process is taken for the writer, as is a
-/// marker written "in the future" (the clock stepped back).
-fn started_after(
-    written_ago_ms: Option<u64>,
-    since_boot_ms: Option<u64>,
-    started_ms: Option<u64>,
-) -> Option<(u64, u64)> {
-    let written_ago_ms = written_ago_ms?;
-    let age_ms = since_boot_ms?.checked_sub(started_ms?)?;
+/// the marker was written (by more than [`MARKER_SLACK_MS`]). Either reading missing (an
+/// impossible age is none: [`Holder::age_ms`]) cannot tell: `None`, and the process is taken for
+/// the writer, as is a marker written "in the future" (the clock stepped back).
+fn started_after(written_ago_ms: Option<u64>, age_ms: Option<u64>) -> Option<(u64, u64)> {
+    let (written_ago_ms, age_ms) = (written_ago_ms?, age_ms?);
     (age_ms.saturating_add(MARKER_SLACK_MS) < written_ago_ms).then_some((written_ago_ms, age_ms))
 }
 
@@ -151,30 +145,23 @@ mod tests {
 
     /// An agent wrote its marker and crashed; its pid now names a process that started later.
     /// A forward step of the wall clock makes a live writer's marker look older than the
-    /// writer; a time since boot below the process's start or a reading missing
-    /// cannot tell. Only a marker written well before the process started
-    /// names a recycled pid.
+    /// writer; a reading missing (an impossible age is none: `lease`'s tests) cannot tell. Only
+    /// a marker written well before the process started names a recycled pid.
     #[test]
     fn a_marker_is_judged_recycled_only_on_sound_readings() {
         let minute = 60_000;
-        // Started 10 s after boot, up 100 s: 90 s old.
+        // A process 90 s old.
         assert_eq!(
-            started_after(Some(90_000 + 30_000), Some(100_000), Some(10_000)),
+            started_after(Some(90_000 + 30_000), Some(90_000)),
             None,
             "a clock stepped 30 s forward made a live agent's marker too old"
         );
         assert_eq!(
-            started_after(Some(90_000 + 2 * minute), Some(100_000), Some(10_000)),
+            started_after(Some(90_000 + 2 * minute), Some(90_000)),
             Some((90_000 + 2 * minute, 90_000))
         );
-        assert_eq!(
-            started_after(Some(3_600_000), Some(5_000), Some(10_000)),
-            None,
-            "a time since boot below the process's start is no reading"
-        );
-        assert_eq!(started_after(None, Some(100_000), Some(10_000)), None);
-        assert_eq!(started_after(Some(3_600_000), None, Some(10_000)), None);
-        assert_eq!(started_after(Some(3_600_000), Some(100_000), None), None);
+        assert_eq!(started_after(None, Some(90_000)), None);
+        assert_eq!(started_after(Some(3_600_000), None), None);
     }
 
     #[test]

@@ -38,9 +38,10 @@ impl Holder {
         })
     }
 
-    /// How long ago the process started, in milliseconds, if known.
+    /// How long ago the process started, in milliseconds, if known: not when its start time is
+    /// unknown (0), nor when the reading is impossible (a start after now).
     pub fn age_ms(&self) -> Option<u64> {
-        since_boot_ms()?.checked_sub(ticks_to_ms(self.start_ticks))
+        age_at(since_boot_ms()?, self.start_ticks)
     }
 
     /// The process still runs, and is the same one (not a recycled pid).
@@ -125,7 +126,7 @@ fn write(tree: &sled::Tree, session: SessionId, holder: &Holder, now: Millis) ->
 /// Milliseconds since boot on `CLOCK_BOOTTIME`, the clock process start times in
 /// `/proc/<pid>/stat` count on. Not `/proc/uptime`: container file systems (lxcfs) show the
 /// container's own uptime there, which would make every process look younger than it is.
-pub fn since_boot_ms() -> Option<u64> {
+fn since_boot_ms() -> Option<u64> {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -136,8 +137,15 @@ pub fn since_boot_ms() -> Option<u64> {
         .then(|| (ts.tv_sec as u64).saturating_mul(1000) + ts.tv_nsec as u64 / 1_000_000)
 }
 
+/// The age, at `since_boot_ms`, of a process started `start_ticks` after boot.
+fn age_at(since_boot_ms: u64, start_ticks: u64) -> Option<u64> {
+    (start_ticks > 0)
+        .then(|| since_boot_ms.checked_sub(ticks_to_ms(start_ticks)))
+        .flatten()
+}
+
 /// Clock ticks (as in `/proc/<pid>/stat`) to milliseconds.
-pub fn ticks_to_ms(ticks: u64) -> u64 {
+fn ticks_to_ms(ticks: u64) -> u64 {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     let hz = if hz > 0 { hz as u64 } else { 100 };
@@ -156,5 +164,19 @@ mod tests {
         assert!(age < 3_600_000, "this test process is {age} ms old");
         let boot = since_boot_ms().unwrap();
         assert!(boot >= age, "booted {boot} ms ago, process {age} ms old");
+    }
+
+    /// A start time unknown (0), or after the time since boot read (a clock that is not the
+    /// start times' own), gives no age rather than a wrong one.
+    #[test]
+    fn an_unknown_or_impossible_start_gives_no_age() {
+        let tick = ticks_to_ms(1);
+        assert_eq!(age_at(100_000, 0), None, "an unknown start");
+        assert_eq!(
+            age_at(5_000, 10_000 / tick),
+            None,
+            "a time since boot below the process's start is no reading"
+        );
+        assert_eq!(age_at(100_000, 10_000 / tick), Some(90_000));
     }
 }

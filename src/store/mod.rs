@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use crate::ids::SessionId;
 use crate::machine::{Millis, Timings, Watermark};
 
-pub use lease::{since_boot_ms, ticks_to_ms, Holder, Lease};
+pub use lease::{Holder, Lease};
 pub use records::{
     LogRecord, MachineMeta, MachineRecord, Notice, NoticeKind, PendingNotice, Position, Step, FORMAT,
 };
