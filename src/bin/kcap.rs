@@ -608,6 +608,9 @@ async fn run(
         }
         Cmd::Serve(args) => {
             logging::to_stderr();
+            if !kcap::server::heap::keep_freed_memory() {
+                tracing::debug!("the allocator does not take a top pad; freed memory goes back at once");
+            }
             match serve::run(args, &cli.home.home()).await {
                 Ok(()) => 0,
                 Err(e) => {

@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod body;
 pub mod handlers;
+pub mod heap;
 pub mod host;
 pub mod listener;
 pub mod storage;
