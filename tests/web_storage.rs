@@ -453,6 +453,33 @@ fn a_blank_line_filled_in_after_indexing_becomes_searchable_on_sqlite() {
     assert_eq!(hits_after_catch_up(&storage, "first"), vec![0]);
 }
 
+/// The indexer asks how far behind it is to decide whether to keep giving way to ingest: every
+/// backend must count the lines it has not indexed, and none once it caught up.
+async fn the_index_backlog_counts_lines_not_yet_indexed(storage: Storage) {
+    let sid = SessionId::new_random();
+    let backlog = |storage: &Storage| {
+        let reads = storage.reads();
+        storage
+            .run_detached(move |_| Ok(reads.index_backlog().unwrap()))
+            .unwrap()
+    };
+    store_words(&storage, sid, 0, &["one", "two", "three"], &[]);
+    assert_eq!(backlog(&storage), 3);
+    let reads = storage.reads();
+    storage
+        .run_detached(move |_| Ok(indexer::catch_up(&*reads).unwrap()))
+        .unwrap();
+    assert_eq!(backlog(&storage), 0);
+    store_words(&storage, sid, 3, &["four"], &[]);
+    assert_eq!(backlog(&storage), 1);
+}
+
+on_both_backends!(
+    the_index_backlog_counts_lines_not_yet_indexed,
+    the_index_backlog_counts_on_sqlite,
+    the_index_backlog_counts_on_postgres
+);
+
 /// A filled-in line's queue entry is deleted only once the index holds it durably: an index
 /// file that lost its last commits (here: an older copy put back) still finds the line.
 #[test]

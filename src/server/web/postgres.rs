@@ -169,6 +169,23 @@ impl ReadModel for Postgres {
         self.index_step("FOR NO KEY UPDATE")
     }
 
+    /// Counts lines still without a search vector, but stops just past
+    /// [`BACKLOG_NO_PAUSE`](super::indexer::BACKLOG_NO_PAUSE): whether the indexer is that far
+    /// behind is all it asks, and the partial index `lines_unindexed` holds exactly these rows,
+    /// so the count costs at most that many index entries. (It answered 0 before: the indexer
+    /// then gave way to ingest for ever, and search could fall behind without bound.)
+    fn index_backlog(&self) -> Result<u64, ReadError> {
+        let cap = super::indexer::BACKLOG_NO_PAUSE as i64 + 1;
+        self.reading(|c| {
+            c.query_one(
+                "SELECT count(*) FROM (SELECT 1 FROM lines WHERE search IS NULL AND NOT blank LIMIT $1) waiting",
+                &[&cap],
+            )
+            .map(|r| r.get::<_, i64>(0) as u64)
+            .map_err(db)
+        })
+    }
+
     fn list_sessions(&self, filter: &SessionFilter, paging: Paging) -> Result<SessionPage, ReadError> {
         self.reading(|c| {
             let (ids, total) = Self::ids_and_total(c, filter, paging)?;
