@@ -232,7 +232,7 @@ fn yaml_block(b: &[u8], indent: usize, mut p: usize, out: &mut Vec<Hit>) -> usiz
 }
 
 /// `|`, `>`, with a chomping indicator or an indentation digit (`|-`, `>+`, `|2`).
-fn is_block_indicator(v: &[u8]) -> bool {
+pub(crate) fn is_block_indicator(v: &[u8]) -> bool {
     matches!(v.first(), Some(b'|' | b'>'))
         && v.len() <= 3
         && v[1..].iter().all(|c| matches!(c, b'-' | b'+' | b'1'..=b'9'))
@@ -261,7 +261,7 @@ fn flow(b: &[u8], from: usize, end: usize, out: &mut Vec<Hit>) {
 
 fn push(b: &[u8], s: usize, e: usize, out: &mut Vec<Hit>) {
     let v = std::str::from_utf8(&b[s..e]).unwrap_or("");
-    if e > s && !super::value::is_placeholder(v) && !matches!(v, "|" | ">" | "|-" | ">-") {
+    if e > s && !super::value::is_placeholder(v) && !is_block_indicator(v.as_bytes()) {
         out.push(Hit {
             start: s,
             end: e,

@@ -642,6 +642,7 @@ pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
             p = skip_blanks(b, q);
         }
         p = skip_yaml_anchor(b, ns, p);
+        p = skip_yaml_tag(b, ns, p);
         if let Some(value) = next_line_value(b, ns, ne, p) {
             return Some(value);
         }
@@ -680,6 +681,10 @@ pub(crate) fn value_after(b: &[u8], ns: usize, ne: usize) -> Option<Value> {
         if v.len() >= 3 && v.chunks(3).all(|c| c.eq_ignore_ascii_case(b"%2a")) {
             return None;
         }
+    }
+    if colon && !value.quoted && super::k8s::is_block_indicator(&b[value.start..value.end]) {
+        // A block scalar's header (`>2-`) whose lines were not found: no value of its own.
+        return None;
     }
     if colon && !value.quoted && !loose {
         yaml_words(b, ns, ne, &mut value);
@@ -769,6 +774,53 @@ fn skip_yaml_anchor(b: &[u8], ns: usize, p: usize) -> usize {
     }
 }
 
+/// A YAML tag before the value (`password: !!str …`): where the value starts. Core tags
+/// (`!!str`, `!!binary`) and verbatim ones (`!<tag:yaml.org,2002:str>`) only say the type of the
+/// value behind them. A local tag usually names what the value is looked up by (CloudFormation's
+/// `!Ref DbPassword`, Home Assistant's `!secret wifi_password`), so it is skipped only before a
+/// block scalar, whose lines are the value (`password: !vault |`). A tag with nothing behind it
+/// on its line is left where it is: then it is the value (a password may start with `!`).
+fn skip_yaml_tag(b: &[u8], ns: usize, p: usize) -> usize {
+    if b.get(p) != Some(&b'!') || key_indent(b, ns).is_none() {
+        return p;
+    }
+    let len = b[p..]
+        .iter()
+        .take(128)
+        .take_while(|c| !matches!(c, b' ' | b'\t' | b'\n' | b'\r'))
+        .count();
+    let (tag, after) = (&b[p..p + len], skip_blanks(b, p + len));
+    if after == p + len || matches!(b.get(after), None | Some(b'\n' | b'\r' | b'#')) {
+        return p;
+    }
+    let core = (tag.len() > 2 && tag.starts_with(b"!!") && tag[2..].iter().all(u8::is_ascii_alphanumeric))
+        || (tag.starts_with(b"!<") && tag.ends_with(b">"));
+    let local_before_block =
+        matches!(b.get(after), Some(b'|' | b'>')) && tag[1..].iter().all(|c| is_name_byte(*c) || *c == b'!');
+    if core || local_before_block {
+        after
+    } else {
+        p
+    }
+}
+
+/// Past a block scalar's header (`|`, `>`, with a chomping `-`/`+` and an indentation digit in
+/// either order, then blanks and a comment): where its line ends. `p` is just past the `|`/`>`.
+fn block_header_end(b: &[u8], mut p: usize) -> usize {
+    for _ in 0..2 {
+        if matches!(b.get(p), Some(b'-' | b'+' | b'1'..=b'9')) {
+            p += 1;
+        }
+    }
+    p = skip_blanks(b, p);
+    if b.get(p) == Some(&b'#') && p > 0 && matches!(b[p - 1], b' ' | b'\t') {
+        // memchr: this runs for every such name on a line, and a line of them must stay fast.
+        let rest = &b[p..(p + MAX_VALUE).min(b.len())];
+        p += memchr::memchr2(b'\n', b'\r', rest).unwrap_or(rest.len());
+    }
+    p
+}
+
 /// The key at `ns` is first on its line: only blanks or a list's `-` between it and the line's
 /// start or a viewer's gutter (`12. `, `   3   │ `, `cat -n`'s tab). Its indentation (the bytes
 /// between gutter and key) and the gutter's length, or `None`. The look-back is bounded (256 bytes): a key deeper than
@@ -797,11 +849,7 @@ fn key_indent(b: &[u8], ns: usize) -> Option<(usize, usize)> {
 fn next_line_value(b: &[u8], ns: usize, ne: usize, mut p: usize) -> Option<Value> {
     let block = matches!(b.get(p), Some(b'|' | b'>'));
     if block {
-        p += 1;
-        if matches!(b.get(p), Some(b'-' | b'+')) {
-            p += 1;
-        }
-        p = skip_blanks(b, p);
+        p = block_header_end(b, p + 1);
     }
     p += usize::from(b.get(p) == Some(&b'\r'));
     if b.get(p) != Some(&b'\n') {
@@ -829,7 +877,18 @@ fn next_line_value(b: &[u8], ns: usize, ne: usize, mut p: usize) -> Option<Value
             .count();
         (q + g + indent, indent)
     };
-    let (start, indent) = content(p + 1);
+    // Up to two blank lines may stand between the key and its value.
+    let mut first = p + 1;
+    for _ in 0..2 {
+        let (start, _) = content(first);
+        let end = line_end(start);
+        let next = end + usize::from(b.get(end) == Some(&b'\r'));
+        if end != start || b.get(next) != Some(&b'\n') {
+            break;
+        }
+        first = next + 1;
+    }
+    let (start, indent) = content(first);
     if indent <= key_indent {
         return None;
     }

@@ -97,7 +97,7 @@ const CONTEXTS: &[(Kind, &str, &str)] = &[
     ),
 ];
 
-const HOSTILE: [(&str, &str); 32] = [
+const HOSTILE: [(&str, &str); 35] = [
     (
         "token prefixes, no token",
         "ghp_x sk-ant- xoxb-1 AKIA npm_ AIza eyJ glpat- ",
@@ -141,6 +141,9 @@ const HOSTILE: [(&str, &str); 32] = [
     ("bat gutters", "   1   │ kind: Secret\n"),
     // Attack round 8: each strong name (or `data:`) looked back to its line's start.
     ("YAML anchors after a strong name", "password: &pw "),
+    ("YAML tags after a strong name", "password: !!str "),
+    ("block scalar headers with a comment", "password: | # "),
+    ("blank lines after a strong name", "password:\n\n"),
     ("passwords on one line", "password: S3cretPw9x "),
     ("notes after a strong name", "password: todo "),
     ("encoded separators after a strong name", "password: %3D "),
