@@ -274,6 +274,23 @@ impl Capture {
         ended_on(&self.server, self.sid)
     }
 
+    /// The server's summary of the session (which it must hold) has an end with `reason`.
+    #[track_caller]
+    pub fn ended_with(&self, reason: &str) -> bool {
+        self.server
+            .storage()
+            .summary(self.sid)
+            .unwrap()
+            .unwrap()
+            .ended
+            .is_some_and(|e| e.reason.as_deref() == Some(reason))
+    }
+
+    /// The session's latest finalizer has drained.
+    pub fn drained(&self) -> bool {
+        is_drained(&self.env.store(), self.sid)
+    }
+
     /// The session-end POSTs the server accepted (through the recorder).
     pub fn ends(&self) -> usize {
         self.posts()
