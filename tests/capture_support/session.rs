@@ -217,11 +217,8 @@ impl Capture {
         source: &'a str,
         extra: &'a [(&'a str, &'a str)],
     ) -> impl Future<Output = ()> + 'a {
-        let at = Location::caller();
-        async move {
-            let body = self.payload(json!({ "source": source }));
-            self.hook_at(at, &self.url(), "sessionStart", &body, extra).await
-        }
+        let fields = json!({ "source": source });
+        self.stamped_hook(Location::caller(), "sessionStart", fields, extra)
     }
 
     /// The sessionEnd hook with `reason`, stamped now.
@@ -231,21 +228,20 @@ impl Capture {
         reason: &'a str,
         extra: &'a [(&'a str, &'a str)],
     ) -> impl Future<Output = ()> + 'a {
-        let at = Location::caller();
-        async move {
-            let body = self.end_payload(reason);
-            self.hook_at(at, &self.url(), "sessionEnd", &body, extra).await
-        }
+        let fields = json!({ "reason": reason });
+        self.stamped_hook(Location::caller(), "sessionEnd", fields, extra)
     }
 
     /// The agentStop hook, stamped now.
     #[track_caller]
     pub fn agent_stop(&self) -> impl Future<Output = ()> + '_ {
-        let at = Location::caller();
-        async move {
-            let body = self.payload(json!({}));
-            self.hook_at(at, &self.url(), "agentStop", &body, &[]).await
-        }
+        self.stamped_hook(Location::caller(), "agentStop", json!({}), &[])
+    }
+
+    /// The hook `event` with a payload of `fields`, stamped as it runs.
+    async fn stamped_hook(&self, at: &Location<'_>, event: &str, fields: Value, extra: &[(&str, &str)]) {
+        let body = self.payload(fields);
+        self.hook_at(at, &self.url(), event, &body, extra).await
     }
 
     /// Waits up to `limit` for `done`; fails the test with `what`, the posts so far and the
