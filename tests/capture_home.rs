@@ -225,15 +225,8 @@ async fn a_full_disk_is_reported_and_once_space_is_back_the_parked_finalizer_del
     let (sid, path, mut content) = session_with(&env, |sid| synthetic_transcript(sid, 200, false));
     // The session ends while the server is down: the finalizer is recorded and parks.
     let end = payload(&sid.to_string(), json!({"reason": "complete"}));
-    let (out, _) = run_hook(
-        &env,
-        &url,
-        "sessionEnd",
-        &end,
-        &[("KCAP_SHUTDOWN_BUDGET_MS", "300")],
-    )
-    .await;
-    assert!(out.status.success(), "{out:?}");
+    let budget = [("KCAP_SHUTDOWN_BUDGET_MS", "300")];
+    hook_ok(&env, &url, "sessionEnd", &end, &budget).await;
     assert!(
         wait_until("the finalizer to park", Duration::from_secs(20), || {
             matches!(env.store().latest_machine(sid), Ok(Some(r)) if matches!(r.state().0.phase, Phase::Parked { .. }))
@@ -245,13 +238,7 @@ async fn a_full_disk_is_reported_and_once_space_is_back_the_parked_finalizer_del
     );
     // The session resumes (a live watcher runs again), then the disk fills up and Copilot
     // writes more.
-    let mut watch = env
-        .kcap(&url)
-        .env("KCAP_WATCH_POLL_MS", "50")
-        .args(["watch", &sid.to_string()])
-        .arg(&path)
-        .spawn()
-        .unwrap();
+    let mut watch = spawn_watch(&env, &url, sid, &path);
     assert!(
         wait_until("the watcher", Duration::from_secs(10), || {
             kcap::effects::watcher::running(&env.kcap_home, sid).is_some()

@@ -88,13 +88,7 @@ async fn a_transcript_renamed_over_mid_drain_is_read_again_and_nothing_is_lost()
 async fn the_watcher_follows_a_transcript_renamed_over_mid_watch() {
     let (env, server) = (Env::new(), server().await);
     let (sid, path, first) = session_with(&env, |sid| synthetic_transcript(sid, 100, false));
-    let mut watch = env
-        .kcap(&server.url())
-        .env("KCAP_WATCH_POLL_MS", "50")
-        .args(["watch", &sid.to_string()])
-        .arg(&path)
-        .spawn()
-        .unwrap();
+    let mut watch = spawn_watch(&env, &server.url(), sid, &path);
     assert!(
         wait_until("the first file", Duration::from_secs(15), || {
             server.session(sid).lines.len() == 100

@@ -49,6 +49,16 @@ fn kill_watcher(kcap_home: &Path, sid: SessionId) {
     }
 }
 
+/// Starts `kcap watch` of `sid` (its transcript at `path`) against `url`, polling every 50 ms.
+pub fn spawn_watch(env: &Env, url: &str, sid: SessionId, path: &Path) -> tokio::process::Child {
+    env.kcap(url)
+        .env("KCAP_WATCH_POLL_MS", "50")
+        .args(["watch", &sid.to_string()])
+        .arg(path)
+        .spawn()
+        .unwrap()
+}
+
 /// Runs the hook `event` of `env` with `body` against `url`; it must exit 0.
 #[track_caller]
 pub fn hook_ok<'a>(
