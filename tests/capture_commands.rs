@@ -19,11 +19,8 @@ async fn finalize_session_on_a_missing_or_non_regular_transcript_fails_at_once()
     let path = transcript_path(&env.copilot_home, sid);
     let started = Instant::now();
     let out = env
-        .kcap(&server.url())
-        .args(["finalize", "--session", &sid.to_string()])
-        .output()
-        .await
-        .unwrap();
+        .run(&server.url(), &["finalize", "--session", &sid.to_string()])
+        .await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(
@@ -40,11 +37,8 @@ async fn finalize_session_on_a_missing_or_non_regular_transcript_fails_at_once()
     // A directory in its place.
     std::fs::create_dir_all(&path).unwrap();
     let out = env
-        .kcap(&server.url())
-        .args(["finalize", "--session", &sid.to_string()])
-        .output()
-        .await
-        .unwrap();
+        .run(&server.url(), &["finalize", "--session", &sid.to_string()])
+        .await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(stderr.contains("is a directory, not a regular file"), "{stderr}");
@@ -55,11 +49,8 @@ async fn finalize_session_on_a_missing_or_non_regular_transcript_fails_at_once()
     let content = synthetic_transcript(sid, 30, true);
     std::fs::write(&path, &content).unwrap();
     let out = env
-        .kcap(&server.url())
-        .args(["finalize", "--session", &sid.to_string()])
-        .output()
-        .await
-        .unwrap();
+        .run(&server.url(), &["finalize", "--session", &sid.to_string()])
+        .await;
     assert!(out.status.success(), "{out:?}");
     assert_exactly_once(&server, sid, &content);
 }

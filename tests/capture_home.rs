@@ -14,8 +14,6 @@ use std::time::Duration;
 
 use capture_support::*;
 use common::*;
-use kcap::config::transcript_path;
-use kcap::ids::SessionId;
 use kcap::machine::Phase;
 use kcap::server::Server;
 use serde_json::json;
@@ -69,11 +67,7 @@ fn stderr(out: &std::process::Output) -> String {
 /// A whole session on a home kcap cannot write: 200 lines while it runs, the shutdown after
 /// the sessionEnd hook returned. Returns what every hook said on stderr.
 async fn session_on_a_broken_home(env: &Env, server: &Server, as_nobody: bool) -> String {
-    let sid = SessionId::new_random();
-    let path = transcript_path(&env.copilot_home, sid);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let mut content = synthetic_transcript(sid, 200, false);
-    std::fs::write(&path, &content).unwrap();
+    let (sid, path, mut content) = session_with(env, |sid| synthetic_transcript(sid, 200, false));
     open_up(&env.copilot_home);
     // Behind a recorder: the order the server took things in is part of the contract.
     let recorder = Recorder::start(free_port(), server.url()).await;
@@ -228,22 +222,11 @@ async fn a_full_disk_is_reported_and_once_space_is_back_the_parked_finalizer_del
     };
     let addr = free_port();
     let url = format!("http://{addr}");
-    let sid = SessionId::new_random();
-    let path = transcript_path(&env.copilot_home, sid);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let mut content = synthetic_transcript(sid, 200, false);
-    std::fs::write(&path, &content).unwrap();
+    let (sid, path, mut content) = session_with(&env, |sid| synthetic_transcript(sid, 200, false));
     // The session ends while the server is down: the finalizer is recorded and parks.
     let end = payload(&sid.to_string(), json!({"reason": "complete"}));
-    let (out, _) = run_hook(
-        &env,
-        &url,
-        "sessionEnd",
-        &end,
-        &[("KCAP_SHUTDOWN_BUDGET_MS", "300")],
-    )
-    .await;
-    assert!(out.status.success(), "{out:?}");
+    let budget = [("KCAP_SHUTDOWN_BUDGET_MS", "300")];
+    hook_ok(&env, &url, "sessionEnd", &end, &budget).await;
     assert!(
         wait_until("the finalizer to park", Duration::from_secs(20), || {
             matches!(env.store().latest_machine(sid), Ok(Some(r)) if matches!(r.state().0.phase, Phase::Parked { .. }))
@@ -255,13 +238,7 @@ async fn a_full_disk_is_reported_and_once_space_is_back_the_parked_finalizer_del
     );
     // The session resumes (a live watcher runs again), then the disk fills up and Copilot
     // writes more.
-    let mut watch = env
-        .kcap(&url)
-        .env("KCAP_WATCH_POLL_MS", "50")
-        .args(["watch", &sid.to_string()])
-        .arg(&path)
-        .spawn()
-        .unwrap();
+    let mut watch = spawn_watch(&env, &url, sid, &path);
     assert!(
         wait_until("the watcher", Duration::from_secs(10), || {
             kcap::effects::watcher::running(&env.kcap_home, sid).is_some()
@@ -304,12 +281,7 @@ async fn a_full_disk_is_reported_and_once_space_is_back_the_parked_finalizer_del
         "{text}"
     );
     // A sweep on the full disk must not damage the store (whatever it manages to deliver).
-    let full_sweep = env
-        .kcap(&url)
-        .args(["finalize", "--resume"])
-        .output()
-        .await
-        .unwrap();
+    let full_sweep = env.run(&url, &["finalize", "--resume"]).await;
     let text = stderr(&full_sweep);
     assert!(
         text.contains("is full") && !text.contains("panicked"),
@@ -318,12 +290,7 @@ async fn a_full_disk_is_reported_and_once_space_is_back_the_parked_finalizer_del
     // Space comes back: the carried-on machine delivers the rest, from a store that opens.
     std::fs::remove_file(filler).unwrap();
     assert!(env.store().health().is_ok(), "{:?}", env.store().health());
-    let out = env
-        .kcap(&url)
-        .args(["finalize", "--resume"])
-        .output()
-        .await
-        .unwrap();
+    let out = env.run(&url, &["finalize", "--resume"]).await;
     assert!(out.status.success(), "{out:?}\n{}", env.log_of(sid));
     let record = latest(&env.store(), sid);
     let (state, diverged) = record.state();
@@ -353,11 +320,7 @@ async fn a_full_disk_is_reported_and_once_space_is_back_the_parked_finalizer_del
 async fn a_finalizer_whose_log_and_stderr_cannot_be_written_still_delivers() {
     let env = Env::new();
     let server = server().await;
-    let sid = SessionId::new_random();
-    let path = transcript_path(&env.copilot_home, sid);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let content = synthetic_transcript(sid, 50, true);
-    std::fs::write(&path, &content).unwrap();
+    let (sid, path, content) = session_with(&env, |sid| synthetic_transcript(sid, 50, true));
     let log = kcap::config::session_log_path(&env.kcap_home, sid);
     std::fs::create_dir_all(log.parent().unwrap()).unwrap();
     std::os::unix::fs::symlink("/dev/full", &log).unwrap();

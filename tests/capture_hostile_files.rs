@@ -73,12 +73,7 @@ async fn every_path_refuses(
 
     // finalize --resume (the sweep) reaches it again, and does not hang on it either.
     let started = Instant::now();
-    let out = env
-        .kcap(&url)
-        .args(["finalize", "--resume"])
-        .output()
-        .await
-        .unwrap();
+    let out = env.run(&url, &["finalize", "--resume"]).await;
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "resume took {:?}",
@@ -105,12 +100,7 @@ async fn every_path_refuses(
 
     // finalize --session says so at once.
     let started = Instant::now();
-    let out = env
-        .kcap(&url)
-        .args(["finalize", "--session", &sid.to_string()])
-        .output()
-        .await
-        .unwrap();
+    let out = env.run(&url, &["finalize", "--session", &sid.to_string()]).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{out:?}");
     assert!(stderr.contains("refused") && stderr.contains(why), "{stderr}");
@@ -118,11 +108,8 @@ async fn every_path_refuses(
 
     // import lists it as a failure.
     let out = env
-        .kcap(&url)
-        .args(["import", "--copilot", "--session", &sid.to_string()])
-        .output()
-        .await
-        .unwrap();
+        .run(&url, &["import", "--copilot", "--session", &sid.to_string()])
+        .await;
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

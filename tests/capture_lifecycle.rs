@@ -17,23 +17,8 @@ use kcap::machine::{Outcome, Phase};
 use kcap::server::Fault;
 use serde_json::json;
 
-/// How long a wait for a background process may take before the test fails: generous, since a
-/// wait that succeeds returns at once and CI's two cores may be busy with the rest of the suite.
-const PATIENCE: Duration = Duration::from_secs(30);
-
-/// Kills the watchers a test leaves behind.
-struct Reap<'a>(&'a Env, Vec<SessionId>);
-
-impl Drop for Reap<'_> {
-    fn drop(&mut self) {
-        for sid in &self.1 {
-            if let Some(pid) = watcher::running(&self.0.kcap_home, *sid) {
-                // SAFETY: a watcher this test started.
-                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            }
-        }
-    }
-}
+/// A finalizer that waits little for a shutdown the test never writes.
+const SHORT_BUDGET: [(&str, &str); 1] = [("KCAP_SHUTDOWN_BUDGET_MS", "500")];
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_session_ends_at_once_never_signal_each_other() {
@@ -45,7 +30,7 @@ async fn two_session_ends_at_once_never_signal_each_other() {
     ));
     for round in 0..5 {
         let (sid, _, content) = session_with(&env, |sid| synthetic_transcript(sid, 1_500, true));
-        let _reap = Reap(&env, vec![sid]);
+        let _reap = Reap::new(&env, [sid]);
         // No watcher ran (or it delivered nothing yet): each hook has the whole transcript to
         // drain inline, so the second one finds the first one holding the session's lock.
         let end = payload(&sid.to_string(), json!({"reason": "user_exit"}));
@@ -86,53 +71,24 @@ async fn two_session_ends_at_once_never_signal_each_other() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_copilot_still_gets_its_tail_and_its_end() {
-    let (env, server) = (Env::new(), server().await);
     // Copilot dies mid-write: no shutdown, the last line has no newline and is cut.
-    let (sid, path, mut content) = session_with(&env, |sid| synthetic_transcript(sid, 60, false));
-    let _reap = Reap(&env, vec![sid]);
-    // A stand-in for Copilot: a process holding the session's in-use lock.
-    let mut copilot = std::process::Command::new("sleep").arg("60").spawn().unwrap();
-    std::fs::write(
-        path.parent()
-            .unwrap()
-            .join(format!("inuse.{}.lock", copilot.id())),
-        b"",
-    )
-    .unwrap();
-    let start = payload(&sid.to_string(), json!({"source": "new"}));
-    assert!(run_hook(&env, &server.url(), "sessionStart", &start, &[])
-        .await
-        .0
-        .status
-        .success());
-    assert!(
-        wait_until("the watcher to deliver", PATIENCE, || {
-            server.session(sid).lines.len() == 60
-        })
-        .await
-    );
+    let mut fx = Capture::direct(60, false).await;
+    let mut copilot = agent_holding(&fx.path);
+    fx.start("new", &[]).await;
+    fx.within(PATIENCE, "the watcher to deliver", || fx.lines_on_server() == 60)
+        .await;
     let cut = b"{\"type\":\"assistant.message\",\"data\":{\"content\":\"half of a li";
-    append(&path, cut);
-    content.extend_from_slice(cut);
+    fx.append(cut);
+    let (env, sid) = (&fx.env, fx.sid);
     copilot.kill().unwrap();
     copilot.wait().unwrap();
     // The watcher notices, drains, and hands the session to a finalizer.
-    assert!(
-        wait_until("the watcher to end", PATIENCE, || {
-            watcher::running(&env.kcap_home, sid).is_none()
-        })
-        .await,
-        "the watcher outlived its Copilot"
-    );
-    assert!(
-        wait_until("the finalizer", Duration::from_secs(20), || is_drained(
-            &env.store(),
-            sid
-        ))
-        .await,
-        "{}",
-        env.log_of(sid)
-    );
+    fx.within(PATIENCE, "the watcher to end: it outlived its Copilot", || {
+        fx.watcher().is_none()
+    })
+    .await;
+    fx.within(Duration::from_secs(20), "the finalizer", || fx.drained())
+        .await;
     let phase = state(&env.store(), sid).phase;
     assert!(
         matches!(
@@ -144,21 +100,14 @@ async fn a_killed_copilot_still_gets_its_tail_and_its_end() {
         ),
         "{phase:?}"
     );
-    assert_exactly_once(&server, sid, &content);
-    assert!(
-        wait_until("the session-end", PATIENCE, || {
-            server.storage().summary(sid).unwrap().unwrap().ended.is_some()
-        })
-        .await
-    );
-    let ended = server.storage().summary(sid).unwrap().unwrap().ended.unwrap();
+    assert_exactly_once(&fx.server, sid, &fx.content);
+    fx.within(PATIENCE, "the session-end", || {
+        fx.server.storage().summary(sid).unwrap().unwrap().ended.is_some()
+    })
+    .await;
+    let ended = fx.server.storage().summary(sid).unwrap().unwrap().ended.unwrap();
     assert_eq!(ended.reason.as_deref(), Some("agent_exited"));
-    let log = std::fs::read_to_string(
-        env.kcap_home
-            .join("logs")
-            .join(format!("{}.watch.log", sid.dashed())),
-    )
-    .unwrap_or_default();
+    let log = watch_log(&fx);
     assert!(log.contains("agent process is gone"), "{log}");
 }
 
@@ -166,11 +115,10 @@ async fn a_killed_copilot_still_gets_its_tail_and_its_end() {
 async fn an_agent_that_ran_the_hook_and_died_ends_the_watcher_too() {
     // No in-use lock this time: the witness is the process that ran the hook. `flock` stands
     // in for Copilot: it runs the hook as its child and stays until killed.
-    let (env, server) = (Env::new(), server().await);
-    let (sid, _, content) = session_with(&env, |sid| synthetic_transcript(sid, 30, true));
-    let _reap = Reap(&env, vec![sid]);
+    let fx = Capture::direct(30, true).await;
+    let (env, server, sid) = (&fx.env, &fx.server, fx.sid);
     let payload_file = env.dir.path().join("start.json");
-    std::fs::write(&payload_file, payload(&sid.to_string(), json!({"source": "new"}))).unwrap();
+    std::fs::write(&payload_file, fx.payload(json!({"source": "new"}))).unwrap();
     let script = format!(
         "{} hook --copilot --event sessionStart < {}; sleep 60",
         env!("CARGO_BIN_EXE_kcap"),
@@ -192,43 +140,23 @@ async fn an_agent_that_ran_the_hook_and_died_ends_the_watcher_too() {
         eprintln!("SKIP an_agent_that_ran_the_hook_and_died_ends_the_watcher_too: `flock` is not installed");
         return;
     };
-    assert!(
-        wait_until("the watcher to deliver", PATIENCE, || {
-            server.session(sid).lines.len() == 30
-        })
-        .await
-    );
-    assert!(watcher::running(&env.kcap_home, sid).is_some());
+    fx.within(PATIENCE, "the watcher to deliver", || fx.lines_on_server() == 30)
+        .await;
+    assert!(fx.watcher().is_some());
     let shell = children_of(flock.id());
     flock.kill().unwrap();
     flock.wait().unwrap();
-    assert!(
-        wait_until("the watcher to end", PATIENCE, || {
-            watcher::running(&env.kcap_home, sid).is_none()
-        })
-        .await,
-        "the watcher outlived the process that ran its hook"
-    );
-    assert!(
-        wait_until("the finalizer", Duration::from_secs(20), || is_drained(
-            &env.store(),
-            sid
-        ))
-        .await
-    );
-    assert_exactly_once(&server, sid, &content);
-    assert!(
-        wait_until("the session-end", PATIENCE, || {
-            server
-                .storage()
-                .summary(sid)
-                .unwrap()
-                .unwrap()
-                .ended
-                .is_some_and(|e| e.reason.as_deref() == Some("agent_exited"))
-        })
-        .await
-    );
+    fx.within(
+        PATIENCE,
+        "the watcher to end: it outlived the process that ran its hook",
+        || fx.watcher().is_none(),
+    )
+    .await;
+    fx.within(Duration::from_secs(20), "the finalizer", || fx.drained())
+        .await;
+    assert_exactly_once(server, sid, &fx.content);
+    fx.within(PATIENCE, "the session-end", || fx.ended_with("agent_exited"))
+        .await;
     // The shell (and its `sleep 60`) the killed stand-in left behind, by pid.
     for pid in shell
         .iter()
@@ -249,45 +177,17 @@ fn children_of(pid: u32) -> Vec<u32> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_idle_transcript_ends_its_watcher_past_the_limit() {
-    let (env, server) = (Env::new(), server().await);
-    let (sid, _, content) = session_with(&env, |sid| synthetic_transcript(sid, 20, true));
-    let _reap = Reap(&env, vec![sid]);
-    let start = payload(&sid.to_string(), json!({"source": "new"}));
-    let (out, _) = run_hook(
-        &env,
-        &server.url(),
-        "sessionStart",
-        &start,
-        &[("KCAP_WATCH_IDLE_MS", "800")],
-    )
+    let fx = Capture::direct(20, true).await;
+    fx.start("new", &[("KCAP_WATCH_IDLE_MS", "800")]).await;
+    fx.within(PATIENCE, "the watcher to end", || {
+        fx.lines_on_server() == 20 && fx.watcher().is_none()
+    })
     .await;
-    assert!(out.status.success());
-    assert!(
-        wait_until("the watcher to end", PATIENCE, || {
-            server.session(sid).lines.len() == 20 && watcher::running(&env.kcap_home, sid).is_none()
-        })
-        .await
-    );
-    assert!(
-        wait_until("the finalizer", Duration::from_secs(20), || is_drained(
-            &env.store(),
-            sid
-        ))
-        .await
-    );
-    assert!(
-        wait_until("the session-end", PATIENCE, || {
-            server
-                .storage()
-                .summary(sid)
-                .unwrap()
-                .unwrap()
-                .ended
-                .is_some_and(|e| e.reason.as_deref() == Some("idle"))
-        })
-        .await
-    );
-    assert_exactly_once(&server, sid, &content);
+    fx.within(Duration::from_secs(20), "the finalizer", || fx.drained())
+        .await;
+    fx.within(PATIENCE, "the session-end", || fx.ended_with("idle"))
+        .await;
+    assert_exactly_once(&fx.server, fx.sid, &fx.content);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -296,7 +196,7 @@ async fn with_the_server_down_at_session_start_the_server_later_gets_start_lines
     let addr = free_port();
     let url = format!("http://{addr}");
     let (sid, path, mut content) = session_with(&env, |sid| synthetic_transcript(sid, 30, false));
-    let _reap = Reap(&env, vec![sid]);
+    let _reap = Reap::new(&env, [sid]);
     let start = payload(&sid.to_string(), json!({"source": "new"}));
     let (out, took) = run_hook(&env, &url, "sessionStart", &start, &[]).await;
     assert!(out.status.success() && took < Duration::from_secs(6), "{out:?}");
@@ -312,7 +212,7 @@ async fn with_the_server_down_at_session_start_the_server_later_gets_start_lines
         .status
         .success());
     for i in 0..10 {
-        let line = format!("{{\"type\":\"user.message\",\"data\":{{\"content\":\"while down {i}\"}}}}\n");
+        let line = user_message(&format!("while down {i}"));
         append(&path, line.as_bytes());
         content.extend_from_slice(line.as_bytes());
     }
@@ -389,27 +289,11 @@ async fn with_the_server_down_at_session_start_the_server_later_gets_start_lines
 async fn a_session_already_shut_down_at_session_end_gets_its_end_after_its_lines() {
     // The finalizer finds the shutdown at once and drains while the hook still runs: the
     // session-end must already be queued for it, or it would wait for a later sweep.
-    let (env, server) = (Env::new(), server().await);
-    let recorder = Recorder::start(free_port(), server.url()).await;
-    let (sid, _, content) = session_with(&env, |sid| synthetic_transcript(sid, 300, true));
-    let _reap = Reap(&env, vec![sid]);
-    let end = payload(&sid.to_string(), json!({"reason": "complete"}));
-    let (out, _) = run_hook(&env, &recorder.url(), "sessionEnd", &end, &[]).await;
-    assert!(out.status.success(), "{out:?}");
-    assert!(
-        wait_until("the session-end", PATIENCE, || {
-            server
-                .storage()
-                .summary(sid)
-                .unwrap()
-                .is_some_and(|s| s.ended.is_some())
-        })
-        .await,
-        "{}",
-        env.log_of(sid)
-    );
-    assert_exactly_once(&server, sid, &content);
-    let posts = recorder.posts();
+    let fx = Capture::recorded(300, true).await;
+    fx.end("complete", &[]).await;
+    fx.within(PATIENCE, "the session-end", || fx.ended()).await;
+    assert_exactly_once(&fx.server, fx.sid, &fx.content);
+    let posts = fx.posts();
     let last_line = posts.iter().rposition(|p| p == "/hooks/transcript").unwrap();
     let end_at = posts
         .iter()
@@ -417,12 +301,10 @@ async fn a_session_already_shut_down_at_session_end_gets_its_end_after_its_lines
         .unwrap();
     assert!(last_line < end_at, "{posts:?}");
     // The finalizer clears the notice just after the server took it.
-    assert!(
-        wait_until("the outbox to empty", PATIENCE, || {
-            env.store().pending_notices(None).unwrap().is_empty()
-        })
-        .await
-    );
+    fx.within(PATIENCE, "the outbox to empty", || {
+        fx.env.store().pending_notices(None).unwrap().is_empty()
+    })
+    .await;
 }
 
 /// A notice the server refuses for good (400: it will never take it) is dropped, with an error
@@ -465,17 +347,9 @@ async fn a_notice_refused_for_good_does_not_hold_the_lines_back() {
 /// session run again, and its next end is posted.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_repeated_session_end_is_posted_once_per_session_run() {
-    let (env, server) = (Env::new(), server().await);
-    let recorder = Recorder::start(free_port(), server.url()).await;
-    let (sid, _, content) = session_with(&env, |sid| synthetic_transcript(sid, 20, true));
-    let _reap = Reap(&env, vec![sid]);
-    let ends = || {
-        recorder
-            .posts()
-            .iter()
-            .filter(|p| p.starts_with("/hooks/session-end"))
-            .count()
-    };
+    let fx = Capture::recorded(20, true).await;
+    let (env, sid) = (&fx.env, fx.sid);
+    // Stricter than `Capture::finished`: a machine must be recorded by the time the hook returns.
     let finished = |generation: u32| {
         let store = env.store();
         latest(&store, sid).meta.generation == generation
@@ -483,45 +357,24 @@ async fn a_repeated_session_end_is_posted_once_per_session_run() {
             && store.pending_notices(Some(sid)).is_ok_and(|p| p.is_empty())
             && store.lease(sid).is_ok_and(|l| l.is_none())
     };
-    let end = payload(&sid.to_string(), json!({"reason": "complete"}));
+    let end = fx.end_payload("complete");
     for (generation, expected) in [(0, 1), (1, 1)] {
-        let (out, _) = run_hook(&env, &recorder.url(), "sessionEnd", &end, &[]).await;
-        assert!(out.status.success(), "{out:?}");
-        assert!(
-            wait_until("the finalizer and its end", Duration::from_secs(20), || finished(
-                generation
-            ))
-            .await,
-            "{}",
-            env.log_of(sid)
-        );
-        assert_eq!(
-            ends(),
-            expected,
-            "sessionEnd #{generation}: {:?}",
-            recorder.posts()
-        );
+        fx.hook("sessionEnd", &end, &[]).await;
+        fx.within(Duration::from_secs(20), "the finalizer and its end", || {
+            finished(generation)
+        })
+        .await;
+        assert_eq!(fx.ends(), expected, "sessionEnd #{generation}: {:?}", fx.posts());
     }
-    assert_exactly_once(&server, sid, &content);
+    assert_exactly_once(&fx.server, sid, &fx.content);
     // Resumed: a new run, a new end.
-    let start = payload(&sid.to_string(), json!({"source": "resume"}));
-    assert!(run_hook(&env, &recorder.url(), "sessionStart", &start, &[])
-        .await
-        .0
-        .status
-        .success());
+    fx.start("resume", &[]).await;
     // Stamped by the resumed run's agent (the repeated payload above is run 1's).
-    let end = payload(&sid.to_string(), json!({"reason": "complete"}));
-    let (out, _) = run_hook(&env, &recorder.url(), "sessionEnd", &end, &[]).await;
-    assert!(out.status.success(), "{out:?}");
-    assert!(
-        wait_until("the resumed session's end", Duration::from_secs(20), || ends()
-            == 2)
-        .await,
-        "{:?}\n{}",
-        recorder.posts(),
-        env.log_of(sid)
-    );
+    fx.end("complete", &[]).await;
+    fx.within(Duration::from_secs(20), "the resumed session's end", || {
+        fx.ends() == 2
+    })
+    .await;
 }
 
 /// A sweep, a finalizer posting the session's end, or a sessionEnd hook draining holds the
@@ -529,26 +382,21 @@ async fn a_repeated_session_end_is_posted_once_per_session_run() {
 /// instead of leaving its run unwatched. Another watcher holding the lock makes it leave at once.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_watcher_waits_out_a_drain_and_leaves_only_for_a_watcher() {
-    let (env, server) = (Env::new(), server().await);
-    let (sid, path, content) = session_with(&env, |sid| synthetic_transcript(sid, 10, false));
-    let _reap = Reap(&env, vec![sid]);
+    let fx = Capture::direct(10, false).await;
+    let (env, server, sid, path) = (&fx.env, &fx.server, fx.sid, &fx.path);
     let drain = watcher::claim_as(&env.kcap_home, sid, watcher::Role::Drain)
         .unwrap()
         .expect("the lock is free");
     let watch = |env: &Env| {
         let mut c = env.kcap(&server.url());
         c.args(["watch", &sid.to_string()])
-            .arg(&path)
+            .arg(path)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         c
     };
-    let mut first = watch(&env).spawn().unwrap();
-    let log = env
-        .kcap_home
-        .join("logs")
-        .join(format!("{}.watch.log", sid.dashed()));
-    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let mut first = watch(env).spawn().unwrap();
+    let read_log = || watch_log(&fx);
     let mut exited = None;
     assert!(
         wait_until("the watcher to wait or leave", PATIENCE, || {
@@ -573,8 +421,8 @@ async fn a_new_watcher_waits_out_a_drain_and_leaves_only_for_a_watcher() {
         "{}",
         read_log()
     );
-    assert_exactly_once(&server, sid, &content);
-    let second = watch(&env).output().await.unwrap();
+    assert_exactly_once(server, sid, &fx.content);
+    let second = watch(env).output().await.unwrap();
     assert!(second.status.success(), "{second:?}");
     assert!(
         String::from_utf8_lossy(&second.stderr).contains("a watcher already runs"),
@@ -593,7 +441,7 @@ async fn watchers_stop_stops_the_sessions_watchers_and_nothing_else() {
     let sessions: Vec<_> = (0..3)
         .map(|_| session_with(&env, |sid| synthetic_transcript(sid, 5, false)))
         .collect();
-    let _reap = Reap(&env, sessions.iter().map(|s| s.0).collect());
+    let _reap = Reap::new(&env, sessions.iter().map(|s| s.0));
     let (a, b, drained) = (sessions[0].0, sessions[1].0, sessions[2].0);
     let mut children = Vec::new();
     for (sid, path, _) in &sessions[..2] {
@@ -666,35 +514,28 @@ async fn watchers_stop_stops_the_sessions_watchers_and_nothing_else() {
 /// Starts `kcap watch` on the session (polling only every 10 min: lines wake it) and appends a
 /// line at a time to `content` until the server has them all, so the watcher is past a poll
 /// with its signal handler in place (a line written before it watches the file does not wake it).
-async fn watch_until_delivered(
-    env: &Env,
-    server: &kcap::server::Server,
-    sid: SessionId,
-    path: &std::path::Path,
-    content: &mut Vec<u8>,
-) -> tokio::process::Child {
-    let child = env
-        .kcap(&server.url())
-        .args(["watch", &sid.to_string()])
-        .arg(path)
+async fn watch_until_delivered(fx: &mut Capture) -> tokio::process::Child {
+    let child = fx
+        .env
+        .kcap(&fx.url())
+        .args(["watch", &fx.sid.to_string()])
+        .arg(&fx.path)
         .env("KCAP_WATCH_POLL_MS", "600000")
         .env("KCAP_SHUTDOWN_BUDGET_MS", "5000")
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     for i in 0.. {
-        let line = format!("{{\"type\":\"user.message\",\"data\":{{\"content\":\"{i}\"}}}}\n");
-        append(path, line.as_bytes());
-        content.extend_from_slice(line.as_bytes());
-        let n = count_lines(content);
+        fx.append(user_message(&i.to_string()).as_bytes());
+        let n = count_lines(&fx.content);
         if wait_until("the watcher to deliver", Duration::from_secs(2), || {
-            server.session(sid).lines.len() == n
+            fx.lines_on_server() == n
         })
         .await
         {
             break;
         }
-        assert!(i < 15, "the watcher never delivered\n{}", env.log_of(sid));
+        assert!(i < 15, "the watcher never delivered\n{}", fx.log());
     }
     child
 }
@@ -702,58 +543,46 @@ async fn watch_until_delivered(
 /// Appends one more line (written after the watcher left: only a finalizer can deliver it),
 /// then checks that the server gets every line once and an end with `reason`. Returns the
 /// watcher's log.
-async fn assert_the_rest_and_an_end(
-    env: &Env,
-    server: &kcap::server::Server,
-    sid: SessionId,
-    path: &std::path::Path,
-    mut content: Vec<u8>,
-    reason: &str,
-) -> String {
-    let last = "{\"type\":\"assistant.message\",\"data\":{\"content\":\"last\"}}\n";
-    append(path, last.as_bytes());
-    content.extend_from_slice(last.as_bytes());
-    let n = count_lines(&content);
-    assert!(
-        wait_until("the session-end after every line", PATIENCE, || {
-            server.session(sid).lines.len() == n
-                && server
-                    .storage()
-                    .summary(sid)
-                    .unwrap()
-                    .is_some_and(|s| s.ended.is_some())
-        })
-        .await,
-        "no end, or a line missing\n{}",
-        env.log_of(sid)
-    );
-    let ended = server.storage().summary(sid).unwrap().unwrap().ended.unwrap();
-    let watch_log = std::fs::read_to_string(
-        env.kcap_home
-            .join("logs")
-            .join(format!("{}.watch.log", sid.dashed())),
+async fn assert_the_rest_and_an_end(fx: &mut Capture, reason: &str) -> String {
+    fx.append(b"{\"type\":\"assistant.message\",\"data\":{\"content\":\"last\"}}\n");
+    let n = count_lines(&fx.content);
+    fx.within(
+        PATIENCE,
+        "the session-end after every line (no end, or a line missing)",
+        || fx.lines_on_server() == n && fx.ended(),
     )
-    .unwrap_or_default();
-    assert_eq!(
-        ended.reason.as_deref(),
-        Some(reason),
-        "{watch_log}\n{}",
-        env.log_of(sid)
-    );
-    assert_exactly_once(server, sid, &content);
+    .await;
+    let ended = fx
+        .server
+        .storage()
+        .summary(fx.sid)
+        .unwrap()
+        .unwrap()
+        .ended
+        .unwrap();
+    let watch_log = watch_log(fx);
+    assert_eq!(ended.reason.as_deref(), Some(reason), "{watch_log}\n{}", fx.log());
+    assert_exactly_once(&fx.server, fx.sid, &fx.content);
     watch_log
 }
 
+/// The session's watcher log.
+fn watch_log(fx: &Capture) -> String {
+    let name = format!("{}.watch.log", fx.sid.dashed());
+    std::fs::read_to_string(fx.env.kcap_home.join("logs").join(name)).unwrap_or_default()
+}
+
 /// `kcap watchers stop` on the session, which must succeed.
-async fn watchers_stop(env: &Env, server: &kcap::server::Server, sid: SessionId) {
-    let out = env
-        .kcap(&server.url())
-        .args(["watchers", "stop", "--session", &sid.to_string()])
+async fn watchers_stop(fx: &Capture) {
+    let out = fx
+        .env
+        .kcap(&fx.url())
+        .args(["watchers", "stop", "--session", &fx.sid.to_string()])
         .args(["--wait", "60"])
         .output()
         .await
         .unwrap();
-    assert!(out.status.success(), "{out:?}\n{}", env.log_of(sid));
+    assert!(out.status.success(), "{out:?}\n{}", fx.log());
 }
 
 /// A stand-in for the agent: a process holding the session's in-use lock.
@@ -766,16 +595,14 @@ fn agent_holding(path: &std::path::Path) -> std::process::Child {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn watchers_stop_on_a_dead_copilots_session_still_delivers_its_end() {
-    let (env, server) = (Env::new(), server().await);
-    let (sid, path, mut content) = session_with(&env, |sid| synthetic_transcript(sid, 5, false));
-    let _reap = Reap(&env, vec![sid]);
-    let mut agent = agent_holding(&path);
-    let mut child = watch_until_delivered(&env, &server, sid, &path, &mut content).await;
+    let mut fx = Capture::direct(5, false).await;
+    let mut agent = agent_holding(&fx.path);
+    let mut child = watch_until_delivered(&mut fx).await;
     agent.kill().unwrap();
     agent.wait().unwrap();
-    watchers_stop(&env, &server, sid).await;
+    watchers_stop(&fx).await;
     assert!(child.wait().await.unwrap().success());
-    assert_the_rest_and_an_end(&env, &server, sid, &path, content, "agent_exited").await;
+    assert_the_rest_and_an_end(&mut fx, "agent_exited").await;
 }
 
 /// A watcher that found no agent process to watch (none marked the session, no hook's agent)
@@ -783,32 +610,27 @@ async fn watchers_stop_on_a_dead_copilots_session_still_delivers_its_end() {
 /// finalizer delivers the rest and an end with reason `stopped` (else the session never gets one).
 #[tokio::test(flavor = "multi_thread")]
 async fn watchers_stop_without_a_known_agent_still_delivers_an_end() {
-    let (env, server) = (Env::new(), server().await);
-    let (sid, path, mut content) = session_with(&env, |sid| synthetic_transcript(sid, 5, false));
-    let _reap = Reap(&env, vec![sid]);
-    let mut child = watch_until_delivered(&env, &server, sid, &path, &mut content).await;
-    watchers_stop(&env, &server, sid).await;
+    let mut fx = Capture::direct(5, false).await;
+    let mut child = watch_until_delivered(&mut fx).await;
+    watchers_stop(&fx).await;
     assert!(child.wait().await.unwrap().success());
-    assert_the_rest_and_an_end(&env, &server, sid, &path, content, "stopped").await;
+    assert_the_rest_and_an_end(&mut fx, "stopped").await;
     // The session was live after all: its real end comes with no line since. The `stopped`
     // end was kcap's guess, so the real one is no repeat: the server ends with its reason.
-    let end = payload(&sid.to_string(), json!({"reason": "user_exit"}));
-    let budget = [("KCAP_SHUTDOWN_BUDGET_MS", "500")];
-    let (out, _) = run_hook(&env, &server.url(), "sessionEnd", &end, &budget).await;
-    assert!(out.status.success(), "{out:?}\n{}", env.log_of(sid));
-    assert!(
-        wait_until("the real end", PATIENCE, || {
-            server
+    fx.end("user_exit", &SHORT_BUDGET).await;
+    fx.within(
+        PATIENCE,
+        "the real end (dropped after the `stopped` one?)",
+        || {
+            fx.server
                 .storage()
-                .summary(sid)
+                .summary(fx.sid)
                 .unwrap()
                 .and_then(|s| s.ended)
                 .is_some_and(|e| e.reason.as_deref() == Some("user_exit"))
-        })
-        .await,
-        "the real end was dropped after the `stopped` one\n{}",
-        env.log_of(sid)
-    );
+        },
+    )
+    .await;
 }
 
 /// The sessionEnd hook's SIGTERM is not a user's stop: a watcher with no agent process known
@@ -816,16 +638,11 @@ async fn watchers_stop_without_a_known_agent_still_delivers_an_end() {
 /// rest and the real end).
 #[tokio::test(flavor = "multi_thread")]
 async fn the_hooks_stop_of_a_watcher_without_a_known_agent_hands_nothing_off() {
-    let (env, server) = (Env::new(), server().await);
-    let (sid, path, mut content) = session_with(&env, |sid| synthetic_transcript(sid, 5, false));
-    let _reap = Reap(&env, vec![sid]);
-    let mut child = watch_until_delivered(&env, &server, sid, &path, &mut content).await;
-    let end = payload(&sid.to_string(), json!({"reason": "user_exit"}));
-    let budget = [("KCAP_SHUTDOWN_BUDGET_MS", "500")];
-    let (out, _) = run_hook(&env, &server.url(), "sessionEnd", &end, &budget).await;
-    assert!(out.status.success(), "{out:?}\n{}", env.log_of(sid));
+    let mut fx = Capture::direct(5, false).await;
+    let mut child = watch_until_delivered(&mut fx).await;
+    fx.end("user_exit", &SHORT_BUDGET).await;
     assert!(child.wait().await.unwrap().success());
-    let watch_log = assert_the_rest_and_an_end(&env, &server, sid, &path, content, "user_exit").await;
+    let watch_log = assert_the_rest_and_an_end(&mut fx, "user_exit").await;
     assert!(
         watch_log.contains("watcher stopped") && !watch_log.contains("handed to a finalizer"),
         "the hook's stop was taken for a user's:\n{watch_log}"
@@ -839,19 +656,15 @@ async fn the_hooks_stop_of_a_watcher_without_a_known_agent_hands_nothing_off() {
 /// every line arrives once.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_real_end_queued_before_the_stop_keeps_its_reason_when_the_agent_is_gone() {
-    let (env, server) = (Env::new(), server().await);
-    let (sid, path, mut content) = session_with(&env, |sid| synthetic_transcript(sid, 5, false));
-    let _reap = Reap(&env, vec![sid]);
-    let mut agent = agent_holding(&path);
-    let mut child = watch_until_delivered(&env, &server, sid, &path, &mut content).await;
+    let mut fx = Capture::direct(5, false).await;
+    let mut agent = agent_holding(&fx.path);
+    let mut child = watch_until_delivered(&mut fx).await;
     // The agent is gone by the time the watcher, stopped by the hook, looks at it.
     agent.kill().unwrap();
     agent.wait().unwrap();
-    let end = payload(&sid.to_string(), json!({"reason": "user_exit"}));
-    let (out, _) = run_hook(&env, &server.url(), "sessionEnd", &end, &[]).await;
-    assert!(out.status.success(), "{out:?}\n{}", env.log_of(sid));
+    fx.end("user_exit", &[]).await;
     assert!(child.wait().await.unwrap().success());
-    let watch_log = assert_the_rest_and_an_end(&env, &server, sid, &path, content, "user_exit").await;
+    let watch_log = assert_the_rest_and_an_end(&mut fx, "user_exit").await;
     assert!(watch_log.contains("session handed to a finalizer"), "{watch_log}");
 }
 
@@ -860,9 +673,8 @@ async fn a_real_end_queued_before_the_stop_keeps_its_reason_when_the_agent_is_go
 /// (its record replaces the dead one's whole). While a process holds the lock, no claim gets it.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dead_watchers_pid_file_is_taken_over_and_a_held_one_is_not() {
-    let (env, server) = (Env::new(), server().await);
-    let (sid, path, content) = session_with(&env, |sid| synthetic_transcript(sid, 5, false));
-    let _reap = Reap(&env, vec![sid]);
+    let fx = Capture::direct(5, false).await;
+    let (env, sid) = (&fx.env, fx.sid);
     let pid_file = watcher::pid_file(&env.kcap_home, sid);
     // A record longer than the one that replaces it: no tail of it may survive.
     std::fs::create_dir_all(pid_file.parent().unwrap()).unwrap();
@@ -893,21 +705,16 @@ async fn a_dead_watchers_pid_file_is_taken_over_and_a_held_one_is_not() {
     drop(held);
     // A real watcher, killed the hard way, then its successor.
     let spawn = || {
-        let mut c = env.kcap(&server.url());
+        let mut c = env.kcap(&fx.url());
         c.args(["watch", &sid.to_string()])
-            .arg(&path)
+            .arg(&fx.path)
             .stderr(Stdio::null());
         c.spawn().unwrap()
     };
     let mut first = spawn();
     let first_pid = first.id();
-    assert!(
-        wait_until("the first watcher", PATIENCE, || watcher::running(
-            &env.kcap_home,
-            sid
-        ) == first_pid)
-        .await
-    );
+    fx.within(PATIENCE, "the first watcher", || fx.watcher() == first_pid)
+        .await;
     first.start_kill().unwrap();
     first.wait().await.unwrap();
     assert!(pid_file.exists(), "the killed watcher's pid file stays");
@@ -918,12 +725,10 @@ async fn a_dead_watchers_pid_file_is_taken_over_and_a_held_one_is_not() {
     );
     let mut second = spawn();
     let second_pid = second.id();
-    assert!(
-        wait_until("the second watcher to take over and deliver", PATIENCE, || {
-            watcher::running(&env.kcap_home, sid) == second_pid && server.session(sid).lines.len() == 5
-        })
-        .await
-    );
-    assert_exactly_once(&server, sid, &content);
+    fx.within(PATIENCE, "the second watcher to take over and deliver", || {
+        fx.watcher() == second_pid && fx.lines_on_server() == 5
+    })
+    .await;
+    assert_exactly_once(&fx.server, sid, &fx.content);
     second.kill().await.unwrap();
 }

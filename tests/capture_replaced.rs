@@ -87,18 +87,8 @@ async fn a_transcript_renamed_over_mid_drain_is_read_again_and_nothing_is_lost()
 #[tokio::test(flavor = "multi_thread")]
 async fn the_watcher_follows_a_transcript_renamed_over_mid_watch() {
     let (env, server) = (Env::new(), server().await);
-    let sid = SessionId::new_random();
-    let first = synthetic_transcript(sid, 100, false);
-    let path = kcap::config::transcript_path(&env.copilot_home, sid);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(&path, &first).unwrap();
-    let mut watch = env
-        .kcap(&server.url())
-        .env("KCAP_WATCH_POLL_MS", "50")
-        .args(["watch", &sid.to_string()])
-        .arg(&path)
-        .spawn()
-        .unwrap();
+    let (sid, path, first) = session_with(&env, |sid| synthetic_transcript(sid, 100, false));
+    let mut watch = spawn_watch(&env, &server.url(), sid, &path);
     assert!(
         wait_until("the first file", Duration::from_secs(15), || {
             server.session(sid).lines.len() == 100
@@ -160,12 +150,7 @@ async fn a_finalizer_resumed_after_the_file_was_replaced_starts_the_new_file_at_
     second.extend_from_slice(&first[rest..]);
     rewrite_atomically(&path, &second);
     server.inject(std::iter::empty());
-    let out = env
-        .kcap(&server.url())
-        .args(["finalize", "--resume"])
-        .output()
-        .await
-        .unwrap();
+    let out = env.run(&server.url(), &["finalize", "--resume"]).await;
     assert!(out.status.success(), "{out:?}\n{}", env.log_of(sid));
     assert!(matches!(state(&env.store(), sid).phase, Phase::Drained { .. }));
     let held = server.session(sid);

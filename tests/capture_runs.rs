@@ -11,103 +11,34 @@ use capture_support::*;
 use common::*;
 use kcap::effects::watcher;
 use kcap::ids::SessionId;
-use kcap::server::Server;
 use serde_json::json;
 
-/// How long a test waits for background processes (a wait that succeeds returns at once).
-const PATIENCE: Duration = Duration::from_secs(30);
+/// A watcher that ends its run idle soon, and a finalizer that waits little for the shutdown.
+const IDLE: [(&str, &str); 2] = [("KCAP_WATCH_IDLE_MS", "800"), ("KCAP_SHUTDOWN_BUDGET_MS", "500")];
 
-/// Kills the watcher a test leaves behind.
-struct Reap<'a>(&'a Env, SessionId);
-
-impl Drop for Reap<'_> {
-    fn drop(&mut self) {
-        if let Some(pid) = watcher::running(&self.0.kcap_home, self.1) {
-            // SAFETY: a watcher this test started.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-        }
-    }
-}
-
-fn ends(recorder: &Recorder) -> usize {
-    recorder
-        .posts()
-        .iter()
-        .filter(|p| p.starts_with("/hooks/session-end"))
-        .count()
-}
-
-async fn hook_ok(env: &Env, url: &str, event: &str, body: &[u8], extra: &[(&str, &str)]) {
-    let (out, _) = run_hook(env, url, event, body, extra).await;
-    assert!(out.status.success(), "{event}: {out:?}");
-}
-
-/// The finalizer of `generation` drained, and left nothing queued or leased.
-fn finished(env: &Env, sid: SessionId, generation: u32) -> bool {
-    let store = env.store();
-    store
-        .latest_machine(sid)
-        .ok()
-        .flatten()
-        .is_some_and(|r| r.meta.generation == generation)
-        && is_drained(&store, sid)
-        && store.pending_notices(Some(sid)).is_ok_and(|p| p.is_empty())
-        && store.lease(sid).is_ok_and(|l| l.is_none())
-}
+/// Room for the next run's start before a finalizer gives up waiting for its run's shutdown.
+const SLOW: [(&str, &str); 1] = [("KCAP_SHUTDOWN_BUDGET_MS", "20000")];
 
 /// Copilot's agentStop can come after its sessionEnd (or a user's hook runs late): it is not
 /// a new run, so a repeated sessionEnd after it is still the same run's, and dropped.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_late_agent_stop_does_not_let_a_repeated_end_through() {
-    let (env, server) = (Env::new(), server().await);
-    let recorder = Recorder::start(free_port(), server.url()).await;
-    let (sid, _, content) = session_with(&env, |sid| synthetic_transcript(sid, 20, true));
-    let _reap = Reap(&env, sid);
-    let url = recorder.url();
-    let end = payload(&sid.to_string(), json!({"reason": "complete"}));
-    hook_ok(
-        &env,
-        &url,
-        "sessionStart",
-        &payload(&sid.to_string(), json!({"source": "new"})),
-        &[],
-    )
-    .await;
-    hook_ok(&env, &url, "sessionEnd", &end, &[]).await;
-    assert!(
-        wait_until("the first end", Duration::from_secs(20), || finished(
-            &env, sid, 0
-        ))
-        .await,
-        "{}",
-        env.log_of(sid)
-    );
-    assert_eq!(ends(&recorder), 1, "{:?}", recorder.posts());
+    let fx = Capture::recorded(20, true).await;
+    let end = fx.end_payload("complete");
+    fx.start("new", &[]).await;
+    fx.hook("sessionEnd", &end, &[]).await;
+    fx.within(Duration::from_secs(20), "the first end", || fx.finished(0))
+        .await;
+    assert_eq!(fx.ends(), 1, "{:?}", fx.posts());
     // Late: after the run's end reached the server.
-    hook_ok(
-        &env,
-        &url,
-        "agentStop",
-        &payload(&sid.to_string(), json!({})),
-        &[],
-    )
+    fx.agent_stop().await;
+    fx.hook("sessionEnd", &end, &[]).await;
+    fx.within(Duration::from_secs(20), "the repeated end's finalizer", || {
+        fx.finished(1)
+    })
     .await;
-    hook_ok(&env, &url, "sessionEnd", &end, &[]).await;
-    assert!(
-        wait_until("the repeated end's finalizer", Duration::from_secs(20), || {
-            finished(&env, sid, 1)
-        })
-        .await,
-        "{}",
-        env.log_of(sid)
-    );
-    assert_eq!(
-        ends(&recorder),
-        1,
-        "a repeated end went out: {:?}",
-        recorder.posts()
-    );
-    assert_exactly_once(&server, sid, &content);
+    assert_eq!(fx.ends(), 1, "a repeated end went out: {:?}", fx.posts());
+    assert_exactly_once(&fx.server, fx.sid, &fx.content);
 }
 
 /// The user resumes a session the moment it ended: run 1's finalizer is still waiting for
@@ -115,110 +46,60 @@ async fn a_late_agent_stop_does_not_let_a_repeated_end_through() {
 /// watcher nor wait behind it, and run 2's end must not be taken for run 1's.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_session_resumed_at_once_keeps_its_watcher_and_gets_both_ends() {
-    let (env, server) = (Env::new(), server().await);
-    let recorder = Recorder::start(free_port(), server.url()).await;
-    let (sid, path, _) = session_with(&env, |sid| synthetic_transcript(sid, 50, false));
-    let _reap = Reap(&env, sid);
-    let url = recorder.url();
-    let sid_text = sid.to_string();
-    // Room for the resume before run 1's finalizer gives up waiting for its shutdown.
-    let slow = [("KCAP_SHUTDOWN_BUDGET_MS", "20000")];
-    hook_ok(
-        &env,
-        &url,
-        "sessionStart",
-        &payload(&sid_text, json!({"source": "new"})),
-        &[],
-    )
+    let mut fx = Capture::recorded(50, false).await;
+    fx.start("new", &[]).await;
+    fx.within(Duration::from_secs(20), "run 1's lines", || {
+        fx.lines_on_server() == 50
+    })
     .await;
-    assert!(
-        wait_until("run 1's lines", Duration::from_secs(20), || {
-            server.session(sid).lines.len() == 50
-        })
-        .await
-    );
-    let end = payload(&sid_text, json!({"reason": "complete"}));
-    hook_ok(&env, &url, "sessionEnd", &end, &slow).await;
+    fx.end("complete", &SLOW).await;
     // Resumed before run 1's agent wrote its shutdown.
-    hook_ok(
-        &env,
-        &url,
-        "sessionStart",
-        &payload(&sid_text, json!({"source": "resume"})),
-        &slow,
-    )
-    .await;
+    fx.start("resume", &SLOW).await;
     let mut run2_watcher = None;
-    assert!(
-        wait_until("run 2's watcher", Duration::from_secs(10), || {
-            run2_watcher = watcher::running(&env.kcap_home, sid);
-            run2_watcher.is_some()
-        })
-        .await
-    );
-    append(&path, shutdown_line().as_bytes());
-    assert!(
-        wait_until("run 1's end", Duration::from_secs(20), || ends(&recorder) == 1).await,
-        "{:?}\n{}",
-        recorder.posts(),
-        env.log_of(sid)
-    );
+    fx.within(Duration::from_secs(10), "run 2's watcher", || {
+        run2_watcher = fx.watcher();
+        run2_watcher.is_some()
+    })
+    .await;
+    fx.append(shutdown_line().as_bytes());
+    fx.within(Duration::from_secs(20), "run 1's end", || fx.ends() == 1)
+        .await;
     assert_eq!(
-        watcher::running(&env.kcap_home, sid),
+        fx.watcher(),
         run2_watcher,
         "run 1's end stopped run 2's watcher:\n{}",
-        env.log_of(sid)
+        fx.log()
     );
     // Run 2 writes, its watcher delivers, then run 2 ends.
-    let more: String = (0..10)
-        .map(|i| format!("{{\"type\":\"user.message\",\"data\":{{\"content\":\"run 2 line {i}\"}}}}\n"))
-        .collect();
-    append(&path, more.as_bytes());
-    assert!(
-        wait_until("run 2's lines from its watcher", Duration::from_secs(20), || {
-            server.session(sid).lines.len() == 61
-        })
-        .await
-    );
-    append(&path, shutdown_line().as_bytes());
+    fx.append(user_messages("run 2 line", 10).as_bytes());
+    fx.within(Duration::from_secs(20), "run 2's lines from its watcher", || {
+        fx.lines_on_server() == 61
+    })
+    .await;
+    fx.append(shutdown_line().as_bytes());
     // Stamped now, by run 2's agent.
-    let end = payload(&sid_text, json!({"reason": "complete"}));
-    hook_ok(&env, &url, "sessionEnd", &end, &[]).await;
-    assert!(
-        wait_until("run 2's end", Duration::from_secs(20), || ends(&recorder) == 2).await,
-        "run 2's end never came: {:?}\n{}",
-        recorder.posts(),
-        env.log_of(sid)
-    );
-    assert!(
-        wait_until("run 2's finalizer", Duration::from_secs(20), || finished(
-            &env, sid, 1
-        ))
-        .await,
-        "{}",
-        env.log_of(sid)
-    );
-    assert_two_ends_after_every_line(&env, &server, &recorder, sid, &path);
+    fx.end("complete", &[]).await;
+    fx.within(Duration::from_secs(20), "run 2's end, which never came", || {
+        fx.ends() == 2
+    })
+    .await;
+    fx.within(Duration::from_secs(20), "run 2's finalizer", || fx.finished(1))
+        .await;
+    assert_two_ends_after_every_line(&fx);
 }
 
 /// The server holds every line of `path` once and two session-ends (one per run), and the last
 /// end came after the last line.
 #[track_caller]
-fn assert_two_ends_after_every_line(
-    env: &Env,
-    server: &Server,
-    recorder: &Recorder,
-    sid: SessionId,
-    path: &std::path::Path,
-) {
-    let posts = recorder.posts();
+fn assert_two_ends_after_every_line(fx: &Capture) {
+    let posts = fx.posts();
     assert_eq!(
-        ends(recorder),
+        fx.ends(),
         2,
         "a real end was dropped or repeated: {posts:?}\n{}",
-        env.log_of(sid)
+        fx.log()
     );
-    assert_exactly_once(server, sid, &std::fs::read(path).unwrap());
+    fx.assert_file_exactly_once();
     let last_line = posts.iter().rposition(|p| p == "/hooks/transcript").unwrap();
     let last_end = posts
         .iter()
@@ -262,7 +143,7 @@ async fn the_sweep_expires_old_run_records_and_only_those() {
         .await;
         sessions.push(sid);
     }
-    let _reap: Vec<Reap> = sessions.iter().map(|s| Reap(&env, *s)).collect();
+    let _reap = Reap::new(&env, sessions.clone());
     assert!(
         wait_until("every end", Duration::from_secs(20), || sessions
             .iter()
@@ -287,11 +168,11 @@ async fn the_sweep_expires_old_run_records_and_only_those() {
         .unwrap()
         .unwrap();
     let out = env
-        .kcap(&format!("http://{}", free_port()))
-        .args(["finalize", "--resume", "--sweep"])
-        .output()
-        .await
-        .unwrap();
+        .run(
+            &format!("http://{}", free_port()),
+            &["finalize", "--resume", "--sweep"],
+        )
+        .await;
     assert!(out.status.success(), "{out:?}");
     let present = |sid: SessionId| files(sid).map(|f| f.exists());
     assert_eq!(present(old), [false; 3], "{out:?}");
@@ -305,71 +186,37 @@ async fn the_sweep_expires_old_run_records_and_only_those() {
 /// gets both, run 2's last, after every line.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_undelivered_end_of_run_1_is_not_replaced_by_run_2s() {
-    let (env, server) = (Env::new(), server().await);
-    let recorder = Recorder::start(free_port(), server.url()).await;
-    let (sid, path, _) = session_with(&env, |sid| synthetic_transcript(sid, 20, true));
-    let _reap = Reap(&env, sid);
-    let (url, down) = (recorder.url(), format!("http://{}", free_port()));
-    let sid_text = sid.to_string();
-    let end = payload(&sid_text, json!({"reason": "complete"}));
-    hook_ok(
-        &env,
-        &url,
-        "sessionStart",
-        &payload(&sid_text, json!({"source": "new"})),
-        &[],
-    )
+    let mut fx = Capture::recorded(20, true).await;
+    let down = format!("http://{}", free_port());
+    let end = fx.end_payload("complete");
+    fx.start("new", &[]).await;
+    fx.within(Duration::from_secs(20), "run 1's lines", || {
+        fx.lines_on_server() == 20
+    })
     .await;
-    assert!(
-        wait_until("run 1's lines", Duration::from_secs(20), || {
-            server.session(sid).lines.len() == 20
-        })
-        .await
-    );
-    hook_ok(&env, &down, "sessionEnd", &end, &[]).await;
+    fx.hook_to(&down, "sessionEnd", &end, &[]).await;
     // Run 1's finalizer cannot reach the server: its end stays queued.
-    assert!(
-        wait_until("run 1's finalizer to give up", Duration::from_secs(20), || {
-            env.store().lease(sid).is_ok_and(|l| l.is_none()) && !is_drained(&env.store(), sid)
-        })
-        .await,
-        "{}",
-        env.log_of(sid)
-    );
-    hook_ok(
-        &env,
-        &url,
-        "sessionStart",
-        &payload(&sid_text, json!({"source": "resume"})),
-        &[],
+    fx.within(Duration::from_secs(20), "run 1's finalizer to give up", || {
+        fx.env.store().lease(fx.sid).is_ok_and(|l| l.is_none()) && !is_drained(&fx.env.store(), fx.sid)
+    })
+    .await;
+    fx.start("resume", &[]).await;
+    fx.append(user_message("run 2").as_bytes());
+    fx.append(shutdown_line().as_bytes());
+    fx.end("complete", &[]).await;
+    fx.within(
+        Duration::from_secs(20),
+        "both ends, else run 1's end was lost",
+        || fx.ends() == 2,
     )
     .await;
-    append(
-        &path,
-        b"{\"type\":\"user.message\",\"data\":{\"content\":\"run 2\"}}\n",
-    );
-    append(&path, shutdown_line().as_bytes());
-    let end = payload(&sid_text, json!({"reason": "complete"}));
-    hook_ok(&env, &url, "sessionEnd", &end, &[]).await;
-    assert!(
-        wait_until("both ends", Duration::from_secs(20), || ends(&recorder) == 2).await,
-        "run 1's end was lost: {:?}\n{}",
-        recorder.posts(),
-        env.log_of(sid)
-    );
-    assert!(
-        wait_until("run 2's finalizer", Duration::from_secs(20), || finished(
-            &env, sid, 1
-        ))
-        .await,
-        "{}",
-        env.log_of(sid)
-    );
-    assert_exactly_once(&server, sid, &std::fs::read(&path).unwrap());
+    fx.within(Duration::from_secs(20), "run 2's finalizer", || fx.finished(1))
+        .await;
+    fx.assert_file_exactly_once();
     // Each run in order: its start, its lines, its end; run 2's start is not held back behind
     // run 1's end while run 2's lines go.
-    let requests = recorder.requests();
-    let posts = recorder.posts();
+    let requests = fx.recorder().requests();
+    let posts = fx.posts();
     let at = |prefix: &str| -> Vec<usize> {
         (0..posts.len())
             .filter(|&i| posts[i].starts_with(prefix))
@@ -408,37 +255,14 @@ async fn an_undelivered_end_of_run_1_is_not_replaced_by_run_2s() {
 /// hand-off's `idle` end is posted (the session is still live: that finalizer waits for a
 /// shutdown that never comes, then drains). Then the user comes back in the same agent process:
 /// 5 more lines and an agentStop, whose new watcher delivers them.
-async fn idle_end_then_back(
-    env: &Env,
-    server: &Server,
-    recorder: &Recorder,
-    sid: SessionId,
-    path: &std::path::Path,
-) {
-    let (url, sid_text) = (recorder.url(), sid.to_string());
-    let idle = [("KCAP_WATCH_IDLE_MS", "800"), ("KCAP_SHUTDOWN_BUDGET_MS", "500")];
-    let start = payload(&sid_text, json!({"source": "new"}));
-    hook_ok(env, &url, "sessionStart", &start, &idle).await;
-    assert!(
-        wait_until("the idle end", PATIENCE, || ends(recorder) == 1
-            && finished(env, sid, 0))
-        .await,
-        "{:?}\n{}",
-        recorder.posts(),
-        env.log_of(sid)
-    );
-    let more: String = (0..5)
-        .map(|i| format!("{{\"type\":\"user.message\",\"data\":{{\"content\":\"back {i}\"}}}}\n"))
-        .collect();
-    append(path, more.as_bytes());
-    hook_ok(env, &url, "agentStop", &payload(&sid_text, json!({})), &[]).await;
-    assert!(
-        wait_until("the new lines", PATIENCE, || server.session(sid).lines.len()
-            == 25)
-        .await,
-        "{}",
-        env.log_of(sid)
-    );
+async fn idle_end_then_back(fx: &mut Capture) {
+    fx.start("new", &IDLE).await;
+    fx.within(PATIENCE, "the idle end", || fx.ends() == 1 && fx.finished(0))
+        .await;
+    fx.append(user_messages("back", 5).as_bytes());
+    fx.agent_stop().await;
+    fx.within(PATIENCE, "the new lines", || fx.lines_on_server() == 25)
+        .await;
 }
 
 /// The watcher ended an idle session and its finalizer posted an `idle` end; then the user came
@@ -447,31 +271,15 @@ async fn idle_end_then_back(
 /// one: the server gets both, the real one after the last line.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_real_end_after_an_idle_hand_off_is_not_dropped() {
-    let (env, server) = (Env::new(), server().await);
-    let recorder = Recorder::start(free_port(), server.url()).await;
-    let (sid, path, _) = session_with(&env, |sid| synthetic_transcript(sid, 20, false));
-    let _reap = Reap(&env, sid);
-    let url = recorder.url();
-    let sid_text = sid.to_string();
-    idle_end_then_back(&env, &server, &recorder, sid, &path).await;
-    append(&path, shutdown_line().as_bytes());
-    hook_ok(
-        &env,
-        &url,
-        "sessionEnd",
-        &payload(&sid_text, json!({"reason": "complete"})),
-        &[],
-    )
+    let mut fx = Capture::recorded(20, false).await;
+    idle_end_then_back(&mut fx).await;
+    fx.append(shutdown_line().as_bytes());
+    fx.end("complete", &[]).await;
+    fx.within(Duration::from_secs(30), "the real end's finalizer", || {
+        fx.finished(1)
+    })
     .await;
-    assert!(
-        wait_until("the real end's finalizer", Duration::from_secs(30), || {
-            finished(&env, sid, 1)
-        })
-        .await,
-        "{}",
-        env.log_of(sid)
-    );
-    assert_two_ends_after_every_line(&env, &server, &recorder, sid, &path);
+    assert_two_ends_after_every_line(&fx);
 }
 
 /// As above, but the machine's clock steps back an hour before the real exit: the agent stamps
@@ -479,62 +287,29 @@ async fn the_real_end_after_an_idle_hand_off_is_not_dropped() {
 /// this run's end: it stops this run's watcher and is posted, after the run's last line.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_real_end_stamped_before_its_runs_start_stops_the_watcher_and_is_posted() {
-    let (env, server) = (Env::new(), server().await);
-    let recorder = Recorder::start(free_port(), server.url()).await;
-    let (sid, path, _) = session_with(&env, |sid| synthetic_transcript(sid, 20, false));
-    let _reap = Reap(&env, sid);
-    let url = recorder.url();
-    let idle = [("KCAP_WATCH_IDLE_MS", "800"), ("KCAP_SHUTDOWN_BUDGET_MS", "500")];
-    let start = stamped(sid, json!(kcap::config::now_ms()), json!({"source": "new"}));
-    hook_ok(&env, &url, "sessionStart", &start, &idle).await;
-    assert!(
-        wait_until("the idle end", PATIENCE, || ends(&recorder) == 1
-            && finished(&env, sid, 0))
-        .await,
-        "{:?}\n{}",
-        recorder.posts(),
-        env.log_of(sid)
-    );
-    append(
-        &path,
-        b"{\"type\":\"user.message\",\"data\":{\"content\":\"back\"}}\n",
-    );
-    hook_ok(
-        &env,
-        &url,
-        "agentStop",
-        &payload(&sid.to_string(), json!({})),
-        &[],
+    let mut fx = Capture::recorded(20, false).await;
+    let start = stamped(fx.sid, json!(kcap::config::now_ms()), json!({"source": "new"}));
+    fx.hook("sessionStart", &start, &IDLE).await;
+    fx.within(PATIENCE, "the idle end", || fx.ends() == 1 && fx.finished(0))
+        .await;
+    fx.append(user_message("back").as_bytes());
+    fx.agent_stop().await;
+    fx.within(PATIENCE, "the new line", || fx.lines_on_server() == 21)
+        .await;
+    assert!(fx.watcher().is_some(), "{}", fx.log());
+    fx.append(shutdown_line().as_bytes());
+    let stepped_back = json!(kcap::config::now_ms() - 3_600_000);
+    let end = stamped(fx.sid, stepped_back, json!({"reason": "complete"}));
+    fx.hook("sessionEnd", &end, &[]).await;
+    fx.within(
+        PATIENCE,
+        "the run's watcher to stop (the real end left it running)",
+        || fx.watcher().is_none(),
     )
     .await;
-    assert!(
-        wait_until("the new line", PATIENCE, || server.session(sid).lines.len() == 21).await,
-        "{}",
-        env.log_of(sid)
-    );
-    assert!(
-        watcher::running(&env.kcap_home, sid).is_some(),
-        "{}",
-        env.log_of(sid)
-    );
-    append(&path, shutdown_line().as_bytes());
-    let stepped_back = json!(kcap::config::now_ms() - 3_600_000);
-    let end = stamped(sid, stepped_back, json!({"reason": "complete"}));
-    hook_ok(&env, &url, "sessionEnd", &end, &[]).await;
-    assert!(
-        wait_until("the run's watcher to stop", PATIENCE, || {
-            watcher::running(&env.kcap_home, sid).is_none()
-        })
-        .await,
-        "the real end left its run's watcher running\n{}",
-        env.log_of(sid)
-    );
-    assert!(
-        wait_until("the real end's finalizer", PATIENCE, || finished(&env, sid, 1)).await,
-        "{}",
-        env.log_of(sid)
-    );
-    assert_two_ends_after_every_line(&env, &server, &recorder, sid, &path);
+    fx.within(PATIENCE, "the real end's finalizer", || fx.finished(1))
+        .await;
+    assert_two_ends_after_every_line(&fx);
 }
 
 /// A sessionEnd of run 1 that arrives late (delayed, or repeated) after run 2's sessionStart:
@@ -542,93 +317,41 @@ async fn a_real_end_stamped_before_its_runs_start_stops_the_watcher_and_is_poste
 /// posted as run 2's end; run 2's own end still comes, after run 2's lines.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_late_end_of_run_1_leaves_run_2_alone() {
-    let (env, server) = (Env::new(), server().await);
-    let recorder = Recorder::start(free_port(), server.url()).await;
-    let (sid, path, _) = session_with(&env, |sid| synthetic_transcript(sid, 20, true));
-    let _reap = Reap(&env, sid);
-    let url = recorder.url();
-    let sid_text = sid.to_string();
-    hook_ok(
-        &env,
-        &url,
-        "sessionStart",
-        &payload(&sid_text, json!({"source": "new"})),
-        &[],
-    )
-    .await;
+    let mut fx = Capture::recorded(20, true).await;
+    fx.start("new", &[]).await;
     // Stamped by run 1's agent as it exits; delivered twice, the second time late.
-    let end = payload(&sid_text, json!({"reason": "complete"}));
-    hook_ok(&env, &url, "sessionEnd", &end, &[]).await;
-    assert!(
-        wait_until("run 1's end", Duration::from_secs(20), || finished(&env, sid, 0)).await,
-        "{}",
-        env.log_of(sid)
-    );
+    let end = fx.end_payload("complete");
+    fx.hook("sessionEnd", &end, &[]).await;
+    fx.within(Duration::from_secs(20), "run 1's end", || fx.finished(0))
+        .await;
     std::thread::sleep(Duration::from_millis(5));
-    hook_ok(
-        &env,
-        &url,
-        "sessionStart",
-        &payload(&sid_text, json!({"source": "resume"})),
-        &[],
-    )
-    .await;
+    fx.start("resume", &[]).await;
     let mut run2_watcher = None;
-    assert!(
-        wait_until("run 2's watcher", Duration::from_secs(10), || {
-            run2_watcher = watcher::running(&env.kcap_home, sid);
-            run2_watcher.is_some()
-        })
-        .await
-    );
-    // The late copy of run 1's end. Its finalizer waits little for a shutdown run 2 has not written.
-    hook_ok(
-        &env,
-        &url,
-        "sessionEnd",
-        &end,
-        &[("KCAP_SHUTDOWN_BUDGET_MS", "300")],
-    )
+    fx.within(Duration::from_secs(10), "run 2's watcher", || {
+        run2_watcher = fx.watcher();
+        run2_watcher.is_some()
+    })
     .await;
-    assert!(
-        wait_until("the late end's finalizer", Duration::from_secs(20), || finished(
-            &env, sid, 1
-        ))
-        .await,
-        "{}",
-        env.log_of(sid)
-    );
+    // The late copy of run 1's end. Its finalizer waits little for a shutdown run 2 has not written.
+    fx.hook("sessionEnd", &end, &[("KCAP_SHUTDOWN_BUDGET_MS", "300")])
+        .await;
+    fx.within(Duration::from_secs(20), "the late end's finalizer", || {
+        fx.finished(1)
+    })
+    .await;
     assert_eq!(
-        watcher::running(&env.kcap_home, sid),
+        fx.watcher(),
         run2_watcher,
         "run 1's late end stopped run 2's watcher:\n{}",
-        env.log_of(sid)
+        fx.log()
     );
-    assert_eq!(
-        ends(&recorder),
-        1,
-        "run 1's late end went out: {:?}",
-        recorder.posts()
-    );
-    append(
-        &path,
-        b"{\"type\":\"user.message\",\"data\":{\"content\":\"run 2\"}}\n",
-    );
-    append(&path, shutdown_line().as_bytes());
-    hook_ok(
-        &env,
-        &url,
-        "sessionEnd",
-        &payload(&sid_text, json!({"reason": "complete"})),
-        &[],
-    )
-    .await;
-    assert!(
-        wait_until("run 2's end", Duration::from_secs(20), || finished(&env, sid, 2)).await,
-        "{}",
-        env.log_of(sid)
-    );
-    assert_two_ends_after_every_line(&env, &server, &recorder, sid, &path);
+    assert_eq!(fx.ends(), 1, "run 1's late end went out: {:?}", fx.posts());
+    fx.append(user_message("run 2").as_bytes());
+    fx.append(shutdown_line().as_bytes());
+    fx.end("complete", &[]).await;
+    fx.within(Duration::from_secs(20), "run 2's end", || fx.finished(2))
+        .await;
+    assert_two_ends_after_every_line(&fx);
 }
 
 /// kcap's own keys (`kcap_run`, `kcap_gen`) never reach the server in a session-end; a
@@ -720,15 +443,12 @@ async fn an_agent_clock_unlike_the_machines_never_drops_a_runs_end() {
     ];
     for (clock, now) in clocks {
         let (sid, path, _) = session_with(&env, |sid| synthetic_transcript(sid, 10, true));
-        let _reap = Reap(&env, sid);
+        let _reap = Reap::new(&env, [sid]);
         for (run, source) in [(0, "new"), (1, "resume")] {
             let start = stamped(sid, now(), json!({"source": source}));
             hook_ok(&env, &url, "sessionStart", &start, &[]).await;
             if run == 1 {
-                append(
-                    &path,
-                    b"{\"type\":\"user.message\",\"data\":{\"content\":\"run 2\"}}\n",
-                );
+                append(&path, user_message("run 2").as_bytes());
                 append(&path, shutdown_line().as_bytes());
             }
             // Never in the same stamp as the start, even counted in seconds.
@@ -770,41 +490,21 @@ async fn an_agent_clock_unlike_the_machines_never_drops_a_runs_end() {
 /// since its idle end: it is posted, not taken for a repeat because run 2 has started.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_runs_real_end_is_posted_though_the_next_run_started_before_it_went() {
-    let (env, server) = (Env::new(), server().await);
-    let recorder = Recorder::start(free_port(), server.url()).await;
-    let (sid, path, _) = session_with(&env, |sid| synthetic_transcript(sid, 20, false));
-    let _reap = Reap(&env, sid);
-    let url = recorder.url();
-    let sid_text = sid.to_string();
-    idle_end_then_back(&env, &server, &recorder, sid, &path).await;
+    let mut fx = Capture::recorded(20, false).await;
+    idle_end_then_back(&mut fx).await;
     // The real exit; its agent writes the shutdown only after run 2 has started.
-    let slow = [("KCAP_SHUTDOWN_BUDGET_MS", "20000")];
-    let end = payload(&sid_text, json!({"reason": "complete"}));
-    hook_ok(&env, &url, "sessionEnd", &end, &slow).await;
-    hook_ok(
-        &env,
-        &url,
-        "sessionStart",
-        &payload(&sid_text, json!({"source": "resume"})),
-        &slow,
-    )
+    fx.end("complete", &SLOW).await;
+    fx.start("resume", &SLOW).await;
+    fx.append(shutdown_line().as_bytes());
+    fx.within(PATIENCE, "run 1's real end, else it was dropped", || {
+        fx.ends() == 2
+    })
     .await;
-    append(&path, shutdown_line().as_bytes());
-    assert!(
-        wait_until("run 1's real end", PATIENCE, || ends(&recorder) == 2).await,
-        "run 1's real end was dropped: {:?}\n{}",
-        recorder.posts(),
-        env.log_of(sid)
-    );
-    assert!(
-        wait_until("run 1's finalizer", PATIENCE, || finished(&env, sid, 1)).await,
-        "{}",
-        env.log_of(sid)
-    );
-    assert_exactly_once(&server, sid, &std::fs::read(&path).unwrap());
+    fx.within(PATIENCE, "run 1's finalizer", || fx.finished(1)).await;
+    fx.assert_file_exactly_once();
     // Run 1's shutdown went before run 1's end. (Run 2's watcher may send it again after the
     // end: a duplicate, which the server drops.)
-    let requests = recorder.requests();
+    let requests = fx.recorder().requests();
     let shutdown = requests.iter().position(|r| {
         r.path == "/hooks/transcript" && String::from_utf8_lossy(&r.body).contains("session.shutdown")
     });
@@ -817,7 +517,7 @@ async fn a_runs_real_end_is_posted_though_the_next_run_started_before_it_went() 
     assert!(
         matches!((shutdown, real_end), (Some(s), Some(e)) if s < e),
         "{:?}",
-        recorder.posts()
+        fx.posts()
     );
 }
 
@@ -832,16 +532,14 @@ async fn an_older_kcaps_end_marker_neither_drops_an_end_nor_outlives_a_new_run()
     use kcap::effects::outbox::{self, Flush};
     use kcap::store::NoticeKind;
 
-    let (env, server) = (Env::new(), server().await);
-    let url = server.url();
-    let (sid, _, _) = session_with(&env, |sid| synthetic_transcript(sid, 3, true));
-    let _reap = Reap(&env, sid);
+    let fx = Capture::direct(3, true).await;
+    let (env, sid) = (&fx.env, fx.sid);
     let legacy = env.kcap_home.join("ended").join(sid.dashed());
     std::fs::create_dir_all(legacy.parent().unwrap()).unwrap();
     // Written by the older kcap when it posted an idle hand-off end; then it was upgraded.
     std::fs::write(&legacy, "1795000000000").unwrap();
     let store = env.store();
-    let client = Client::new(&url, None, Duration::from_secs(5)).unwrap();
+    let client = Client::new(&fx.url(), None, Duration::from_secs(5)).unwrap();
     let end = json!({"session_id": sid.dashless(), "reason": "complete"});
     store
         .queue_notice(sid, &outbox::notice(NoticeKind::SessionEnd, end))
@@ -856,14 +554,8 @@ async fn an_older_kcaps_end_marker_neither_drops_an_end_nor_outlives_a_new_run()
     assert!(legacy.exists(), "a posted end leaves the older kcap's marker");
     for event in ["sessionStart", "agentStop"] {
         std::fs::write(&legacy, "1795000000000").unwrap();
-        hook_ok(
-            &env,
-            &url,
-            event,
-            &payload(&sid.to_string(), json!({"source": "resume"})),
-            &[],
-        )
-        .await;
+        fx.hook(event, &fx.payload(json!({"source": "resume"})), &[])
+            .await;
         assert!(
             !legacy.exists(),
             "after {event} the older kcap would drop the session's next end"
@@ -954,32 +646,18 @@ fn the_hooks_real_end_and_a_hand_off_end_of_its_run_keep_the_real_one_in_either_
 /// server is back, `finalize --resume` delivers all 8 lines, and an end must follow them.
 #[tokio::test(flavor = "multi_thread")]
 async fn lines_delivered_after_a_hand_off_was_queued_still_get_an_end_after_them() {
-    let (env, server) = (Env::new(), server().await);
-    let recorder = Recorder::start(free_port(), server.url()).await;
-    let (sid, path, _) = session_with(&env, |sid| synthetic_transcript(sid, 5, false));
-    let _reap = Reap(&env, sid);
-    let sid_text = sid.to_string();
-    let idle = [("KCAP_WATCH_IDLE_MS", "800"), ("KCAP_SHUTDOWN_BUDGET_MS", "500")];
-    let start = payload(&sid_text, json!({"source": "new"}));
-    hook_ok(&env, &recorder.url(), "sessionStart", &start, &idle).await;
-    assert!(
-        wait_until("the idle end", PATIENCE, || ends(&recorder) == 1
-            && finished(&env, sid, 0))
-        .await,
-        "{:?}\n{}",
-        recorder.posts(),
-        env.log_of(sid)
-    );
-    let more: String = (0..3)
-        .map(|i| format!("{{\"type\":\"user.message\",\"data\":{{\"content\":\"back {i}\"}}}}\n"))
-        .collect();
-    append(&path, more.as_bytes());
+    let mut fx = Capture::recorded(5, false).await;
+    fx.start("new", &IDLE).await;
+    fx.within(PATIENCE, "the idle end", || fx.ends() == 1 && fx.finished(0))
+        .await;
+    fx.append(user_messages("back", 3).as_bytes());
+    let (env, sid) = (&fx.env, fx.sid);
     // The server is down: a second watcher idles out, and its finalizer parks.
     let down = format!("http://{}", free_port());
     let watch = env
         .kcap(&down)
-        .args(["watch", &sid_text])
-        .arg(&path)
+        .args(["watch", &sid.to_string()])
+        .arg(&fx.path)
         .env("KCAP_WATCH_IDLE_MS", "800")
         .env("KCAP_SHUTDOWN_BUDGET_MS", "500")
         .env("KCAP_DELIVERY_BUDGET_MS", "1000")
@@ -987,34 +665,19 @@ async fn lines_delivered_after_a_hand_off_was_queued_still_get_an_end_after_them
         .status();
     let status = tokio::time::timeout(PATIENCE, watch).await.unwrap().unwrap();
     assert!(status.success(), "{status:?}\n{}", env.log_of(sid));
-    assert!(
-        wait_until("the finalizer to park", PATIENCE, || {
-            let store = env.store();
-            matches!(store.latest_machine(sid), Ok(Some(r))
-                if r.meta.generation == 1 && matches!(r.state().0.phase, kcap::machine::Phase::Parked { .. }))
-                && store.lease(sid).is_ok_and(|l| l.is_none())
-        })
-        .await,
-        "{}",
-        env.log_of(sid)
-    );
+    fx.within(PATIENCE, "the finalizer to park", || {
+        let store = env.store();
+        matches!(store.latest_machine(sid), Ok(Some(r))
+            if r.meta.generation == 1 && matches!(r.state().0.phase, kcap::machine::Phase::Parked { .. }))
+            && store.lease(sid).is_ok_and(|l| l.is_none())
+    })
+    .await;
     // The server is back.
-    let out = env
-        .kcap(&recorder.url())
-        .args(["finalize", "--resume"])
-        .output()
-        .await
-        .unwrap();
+    let out = env.run(&fx.url(), &["finalize", "--resume"]).await;
     assert!(out.status.success(), "{out:?}\n{}", env.log_of(sid));
-    assert!(
-        wait_until("every line and the outbox empty", PATIENCE, || {
-            server.session(sid).lines.len() == 8
-                && env.store().pending_notices(Some(sid)).is_ok_and(|p| p.is_empty())
-        })
-        .await,
-        "{:?}\n{}",
-        recorder.posts(),
-        env.log_of(sid)
-    );
-    assert_two_ends_after_every_line(&env, &server, &recorder, sid, &path);
+    fx.within(PATIENCE, "every line and the outbox empty", || {
+        fx.lines_on_server() == 8 && env.store().pending_notices(Some(sid)).is_ok_and(|p| p.is_empty())
+    })
+    .await;
+    assert_two_ends_after_every_line(&fx);
 }

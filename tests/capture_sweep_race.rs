@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use capture_support::*;
 use common::*;
-use kcap::config::transcript_path;
 use kcap::effects::client::Client;
 use kcap::effects::outbox::{self, Flush};
 use kcap::effects::runs;
@@ -75,13 +74,6 @@ async fn a_queued_end_waits_for_its_finalizer_to_drain() {
     let store = env.store();
     let client = Client::new(&server.url(), None, Duration::from_secs(5)).unwrap();
     let (sid, path) = env.session(&synthetic_transcript(SessionId::new_random(), 3, true));
-    let ended = |server: &kcap::server::Server| {
-        server
-            .storage()
-            .summary(sid)
-            .unwrap()
-            .is_some_and(|s| s.ended.is_some())
-    };
     let generation = store.spawn_machine(sid, &path, Timings::default(), 1).unwrap();
     let mut body = json!({"session_id": sid.dashless(), "reason": "complete"});
     body[runs::RUN_KEY] = 0.into();
@@ -95,14 +87,14 @@ async fn a_queued_end_waits_for_its_finalizer_to_drain() {
         assert!(flushed.busy, "{flushed:?}");
     }
     assert_eq!(store.pending_notices(Some(sid)).unwrap().len(), 1);
-    assert!(!ended(&server), "posted before its finalizer drained");
+    assert!(!ended_on(&server, sid), "posted before its finalizer drained");
     drain(&store, sid, generation);
     // A later run's finalizer, still waiting for its shutdown, does not hold run 1's end back.
     store.spawn_machine(sid, &path, Timings::default(), 2).unwrap();
     let flushed = outbox::flush(&store, &client, Some(sid), Flush::All).await;
     assert_eq!((flushed.delivered, &flushed.failed), (1, &None), "{flushed:?}");
     assert!(store.pending_notices(Some(sid)).unwrap().is_empty());
-    assert!(ended(&server), "not posted once its finalizer drained");
+    assert!(ended_on(&server, sid), "not posted once its finalizer drained");
 }
 
 /// The race itself, with real processes: sweeps run back to back for as long as a sessionEnd
@@ -123,11 +115,7 @@ async fn a_sweep_during_a_session_end_never_posts_the_end_before_the_tail() {
     let url = recorder.url();
     let mut early = Vec::new();
     for round in 0..8 {
-        let sid = SessionId::new_random();
-        let path = transcript_path(&env.copilot_home, sid);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        let mut content = synthetic_transcript(sid, 10, false);
-        std::fs::write(&path, &content).unwrap();
+        let (sid, path, mut content) = session_with(&env, |sid| synthetic_transcript(sid, 10, false));
         // Sweeps back to back for as long as the hook runs.
         let running = Arc::new(AtomicBool::new(true));
         let sweeps = {
@@ -144,25 +132,13 @@ async fn a_sweep_during_a_session_end_never_posts_the_end_before_the_tail() {
             })
         };
         let end = payload(&sid.to_string(), json!({"reason": "complete"}));
-        let (out, _) = run_hook(
-            &env,
-            &url,
-            "sessionEnd",
-            &end,
-            // Far past the hook's 8 s cap: the finalizer must not time out and drain before
-            // the test has appended the tail, however slow the machine.
-            &[("KCAP_SHUTDOWN_BUDGET_MS", "60000")],
-        )
-        .await;
-        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        // Far past the hook's 8 s cap: the finalizer must not time out and drain before the
+        // test has appended the tail, however slow the machine.
+        let budget = [("KCAP_SHUTDOWN_BUDGET_MS", "60000")];
+        hook_ok(&env, &url, "sessionEnd", &end, &budget).await;
         running.store(false, Ordering::Relaxed);
         // Nothing may have posted the end yet: the agent has not written its tail.
-        if server
-            .storage()
-            .summary(sid)
-            .unwrap()
-            .is_some_and(|s| s.ended.is_some())
-        {
+        if ended_on(&server, sid) {
             early.push(round);
         }
         // The agent writes its shutdown after the hook returned.
@@ -176,12 +152,7 @@ async fn a_sweep_during_a_session_end_never_posts_the_end_before_the_tail() {
         assert!(ran > 0, "round {round}: no sweep ran during the hook");
         assert!(
             wait_until("the tail and the end", PATIENCE, || {
-                server.session(sid).lines.len() == 11
-                    && server
-                        .storage()
-                        .summary(sid)
-                        .unwrap()
-                        .is_some_and(|s| s.ended.is_some())
+                server.session(sid).lines.len() == 11 && ended_on(&server, sid)
             })
             .await,
             "round {round}: {}",

@@ -129,11 +129,7 @@ async fn server_answers_503_twice_then_200() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn server_down_for_the_whole_budget_parks_then_resume_delivers_once() {
-    let env = Env::new();
-    let addr = free_port();
-    let url = format!("http://{addr}");
-    let content = transcript();
-    let (sid, path) = env.session(&content);
+    let (env, addr, url, content, sid, path) = server_down();
     env.kcap(&url)
         .env("KCAP_DELIVERY_BUDGET_MS", "1200")
         .args(["copilot-finalize", "--foreground", &sid.to_string()])
@@ -147,12 +143,7 @@ async fn server_down_for_the_whole_budget_parks_then_resume_delivers_once() {
     assert!(String::from_utf8_lossy(&status.stdout).contains("Parked"));
 
     let server = Server::start(addr, None).await.unwrap();
-    let out = env
-        .kcap(&url)
-        .args(["finalize", "--resume"])
-        .output()
-        .await
-        .unwrap();
+    let out = env.run(&url, &["finalize", "--resume"]).await;
     assert!(out.status.success(), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("drained"),
@@ -162,12 +153,7 @@ async fn server_down_for_the_whole_budget_parks_then_resume_delivers_once() {
     assert_exactly_once(&server, sid, &content);
     // A second resume has nothing left to do and sends nothing.
     let requests = server.requests();
-    let out = env
-        .kcap(&url)
-        .args(["finalize", "--resume"])
-        .output()
-        .await
-        .unwrap();
+    let out = env.run(&url, &["finalize", "--resume"]).await;
     assert!(out.status.success());
     assert_eq!(server.requests(), requests);
 }
@@ -263,12 +249,7 @@ async fn status_inspect_and_machine_show_what_happened() {
         "{status}"
     );
 
-    let inspect = env
-        .kcap(&server.url())
-        .args(["inspect", &sid.to_string()])
-        .output()
-        .await
-        .unwrap();
+    let inspect = env.run(&server.url(), &["inspect", &sid.to_string()]).await;
     let inspect = String::from_utf8_lossy(&inspect.stdout);
     for expected in [
         "Drained at",
@@ -280,11 +261,8 @@ async fn status_inspect_and_machine_show_what_happened() {
         assert!(inspect.contains(expected), "missing {expected:?} in\n{inspect}");
     }
     let json = env
-        .kcap(&server.url())
-        .args(["inspect", "--json", &sid.to_string()])
-        .output()
-        .await
-        .unwrap();
+        .run(&server.url(), &["inspect", "--json", &sid.to_string()])
+        .await;
     let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(
         json["log"].as_array().unwrap().len(),
@@ -293,12 +271,7 @@ async fn status_inspect_and_machine_show_what_happened() {
     assert_eq!(json["watermark"]["next_line"], 55);
     assert_eq!(json["replay_mismatches"], 0);
 
-    let bad = env
-        .kcap(&server.url())
-        .args(["inspect", "../../etc"])
-        .output()
-        .await
-        .unwrap();
+    let bad = env.run(&server.url(), &["inspect", "../../etc"]).await;
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("UUID"));
 
     let machine = env.kcap(&server.url()).arg("machine").output().await.unwrap();

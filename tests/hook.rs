@@ -61,11 +61,7 @@ async fn session_end_spawns_the_finalizer_before_any_network_call_even_with_the_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn hooks_return_quickly_with_the_server_down() {
-    let env = Env::new();
-    let addr = free_port();
-    let url = format!("http://{addr}");
-    let content = transcript();
-    let (sid, _) = env.session(&content);
+    let (env, addr, url, content, sid, _) = server_down();
     let _guard = Watchers(&env, vec![sid]);
     for event in ["sessionStart", "agentStop", "notification", "sessionEnd"] {
         let (out, took) = run_hook(
@@ -99,12 +95,7 @@ async fn hooks_return_quickly_with_the_server_down() {
         .collect();
     assert_eq!(kinds.len(), 3, "start, notification and end are kept: {kinds:?}");
     let server = Server::start(addr, None).await.unwrap();
-    let out = env
-        .kcap(&url)
-        .args(["finalize", "--resume"])
-        .output()
-        .await
-        .unwrap();
+    let out = env.run(&url, &["finalize", "--resume"]).await;
     assert!(out.status.success(), "{out:?}\n{}", env.log_of(sid));
     assert_exactly_once(&server, sid, &content);
     let summary = server.storage().summary(sid).unwrap().unwrap();
@@ -231,12 +222,7 @@ async fn a_live_session_through_the_hooks_stores_every_line_once() {
     .await;
     assert_exactly_once(&server, sid, &content);
     // Watcher, finalizer, then a batch import of the same session: still each line once.
-    let import = env
-        .kcap(&server.url())
-        .args(["import", "--copilot"])
-        .output()
-        .await
-        .unwrap();
+    let import = env.run(&server.url(), &["import", "--copilot"]).await;
     assert!(
         String::from_utf8_lossy(&import.stdout).contains("0 lines sent"),
         "{import:?}"
@@ -254,11 +240,7 @@ async fn a_live_session_through_the_hooks_stores_every_line_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_watcher_survives_a_server_outage_and_keeps_its_position() {
-    let env = Env::new();
-    let addr = free_port();
-    let url = format!("http://{addr}");
-    let content = transcript();
-    let (sid, path) = env.session(&content);
+    let (env, addr, url, content, sid, path) = server_down();
     let _guard = Watchers(&env, vec![sid]);
     let _watch = env
         .kcap(&url)
@@ -290,10 +272,7 @@ async fn the_watcher_survives_a_server_outage_and_keeps_its_position() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_session_end_left_in_the_outbox_is_delivered_by_the_sweep() {
-    let env = Env::new();
-    let addr = free_port();
-    let url = format!("http://{addr}");
-    let (sid, _) = env.session(&transcript());
+    let (env, addr, url, _, sid, _) = server_down();
     let _guard = Watchers(&env, vec![sid]);
     let end = payload(&sid.to_string(), json!({"reason": "abort"}));
     assert!(run_hook(
@@ -324,12 +303,7 @@ async fn a_session_end_left_in_the_outbox_is_delivered_by_the_sweep() {
         },
     )
     .await;
-    let out = env
-        .kcap(&url)
-        .args(["finalize", "--resume"])
-        .output()
-        .await
-        .unwrap();
+    let out = env.run(&url, &["finalize", "--resume"]).await;
     assert!(out.status.success(), "{out:?}");
     // The sweep posts it, or leaves it to the detached finalizer when that one still holds its
     // claim (it flushes its session's end after it drained): either way it arrives, once.

@@ -45,6 +45,10 @@ fn trace(timings: Timings, inputs: &[Input]) -> String {
     out
 }
 
+fn observed(now: u64, tail: Tail) -> Input {
+    Input::TailObserved { now, tail }
+}
+
 fn acked(now: u64, next_line: u64, drained: bool) -> Input {
     Input::BatchAcked {
         now,
@@ -70,10 +74,7 @@ fn trace_shutdown_already_present() {
     let t = Timings::default();
     let inputs = [
         Input::Started { now: 20 },
-        Input::TailObserved {
-            now: 25,
-            tail: Tail::Shutdown { offset: 160_420 },
-        },
+        observed(25, Tail::Shutdown { offset: 160_420 }),
         acked(60, 55, true),
     ];
     settings().bind(|| insta::assert_snapshot!("trace_shutdown_already_present", trace(t, &inputs)));
@@ -84,20 +85,11 @@ fn trace_shutdown_arrives_late() {
     let t = Timings::default();
     let inputs = [
         Input::Started { now: 20 },
-        Input::TailObserved {
-            now: 25,
-            tail: Tail::NotYet,
-        },
+        observed(25, Tail::NotYet),
         Input::Woke { now: 325 },
-        Input::TailObserved {
-            now: 326,
-            tail: Tail::NotYet,
-        },
+        observed(326, Tail::NotYet),
         Input::Woke { now: 626 },
-        Input::TailObserved {
-            now: 627,
-            tail: Tail::Shutdown { offset: 160_420 },
-        },
+        observed(627, Tail::Shutdown { offset: 160_420 }),
         acked(660, 1_000, false),
         acked(700, 1_431, true),
     ];
@@ -112,20 +104,11 @@ fn trace_budget_runs_out() {
     };
     let inputs = [
         Input::Started { now: 20 },
-        Input::TailObserved {
-            now: 25,
-            tail: Tail::NotYet,
-        },
+        observed(25, Tail::NotYet),
         Input::Woke { now: 325 },
-        Input::TailObserved {
-            now: 326,
-            tail: Tail::NotYet,
-        },
+        observed(326, Tail::NotYet),
         Input::Woke { now: 600 },
-        Input::TailObserved {
-            now: 601,
-            tail: Tail::NotYet,
-        },
+        observed(601, Tail::NotYet),
         acked(640, 54, true),
     ];
     settings().bind(|| insta::assert_snapshot!("trace_budget_runs_out", trace(t, &inputs)));
@@ -139,10 +122,7 @@ fn trace_server_down_then_back() {
     };
     let mut inputs = vec![
         Input::Started { now: 20 },
-        Input::TailObserved {
-            now: 25,
-            tail: Tail::Shutdown { offset: 160_420 },
-        },
+        observed(25, Tail::Shutdown { offset: 160_420 }),
     ];
     // Failures at 30, 280, 780, 1780: the next retry (at 3780) would pass the deadline at 2025.
     for (fail_at, woke_at) in [(30, 280), (280, 780), (780, 1_780)] {
@@ -162,10 +142,7 @@ fn trace_crash_mid_drain_then_resume() {
     // The log as a killed finalizer left it: two batches acknowledged, a third in flight.
     let logged = [
         Input::Started { now: 20 },
-        Input::TailObserved {
-            now: 25,
-            tail: Tail::Shutdown { offset: 3_000_000 },
-        },
+        observed(25, Tail::Shutdown { offset: 3_000_000 }),
         acked(60, 1_000, false),
         acked(90, 2_000, false),
     ];

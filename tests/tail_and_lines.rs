@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use kcap::effects::lines::{Limits, LineReader};
+use kcap::effects::lines::{Batch, Limits, LineReader};
 use kcap::effects::tail::TailObserver;
 use kcap::machine::{Tail, Watermark};
 
@@ -156,15 +156,36 @@ fn incremental_observation_follows_appends_resumes_and_replacement() {
     assert_eq!(tail.observe(), Tail::Missing);
 }
 
+/// The reader's batch from `w`; the transcript must be there.
+#[track_caller]
+fn read_batch(reader: &mut LineReader, w: Watermark, limits: Limits, take_unterminated: bool) -> Batch {
+    reader
+        .read_batch(w, limits, take_unterminated)
+        .unwrap()
+        .expect("transcript present")
+}
+
+/// The reader's batch from `w` with the default limits, holding an unfinished line back.
+#[track_caller]
+fn next_batch(reader: &mut LineReader, w: Watermark) -> Batch {
+    read_batch(reader, w, Limits::default(), false)
+}
+
+/// The position before line `next_line`, at byte `offset`, with no line open.
+fn before_line(next_line: u64, offset: u64) -> Watermark {
+    Watermark {
+        next_line,
+        offset,
+        open_line: false,
+    }
+}
+
 fn read_all(path: &Path, limits: Limits, take_unterminated: bool) -> (Vec<(u64, String)>, Watermark) {
     let mut reader = LineReader::new(path);
     let mut w = Watermark::default();
     let mut out = Vec::new();
     loop {
-        let batch = reader
-            .read_batch(w, limits, take_unterminated)
-            .unwrap()
-            .expect("transcript present");
+        let batch = read_batch(&mut reader, w, limits, take_unterminated);
         out.extend(
             batch
                 .lines
@@ -188,14 +209,7 @@ fn line_numbers_count_blank_lines_and_crlf_is_stripped() {
         lines,
         vec![(0, START.into()), (2, MSG.into()), (4, SHUTDOWN.into())]
     );
-    assert_eq!(
-        end,
-        Watermark {
-            next_line: 5,
-            offset: c.len() as u64,
-            open_line: false
-        }
-    );
+    assert_eq!(end, before_line(5, c.len() as u64));
 }
 
 #[test]
@@ -212,10 +226,7 @@ fn batches_respect_line_and_byte_limits_and_a_big_line_goes_alone() {
     let mut w = Watermark::default();
     let mut sizes = Vec::new();
     loop {
-        let batch = reader
-            .read_batch(w, limits, false)
-            .unwrap()
-            .expect("transcript present");
+        let batch = read_batch(&mut reader, w, limits, false);
         assert!(
             batch.lines.len() == 1 || batch.bytes() <= limits.max_bytes,
             "a batch of several lines over the byte bound: {}",
@@ -238,14 +249,7 @@ fn unterminated_line_waits_unless_complete_or_budget_over() {
     let path = file_with(dir.path(), format!("{START}\n{half}").as_bytes());
     let (lines, end) = read_all(&path, Limits::default(), false);
     assert_eq!(lines.len(), 1);
-    assert_eq!(
-        end,
-        Watermark {
-            next_line: 1,
-            offset: START.len() as u64 + 1,
-            open_line: false
-        }
-    );
+    assert_eq!(end, before_line(1, START.len() as u64 + 1));
     // Budget over: the fragment goes as it is.
     let (lines, end) = read_all(&path, Limits::default(), true);
     assert_eq!(lines.last().unwrap(), &(1, half.to_string()));
@@ -254,17 +258,11 @@ fn unterminated_line_waits_unless_complete_or_budget_over() {
     // A complete object without its newline goes; its newline arriving later starts no new line.
     let path = file_with(dir.path(), format!("{START}\n{SHUTDOWN}").as_bytes());
     let mut reader = LineReader::new(&path);
-    let first = reader
-        .read_batch(Watermark::default(), Limits::default(), false)
-        .unwrap()
-        .expect("transcript present");
+    let first = next_batch(&mut reader, Watermark::default());
     assert_eq!(first.lines.len(), 2);
     assert!(first.end.open_line);
     append(&path, format!("\n{MSG}\n").as_bytes());
-    let second = reader
-        .read_batch(first.end, Limits::default(), false)
-        .unwrap()
-        .expect("transcript present");
+    let second = next_batch(&mut reader, first.end);
     assert_eq!(second.lines.iter().map(|l| l.number).collect::<Vec<_>>(), vec![2]);
     assert_eq!(second.end.next_line, 3);
     assert!(!second.end.open_line);
@@ -275,29 +273,13 @@ fn reading_resumes_from_a_watermark_with_a_fresh_reader() {
     let dir = tempfile::tempdir().unwrap();
     let c = format!("{START}\n\n{MSG}\n{SHUTDOWN}\n");
     let path = file_with(dir.path(), c.as_bytes());
-    let (all, _) = read_all(
-        &path,
-        Limits {
-            max_lines: 1,
-            max_bytes: 1 << 20,
-        },
-        false,
-    );
-    let first = LineReader::new(&path)
-        .read_batch(
-            Watermark::default(),
-            Limits {
-                max_lines: 1,
-                max_bytes: 1 << 20,
-            },
-            false,
-        )
-        .unwrap()
-        .expect("transcript present");
-    let rest = LineReader::new(&path)
-        .read_batch(first.end, Limits::default(), false)
-        .unwrap()
-        .expect("transcript present");
+    let one_line = Limits {
+        max_lines: 1,
+        max_bytes: 1 << 20,
+    };
+    let (all, _) = read_all(&path, one_line, false);
+    let first = read_batch(&mut LineReader::new(&path), Watermark::default(), one_line, false);
+    let rest = next_batch(&mut LineReader::new(&path), first.end);
     let mut joined: Vec<u64> = first.lines.iter().chain(&rest.lines).map(|l| l.number).collect();
     joined.dedup();
     assert_eq!(joined, all.iter().map(|(n, _)| *n).collect::<Vec<_>>());
@@ -311,18 +293,8 @@ fn skip_to_line_counts_every_line() {
     let mut reader = LineReader::new(&path);
     let w = reader.skip_to_line(Watermark::default(), 3).unwrap();
     let expected_offset = (START.len() + 1 + 1 + MSG.len() + 1) as u64;
-    assert_eq!(
-        w,
-        Watermark {
-            next_line: 3,
-            offset: expected_offset,
-            open_line: false
-        }
-    );
-    let rest = reader
-        .read_batch(w, Limits::default(), false)
-        .unwrap()
-        .expect("transcript present");
+    assert_eq!(w, before_line(3, expected_offset));
+    let rest = next_batch(&mut reader, w);
     assert_eq!(
         rest.lines.iter().map(|l| l.number).collect::<Vec<_>>(),
         vec![3, 4]
@@ -343,10 +315,7 @@ fn a_transcript_rewritten_in_place_mid_line_is_read_again_from_line_0() {
     let dir = tempfile::tempdir().unwrap();
     let path = file_with(dir.path(), format!("{MSG}\n{MSG}\n").as_bytes());
     let mut reader = LineReader::new(&path);
-    let first = reader
-        .read_batch(Watermark::default(), Limits::default(), false)
-        .unwrap()
-        .expect("transcript present");
+    let first = next_batch(&mut reader, Watermark::default());
     assert_eq!(first.end.next_line, 2);
     let long = r#"{"type":"assistant.message","data":{"content":"a longer line than before"}}"#;
     let rewritten = format!("{long}\n{long}\n{long}\n");
@@ -361,10 +330,7 @@ fn a_transcript_rewritten_in_place_mid_line_is_read_again_from_line_0() {
     assert!(rewritten.as_bytes()[first.end.offset as usize - 1] != b'\n');
 
     for (name, mut r) in [("open reader", reader), ("fresh reader", LineReader::new(&path))] {
-        let batch = r
-            .read_batch(first.end, Limits::default(), false)
-            .unwrap()
-            .expect("transcript present");
+        let batch = next_batch(&mut r, first.end);
         assert!(batch.restarted, "{name}: not restarted");
         let got: Vec<(u64, &[u8])> = batch.lines.iter().map(|l| (l.number, &l.bytes[..])).collect();
         let want: Vec<(u64, &[u8])> = (0..3).map(|n| (n, long.as_bytes())).collect();
@@ -383,17 +349,11 @@ fn a_line_caught_half_written_is_sent_whole_once_finished() {
     let (head, tail) = MSG.split_at(15);
     let path = file_with(dir.path(), format!("{START}\n{head}").as_bytes());
     let mut reader = LineReader::new(&path);
-    let first = reader
-        .read_batch(Watermark::default(), Limits::default(), false)
-        .unwrap()
-        .expect("transcript present");
+    let first = next_batch(&mut reader, Watermark::default());
     assert_eq!(first.lines.len(), 1);
     assert!(first.held_back);
     append(&path, format!("{tail}\n{SHUTDOWN}\n").as_bytes());
-    let second = reader
-        .read_batch(first.end, Limits::default(), false)
-        .unwrap()
-        .expect("transcript present");
+    let second = next_batch(&mut reader, first.end);
     let got = numbered(&second.lines);
     assert_eq!(got, vec![(1, MSG.to_string()), (2, SHUTDOWN.to_string())]);
     assert_eq!(
@@ -405,22 +365,13 @@ fn a_line_caught_half_written_is_sent_whole_once_finished() {
     // back until its newline, and nothing of it is lost to the next read.
     let path = file_with(dir.path(), format!("{START}\n{SHUTDOWN}").as_bytes());
     let mut reader = LineReader::new(&path);
-    let first = reader
-        .read_batch(Watermark::default(), Limits::default(), false)
-        .unwrap()
-        .expect("transcript present");
+    let first = next_batch(&mut reader, Watermark::default());
     assert!(first.end.open_line);
     append(&path, b"xyz");
-    let held = reader
-        .read_batch(first.end, Limits::default(), false)
-        .unwrap()
-        .expect("transcript present");
+    let held = next_batch(&mut reader, first.end);
     assert!(held.lines.is_empty());
     append(&path, format!("\n{MSG}\n").as_bytes());
-    let next = reader
-        .read_batch(held.end, Limits::default(), false)
-        .unwrap()
-        .expect("transcript present");
+    let next = next_batch(&mut reader, held.end);
     let got = numbered(&next.lines);
     assert_eq!(got, vec![(2, MSG.to_string())]);
 }

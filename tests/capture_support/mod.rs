@@ -3,6 +3,10 @@
 //! server, and the checks every case makes.
 #![allow(dead_code)]
 
+mod session;
+#[allow(unused_imports)] // each test binary uses some of them
+pub use session::*;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

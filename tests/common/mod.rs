@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod chaos;
+pub mod outage;
 pub mod postgres;
 pub mod replace;
 pub mod rng;
@@ -26,6 +27,8 @@ use kcap::store::{MachineRecord, Store};
 pub mod fixture;
 pub mod samples;
 
+#[allow(unused_imports)] // each test binary uses some of them
+pub use outage::server_down;
 #[allow(unused_imports)] // each test binary uses some of them
 pub use samples::{real_samples, sample, samples_dir, SAMPLES, VIBE};
 
