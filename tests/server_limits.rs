@@ -180,6 +180,128 @@ async fn a_held_body_times_out_and_others_are_served_meanwhile() {
     );
 }
 
+/// Two large bodies that together exceed the body budget are both stored, one after the other.
+/// Before, each took its share chunk by chunk, both ended up holding part of the budget and
+/// waiting for the other, and both got 408 at the body timeout (nothing stored).
+#[tokio::test(flavor = "multi_thread")]
+async fn two_large_bodies_over_the_budget_together_are_both_stored() {
+    let limits = Limits {
+        large_body_budget: 24 * 1024 * 1024,
+        max_body: 24 * 1024 * 1024,
+        body_timeout: Duration::from_secs(15),
+        ..Limits::default()
+    };
+    let server = Server::start_with_limits(SocketAddr::from(([127, 0, 0, 1], 0)), None, limits)
+        .await
+        .unwrap();
+    // ~18 MB each: over the 16 MiB streaming threshold, 36 MB together.
+    let bodies: Vec<Vec<u8>> = (0..2)
+        .map(|_| serde_json::to_vec(&batch(SessionId::new_random(), 0, 9_000, 2_000)).unwrap())
+        .collect();
+    assert!(bodies
+        .iter()
+        .all(|b| b.len() > 17_000_000 && b.len() < 24_000_000));
+    let url = server.url();
+    let started = Instant::now();
+    let posts = bodies.into_iter().map(|body| {
+        let url = url.clone();
+        tokio::spawn(async move {
+            http(Duration::from_secs(60))
+                .post(format!("{url}/hooks/transcript"))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        })
+    });
+    let statuses: Vec<u16> = futures_util::future::join_all(posts)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(statuses, [200, 200], "both stored");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// A body that keeps arriving is not cut at the body timeout: past it, each MiB received gives
+/// it another second (a 195 MB tail over a slow link was cut at 120 s, and retried for ever).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_that_keeps_arriving_outlives_the_body_timeout() {
+    let limits = Limits {
+        body_timeout: Duration::from_secs(2),
+        ..Limits::default()
+    };
+    let server = Server::start_with_limits(SocketAddr::from(([127, 0, 0, 1], 0)), None, limits)
+        .await
+        .unwrap();
+    let body = serde_json::to_vec(&batch(SessionId::new_random(), 0, 2_000, 2_000)).unwrap();
+    let mut s = TcpStream::connect(server.addr()).await.unwrap();
+    s.write_all(
+        format!(
+            "POST /hooks/transcript HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    // 4 MB in 1 MB pieces, 0.9 s apart: 2.7 s in all, past the 2 s timeout.
+    for piece in body.chunks(body.len().div_ceil(4)) {
+        s.write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(900)).await;
+    }
+    let mut reply = vec![0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
+    let reply = String::from_utf8_lossy(&reply[..n]);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+}
+
+/// Clients that send a transcript request's headers and then nothing hold no thread: each
+/// streamed body's parser used to start on a blocking thread at once, and ~512 such
+/// connections (here 24, on a runtime of 8 blocking threads) left none for storing anything.
+#[test]
+fn clients_that_send_only_headers_hold_no_parser_thread() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(8)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let limits = Limits {
+            body_timeout: Duration::from_secs(60),
+            ..Limits::default()
+        };
+        let server = Server::start_with_limits(SocketAddr::from(([127, 0, 0, 1], 0)), None, limits)
+            .await
+            .unwrap();
+        let mut held = Vec::new();
+        for _ in 0..24 {
+            let mut s = TcpStream::connect(server.addr()).await.unwrap();
+            s.write_all(
+                b"POST /hooks/transcript HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+            )
+            .await
+            .unwrap();
+            held.push(s);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let started = Instant::now();
+        assert_eq!(store_one(&server.url()).await, 200, "a ready batch was stored");
+        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+        drop(held);
+    });
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn small_bodies_held_short_take_no_ingest_slot() {
     // Twice as many slow senders as ingest slots, each declaring a small body and sending part
@@ -207,6 +329,34 @@ async fn small_bodies_held_short_take_no_ingest_slot() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(store_one(&server.url()).await, 200, "a ready batch got no slot");
     drop(held);
+}
+
+/// An over-limit hook body is refused with a JSON error, like every other error (axum's own
+/// answer was plain text).
+#[tokio::test]
+async fn an_oversized_hook_body_gets_a_json_413() {
+    let server = Server::start(SocketAddr::from(([127, 0, 0, 1], 0)), None)
+        .await
+        .unwrap();
+    let mut s = TcpStream::connect(server.addr()).await.unwrap();
+    s.write_all(
+        b"POST /hooks/notification HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 1100000\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    // Over the 1 MiB hook limit: read up to the limit, then refused.
+    s.write_all(&vec![b' '; 1_100_000]).await.unwrap();
+    let mut reply = vec![0u8; 2048];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
+    let reply = String::from_utf8_lossy(&reply[..n]);
+    assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
+    assert!(
+        reply.contains("application/json") && reply.contains(r#"{"error":"#),
+        "{reply}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

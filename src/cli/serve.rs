@@ -65,7 +65,8 @@ pub struct ServeArgs {
     /// opened or the head's first byte arrived (half-open and slow-header clients are cut off).
     #[arg(long, default_value = "10", value_parser = seconds, value_name = "SECONDS")]
     pub header_timeout: Duration,
-    /// Seconds a request body may take to arrive in full (408 after).
+    /// Seconds a request body may take to arrive in full, plus one second per MiB received:
+    /// a large body over a slow link keeps going while it averages 1 MiB/s (408 after).
     #[arg(long, default_value = "120", value_parser = seconds, value_name = "SECONDS")]
     pub body_timeout: Duration,
     /// Seconds a keep-alive connection may sit without a request before it is closed.
@@ -79,8 +80,10 @@ pub struct ServeArgs {
     /// this, not store size. A batch waiting longer than 30 s for a slot gets a 503 (retry).
     #[arg(long, default_value_t = 8)]
     pub max_ingest: usize,
-    /// Bytes that bodies over 16 MiB may hold at once, all together (they are parsed as they
-    /// arrive, each chunk taking its share first). Never below --max-body.
+    /// Bytes that transcript bodies may hold at once, all together. Each reserves its declared
+    /// length once its first bytes arrive (a chunked one takes its share as it arrives, one at a
+    /// time), so bodies over the budget together are read one after the other; a wait past 30 s
+    /// is a 503. Bodies over 16 MiB are parsed as they arrive. Never below --max-body.
     #[arg(long, default_value_t = 256 * 1024 * 1024)]
     pub large_body_budget: u64,
     /// Largest transcript batch body in bytes (413 above; kcap clients then split the batch).

@@ -1,4 +1,5 @@
-//! Reading request bodies within the server's limits: a size cap, a deadline, and for large
+//! Reading request bodies within the server's limits: a size cap, a deadline that a body keeps
+//! moving by arriving, a memory budget that bodies reserve before they are read, and for large
 //! bodies a streaming parse so that a 195 MB batch costs its decoded lines, not also a second
 //! copy of its raw bytes.
 
@@ -14,15 +15,28 @@ use tokio::time::Instant;
 /// parsed as they arrive.
 pub const STREAM_ABOVE: u64 = 16 * 1024 * 1024;
 
+/// Past the body timeout, a body must keep arriving at this rate on average: each MiB received
+/// moves its deadline a second later, so a 195 MB batch over a slow link is not cut at the
+/// timeout, while a client that stops sending is cut about the timeout after it started.
+pub const MIN_BODY_RATE: u64 = 1024 * 1024;
+
 /// Why a body could not be read.
 #[derive(Debug)]
 pub enum BodyError {
     /// Over the limit, in bytes.
     TooLarge(u64),
-    /// Not complete within the body timeout.
+    /// Not complete in time: the body timeout, plus a second per MiB received.
     TimedOut(Duration),
     /// The client went away or sent a broken body.
     Broken(String),
+    /// No share of the body budget (or no turn for a body of unknown length) came within the
+    /// queue timeout: the client retries later.
+    Busy,
+}
+
+/// When a body that started at `start` and has `received` bytes so far must be complete.
+fn deadline(start: Instant, timeout: Duration, received: u64) -> Instant {
+    start + timeout + Duration::from_secs(received / MIN_BODY_RATE)
 }
 
 async fn next_frame(
@@ -49,78 +63,148 @@ async fn next_frame(
     }
 }
 
-/// Collects a body of at most `max` bytes within `timeout`. Every chunk first takes its size
-/// from `budget` (see [`take_share`]); the returned permit holds it until the caller drops it,
-/// so bodies being read never hold more memory than the budget, and a client that stops sending
-/// holds only what it sent.
-pub async fn collect(
-    mut body: Body,
-    max: u64,
-    timeout: Duration,
-    budget: &Arc<Semaphore>,
-) -> Result<(Bytes, Option<OwnedSemaphorePermit>), BodyError> {
-    let deadline = Instant::now() + timeout;
-    let mut out = Vec::new();
-    let mut held = None;
-    while let Some(data) = next_frame(&mut body, deadline, timeout).await? {
-        let total = out.len() as u64;
-        if total + data.len() as u64 > max {
-            return Err(BodyError::TooLarge(max));
-        }
-        take_share(budget, &mut held, total, data.len() as u64, deadline, timeout).await?;
-        out.extend_from_slice(&data);
-    }
-    Ok((Bytes::from(out), held))
+/// How a body is read: its size cap, its timeout, the budget its bytes come from, and how long
+/// it may wait for a share of that budget.
+#[derive(Clone)]
+pub struct Reading {
+    pub max: u64,
+    pub timeout: Duration,
+    pub budget: Arc<Semaphore>,
+    /// Lets one body of unknown length (chunked) at a time take the budget as it arrives.
+    pub unsized_turn: Arc<Semaphore>,
+    pub queue_timeout: Duration,
 }
 
-/// Takes the share of `budget` that `len` more bytes add to a body of `total` bytes, in
-/// [`BUDGET_UNIT`]s, into `held`; waits for it no later than `deadline`.
-async fn take_share(
-    budget: &Arc<Semaphore>,
-    held: &mut Option<OwnedSemaphorePermit>,
+/// What a body holds of the budget until it is stored.
+pub struct Held {
+    _budget: Option<OwnedSemaphorePermit>,
+    _turn: Option<OwnedSemaphorePermit>,
+}
+
+/// Reads a body's first chunk, then takes its share of the budget: a body of declared length
+/// reserves all of it at once, before it is read on. No body then holds part of the budget while
+/// it waits for more, so bodies that together exceed the budget are read one after the other
+/// instead of each holding a part and waiting for the others until all time out. A body of
+/// unknown length takes the budget as it arrives, one such body at a time (it is then the only
+/// one that can wait while holding, and it waits only for bodies that already hold all they
+/// need). Nothing is taken before the first chunk: a client that sends only headers holds nothing.
+async fn admit(
+    body: &mut Body,
+    declared: Option<u64>,
+    how: &Reading,
+    start: Instant,
+) -> Result<(Option<Bytes>, Held), BodyError> {
+    let first = next_frame(body, deadline(start, how.timeout, 0), how.timeout).await?;
+    let mut held = Held {
+        _budget: None,
+        _turn: None,
+    };
+    if first.is_none() {
+        return Ok((None, held));
+    }
+    let until = Instant::now() + how.queue_timeout;
+    match declared {
+        Some(len) => {
+            let units = len.div_ceil(BUDGET_UNIT).max(1) as u32;
+            held._budget = Some(
+                tokio::time::timeout_at(until, how.budget.clone().acquire_many_owned(units))
+                    .await
+                    .map_err(|_| BodyError::Busy)?
+                    .map_err(|_| BodyError::Broken("server stopping".into()))?,
+            );
+        }
+        None => {
+            held._turn = Some(
+                tokio::time::timeout_at(until, how.unsized_turn.clone().acquire_owned())
+                    .await
+                    .map_err(|_| BodyError::Busy)?
+                    .map_err(|_| BodyError::Broken("server stopping".into()))?,
+            );
+        }
+    }
+    Ok((first, held))
+}
+
+/// Budget a body of unknown length takes for `len` more bytes on top of `total`, merged into
+/// `held` (bodies of declared length reserved theirs in [`admit`]).
+async fn take_unsized(
+    how: &Reading,
+    held: &mut Held,
     total: u64,
     len: u64,
-    deadline: Instant,
-    timeout: Duration,
+    until: Instant,
 ) -> Result<(), BodyError> {
+    if held._turn.is_none() {
+        return Ok(());
+    }
     let units = ((total + len).div_ceil(BUDGET_UNIT) - total.div_ceil(BUDGET_UNIT)) as u32;
     if units == 0 {
         return Ok(());
     }
-    let permit = tokio::time::timeout_at(deadline, budget.clone().acquire_many_owned(units))
+    let permit = tokio::time::timeout_at(until, how.budget.clone().acquire_many_owned(units))
         .await
-        .map_err(|_| BodyError::TimedOut(timeout))?
+        .map_err(|_| BodyError::TimedOut(how.timeout))?
         .map_err(|_| BodyError::Broken("server stopping".into()))?;
-    match held.as_mut() {
+    match held._budget.as_mut() {
         Some(h) => h.merge(permit),
-        None => *held = Some(permit),
+        None => held._budget = Some(permit),
     }
     Ok(())
 }
 
+/// Collects a body of `declared` bytes (at most `how.max`) whole, once its share of the budget
+/// is reserved (see [`admit`]); the returned [`Held`] keeps that share until the caller drops it.
+pub async fn collect(mut body: Body, declared: u64, how: &Reading) -> Result<(Bytes, Held), BodyError> {
+    let start = Instant::now();
+    let (first, held) = admit(&mut body, Some(declared), how, start).await?;
+    let Some(first) = first else {
+        return Ok((Bytes::new(), held));
+    };
+    // The whole declared length is reserved: allocating it at once is within the budget.
+    let mut out = Vec::with_capacity(declared.min(how.max) as usize);
+    let mut data = Some(first);
+    while let Some(chunk) = data {
+        if (out.len() + chunk.len()) as u64 > declared.min(how.max) {
+            return Err(BodyError::TooLarge(how.max));
+        }
+        out.extend_from_slice(&chunk);
+        data = next_frame(
+            &mut body,
+            deadline(start, how.timeout, out.len() as u64),
+            how.timeout,
+        )
+        .await?;
+    }
+    Ok((Bytes::from(out), held))
+}
+
 /// Reads a body to its end within `timeout`, keeping nothing.
 pub async fn collect_discarding(mut body: Body, timeout: Duration) -> Result<(), BodyError> {
-    let deadline = Instant::now() + timeout;
-    while next_frame(&mut body, deadline, timeout).await?.is_some() {}
+    let start = Instant::now();
+    let mut received = 0u64;
+    while let Some(data) = next_frame(&mut body, deadline(start, timeout, received), timeout).await? {
+        received += data.len() as u64;
+    }
     Ok(())
 }
 
-/// Units of the large-body memory budget.
+/// Units of the body budget.
 pub const BUDGET_UNIT: u64 = 64 * 1024;
 
 /// Feeds a body, chunk by chunk, to `parse` running on a blocking thread; returns what `parse`
-/// returned, or why the body failed (then `parse` sees a truncated stream and fails too).
-/// Every chunk first takes its size from `budget` (in [`BUDGET_UNIT`]s), held until the reply:
-/// all large bodies together never hold more than the budget, and a client that stops sending
-/// holds only what it sent, until the body timeout.
+/// returned, or why the body failed (then `parse` sees a truncated stream and fails too). The
+/// parser's thread starts only once the body is admitted (see [`admit`]): a client that sends
+/// headers and then nothing holds no thread, so such clients cannot use up the blocking threads
+/// every stored batch needs. Bodies of declared length reserve their whole share up front; at
+/// most the budget over [`STREAM_ABOVE`] of them stream at once.
 pub async fn stream_into<T: Send + 'static>(
     mut body: Body,
-    max: u64,
-    timeout: Duration,
-    budget: Arc<Semaphore>,
+    declared: Option<u64>,
+    how: &Reading,
     parse: impl FnOnce(&mut dyn Read) -> T + Send + 'static,
 ) -> Result<T, BodyError> {
-    let deadline = Instant::now() + timeout;
+    let start = Instant::now();
+    let (first, mut held) = admit(&mut body, declared, how, start).await?;
     // Two chunks in flight: the parser never waits long, and memory stays a few frames.
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(2);
     let parser = tokio::task::spawn_blocking(move || {
@@ -133,19 +217,22 @@ pub async fn stream_into<T: Send + 'static>(
         );
         parse(&mut reader)
     });
+    let max = declared.unwrap_or(how.max).min(how.max);
     let mut total = 0u64;
-    let mut held: Option<OwnedSemaphorePermit> = None;
     let fed = async {
-        while let Some(data) = next_frame(&mut body, deadline, timeout).await? {
-            if total + data.len() as u64 > max {
-                return Err(BodyError::TooLarge(max));
+        let mut data = first;
+        while let Some(chunk) = data {
+            if total + chunk.len() as u64 > max {
+                return Err(BodyError::TooLarge(how.max));
             }
-            take_share(&budget, &mut held, total, data.len() as u64, deadline, timeout).await?;
-            total += data.len() as u64;
-            if tx.send(data).await.is_err() {
+            let until = deadline(start, how.timeout, total);
+            take_unsized(how, &mut held, total, chunk.len() as u64, until).await?;
+            total += chunk.len() as u64;
+            if tx.send(chunk).await.is_err() {
                 // The parser stopped early (malformed JSON): its error is the answer.
                 break;
             }
+            data = next_frame(&mut body, deadline(start, how.timeout, total), how.timeout).await?;
         }
         Ok(())
     }

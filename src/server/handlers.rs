@@ -158,6 +158,7 @@ fn body_error(e: BodyError) -> Response {
             &format!("request body not complete within {} s", t.as_secs_f64()),
         ),
         BodyError::Broken(m) => error(StatusCode::BAD_REQUEST, &format!("unreadable body: {m}")),
+        BodyError::Busy => busy(),
     }
 }
 
@@ -329,30 +330,30 @@ async fn transcript(
     if let Some(declared) = declared.filter(|d| *d > limits.max_body) {
         return refuse_oversize(body, declared, &shared).await;
     }
-    // Every body takes its bytes from the body budget as they arrive (a client that stops
-    // sending holds only what it sent, never a slot). Large (or unsized) bodies are parsed as they
-    // arrive; small ones are collected first and only then take one of `max_ingest` slots for the
-    // parse and the transaction, so slow senders cannot keep the ready ones waiting.
+    // Every body reserves its share of the body budget once its first bytes arrive (see
+    // body::admit). Large (or unsized) bodies are parsed as they arrive; small ones are collected
+    // first and only then take one of `max_ingest` slots for the parse and the transaction, so
+    // slow senders cannot keep the ready ones waiting.
     let large = declared.is_none_or(|d| d > body::STREAM_ABOVE);
     let storage = shared.storage.clone();
-    let budget = shared.large_body_budget.clone();
+    let reading = body::Reading {
+        max: limits.max_body,
+        timeout: limits.body_timeout,
+        budget: shared.large_body_budget.clone(),
+        unsized_turn: shared.unsized_turn.clone(),
+        queue_timeout: limits.ingest_queue_timeout,
+    };
     let mut permit = None;
     let outcome = if large {
-        body::stream_into(
-            body,
-            limits.max_body,
-            limits.body_timeout,
-            budget,
-            move |reader| {
-                let batch: TranscriptBatch = serde_json::from_reader(reader)
-                    .map_err(|e| StorageError::Invalid(format!("malformed batch: {e}")))?;
-                let batch = to_batch(batch, writer)?;
-                storage.backend().ingest(&batch)
-            },
-        )
+        body::stream_into(body, declared, &reading, move |reader| {
+            let batch: TranscriptBatch = serde_json::from_reader(reader)
+                .map_err(|e| StorageError::Invalid(format!("malformed batch: {e}")))?;
+            let batch = to_batch(batch, writer)?;
+            storage.backend().ingest(&batch)
+        })
         .await
     } else {
-        match body::collect(body, limits.max_body, limits.body_timeout, &budget).await {
+        match body::collect(body, declared.unwrap_or(0), &reading).await {
             Ok((bytes, _held_until_stored)) => {
                 match tokio::time::timeout(
                     limits.ingest_queue_timeout,
@@ -436,28 +437,46 @@ async fn record(
     }
 }
 
+/// A hook's body, or why axum could not read it (over `max_hook_body`, broken).
+type HookBody = Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>;
+
+/// A hook body axum refused, answered as JSON like every other error (its own answer was
+/// plain text: "Failed to buffer the request body: length limit exceeded").
+fn hook_body_error(e: axum::extract::rejection::BytesRejection) -> Response {
+    error(e.status(), &e.body_text())
+}
+
 async fn session_start(
     State(shared): State<Arc<Shared>>,
     Extension(writer): Extension<Principal>,
     Path(_vendor): Path<String>,
-    body: axum::body::Bytes,
+    body: HookBody,
 ) -> Response {
-    record(&shared, writer, &body, LifecycleKind::Start, "source").await
+    match body {
+        Ok(body) => record(&shared, writer, &body, LifecycleKind::Start, "source").await,
+        Err(e) => hook_body_error(e),
+    }
 }
 
 async fn session_end(
     State(shared): State<Arc<Shared>>,
     Extension(writer): Extension<Principal>,
     Path(_vendor): Path<String>,
-    body: axum::body::Bytes,
+    body: HookBody,
 ) -> Response {
-    record(&shared, writer, &body, LifecycleKind::End, "ended_at").await
+    match body {
+        Ok(body) => record(&shared, writer, &body, LifecycleKind::End, "ended_at").await,
+        Err(e) => hook_body_error(e),
+    }
 }
 
 async fn notification(
     State(shared): State<Arc<Shared>>,
     Extension(writer): Extension<Principal>,
-    body: axum::body::Bytes,
+    body: HookBody,
 ) -> Response {
-    record(&shared, writer, &body, LifecycleKind::Notification, "message").await
+    match body {
+        Ok(body) => record(&shared, writer, &body, LifecycleKind::Notification, "message").await,
+        Err(e) => hook_body_error(e),
+    }
 }

@@ -29,7 +29,8 @@ pub use storage::{SessionLines, SessionSummary, Storage, StoredLine};
 pub struct Limits {
     /// A started request head must be complete within this.
     pub header_timeout: Duration,
-    /// A request body must be complete within this.
+    /// A request body must be complete within this, plus a second per MiB received (see
+    /// [`body::MIN_BODY_RATE`]).
     pub body_timeout: Duration,
     /// A connection with no request for this long is closed.
     pub idle_timeout: Duration,
@@ -37,8 +38,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// Batches of at most [`body::STREAM_ABOVE`] bytes read and stored at once at most.
     pub max_ingest: usize,
-    /// Bytes that larger bodies may hold at once, all together (they are parsed as they
-    /// arrive); with `max_ingest` × 16 MiB this bounds the memory of bodies.
+    /// Bytes that transcript bodies may hold at once, all together: each reserves its declared
+    /// length before it is read on (see [`body::stream_into`]), which bounds the memory of bodies.
     pub large_body_budget: u64,
     /// How long a batch may wait for an ingest slot before a 503 (the client retries).
     pub ingest_queue_timeout: Duration,
@@ -93,6 +94,8 @@ pub struct Shared {
     limits: Limits,
     ingest_slots: Arc<Semaphore>,
     large_body_budget: Arc<Semaphore>,
+    /// One transcript body of unknown length at a time (see [`body::stream_into`]).
+    unsized_turn: Arc<Semaphore>,
     faults: Mutex<VecDeque<Fault>>,
     requests: Mutex<u64>,
     first_request_at: Mutex<Option<crate::machine::Millis>>,
@@ -153,6 +156,7 @@ impl Server {
                 (limits.large_body_budget.max(limits.max_body) / body::BUDGET_UNIT + 1)
                     .min(Semaphore::MAX_PERMITS as u64) as usize,
             )),
+            unsized_turn: Arc::new(Semaphore::new(1)),
             limits: limits.clone(),
             faults: Mutex::new(VecDeque::new()),
             requests: Mutex::new(0),
