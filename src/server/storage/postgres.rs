@@ -663,7 +663,7 @@ impl Backend for Postgres {
                 .map(|r| (r.get::<_, i64>(0), slot_of(r.get(1), r.get(2))))
                 .collect()
             };
-            let (mut reply, mut conflicts, mut checkpoints) = (IngestReply::default(), 0u64, false);
+            let mut tally = rules::Tally::default();
             for line in &batch.lines {
                 let n = line.number as i64;
                 let before = if inserted.contains(&n) {
@@ -680,11 +680,7 @@ impl Backend for Postgres {
                             )
                             .map_err(db)?;
                         }
-                        reply.new += 1;
-                        let (shutdown, checkpoint) = rules::line_facts(&line.text);
-                        checkpoints |= checkpoint;
-                        if let Some(s) = shutdown {
-                            let usage = serde_json::to_string(&s).unwrap_or_default();
+                        if let Some(usage) = tally.stored(&line.text) {
                             tx.execute(
                                 "INSERT INTO shutdowns (session, n, usage) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
                                 &[&k, &n, &usage],
@@ -692,16 +688,16 @@ impl Backend for Postgres {
                             .map_err(db)?;
                         }
                     }
-                    LineOutcome::Duplicate => reply.duplicates += 1,
+                    LineOutcome::Duplicate => tally.duplicate(),
                     LineOutcome::Conflict => {
-                        reply.conflicts += 1;
-                        conflicts += tx
+                        let kept = tx
                             .execute(
                                 "INSERT INTO conflicts (session, n, id, text, received_at) VALUES ($1, $2, $3, $4, $5) \
                                  ON CONFLICT DO NOTHING",
                                 &[&k, &n, &line.id.as_bytes().as_slice(), &line.text.as_bytes(), &(batch.now as i64)],
                             )
                             .map_err(db)?;
+                        tally.conflict(kept);
                     }
                 }
             }
@@ -727,17 +723,17 @@ impl Backend for Postgres {
                 &[
                     &k,
                     &(contiguous as i64),
-                    &(reply.new as i64),
-                    &((reply.duplicates + reply.conflicts - conflicts) as i64),
-                    &(conflicts as i64),
+                    &(tally.reply.new as i64),
+                    &(tally.row_duplicates() as i64),
+                    &(tally.row_conflicts() as i64),
                     &(batch.now as i64),
-                    &checkpoints,
+                    &tally.checkpoints,
                     &batch.vendor,
                     &batch.repository,
                 ],
             )
             .map_err(db)?;
-            Ok(reply)
+            Ok(tally.reply)
         })
     }
 
@@ -860,12 +856,7 @@ impl Backend for Postgres {
                     &[&name, &hash.as_slice(), &(now as i64)],
                 )
                 .map_err(db)?;
-            if added == 0 {
-                return Err(StorageError::Exists(format!(
-                    "a token named {name:?} already exists"
-                )));
-            }
-            Ok(())
+            rules::token_added(name, added)
         })
     }
 
@@ -909,10 +900,7 @@ impl Backend for Postgres {
                 .query_one("SELECT EXISTS (SELECT 1 FROM tokens WHERE name = $1)", &[&name])
                 .map_err(db)?
                 .get(0);
-            if !exists {
-                return Err(StorageError::Invalid(format!("no token is named {name:?}")));
-            }
-            Ok(revoked == 1)
+            rules::token_revoked(name, revoked, exists)
         })
     }
 

@@ -467,7 +467,7 @@ impl Backend for Sqlite {
         let key = sid(session);
         self.write(|tx| {
             claim(tx, session, &batch.writer, batch.now)?;
-            let (mut reply, mut conflicts, mut checkpoints) = (IngestReply::default(), 0u64, false);
+            let mut tally = rules::Tally::default();
             let mut insert = tx
                 .prepare_cached(
                     "INSERT INTO lines (session, n, blank, id, text) VALUES (?1, ?2, 0, ?3, ?4) \
@@ -494,11 +494,7 @@ impl Backend for Sqlite {
                             )
                             .map_err(db)?;
                         }
-                        reply.new += 1;
-                        let (shutdown, checkpoint) = rules::line_facts(&line.text);
-                        checkpoints |= checkpoint;
-                        if let Some(s) = shutdown {
-                            let usage = serde_json::to_string(&s).unwrap_or_default();
+                        if let Some(usage) = tally.stored(&line.text) {
                             tx.execute(
                                 "INSERT INTO shutdowns (session, n, usage) VALUES (?1, ?2, ?3) \
                                  ON CONFLICT DO NOTHING",
@@ -507,16 +503,16 @@ impl Backend for Sqlite {
                             .map_err(db)?;
                         }
                     }
-                    LineOutcome::Duplicate => reply.duplicates += 1,
+                    LineOutcome::Duplicate => tally.duplicate(),
                     LineOutcome::Conflict => {
-                        reply.conflicts += 1;
-                        conflicts += tx
+                        let kept = tx
                             .execute(
                                 "INSERT INTO conflicts (session, n, id, text, received_at) \
                                  VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
                                 params![key, n, line.id.as_bytes(), line.text, batch.now as i64],
                             )
-                            .map_err(db)? as u64;
+                            .map_err(db)?;
+                        tally.conflict(kept as u64);
                     }
                 }
             }
@@ -543,16 +539,16 @@ impl Backend for Sqlite {
             .and_then(|mut s| s.execute(params![
                     key,
                     contiguous as i64,
-                    reply.new as i64,
-                    (reply.duplicates + reply.conflicts - conflicts) as i64,
-                    conflicts as i64,
+                    tally.reply.new as i64,
+                    tally.row_duplicates() as i64,
+                    tally.row_conflicts() as i64,
                     batch.now as i64,
-                    checkpoints,
+                    tally.checkpoints,
                     batch.vendor,
                     batch.repository
                 ]))
             .map_err(db)?;
-            Ok(reply)
+            Ok(tally.reply)
         })
     }
 
@@ -680,12 +676,7 @@ impl Backend for Sqlite {
                     params![name, hash.as_slice(), now as i64],
                 )
                 .map_err(db)?;
-            if added == 0 {
-                return Err(StorageError::Exists(format!(
-                    "a token named {name:?} already exists"
-                )));
-            }
-            Ok(())
+            rules::token_added(name, added as u64)
         })
     }
 
@@ -726,10 +717,7 @@ impl Backend for Sqlite {
                     |r| r.get(0),
                 )
                 .map_err(db)?;
-            if !exists {
-                return Err(StorageError::Invalid(format!("no token is named {name:?}")));
-            }
-            Ok(revoked == 1)
+            rules::token_revoked(name, revoked as u64, exists)
         })
     }
 
