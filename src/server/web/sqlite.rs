@@ -84,6 +84,33 @@ fn fts_query(terms: &[String]) -> String {
         .join(" ")
 }
 
+/// One page of the sessions `filter` selects, newest first, each read by `read` from the columns
+/// `select` (`SELECT … FROM sessions`) names, with how many it selects in all. The list page and
+/// the filtered API listing page alike, so they can never disagree on order or count.
+fn filtered_page<T>(
+    c: &rusqlite::Connection,
+    filter: &SessionFilter,
+    paging: Paging,
+    select: &str,
+    read: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<(Vec<T>, u64)> {
+    let (where_, mut values) = filter_sql(filter);
+    let total: i64 = c.query_row(
+        &format!("SELECT count(*) FROM sessions WHERE {where_}"),
+        params_from_iter(values.iter()),
+        |r| r.get(0),
+    )?;
+    values.push(Value::Integer(i64::from(paging.limit)));
+    values.push(Value::Integer(clamp(paging.offset)));
+    let rows = c
+        .prepare_cached(&format!(
+            "{select} WHERE {where_} ORDER BY first_seen DESC, id DESC LIMIT ? OFFSET ?"
+        ))?
+        .query_map(params_from_iter(values.iter()), read)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok((rows, total.max(0) as u64))
+}
+
 impl Sqlite {
     fn reading<T>(
         &self,
@@ -95,29 +122,13 @@ impl Sqlite {
 
 impl ReadModel for Sqlite {
     fn list_sessions(&self, filter: &SessionFilter, paging: Paging) -> Result<SessionPage, ReadError> {
-        let (where_, mut values) = filter_sql(filter);
         self.reading(|c| {
-            let total: i64 = c.query_row(
-                &format!("SELECT count(*) FROM sessions WHERE {where_}"),
-                params_from_iter(values.iter()),
-                |r| r.get(0),
-            )?;
-            values.push(Value::Integer(i64::from(paging.limit)));
-            values.push(Value::Integer(clamp(paging.offset)));
-            let rows = c
-                .prepare_cached(&format!(
-                    "{ROW} WHERE {where_} ORDER BY first_seen DESC, id DESC LIMIT ? OFFSET ?"
-                ))?
-                .query_map(params_from_iter(values.iter()), row)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let (rows, total) = filtered_page(c, filter, paging, ROW, row)?;
             let sessions = rows
                 .into_iter()
                 .map(|r| summary_of(c, r).map(SessionItem::from))
                 .collect::<rusqlite::Result<_>>()?;
-            Ok(SessionPage {
-                sessions,
-                total: total.max(0) as u64,
-            })
+            Ok(SessionPage { sessions, total })
         })
     }
 
@@ -126,22 +137,10 @@ impl ReadModel for Sqlite {
         filter: &SessionFilter,
         paging: Paging,
     ) -> Result<(Vec<SessionId>, u64), ReadError> {
-        let (where_, mut values) = filter_sql(filter);
         self.reading(|c| {
-            let total: i64 = c.query_row(
-                &format!("SELECT count(*) FROM sessions WHERE {where_}"),
-                params_from_iter(values.iter()),
-                |r| r.get(0),
-            )?;
-            values.push(Value::Integer(i64::from(paging.limit)));
-            values.push(Value::Integer(clamp(paging.offset)));
-            let ids = c
-                .prepare_cached(&format!(
-                    "SELECT id FROM sessions WHERE {where_} ORDER BY first_seen DESC, id DESC LIMIT ? OFFSET ?"
-                ))?
-                .query_map(params_from_iter(values.iter()), |r| r.get::<_, Vec<u8>>(0).map(session_of))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok((ids, total.max(0) as u64))
+            filtered_page(c, filter, paging, "SELECT id FROM sessions", |r| {
+                r.get::<_, Vec<u8>>(0).map(session_of)
+            })
         })
     }
 
