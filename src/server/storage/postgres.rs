@@ -10,6 +10,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Row, Statement, Transaction};
 
+use super::columns::{lifecycle_of, session_of, signed, SESSION_ROW};
 use super::migrations::{pending, POSTGRES};
 use super::rules::{self, LineOutcome, Slot};
 use super::{
@@ -579,20 +580,10 @@ fn frontier(tx: &mut Tx<'_>, session: SessionId, from: u64) -> Result<u64, Stora
     }
 }
 
-pub(crate) const ROW: &str =
-    "SELECT id, owner, agent, cwd, repository, contiguous, lines, duplicates, conflicts, \
-    first_seen, last_seen, started, ended, notifications, has_usage_checkpoints FROM sessions";
-
+/// A session row read with [`SESSION_ROW`].
 pub(crate) fn row(r: &postgres::Row) -> SessionRow {
-    let id: Vec<u8> = r.get(0);
-    let lifecycle = |i: usize| {
-        r.get::<_, Option<String>>(i)
-            .and_then(|s| serde_json::from_str::<Lifecycle>(&s).ok())
-    };
     SessionRow {
-        session: <[u8; 16]>::try_from(id.as_slice())
-            .map(SessionId::from_bytes)
-            .unwrap_or(SessionId::from_bytes([0; 16])),
+        session: session_of(r.get::<_, Vec<u8>>(0)),
         owner: r.get(1),
         agent: r.get(2),
         cwd: r.get(3),
@@ -603,8 +594,8 @@ pub(crate) fn row(r: &postgres::Row) -> SessionRow {
         conflicts: r.get::<_, i64>(8) as u64,
         first_seen: r.get::<_, i64>(9) as Millis,
         last_seen: r.get::<_, i64>(10) as Millis,
-        started: lifecycle(11),
-        ended: lifecycle(12),
+        started: lifecycle_of(r.get(11)),
+        ended: lifecycle_of(r.get(12)),
         notifications: r.get::<_, i64>(13) as u64,
         last_notification: None,
         has_usage_checkpoints: r.get(14),
@@ -788,7 +779,7 @@ impl Backend for Postgres {
     fn summary(&self, session: SessionId) -> Result<Option<SessionSummary>, StorageError> {
         self.with(|c| {
             let Some(r) = c
-                .query_opt(&format!("{ROW} WHERE id = $1"), &[&key(session)])
+                .query_opt(&format!("{SESSION_ROW} WHERE id = $1"), &[&key(session)])
                 .map_err(db)?
             else {
                 return Ok(None);
@@ -799,9 +790,12 @@ impl Backend for Postgres {
 
     fn summaries(&self, limit: Option<u64>) -> Result<Vec<SessionSummary>, StorageError> {
         self.with(|c| {
-            let limit = limit.map(|l| l.min(i64::MAX as u64) as i64);
+            let limit = limit.map(signed);
             let rows: Vec<SessionRow> = c
-                .query(&format!("{ROW} ORDER BY last_seen DESC LIMIT $1"), &[&limit])
+                .query(
+                    &format!("{SESSION_ROW} ORDER BY last_seen DESC LIMIT $1"),
+                    &[&limit],
+                )
                 .map_err(db)?
                 .iter()
                 .map(row)

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
+use super::columns::{lifecycle_of, session_of, signed, SESSION_ROW};
 use super::migrations::{pending, SQLITE};
 use super::rules::{self, LineOutcome, Slot};
 use super::sqlite_search;
@@ -412,21 +413,10 @@ fn frontier(tx: &Transaction<'_>, session: SessionId, from: u64) -> rusqlite::Re
     Ok(rules::advance(from, numbers))
 }
 
-fn lifecycle_column(v: Option<String>) -> Option<Lifecycle> {
-    v.and_then(|s| serde_json::from_str(&s).ok())
-}
-
-pub(crate) const ROW: &str =
-    "SELECT id, owner, agent, cwd, repository, contiguous, lines, duplicates, conflicts, \
-    first_seen, last_seen, started, ended, notifications, has_usage_checkpoints FROM sessions";
-
+/// A session row read with [`SESSION_ROW`].
 pub(crate) fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
-    let id: Vec<u8> = r.get(0)?;
-    let session = <[u8; 16]>::try_from(id.as_slice())
-        .map(SessionId::from_bytes)
-        .unwrap_or(SessionId::from_bytes([0; 16]));
     Ok(SessionRow {
-        session,
+        session: session_of(r.get::<_, Vec<u8>>(0)?),
         owner: r.get(1)?,
         agent: r.get(2)?,
         cwd: r.get(3)?,
@@ -437,8 +427,8 @@ pub(crate) fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
         conflicts: r.get::<_, i64>(8)? as u64,
         first_seen: r.get::<_, i64>(9)? as Millis,
         last_seen: r.get::<_, i64>(10)? as Millis,
-        started: lifecycle_column(r.get(11)?),
-        ended: lifecycle_column(r.get(12)?),
+        started: lifecycle_of(r.get(11)?),
+        ended: lifecycle_of(r.get(12)?),
         notifications: r.get::<_, i64>(13)? as u64,
         last_notification: None,
         has_usage_checkpoints: r.get(14)?,
@@ -602,7 +592,7 @@ impl Backend for Sqlite {
     fn summary(&self, session: SessionId) -> Result<Option<SessionSummary>, StorageError> {
         self.read(|c| {
             let Some(r) = c
-                .prepare_cached(&format!("{ROW} WHERE id = ?1"))?
+                .prepare_cached(&format!("{SESSION_ROW} WHERE id = ?1"))?
                 .query_row([sid(session)], row)
                 .optional()?
             else {
@@ -614,9 +604,9 @@ impl Backend for Sqlite {
 
     fn summaries(&self, limit: Option<u64>) -> Result<Vec<SessionSummary>, StorageError> {
         self.read(|c| {
-            let limit = limit.map_or(-1, |l| l.min(i64::MAX as u64) as i64);
+            let limit = limit.map_or(-1, signed);
             let rows: Vec<SessionRow> = c
-                .prepare_cached(&format!("{ROW} ORDER BY last_seen DESC LIMIT ?1"))?
+                .prepare_cached(&format!("{SESSION_ROW} ORDER BY last_seen DESC LIMIT ?1"))?
                 .query_map([limit], row)?
                 .collect::<rusqlite::Result<_>>()?;
             rows.into_iter().map(|r| summary_of(c, r)).collect()

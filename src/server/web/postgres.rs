@@ -15,22 +15,13 @@ use super::model::{
 };
 use super::search;
 use crate::ids::SessionId;
-use crate::server::storage::postgres::{key, row, summary_of, Postgres, ROW};
+use crate::server::storage::columns::{session_of, signed, SESSION_ROW};
+use crate::server::storage::postgres::{key, row, summary_of, Postgres};
 use crate::server::storage::StorageError;
 use crate::server::usage::Shutdown;
 
 fn db(e: postgres::Error) -> StorageError {
     StorageError::Database(e.to_string())
-}
-
-fn session_of(id: Vec<u8>) -> SessionId {
-    <[u8; 16]>::try_from(id.as_slice())
-        .map(SessionId::from_bytes)
-        .unwrap_or(SessionId::from_bytes([0; 16]))
-}
-
-fn clamp(n: u64) -> i64 {
-    n.min(i64::MAX as u64) as i64
 }
 
 fn text_of(bytes: Option<Vec<u8>>) -> String {
@@ -57,10 +48,10 @@ fn filter_sql(f: &SessionFilter, first: usize) -> (String, Vec<Box<dyn ToSql + S
         add("owner = ?", Box::new(m.clone()));
     }
     if let Some(from) = f.from {
-        add("first_seen >= ?", Box::new(clamp(from)));
+        add("first_seen >= ?", Box::new(signed(from)));
     }
     if let Some(to) = f.to {
-        add("first_seen < ?", Box::new(clamp(to)));
+        add("first_seen < ?", Box::new(signed(to)));
     }
     (clauses.join(" AND "), values)
 }
@@ -101,7 +92,7 @@ impl Postgres {
             .get(0);
         let n = values.len();
         let mut params = refs(&values);
-        let (limit, offset) = (i64::from(paging.limit), clamp(paging.offset));
+        let (limit, offset) = (i64::from(paging.limit), signed(paging.offset));
         params.push(&limit);
         params.push(&offset);
         let ids = c
@@ -115,7 +106,7 @@ impl Postgres {
             )
             .map_err(db)?
             .iter()
-            .map(|r| session_of(r.get(0)))
+            .map(|r| session_of(r.get::<_, Vec<u8>>(0)))
             .collect();
         Ok((ids, total.max(0) as u64))
     }
@@ -142,7 +133,7 @@ impl Postgres {
 
     fn item(c: &mut postgres::Client, id: SessionId) -> Result<Option<SessionItem>, StorageError> {
         let Some(r) = c
-            .query_opt(&format!("{ROW} WHERE id = $1"), &[&key(id)])
+            .query_opt(&format!("{SESSION_ROW} WHERE id = $1"), &[&key(id)])
             .map_err(db)?
         else {
             return Ok(None);
@@ -215,7 +206,7 @@ impl ReadModel for Postgres {
                 .query(
                     "SELECT n, text FROM lines WHERE session = $1 AND n >= $2 AND NOT blank \
                      AND text IS NOT NULL ORDER BY n LIMIT $3",
-                    &[&key(id), &clamp(from), &(i64::from(limit) + 1)],
+                    &[&key(id), &signed(from), &(i64::from(limit) + 1)],
                 )
                 .map_err(db)?
                 .iter()
@@ -234,7 +225,7 @@ impl ReadModel for Postgres {
         self.reading(|c| {
             Ok(c.query_opt(
                 "SELECT text FROM lines WHERE session = $1 AND n = $2 AND NOT blank AND text IS NOT NULL",
-                &[&key(id), &clamp(n)],
+                &[&key(id), &signed(n)],
             )
             .map_err(db)?
             .map(|r| text_of(r.get(0))))
@@ -253,7 +244,7 @@ impl ReadModel for Postgres {
                      FROM lines l JOIN sessions s ON s.id = l.session \
                      WHERE NOT l.blank AND l.search @@ to_tsquery('simple', $1) \
                      ORDER BY s.first_seen DESC, s.id DESC, l.n DESC LIMIT $2 OFFSET $3",
-                    &[&tsq, &i64::from(paging.limit), &clamp(paging.offset)],
+                    &[&tsq, &i64::from(paging.limit), &signed(paging.offset)],
                 )
                 .map_err(db)?;
             Ok(rows
@@ -262,7 +253,7 @@ impl ReadModel for Postgres {
                     let text = text_of(r.get(2));
                     let searchable = search::search_text(&text);
                     SearchHit {
-                        session_id: session_of(r.get(0)),
+                        session_id: session_of(r.get::<_, Vec<u8>>(0)),
                         n: r.get::<_, i64>(1) as u64,
                         kind: search::kind_of(&text),
                         snippet: search::snippet(&searchable, &terms),
@@ -288,7 +279,7 @@ impl ReadModel for Postgres {
                 .map_err(db)?
                 .iter()
                 .map(|r| UsageSource {
-                    session_id: session_of(r.get(0)),
+                    session_id: session_of(r.get::<_, Vec<u8>>(0)),
                     repository: r.get(1),
                     owner: r.get(2),
                     started_at: r.get::<_, i64>(3) as u64,
@@ -309,7 +300,7 @@ impl ReadModel for Postgres {
                 )
                 .map_err(db)?;
             for r in &rows {
-                let Some(&i) = index.get(&session_of(r.get(0))) else {
+                let Some(&i) = index.get(&session_of(r.get::<_, Vec<u8>>(0))) else {
                     continue;
                 };
                 let Ok(shutdown) = serde_json::from_str::<Shutdown>(&r.get::<_, String>(1)) else {

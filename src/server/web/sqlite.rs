@@ -18,7 +18,8 @@ use super::model::{
 };
 use super::search;
 use crate::ids::SessionId;
-use crate::server::storage::sqlite::{row, sid, summary_of, Sqlite, ROW};
+use crate::server::storage::columns::{session_of, signed, SESSION_ROW};
+use crate::server::storage::sqlite::{row, sid, summary_of, Sqlite};
 use crate::server::storage::{sqlite_search, StorageError};
 use crate::server::usage::Shutdown;
 
@@ -35,12 +36,6 @@ const SEARCH_TEXT: &str = "substr(CASE WHEN json_valid(text) THEN concat_ws(char
     json_extract(text, '$.data.toolName'), json_extract(text, '$.data.agentName'), \
     json_extract(text, '$.data.arguments'), json_extract(text, '$.data.result'), \
     json_extract(text, '$.data.error')) ELSE text END, 1, 262144)";
-
-fn session_of(id: Vec<u8>) -> SessionId {
-    <[u8; 16]>::try_from(id.as_slice())
-        .map(SessionId::from_bytes)
-        .unwrap_or(SessionId::from_bytes([0; 16]))
-}
 
 /// `WHERE …` for a filter, with its parameters.
 fn filter_sql(f: &SessionFilter) -> (String, Vec<Value>) {
@@ -60,19 +55,12 @@ fn filter_sql(f: &SessionFilter) -> (String, Vec<Value>) {
         add("owner = ?", Value::Text(m.clone()));
     }
     if let Some(from) = f.from {
-        add(
-            "first_seen >= ?",
-            Value::Integer(from.min(i64::MAX as u64) as i64),
-        );
+        add("first_seen >= ?", Value::Integer(signed(from)));
     }
     if let Some(to) = f.to {
-        add("first_seen < ?", Value::Integer(to.min(i64::MAX as u64) as i64));
+        add("first_seen < ?", Value::Integer(signed(to)));
     }
     (clauses.join(" AND "), values)
-}
-
-fn clamp(n: u64) -> i64 {
-    n.min(i64::MAX as u64) as i64
 }
 
 /// An FTS5 query: every term as a quoted prefix.
@@ -101,7 +89,7 @@ fn filtered_page<T>(
         |r| r.get(0),
     )?;
     values.push(Value::Integer(i64::from(paging.limit)));
-    values.push(Value::Integer(clamp(paging.offset)));
+    values.push(Value::Integer(signed(paging.offset)));
     let rows = c
         .prepare_cached(&format!(
             "{select} WHERE {where_} ORDER BY first_seen DESC, id DESC LIMIT ? OFFSET ?"
@@ -123,7 +111,7 @@ impl Sqlite {
 impl ReadModel for Sqlite {
     fn list_sessions(&self, filter: &SessionFilter, paging: Paging) -> Result<SessionPage, ReadError> {
         self.reading(|c| {
-            let (rows, total) = filtered_page(c, filter, paging, ROW, row)?;
+            let (rows, total) = filtered_page(c, filter, paging, SESSION_ROW, row)?;
             let sessions = rows
                 .into_iter()
                 .map(|r| summary_of(c, r).map(SessionItem::from))
@@ -147,7 +135,7 @@ impl ReadModel for Sqlite {
     fn session_item(&self, id: SessionId) -> Result<Option<SessionItem>, ReadError> {
         self.reading(|c| {
             let Some(r) = c
-                .prepare_cached(&format!("{ROW} WHERE id = ?1"))?
+                .prepare_cached(&format!("{SESSION_ROW} WHERE id = ?1"))?
                 .query_row([sid(id)], row)
                 .optional()?
             else {
@@ -165,7 +153,7 @@ impl ReadModel for Sqlite {
                      AND text IS NOT NULL ORDER BY n LIMIT ?3",
                 )?
                 .query_map(
-                    rusqlite::params![sid(id), clamp(from), i64::from(limit) + 1],
+                    rusqlite::params![sid(id), signed(from), i64::from(limit) + 1],
                     |r| {
                         Ok(Line {
                             n: r.get::<_, i64>(0)? as u64,
@@ -183,7 +171,7 @@ impl ReadModel for Sqlite {
     fn line_text(&self, id: SessionId, n: u64) -> Result<Option<String>, ReadError> {
         self.reading(|c| {
             c.prepare_cached("SELECT text FROM lines WHERE session = ?1 AND n = ?2 AND blank = 0")?
-                .query_row(rusqlite::params![sid(id), clamp(n)], |r| {
+                .query_row(rusqlite::params![sid(id), signed(n)], |r| {
                     r.get::<_, Option<String>>(0)
                 })
                 .optional()
@@ -204,12 +192,12 @@ impl ReadModel for Sqlite {
                  WHERE f.line_search MATCH ?1 ORDER BY f.rowid DESC LIMIT ?2 OFFSET ?3",
             )?
             .query_map(
-                rusqlite::params![fts, i64::from(paging.limit), clamp(paging.offset)],
+                rusqlite::params![fts, i64::from(paging.limit), signed(paging.offset)],
                 |r| {
                     let text: String = r.get(2)?;
                     let searchable = search::search_text(&text);
                     Ok(SearchHit {
-                        session_id: session_of(r.get(0)?),
+                        session_id: session_of(r.get::<_, Vec<u8>>(0)?),
                         n: r.get::<_, i64>(1)? as u64,
                         kind: search::kind_of(&text),
                         snippet: search::snippet(&searchable, &terms),
@@ -232,7 +220,7 @@ impl ReadModel for Sqlite {
                 ))?
                 .query_map(params_from_iter(values.iter()), |r| {
                     Ok(UsageSource {
-                        session_id: session_of(r.get(0)?),
+                        session_id: session_of(r.get::<_, Vec<u8>>(0)?),
                         repository: r.get(1)?,
                         owner: r.get(2)?,
                         started_at: r.get::<_, i64>(3)? as u64,
@@ -255,7 +243,7 @@ impl ReadModel for Sqlite {
             ))?;
             let mut rows = stmt.query(params_from_iter(values.iter()))?;
             while let Some(r) = rows.next()? {
-                let Some(&i) = index.get(&session_of(r.get(0)?)) else {
+                let Some(&i) = index.get(&session_of(r.get::<_, Vec<u8>>(0)?)) else {
                     continue;
                 };
                 let Ok(shutdown) = serde_json::from_str::<Shutdown>(&r.get::<_, String>(1)?) else {
