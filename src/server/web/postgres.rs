@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use postgres::types::ToSql;
 
 use super::aggregate::timestamp_day;
+use super::filter_sql::{conditions, Param};
 use super::model::{
     Facets, Line, LinePage, Paging, ReadError, ReadModel, SearchHit, SessionFilter, SessionItem, SessionPage,
     UsageSource,
@@ -30,28 +31,17 @@ fn text_of(bytes: Option<Vec<u8>>) -> String {
         .unwrap_or_default()
 }
 
-/// `WHERE …` for a filter (parameters from `$first`), with its parameters.
+/// `WHERE …` for a filter (see [`conditions`]; parameters from `$first`), with its parameters.
 fn filter_sql(f: &SessionFilter, first: usize) -> (String, Vec<Box<dyn ToSql + Sync>>) {
     let mut clauses = vec!["TRUE".to_string()];
     let mut values: Vec<Box<dyn ToSql + Sync>> = Vec::new();
-    let mut add = |clause: &str, v: Box<dyn ToSql + Sync>| {
+    for (clause, param) in conditions(f) {
         clauses.push(clause.replace('?', &format!("${}", first + values.len())));
-        values.push(v);
-    };
-    if let Some(a) = &f.agent {
-        add("agent = ?", Box::new(a.clone()));
-    }
-    if let Some(r) = &f.repository {
-        add("coalesce(repository, cwd) = ?", Box::new(r.clone()));
-    }
-    if let Some(m) = &f.machine {
-        add("owner = ?", Box::new(m.clone()));
-    }
-    if let Some(from) = f.from {
-        add("first_seen >= ?", Box::new(signed(from)));
-    }
-    if let Some(to) = f.to {
-        add("first_seen < ?", Box::new(signed(to)));
+        let value: Box<dyn ToSql + Sync> = match param {
+            Param::Text(t) => Box::new(t),
+            Param::Integer(i) => Box::new(i),
+        };
+        values.push(value);
     }
     (clauses.join(" AND "), values)
 }

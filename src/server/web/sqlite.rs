@@ -12,6 +12,7 @@ use rusqlite::types::Value;
 use rusqlite::{params_from_iter, OptionalExtension};
 
 use super::aggregate::day_of_timestamp;
+use super::filter_sql::{conditions, Param};
 use super::model::{
     Facets, Line, LinePage, Paging, ReadError, ReadModel, SearchHit, SessionFilter, SessionItem, SessionPage,
     UsageSource,
@@ -37,28 +38,16 @@ const SEARCH_TEXT: &str = "substr(CASE WHEN json_valid(text) THEN concat_ws(char
     json_extract(text, '$.data.arguments'), json_extract(text, '$.data.result'), \
     json_extract(text, '$.data.error')) ELSE text END, 1, 262144)";
 
-/// `WHERE …` for a filter, with its parameters.
+/// `WHERE …` for a filter (see [`conditions`]), with its parameters.
 fn filter_sql(f: &SessionFilter) -> (String, Vec<Value>) {
-    let mut clauses = vec!["1 = 1".to_string()];
+    let mut clauses = vec!["1 = 1"];
     let mut values = Vec::new();
-    let mut add = |clause: &str, v: Value| {
-        clauses.push(clause.to_string());
-        values.push(v);
-    };
-    if let Some(a) = &f.agent {
-        add("agent = ?", Value::Text(a.clone()));
-    }
-    if let Some(r) = &f.repository {
-        add("coalesce(repository, cwd) = ?", Value::Text(r.clone()));
-    }
-    if let Some(m) = &f.machine {
-        add("owner = ?", Value::Text(m.clone()));
-    }
-    if let Some(from) = f.from {
-        add("first_seen >= ?", Value::Integer(signed(from)));
-    }
-    if let Some(to) = f.to {
-        add("first_seen < ?", Value::Integer(signed(to)));
+    for (clause, param) in conditions(f) {
+        clauses.push(clause);
+        values.push(match param {
+            Param::Text(t) => Value::Text(t),
+            Param::Integer(i) => Value::Integer(i),
+        });
     }
     (clauses.join(" AND "), values)
 }
