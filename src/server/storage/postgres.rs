@@ -620,6 +620,20 @@ pub(crate) fn summary_of(c: &mut Client, mut row: SessionRow) -> Result<SessionS
     Ok(rules::summarize(row, &shutdowns))
 }
 
+/// A session's summary, `None` if it is unknown: the API's and the web UI's reads alike.
+pub(crate) fn summary_by_id(
+    c: &mut Client,
+    session: SessionId,
+) -> Result<Option<SessionSummary>, StorageError> {
+    let Some(r) = c
+        .query_opt(&format!("{SESSION_ROW} WHERE id = $1"), &[&key(session)])
+        .map_err(db)?
+    else {
+        return Ok(None);
+    };
+    summary_of(c, row(&r)).map(Some)
+}
+
 impl Backend for Postgres {
     fn ingest(&self, batch: &Batch) -> Result<IngestReply, StorageError> {
         rules::validate(batch)?;
@@ -777,15 +791,7 @@ impl Backend for Postgres {
     }
 
     fn summary(&self, session: SessionId) -> Result<Option<SessionSummary>, StorageError> {
-        self.with(|c| {
-            let Some(r) = c
-                .query_opt(&format!("{SESSION_ROW} WHERE id = $1"), &[&key(session)])
-                .map_err(db)?
-            else {
-                return Ok(None);
-            };
-            summary_of(c, row(&r)).map(Some)
-        })
+        self.with(|c| summary_by_id(c, session))
     }
 
     fn summaries(&self, limit: Option<u64>) -> Result<Vec<SessionSummary>, StorageError> {

@@ -450,6 +450,21 @@ pub(crate) fn summary_of(conn: &Connection, mut row: SessionRow) -> rusqlite::Re
     Ok(rules::summarize(row, &shutdowns))
 }
 
+/// A session's summary, `None` if it is unknown: the API's and the web UI's reads alike.
+pub(crate) fn summary_by_id(
+    conn: &Connection,
+    session: SessionId,
+) -> rusqlite::Result<Option<SessionSummary>> {
+    let Some(r) = conn
+        .prepare_cached(&format!("{SESSION_ROW} WHERE id = ?1"))?
+        .query_row([sid(session)], row)
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    summary_of(conn, r).map(Some)
+}
+
 impl Backend for Sqlite {
     fn ingest(&self, batch: &Batch) -> Result<IngestReply, StorageError> {
         rules::validate(batch)?;
@@ -590,16 +605,7 @@ impl Backend for Sqlite {
     }
 
     fn summary(&self, session: SessionId) -> Result<Option<SessionSummary>, StorageError> {
-        self.read(|c| {
-            let Some(r) = c
-                .prepare_cached(&format!("{SESSION_ROW} WHERE id = ?1"))?
-                .query_row([sid(session)], row)
-                .optional()?
-            else {
-                return Ok(None);
-            };
-            summary_of(c, r).map(Some)
-        })
+        self.read(|c| summary_by_id(c, session))
     }
 
     fn summaries(&self, limit: Option<u64>) -> Result<Vec<SessionSummary>, StorageError> {

@@ -16,8 +16,8 @@ use super::model::{
 };
 use super::search;
 use crate::ids::SessionId;
-use crate::server::storage::columns::{session_of, signed, SESSION_ROW};
-use crate::server::storage::postgres::{key, row, summary_of, Postgres};
+use crate::server::storage::columns::{session_of, signed};
+use crate::server::storage::postgres::{key, summary_by_id, Postgres};
 use crate::server::storage::StorageError;
 use crate::server::usage::Shutdown;
 
@@ -120,17 +120,6 @@ impl Postgres {
         })
         .map_err(ReadError::from)
     }
-
-    fn item(c: &mut postgres::Client, id: SessionId) -> Result<Option<SessionItem>, StorageError> {
-        let Some(r) = c
-            .query_opt(&format!("{SESSION_ROW} WHERE id = $1"), &[&key(id)])
-            .map_err(db)?
-        else {
-            return Ok(None);
-        };
-        let r = row(&r);
-        summary_of(c, r).map(|s| Some(s.into()))
-    }
 }
 
 /// Lines one indexing step fills (one short transaction).
@@ -172,7 +161,7 @@ impl ReadModel for Postgres {
             let (ids, total) = Self::ids_and_total(c, filter, paging)?;
             let mut sessions = Vec::with_capacity(ids.len());
             for id in ids {
-                sessions.extend(Self::item(c, id)?);
+                sessions.extend(summary_by_id(c, id)?.map(SessionItem::from));
             }
             Ok(SessionPage { sessions, total })
         })
@@ -187,7 +176,7 @@ impl ReadModel for Postgres {
     }
 
     fn session_item(&self, id: SessionId) -> Result<Option<SessionItem>, ReadError> {
-        self.reading(|c| Self::item(c, id))
+        self.reading(|c| Ok(summary_by_id(c, id)?.map(SessionItem::from)))
     }
 
     fn line_page(&self, id: SessionId, from: u64, limit: u32) -> Result<LinePage, ReadError> {

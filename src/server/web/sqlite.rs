@@ -20,7 +20,7 @@ use super::model::{
 use super::search;
 use crate::ids::SessionId;
 use crate::server::storage::columns::{session_of, signed, SESSION_ROW};
-use crate::server::storage::sqlite::{row, sid, summary_of, Sqlite};
+use crate::server::storage::sqlite::{row, sid, summary_by_id, summary_of, Sqlite};
 use crate::server::storage::{sqlite_search, StorageError};
 use crate::server::usage::Shutdown;
 
@@ -122,16 +122,7 @@ impl ReadModel for Sqlite {
     }
 
     fn session_item(&self, id: SessionId) -> Result<Option<SessionItem>, ReadError> {
-        self.reading(|c| {
-            let Some(r) = c
-                .prepare_cached(&format!("{SESSION_ROW} WHERE id = ?1"))?
-                .query_row([sid(id)], row)
-                .optional()?
-            else {
-                return Ok(None);
-            };
-            summary_of(c, r).map(|s| Some(s.into()))
-        })
+        self.reading(|c| Ok(summary_by_id(c, id)?.map(SessionItem::from)))
     }
 
     fn line_page(&self, id: SessionId, from: u64, limit: u32) -> Result<LinePage, ReadError> {
