@@ -52,6 +52,11 @@ async fn get(url: &str, path: &str) -> (u16, Value) {
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
+/// The status a request is answered with.
+async fn status_of(request: reqwest::RequestBuilder) -> u16 {
+    request.send().await.unwrap().status().as_u16()
+}
+
 async fn last_line(url: &str, sid: SessionId) -> i64 {
     get(url, &format!("/api/sessions/{sid}/last-line")).await.1["last_line_number"]
         .as_i64()
@@ -139,11 +144,8 @@ async fn every_route_and_every_error() {
     );
     let raw = http()
         .post(format!("{url}/hooks/session-start/copilot"))
-        .body("[")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(raw.status().as_u16(), 400);
+        .body("[");
+    assert_eq!(status_of(raw).await, 400);
 
     let (status, detail) = get(&url, &format!("/api/sessions/{sid}")).await;
     assert_eq!(status, 200);
@@ -194,21 +196,13 @@ async fn bearer_token_guards_every_route_but_auth_config() {
             .0,
         401
     );
-    let wrong = http()
-        .get(format!("{url}/api/sessions"))
-        .bearer_auth("nope")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(wrong.status().as_u16(), 401);
+    let wrong = http().get(format!("{url}/api/sessions")).bearer_auth("nope");
+    assert_eq!(status_of(wrong).await, 401);
     let ok = http()
         .post(format!("{url}/hooks/transcript"))
         .bearer_auth("s3cret")
-        .json(&batch(sid, &[(0, "{}")], true))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ok.status().as_u16(), 200);
+        .json(&batch(sid, &[(0, "{}")], true));
+    assert_eq!(status_of(ok).await, 200);
     assert!(server.session(sid).lines.contains_key(&0));
     // The scheme is case-insensitive (RFC 9110 §11.1): `bearer` is the same as `Bearer`.
     for scheme in ["bearer", "BEARER"] {
@@ -226,22 +220,14 @@ async fn bearer_token_guards_every_route_but_auth_config() {
     // hex-encoded), but a cookie never authorizes a write.
     let cookie = format!("kcap_token={}", hex("s3cret"));
     for path in ["/api/sessions".to_string(), format!("/api/sessions/{sid}")] {
-        let read = http()
-            .get(format!("{url}{path}"))
-            .header("cookie", &cookie)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(read.status().as_u16(), 200, "{path}");
+        let read = http().get(format!("{url}{path}")).header("cookie", &cookie);
+        assert_eq!(status_of(read).await, 200, "{path}");
     }
     let write = http()
         .post(format!("{url}/hooks/transcript"))
         .header("cookie", &cookie)
-        .json(&batch(sid, &[(1, "{}")], true))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(write.status().as_u16(), 401);
+        .json(&batch(sid, &[(1, "{}")], true));
+    assert_eq!(status_of(write).await, 401);
     assert!(!server.session(sid).lines.contains_key(&1));
 }
 
@@ -714,13 +700,8 @@ async fn named_tokens_own_their_sessions_and_the_listing_names_them() {
     );
     let more = batch(sid, &[(3, "{}")], true);
     assert_eq!(send(&url, "/hooks/transcript", Some(&alice), &more).await, 401);
-    let read = http()
-        .get(format!("{url}/api/sessions"))
-        .bearer_auth(&alice)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(read.status().as_u16(), 401);
+    let read = http().get(format!("{url}/api/sessions")).bearer_auth(&alice);
+    assert_eq!(status_of(read).await, 401);
     assert_eq!(
         send(
             &url,
@@ -775,11 +756,8 @@ async fn a_loopback_server_refuses_host_names_it_does_not_answer_dns_rebinding()
     let write = http()
         .post(format!("{url}/hooks/transcript"))
         .header("host", "attacker.example")
-        .json(&batch(sid, &[(0, "{}")], true))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(write.status().as_u16(), 403);
+        .json(&batch(sid, &[(0, "{}")], true));
+    assert_eq!(status_of(write).await, 403);
     assert!(server.session(sid).lines.is_empty());
     // Loopback names, IP literals and the allowed names are answered.
     for host in [

@@ -75,6 +75,25 @@ impl Ui {
         }
         id
     }
+
+    /// Opens a session's live stream of HTML fragments, for lines after line 2.
+    async fn live_after_2(&self, id: SessionId) -> reqwest::Response {
+        let path = format!("/api/sessions/{}/live?after=2&format=html", id.dashed());
+        self.http.get(format!("{}{path}", self.url)).send().await.unwrap()
+    }
+}
+
+/// Reads a live stream until what arrived satisfies `done`; fails after 10 s.
+async fn read_until(stream: &mut reqwest::Response, done: impl Fn(&str) -> bool) -> String {
+    let mut got = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !done(&got) {
+        let chunk = tokio::time::timeout_at(deadline, stream.chunk())
+            .await
+            .expect("a live event in time");
+        got.push_str(&String::from_utf8_lossy(&chunk.unwrap().expect("stream open")));
+    }
+    got
 }
 
 fn ev(kind: &str, data: serde_json::Value) -> String {
@@ -446,16 +465,7 @@ async fn a_live_session_streams_new_lines() {
     let id = ui.session("octo/live", "laptop", now(), &conversation()[..3]);
     let (_, page) = ui.get(&format!("/sessions/{}", id.dashed())).await;
     assert!(page.contains("data-live=\"/api/sessions/") && page.contains("<script src=\"/assets/live.js?v="));
-    let mut stream = ui
-        .http
-        .get(format!(
-            "{}/api/sessions/{}/live?after=2&format=html",
-            ui.url,
-            id.dashed()
-        ))
-        .send()
-        .await
-        .unwrap();
+    let mut stream = ui.live_after_2(id).await;
     assert_eq!(stream.headers()["content-type"], "text/event-stream");
     let reads = ui.reads.clone();
     let hub = ui.web.live_hub();
@@ -468,14 +478,7 @@ async fn a_live_session_streams_new_lines() {
         reads.push_line(id, 3, &line, now());
         hub.notify();
     });
-    let mut got = String::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !got.contains("appended") {
-        let chunk = tokio::time::timeout_at(deadline, stream.chunk())
-            .await
-            .expect("a live event in time");
-        got.push_str(&String::from_utf8_lossy(&chunk.unwrap().expect("stream open")));
-    }
+    let got = read_until(&mut stream, |got| got.contains("appended")).await;
     assert!(got.contains("event: line") && got.contains("id: 3"), "{got}");
     assert!(
         got.contains("id=\\\"L3\\\"") || got.contains("id=\"L3\""),
@@ -497,24 +500,11 @@ async fn a_live_line_holding_carriage_returns_travels_as_one_data_line() {
         serde_json::json!({ "content": "first\rsecond\r\nthird\n\nfourth" }),
     );
     ui.reads.push_line(id, 3, &line, now());
-    let mut stream = ui
-        .http
-        .get(format!(
-            "{}/api/sessions/{}/live?after=2&format=html",
-            ui.url,
-            id.dashed()
-        ))
-        .send()
-        .await
-        .unwrap();
-    let mut got = String::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !got.contains("id: 3") || !got.contains("fourth") || !got.ends_with("\n\n") {
-        let chunk = tokio::time::timeout_at(deadline, stream.chunk())
-            .await
-            .expect("a live event in time");
-        got.push_str(&String::from_utf8_lossy(&chunk.unwrap().expect("stream open")));
-    }
+    let mut stream = ui.live_after_2(id).await;
+    let got = read_until(&mut stream, |got| {
+        got.contains("id: 3") && got.contains("fourth") && got.ends_with("\n\n")
+    })
+    .await;
     // SSE ends a line at CR too: a raw CR in the stream splits a data line (a CRLF became a
     // blank line the transcript never had).
     assert!(!got.contains('\r'), "{got:?}");

@@ -89,6 +89,19 @@ pub struct Shutdown {
     pub files_omitted: u64,
 }
 
+impl Shutdown {
+    /// The session-level counters, in the order of [`Usage::session_counters_mut`].
+    fn session_counters(&self) -> [f64; 5] {
+        [
+            self.premium_requests,
+            self.api_duration_ms,
+            self.nano_aiu,
+            self.lines_added,
+            self.lines_removed,
+        ]
+    }
+}
+
 /// The folded usage of a session.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Usage {
@@ -111,6 +124,19 @@ pub struct Usage {
     /// Modified files the shutdowns listed beyond what each keeps ([`FILES_KEPT`]).
     #[serde(default)]
     pub files_omitted: u64,
+}
+
+impl Usage {
+    /// The session-level totals, in the order of [`Shutdown::session_counters`].
+    fn session_counters_mut(&mut self) -> [&mut f64; 5] {
+        [
+            &mut self.premium_requests,
+            &mut self.api_duration_ms,
+            &mut self.nano_aiu,
+            &mut self.lines_added,
+            &mut self.lines_removed,
+        ]
+    }
 }
 
 /// What a transcript line means to the usage fold.
@@ -277,14 +303,8 @@ fn shutdown_of(v: &Value) -> Shutdown {
 
 /// True when `later` repeats `earlier`'s totals: nothing named earlier went down.
 fn never_decreases(earlier: &Shutdown, later: &Shutdown) -> bool {
-    let session_level = [
-        (earlier.premium_requests, later.premium_requests),
-        (earlier.api_duration_ms, later.api_duration_ms),
-        (earlier.nano_aiu, later.nano_aiu),
-        (earlier.lines_added, later.lines_added),
-        (earlier.lines_removed, later.lines_removed),
-    ];
-    session_level.iter().all(|(a, b)| b >= a)
+    let (before, after) = (earlier.session_counters(), later.session_counters());
+    before.iter().zip(after).all(|(a, b)| b >= *a)
         && earlier.models.iter().all(|(model, e)| {
             later
                 .models
@@ -335,27 +355,10 @@ pub fn fold(shutdowns: &[Shutdown], has_usage_checkpoints: bool) -> Usage {
                 t
             });
         }
-        add(
-            &mut usage.premium_requests,
-            s.premium_requests - base.premium_requests,
-            &mut saturated,
-        );
-        add(
-            &mut usage.api_duration_ms,
-            s.api_duration_ms - base.api_duration_ms,
-            &mut saturated,
-        );
-        add(&mut usage.nano_aiu, s.nano_aiu - base.nano_aiu, &mut saturated);
-        add(
-            &mut usage.lines_added,
-            s.lines_added - base.lines_added,
-            &mut saturated,
-        );
-        add(
-            &mut usage.lines_removed,
-            s.lines_removed - base.lines_removed,
-            &mut saturated,
-        );
+        let (now, before) = (s.session_counters(), base.session_counters());
+        for ((total, n), b) in usage.session_counters_mut().into_iter().zip(now).zip(before) {
+            add(total, n - b, &mut saturated);
+        }
         for f in &s.files_modified {
             if seen_files.insert(f.as_str()) {
                 usage.files_modified.push(f.clone());
@@ -392,19 +395,45 @@ mod tests {
     }
 
     #[test]
-    fn segments_add_without_checkpoints() {
-        let u = fold(&[shutdown("a", 100.0, 1.0), shutdown("a", 150.0, 2.0)], false);
-        assert_eq!(u.models["a"].input_tokens, 250.0);
-        assert_eq!(u.premium_requests, 3.0);
-        assert_eq!(u.readings, ["segment"]);
+    fn segments_add_without_checkpoints_and_cumulative_totals_are_differenced_with_them() {
+        for (checkpoints, input, premium, reading) in
+            [(false, 250.0, 3.0, "segment"), (true, 150.0, 2.0, "cumulative")]
+        {
+            let u = fold(
+                &[shutdown("a", 100.0, 1.0), shutdown("a", 150.0, 2.0)],
+                checkpoints,
+            );
+            let figures = (u.models["a"].input_tokens, u.premium_requests);
+            assert_eq!(figures, (input, premium), "checkpoints: {checkpoints}");
+            assert_eq!(u.readings, [reading]);
+        }
     }
 
     #[test]
-    fn cumulative_totals_are_differenced_with_checkpoints() {
-        let u = fold(&[shutdown("a", 100.0, 1.0), shutdown("a", 150.0, 2.0)], true);
-        assert_eq!(u.models["a"].input_tokens, 150.0);
-        assert_eq!(u.premium_requests, 2.0);
+    fn every_session_level_counter_is_differenced_and_any_decrease_means_segments() {
+        let at = |n: f64| Shutdown {
+            premium_requests: n,
+            api_duration_ms: n * 10.0,
+            nano_aiu: n * 100.0,
+            lines_added: n + 1.0,
+            lines_removed: n + 2.0,
+            ..Shutdown::default()
+        };
+        let u = fold(&[at(1.0), at(3.0)], true);
+        let totals = [
+            u.premium_requests,
+            u.api_duration_ms,
+            u.nano_aiu,
+            u.lines_added,
+            u.lines_removed,
+        ];
+        assert_eq!(totals, [3.0, 30.0, 300.0, 4.0, 5.0]);
         assert_eq!(u.readings, ["cumulative"]);
+        let mut fewer_removed = at(3.0);
+        fewer_removed.lines_removed = 0.0;
+        let u = fold(&[at(1.0), fewer_removed], true);
+        assert_eq!((u.premium_requests, u.lines_removed), (4.0, 3.0));
+        assert_eq!(u.readings, ["segment"]);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Row, Statement, Transaction};
 
+use super::columns::{lifecycle_of, session_of, signed, SESSION_ROW};
 use super::migrations::{pending, POSTGRES};
 use super::rules::{self, LineOutcome, Slot};
 use super::{
@@ -579,20 +580,10 @@ fn frontier(tx: &mut Tx<'_>, session: SessionId, from: u64) -> Result<u64, Stora
     }
 }
 
-pub(crate) const ROW: &str =
-    "SELECT id, owner, agent, cwd, repository, contiguous, lines, duplicates, conflicts, \
-    first_seen, last_seen, started, ended, notifications, has_usage_checkpoints FROM sessions";
-
+/// A session row read with [`SESSION_ROW`].
 pub(crate) fn row(r: &postgres::Row) -> SessionRow {
-    let id: Vec<u8> = r.get(0);
-    let lifecycle = |i: usize| {
-        r.get::<_, Option<String>>(i)
-            .and_then(|s| serde_json::from_str::<Lifecycle>(&s).ok())
-    };
     SessionRow {
-        session: <[u8; 16]>::try_from(id.as_slice())
-            .map(SessionId::from_bytes)
-            .unwrap_or(SessionId::from_bytes([0; 16])),
+        session: session_of(r.get::<_, Vec<u8>>(0)),
         owner: r.get(1),
         agent: r.get(2),
         cwd: r.get(3),
@@ -603,8 +594,8 @@ pub(crate) fn row(r: &postgres::Row) -> SessionRow {
         conflicts: r.get::<_, i64>(8) as u64,
         first_seen: r.get::<_, i64>(9) as Millis,
         last_seen: r.get::<_, i64>(10) as Millis,
-        started: lifecycle(11),
-        ended: lifecycle(12),
+        started: lifecycle_of(r.get(11)),
+        ended: lifecycle_of(r.get(12)),
         notifications: r.get::<_, i64>(13) as u64,
         last_notification: None,
         has_usage_checkpoints: r.get(14),
@@ -627,6 +618,20 @@ pub(crate) fn summary_of(c: &mut Client, mut row: SessionRow) -> Result<SessionS
         .filter_map(|r| serde_json::from_str(&r.get::<_, String>(0)).ok())
         .collect();
     Ok(rules::summarize(row, &shutdowns))
+}
+
+/// A session's summary, `None` if it is unknown: the API's and the web UI's reads alike.
+pub(crate) fn summary_by_id(
+    c: &mut Client,
+    session: SessionId,
+) -> Result<Option<SessionSummary>, StorageError> {
+    let Some(r) = c
+        .query_opt(&format!("{SESSION_ROW} WHERE id = $1"), &[&key(session)])
+        .map_err(db)?
+    else {
+        return Ok(None);
+    };
+    summary_of(c, row(&r)).map(Some)
 }
 
 impl Backend for Postgres {
@@ -663,7 +668,7 @@ impl Backend for Postgres {
                 .map(|r| (r.get::<_, i64>(0), slot_of(r.get(1), r.get(2))))
                 .collect()
             };
-            let (mut reply, mut conflicts, mut checkpoints) = (IngestReply::default(), 0u64, false);
+            let mut tally = rules::Tally::default();
             for line in &batch.lines {
                 let n = line.number as i64;
                 let before = if inserted.contains(&n) {
@@ -680,11 +685,7 @@ impl Backend for Postgres {
                             )
                             .map_err(db)?;
                         }
-                        reply.new += 1;
-                        let (shutdown, checkpoint) = rules::line_facts(&line.text);
-                        checkpoints |= checkpoint;
-                        if let Some(s) = shutdown {
-                            let usage = serde_json::to_string(&s).unwrap_or_default();
+                        if let Some(usage) = tally.stored(&line.text) {
                             tx.execute(
                                 "INSERT INTO shutdowns (session, n, usage) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
                                 &[&k, &n, &usage],
@@ -692,16 +693,16 @@ impl Backend for Postgres {
                             .map_err(db)?;
                         }
                     }
-                    LineOutcome::Duplicate => reply.duplicates += 1,
+                    LineOutcome::Duplicate => tally.duplicate(),
                     LineOutcome::Conflict => {
-                        reply.conflicts += 1;
-                        conflicts += tx
+                        let kept = tx
                             .execute(
                                 "INSERT INTO conflicts (session, n, id, text, received_at) VALUES ($1, $2, $3, $4, $5) \
                                  ON CONFLICT DO NOTHING",
                                 &[&k, &n, &line.id.as_bytes().as_slice(), &line.text.as_bytes(), &(batch.now as i64)],
                             )
                             .map_err(db)?;
+                        tally.conflict(kept);
                     }
                 }
             }
@@ -727,17 +728,17 @@ impl Backend for Postgres {
                 &[
                     &k,
                     &(contiguous as i64),
-                    &(reply.new as i64),
-                    &((reply.duplicates + reply.conflicts - conflicts) as i64),
-                    &(conflicts as i64),
+                    &(tally.reply.new as i64),
+                    &(tally.row_duplicates() as i64),
+                    &(tally.row_conflicts() as i64),
                     &(batch.now as i64),
-                    &checkpoints,
+                    &tally.checkpoints,
                     &batch.vendor,
                     &batch.repository,
                 ],
             )
             .map_err(db)?;
-            Ok(reply)
+            Ok(tally.reply)
         })
     }
 
@@ -790,22 +791,17 @@ impl Backend for Postgres {
     }
 
     fn summary(&self, session: SessionId) -> Result<Option<SessionSummary>, StorageError> {
-        self.with(|c| {
-            let Some(r) = c
-                .query_opt(&format!("{ROW} WHERE id = $1"), &[&key(session)])
-                .map_err(db)?
-            else {
-                return Ok(None);
-            };
-            summary_of(c, row(&r)).map(Some)
-        })
+        self.with(|c| summary_by_id(c, session))
     }
 
     fn summaries(&self, limit: Option<u64>) -> Result<Vec<SessionSummary>, StorageError> {
         self.with(|c| {
-            let limit = limit.map(|l| l.min(i64::MAX as u64) as i64);
+            let limit = limit.map(signed);
             let rows: Vec<SessionRow> = c
-                .query(&format!("{ROW} ORDER BY last_seen DESC LIMIT $1"), &[&limit])
+                .query(
+                    &format!("{SESSION_ROW} ORDER BY last_seen DESC LIMIT $1"),
+                    &[&limit],
+                )
                 .map_err(db)?
                 .iter()
                 .map(row)
@@ -860,12 +856,7 @@ impl Backend for Postgres {
                     &[&name, &hash.as_slice(), &(now as i64)],
                 )
                 .map_err(db)?;
-            if added == 0 {
-                return Err(StorageError::Exists(format!(
-                    "a token named {name:?} already exists"
-                )));
-            }
-            Ok(())
+            rules::token_added(name, added)
         })
     }
 
@@ -909,10 +900,7 @@ impl Backend for Postgres {
                 .query_one("SELECT EXISTS (SELECT 1 FROM tokens WHERE name = $1)", &[&name])
                 .map_err(db)?
                 .get(0);
-            if !exists {
-                return Err(StorageError::Invalid(format!("no token is named {name:?}")));
-            }
-            Ok(revoked == 1)
+            rules::token_revoked(name, revoked, exists)
         })
     }
 

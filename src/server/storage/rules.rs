@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 
 use super::{Batch, Principal, SessionRow, SessionSummary, StorageError};
+use crate::protocol::IngestReply;
 use crate::server::usage::{self, fold, Shutdown, UsageEvent};
 
 /// What already occupies a line number of a session.
@@ -98,6 +99,70 @@ pub fn advance(from: u64, occupied_from: impl IntoIterator<Item = (u64, bool)>) 
 /// `last-line` from a frontier: the highest number below which nothing is missing, −1 if none.
 pub fn last_line_of(contiguous: u64) -> i64 {
     i64::try_from(contiguous).unwrap_or(i64::MAX) - 1
+}
+
+/// A batch's counts as a backend classifies its lines, and what they add to the session's row.
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// What the client is told.
+    pub reply: IngestReply,
+    /// Conflicts newly kept aside; one already kept counts as a duplicate in the row.
+    kept: u64,
+    /// Whether a stored line was a `session.usage_checkpoint` event.
+    pub checkpoints: bool,
+}
+
+impl Tally {
+    /// Counts a line stored ([`LineOutcome::New`] or [`LineOutcome::ReplacesBlank`]); returns its
+    /// shutdown figures as the `shutdowns.usage` column keeps them, if it is a shutdown.
+    pub fn stored(&mut self, text: &str) -> Option<String> {
+        self.reply.new += 1;
+        let (shutdown, checkpoint) = line_facts(text);
+        self.checkpoints |= checkpoint;
+        shutdown.map(|s| serde_json::to_string(&s).unwrap_or_default())
+    }
+
+    /// Counts a replay ([`LineOutcome::Duplicate`]).
+    pub fn duplicate(&mut self) {
+        self.reply.duplicates += 1;
+    }
+
+    /// Counts a [`LineOutcome::Conflict`]; `kept` is how many rows keeping it aside added (0 when
+    /// the same line was kept before).
+    pub fn conflict(&mut self, kept: u64) {
+        self.reply.conflicts += 1;
+        self.kept += kept;
+    }
+
+    /// What the row's `duplicates` grows by: replays, and conflicts that were already kept.
+    pub fn row_duplicates(&self) -> u64 {
+        self.reply.duplicates + self.reply.conflicts - self.kept
+    }
+
+    /// What the row's `conflicts` grows by: conflicts kept for the first time.
+    pub fn row_conflicts(&self) -> u64 {
+        self.kept
+    }
+}
+
+/// The answer to adding a token named `name`, given how many rows its insert added (none: the
+/// name is taken).
+pub fn token_added(name: &str, added: u64) -> Result<(), StorageError> {
+    if added == 0 {
+        return Err(StorageError::Exists(format!(
+            "a token named {name:?} already exists"
+        )));
+    }
+    Ok(())
+}
+
+/// The answer to revoking the token named `name`, given how many rows the revocation changed and
+/// whether such a token exists: whether it was revoked just now.
+pub fn token_revoked(name: &str, revoked: u64, exists: bool) -> Result<bool, StorageError> {
+    if !exists {
+        return Err(StorageError::Invalid(format!("no token is named {name:?}")));
+    }
+    Ok(revoked == 1)
 }
 
 /// Checks a batch before any backend sees it: aligned vectors, numbers a database can hold.
@@ -229,6 +294,32 @@ mod tests {
             Err(StorageError::Forbidden(_))
         ));
         assert!(may_write(Some("a"), &Principal::Admin).is_ok());
+    }
+
+    #[test]
+    fn a_conflict_kept_before_counts_as_a_duplicate_in_the_row() {
+        let mut t = Tally::default();
+        assert_eq!(t.stored(r#"{"type":"x"}"#), None);
+        assert!(t.stored(r#"{"type":"session.shutdown","data":{}}"#).is_some());
+        t.stored(r#"{"type":"session.usage_checkpoint","data":{}}"#);
+        t.duplicate();
+        t.conflict(1);
+        t.conflict(0);
+        assert_eq!((t.reply.new, t.reply.duplicates, t.reply.conflicts), (3, 1, 2));
+        assert_eq!((t.row_duplicates(), t.row_conflicts()), (2, 1));
+        assert!(t.checkpoints);
+    }
+
+    #[test]
+    fn token_answers() {
+        assert!(matches!(token_added("a", 0), Err(StorageError::Exists(_))));
+        assert!(token_added("a", 1).is_ok());
+        assert!(matches!(
+            token_revoked("a", 0, false),
+            Err(StorageError::Invalid(_))
+        ));
+        assert_eq!(token_revoked("a", 0, true), Ok(false));
+        assert_eq!(token_revoked("a", 1, true), Ok(true));
     }
 
     #[test]

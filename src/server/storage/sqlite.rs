@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
+use super::columns::{lifecycle_of, session_of, signed, SESSION_ROW};
 use super::migrations::{pending, SQLITE};
 use super::rules::{self, LineOutcome, Slot};
 use super::sqlite_search;
@@ -412,21 +413,10 @@ fn frontier(tx: &Transaction<'_>, session: SessionId, from: u64) -> rusqlite::Re
     Ok(rules::advance(from, numbers))
 }
 
-fn lifecycle_column(v: Option<String>) -> Option<Lifecycle> {
-    v.and_then(|s| serde_json::from_str(&s).ok())
-}
-
-pub(crate) const ROW: &str =
-    "SELECT id, owner, agent, cwd, repository, contiguous, lines, duplicates, conflicts, \
-    first_seen, last_seen, started, ended, notifications, has_usage_checkpoints FROM sessions";
-
+/// A session row read with [`SESSION_ROW`].
 pub(crate) fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
-    let id: Vec<u8> = r.get(0)?;
-    let session = <[u8; 16]>::try_from(id.as_slice())
-        .map(SessionId::from_bytes)
-        .unwrap_or(SessionId::from_bytes([0; 16]));
     Ok(SessionRow {
-        session,
+        session: session_of(r.get::<_, Vec<u8>>(0)?),
         owner: r.get(1)?,
         agent: r.get(2)?,
         cwd: r.get(3)?,
@@ -437,8 +427,8 @@ pub(crate) fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
         conflicts: r.get::<_, i64>(8)? as u64,
         first_seen: r.get::<_, i64>(9)? as Millis,
         last_seen: r.get::<_, i64>(10)? as Millis,
-        started: lifecycle_column(r.get(11)?),
-        ended: lifecycle_column(r.get(12)?),
+        started: lifecycle_of(r.get(11)?),
+        ended: lifecycle_of(r.get(12)?),
         notifications: r.get::<_, i64>(13)? as u64,
         last_notification: None,
         has_usage_checkpoints: r.get(14)?,
@@ -460,6 +450,21 @@ pub(crate) fn summary_of(conn: &Connection, mut row: SessionRow) -> rusqlite::Re
     Ok(rules::summarize(row, &shutdowns))
 }
 
+/// A session's summary, `None` if it is unknown: the API's and the web UI's reads alike.
+pub(crate) fn summary_by_id(
+    conn: &Connection,
+    session: SessionId,
+) -> rusqlite::Result<Option<SessionSummary>> {
+    let Some(r) = conn
+        .prepare_cached(&format!("{SESSION_ROW} WHERE id = ?1"))?
+        .query_row([sid(session)], row)
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    summary_of(conn, r).map(Some)
+}
+
 impl Backend for Sqlite {
     fn ingest(&self, batch: &Batch) -> Result<IngestReply, StorageError> {
         rules::validate(batch)?;
@@ -467,7 +472,7 @@ impl Backend for Sqlite {
         let key = sid(session);
         self.write(|tx| {
             claim(tx, session, &batch.writer, batch.now)?;
-            let (mut reply, mut conflicts, mut checkpoints) = (IngestReply::default(), 0u64, false);
+            let mut tally = rules::Tally::default();
             let mut insert = tx
                 .prepare_cached(
                     "INSERT INTO lines (session, n, blank, id, text) VALUES (?1, ?2, 0, ?3, ?4) \
@@ -494,11 +499,7 @@ impl Backend for Sqlite {
                             )
                             .map_err(db)?;
                         }
-                        reply.new += 1;
-                        let (shutdown, checkpoint) = rules::line_facts(&line.text);
-                        checkpoints |= checkpoint;
-                        if let Some(s) = shutdown {
-                            let usage = serde_json::to_string(&s).unwrap_or_default();
+                        if let Some(usage) = tally.stored(&line.text) {
                             tx.execute(
                                 "INSERT INTO shutdowns (session, n, usage) VALUES (?1, ?2, ?3) \
                                  ON CONFLICT DO NOTHING",
@@ -507,16 +508,16 @@ impl Backend for Sqlite {
                             .map_err(db)?;
                         }
                     }
-                    LineOutcome::Duplicate => reply.duplicates += 1,
+                    LineOutcome::Duplicate => tally.duplicate(),
                     LineOutcome::Conflict => {
-                        reply.conflicts += 1;
-                        conflicts += tx
+                        let kept = tx
                             .execute(
                                 "INSERT INTO conflicts (session, n, id, text, received_at) \
                                  VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
                                 params![key, n, line.id.as_bytes(), line.text, batch.now as i64],
                             )
-                            .map_err(db)? as u64;
+                            .map_err(db)?;
+                        tally.conflict(kept as u64);
                     }
                 }
             }
@@ -543,16 +544,16 @@ impl Backend for Sqlite {
             .and_then(|mut s| s.execute(params![
                     key,
                     contiguous as i64,
-                    reply.new as i64,
-                    (reply.duplicates + reply.conflicts - conflicts) as i64,
-                    conflicts as i64,
+                    tally.reply.new as i64,
+                    tally.row_duplicates() as i64,
+                    tally.row_conflicts() as i64,
                     batch.now as i64,
-                    checkpoints,
+                    tally.checkpoints,
                     batch.vendor,
                     batch.repository
                 ]))
             .map_err(db)?;
-            Ok(reply)
+            Ok(tally.reply)
         })
     }
 
@@ -604,23 +605,14 @@ impl Backend for Sqlite {
     }
 
     fn summary(&self, session: SessionId) -> Result<Option<SessionSummary>, StorageError> {
-        self.read(|c| {
-            let Some(r) = c
-                .prepare_cached(&format!("{ROW} WHERE id = ?1"))?
-                .query_row([sid(session)], row)
-                .optional()?
-            else {
-                return Ok(None);
-            };
-            summary_of(c, r).map(Some)
-        })
+        self.read(|c| summary_by_id(c, session))
     }
 
     fn summaries(&self, limit: Option<u64>) -> Result<Vec<SessionSummary>, StorageError> {
         self.read(|c| {
-            let limit = limit.map_or(-1, |l| l.min(i64::MAX as u64) as i64);
+            let limit = limit.map_or(-1, signed);
             let rows: Vec<SessionRow> = c
-                .prepare_cached(&format!("{ROW} ORDER BY last_seen DESC LIMIT ?1"))?
+                .prepare_cached(&format!("{SESSION_ROW} ORDER BY last_seen DESC LIMIT ?1"))?
                 .query_map([limit], row)?
                 .collect::<rusqlite::Result<_>>()?;
             rows.into_iter().map(|r| summary_of(c, r)).collect()
@@ -680,12 +672,7 @@ impl Backend for Sqlite {
                     params![name, hash.as_slice(), now as i64],
                 )
                 .map_err(db)?;
-            if added == 0 {
-                return Err(StorageError::Exists(format!(
-                    "a token named {name:?} already exists"
-                )));
-            }
-            Ok(())
+            rules::token_added(name, added as u64)
         })
     }
 
@@ -726,10 +713,7 @@ impl Backend for Sqlite {
                     |r| r.get(0),
                 )
                 .map_err(db)?;
-            if !exists {
-                return Err(StorageError::Invalid(format!("no token is named {name:?}")));
-            }
-            Ok(revoked == 1)
+            rules::token_revoked(name, revoked as u64, exists)
         })
     }
 

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::model::{SearchHit, UsageGroup, UsageRow};
+use super::model::{Paging, SearchHit, UsageGroup, UsageRow};
 use super::query::{number, ApiQuery, FilterQuery};
 use super::{aggregate, api_error, api_read_error, paths, session_id, Web};
 
@@ -70,6 +70,19 @@ pub struct SearchQuery {
     pub limit: Option<String>,
 }
 
+impl SearchQuery {
+    /// Its page of hits (default [`DEFAULT_HITS`]), read by the same rules as every listing's
+    /// `offset` and `limit`; an error says which one is wrong.
+    pub fn paging(&self) -> Result<Paging, String> {
+        FilterQuery {
+            offset: self.offset.clone(),
+            limit: self.limit.clone(),
+            ..FilterQuery::default()
+        }
+        .paging(DEFAULT_HITS)
+    }
+}
+
 /// A hit with the page URL of its line.
 #[derive(Debug, Serialize)]
 struct Hit {
@@ -80,13 +93,7 @@ struct Hit {
 
 /// Serves a search.
 pub async fn search(State(web): State<Web>, ApiQuery(q): ApiQuery<SearchQuery>) -> Response {
-    let paging = FilterQuery {
-        offset: q.offset.clone(),
-        limit: q.limit.clone(),
-        ..FilterQuery::default()
-    }
-    .paging(DEFAULT_HITS);
-    let paging = match paging {
+    let paging = match q.paging() {
         Ok(p) => p,
         Err(m) => return api_error(StatusCode::BAD_REQUEST, &m),
     };

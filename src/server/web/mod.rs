@@ -14,6 +14,7 @@ pub mod assets;
 pub mod auth;
 pub mod chart;
 pub mod entry;
+pub mod filter_sql;
 pub mod format;
 pub mod indexer;
 pub mod layout;

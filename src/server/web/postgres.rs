@@ -9,28 +9,20 @@ use std::collections::HashMap;
 use postgres::types::ToSql;
 
 use super::aggregate::timestamp_day;
+use super::filter_sql::{conditions, Param};
 use super::model::{
     Facets, Line, LinePage, Paging, ReadError, ReadModel, SearchHit, SessionFilter, SessionItem, SessionPage,
     UsageSource,
 };
 use super::search;
 use crate::ids::SessionId;
-use crate::server::storage::postgres::{key, row, summary_of, Postgres, ROW};
+use crate::server::storage::columns::{session_of, signed};
+use crate::server::storage::postgres::{key, summary_by_id, Postgres};
 use crate::server::storage::StorageError;
 use crate::server::usage::Shutdown;
 
 fn db(e: postgres::Error) -> StorageError {
     StorageError::Database(e.to_string())
-}
-
-fn session_of(id: Vec<u8>) -> SessionId {
-    <[u8; 16]>::try_from(id.as_slice())
-        .map(SessionId::from_bytes)
-        .unwrap_or(SessionId::from_bytes([0; 16]))
-}
-
-fn clamp(n: u64) -> i64 {
-    n.min(i64::MAX as u64) as i64
 }
 
 fn text_of(bytes: Option<Vec<u8>>) -> String {
@@ -39,28 +31,17 @@ fn text_of(bytes: Option<Vec<u8>>) -> String {
         .unwrap_or_default()
 }
 
-/// `WHERE …` for a filter (parameters from `$first`), with its parameters.
+/// `WHERE …` for a filter (see [`conditions`]; parameters from `$first`), with its parameters.
 fn filter_sql(f: &SessionFilter, first: usize) -> (String, Vec<Box<dyn ToSql + Sync>>) {
     let mut clauses = vec!["TRUE".to_string()];
     let mut values: Vec<Box<dyn ToSql + Sync>> = Vec::new();
-    let mut add = |clause: &str, v: Box<dyn ToSql + Sync>| {
+    for (clause, param) in conditions(f) {
         clauses.push(clause.replace('?', &format!("${}", first + values.len())));
-        values.push(v);
-    };
-    if let Some(a) = &f.agent {
-        add("agent = ?", Box::new(a.clone()));
-    }
-    if let Some(r) = &f.repository {
-        add("coalesce(repository, cwd) = ?", Box::new(r.clone()));
-    }
-    if let Some(m) = &f.machine {
-        add("owner = ?", Box::new(m.clone()));
-    }
-    if let Some(from) = f.from {
-        add("first_seen >= ?", Box::new(clamp(from)));
-    }
-    if let Some(to) = f.to {
-        add("first_seen < ?", Box::new(clamp(to)));
+        let value: Box<dyn ToSql + Sync> = match param {
+            Param::Text(t) => Box::new(t),
+            Param::Integer(i) => Box::new(i),
+        };
+        values.push(value);
     }
     (clauses.join(" AND "), values)
 }
@@ -101,7 +82,7 @@ impl Postgres {
             .get(0);
         let n = values.len();
         let mut params = refs(&values);
-        let (limit, offset) = (i64::from(paging.limit), clamp(paging.offset));
+        let (limit, offset) = (i64::from(paging.limit), signed(paging.offset));
         params.push(&limit);
         params.push(&offset);
         let ids = c
@@ -115,7 +96,7 @@ impl Postgres {
             )
             .map_err(db)?
             .iter()
-            .map(|r| session_of(r.get(0)))
+            .map(|r| session_of(r.get::<_, Vec<u8>>(0)))
             .collect();
         Ok((ids, total.max(0) as u64))
     }
@@ -138,17 +119,6 @@ impl Postgres {
             Ok(filled as usize)
         })
         .map_err(ReadError::from)
-    }
-
-    fn item(c: &mut postgres::Client, id: SessionId) -> Result<Option<SessionItem>, StorageError> {
-        let Some(r) = c
-            .query_opt(&format!("{ROW} WHERE id = $1"), &[&key(id)])
-            .map_err(db)?
-        else {
-            return Ok(None);
-        };
-        let r = row(&r);
-        summary_of(c, r).map(|s| Some(s.into()))
     }
 }
 
@@ -191,7 +161,7 @@ impl ReadModel for Postgres {
             let (ids, total) = Self::ids_and_total(c, filter, paging)?;
             let mut sessions = Vec::with_capacity(ids.len());
             for id in ids {
-                sessions.extend(Self::item(c, id)?);
+                sessions.extend(summary_by_id(c, id)?.map(SessionItem::from));
             }
             Ok(SessionPage { sessions, total })
         })
@@ -206,7 +176,7 @@ impl ReadModel for Postgres {
     }
 
     fn session_item(&self, id: SessionId) -> Result<Option<SessionItem>, ReadError> {
-        self.reading(|c| Self::item(c, id))
+        self.reading(|c| Ok(summary_by_id(c, id)?.map(SessionItem::from)))
     }
 
     fn line_page(&self, id: SessionId, from: u64, limit: u32) -> Result<LinePage, ReadError> {
@@ -215,7 +185,7 @@ impl ReadModel for Postgres {
                 .query(
                     "SELECT n, text FROM lines WHERE session = $1 AND n >= $2 AND NOT blank \
                      AND text IS NOT NULL ORDER BY n LIMIT $3",
-                    &[&key(id), &clamp(from), &(i64::from(limit) + 1)],
+                    &[&key(id), &signed(from), &(i64::from(limit) + 1)],
                 )
                 .map_err(db)?
                 .iter()
@@ -234,7 +204,7 @@ impl ReadModel for Postgres {
         self.reading(|c| {
             Ok(c.query_opt(
                 "SELECT text FROM lines WHERE session = $1 AND n = $2 AND NOT blank AND text IS NOT NULL",
-                &[&key(id), &clamp(n)],
+                &[&key(id), &signed(n)],
             )
             .map_err(db)?
             .map(|r| text_of(r.get(0))))
@@ -253,7 +223,7 @@ impl ReadModel for Postgres {
                      FROM lines l JOIN sessions s ON s.id = l.session \
                      WHERE NOT l.blank AND l.search @@ to_tsquery('simple', $1) \
                      ORDER BY s.first_seen DESC, s.id DESC, l.n DESC LIMIT $2 OFFSET $3",
-                    &[&tsq, &i64::from(paging.limit), &clamp(paging.offset)],
+                    &[&tsq, &i64::from(paging.limit), &signed(paging.offset)],
                 )
                 .map_err(db)?;
             Ok(rows
@@ -262,7 +232,7 @@ impl ReadModel for Postgres {
                     let text = text_of(r.get(2));
                     let searchable = search::search_text(&text);
                     SearchHit {
-                        session_id: session_of(r.get(0)),
+                        session_id: session_of(r.get::<_, Vec<u8>>(0)),
                         n: r.get::<_, i64>(1) as u64,
                         kind: search::kind_of(&text),
                         snippet: search::snippet(&searchable, &terms),
@@ -288,7 +258,7 @@ impl ReadModel for Postgres {
                 .map_err(db)?
                 .iter()
                 .map(|r| UsageSource {
-                    session_id: session_of(r.get(0)),
+                    session_id: session_of(r.get::<_, Vec<u8>>(0)),
                     repository: r.get(1),
                     owner: r.get(2),
                     started_at: r.get::<_, i64>(3) as u64,
@@ -309,7 +279,7 @@ impl ReadModel for Postgres {
                 )
                 .map_err(db)?;
             for r in &rows {
-                let Some(&i) = index.get(&session_of(r.get(0))) else {
+                let Some(&i) = index.get(&session_of(r.get::<_, Vec<u8>>(0))) else {
                     continue;
                 };
                 let Ok(shutdown) = serde_json::from_str::<Shutdown>(&r.get::<_, String>(1)) else {

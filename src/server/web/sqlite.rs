@@ -12,13 +12,15 @@ use rusqlite::types::Value;
 use rusqlite::{params_from_iter, OptionalExtension};
 
 use super::aggregate::day_of_timestamp;
+use super::filter_sql::{conditions, Param};
 use super::model::{
     Facets, Line, LinePage, Paging, ReadError, ReadModel, SearchHit, SessionFilter, SessionItem, SessionPage,
     UsageSource,
 };
 use super::search;
 use crate::ids::SessionId;
-use crate::server::storage::sqlite::{row, sid, summary_of, Sqlite, ROW};
+use crate::server::storage::columns::{session_of, signed, SESSION_ROW};
+use crate::server::storage::sqlite::{row, sid, summary_by_id, summary_of, Sqlite};
 use crate::server::storage::{sqlite_search, StorageError};
 use crate::server::usage::Shutdown;
 
@@ -36,43 +38,18 @@ const SEARCH_TEXT: &str = "substr(CASE WHEN json_valid(text) THEN concat_ws(char
     json_extract(text, '$.data.arguments'), json_extract(text, '$.data.result'), \
     json_extract(text, '$.data.error')) ELSE text END, 1, 262144)";
 
-fn session_of(id: Vec<u8>) -> SessionId {
-    <[u8; 16]>::try_from(id.as_slice())
-        .map(SessionId::from_bytes)
-        .unwrap_or(SessionId::from_bytes([0; 16]))
-}
-
-/// `WHERE …` for a filter, with its parameters.
+/// `WHERE …` for a filter (see [`conditions`]), with its parameters.
 fn filter_sql(f: &SessionFilter) -> (String, Vec<Value>) {
-    let mut clauses = vec!["1 = 1".to_string()];
+    let mut clauses = vec!["1 = 1"];
     let mut values = Vec::new();
-    let mut add = |clause: &str, v: Value| {
-        clauses.push(clause.to_string());
-        values.push(v);
-    };
-    if let Some(a) = &f.agent {
-        add("agent = ?", Value::Text(a.clone()));
-    }
-    if let Some(r) = &f.repository {
-        add("coalesce(repository, cwd) = ?", Value::Text(r.clone()));
-    }
-    if let Some(m) = &f.machine {
-        add("owner = ?", Value::Text(m.clone()));
-    }
-    if let Some(from) = f.from {
-        add(
-            "first_seen >= ?",
-            Value::Integer(from.min(i64::MAX as u64) as i64),
-        );
-    }
-    if let Some(to) = f.to {
-        add("first_seen < ?", Value::Integer(to.min(i64::MAX as u64) as i64));
+    for (clause, param) in conditions(f) {
+        clauses.push(clause);
+        values.push(match param {
+            Param::Text(t) => Value::Text(t),
+            Param::Integer(i) => Value::Integer(i),
+        });
     }
     (clauses.join(" AND "), values)
-}
-
-fn clamp(n: u64) -> i64 {
-    n.min(i64::MAX as u64) as i64
 }
 
 /// An FTS5 query: every term as a quoted prefix.
@@ -82,6 +59,33 @@ fn fts_query(terms: &[String]) -> String {
         .map(|t| format!("\"{}\"*", t.replace('"', "\"\"")))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// One page of the sessions `filter` selects, newest first, each read by `read` from the columns
+/// `select` (`SELECT … FROM sessions`) names, with how many it selects in all. The list page and
+/// the filtered API listing page alike, so they can never disagree on order or count.
+fn filtered_page<T>(
+    c: &rusqlite::Connection,
+    filter: &SessionFilter,
+    paging: Paging,
+    select: &str,
+    read: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<(Vec<T>, u64)> {
+    let (where_, mut values) = filter_sql(filter);
+    let total: i64 = c.query_row(
+        &format!("SELECT count(*) FROM sessions WHERE {where_}"),
+        params_from_iter(values.iter()),
+        |r| r.get(0),
+    )?;
+    values.push(Value::Integer(i64::from(paging.limit)));
+    values.push(Value::Integer(signed(paging.offset)));
+    let rows = c
+        .prepare_cached(&format!(
+            "{select} WHERE {where_} ORDER BY first_seen DESC, id DESC LIMIT ? OFFSET ?"
+        ))?
+        .query_map(params_from_iter(values.iter()), read)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok((rows, total.max(0) as u64))
 }
 
 impl Sqlite {
@@ -95,29 +99,13 @@ impl Sqlite {
 
 impl ReadModel for Sqlite {
     fn list_sessions(&self, filter: &SessionFilter, paging: Paging) -> Result<SessionPage, ReadError> {
-        let (where_, mut values) = filter_sql(filter);
         self.reading(|c| {
-            let total: i64 = c.query_row(
-                &format!("SELECT count(*) FROM sessions WHERE {where_}"),
-                params_from_iter(values.iter()),
-                |r| r.get(0),
-            )?;
-            values.push(Value::Integer(i64::from(paging.limit)));
-            values.push(Value::Integer(clamp(paging.offset)));
-            let rows = c
-                .prepare_cached(&format!(
-                    "{ROW} WHERE {where_} ORDER BY first_seen DESC, id DESC LIMIT ? OFFSET ?"
-                ))?
-                .query_map(params_from_iter(values.iter()), row)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let (rows, total) = filtered_page(c, filter, paging, SESSION_ROW, row)?;
             let sessions = rows
                 .into_iter()
                 .map(|r| summary_of(c, r).map(SessionItem::from))
                 .collect::<rusqlite::Result<_>>()?;
-            Ok(SessionPage {
-                sessions,
-                total: total.max(0) as u64,
-            })
+            Ok(SessionPage { sessions, total })
         })
     }
 
@@ -126,36 +114,15 @@ impl ReadModel for Sqlite {
         filter: &SessionFilter,
         paging: Paging,
     ) -> Result<(Vec<SessionId>, u64), ReadError> {
-        let (where_, mut values) = filter_sql(filter);
         self.reading(|c| {
-            let total: i64 = c.query_row(
-                &format!("SELECT count(*) FROM sessions WHERE {where_}"),
-                params_from_iter(values.iter()),
-                |r| r.get(0),
-            )?;
-            values.push(Value::Integer(i64::from(paging.limit)));
-            values.push(Value::Integer(clamp(paging.offset)));
-            let ids = c
-                .prepare_cached(&format!(
-                    "SELECT id FROM sessions WHERE {where_} ORDER BY first_seen DESC, id DESC LIMIT ? OFFSET ?"
-                ))?
-                .query_map(params_from_iter(values.iter()), |r| r.get::<_, Vec<u8>>(0).map(session_of))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok((ids, total.max(0) as u64))
+            filtered_page(c, filter, paging, "SELECT id FROM sessions", |r| {
+                r.get::<_, Vec<u8>>(0).map(session_of)
+            })
         })
     }
 
     fn session_item(&self, id: SessionId) -> Result<Option<SessionItem>, ReadError> {
-        self.reading(|c| {
-            let Some(r) = c
-                .prepare_cached(&format!("{ROW} WHERE id = ?1"))?
-                .query_row([sid(id)], row)
-                .optional()?
-            else {
-                return Ok(None);
-            };
-            summary_of(c, r).map(|s| Some(s.into()))
-        })
+        self.reading(|c| Ok(summary_by_id(c, id)?.map(SessionItem::from)))
     }
 
     fn line_page(&self, id: SessionId, from: u64, limit: u32) -> Result<LinePage, ReadError> {
@@ -166,7 +133,7 @@ impl ReadModel for Sqlite {
                      AND text IS NOT NULL ORDER BY n LIMIT ?3",
                 )?
                 .query_map(
-                    rusqlite::params![sid(id), clamp(from), i64::from(limit) + 1],
+                    rusqlite::params![sid(id), signed(from), i64::from(limit) + 1],
                     |r| {
                         Ok(Line {
                             n: r.get::<_, i64>(0)? as u64,
@@ -184,7 +151,7 @@ impl ReadModel for Sqlite {
     fn line_text(&self, id: SessionId, n: u64) -> Result<Option<String>, ReadError> {
         self.reading(|c| {
             c.prepare_cached("SELECT text FROM lines WHERE session = ?1 AND n = ?2 AND blank = 0")?
-                .query_row(rusqlite::params![sid(id), clamp(n)], |r| {
+                .query_row(rusqlite::params![sid(id), signed(n)], |r| {
                     r.get::<_, Option<String>>(0)
                 })
                 .optional()
@@ -205,12 +172,12 @@ impl ReadModel for Sqlite {
                  WHERE f.line_search MATCH ?1 ORDER BY f.rowid DESC LIMIT ?2 OFFSET ?3",
             )?
             .query_map(
-                rusqlite::params![fts, i64::from(paging.limit), clamp(paging.offset)],
+                rusqlite::params![fts, i64::from(paging.limit), signed(paging.offset)],
                 |r| {
                     let text: String = r.get(2)?;
                     let searchable = search::search_text(&text);
                     Ok(SearchHit {
-                        session_id: session_of(r.get(0)?),
+                        session_id: session_of(r.get::<_, Vec<u8>>(0)?),
                         n: r.get::<_, i64>(1)? as u64,
                         kind: search::kind_of(&text),
                         snippet: search::snippet(&searchable, &terms),
@@ -233,7 +200,7 @@ impl ReadModel for Sqlite {
                 ))?
                 .query_map(params_from_iter(values.iter()), |r| {
                     Ok(UsageSource {
-                        session_id: session_of(r.get(0)?),
+                        session_id: session_of(r.get::<_, Vec<u8>>(0)?),
                         repository: r.get(1)?,
                         owner: r.get(2)?,
                         started_at: r.get::<_, i64>(3)? as u64,
@@ -256,7 +223,7 @@ impl ReadModel for Sqlite {
             ))?;
             let mut rows = stmt.query(params_from_iter(values.iter()))?;
             while let Some(r) = rows.next()? {
-                let Some(&i) = index.get(&session_of(r.get(0)?)) else {
+                let Some(&i) = index.get(&session_of(r.get::<_, Vec<u8>>(0)?)) else {
                     continue;
                 };
                 let Ok(shutdown) = serde_json::from_str::<Shutdown>(&r.get::<_, String>(1)?) else {

@@ -56,6 +56,26 @@ pub fn filters_form(action: &str, q: &FilterQuery, facets: &Facets, hidden: &[(&
     }
 }
 
+/// Column headers of figure columns, right-aligned like their cells.
+pub fn figure_headers(names: &[&str]) -> Markup {
+    html! { @for name in names { th.num scope="col" { (name) } } }
+}
+
+/// One right-aligned cell per figure, in the order given (both usage tables' rows).
+pub fn figure_cells(values: &[f64]) -> Markup {
+    html! { @for v in values { td.num { (number(*v)) } } }
+}
+
+/// The figure column headers in rendered `html`, in order (the tables' tests read them).
+#[cfg(test)]
+fn figure_header_names(html: &str) -> Vec<&str> {
+    let header = r#"<th class="num" scope="col">"#;
+    html.split(header)
+        .skip(1)
+        .filter_map(|h| h.split('<').next())
+        .collect()
+}
+
 /// Input, output and cache tokens of a usage (summed over models).
 pub fn token_sums(u: &Usage) -> [f64; 4] {
     u.models.values().fold([0.0; 4], |mut acc, m| {
@@ -77,39 +97,66 @@ pub fn usage_table(u: &Usage) -> Markup {
                     @if !u.readings.is_empty() { " (later ones read as " (u.readings.join(", ")) ")" } }
                 thead { tr {
                     th scope="col" { "Model" }
-                    th.num scope="col" { "Requests" }
-                    th.num scope="col" { "Premium" }
-                    th.num scope="col" { "Input" }
-                    th.num scope="col" { "Output" }
-                    th.num scope="col" { "Cache read" }
-                    th.num scope="col" { "Cache write" }
-                    th.num scope="col" { "Reasoning" }
+                    (figure_headers(&["Requests", "Premium", "Input", "Output", "Cache read", "Cache write", "Reasoning"]))
                 } }
                 tbody {
                     @for (model, m) in &u.models {
                         tr {
                             th scope="row" { (model) }
-                            td.num { (number(m.requests)) }
-                            td.num { (number(m.premium_cost)) }
-                            td.num { (number(m.input_tokens)) }
-                            td.num { (number(m.output_tokens)) }
-                            td.num { (number(m.cache_read_tokens)) }
-                            td.num { (number(m.cache_write_tokens)) }
-                            td.num { (number(m.reasoning_tokens)) }
+                            (figure_cells(&[m.requests, m.premium_cost, m.input_tokens, m.output_tokens,
+                                m.cache_read_tokens, m.cache_write_tokens, m.reasoning_tokens]))
                         }
                     }
                     tr.total {
                         th scope="row" { "Total" }
                         td.num { (number(u.models.values().map(|m| m.requests).sum())) }
                         td.num { (number(u.premium_requests)) " premium requests" }
-                        td.num { (number(sums[0])) }
-                        td.num { (number(sums[1])) }
-                        td.num { (number(sums[2])) }
-                        td.num { (number(sums[3])) }
+                        (figure_cells(&sums))
                         td.num { (number(u.models.values().map(|m| m.reasoning_tokens).sum())) }
                     }
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::usage::ModelUsage;
+
+    /// A model's row holds its figures in the header's column order, one cell per column.
+    #[test]
+    fn a_usage_row_lines_up_with_its_headers() {
+        let mut u = Usage::default();
+        let figures = ModelUsage {
+            requests: 1.0,
+            premium_cost: 2.0,
+            input_tokens: 3.0,
+            output_tokens: 4.0,
+            cache_read_tokens: 5.0,
+            cache_write_tokens: 6.0,
+            reasoning_tokens: 7.0,
+            nano_aiu: 8.0,
+        };
+        u.models.insert("m".into(), figures);
+        let html = usage_table(&u).into_string();
+        assert_eq!(
+            figure_header_names(&html),
+            [
+                "Requests",
+                "Premium",
+                "Input",
+                "Output",
+                "Cache read",
+                "Cache write",
+                "Reasoning"
+            ]
+        );
+        let cells: String = (1..=7).map(|n| format!(r#"<td class="num">{n}</td>"#)).collect();
+        assert!(
+            html.contains(&format!(r#"<th scope="row">m</th>{cells}</tr>"#)),
+            "{html}"
+        );
     }
 }

@@ -7,11 +7,10 @@ use axum::Extension;
 use maud::{html, Markup};
 
 use super::shell;
-use crate::server::web::api::{SearchQuery, DEFAULT_HITS};
+use crate::server::web::api::SearchQuery;
 use crate::server::web::format::datetime;
 use crate::server::web::layout::{page, respond, Section};
 use crate::server::web::model::{Paging, ReadError, SearchHit};
-use crate::server::web::query::FilterQuery;
 use crate::server::web::search::{highlight, terms};
 use crate::server::web::{page_read_error, paths, Viewer, Web};
 
@@ -22,13 +21,7 @@ pub async fn handler(
     Query(q): Query<SearchQuery>,
 ) -> Response {
     let text = q.q.clone().unwrap_or_default();
-    let paging = FilterQuery {
-        offset: q.offset.clone(),
-        limit: q.limit.clone(),
-        ..FilterQuery::default()
-    }
-    .paging(DEFAULT_HITS);
-    let paging = match paging {
+    let paging = match q.paging() {
         Ok(p) => p,
         Err(m) => return page_read_error(ReadError::Invalid(m)),
     };

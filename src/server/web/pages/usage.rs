@@ -7,10 +7,9 @@ use axum::response::Response;
 use axum::Extension;
 use maud::{html, Markup};
 
-use super::{filters_form, shell};
+use super::{figure_cells, figure_headers, filters_form, shell};
 use crate::server::web::api::{total, UsageQuery};
 use crate::server::web::chart::bars;
-use crate::server::web::format::number;
 use crate::server::web::layout::{error_page, page, respond, Section};
 use crate::server::web::model::{Facets, UsageGroup, UsageRow};
 use crate::server::web::query::FilterQuery;
@@ -55,6 +54,18 @@ pub async fn handler(
     }
 }
 
+/// A row's figures after its session count, in the table's column order.
+fn figures(r: &UsageRow) -> [f64; 6] {
+    [
+        r.requests,
+        r.premium_requests,
+        r.input_tokens,
+        r.output_tokens,
+        r.cache_read_tokens,
+        r.cache_write_tokens,
+    ]
+}
+
 /// The usage page's content.
 pub fn render(group: UsageGroup, q: &FilterQuery, rows: &[UsageRow], facets: &Facets) -> Markup {
     let filters = q.without_offset();
@@ -84,40 +95,78 @@ pub fn render(group: UsageGroup, q: &FilterQuery, rows: &[UsageRow], facets: &Fa
                 table #usage-table {
                     thead { tr {
                         th scope="col" { (GROUPS.iter().find(|(g, _)| *g == group).map_or("", |(_, l)| l.trim_start_matches("By "))) }
-                        th.num scope="col" { "Sessions" }
-                        th.num scope="col" { "Requests" }
-                        th.num scope="col" { "Premium" }
-                        th.num scope="col" { "Input" }
-                        th.num scope="col" { "Output" }
-                        th.num scope="col" { "Cache read" }
-                        th.num scope="col" { "Cache write" }
+                        (figure_headers(&["Sessions", "Requests", "Premium", "Input", "Output", "Cache read", "Cache write"]))
                     } }
                     tbody {
                         @for r in rows {
                             tr {
                                 th scope="row" { (r.key) }
-                                td.num { (number(r.sessions as f64)) }
-                                td.num { (number(r.requests)) }
-                                td.num { (number(r.premium_requests)) }
-                                td.num { (number(r.input_tokens)) }
-                                td.num { (number(r.output_tokens)) }
-                                td.num { (number(r.cache_read_tokens)) }
-                                td.num { (number(r.cache_write_tokens)) }
+                                (figure_cells(&[r.sessions as f64]))
+                                (figure_cells(&figures(r)))
                             }
                         }
                         tr.total {
                             th scope="row" { "Total" }
                             td.num {}
-                            td.num { (number(t.requests)) }
-                            td.num { (number(t.premium_requests)) }
-                            td.num { (number(t.input_tokens)) }
-                            td.num { (number(t.output_tokens)) }
-                            td.num { (number(t.cache_read_tokens)) }
-                            td.num { (number(t.cache_write_tokens)) }
+                            (figure_cells(&figures(&t)))
                         }
                     }
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::figure_header_names;
+    use super::*;
+
+    /// A group's row and the total row hold their figures in the header's column order.
+    #[test]
+    fn rows_line_up_with_their_headers() {
+        let row = UsageRow {
+            key: "k".into(),
+            sessions: 1,
+            requests: 2.0,
+            premium_requests: 3.0,
+            input_tokens: 4.0,
+            output_tokens: 5.0,
+            cache_read_tokens: 6.0,
+            cache_write_tokens: 7.0,
+        };
+        let html = render(
+            UsageGroup::Model,
+            &FilterQuery::default(),
+            &[row],
+            &Facets::default(),
+        )
+        .into_string();
+        assert_eq!(
+            figure_header_names(&html),
+            [
+                "Sessions",
+                "Requests",
+                "Premium",
+                "Input",
+                "Output",
+                "Cache read",
+                "Cache write"
+            ]
+        );
+        let cells = |from: u32| -> String {
+            (from..=7)
+                .map(|n| format!(r#"<td class="num">{n}</td>"#))
+                .collect()
+        };
+        assert!(
+            html.contains(&format!(r#"<th scope="row">k</th>{}</tr>"#, cells(1))),
+            "{html}"
+        );
+        let total = format!(
+            r#"<th scope="row">Total</th><td class="num"></td>{}</tr>"#,
+            cells(2)
+        );
+        assert!(html.contains(&total), "{html}");
     }
 }
