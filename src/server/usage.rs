@@ -27,6 +27,15 @@ pub const COUNTER_MAX: f64 = 9_007_199_254_740_992.0;
 /// The rest are counted in `files_omitted`.
 pub const FILES_KEPT: usize = 1_000;
 
+/// How many models one shutdown keeps by name: real sessions use a handful, and a hostile line
+/// naming hundreds of thousands must not make the stored summary, and every read of usage that
+/// folds it, cost megabytes and seconds. The counters of the rest are added into one entry named
+/// [`MERGED_MODELS`] (no token leaves the sums) and the models are counted in `models_merged`.
+pub const MODELS_KEPT: usize = 256;
+
+/// The name of the entry that holds the counters of the models past [`MODELS_KEPT`].
+pub const MERGED_MODELS: &str = "(other models)";
+
 /// Counters of one model (or of a whole session, for the session-level fields).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct ModelUsage {
@@ -87,6 +96,9 @@ pub struct Shutdown {
     /// Modified files listed beyond the first [`FILES_KEPT`], counted but not kept.
     #[serde(default)]
     pub files_omitted: u64,
+    /// Models listed beyond the first [`MODELS_KEPT`], whose counters went into [`MERGED_MODELS`].
+    #[serde(default)]
+    pub models_merged: u64,
 }
 
 impl Shutdown {
@@ -124,6 +136,10 @@ pub struct Usage {
     /// Modified files the shutdowns listed beyond what each keeps ([`FILES_KEPT`]).
     #[serde(default)]
     pub files_omitted: u64,
+    /// Models the shutdowns listed beyond what each keeps ([`MODELS_KEPT`]), summed under
+    /// [`MERGED_MODELS`].
+    #[serde(default)]
+    pub models_merged: u64,
 }
 
 impl Usage {
@@ -259,24 +275,60 @@ impl CounterReader {
     }
 }
 
+impl CounterReader {
+    /// The counters of one `modelMetrics` entry.
+    fn model(&mut self, m: &Value) -> ModelUsage {
+        ModelUsage {
+            requests: self.read(m, "/requests/count"),
+            premium_cost: self.read(m, "/requests/cost"),
+            input_tokens: self.read(m, "/usage/inputTokens"),
+            output_tokens: self.read(m, "/usage/outputTokens"),
+            cache_read_tokens: self.read(m, "/usage/cacheReadTokens"),
+            cache_write_tokens: self.read(m, "/usage/cacheWriteTokens"),
+            reasoning_tokens: self.read(m, "/usage/reasoningTokens"),
+            nano_aiu: self.read(m, "/totalNanoAiu"),
+        }
+    }
+}
+
+/// The models of one shutdown: the first [`MODELS_KEPT`] by name, the rest summed under
+/// [`MERGED_MODELS`] and counted.
+#[derive(Default)]
+struct KeptModels {
+    kept: BTreeMap<String, ModelUsage>,
+    merged: u64,
+    saturated: bool,
+}
+
+impl KeptModels {
+    fn add(&mut self, model: &str, usage: ModelUsage) {
+        // A model that calls itself MERGED_MODELS is merged too: it may not replace the sum.
+        let own = model != MERGED_MODELS;
+        if let Some(same) = self.kept.get_mut(model).filter(|_| own) {
+            // A repeated name replaces the earlier entry, as a JSON object's last key does.
+            *same = usage;
+        } else if own && self.kept.len() < MODELS_KEPT {
+            self.kept.insert(model.to_string(), usage);
+        } else {
+            self.merged += 1;
+            let saturated = &mut self.saturated;
+            let other = self.kept.entry(MERGED_MODELS.to_string()).or_default();
+            *other = other.zip(&usage, |mut t, d| {
+                add(&mut t, d, saturated);
+                t
+            });
+        }
+    }
+}
+
 fn shutdown_of(v: &Value) -> Shutdown {
     let empty = Value::Null;
     let data = v.get("data").unwrap_or(&empty);
     let mut r = CounterReader::default();
-    let mut models = BTreeMap::new();
+    let mut models = KeptModels::default();
     if let Some(metrics) = data.get("modelMetrics").and_then(Value::as_object) {
         for (model, m) in metrics {
-            let usage = ModelUsage {
-                requests: r.read(m, "/requests/count"),
-                premium_cost: r.read(m, "/requests/cost"),
-                input_tokens: r.read(m, "/usage/inputTokens"),
-                output_tokens: r.read(m, "/usage/outputTokens"),
-                cache_read_tokens: r.read(m, "/usage/cacheReadTokens"),
-                cache_write_tokens: r.read(m, "/usage/cacheWriteTokens"),
-                reasoning_tokens: r.read(m, "/usage/reasoningTokens"),
-                nano_aiu: r.read(m, "/totalNanoAiu"),
-            };
-            models.insert(model.clone(), usage);
+            models.add(model, r.model(m));
         }
     }
     let listed = data
@@ -286,7 +338,8 @@ fn shutdown_of(v: &Value) -> Shutdown {
     let files_modified: Vec<String> = names.clone().take(FILES_KEPT).map(String::from).collect();
     let files_omitted = (names.count() - files_modified.len()) as u64;
     let mut s = Shutdown {
-        models,
+        models: models.kept,
+        models_merged: models.merged,
         premium_requests: r.read(data, "/totalPremiumRequests"),
         api_duration_ms: r.read(data, "/totalApiDurationMs"),
         nano_aiu: r.read(data, "/totalNanoAiu"),
@@ -296,7 +349,7 @@ fn shutdown_of(v: &Value) -> Shutdown {
         ..Shutdown::default()
     };
     s.invalid_counters = r.invalid;
-    s.saturated = r.saturated;
+    s.saturated = r.saturated || models.saturated;
     s.files_omitted = files_omitted;
     s
 }
@@ -366,6 +419,7 @@ pub fn fold(shutdowns: &[Shutdown], has_usage_checkpoints: bool) -> Usage {
         }
         usage.invalid_counters = usage.invalid_counters.saturating_add(s.invalid_counters);
         usage.files_omitted = usage.files_omitted.saturating_add(s.files_omitted);
+        usage.models_merged = usage.models_merged.saturating_add(s.models_merged);
         saturated |= s.saturated;
         previous = Some(s);
     }
@@ -560,6 +614,46 @@ mod tests {
         assert_eq!((s.files_modified.len(), s.files_omitted), (FILES_KEPT, 5));
         let u = fold(&[s.clone(), s], false);
         assert_eq!((u.files_modified.len(), u.files_omitted), (FILES_KEPT, 10));
+    }
+
+    /// A shutdown line naming `models` models, model `i` with `i + 1` input tokens.
+    fn many_models(models: usize) -> String {
+        let entries: Vec<String> = (0..models)
+            .map(|i| {
+                format!(
+                    r#""model-{i:07}":{{"requests":{{"count":1,"cost":1}},"usage":{{"inputTokens":{},"outputTokens":1}}}}"#,
+                    i + 1
+                )
+            })
+            .collect();
+        line(&format!(r#"{{"modelMetrics":{{{}}}}}"#, entries.join(",")))
+    }
+
+    #[test]
+    fn a_shutdown_keeps_a_bounded_list_of_models_and_merges_the_rest() {
+        let n = MODELS_KEPT + 5;
+        let s = parse_shutdown(&many_models(n)).unwrap();
+        assert_eq!((s.models.len(), s.models_merged), (MODELS_KEPT + 1, 5));
+        assert_eq!(s.models[MERGED_MODELS].requests, 5.0);
+        let input: f64 = s.models.values().map(|m| m.input_tokens).sum();
+        let requests: f64 = s.models.values().map(|m| m.requests).sum();
+        assert_eq!((input, requests), ((n * (n + 1) / 2) as f64, n as f64));
+        let u = fold(&[s.clone(), s], false);
+        assert_eq!((u.models.len(), u.models_merged), (MODELS_KEPT + 1, 10));
+        let output: f64 = u.models.values().map(|m| m.output_tokens).sum();
+        assert_eq!(output, 2.0 * n as f64);
+    }
+
+    #[test]
+    fn a_shutdown_naming_a_hundred_thousand_models_stores_a_bounded_summary() {
+        let text = many_models(100_000);
+        let s = parse_shutdown(&text).unwrap();
+        let stored = serde_json::to_string(&s).unwrap();
+        // About 200 bytes per kept model; the line itself is about 10 MB.
+        assert!(stored.len() < 100_000, "{} bytes stored", stored.len());
+        let u = serde_json::to_string(&fold(&[s.clone(), s], true)).unwrap();
+        assert!(u.len() < 100_000, "{} bytes folded", u.len());
+        assert!(u.contains(r#""models_merged":199488"#), "{}", &u[u.len() - 200..]);
     }
 
     #[test]
