@@ -15,8 +15,12 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
 
 /// The largest counter value kept exactly: past 2^53 an `f64` no longer holds every integer, and
 /// JSON readers in browsers lose precision. Sums stop here and the usage is flagged `saturated`.
@@ -26,6 +30,15 @@ pub const COUNTER_MAX: f64 = 9_007_199_254_740_992.0;
 /// shutdown listing millions of files must not make every read of its session cost seconds.
 /// The rest are counted in `files_omitted`.
 pub const FILES_KEPT: usize = 1_000;
+
+/// How many models one shutdown keeps by name: real sessions use a handful, and a hostile line
+/// naming hundreds of thousands must not make the stored summary, and every read of usage that
+/// folds it, cost megabytes and seconds. The counters of the rest are added into one entry named
+/// [`MERGED_MODELS`] (no token leaves the sums) and the models are counted in `models_merged`.
+pub const MODELS_KEPT: usize = 256;
+
+/// The name of the entry that holds the counters of the models past [`MODELS_KEPT`].
+pub const MERGED_MODELS: &str = "(other models)";
 
 /// Counters of one model (or of a whole session, for the session-level fields).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -87,6 +100,9 @@ pub struct Shutdown {
     /// Modified files listed beyond the first [`FILES_KEPT`], counted but not kept.
     #[serde(default)]
     pub files_omitted: u64,
+    /// Models listed beyond the first [`MODELS_KEPT`], whose counters went into [`MERGED_MODELS`].
+    #[serde(default)]
+    pub models_merged: u64,
 }
 
 impl Shutdown {
@@ -124,6 +140,10 @@ pub struct Usage {
     /// Modified files the shutdowns listed beyond what each keeps ([`FILES_KEPT`]).
     #[serde(default)]
     pub files_omitted: u64,
+    /// Models the shutdowns listed beyond what each keeps ([`MODELS_KEPT`]), summed under
+    /// [`MERGED_MODELS`].
+    #[serde(default)]
+    pub models_merged: u64,
 }
 
 impl Usage {
@@ -158,20 +178,20 @@ pub fn classify(line: &str) -> UsageEvent {
     if !mentions_shutdown && !line.contains("session.usage_checkpoint") {
         return UsageEvent::Other;
     }
-    let parsed = serde_json::from_str::<Value>(line).or_else(|e| {
+    let parsed = serde_json::from_str::<Event>(line).or_else(|e| {
         // serde_json refuses numbers past f64 (`1e400`): neither a shutdown nor a checkpoint may
         // vanish for that (a lost checkpoint flips the fold rule), so such numbers are read as
         // the largest finite one (a shutdown's are then saturated and flagged).
         match clamp_overflowing_numbers(line) {
-            Some(clamped) => serde_json::from_str::<Value>(&clamped),
+            Some(clamped) => serde_json::from_str::<Event>(&clamped),
             None => Err(e),
         }
     });
-    let Ok(v) = parsed else {
+    let Ok(event) = parsed else {
         return UsageEvent::Other;
     };
-    match v.get("type").and_then(Value::as_str) {
-        Some("session.shutdown") => UsageEvent::Shutdown(Box::new(shutdown_of(&v))),
+    match event.kind.as_ref().and_then(Value::as_str) {
+        Some("session.shutdown") => UsageEvent::Shutdown(Box::new(shutdown_of(event.data))),
         Some("session.usage_checkpoint") => UsageEvent::Checkpoint,
         _ => UsageEvent::Other,
     }
@@ -259,26 +279,179 @@ impl CounterReader {
     }
 }
 
-fn shutdown_of(v: &Value) -> Shutdown {
-    let empty = Value::Null;
-    let data = v.get("data").unwrap_or(&empty);
-    let mut r = CounterReader::default();
-    let mut models = BTreeMap::new();
-    if let Some(metrics) = data.get("modelMetrics").and_then(Value::as_object) {
-        for (model, m) in metrics {
-            let usage = ModelUsage {
-                requests: r.read(m, "/requests/count"),
-                premium_cost: r.read(m, "/requests/cost"),
-                input_tokens: r.read(m, "/usage/inputTokens"),
-                output_tokens: r.read(m, "/usage/outputTokens"),
-                cache_read_tokens: r.read(m, "/usage/cacheReadTokens"),
-                cache_write_tokens: r.read(m, "/usage/cacheWriteTokens"),
-                reasoning_tokens: r.read(m, "/usage/reasoningTokens"),
-                nano_aiu: r.read(m, "/totalNanoAiu"),
-            };
-            models.insert(model.clone(), usage);
+impl CounterReader {
+    /// The counters of one `modelMetrics` entry.
+    fn model(&mut self, m: &Value) -> ModelUsage {
+        ModelUsage {
+            requests: self.read(m, "/requests/count"),
+            premium_cost: self.read(m, "/requests/cost"),
+            input_tokens: self.read(m, "/usage/inputTokens"),
+            output_tokens: self.read(m, "/usage/outputTokens"),
+            cache_read_tokens: self.read(m, "/usage/cacheReadTokens"),
+            cache_write_tokens: self.read(m, "/usage/cacheWriteTokens"),
+            reasoning_tokens: self.read(m, "/usage/reasoningTokens"),
+            nano_aiu: self.read(m, "/totalNanoAiu"),
         }
     }
+}
+
+/// The models of one shutdown: the first [`MODELS_KEPT`] listed, the rest summed under
+/// [`MERGED_MODELS`] and counted.
+#[derive(Default)]
+struct KeptModels {
+    kept: BTreeMap<String, ModelUsage>,
+    merged: u64,
+    counters: CounterReader,
+}
+
+impl KeptModels {
+    fn add(&mut self, model: &str, metrics: &Value) {
+        let usage = self.counters.model(metrics);
+        // A model that calls itself MERGED_MODELS is merged too: it may not replace the sum.
+        let own = model != MERGED_MODELS;
+        if let Some(same) = self.kept.get_mut(model).filter(|_| own) {
+            // A repeated name replaces the earlier entry, as a JSON object's last key does.
+            *same = usage;
+        } else if own && self.kept.len() < MODELS_KEPT {
+            self.kept.insert(model.to_string(), usage);
+        } else {
+            self.merged += 1;
+            let saturated = &mut self.counters.saturated;
+            let other = self.kept.entry(MERGED_MODELS.to_string()).or_default();
+            *other = other.zip(&usage, |mut t, d| {
+                add(&mut t, d, saturated);
+                t
+            });
+        }
+    }
+}
+
+/// A transcript line as the usage fold reads it: its `type`, and its `data` with `modelMetrics`
+/// folded entry by entry while parsing, so a line naming a million models holds one at a time.
+/// Repeated keys keep the last, as [`Value`] does; a line or `data` that is no object is empty.
+#[derive(Default)]
+struct Event {
+    kind: Option<Value>,
+    data: Data,
+}
+
+/// An event's `data`: every field but `modelMetrics` as it is.
+#[derive(Default)]
+struct Data {
+    fields: Value,
+    models: KeptModels,
+}
+
+/// Builds a value from a JSON object's entries; [`ObjectOrEmpty`] gives the default for others.
+trait FromEntries<'de>: Default {
+    fn from_entries<A: MapAccess<'de>>(map: A) -> Result<Self, A::Error>;
+}
+
+/// Reads a `T` from an object, and `T::default()` from any other JSON value.
+struct ObjectOrEmpty<T>(PhantomData<T>);
+
+/// `T` from any JSON value (see [`ObjectOrEmpty`]).
+fn object_or_empty<'de, T: FromEntries<'de>, D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
+    d.deserialize_any(ObjectOrEmpty(PhantomData))
+}
+
+impl<'de, T: FromEntries<'de>> Visitor<'de> for ObjectOrEmpty<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+        T::from_entries(map)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<T, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(T::default())
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<T, E> {
+        Ok(T::default())
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<T, E> {
+        Ok(T::default())
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<T, E> {
+        Ok(T::default())
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<T, E> {
+        Ok(T::default())
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<T, E> {
+        Ok(T::default())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<T, E> {
+        Ok(T::default())
+    }
+}
+
+impl<'de> Deserialize<'de> for Event {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        object_or_empty(d)
+    }
+}
+
+impl<'de> FromEntries<'de> for Event {
+    fn from_entries<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+        let mut event = Event::default();
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "type" => event.kind = Some(map.next_value()?),
+                "data" => event.data = map.next_value()?,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(event)
+    }
+}
+
+impl<'de> Deserialize<'de> for Data {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        object_or_empty(d)
+    }
+}
+
+impl<'de> FromEntries<'de> for Data {
+    fn from_entries<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+        let (mut fields, mut models) = (Map::new(), KeptModels::default());
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "modelMetrics" {
+                models = map.next_value()?;
+            } else {
+                fields.insert(key, map.next_value()?);
+            }
+        }
+        Ok(Data {
+            fields: Value::Object(fields),
+            models,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for KeptModels {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        object_or_empty(d)
+    }
+}
+
+impl<'de> FromEntries<'de> for KeptModels {
+    fn from_entries<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+        let mut models = KeptModels::default();
+        while let Some(name) = map.next_key::<String>()? {
+            models.add(&name, &map.next_value::<Value>()?);
+        }
+        Ok(models)
+    }
+}
+
+fn shutdown_of(Data { fields, models }: Data) -> Shutdown {
+    let data = &fields;
+    let mut r = CounterReader::default();
     let listed = data
         .pointer("/codeChanges/filesModified")
         .and_then(Value::as_array);
@@ -286,7 +459,8 @@ fn shutdown_of(v: &Value) -> Shutdown {
     let files_modified: Vec<String> = names.clone().take(FILES_KEPT).map(String::from).collect();
     let files_omitted = (names.count() - files_modified.len()) as u64;
     let mut s = Shutdown {
-        models,
+        models: models.kept,
+        models_merged: models.merged,
         premium_requests: r.read(data, "/totalPremiumRequests"),
         api_duration_ms: r.read(data, "/totalApiDurationMs"),
         nano_aiu: r.read(data, "/totalNanoAiu"),
@@ -295,8 +469,8 @@ fn shutdown_of(v: &Value) -> Shutdown {
         files_modified,
         ..Shutdown::default()
     };
-    s.invalid_counters = r.invalid;
-    s.saturated = r.saturated;
+    s.invalid_counters = r.invalid + models.counters.invalid;
+    s.saturated = r.saturated || models.counters.saturated;
     s.files_omitted = files_omitted;
     s
 }
@@ -366,6 +540,7 @@ pub fn fold(shutdowns: &[Shutdown], has_usage_checkpoints: bool) -> Usage {
         }
         usage.invalid_counters = usage.invalid_counters.saturating_add(s.invalid_counters);
         usage.files_omitted = usage.files_omitted.saturating_add(s.files_omitted);
+        usage.models_merged = usage.models_merged.saturating_add(s.models_merged);
         saturated |= s.saturated;
         previous = Some(s);
     }
@@ -560,6 +735,80 @@ mod tests {
         assert_eq!((s.files_modified.len(), s.files_omitted), (FILES_KEPT, 5));
         let u = fold(&[s.clone(), s], false);
         assert_eq!((u.files_modified.len(), u.files_omitted), (FILES_KEPT, 10));
+    }
+
+    /// A shutdown line naming `models` models, model `i` with `i + 1` input tokens.
+    fn many_models(models: usize) -> String {
+        let entries: Vec<String> = (0..models)
+            .map(|i| {
+                format!(
+                    r#""model-{i:07}":{{"requests":{{"count":1,"cost":1}},"usage":{{"inputTokens":{},"outputTokens":1}}}}"#,
+                    i + 1
+                )
+            })
+            .collect();
+        line(&format!(r#"{{"modelMetrics":{{{}}}}}"#, entries.join(",")))
+    }
+
+    #[test]
+    fn a_shutdown_keeps_a_bounded_list_of_models_and_merges_the_rest() {
+        let n = MODELS_KEPT + 5;
+        let s = parse_shutdown(&many_models(n)).unwrap();
+        assert_eq!((s.models.len(), s.models_merged), (MODELS_KEPT + 1, 5));
+        assert_eq!(s.models[MERGED_MODELS].requests, 5.0);
+        let input: f64 = s.models.values().map(|m| m.input_tokens).sum();
+        let requests: f64 = s.models.values().map(|m| m.requests).sum();
+        assert_eq!((input, requests), ((n * (n + 1) / 2) as f64, n as f64));
+        let u = fold(&[s.clone(), s], false);
+        assert_eq!((u.models.len(), u.models_merged), (MODELS_KEPT + 1, 10));
+        let output: f64 = u.models.values().map(|m| m.output_tokens).sum();
+        assert_eq!(output, 2.0 * n as f64);
+    }
+
+    #[test]
+    fn a_shutdown_naming_a_hundred_thousand_models_stores_a_bounded_summary() {
+        let text = many_models(100_000);
+        let s = parse_shutdown(&text).unwrap();
+        let stored = serde_json::to_string(&s).unwrap();
+        // About 200 bytes per kept model; the line itself is about 10 MB.
+        assert!(stored.len() < 100_000, "{} bytes stored", stored.len());
+        let u = serde_json::to_string(&fold(&[s.clone(), s], true)).unwrap();
+        assert!(u.len() < 100_000, "{} bytes folded", u.len());
+        assert!(u.contains(r#""models_merged":199488"#), "{}", &u[u.len() - 200..]);
+    }
+
+    #[test]
+    fn models_are_kept_in_listed_order_while_parsing_and_odd_shapes_read_as_before() {
+        // Kept as listed, not by name: the parser cannot sort what it does not hold.
+        let entries: Vec<String> = (0..=MODELS_KEPT)
+            .rev()
+            .map(|i| format!(r#""m{i:04}":{{"usage":{{"inputTokens":{}}}}}"#, i + 1))
+            .collect();
+        let s = parse_shutdown(&line(&format!(r#"{{"modelMetrics":{{{}}}}}"#, entries.join(","))));
+        let s = s.unwrap();
+        assert!(!s.models.contains_key("m0000") && s.models.contains_key("m0256"));
+        assert_eq!((s.models[MERGED_MODELS].input_tokens, s.models_merged), (1.0, 1));
+        // A model posing as the merged entry adds to it and never replaces it.
+        let s = parse_shutdown(&line(
+            r#"{"modelMetrics":{"(other models)":{"usage":{"inputTokens":3}},"(other models)":{"usage":{"inputTokens":-4}}}}"#,
+        ))
+        .unwrap();
+        assert_eq!(s.models[MERGED_MODELS].input_tokens, 3.0);
+        assert_eq!((s.models_merged, s.invalid_counters), (2, 1));
+        // Repeated keys keep the last; a `data` or `modelMetrics` that is no object is empty.
+        let s = classify(
+            r#"{"type":"x","type":"session.shutdown","data":{"modelMetrics":{"a":{"usage":{"inputTokens":1}},"a":{"usage":{"inputTokens":2}}}}}"#,
+        );
+        let UsageEvent::Shutdown(s) = s else {
+            panic!("{s:?}")
+        };
+        assert_eq!(s.models["a"].input_tokens, 2.0);
+        let s = parse_shutdown(&line(r#"{"modelMetrics":"x","totalPremiumRequests":2}"#)).unwrap();
+        assert_eq!((s.models.len(), s.premium_requests), (0, 2.0));
+        assert_eq!(parse_shutdown(&line("[1,{}]")), Some(Shutdown::default()));
+        assert_eq!(parse_shutdown(&line("null")), Some(Shutdown::default()));
+        assert_eq!(classify(r#"["session.shutdown"]"#), UsageEvent::Other);
+        assert_eq!(classify(r#""session.shutdown""#), UsageEvent::Other);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Usage fold cost: a `session.shutdown` line listing N modified files, parsed and folded twice
 //! (a resumed session), at N = 60,000 and 240,000. For linear time the larger takes 4x as long
 //! (a ratio of about 1 after dividing by 4); the old list-contains dedupe showed about 16.
-//! Also checks that counters past 2^53 come out saturated and flagged, never as JSON `null`.
+//! Also checks that counters past 2^53 come out saturated and flagged, never as JSON `null`, and
+//! that a shutdown naming 150,000 or 600,000 models parses in linear time to a bounded summary.
 
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,24 @@ fn time_fold(files: usize) -> (Duration, bool) {
     (elapsed, sound)
 }
 
+/// Parses one shutdown naming `models` models: the time, and the size of what is stored of it.
+fn time_models(models: usize) -> (Duration, usize) {
+    let entries: Vec<String> = (0..models)
+        .map(|i| format!(r#""model-{i:07}":{{"requests":{{"count":1,"cost":1}},"usage":{{"inputTokens":1,"outputTokens":1}}}}"#))
+        .collect();
+    let line = format!(
+        r#"{{"type":"session.shutdown","data":{{"modelMetrics":{{{}}}}}}}"#,
+        entries.join(",")
+    );
+    let start = Instant::now();
+    let parsed = parse_shutdown(&line);
+    let elapsed = start.elapsed();
+    let stored = parsed.map_or(usize::MAX, |s| {
+        serde_json::to_string(&s).map_or(usize::MAX, |j| j.len())
+    });
+    (elapsed, stored)
+}
+
 /// Prints the fold's cost next to its targets; false when a check failed.
 pub fn run() -> bool {
     println!("\nkcap-bench: usage fold (one core, in process)\n");
@@ -52,5 +71,14 @@ pub fn run() -> bool {
         "| counters of 1e300 summed | {} | | saturated and flagged, no null |",
         if sound { "saturated, flagged" } else { "WRONG" }
     );
-    sound && ratio < 2.0
+    let (few, few_stored) = time_models(150_000);
+    let (many, many_stored) = time_models(600_000);
+    let models_ratio = many.as_secs_f64() / (4.0 * few.as_secs_f64().max(1e-9));
+    println!(
+        "| one shutdown naming 150,000 / 600,000 models | {:.0} / {:.0} ms, {few_stored} / {many_stored} bytes stored | {models_ratio:.2} | ≈ 1 (linear); stored ≤ 100,000 bytes |",
+        few.as_secs_f64() * 1e3,
+        many.as_secs_f64() * 1e3
+    );
+    let bounded = few_stored.max(many_stored) <= 100_000;
+    sound && ratio < 2.0 && models_ratio < 2.0 && bounded
 }
