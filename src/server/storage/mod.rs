@@ -7,6 +7,7 @@
 //! memory; a call returns only after its commit is durable, so whatever a 2xx or `last-line`
 //! reports survives a kill -9.
 
+mod chunks;
 pub mod columns;
 pub mod migrations;
 pub mod postgres;

@@ -4,12 +4,13 @@
 //! replica, and the unique key on (session, line number) keeps every line once even so.
 //! `synchronous_commit` is left at its default (on): a commit is durable when it returns.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Row, Statement, Transaction};
 
+use super::chunks::{self, STATEMENT_BYTES};
 use super::columns::{lifecycle_of, session_of, signed, SESSION_ROW};
 use super::migrations::{pending, POSTGRES};
 use super::rules::{self, LineOutcome, Slot};
@@ -49,6 +50,20 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Conn {
     client: Client,
     prepared: HashMap<&'static str, Statement>,
+    /// The heaviest statement it sent (see [`chunks::weight`]): the client keeps buffers that
+    /// large for the connection's life, so one heavier than [`STATEMENT_BYTES`] (a single line
+    /// that large) is closed rather than pooled.
+    carried: usize,
+}
+
+impl Conn {
+    fn new(client: Client) -> Conn {
+        Conn {
+            client,
+            prepared: HashMap::new(),
+            carried: 0,
+        }
+    }
 }
 
 /// A write transaction whose statements are prepared once per connection, not once per call:
@@ -57,6 +72,7 @@ struct Conn {
 pub(crate) struct Tx<'a> {
     tx: Transaction<'a>,
     prepared: &'a mut HashMap<&'static str, Statement>,
+    carried: &'a mut usize,
     /// Whether a statement failed because its cached plan went stale (see [`stale_plan`]).
     stale: bool,
 }
@@ -173,6 +189,11 @@ fn not_up_yet(e: &postgres::Error) -> bool {
 type Params<'p> = [&'p (dyn ToSql + Sync)];
 
 impl Tx<'_> {
+    /// Notes that the next statement carries `weight` bytes of parameters.
+    fn carrying(&mut self, weight: usize) {
+        *self.carried = (*self.carried).max(weight);
+    }
+
     fn statement(&mut self, sql: &'static str) -> Result<Statement, postgres::Error> {
         if let Some(s) = self.prepared.get(sql) {
             return Ok(s.clone());
@@ -282,10 +303,7 @@ impl Postgres {
             match connect_within(&self.config, left) {
                 Ok(client) => {
                     *lock(&self.open) += 1;
-                    return Ok(Conn {
-                        client,
-                        prepared: HashMap::new(),
-                    });
+                    return Ok(Conn::new(client));
                 }
                 Err(ConnectFailure::Refused(e)) if not_up_yet(&e) && Instant::now() < deadline => {
                     if !logged {
@@ -327,10 +345,7 @@ impl Postgres {
                     .copied()
                     .unwrap_or(CHECKOUT_CONNECT);
                 return match connect_within(&self.config, limit) {
-                    Ok(client) => Ok(Conn {
-                        client,
-                        prepared: HashMap::new(),
-                    }),
+                    Ok(client) => Ok(Conn::new(client)),
                     Err(failure) => {
                         *lock(&self.open) -= 1;
                         self.freed.notify_one();
@@ -352,6 +367,13 @@ impl Postgres {
     fn checkin(&self, conn: Conn) {
         if conn.client.is_closed() {
             *lock(&self.open) -= 1;
+        } else if conn.carried > STATEMENT_BYTES {
+            *lock(&self.open) -= 1;
+            // Closing waits on the client's own runtime, which may not happen on an async
+            // caller's thread (see `Drop for Postgres`).
+            let _ = std::thread::Builder::new()
+                .name("kcap-pg-close".into())
+                .spawn(move || drop(conn));
         } else {
             lock(&self.idle).push(conn);
         }
@@ -421,10 +443,15 @@ impl Postgres {
         conn: &mut Conn,
         f: &mut impl FnMut(&mut Tx<'_>) -> Result<T, StorageError>,
     ) -> Result<T, (StorageError, bool)> {
-        let Conn { client, prepared } = conn;
+        let Conn {
+            client,
+            prepared,
+            carried,
+        } = conn;
         let mut tx = Tx {
             tx: client.transaction().map_err(|e| (db(e), false))?,
             prepared,
+            carried,
             stale: false,
         };
         let out = f(&mut tx);
@@ -641,33 +668,40 @@ impl Backend for Postgres {
         let k = key(session);
         self.write(|tx| {
             let old = claim(tx, session, &batch.writer, batch.now)?;
-            let numbers: Vec<i64> = batch.lines.iter().map(|l| l.number as i64).collect();
-            let ids: Vec<&[u8]> = batch.lines.iter().map(|l| l.id.as_bytes().as_slice()).collect();
-            let texts: Vec<&[u8]> = batch.lines.iter().map(|l| l.text.as_bytes()).collect();
-            let inserted: HashSet<i64> = tx
-                .query(
-                    "INSERT INTO lines (session, n, blank, id, text) \
-                     SELECT $1, n, false, id, text FROM unnest($2::int8[], $3::bytea[], $4::bytea[]) AS t(n, id, text) \
-                     ON CONFLICT (session, n) DO NOTHING RETURNING n",
-                    &[&k, &numbers, &ids, &texts],
-                )
-                .map_err(db)?
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
-            let taken: Vec<i64> = numbers.iter().copied().filter(|n| !inserted.contains(n)).collect();
-            let stored: BTreeMap<i64, Slot> = if taken.is_empty() {
-                BTreeMap::new()
-            } else {
-                tx.query(
-                    "SELECT n, blank, id FROM lines WHERE session = $1 AND n = ANY($2)",
-                    &[&k, &taken],
-                )
-                .map_err(db)?
-                .iter()
-                .map(|r| (r.get::<_, i64>(0), slot_of(r.get(1), r.get(2))))
-                .collect()
-            };
+            // In runs of bounded size, all in this one transaction: a statement's parameters
+            // are encoded whole, and the client keeps buffers as large as its largest statement.
+            let mut inserted: HashSet<i64> = HashSet::with_capacity(batch.lines.len());
+            let mut stored: HashMap<i64, Slot> = HashMap::new();
+            for run in chunks::runs(&batch.lines, STATEMENT_BYTES) {
+                tx.carrying(run.iter().map(chunks::weight).sum());
+                let numbers: Vec<i64> = run.iter().map(|l| l.number as i64).collect();
+                let ids: Vec<&[u8]> = run.iter().map(|l| l.id.as_bytes().as_slice()).collect();
+                let texts: Vec<&[u8]> = run.iter().map(|l| l.text.as_bytes()).collect();
+                let new: HashSet<i64> = tx
+                    .query(
+                        "INSERT INTO lines (session, n, blank, id, text) \
+                         SELECT $1, n, false, id, text FROM unnest($2::int8[], $3::bytea[], $4::bytea[]) AS t(n, id, text) \
+                         ON CONFLICT (session, n) DO NOTHING RETURNING n",
+                        &[&k, &numbers, &ids, &texts],
+                    )
+                    .map_err(db)?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                let taken: Vec<i64> = numbers.iter().copied().filter(|n| !new.contains(n)).collect();
+                if !taken.is_empty() {
+                    for r in tx
+                        .query(
+                            "SELECT n, blank, id FROM lines WHERE session = $1 AND n = ANY($2)",
+                            &[&k, &taken],
+                        )
+                        .map_err(db)?
+                    {
+                        stored.insert(r.get::<_, i64>(0), slot_of(r.get(1), r.get(2)));
+                    }
+                }
+                inserted.extend(new);
+            }
             let mut tally = rules::Tally::default();
             for line in &batch.lines {
                 let n = line.number as i64;
@@ -955,6 +989,76 @@ mod tests {
             writer: Principal::Anonymous,
             now: 1,
         }
+    }
+
+    /// A line of about `size` bytes whose text names its number (so every id differs).
+    fn sized(session: SessionId, n: u64, size: usize) -> IncomingLine {
+        let text = format!(r#"{{"n":{n},"pad":"{}"}}"#, "x".repeat(size));
+        IncomingLine {
+            number: n,
+            id: crate::ids::event_id(&session, n, text.as_bytes()),
+            text,
+        }
+    }
+
+    #[test]
+    fn a_batch_heavier_than_one_statement_is_stored_whole_and_once_in_runs() {
+        let Some(cluster) = pg_cluster::Cluster::start("postgres::batch in runs") else {
+            return;
+        };
+        let pg = Postgres::connect(&cluster.database()).unwrap();
+        let sid = SessionId::new_random();
+        // About 2.5 statements' worth of 4 kB lines.
+        let count = (5 * STATEMENT_BYTES / 2 / 4096) as u64;
+        let lines: Vec<IncomingLine> = (0..count).map(|n| sized(sid, n, 4000)).collect();
+        assert!(chunks::runs(&lines, STATEMENT_BYTES).count() >= 3);
+        // Stored before: line 1 as sent (a replay), line 2 differently (a conflict), a blank
+        // marker in the last run (replaced), and a line past the batch.
+        let before = Batch {
+            lines: vec![lines[1].clone(), sized(sid, 2, 10), sized(sid, count, 10)],
+            blanks: vec![count - 2],
+            ..batch(sid, 0..0)
+        };
+        assert_eq!(pg.ingest(&before).unwrap().new, 3);
+        let big = Batch {
+            lines: lines.clone(),
+            ..batch(sid, 0..0)
+        };
+        let reply = pg.ingest(&big).unwrap();
+        // Its statements stayed within the bound, so its connection went back to the pool.
+        assert_eq!(lock(&pg.idle).len(), 1, "the connection was pooled");
+        assert_eq!((reply.new, reply.duplicates, reply.conflicts), (count - 2, 1, 1));
+        let stored = pg.lines(sid).unwrap();
+        assert_eq!(stored.lines.len() as u64, count + 1);
+        for line in lines.iter().filter(|l| l.number != 2) {
+            assert_eq!(stored.lines[&line.number].text, line.text, "line {}", line.number);
+        }
+        assert_eq!(stored.lines[&2].text, sized(sid, 2, 10).text);
+        assert_eq!(pg.last_line(sid).unwrap(), count as i64);
+        // Sent again: nothing new, nothing twice.
+        let again = pg.ingest(&big).unwrap();
+        assert_eq!((again.new, again.duplicates), (0, count - 1));
+        assert_eq!(pg.lines(sid).unwrap().lines.len() as u64, count + 1);
+    }
+
+    #[test]
+    fn a_connection_that_carried_one_line_heavier_than_a_statement_is_closed_not_pooled() {
+        let Some(cluster) = pg_cluster::Cluster::start("postgres::heavy line") else {
+            return;
+        };
+        let pg = Postgres::connect(&cluster.database()).unwrap();
+        let sid = SessionId::new_random();
+        assert_eq!(pg.ingest(&batch(sid, 0..3)).unwrap().new, 3);
+        assert_eq!((lock(&pg.idle).len(), *lock(&pg.open)), (1, 1));
+        let heavy = Batch {
+            lines: vec![sized(sid, 3, STATEMENT_BYTES)],
+            ..batch(sid, 0..0)
+        };
+        assert_eq!(pg.ingest(&heavy).unwrap().new, 1);
+        assert_eq!((lock(&pg.idle).len(), *lock(&pg.open)), (0, 0));
+        assert_eq!(pg.lines(sid).unwrap().lines[&3].text, heavy.lines[0].text);
+        assert_eq!(pg.ingest(&batch(sid, 4..6)).unwrap().new, 2);
+        assert_eq!(pg.last_line(sid).unwrap(), 5);
     }
 
     #[test]
