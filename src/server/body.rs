@@ -64,21 +64,49 @@ async fn next_frame(
 }
 
 /// How a body is read: its size cap, its timeout, the budget its bytes come from, and how long
-/// it may wait for a share of that budget.
-#[derive(Clone)]
+/// it may wait for a share of that budget. Built once per server.
 pub struct Reading {
-    pub max: u64,
-    pub timeout: Duration,
-    pub budget: Arc<Semaphore>,
+    max: u64,
+    timeout: Duration,
+    budget: Arc<Semaphore>,
     /// Lets one body of unknown length (chunked) at a time take the budget as it arrives.
-    pub unsized_turn: Arc<Semaphore>,
-    pub queue_timeout: Duration,
+    unsized_turn: Arc<Semaphore>,
+    queue_timeout: Duration,
+}
+
+impl Reading {
+    /// The reading rules of a server with `limits`: a budget of `large_body_budget` bytes (never
+    /// below `max_body`, so that any admissible body fits).
+    pub fn new(limits: &super::Limits) -> Reading {
+        let units = (limits.large_body_budget.max(limits.max_body) / BUDGET_UNIT + 1)
+            .min(Semaphore::MAX_PERMITS as u64) as usize;
+        Reading {
+            max: limits.max_body,
+            timeout: limits.body_timeout,
+            budget: Arc::new(Semaphore::new(units)),
+            unsized_turn: Arc::new(Semaphore::new(1)),
+            queue_timeout: limits.ingest_queue_timeout,
+        }
+    }
 }
 
 /// What a body holds of the budget until it is stored.
 pub struct Held {
-    _budget: Option<OwnedSemaphorePermit>,
-    _turn: Option<OwnedSemaphorePermit>,
+    budget: Option<OwnedSemaphorePermit>,
+    turn: Option<OwnedSemaphorePermit>,
+}
+
+/// `permits` of `semaphore`, waited for until `until`; `late` is the answer when they do not come.
+async fn acquire(
+    semaphore: &Arc<Semaphore>,
+    permits: u32,
+    until: Instant,
+    late: BodyError,
+) -> Result<OwnedSemaphorePermit, BodyError> {
+    tokio::time::timeout_at(until, semaphore.clone().acquire_many_owned(permits))
+        .await
+        .map_err(|_| late)?
+        .map_err(|_| BodyError::Broken("server stopping".into()))
 }
 
 /// Reads a body's first chunk, then takes its share of the budget: a body of declared length
@@ -96,8 +124,8 @@ async fn admit(
 ) -> Result<(Option<Bytes>, Held), BodyError> {
     let first = next_frame(body, deadline(start, how.timeout, 0), how.timeout).await?;
     let mut held = Held {
-        _budget: None,
-        _turn: None,
+        budget: None,
+        turn: None,
     };
     if first.is_none() {
         return Ok((None, held));
@@ -106,21 +134,9 @@ async fn admit(
     match declared {
         Some(len) => {
             let units = len.div_ceil(BUDGET_UNIT).max(1) as u32;
-            held._budget = Some(
-                tokio::time::timeout_at(until, how.budget.clone().acquire_many_owned(units))
-                    .await
-                    .map_err(|_| BodyError::Busy)?
-                    .map_err(|_| BodyError::Broken("server stopping".into()))?,
-            );
+            held.budget = Some(acquire(&how.budget, units, until, BodyError::Busy).await?);
         }
-        None => {
-            held._turn = Some(
-                tokio::time::timeout_at(until, how.unsized_turn.clone().acquire_owned())
-                    .await
-                    .map_err(|_| BodyError::Busy)?
-                    .map_err(|_| BodyError::Broken("server stopping".into()))?,
-            );
-        }
+        None => held.turn = Some(acquire(&how.unsized_turn, 1, until, BodyError::Busy).await?),
     }
     Ok((first, held))
 }
@@ -134,20 +150,17 @@ async fn take_unsized(
     len: u64,
     until: Instant,
 ) -> Result<(), BodyError> {
-    if held._turn.is_none() {
+    if held.turn.is_none() {
         return Ok(());
     }
     let units = ((total + len).div_ceil(BUDGET_UNIT) - total.div_ceil(BUDGET_UNIT)) as u32;
     if units == 0 {
         return Ok(());
     }
-    let permit = tokio::time::timeout_at(until, how.budget.clone().acquire_many_owned(units))
-        .await
-        .map_err(|_| BodyError::TimedOut(how.timeout))?
-        .map_err(|_| BodyError::Broken("server stopping".into()))?;
-    match held._budget.as_mut() {
+    let permit = acquire(&how.budget, units, until, BodyError::TimedOut(how.timeout)).await?;
+    match held.budget.as_mut() {
         Some(h) => h.merge(permit),
-        None => held._budget = Some(permit),
+        None => held.budget = Some(permit),
     }
     Ok(())
 }

@@ -336,16 +336,10 @@ async fn transcript(
     // slow senders cannot keep the ready ones waiting.
     let large = declared.is_none_or(|d| d > body::STREAM_ABOVE);
     let storage = shared.storage.clone();
-    let reading = body::Reading {
-        max: limits.max_body,
-        timeout: limits.body_timeout,
-        budget: shared.large_body_budget.clone(),
-        unsized_turn: shared.unsized_turn.clone(),
-        queue_timeout: limits.ingest_queue_timeout,
-    };
+    let reading = &shared.bodies;
     let mut permit = None;
     let outcome = if large {
-        body::stream_into(body, declared, &reading, move |reader| {
+        body::stream_into(body, declared, reading, move |reader| {
             let batch: TranscriptBatch = serde_json::from_reader(reader)
                 .map_err(|e| StorageError::Invalid(format!("malformed batch: {e}")))?;
             let batch = to_batch(batch, writer)?;
@@ -353,7 +347,7 @@ async fn transcript(
         })
         .await
     } else {
-        match body::collect(body, declared.unwrap_or(0), &reading).await {
+        match body::collect(body, declared.unwrap_or(0), reading).await {
             Ok((bytes, _held_until_stored)) => {
                 match tokio::time::timeout(
                     limits.ingest_queue_timeout,

@@ -93,9 +93,8 @@ pub struct Shared {
     gate: auth::Gate,
     limits: Limits,
     ingest_slots: Arc<Semaphore>,
-    large_body_budget: Arc<Semaphore>,
-    /// One transcript body of unknown length at a time (see [`body::stream_into`]).
-    unsized_turn: Arc<Semaphore>,
+    /// How transcript bodies are read: limits, the shared body budget (see [`body::Reading`]).
+    bodies: body::Reading,
     faults: Mutex<VecDeque<Fault>>,
     requests: Mutex<u64>,
     first_request_at: Mutex<Option<crate::machine::Millis>>,
@@ -152,11 +151,7 @@ impl Server {
             storage,
             gate: auth::Gate::new(options.token),
             ingest_slots: Arc::new(Semaphore::new(limits.max_ingest.max(1))),
-            large_body_budget: Arc::new(Semaphore::new(
-                (limits.large_body_budget.max(limits.max_body) / body::BUDGET_UNIT + 1)
-                    .min(Semaphore::MAX_PERMITS as u64) as usize,
-            )),
-            unsized_turn: Arc::new(Semaphore::new(1)),
+            bodies: body::Reading::new(&limits),
             limits: limits.clone(),
             faults: Mutex::new(VecDeque::new()),
             requests: Mutex::new(0),
